@@ -1,1 +1,15 @@
-//! meshroute core
+//! meshroute: Istio traffic management decided in-process.
+//!
+//! The pipeline is `config` (JSON → typed resources) → `validate` (Istio's webhook and
+//! `istioctl analyze` checks) → `compile` (an indexed route table) → `RouteTable::decide`
+//! (what Istio would do with one request). Nothing here talks to a proxy: the Proxy-Wasm adapter
+//! in `filters/` and the CLI are thin layers over this crate.
+
+pub mod config;
+pub mod crd;
+pub mod diag;
+pub mod duration;
+pub mod host;
+
+pub use config::{load_json, load_value, Bundle, Resource, Settings, Spec};
+pub use diag::{Diagnostic, Diagnostics, ResourceRef, Severity};

@@ -1,0 +1,439 @@
+//! Loading: JSON in (one resource, an array, a `kind: List`, or the plugin-config object
+//! `{"resources": [...], "settings": {...}}`), typed resources and settings out, with every
+//! problem collected as a diagnostic instead of stopping at the first.
+
+use crate::crd;
+use crate::diag::{Diagnostic, Diagnostics, ResourceRef};
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+pub const DEFAULT_CLUSTER_TEMPLATE: &str = "outbound|{port}|{subset}|{host}";
+pub const DEFAULT_ROUTING_HEADER: &str = "x-meshroute-cluster";
+
+/// The proxy's own identity and the knobs of meshroute itself. Strict: an unknown key is an
+/// error, because a typo here silently changes behaviour (unlike Istio resources, which are ours
+/// to be lenient with).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Settings {
+    /// Namespace of the proxy: resolves short host names in match-time selectors
+    /// (`sourceNamespace`) and decides which alternative host names a service answers to.
+    pub namespace: String,
+    /// Labels of the proxy's workload, for `sourceLabels` and Sidecar `workloadSelector`.
+    pub labels: BTreeMap<String, String>,
+    /// `mesh` for a sidecar, or `namespace/name` of the Gateway this proxy implements.
+    pub gateway: String,
+    /// Cluster name pattern; `{port}`, `{subset}`, `{host}` are replaced.
+    pub cluster_template: String,
+    /// Request header the filter writes and Envoy's route reads with `cluster_header`.
+    pub routing_header: String,
+    /// Kubernetes cluster domain, for short-name expansion.
+    pub domain_suffix: String,
+    /// Port assumed when neither the destination nor the request names one (the listener port).
+    pub default_port: u32,
+    /// Overrides the Sidecar's `outboundTrafficPolicy.mode` (`ALLOW_ANY` | `REGISTRY_ONLY`).
+    pub outbound_traffic_policy: Option<String>,
+    /// Largest request body copied to a mirror; bigger requests are not mirrored.
+    pub mirror_body_limit: u64,
+    /// Per-request timeout of a mirror call, milliseconds.
+    pub mirror_timeout_ms: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            namespace: "default".into(),
+            labels: BTreeMap::new(),
+            gateway: "mesh".into(),
+            cluster_template: DEFAULT_CLUSTER_TEMPLATE.into(),
+            routing_header: DEFAULT_ROUTING_HEADER.into(),
+            domain_suffix: "cluster.local".into(),
+            default_port: 80,
+            outbound_traffic_policy: None,
+            mirror_body_limit: 64 * 1024,
+            mirror_timeout_ms: 5_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Spec {
+    VirtualService(crd::VirtualService),
+    DestinationRule(crd::DestinationRule),
+    ServiceEntry(crd::ServiceEntry),
+    Gateway(crd::Gateway),
+    Sidecar(crd::Sidecar),
+    WorkloadEntry(crd::WorkloadEntry),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resource {
+    /// Position in the flattened input; diagnostics carry it so a front end can map back.
+    pub index: usize,
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+    pub namespace: String,
+    pub metadata: crd::Metadata,
+    pub spec: Spec,
+}
+
+impl Resource {
+    pub fn reference(&self) -> ResourceRef {
+        ResourceRef {
+            index: self.index,
+            kind: self.kind.clone(),
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+        }
+    }
+
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Everything the input declared: the resources that parsed and the settings.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Bundle {
+    pub resources: Vec<Resource>,
+    pub settings: Settings,
+}
+
+impl Bundle {
+    pub fn virtual_services(&self) -> impl Iterator<Item = (&Resource, &crd::VirtualService)> {
+        self.resources.iter().filter_map(|r| match &r.spec {
+            Spec::VirtualService(s) => Some((r, s)),
+            _ => None,
+        })
+    }
+
+    pub fn destination_rules(&self) -> impl Iterator<Item = (&Resource, &crd::DestinationRule)> {
+        self.resources.iter().filter_map(|r| match &r.spec {
+            Spec::DestinationRule(s) => Some((r, s)),
+            _ => None,
+        })
+    }
+
+    pub fn service_entries(&self) -> impl Iterator<Item = (&Resource, &crd::ServiceEntry)> {
+        self.resources.iter().filter_map(|r| match &r.spec {
+            Spec::ServiceEntry(s) => Some((r, s)),
+            _ => None,
+        })
+    }
+
+    pub fn gateways(&self) -> impl Iterator<Item = (&Resource, &crd::Gateway)> {
+        self.resources.iter().filter_map(|r| match &r.spec {
+            Spec::Gateway(s) => Some((r, s)),
+            _ => None,
+        })
+    }
+
+    pub fn sidecars(&self) -> impl Iterator<Item = (&Resource, &crd::Sidecar)> {
+        self.resources.iter().filter_map(|r| match &r.spec {
+            Spec::Sidecar(s) => Some((r, s)),
+            _ => None,
+        })
+    }
+
+    pub fn workload_entries(&self) -> impl Iterator<Item = (&Resource, &crd::WorkloadEntry)> {
+        self.resources.iter().filter_map(|r| match &r.spec {
+            Spec::WorkloadEntry(s) => Some((r, s)),
+            _ => None,
+        })
+    }
+}
+
+const KINDS: [&str; 6] = ["VirtualService", "DestinationRule", "ServiceEntry", "Gateway", "Sidecar", "WorkloadEntry"];
+
+/// Parses JSON text. Syntax errors are reported with line and column.
+pub fn load_json(text: &[u8]) -> (Bundle, Diagnostics) {
+    match serde_json::from_slice::<Value>(text) {
+        Ok(v) => load_value(v),
+        Err(e) => {
+            let mut diags = Diagnostics::default();
+            diags.push(Diagnostic::error(
+                None,
+                "",
+                format!("invalid JSON at line {}, column {}: {e}", e.line(), e.column()),
+            ));
+            (Bundle::default(), diags)
+        }
+    }
+}
+
+/// Accepts any of the input shapes and flattens them into one resource list.
+pub fn load_value(v: Value) -> (Bundle, Diagnostics) {
+    let mut diags = Diagnostics::default();
+    let mut raw = Vec::new();
+    let mut settings = Settings::default();
+    match v {
+        Value::Object(mut obj) if obj.contains_key("resources") || obj.contains_key("settings") => {
+            if let Some(s) = obj.remove("settings") {
+                match serde_path_to_error::deserialize::<_, Settings>(s) {
+                    Ok(s) => settings = s,
+                    Err(e) => diags.push(Diagnostic::error(
+                        None,
+                        join_path("settings", &e.path().to_string()),
+                        e.inner().to_string(),
+                    )),
+                }
+            }
+            for key in obj.keys().filter(|k| *k != "resources") {
+                diags.push(Diagnostic::error(
+                    None,
+                    key.clone(),
+                    "unknown key in plugin configuration (expected \"resources\" and \"settings\")",
+                ));
+            }
+            match obj.remove("resources") {
+                Some(Value::Array(items)) => items.into_iter().for_each(|i| flatten(i, &mut raw)),
+                Some(Value::Null) | None => {}
+                Some(_) => diags.push(Diagnostic::error(None, "resources", "must be a list of resources")),
+            }
+        }
+        other => flatten(other, &mut raw),
+    }
+    let mut resources = Vec::with_capacity(raw.len());
+    for (index, value) in raw.into_iter().enumerate() {
+        if let Some(r) = parse_resource(index, value, &mut diags) {
+            resources.push(r);
+        }
+    }
+    (Bundle { resources, settings }, diags)
+}
+
+fn flatten(v: Value, out: &mut Vec<Value>) {
+    match v {
+        Value::Array(items) => items.into_iter().for_each(|i| flatten(i, out)),
+        Value::Object(mut obj) if obj.get("kind").and_then(Value::as_str) == Some("List") => {
+            if let Some(Value::Array(items)) = obj.remove("items") {
+                items.into_iter().for_each(|i| flatten(i, out));
+            }
+        }
+        Value::Null => {}
+        other => out.push(other),
+    }
+}
+
+fn parse_resource(index: usize, value: Value, diags: &mut Diagnostics) -> Option<Resource> {
+    let Value::Object(mut obj) = value else {
+        diags.push(Diagnostic::error(
+            None,
+            format!("[{index}]"),
+            "expected a resource object with apiVersion, kind, metadata and spec",
+        ));
+        return None;
+    };
+    let kind = obj.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
+    let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string();
+    let metadata: crd::Metadata = match obj.remove("metadata") {
+        Some(m) => serde_json::from_value(m).unwrap_or_default(),
+        None => crd::Metadata::default(),
+    };
+    let namespace = metadata.namespace.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| "default".into());
+    let reference = ResourceRef {
+        index,
+        kind: if kind.is_empty() { "<no kind>".into() } else { kind.clone() },
+        namespace: namespace.clone(),
+        name: metadata.name.clone(),
+    };
+    let r = Some(reference.clone());
+    if !KINDS.contains(&kind.as_str()) {
+        let msg = if kind.is_empty() {
+            "missing kind".to_string()
+        } else {
+            format!("unsupported kind {kind:?} (expected one of {})", KINDS.join(", "))
+        };
+        diags.push(Diagnostic::error(r, "kind", msg));
+        return None;
+    }
+    let group_ok = matches!(
+        api_version.as_str(),
+        "networking.istio.io/v1alpha3" | "networking.istio.io/v1beta1" | "networking.istio.io/v1"
+    );
+    if !group_ok {
+        diags.push(Diagnostic::error(
+            r.clone(),
+            "apiVersion",
+            format!("unsupported apiVersion {api_version:?} (expected networking.istio.io/v1, v1beta1 or v1alpha3)"),
+        ));
+        return None;
+    }
+    if metadata.name.is_empty() {
+        diags.push(Diagnostic::error(r.clone(), "metadata.name", "missing name"));
+        return None;
+    }
+    for key in obj.keys() {
+        if !matches!(key.as_str(), "apiVersion" | "kind" | "spec" | "status") {
+            diags.push(Diagnostic::warning(r.clone(), key.clone(), "unknown field, ignored"));
+        }
+    }
+    let spec_value = obj.remove("spec").unwrap_or(Value::Object(Default::default()));
+    let spec = match kind.as_str() {
+        "VirtualService" => typed(spec_value, &reference, diags).map(Spec::VirtualService),
+        "DestinationRule" => typed(spec_value, &reference, diags).map(Spec::DestinationRule),
+        "ServiceEntry" => typed(spec_value, &reference, diags).map(Spec::ServiceEntry),
+        "Gateway" => typed(spec_value, &reference, diags).map(Spec::Gateway),
+        "Sidecar" => typed(spec_value, &reference, diags).map(Spec::Sidecar),
+        _ => typed(spec_value, &reference, diags).map(Spec::WorkloadEntry),
+    }?;
+    Some(Resource { index, api_version, kind, name: metadata.name.clone(), namespace, metadata, spec })
+}
+
+/// Deserialises a spec, reporting a type error with its field path and every field the type does
+/// not know as a warning.
+fn typed<T: for<'de> Deserialize<'de>>(spec: Value, r: &ResourceRef, diags: &mut Diagnostics) -> Option<T> {
+    let mut ignored = Vec::new();
+    let result = {
+        let mut on_ignored = |p: serde_ignored::Path<'_>| ignored.push(render_path(&p));
+        let de = serde_ignored::Deserializer::new(&spec, &mut on_ignored);
+        serde_path_to_error::deserialize::<_, T>(de)
+    };
+    match result {
+        Ok(t) => {
+            for p in ignored {
+                diags.push(Diagnostic::warning(
+                    Some(r.clone()),
+                    join_path("spec", &p),
+                    format!("unknown field {:?} for {}, ignored", last_segment(&p), r.kind),
+                ));
+            }
+            Some(t)
+        }
+        Err(e) => {
+            let path = dotted_to_indexed(&e.path().to_string());
+            diags.push(Diagnostic::error(Some(r.clone()), join_path("spec", &path), e.into_inner().to_string()));
+            None
+        }
+    }
+}
+
+fn render_path(p: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match p {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", render_path(parent)),
+        Path::Map { parent, key } => join_path(&render_path(parent), key),
+        Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => render_path(parent),
+    }
+}
+
+/// serde_path_to_error prints sequence indices as `.0`; Istio users read `[0]`.
+fn dotted_to_indexed(p: &str) -> String {
+    if p == "." {
+        return String::new();
+    }
+    let mut out = String::new();
+    for seg in p.split('.') {
+        if !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()) {
+            out.push('[');
+            out.push_str(seg);
+            out.push(']');
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(seg);
+        }
+    }
+    out
+}
+
+fn last_segment(p: &str) -> &str {
+    p.rsplit('.').next().unwrap_or(p)
+}
+
+pub(crate) fn join_path(a: &str, b: &str) -> String {
+    match (a.is_empty(), b.is_empty()) {
+        (true, _) => b.to_string(),
+        (_, true) => a.to_string(),
+        _ => format!("{a}.{b}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn vs(spec: Value) -> Value {
+        json!({"apiVersion": "networking.istio.io/v1beta1", "kind": "VirtualService",
+               "metadata": {"name": "reviews"}, "spec": spec})
+    }
+
+    #[test]
+    fn accepts_single_array_list_and_plugin_config_shapes() {
+        let one = vs(json!({"hosts": ["reviews"]}));
+        for input in [
+            one.clone(),
+            json!([one.clone()]),
+            json!({"kind": "List", "apiVersion": "v1", "items": [one.clone()]}),
+            json!({"resources": [one.clone()], "settings": {"namespace": "prod"}}),
+        ] {
+            let (b, d) = load_value(input);
+            assert!(d.is_empty(), "{d}");
+            assert_eq!(b.resources.len(), 1);
+            assert_eq!(b.resources[0].namespace, "default");
+        }
+    }
+
+    #[test]
+    fn unknown_istio_field_is_a_warning_that_names_it() {
+        let (b, d) = load_value(vs(json!({"hosts": ["a"], "http": [{"route": [], "retrys": {}}]})));
+        assert_eq!(b.resources.len(), 1);
+        let w: Vec<_> = d.warnings().collect();
+        assert_eq!(w.len(), 1, "{d}");
+        assert_eq!(w[0].path, "spec.http[0].retrys");
+        assert!(w[0].message.contains("retrys"));
+    }
+
+    #[test]
+    fn wrong_type_is_an_error_with_the_field_path() {
+        let (b, d) = load_value(vs(
+            json!({"hosts": ["a"], "http": [{"route": [{"destination": {"host": "a"}, "weight": "80"}]}]}),
+        ));
+        assert!(b.resources.is_empty());
+        let e: Vec<_> = d.errors().collect();
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].path, "spec.http[0].route[0].weight");
+        assert_eq!(e[0].to_string().split(':').next(), Some("error"));
+    }
+
+    #[test]
+    fn unknown_setting_is_an_error() {
+        let (_, d) = load_value(json!({"resources": [], "settings": {"namespce": "x"}}));
+        assert!(d.has_errors());
+        assert!(d.to_string().contains("namespce"), "{d}");
+    }
+
+    #[test]
+    fn wrong_kind_and_api_version_are_errors() {
+        let (b, d) = load_value(json!([
+            {"apiVersion": "networking.istio.io/v1", "kind": "VirtualServce", "metadata": {"name": "a"}},
+            {"apiVersion": "apps/v1", "kind": "Gateway", "metadata": {"name": "b"}},
+        ]));
+        assert!(b.resources.is_empty());
+        assert_eq!(d.errors().count(), 2, "{d}");
+    }
+
+    #[test]
+    fn metadata_noise_from_kubectl_is_not_reported() {
+        let mut v = vs(json!({"hosts": ["a"]}));
+        v["metadata"]["uid"] = json!("123");
+        v["metadata"]["resourceVersion"] = json!("9");
+        v["status"] = json!({});
+        let (_, d) = load_value(v);
+        assert!(d.is_empty(), "{d}");
+    }
+
+    #[test]
+    fn deprecated_mirror_percent_spellings_are_read() {
+        let (b, d) = load_value(vs(json!({"hosts": ["a"], "http": [{"mirror_percent": 5}, {"mirrorPercent": 7}]})));
+        assert!(d.is_empty(), "{d}");
+        let Spec::VirtualService(v) = &b.resources[0].spec else { unreachable!() };
+        assert_eq!(v.http[0].mirror_percent, Some(5));
+        assert_eq!(v.http[1].mirror_percent, Some(7));
+    }
+}
