@@ -60,7 +60,7 @@ impl Default for Settings {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Spec {
     VirtualService(crd::VirtualService),
-    DestinationRule(crd::DestinationRule),
+    DestinationRule(Box<crd::DestinationRule>),
     ServiceEntry(crd::ServiceEntry),
     Gateway(crd::Gateway),
     Sidecar(crd::Sidecar),
@@ -111,7 +111,7 @@ impl Bundle {
 
     pub fn destination_rules(&self) -> impl Iterator<Item = (&Resource, &crd::DestinationRule)> {
         self.resources.iter().filter_map(|r| match &r.spec {
-            Spec::DestinationRule(s) => Some((r, s)),
+            Spec::DestinationRule(s) => Some((r, s.as_ref())),
             _ => None,
         })
     }
@@ -273,7 +273,7 @@ fn parse_resource(index: usize, value: Value, diags: &mut Diagnostics) -> Option
     let spec_value = obj.remove("spec").unwrap_or(Value::Object(Default::default()));
     let spec = match kind.as_str() {
         "VirtualService" => typed(spec_value, &reference, diags).map(Spec::VirtualService),
-        "DestinationRule" => typed(spec_value, &reference, diags).map(Spec::DestinationRule),
+        "DestinationRule" => typed(spec_value, &reference, diags).map(|d| Spec::DestinationRule(Box::new(d))),
         "ServiceEntry" => typed(spec_value, &reference, diags).map(Spec::ServiceEntry),
         "Gateway" => typed(spec_value, &reference, diags).map(Spec::Gateway),
         "Sidecar" => typed(spec_value, &reference, diags).map(Spec::Sidecar),

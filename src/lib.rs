@@ -13,3 +13,13 @@ pub mod host;
 
 pub use config::{load_json, load_value, Bundle, Resource, Settings, Spec};
 pub use diag::{Diagnostic, Diagnostics, ResourceRef, Severity};
+pub mod compile;
+pub mod decide;
+pub mod index;
+pub mod matcher;
+pub mod request;
+pub mod validate;
+
+pub use compile::{compile, compile_json, Compiled, RouteTable};
+pub use decide::{Decision, Matched};
+pub use request::{Random, Request, RequestView, SplitMix64};

@@ -1,0 +1,942 @@
+//! Compilation: validated resources → `RouteTable`, built once per configuration and only read
+//! per request.
+
+use crate::config::{Bundle, Resource, Settings};
+use crate::crd;
+use crate::diag::{Diagnostic, Diagnostics};
+use crate::duration;
+use crate::host;
+use crate::index::{regex_literal_prefix, Key, PathIndex};
+use crate::matcher::{MatchBlock, StrMatch};
+use crate::request::PPM;
+use regex_lite::Regex;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+/// Istio's retry policy for routes that set none (istio `retry.DefaultPolicy`): 2 retries on
+/// connect-failure, refused-stream, unavailable, cancelled and retriable-status-codes.
+const DEFAULT_RETRY_ON: &str = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
+pub const RETRY_ON_GRPC: [&str; 5] =
+    ["cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable"];
+
+/// Everything `decide` needs, resolved ahead of time.
+#[derive(Debug, Clone)]
+pub struct RouteTable {
+    pub virtual_services: Vec<CompiledVs>,
+    exact_hosts: HashMap<String, usize>,
+    /// (`.suffix`, vs), longest suffix first: Envoy's domain search order.
+    wildcard_hosts: Vec<(String, usize)>,
+    any_host: Option<usize>,
+    pub registry_only: bool,
+    registry_exact: HashMap<String, ()>,
+    registry_wildcards: Vec<String>,
+    pub default_port: u32,
+    pub routing_header: String,
+    pub mirror_body_limit: u64,
+    pub mirror_timeout_ms: u64,
+    /// Every cluster a decision may name, for the CLI's Envoy config and for sanity checks.
+    pub clusters: Vec<ClusterRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ClusterRef {
+    pub name: String,
+    pub host: String,
+    pub subset: Option<String>,
+    pub port: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct CompiledVs {
+    /// `namespace/name`
+    pub name: String,
+    pub hosts: Vec<String>,
+    pub rules: Vec<Rule>,
+    pub entries: Vec<Entry>,
+    index: PathIndex,
+}
+
+/// One match block of one rule; entries are numbered in Istio's evaluation order.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub rule: usize,
+    /// Position in the rule's `match` list; `None` for a rule without `match`.
+    pub match_index: Option<usize>,
+    pub block: MatchBlock,
+}
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// Position in `spec.http`.
+    pub index: usize,
+    pub name: Option<String>,
+    pub action: Action,
+    pub retry: RetryPolicy,
+    pub timeout: Option<Duration>,
+    pub fault: Option<Fault>,
+    pub mirrors: Vec<Mirror>,
+    pub rewrite: Option<Rewrite>,
+    pub request_headers: HeaderOps,
+    pub response_headers: HeaderOps,
+    pub cors: Option<Cors>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Action {
+    Forward { destinations: Vec<Dest>, total_weight: u64 },
+    Redirect(Redirect),
+    DirectResponse { status: u32, body: Vec<u8> },
+}
+
+#[derive(Debug, Clone)]
+pub struct Dest {
+    pub cluster: String,
+    pub host: String,
+    pub subset: Option<String>,
+    pub port: u32,
+    pub weight: u32,
+    pub request_headers: HeaderOps,
+    pub response_headers: HeaderOps,
+}
+
+/// Retry hints for Envoy's router; `attempts == 0` disables retries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    /// HTTP conditions for `x-envoy-retry-on`.
+    pub retry_on: String,
+    /// gRPC conditions for `x-envoy-retry-grpc-on` (Envoy ignores them in `x-envoy-retry-on`).
+    pub grpc_retry_on: String,
+    /// For `x-envoy-retriable-status-codes`.
+    pub retriable_status_codes: String,
+    pub per_try_timeout: Option<Duration>,
+    pub retry_remote_localities: bool,
+    /// Set when the VirtualService did not say (Istio's default applies).
+    pub is_default: bool,
+}
+
+impl RetryPolicy {
+    pub fn istio_default() -> Self {
+        let mut p = RetryPolicy::from_retry_on(2, DEFAULT_RETRY_ON);
+        p.is_default = true;
+        p
+    }
+
+    pub fn disabled() -> Self {
+        RetryPolicy {
+            attempts: 0,
+            retry_on: String::new(),
+            grpc_retry_on: String::new(),
+            retriable_status_codes: String::new(),
+            per_try_timeout: None,
+            retry_remote_localities: false,
+            is_default: false,
+        }
+    }
+
+    /// Splits Istio's `retryOn` the way istiod `parseRetryOn` does: numbers are status codes
+    /// (and imply `retriable-status-codes`); gRPC names go to their own header.
+    fn from_retry_on(attempts: u32, retry_on: &str) -> Self {
+        let mut http = Vec::new();
+        let mut grpc = Vec::new();
+        let mut codes = Vec::new();
+        for token in retry_on.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            if token.parse::<u16>().is_ok() {
+                codes.push(token);
+            } else if RETRY_ON_GRPC.contains(&token) {
+                grpc.push(token);
+            } else if !http.contains(&token) {
+                http.push(token);
+            }
+        }
+        if !codes.is_empty() && !http.contains(&"retriable-status-codes") {
+            http.push("retriable-status-codes");
+        }
+        RetryPolicy {
+            attempts,
+            retry_on: http.join(","),
+            grpc_retry_on: grpc.join(","),
+            retriable_status_codes: codes.join(","),
+            per_try_timeout: None,
+            retry_remote_localities: false,
+            is_default: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fault {
+    pub delay: Option<(Duration, u32)>,
+    pub abort: Option<(Abort, u32)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Abort {
+    Http(u32),
+    /// gRPC status code; sent as HTTP 200 with `grpc-status`, as Envoy's fault filter does.
+    Grpc(u32),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mirror {
+    pub cluster: String,
+    pub host: String,
+    pub subset: Option<String>,
+    pub port: u32,
+    pub ppm: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Redirect {
+    pub uri: Option<String>,
+    pub authority: Option<String>,
+    pub port: Option<u32>,
+    pub derive_port_from_request: bool,
+    pub scheme: Option<String>,
+    pub code: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Rewrite {
+    pub uri: Option<String>,
+    pub uri_regex: Option<(Regex, String)>,
+    pub authority: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderOps {
+    pub set: Vec<(String, String)>,
+    pub add: Vec<(String, String)>,
+    pub remove: Vec<String>,
+}
+
+impl HeaderOps {
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Cors {
+    pub allow_origins: Vec<StrMatch>,
+    pub allow_methods: String,
+    pub allow_headers: String,
+    pub expose_headers: String,
+    pub max_age_secs: Option<u64>,
+    pub allow_credentials: bool,
+    pub forward_unmatched_preflights: bool,
+}
+
+/// The outcome of compiling a bundle: the table when no error was found, and every diagnostic.
+pub struct Compiled {
+    pub table: Option<RouteTable>,
+    pub diagnostics: Diagnostics,
+}
+
+/// Validates, then compiles. Any error refuses the whole configuration (an atomic apply), so a
+/// broken change never half-applies.
+pub fn compile(bundle: &Bundle, mut diagnostics: Diagnostics) -> Compiled {
+    diagnostics.0.extend(crate::validate::validate(bundle).0);
+    if diagnostics.has_errors() {
+        return Compiled { table: None, diagnostics };
+    }
+    let table = RouteTable::build(bundle, &mut diagnostics);
+    let table = (!diagnostics.has_errors()).then_some(table);
+    Compiled { table, diagnostics }
+}
+
+/// Load JSON, validate and compile in one step; errors and warnings both come back.
+pub fn compile_json(text: &[u8]) -> Compiled {
+    let (bundle, diags) = crate::config::load_json(text);
+    compile(&bundle, diags)
+}
+
+struct Ctx<'a> {
+    settings: &'a Settings,
+    /// Single declared port per host (from ServiceEntry), for destinations that name none.
+    service_ports: HashMap<String, Vec<u32>>,
+    clusters: BTreeMap<String, ClusterRef>,
+    diags: &'a mut Diagnostics,
+}
+
+impl RouteTable {
+    /// Builds the table without validating; problems it cannot compile around are pushed to
+    /// `diags`. Use [`compile`] unless the bundle was validated already.
+    pub fn build(bundle: &Bundle, diags: &mut Diagnostics) -> RouteTable {
+        let settings = &bundle.settings;
+        let mut service_ports: HashMap<String, Vec<u32>> = HashMap::new();
+        let mut registry_exact = HashMap::new();
+        let mut registry_wildcards = Vec::new();
+        for (_, se) in bundle.service_entries() {
+            for h in &se.hosts {
+                let h = h.to_ascii_lowercase();
+                service_ports.entry(h.clone()).or_default().extend(se.ports.iter().map(|p| p.number));
+                match h.strip_prefix('*') {
+                    Some(suffix) => registry_wildcards.push(suffix.to_string()),
+                    None => {
+                        registry_exact.insert(h, ());
+                    }
+                }
+            }
+        }
+        let sidecar = applicable_sidecar(bundle);
+        let mode = settings
+            .outbound_traffic_policy
+            .clone()
+            .or_else(|| sidecar.and_then(|(_, s)| s.outbound_traffic_policy.as_ref()?.mode.clone()));
+        let registry_only = mode.as_deref() == Some("REGISTRY_ONLY");
+
+        let mut ctx = Ctx { settings, service_ports, clusters: BTreeMap::new(), diags };
+        let mut table = RouteTable {
+            virtual_services: Vec::new(),
+            exact_hosts: HashMap::new(),
+            wildcard_hosts: Vec::new(),
+            any_host: None,
+            registry_only,
+            registry_exact,
+            registry_wildcards,
+            default_port: settings.default_port,
+            routing_header: settings.routing_header.clone(),
+            mirror_body_limit: settings.mirror_body_limit,
+            mirror_timeout_ms: settings.mirror_timeout_ms,
+            clusters: Vec::new(),
+        };
+        for (res, vs) in bundle.virtual_services() {
+            let gateways = vs_gateways(&vs.gateways, &res.namespace);
+            let applies_to_proxy = gateways.contains(&settings.gateway);
+            let hosts: Vec<String> = vs
+                .hosts
+                .iter()
+                .map(|h| host::resolve(h, &res.namespace, &settings.domain_suffix))
+                .filter(|h| sidecar.is_none_or(|(sres, s)| sidecar_imports(s, &sres.namespace, &res.namespace, h)))
+                .collect();
+            // A match-level `gateways` can select this proxy even when the top level does not.
+            let any_match_selects = vs
+                .http
+                .iter()
+                .flat_map(|r| &r.matches)
+                .any(|m| m.gateways.iter().any(|g| host::resolve_gateway(g, &res.namespace) == settings.gateway));
+            if hosts.is_empty() || !(applies_to_proxy || any_match_selects) {
+                continue;
+            }
+            let compiled = compile_vs(&mut ctx, res, vs, &gateways, &hosts);
+            let id = table.virtual_services.len();
+            for h in &hosts {
+                table.add_host(h, id, settings);
+            }
+            table.virtual_services.push(compiled);
+        }
+        table.wildcard_hosts.sort_by_key(|(suffix, _)| std::cmp::Reverse(suffix.len()));
+        table.clusters = ctx.clusters.into_values().collect();
+        table
+    }
+
+    fn add_host(&mut self, h: &str, id: usize, settings: &Settings) {
+        if h == "*" {
+            self.any_host.get_or_insert(id);
+        } else if let Some(suffix) = h.strip_prefix('*') {
+            if !self.wildcard_hosts.iter().any(|(s, _)| s == suffix) {
+                self.wildcard_hosts.push((suffix.to_string(), id));
+            }
+        } else {
+            for name in host::alt_names(h, &settings.namespace, &settings.domain_suffix) {
+                // Sidecars do not merge hosts: the first VirtualService to claim one keeps it.
+                self.exact_hosts.entry(name).or_insert(id);
+            }
+        }
+    }
+
+    /// The VirtualService serving a request host (port stripped, case-insensitive).
+    pub fn find_vs(&self, authority: &str) -> Option<&CompiledVs> {
+        let (h, _) = host::authority_host(authority);
+        let lower;
+        let h = if h.bytes().any(|b| b.is_ascii_uppercase()) {
+            lower = h.to_ascii_lowercase();
+            lower.as_str()
+        } else {
+            h
+        };
+        let h = h.strip_suffix('.').unwrap_or(h);
+        let id = self.exact_hosts.get(h).copied().or_else(|| {
+            self.wildcard_hosts
+                .iter()
+                .find(|(suffix, _)| h.len() > suffix.len() && h.ends_with(suffix.as_str()))
+                .map(|(_, id)| *id)
+                .or(self.any_host)
+        })?;
+        self.virtual_services.get(id)
+    }
+
+    /// Is the host known to the registry (for REGISTRY_ONLY)?
+    pub fn in_registry(&self, authority: &str) -> bool {
+        let (h, _) = host::authority_host(authority);
+        let h = h.to_ascii_lowercase();
+        self.registry_exact.contains_key(&h)
+            || self.registry_wildcards.iter().any(|s| h.len() > s.len() && h.ends_with(s.as_str()))
+    }
+}
+
+impl CompiledVs {
+    /// The first entry that matches, in Istio order.
+    pub fn first_match(&self, req: &dyn crate::request::RequestView, port: u32) -> Option<&Entry> {
+        let path = crate::matcher::path_only(req.path());
+        let e = self.index.first_match(
+            path,
+            |name| req.header(name),
+            |e| self.entries.get(e as usize).is_some_and(|en| en.block.matches(req, port)),
+        )?;
+        self.entries.get(e as usize)
+    }
+}
+
+/// Default `[mesh]`; names resolved like istiod.
+fn vs_gateways(gws: &[String], ns: &str) -> Vec<String> {
+    if gws.is_empty() {
+        vec!["mesh".into()]
+    } else {
+        gws.iter().map(|g| host::resolve_gateway(g, ns)).collect()
+    }
+}
+
+/// The Sidecar that configures this proxy: one in its namespace whose selector matches its
+/// labels, else the namespace-wide one, else a selector-less one in the root namespace.
+fn applicable_sidecar(bundle: &Bundle) -> Option<(&Resource, &crd::Sidecar)> {
+    let s = &bundle.settings;
+    let selects = |sc: &crd::Sidecar| {
+        sc.workload_selector
+            .as_ref()
+            .is_some_and(|sel| sel.match_labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
+    };
+    let mut sidecars: Vec<_> = bundle.sidecars().collect();
+    sidecars.sort_by_key(|(r, _)| r.index);
+    sidecars
+        .iter()
+        .find(|(r, sc)| r.namespace == s.namespace && selects(sc))
+        .or_else(|| sidecars.iter().find(|(r, sc)| r.namespace == s.namespace && sc.workload_selector.is_none()))
+        .or_else(|| sidecars.iter().find(|(r, sc)| r.namespace == "istio-system" && sc.workload_selector.is_none()))
+        .copied()
+}
+
+/// Sidecar egress `hosts` are `namespace/dnsName`; `*` any namespace, `.` the Sidecar's own,
+/// `~` none (istio sidecar.proto `IstioEgressListener.hosts`).
+fn sidecar_imports(sc: &crd::Sidecar, sidecar_ns: &str, config_ns: &str, h: &str) -> bool {
+    if sc.egress.is_empty() {
+        return true;
+    }
+    sc.egress.iter().flat_map(|e| &e.hosts).any(|entry| {
+        let (ns, dns) = entry.split_once('/').unwrap_or(("*", entry.as_str()));
+        let ns_ok = match ns {
+            "*" => true,
+            "." => config_ns == sidecar_ns,
+            "~" => false,
+            other => other == config_ns,
+        };
+        ns_ok && (dns == "*" || host::matches(dns, h))
+    })
+}
+
+fn compile_vs(
+    ctx: &mut Ctx<'_>,
+    res: &Resource,
+    vs: &crd::VirtualService,
+    gateways: &[String],
+    hosts: &[String],
+) -> CompiledVs {
+    let settings = ctx.settings;
+    let mut rules = Vec::new();
+    let mut entries = Vec::new();
+    let mut index = PathIndex::default();
+    let mut catch_all_seen = false;
+    for (ri, route) in vs.http.iter().enumerate() {
+        if catch_all_seen {
+            break;
+        }
+        let path = format!("spec.http[{ri}]");
+        let Some(rule) = compile_rule(ctx, res, route, ri, &path) else { continue };
+        let rule_id = rules.len();
+        let blocks: Vec<(Option<usize>, &crd::HttpMatchRequest)> = if route.matches.is_empty() {
+            Vec::new()
+        } else {
+            route.matches.iter().enumerate().map(|(i, m)| (Some(i), m)).collect()
+        };
+        let mut added = 0;
+        if blocks.is_empty() {
+            if gateways.contains(&settings.gateway) {
+                entries.push(Entry { rule: rule_id, match_index: None, block: MatchBlock::default() });
+                index.add((entries.len() - 1) as u32, Key::Rest);
+                added += 1;
+                catch_all_seen = true;
+            }
+        } else {
+            for (mi, m) in blocks {
+                if !selects_proxy(m, gateways, &res.namespace, settings) {
+                    continue;
+                }
+                let Some(block) = compile_block(ctx, res, m, &format!("{path}.match[{mi}]", mi = mi.unwrap_or(0)))
+                else {
+                    continue;
+                };
+                let key = index_key(&block);
+                if block.is_match_all() || is_root_prefix(&block) {
+                    catch_all_seen = true;
+                }
+                entries.push(Entry { rule: rule_id, match_index: mi, block });
+                index.add((entries.len() - 1) as u32, key);
+                added += 1;
+                if catch_all_seen {
+                    break;
+                }
+            }
+        }
+        if added > 0 {
+            rules.push(rule);
+        }
+    }
+    CompiledVs { name: res.key(), hosts: hosts.to_vec(), rules, entries, index }
+}
+
+/// `prefix: /` alone is Envoy's catch-all; istiod stops emitting routes after it.
+fn is_root_prefix(b: &MatchBlock) -> bool {
+    let only_uri = MatchBlock { uri: None, ignore_uri_case: false, name: None, ..b.clone() }.is_match_all();
+    only_uri && matches!(&b.uri, Some(StrMatch::Prefix(p)) if p == "/" || p.is_empty())
+}
+
+/// Config-time selectors (istiod `sourceMatchHTTP`): a match-level `gateways` list replaces the
+/// VirtualService's; `sourceLabels`/`sourceNamespace` must describe this proxy.
+fn selects_proxy(m: &crd::HttpMatchRequest, vs_gateways: &[String], ns: &str, s: &Settings) -> bool {
+    let gateways: Vec<String> = if m.gateways.is_empty() {
+        vs_gateways.to_vec()
+    } else {
+        m.gateways.iter().map(|g| host::resolve_gateway(g, ns)).collect()
+    };
+    if !gateways.contains(&s.gateway) {
+        return false;
+    }
+    if !m.source_labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)) {
+        return false;
+    }
+    m.source_namespace.as_ref().is_none_or(|sn| *sn == s.namespace)
+}
+
+fn index_key(b: &MatchBlock) -> Key {
+    match &b.uri {
+        Some(StrMatch::Exact(p)) => return Key::UriExact { path: p.clone(), ignore_case: b.ignore_uri_case },
+        Some(StrMatch::Prefix(p)) if !p.is_empty() => {
+            return Key::UriPrefix { prefix: p.clone(), ignore_case: b.ignore_uri_case }
+        }
+        Some(StrMatch::Regex(r)) => {
+            let pattern = r.as_str().strip_prefix("^(?:").and_then(|s| s.strip_suffix(")$")).unwrap_or("");
+            if let Some(prefix) = regex_literal_prefix(pattern) {
+                return Key::UriPrefix { prefix, ignore_case: false };
+            }
+        }
+        _ => {}
+    }
+    for (name, m) in &b.headers {
+        if let StrMatch::Exact(v) = m {
+            return Key::Header { name: name.clone(), value: v.clone() };
+        }
+    }
+    Key::Rest
+}
+
+fn compile_block(ctx: &mut Ctx<'_>, res: &Resource, m: &crd::HttpMatchRequest, path: &str) -> Option<MatchBlock> {
+    let mut ok = true;
+    let mut one = |field: &str, sm: &Option<crd::StringMatch>, allow_present: bool| -> Option<StrMatch> {
+        let sm = sm.as_ref()?;
+        match StrMatch::compile(sm, allow_present) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                ctx.diags.push(Diagnostic::error(Some(res.reference()), format!("{path}.{field}"), e));
+                ok = false;
+                None
+            }
+        }
+    };
+    let uri = one("uri", &m.uri, false);
+    let scheme = one("scheme", &m.scheme, false);
+    let method = one("method", &m.method, false);
+    let authority = one("authority", &m.authority, false);
+    let mut map = |field: &str, src: &BTreeMap<String, crd::StringMatch>| -> Vec<(String, StrMatch)> {
+        let mut out = Vec::new();
+        for (k, sm) in src {
+            match StrMatch::compile(sm, true) {
+                Ok(c) => out.push((if field == "queryParams" { k.clone() } else { k.to_ascii_lowercase() }, c)),
+                Err(e) => {
+                    ctx.diags.push(Diagnostic::error(Some(res.reference()), format!("{path}.{field}.{k}"), e));
+                    ok = false;
+                }
+            }
+        }
+        out
+    };
+    // Istio ignores header keys that name pseudo-headers' match fields (`uri`, `scheme`, ...).
+    let headers: BTreeMap<String, crd::StringMatch> = m
+        .headers
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "uri" | "scheme" | "method" | "authority"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let headers = map("headers", &headers);
+    let without_headers = map("withoutHeaders", &m.without_headers);
+    let query_params = map("queryParams", &m.query_params);
+    ok.then(|| MatchBlock {
+        name: m.name.clone(),
+        uri,
+        ignore_uri_case: m.ignore_uri_case,
+        scheme,
+        method,
+        authority,
+        headers,
+        without_headers,
+        query_params,
+        port: m.port.filter(|p| *p != 0),
+    })
+}
+
+fn compile_rule(ctx: &mut Ctx<'_>, res: &Resource, r: &crd::HttpRoute, index: usize, path: &str) -> Option<Rule> {
+    if r.delegate.is_some() {
+        // Reported by validation; a delegating rule routes nothing here.
+        return None;
+    }
+    let action = if let Some(rd) = &r.redirect {
+        Action::Redirect(Redirect {
+            uri: rd.uri.clone(),
+            authority: rd.authority.clone(),
+            port: rd.port.filter(|p| *p != 0),
+            derive_port_from_request: rd.derive_port.as_deref() == Some("FROM_REQUEST_PORT"),
+            scheme: rd.scheme.clone(),
+            code: rd.redirect_code.filter(|c| *c != 0).unwrap_or(301),
+        })
+    } else if let Some(dr) = &r.direct_response {
+        let body = match &dr.body {
+            Some(crd::HttpBody { string: Some(s), .. }) => s.clone().into_bytes(),
+            Some(crd::HttpBody { bytes: Some(b), .. }) => match base64_decode(b) {
+                Some(b) => b,
+                None => {
+                    ctx.diags.push(Diagnostic::error(
+                        Some(res.reference()),
+                        format!("{path}.directResponse.body.bytes"),
+                        "not valid base64",
+                    ));
+                    return None;
+                }
+            },
+            _ => Vec::new(),
+        };
+        Action::DirectResponse { status: dr.status, body }
+    } else {
+        let single = r.route.len() == 1;
+        let mut destinations = Vec::new();
+        for d in &r.route {
+            let Some(dest) = &d.destination else { continue };
+            // One destination takes all traffic whatever its weight; otherwise weight 0 (or
+            // unset) never receives any (istio `applyHTTPRouteDestination`).
+            let weight = if single { 1 } else { u32::try_from(d.weight.unwrap_or(0)).unwrap_or(0) };
+            if weight == 0 {
+                continue;
+            }
+            let (cluster, host, port) = ctx.cluster_for(dest, &res.namespace);
+            let (rq, rs) = header_ops(d.headers.as_ref());
+            destinations.push(Dest {
+                cluster,
+                host,
+                subset: dest.subset.clone().filter(|s| !s.is_empty()),
+                port,
+                weight,
+                request_headers: rq,
+                response_headers: rs,
+            });
+        }
+        let total_weight = destinations.iter().map(|d| u64::from(d.weight)).sum();
+        Action::Forward { destinations, total_weight }
+    };
+    let retry = match &r.retries {
+        None => RetryPolicy::istio_default(),
+        Some(rt) if rt.attempts <= 0 => RetryPolicy::disabled(),
+        Some(rt) => {
+            let attempts = u32::try_from(rt.attempts).unwrap_or(u32::MAX);
+            let mut p = RetryPolicy::from_retry_on(attempts, rt.retry_on.as_deref().unwrap_or(DEFAULT_RETRY_ON));
+            p.per_try_timeout = rt.per_try_timeout.as_deref().and_then(|d| duration::parse(d).ok());
+            p.retry_remote_localities = rt.retry_remote_localities.unwrap_or(false);
+            p
+        }
+    };
+    let timeout = r.timeout.as_deref().and_then(|t| duration::parse(t).ok()).filter(|d| !d.is_zero());
+    let fault = r.fault.as_ref().map(|f| Fault {
+        delay: f.delay.as_ref().and_then(|d| {
+            let dur = duration::parse(d.fixed_delay.as_deref()?).ok()?;
+            Some((dur, ppm(d.percentage.as_ref(), d.percent.map(|p| p.clamp(0, 100) as f64))))
+        }),
+        abort: f.abort.as_ref().and_then(|a| {
+            let abort = match (&a.http_status, &a.grpc_status) {
+                (Some(s), _) => Abort::Http(u32::try_from(*s).ok()?),
+                (None, Some(g)) => Abort::Grpc(grpc_status_code(g)?),
+                _ => return None,
+            };
+            Some((abort, ppm(a.percentage.as_ref(), None)))
+        }),
+    });
+    let mut mirrors = Vec::new();
+    if let Some(m) = &r.mirror {
+        let pct = match (&r.mirror_percentage, r.mirror_percent) {
+            (Some(p), _) => percent_to_ppm(p.value),
+            (None, Some(p)) => percent_to_ppm(f64::from(p)),
+            (None, None) => PPM,
+        };
+        if pct > 0 {
+            mirrors.push(ctx.mirror(m, &res.namespace, pct));
+        }
+    }
+    for mp in &r.mirrors {
+        let Some(d) = &mp.destination else { continue };
+        let pct = mp.percentage.as_ref().map_or(PPM, |p| percent_to_ppm(p.value));
+        if pct > 0 {
+            mirrors.push(ctx.mirror(d, &res.namespace, pct));
+        }
+    }
+    let (mut request_headers, response_headers) = header_ops(r.headers.as_ref());
+    let mut rewrite = r.rewrite.as_ref().map(|rw| Rewrite {
+        uri: rw.uri.clone(),
+        uri_regex: rw
+            .uri_regex_rewrite
+            .as_ref()
+            .and_then(|rr| Some((Regex::new(&rr.pattern).ok()?, envoy_to_regex_lite_template(&rr.rewrite)))),
+        authority: rw.authority.clone(),
+    });
+    // istiod turns a `:authority`/`host` header set (or add) into a host rewrite.
+    let authority_op = take_authority(&mut request_headers);
+    if let Some(a) = authority_op {
+        let rw = rewrite.get_or_insert(Rewrite { uri: None, uri_regex: None, authority: None });
+        rw.authority.get_or_insert(a);
+    }
+    let cors = r.cors_policy.as_ref().map(compile_cors);
+    Some(Rule {
+        index,
+        name: r.name.clone(),
+        action,
+        retry,
+        timeout,
+        fault,
+        mirrors,
+        rewrite,
+        request_headers,
+        response_headers,
+        cors,
+    })
+}
+
+impl Ctx<'_> {
+    /// Cluster name, FQDN and port of a destination (istio `GetDestinationCluster`): the port is
+    /// the destination's, else the service's only port, else the listener's.
+    fn cluster_for(&mut self, d: &crd::Destination, ns: &str) -> (String, String, u32) {
+        let h = host::resolve(&d.host, ns, &self.settings.domain_suffix);
+        let port = match d.port.as_ref().map(|p| p.number).filter(|p| *p != 0) {
+            Some(p) => p,
+            None => match self.service_ports.get(&h).map(Vec::as_slice) {
+                Some([only]) => *only,
+                _ => self.settings.default_port,
+            },
+        };
+        let subset = d.subset.clone().filter(|s| !s.is_empty());
+        let name = self
+            .settings
+            .cluster_template
+            .replace("{port}", &port.to_string())
+            .replace("{subset}", subset.as_deref().unwrap_or(""))
+            .replace("{host}", &h);
+        self.clusters.entry(name.clone()).or_insert_with(|| ClusterRef {
+            name: name.clone(),
+            host: h.clone(),
+            subset,
+            port,
+        });
+        (name, h, port)
+    }
+
+    fn mirror(&mut self, d: &crd::Destination, ns: &str, ppm: u32) -> Mirror {
+        let (cluster, host, port) = self.cluster_for(d, ns);
+        Mirror { cluster, host, subset: d.subset.clone().filter(|s| !s.is_empty()), port, ppm }
+    }
+}
+
+/// Istio's `percentage.value` (a double, 0–100) as parts per million, as istiod writes
+/// `FractionalPercent{numerator: value*10000, denominator: MILLION}`.
+pub fn percent_to_ppm(value: f64) -> u32 {
+    if value.is_nan() || value <= 0.0 {
+        0
+    } else if value >= 100.0 {
+        PPM
+    } else {
+        (value * 10_000.0).round() as u32
+    }
+}
+
+/// Fault percentages: `percentage` wins, then the deprecated integer `percent`; neither means
+/// 0 % (the API: "If left unspecified, no request will be delayed/aborted").
+fn ppm(p: Option<&crd::Percent>, deprecated: Option<f64>) -> u32 {
+    match (p, deprecated) {
+        (Some(p), _) => percent_to_ppm(p.value),
+        (None, Some(v)) => percent_to_ppm(v),
+        (None, None) => 0,
+    }
+}
+
+fn header_ops(h: Option<&crd::Headers>) -> (HeaderOps, HeaderOps) {
+    let conv = |o: Option<&crd::HeaderOperations>| {
+        o.map(|o| HeaderOps {
+            set: o.set.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect(),
+            add: o.add.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect(),
+            remove: o.remove.iter().map(|k| k.to_ascii_lowercase()).collect(),
+        })
+        .unwrap_or_default()
+    };
+    (conv(h.and_then(|h| h.request.as_ref())), conv(h.and_then(|h| h.response.as_ref())))
+}
+
+/// Removes `:authority`/`host` from set/add (set wins) and returns the value; other pseudo
+/// headers are dropped, as istiod `TranslateHeadersOperations` does.
+fn take_authority(ops: &mut HeaderOps) -> Option<String> {
+    let is_auth = |k: &str| k == ":authority" || k == "host";
+    let from_set = ops.set.iter().find(|(k, _)| is_auth(k)).map(|(_, v)| v.clone());
+    let from_add = ops.add.iter().find(|(k, _)| is_auth(k)).map(|(_, v)| v.clone());
+    ops.set.retain(|(k, _)| !k.starts_with(':') && k != "host");
+    ops.add.retain(|(k, _)| !k.starts_with(':') && k != "host");
+    ops.remove.retain(|k| !k.starts_with(':') && k != "host");
+    from_set.or(from_add)
+}
+
+fn compile_cors(c: &crd::CorsPolicy) -> Cors {
+    let mut origins: Vec<StrMatch> = c.allow_origins.iter().filter_map(|o| StrMatch::compile(o, false).ok()).collect();
+    origins.extend(c.allow_origin.iter().map(|o| StrMatch::Exact(o.clone())));
+    Cors {
+        allow_origins: origins,
+        allow_methods: c.allow_methods.join(","),
+        allow_headers: c.allow_headers.join(","),
+        expose_headers: c.expose_headers.join(","),
+        max_age_secs: c.max_age.as_deref().and_then(|d| duration::parse(d).ok()).map(|d| d.as_secs()),
+        allow_credentials: c.allow_credentials.unwrap_or(false),
+        forward_unmatched_preflights: c.unmatched_preflights.as_deref() != Some("IGNORE"),
+    }
+}
+
+/// gRPC status names as used in `fault.abort.grpcStatus`.
+pub fn grpc_status_code(name: &str) -> Option<u32> {
+    const NAMES: [&str; 17] = [
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    ];
+    NAMES.iter().position(|n| *n == name).map(|p| p as u32)
+}
+
+/// Envoy's RE2 substitution uses `\1`; regex-lite wants `${1}`.
+fn envoy_to_regex_lite_template(t: &str) -> String {
+    let mut out = String::with_capacity(t.len());
+    let mut chars = t.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek().is_some_and(char::is_ascii_digit) => {
+                let mut n = String::new();
+                while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+                    n.push(*d);
+                    chars.next();
+                }
+                out.push_str(&format!("${{{n}}}"));
+            }
+            '$' => out.push_str("$$"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let val = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let bytes: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace() && *b != b'=').collect();
+    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
+    for chunk in bytes.chunks(4) {
+        let mut acc = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            acc |= val(c)? << (18 - 6 * i);
+        }
+        match chunk.len() {
+            4 => out.extend_from_slice(&[(acc >> 16) as u8, (acc >> 8) as u8, acc as u8]),
+            3 => out.extend_from_slice(&[(acc >> 16) as u8, (acc >> 8) as u8]),
+            2 => out.push((acc >> 16) as u8),
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_on_splits_http_grpc_and_codes_like_istiod() {
+        let p = RetryPolicy::from_retry_on(
+            3,
+            "connect-failure,refused-stream,unavailable,cancelled,503,retriable-status-codes",
+        );
+        assert_eq!(p.retry_on, "connect-failure,refused-stream,retriable-status-codes");
+        assert_eq!(p.grpc_retry_on, "unavailable,cancelled");
+        assert_eq!(p.retriable_status_codes, "503");
+        let codes_only = RetryPolicy::from_retry_on(1, "502,503");
+        assert_eq!(codes_only.retry_on, "retriable-status-codes");
+    }
+
+    #[test]
+    fn istio_default_retry_is_two_attempts() {
+        let d = RetryPolicy::istio_default();
+        assert_eq!(d.attempts, 2);
+        assert_eq!(d.retry_on, "connect-failure,refused-stream,retriable-status-codes");
+        assert_eq!(d.grpc_retry_on, "unavailable,cancelled");
+    }
+
+    #[test]
+    fn percentages_become_parts_per_million() {
+        assert_eq!(percent_to_ppm(10.0), 100_000);
+        assert_eq!(percent_to_ppm(0.0001), 1);
+        assert_eq!(percent_to_ppm(100.0), PPM);
+        assert_eq!(percent_to_ppm(f64::NAN), 0);
+    }
+
+    #[test]
+    fn base64_and_regex_templates() {
+        assert_eq!(base64_decode("aGVsbG8=").as_deref(), Some(&b"hello"[..]));
+        assert_eq!(base64_decode("aGk").as_deref(), Some(&b"hi"[..]));
+        assert_eq!(base64_decode("!!"), None);
+        assert_eq!(envoy_to_regex_lite_template("/v2/\\1/x$"), "/v2/${1}/x$$");
+    }
+
+    #[test]
+    fn grpc_names_map_to_codes() {
+        assert_eq!(grpc_status_code("UNAVAILABLE"), Some(14));
+        assert_eq!(grpc_status_code("NOPE"), None);
+    }
+}

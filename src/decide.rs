@@ -1,0 +1,268 @@
+//! Per-request decisions: what Istio would do with this request, with every random choice
+//! already made.
+
+use crate::compile::{Abort, Action, CompiledVs, Dest, Entry, Mirror, Redirect, RouteTable, Rule};
+use crate::host;
+use crate::matcher::{path_only, MatchBlock, StrMatch};
+use crate::request::{Random, RequestView};
+use std::time::Duration;
+
+#[derive(Debug)]
+pub enum Decision<'t> {
+    /// No VirtualService claims the host: the request goes on untouched (ALLOW_ANY).
+    Passthrough,
+    /// Unknown host while the Sidecar says REGISTRY_ONLY: 502, as istiod's `block_all` vhost.
+    Blocked,
+    /// The host is known but no rule matches: 404, Envoy's `NR`.
+    NoRoute {
+        vs: &'t CompiledVs,
+    },
+    Matched(Matched<'t>),
+}
+
+#[derive(Debug)]
+pub struct Matched<'t> {
+    pub vs: &'t CompiledVs,
+    pub rule: &'t Rule,
+    pub entry: &'t Entry,
+    /// The chosen destination for a forwarding rule.
+    pub destination: Option<&'t Dest>,
+    /// Delay to inject before anything else, already rolled.
+    pub delay: Option<Duration>,
+    /// Abort to reply with after the delay, already rolled (independently of the delay).
+    pub abort: Option<&'t Abort>,
+    /// Mirrors whose percentage came up.
+    pub mirrors: Vec<&'t Mirror>,
+}
+
+impl RouteTable {
+    pub fn decide<'t>(&'t self, req: &dyn RequestView, rng: &mut dyn Random) -> Decision<'t> {
+        let Some(vs) = self.find_vs(req.authority()) else {
+            return if self.registry_only && !self.in_registry(req.authority()) {
+                Decision::Blocked
+            } else {
+                Decision::Passthrough
+            };
+        };
+        let port = self.request_port(req);
+        let Some(entry) = vs.first_match(req, port) else { return Decision::NoRoute { vs } };
+        let Some(rule) = vs.rules.get(entry.rule) else { return Decision::NoRoute { vs } };
+        Decision::Matched(roll(vs, rule, entry, rng))
+    }
+
+    /// The port the request addresses: the authority's, else the scheme's default, else the
+    /// listener's.
+    pub fn request_port(&self, req: &dyn RequestView) -> u32 {
+        match host::authority_host(req.authority()).1 {
+            Some(p) => p,
+            None => match req.scheme() {
+                "https" => 443,
+                "http" => 80,
+                _ => self.default_port,
+            },
+        }
+    }
+}
+
+/// Draws, in a fixed order (destination, delay, abort, each mirror), so that a seeded source
+/// replays exactly.
+fn roll<'t>(vs: &'t CompiledVs, rule: &'t Rule, entry: &'t Entry, rng: &mut dyn Random) -> Matched<'t> {
+    let destination = match &rule.action {
+        Action::Forward { destinations, total_weight } => pick(destinations, *total_weight, rng),
+        _ => None,
+    };
+    let (mut delay, mut abort) = (None, None);
+    if let Some(f) = &rule.fault {
+        if let Some((d, ppm)) = &f.delay {
+            if rng.chance(*ppm) {
+                delay = Some(*d);
+            }
+        }
+        if let Some((a, ppm)) = &f.abort {
+            if rng.chance(*ppm) {
+                abort = Some(a);
+            }
+        }
+    }
+    let mirrors = rule.mirrors.iter().filter(|m| rng.chance(m.ppm)).collect();
+    Matched { vs, rule, entry, destination, delay, abort, mirrors }
+}
+
+fn pick<'t>(dests: &'t [Dest], total: u64, rng: &mut dyn Random) -> Option<&'t Dest> {
+    match dests {
+        [] => None,
+        [only] => Some(only),
+        _ => {
+            let mut r = rng.below(total);
+            dests.iter().find(|d| {
+                let w = u64::from(d.weight);
+                if r < w {
+                    true
+                } else {
+                    r -= w;
+                    false
+                }
+            })
+        }
+    }
+}
+
+impl Redirect {
+    /// The `location` of the redirect for this request (Envoy `RedirectAction`): the path is
+    /// replaced whole, the query kept; the host swapped; default ports dropped.
+    pub fn location(&self, req: &dyn RequestView) -> String {
+        let scheme = self.scheme.as_deref().unwrap_or_else(|| match req.scheme() {
+            "" => "http",
+            s => s,
+        });
+        let (orig_host, orig_port) = host::authority_host(req.authority());
+        let (host_part, mut port) = match &self.authority {
+            Some(a) => {
+                let (h, p) = host::authority_host(a);
+                (h.to_string(), p.or(orig_port))
+            }
+            None => (orig_host.to_string(), orig_port),
+        };
+        if let Some(p) = self.port {
+            port = Some(p);
+        } else if self.derive_port_from_request {
+            port = orig_port;
+        }
+        if (scheme == "http" && port == Some(80)) || (scheme == "https" && port == Some(443)) {
+            port = None;
+        }
+        // A scheme change drops the old scheme's port unless one was asked for.
+        if self.scheme.is_some() && self.port.is_none() && Some(scheme) != Some(req.scheme()) {
+            port = None;
+        }
+        let path = req.path();
+        let new_path = match &self.uri {
+            Some(u) if u.contains('?') => u.clone(),
+            Some(u) => match path.split_once('?') {
+                Some((_, q)) => format!("{u}?{q}"),
+                None => u.clone(),
+            },
+            None => path.to_string(),
+        };
+        match port {
+            Some(p) => format!("{scheme}://{host_part}:{p}{new_path}"),
+            None => format!("{scheme}://{host_part}{new_path}"),
+        }
+    }
+}
+
+impl Rule {
+    /// The request path after `rewrite`, if the rule rewrites it (Envoy `prefix_rewrite`
+    /// replaces the matched prefix — or the whole path for exact and regex matches — and
+    /// `regex_rewrite` substitutes every match; the query string is kept either way).
+    pub fn rewritten_path(&self, block: &MatchBlock, path: &str) -> Option<String> {
+        let rw = self.rewrite.as_ref()?;
+        let p = path_only(path);
+        let rest = &path[p.len()..];
+        if let Some((re, template)) = &rw.uri_regex {
+            return Some(format!("{}{rest}", re.replace_all(p, template.as_str())));
+        }
+        let new = rw.uri.as_ref()?;
+        let matched_len = match &block.uri {
+            Some(StrMatch::Prefix(pre)) => pre.len().min(p.len()),
+            Some(StrMatch::Exact(_)) | Some(StrMatch::Regex(_)) => p.len(),
+            // A rule without a uri match is an Envoy `prefix: "/"` route.
+            _ => usize::from(p.starts_with('/')),
+        };
+        Some(format!("{new}{}{rest}", &p[matched_len..]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::compile_json;
+    use crate::request::{Request, SplitMix64};
+    use serde_json::json;
+
+    fn table(http: serde_json::Value) -> RouteTable {
+        let cfg = json!({"resources": [
+            {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+             "metadata": {"name": "reviews", "namespace": "default"},
+             "spec": {"hosts": ["reviews"], "http": http}},
+            {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+             "metadata": {"name": "reviews", "namespace": "default"},
+             "spec": {"host": "reviews", "subsets": [{"name": "v1", "labels": {"version": "v1"}},
+                                                      {"name": "v2", "labels": {"version": "v2"}}]}}
+        ]});
+        let c = compile_json(cfg.to_string().as_bytes());
+        assert!(!c.diagnostics.has_errors(), "{}", c.diagnostics);
+        c.table.expect("table")
+    }
+
+    fn cluster<'t>(d: &Decision<'t>) -> Option<&'t str> {
+        match d {
+            Decision::Matched(m) => m.destination.map(|d| d.cluster.as_str()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn header_match_routes_to_v2_and_default_to_v1() {
+        let t = table(json!([
+            {"match": [{"headers": {"x-debug": {"exact": "true"}}}],
+             "route": [{"destination": {"host": "reviews", "subset": "v2"}}]},
+            {"route": [{"destination": {"host": "reviews", "subset": "v1"}}]}
+        ]));
+        let mut rng = SplitMix64(1);
+        let dbg = Request::new("GET", "reviews", "/").with_header("x-debug", "true");
+        assert_eq!(cluster(&t.decide(&dbg, &mut rng)), Some("outbound|80|v2|reviews.default.svc.cluster.local"));
+        let plain = Request::new("GET", "reviews:9080", "/");
+        assert_eq!(cluster(&t.decide(&plain, &mut rng)), Some("outbound|80|v1|reviews.default.svc.cluster.local"));
+    }
+
+    #[test]
+    fn unknown_host_passes_through_and_unmatched_known_host_is_no_route() {
+        let t = table(json!([{"match": [{"uri": {"prefix": "/a"}}], "route": [{"destination": {"host": "reviews"}}]}]));
+        let mut rng = SplitMix64(1);
+        assert!(matches!(t.decide(&Request::new("GET", "other", "/a"), &mut rng), Decision::Passthrough));
+        assert!(matches!(t.decide(&Request::new("GET", "reviews", "/b"), &mut rng), Decision::NoRoute { .. }));
+        assert!(matches!(
+            t.decide(&Request::new("GET", "REVIEWS.default.svc.cluster.local", "/a"), &mut rng),
+            Decision::Matched(_)
+        ));
+    }
+
+    #[test]
+    fn weight_zero_is_never_chosen() {
+        let t = table(json!([{"route": [
+            {"destination": {"host": "reviews", "subset": "v1"}, "weight": 100},
+            {"destination": {"host": "reviews", "subset": "v2"}, "weight": 0}]}]));
+        let mut rng = SplitMix64(9);
+        for _ in 0..1000 {
+            assert_eq!(
+                cluster(&t.decide(&Request::new("GET", "reviews", "/"), &mut rng)),
+                Some("outbound|80|v1|reviews.default.svc.cluster.local")
+            );
+        }
+    }
+
+    #[test]
+    fn rewrite_replaces_the_matched_prefix_and_keeps_the_query() {
+        let t = table(json!([{"match": [{"uri": {"prefix": "/old"}}], "rewrite": {"uri": "/new"},
+                               "route": [{"destination": {"host": "reviews"}}]}]));
+        let mut rng = SplitMix64(1);
+        let req = Request::new("GET", "reviews", "/old/x?q=1");
+        let Decision::Matched(m) = t.decide(&req, &mut rng) else { panic!("no match") };
+        assert_eq!(m.rule.rewritten_path(&m.entry.block, &req.path).as_deref(), Some("/new/x?q=1"));
+    }
+
+    #[test]
+    fn redirect_location_swaps_path_and_keeps_query() {
+        let r = Redirect {
+            uri: Some("/v2".into()),
+            authority: Some("new.example.com".into()),
+            port: None,
+            derive_port_from_request: false,
+            scheme: Some("https".into()),
+            code: 301,
+        };
+        let req = Request::new("GET", "old.example.com:80", "/v1?a=b");
+        assert_eq!(r.location(&req), "https://new.example.com/v2?a=b");
+    }
+}

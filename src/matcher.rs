@@ -1,0 +1,276 @@
+//! Compiled request matchers: one `MatchBlock` per Istio `HTTPMatchRequest`, its conditions
+//! AND'ed, evaluated against a `RequestView`.
+
+use crate::crd::StringMatch;
+use crate::request::RequestView;
+use regex_lite::Regex;
+
+/// Istio's StringMatch once compiled. `Present` is the `{}` form (header or query parameter must
+/// exist, any value).
+#[derive(Debug, Clone)]
+pub enum StrMatch {
+    Exact(String),
+    Prefix(String),
+    /// Anchored (`^(?:…)$`): RE2 in Envoy matches the whole value.
+    Regex(Regex),
+    Present,
+}
+
+impl PartialEq for StrMatch {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (StrMatch::Exact(a), StrMatch::Exact(b)) | (StrMatch::Prefix(a), StrMatch::Prefix(b)) => a == b,
+            (StrMatch::Regex(a), StrMatch::Regex(b)) => a.as_str() == b.as_str(),
+            (StrMatch::Present, StrMatch::Present) => true,
+            _ => false,
+        }
+    }
+}
+
+impl StrMatch {
+    /// `{}` and, like istiod's `canBeConvertedToPresentMatch`, `regex: "*"` become `Present`
+    /// when `allow_present`; otherwise an empty match is an error.
+    pub fn compile(m: &StringMatch, allow_present: bool) -> Result<StrMatch, String> {
+        match (&m.exact, &m.prefix, &m.regex) {
+            (Some(e), None, None) => Ok(StrMatch::Exact(e.clone())),
+            (None, Some(p), None) => Ok(StrMatch::Prefix(p.clone())),
+            (None, None, Some(r)) if allow_present && r == "*" => Ok(StrMatch::Present),
+            (None, None, Some(r)) => compile_regex(r).map(StrMatch::Regex),
+            (None, None, None) if allow_present => Ok(StrMatch::Present),
+            (None, None, None) => Err("one of exact, prefix or regex must be set".into()),
+            _ => Err("only one of exact, prefix or regex may be set".into()),
+        }
+    }
+
+    pub fn matches(&self, v: &str) -> bool {
+        match self {
+            StrMatch::Exact(e) => v == e,
+            StrMatch::Prefix(p) => v.starts_with(p.as_str()),
+            StrMatch::Regex(r) => r.is_match(v),
+            StrMatch::Present => true,
+        }
+    }
+
+    /// Case-insensitive for exact and prefix (Istio `ignoreUriCase`; regex is unaffected, as in
+    /// Envoy where `case_sensitive` is ignored for `safe_regex`).
+    fn matches_ignore_case(&self, v: &str) -> bool {
+        match self {
+            StrMatch::Exact(e) => v.eq_ignore_ascii_case(e),
+            StrMatch::Prefix(p) => v.len() >= p.len() && v.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes()),
+            other => other.matches(v),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            StrMatch::Exact(e) => format!("exact {e:?}"),
+            StrMatch::Prefix(p) => format!("prefix {p:?}"),
+            StrMatch::Regex(r) => format!("regex {:?}", strip_anchor(r.as_str())),
+            StrMatch::Present => "present".into(),
+        }
+    }
+}
+
+/// Full-match RE2 semantics on top of regex-lite (linear time, small in Wasm).
+pub fn compile_regex(pattern: &str) -> Result<Regex, String> {
+    Regex::new(&format!("^(?:{pattern})$")).map_err(|e| format!("invalid regex {pattern:?}: {e}"))
+}
+
+fn strip_anchor(s: &str) -> &str {
+    s.strip_prefix("^(?:").and_then(|s| s.strip_suffix(")$")).unwrap_or(s)
+}
+
+/// One `HTTPMatchRequest`. Config-time selectors (gateways, sourceLabels, sourceNamespace) are
+/// resolved by the compiler and never reach here; `port` is checked against the request's port.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MatchBlock {
+    pub name: Option<String>,
+    pub uri: Option<StrMatch>,
+    pub ignore_uri_case: bool,
+    pub scheme: Option<StrMatch>,
+    pub method: Option<StrMatch>,
+    pub authority: Option<StrMatch>,
+    pub headers: Vec<(String, StrMatch)>,
+    pub without_headers: Vec<(String, StrMatch)>,
+    pub query_params: Vec<(String, StrMatch)>,
+    pub port: Option<u32>,
+}
+
+/// Why a block did not match: the first condition that failed, for `explain`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch(pub String);
+
+impl MatchBlock {
+    pub fn is_match_all(&self) -> bool {
+        self.uri.is_none()
+            && self.scheme.is_none()
+            && self.method.is_none()
+            && self.authority.is_none()
+            && self.headers.is_empty()
+            && self.without_headers.is_empty()
+            && self.query_params.is_empty()
+            && self.port.is_none()
+    }
+
+    pub fn matches(&self, req: &dyn RequestView, port: u32) -> bool {
+        self.check(req, port).is_ok()
+    }
+
+    /// Evaluates the conditions in a fixed, cheap-first order.
+    pub fn check(&self, req: &dyn RequestView, port: u32) -> Result<(), Mismatch> {
+        if let Some(p) = self.port {
+            if p != port {
+                return Err(Mismatch(format!("port {port} is not {p}")));
+            }
+        }
+        if let Some(u) = &self.uri {
+            let path = path_only(req.path());
+            let ok = if self.ignore_uri_case { u.matches_ignore_case(path) } else { u.matches(path) };
+            if !ok {
+                return Err(Mismatch(format!("uri {path:?} does not match {}", u.describe())));
+            }
+        }
+        for (what, m, v) in [
+            ("method", &self.method, req.method()),
+            ("scheme", &self.scheme, req.scheme()),
+            ("authority", &self.authority, req.authority()),
+        ] {
+            if let Some(m) = m {
+                if !m.matches(v) {
+                    return Err(Mismatch(format!("{what} {v:?} does not match {}", m.describe())));
+                }
+            }
+        }
+        for (name, m) in &self.headers {
+            match req.header(name) {
+                Some(v) if m.matches(&v) => {}
+                Some(v) => return Err(Mismatch(format!("header {name}: {v:?} does not match {}", m.describe()))),
+                None => return Err(Mismatch(format!("header {name} is absent"))),
+            }
+        }
+        // Envoy: inverted matcher with treat_missing_header_as_empty, except presence matches,
+        // which only pass when the header is absent.
+        for (name, m) in &self.without_headers {
+            let hit = match (req.header(name), m) {
+                (None, StrMatch::Present) => false,
+                (None, m) => m.matches(""),
+                (Some(v), m) => m.matches(&v),
+            };
+            if hit {
+                return Err(Mismatch(format!("header {name} matches withoutHeaders {}", m.describe())));
+            }
+        }
+        if !self.query_params.is_empty() {
+            let query = req.path().split_once('?').map(|(_, q)| q).unwrap_or("");
+            for (name, m) in &self.query_params {
+                match first_query_value(query, name) {
+                    Some(v) if m.matches(v) => {}
+                    Some(v) => return Err(Mismatch(format!("query {name}={v:?} does not match {}", m.describe()))),
+                    None => return Err(Mismatch(format!("query parameter {name} is absent"))),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The path without its query string (and fragment), which is what uri matches see.
+pub fn path_only(path: &str) -> &str {
+    let end = path.find(['?', '#']).unwrap_or(path.len());
+    &path[..end]
+}
+
+/// Envoy considers only the first value of a repeated key; `?key` has the value "".
+fn first_query_value<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    let query = query.split('#').next().unwrap_or("");
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then_some(v)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::Request;
+
+    fn sm(exact: Option<&str>, prefix: Option<&str>, regex: Option<&str>) -> StringMatch {
+        StringMatch { exact: exact.map(Into::into), prefix: prefix.map(Into::into), regex: regex.map(Into::into) }
+    }
+
+    #[test]
+    fn prefix_is_a_plain_byte_prefix_of_the_path_without_query() {
+        let m = MatchBlock { uri: Some(StrMatch::Prefix("/api/v1/products".into())), ..Default::default() };
+        assert!(m.matches(&Request::new("GET", "a", "/api/v1/productsXYZ"), 80));
+        assert!(m.matches(&Request::new("GET", "a", "/api/v1/products?x=1"), 80));
+        assert!(!m.matches(&Request::new("GET", "a", "/api/v1/product"), 80));
+    }
+
+    #[test]
+    fn exact_uri_ignores_the_query_string() {
+        let m = MatchBlock { uri: Some(StrMatch::Exact("/login".into())), ..Default::default() };
+        assert!(m.matches(&Request::new("GET", "a", "/login?next=/"), 80));
+        assert!(!m.matches(&Request::new("GET", "a", "/login/"), 80));
+    }
+
+    #[test]
+    fn regex_must_match_the_whole_value() {
+        let m = StrMatch::compile(&sm(None, None, Some("\\d+")), false).unwrap();
+        assert!(m.matches("123"));
+        assert!(!m.matches("a123"));
+        assert!(!m.matches("123a"));
+    }
+
+    #[test]
+    fn ignore_uri_case_applies_to_exact_and_prefix_only() {
+        let m = MatchBlock { uri: Some(StrMatch::Prefix("/API".into())), ignore_uri_case: true, ..Default::default() };
+        assert!(m.matches(&Request::new("GET", "a", "/api/x"), 80));
+        let r = MatchBlock {
+            uri: Some(StrMatch::compile(&sm(None, None, Some("/API")), false).unwrap()),
+            ignore_uri_case: true,
+            ..Default::default()
+        };
+        assert!(!r.matches(&Request::new("GET", "a", "/api"), 80));
+    }
+
+    #[test]
+    fn empty_string_match_means_present_for_headers() {
+        assert_eq!(StrMatch::compile(&sm(None, None, None), true), Ok(StrMatch::Present));
+        assert_eq!(StrMatch::compile(&sm(None, None, Some("*")), true), Ok(StrMatch::Present));
+        assert!(StrMatch::compile(&sm(None, None, None), false).is_err());
+        assert!(StrMatch::compile(&sm(Some("a"), Some("b"), None), true).is_err());
+    }
+
+    #[test]
+    fn without_headers_treats_missing_as_empty_except_presence() {
+        let not_a =
+            MatchBlock { without_headers: vec![("x".into(), StrMatch::Exact("a".into()))], ..Default::default() };
+        assert!(not_a.matches(&Request::new("GET", "h", "/"), 80));
+        assert!(not_a.matches(&Request::new("GET", "h", "/").with_header("x", "b"), 80));
+        assert!(!not_a.matches(&Request::new("GET", "h", "/").with_header("x", "a"), 80));
+        let absent = MatchBlock { without_headers: vec![("x".into(), StrMatch::Present)], ..Default::default() };
+        assert!(absent.matches(&Request::new("GET", "h", "/"), 80));
+        assert!(!absent.matches(&Request::new("GET", "h", "/").with_header("x", ""), 80));
+    }
+
+    #[test]
+    fn query_params_use_the_first_value() {
+        let m = MatchBlock { query_params: vec![("v".into(), StrMatch::Exact("1".into()))], ..Default::default() };
+        assert!(m.matches(&Request::new("GET", "h", "/?v=1&v=2"), 80));
+        assert!(!m.matches(&Request::new("GET", "h", "/?v=2&v=1"), 80));
+        let flag =
+            MatchBlock { query_params: vec![("debug".into(), StrMatch::Exact(String::new()))], ..Default::default() };
+        assert!(flag.matches(&Request::new("GET", "h", "/?debug"), 80));
+    }
+
+    #[test]
+    fn headers_see_joined_values_and_authority_keeps_its_port() {
+        let m = MatchBlock {
+            headers: vec![("x".into(), StrMatch::Exact("1,2".into()))],
+            authority: Some(StrMatch::Exact("a:8080".into())),
+            ..Default::default()
+        };
+        assert!(m.matches(&Request::new("GET", "a:8080", "/").with_header("x", "1").with_header("x", "2"), 80));
+        assert!(!m.matches(&Request::new("GET", "a", "/").with_header("x", "1").with_header("x", "2"), 80));
+    }
+}

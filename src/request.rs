@@ -1,0 +1,161 @@
+//! What `decide` may look at in a request, and where its randomness comes from.
+//!
+//! Both are inputs so that decisions are reproducible in tests and the core never touches a host.
+
+use std::borrow::Cow;
+
+/// A read-only view of one HTTP request. Header names are asked for in lower case.
+pub trait RequestView {
+    fn method(&self) -> &str;
+    fn scheme(&self) -> &str;
+    /// `:authority` as sent, port included.
+    fn authority(&self) -> &str;
+    /// `:path` as sent, query string included.
+    fn path(&self) -> &str;
+    /// Every value of the header joined with `,` (Envoy's header matchers see exactly that);
+    /// `None` when absent.
+    fn header(&self, name: &str) -> Option<Cow<'_, str>>;
+}
+
+/// An owned request: pseudo-headers apart, the rest as a list of (name, value) pairs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Request {
+    pub method: String,
+    pub scheme: String,
+    pub authority: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Request {
+    pub fn new(method: &str, authority: &str, path: &str) -> Self {
+        Request {
+            method: method.into(),
+            scheme: "http".into(),
+            authority: authority.into(),
+            path: path.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_ascii_lowercase(), value.into()));
+        self
+    }
+
+    /// Builds a request from a header list as a proxy hands it over (pseudo-headers included).
+    pub fn from_pairs(pairs: Vec<(String, String)>) -> Self {
+        let mut r = Request::default();
+        for (k, v) in pairs {
+            match k.as_str() {
+                ":method" => r.method = v,
+                ":scheme" => r.scheme = v,
+                ":authority" => r.authority = v,
+                ":path" => r.path = v,
+                _ => r.headers.push((k, v)),
+            }
+        }
+        r
+    }
+}
+
+impl RequestView for Request {
+    fn method(&self) -> &str {
+        &self.method
+    }
+    fn scheme(&self) -> &str {
+        &self.scheme
+    }
+    fn authority(&self) -> &str {
+        &self.authority
+    }
+    fn path(&self) -> &str {
+        &self.path
+    }
+    fn header(&self, name: &str) -> Option<Cow<'_, str>> {
+        if name == "host" {
+            return Some(Cow::Borrowed(&self.authority));
+        }
+        let mut found: Option<Cow<'_, str>> = None;
+        for (k, v) in &self.headers {
+            if k.eq_ignore_ascii_case(name) {
+                found = Some(match found {
+                    None => Cow::Borrowed(v.as_str()),
+                    Some(prev) => Cow::Owned(format!("{prev},{v}")),
+                });
+            }
+        }
+        found
+    }
+}
+
+/// A source of uniform random numbers.
+pub trait Random {
+    fn next_u64(&mut self) -> u64;
+
+    /// Uniform in `0..bound` with no modulo bias (rejection sampling), so weighted choices are
+    /// exact over the weight ratio. `bound` 0 yields 0.
+    fn below(&mut self, bound: u64) -> u64 {
+        if bound == 0 {
+            return 0;
+        }
+        let zone = u64::MAX - (u64::MAX % bound);
+        loop {
+            let v = self.next_u64();
+            if v < zone {
+                return v % bound;
+            }
+        }
+    }
+
+    /// True with probability `ppm` parts per million.
+    fn chance(&mut self, ppm: u32) -> bool {
+        match ppm {
+            0 => false,
+            p if p >= PPM => true,
+            p => self.below(u64::from(PPM)) < u64::from(p),
+        }
+    }
+}
+
+pub const PPM: u32 = 1_000_000;
+
+/// SplitMix64: tiny, fast and statistically good enough for traffic splitting; seeded from
+/// outside so tests replay exactly.
+#[derive(Debug, Clone)]
+pub struct SplitMix64(pub u64);
+
+impl Random for SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_headers_are_joined_with_commas() {
+        let r = Request::new("GET", "a", "/").with_header("x-a", "1").with_header("X-A", "2");
+        assert_eq!(r.header("x-a").as_deref(), Some("1,2"));
+        assert_eq!(r.header("x-b"), None);
+    }
+
+    #[test]
+    fn chance_extremes_are_exact() {
+        let mut r = SplitMix64(1);
+        assert!((0..1000).all(|_| !r.chance(0)));
+        assert!((0..1000).all(|_| r.chance(PPM)));
+    }
+
+    #[test]
+    fn below_stays_in_range() {
+        let mut r = SplitMix64(7);
+        assert!((0..10_000).all(|_| r.below(3) < 3));
+    }
+}
