@@ -400,7 +400,7 @@ fn vs_gateways(gws: &[String], ns: &str) -> Vec<String> {
 
 /// The Sidecar that configures this proxy: one in its namespace whose selector matches its
 /// labels, else the namespace-wide one, else a selector-less one in the root namespace.
-fn applicable_sidecar(bundle: &Bundle) -> Option<(&Resource, &crd::Sidecar)> {
+pub fn applicable_sidecar(bundle: &Bundle) -> Option<(&Resource, &crd::Sidecar)> {
     let s = &bundle.settings;
     let selects = |sc: &crd::Sidecar| {
         sc.workload_selector
@@ -419,7 +419,7 @@ fn applicable_sidecar(bundle: &Bundle) -> Option<(&Resource, &crd::Sidecar)> {
 
 /// Sidecar egress `hosts` are `namespace/dnsName`; `*` any namespace, `.` the Sidecar's own,
 /// `~` none (istio sidecar.proto `IstioEgressListener.hosts`).
-fn sidecar_imports(sc: &crd::Sidecar, sidecar_ns: &str, config_ns: &str, h: &str) -> bool {
+pub fn sidecar_imports(sc: &crd::Sidecar, sidecar_ns: &str, config_ns: &str, h: &str) -> bool {
     if sc.egress.is_empty() {
         return true;
     }

@@ -34,6 +34,9 @@ pub struct Settings {
     pub default_port: u32,
     /// Overrides the Sidecar's `outboundTrafficPolicy.mode` (`ALLOW_ANY` | `REGISTRY_ONLY`).
     pub outbound_traffic_policy: Option<String>,
+    /// Where the proxy runs, `region/zone/subzone`: the reference point of DestinationRule
+    /// `localityLbSetting` (distribute `from`, failover priorities) in generated Envoy clusters.
+    pub locality: Option<String>,
     /// Largest request body copied to a mirror; bigger requests are not mirrored.
     pub mirror_body_limit: u64,
     /// Per-request timeout of a mirror call, milliseconds.
@@ -51,6 +54,7 @@ impl Default for Settings {
             domain_suffix: "cluster.local".into(),
             default_port: 80,
             outbound_traffic_policy: None,
+            locality: None,
             mirror_body_limit: 64 * 1024,
             mirror_timeout_ms: 5_000,
         }
