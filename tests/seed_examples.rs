@@ -2,6 +2,8 @@
 //! rule by rule, as Istio would. Subsets need a DestinationRule to exist, so each example is
 //! compiled with one that defines the subsets it names — the way a user would deploy it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use meshroute::compile::{Abort, Action};
 use meshroute::{compile_json, Decision, Random, Request, RouteTable, SplitMix64};
 use serde_json::{json, Value};
