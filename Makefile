@@ -105,7 +105,7 @@ fmt-check:
 	$(CARGO) fmt --all -- --check
 
 clippy:
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
 
 clippy-wasm: tools-rust
 	@if [ -n "$(strip $(FILTER_CRATES))" ]; then \
@@ -116,7 +116,7 @@ clippy-wasm: tools-rust
 test: tools wasm lint test-native test-wasm
 
 test-native: tools-envoy wasm
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace --all-features
 
 test-wasm: tools
 	@if [ -z "$(strip $(WASM_TEST_CRATES))" ]; then \

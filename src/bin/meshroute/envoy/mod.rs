@@ -76,12 +76,8 @@ pub fn run(args: &EnvoyArgs) -> ExitCode {
     // Envoy resolves relative file names against its own working directory, not ours.
     let credentials_dir = args.credentials_dir.as_ref().map(|d| std::fs::canonicalize(d).unwrap_or_else(|_| d.clone()));
     let plugin_config = loaded.inputs.plugin_config(args.input.gateway.as_deref());
-    let opts = Options {
-        wasm: &wasm,
-        listen: args.listen,
-        admin: args.admin,
-        credentials_dir: credentials_dir.as_deref(),
-    };
+    let opts =
+        Options { wasm: &wasm, listen: args.listen, admin: args.admin, credentials_dir: credentials_dir.as_deref() };
     let generated = match generate(&loaded.bundle, &table.clusters, &plugin_config, &opts) {
         Ok(g) => g,
         Err(e) => {
