@@ -340,7 +340,9 @@ pub struct Subset {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadSelector {
-    #[serde(default)]
+    /// ServiceEntry and Sidecar spell it `labels` (networking `WorkloadSelector`); DestinationRule
+    /// `matchLabels` (`istio.type.v1beta1.WorkloadSelector`).
+    #[serde(default, alias = "labels")]
     pub match_labels: BTreeMap<String, String>,
 }
 

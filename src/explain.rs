@@ -37,6 +37,9 @@ pub enum Outcome {
     Matched,
     /// The host is served but no rule matched: Envoy answers 404 (`NR`).
     NoRoute,
+    /// No VirtualService claims the host but a ServiceEntry declares it: istiod's default route
+    /// to the service's cluster, with Istio's default retries.
+    DefaultRoute,
     /// No VirtualService claims the host: the filter leaves the request alone.
     Passthrough,
     /// Unknown host under REGISTRY_ONLY: 502.
@@ -169,6 +172,40 @@ impl RouteTable {
             port,
         };
         let Some(vs) = self.find_vs(req.authority()) else {
+            if let Some(d) = self.default_route(req.authority(), port) {
+                let matched = MatchedRule {
+                    rule: 0,
+                    name: None,
+                    match_index: None,
+                    action: ActionExplained::Forward {
+                        destinations: vec![DestinationExplained {
+                            cluster: d.cluster.clone(),
+                            host: d.host.clone(),
+                            subset: None,
+                            port: d.port,
+                            weight: 1,
+                            percent: 100.0,
+                        }],
+                    },
+                    rewrite: None,
+                    fault: None,
+                    retries: retry(&d.retry),
+                    timeout_ms: None,
+                    mirrors: Vec::new(),
+                    request_headers: HeaderOpsExplained::default(),
+                    response_headers: HeaderOpsExplained::default(),
+                    cors: false,
+                    router_hints: router_hints(&d.retry, None),
+                };
+                return Explanation {
+                    request,
+                    outcome: Outcome::DefaultRoute,
+                    virtual_service: None,
+                    hosts: vec![d.host.clone()],
+                    evaluated: Vec::new(),
+                    matched: Some(matched),
+                };
+            }
             let outcome = if self.registry_only && !self.in_registry(req.authority()) {
                 Outcome::Blocked
             } else {
@@ -260,15 +297,7 @@ fn explain_rule(rule: &Rule, entry: &crate::compile::Entry, req: &dyn RequestVie
         action,
         rewrite,
         fault,
-        retries: RetryExplained {
-            attempts: r.attempts,
-            retry_on: r.retry_on.clone(),
-            grpc_retry_on: r.grpc_retry_on.clone(),
-            retriable_status_codes: r.retriable_status_codes.clone(),
-            per_try_timeout_ms: r.per_try_timeout.map(ms),
-            retry_remote_localities: r.retry_remote_localities,
-            istio_default: r.is_default,
-        },
+        retries: retry(r),
         timeout_ms: rule.timeout.map(ms),
         mirrors: rule
             .mirrors
@@ -312,6 +341,18 @@ pub fn router_hints(retry: &RetryPolicy, timeout: Option<Duration>) -> Vec<Hint>
         hint("x-envoy-upstream-rq-timeout-ms", ms(t).to_string());
     }
     out
+}
+
+fn retry(r: &RetryPolicy) -> RetryExplained {
+    RetryExplained {
+        attempts: r.attempts,
+        retry_on: r.retry_on.clone(),
+        grpc_retry_on: r.grpc_retry_on.clone(),
+        retriable_status_codes: r.retriable_status_codes.clone(),
+        per_try_timeout_ms: r.per_try_timeout.map(ms),
+        retry_remote_localities: r.retry_remote_localities,
+        istio_default: r.is_default,
+    }
 }
 
 fn ops(h: &HeaderOps) -> HeaderOpsExplained {
@@ -383,6 +424,24 @@ mod tests {
         assert!(m.router_hints.iter().any(|h| h.name == "x-envoy-upstream-rq-timeout-ms" && h.value == "5000"));
         let abort = m.fault.and_then(|f| f.abort).expect("abort");
         assert_eq!((abort.http_status, abort.percent), (Some(500), 5.0));
+    }
+
+    #[test]
+    fn registry_host_without_virtual_service_takes_the_default_route() {
+        let cfg = json!({"resources": [
+            {"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
+             "metadata": {"name": "w", "namespace": "default"},
+             "spec": {"hosts": ["weather.example.com"], "ports": [{"number": 80, "name": "http", "protocol": "HTTP"}],
+                      "resolution": "DNS"}}]});
+        let c = compile_json(cfg.to_string().as_bytes());
+        let t = c.table.expect("table");
+        let e = t.explain(&Request::new("GET", "weather.example.com", "/"));
+        assert_eq!(e.outcome, Outcome::DefaultRoute);
+        let m = e.matched.expect("default route");
+        assert!(
+            matches!(&m.action, ActionExplained::Forward { destinations } if destinations[0].cluster == "outbound|80||weather.example.com")
+        );
+        assert!(m.retries.istio_default);
     }
 
     #[test]

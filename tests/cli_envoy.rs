@@ -93,7 +93,11 @@ fn get(port: u16, host: &str, path: &str, headers: &[(&str, &str)]) -> Response 
 fn service_entry(name: &str, host: &str, endpoints: &[(&Upstream, Option<&str>)]) -> String {
     let mut eps = String::new();
     for (u, locality) in endpoints {
-        eps.push_str(&format!("  - address: 127.0.0.1\n    ports: {{http: {}}}\n    labels: {{name: {}}}\n", u.port(), u.name()));
+        eps.push_str(&format!(
+            "  - address: 127.0.0.1\n    ports: {{http: {}}}\n    labels: {{name: {}}}\n",
+            u.port(),
+            u.name()
+        ));
         if let Some(l) = locality {
             eps.push_str(&format!("    locality: {l}\n"));
         }
@@ -146,16 +150,29 @@ fn round_robin_alternates_and_least_request_avoids_the_busy_endpoint() {
         counts(&handles.into_iter().map(|h| h.join().unwrap()).collect::<Vec<_>>())
     };
 
-    let rr = start(&wasm, "rr", &format!("{base}---\n{}", destination_rule(host, "    loadBalancer: {simple: ROUND_ROBIN}\n")), None, &[]);
-    let sequential: Vec<String> =
-        (0..10).map(|_| get(rr.port, host, "/", &[("x-test-delay-ms", "0")]).header("x-upstream").unwrap_or("-").to_string()).collect();
+    let rr = start(
+        &wasm,
+        "rr",
+        &format!("{base}---\n{}", destination_rule(host, "    loadBalancer: {simple: ROUND_ROBIN}\n")),
+        None,
+        &[],
+    );
+    let sequential: Vec<String> = (0..10)
+        .map(|_| get(rr.port, host, "/", &[("x-test-delay-ms", "0")]).header("x-upstream").unwrap_or("-").to_string())
+        .collect();
     // Sequential round robin alternates strictly (the slow one is slow, but answers).
     assert!(sequential.windows(2).all(|w| w[0] != w[1]), "{sequential:?}");
     let c = burst(rr.port, 60);
     assert_eq!(c.get("slow").copied().unwrap_or(0), 30, "round robin ignores load: {c:?}");
     drop(rr);
 
-    let lr = start(&wasm, "lr", &format!("{base}---\n{}", destination_rule(host, "    loadBalancer: {simple: LEAST_REQUEST}\n")), None, &[]);
+    let lr = start(
+        &wasm,
+        "lr",
+        &format!("{base}---\n{}", destination_rule(host, "    loadBalancer: {simple: LEAST_REQUEST}\n")),
+        None,
+        &[],
+    );
     let c = burst(lr.port, 60);
     let to_slow = c.get("slow").copied().unwrap_or(0) as u64;
     // Power of two choices: the busy endpoint only wins when both picks are it (p = 1/4 once
@@ -180,8 +197,9 @@ fn consistent_hash_header_keeps_a_user_on_one_endpoint() {
     let mut seen = std::collections::HashSet::new();
     for user in 0..12 {
         let u = format!("user-{user}");
-        let got: Vec<String> =
-            (0..8).map(|_| get(p.port, host, "/", &[("x-user", &u)]).header("x-upstream").unwrap_or("-").to_string()).collect();
+        let got: Vec<String> = (0..8)
+            .map(|_| get(p.port, host, "/", &[("x-user", &u)]).header("x-upstream").unwrap_or("-").to_string())
+            .collect();
         assert!(got.iter().all(|g| *g == got[0] && g != "-"), "{u} moved between endpoints: {got:?}");
         seen.insert(got[0].clone());
     }
@@ -238,7 +256,7 @@ fn connection_pool_overflow_is_a_503_with_x_envoy_overloaded() {
         responses.iter().filter(|r| r.status == 503 && r.header("x-envoy-overloaded") == Some("true")).collect();
     let ok = responses.iter().filter(|r| r.status == 200).count();
     assert!(!overloaded.is_empty(), "no overflow: {:?}", responses.iter().map(|r| r.status).collect::<Vec<_>>());
-    assert!(ok >= 1 && ok <= 2, "one connection and one pending request get through: {ok}");
+    assert!((1..=2).contains(&ok), "one connection and one pending request get through: {ok}");
     let overflow = p.envoy.stat("cluster.outbound|80||pool.internal.upstream_rq_pending_overflow").unwrap_or(0);
     assert!(overflow >= 1, "pending overflow counted");
 }
@@ -267,7 +285,11 @@ fn outlier_detection_ejects_a_failing_endpoint_and_takes_it_back() {
         }
     }
     assert_eq!(failures, 3, "bad answered 500 three times");
-    p.envoy.wait_stat("cluster.outbound|80||od.internal.outlier_detection.ejections_enforced_consecutive_5xx", 1, Duration::from_secs(5));
+    p.envoy.wait_stat(
+        "cluster.outbound|80||od.internal.outlier_detection.ejections_enforced_consecutive_5xx",
+        1,
+        Duration::from_secs(5),
+    );
     let after: Vec<Response> = (0..10).map(|_| get(p.port, host, "/", &[])).collect();
     assert!(after.iter().all(|r| r.status == 200 && r.header("x-upstream") == Some("good")), "ejected: all to good");
 
@@ -292,19 +314,29 @@ fn outlier_detection_ejects_a_failing_endpoint_and_takes_it_back() {
 fn static_service_entry_host_is_reachable_by_its_name() {
     let Some(wasm) = available("static_service_entry_host_is_reachable_by_its_name") else { return };
     let up = Upstream::named("db-api");
-    let with_vs = format!("{}{}", service_entry("se", "api.internal", &[(&up, None)]), no_retry_route("api.internal"));
-    let p = start(&wasm, "se", &with_vs, None, &[]);
+    let plain = Upstream::named("plain");
+    // One host with a VirtualService, one without (istiod's default route to its cluster).
+    let resources = format!(
+        "{}{}{}",
+        service_entry("plain", "plain.internal", &[(&plain, None)]),
+        service_entry("se", "api.internal", &[(&up, None)]),
+        no_retry_route("api.internal")
+    );
+    let p = start(&wasm, "se", &resources, None, &[]);
     let r = get(p.port, "api.internal", "/v1/items", &[]);
     assert_eq!((r.status, r.header("x-upstream")), (200, Some("db-api")));
     assert_eq!(up.requests().last().map(|q| q.path.clone()).as_deref(), Some("/v1/items"));
     // Port and case do not matter for the host.
     let r = get(p.port, "API.internal:80", "/", &[]);
     assert_eq!(r.status, 200);
+    let r = get(p.port, "plain.internal", "/x", &[]);
+    assert_eq!((r.status, r.header("x-upstream")), (200, Some("plain")), "default route of a registry host");
 }
 
 #[test]
 fn gateway_redirects_http_terminates_tls_and_its_virtual_service_is_not_in_the_mesh() {
-    let Some(wasm) = available("gateway_redirects_http_terminates_tls_and_its_virtual_service_is_not_in_the_mesh") else {
+    let Some(wasm) = available("gateway_redirects_http_terminates_tls_and_its_virtual_service_is_not_in_the_mesh")
+    else {
         return;
     };
     let Some(curl) = which("curl") else {

@@ -129,6 +129,17 @@ pub fn render(e: &Explanation, routing_header: &str) -> String {
             );
             return out;
         }
+        Outcome::DefaultRoute => {
+            let _ = writeln!(
+                out,
+                "no VirtualService claims host {:?}; a ServiceEntry declares it: Istio's default route",
+                r.authority
+            );
+            if let Some(m) = &e.matched {
+                render_matched(&mut out, m, routing_header, false);
+            }
+            return out;
+        }
         _ => {}
     }
     let _ = writeln!(
@@ -147,6 +158,9 @@ pub fn render(e: &Explanation, routing_header: &str) -> String {
             loc.push_str(&format!(" ({n})"));
         }
         match &c.reason {
+            None if c.match_index.is_none() => {
+                let _ = writeln!(out, "  MATCH     {loc} (no match conditions)");
+            }
             None => {
                 let _ = writeln!(out, "  MATCH     {loc}");
             }
@@ -159,18 +173,16 @@ pub fn render(e: &Explanation, routing_header: &str) -> String {
         None => {
             let _ = writeln!(out, "result: no rule matches: 404 (Envoy NR)");
         }
-        Some(m) => render_matched(&mut out, m, routing_header),
+        Some(m) => render_matched(&mut out, m, routing_header, true),
     }
     out
 }
 
-fn render_matched(out: &mut String, m: &MatchedRule, routing_header: &str) {
-    let _ = writeln!(
-        out,
-        "result: rule spec.http[{}]{}",
-        m.rule,
-        m.name.as_ref().map(|n| format!(" ({n})")).unwrap_or_default()
-    );
+fn render_matched(out: &mut String, m: &MatchedRule, routing_header: &str, from_rule: bool) {
+    if from_rule {
+        let name = m.name.as_ref().map(|n| format!(" ({n})")).unwrap_or_default();
+        let _ = writeln!(out, "result: rule spec.http[{}]{name}", m.rule);
+    }
     match &m.action {
         ActionExplained::Forward { destinations } if destinations.is_empty() => {
             let _ = writeln!(out, "  route: no destination with a weight above 0 (503)");

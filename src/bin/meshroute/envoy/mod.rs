@@ -403,3 +403,240 @@ fn downstream_tls(b: &mut Builder<'_>, s: &crd::Server, port: u32) -> Option<Val
     ctx.insert("common_tls_context".into(), Value::Object(common));
     Some(Value::Object(ctx))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn build(resources: Value, settings: Value) -> Generated {
+        let cfg = json!({"resources": resources, "settings": settings});
+        let (bundle, diags) = meshroute::load_value(cfg.clone());
+        assert!(diags.is_empty(), "{diags}");
+        let compiled = meshroute::compile(&bundle, diags);
+        let table = compiled.table.unwrap_or_else(|| panic!("{}", compiled.diagnostics));
+        let opts = Options {
+            wasm: Path::new("/m.wasm"),
+            listen: "127.0.0.1:15001".parse().unwrap(),
+            admin: "127.0.0.1:15000".parse().unwrap(),
+            credentials_dir: None,
+        };
+        generate(&bundle, &table.clusters, &cfg, &opts).unwrap()
+    }
+
+    fn cluster<'a>(g: &'a Generated, name: &str) -> &'a Value {
+        g.config["static_resources"]["clusters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no cluster {name} in {:#}", g.config["static_resources"]["clusters"]))
+    }
+
+    fn se(host: &str, endpoints: Value) -> Value {
+        json!({"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry", "metadata": {"name": host, "namespace": "default"},
+               "spec": {"hosts": [host], "resolution": "STATIC", "ports": [{"number": 80, "name": "http", "protocol": "HTTP"}],
+                        "endpoints": endpoints}})
+    }
+
+    fn dr(host: &str, spec: Value) -> Value {
+        let mut spec = spec;
+        spec["host"] = json!(host);
+        json!({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule", "metadata": {"name": host, "namespace": "default"}, "spec": spec})
+    }
+
+    #[test]
+    fn traffic_policy_becomes_cluster_settings_like_istiod() {
+        let g = build(
+            json!([
+                se(
+                    "a.internal",
+                    json!([{"address": "10.0.0.1", "ports": {"http": 8080}, "labels": {"v": "1"}},
+                                        {"address": "10.0.0.2", "labels": {"v": "2"}}])
+                ),
+                dr(
+                    "a.internal",
+                    json!({
+                    "trafficPolicy": {
+                        "connectionPool": {"tcp": {"maxConnections": 7, "connectTimeout": "250ms"},
+                                           "http": {"http1MaxPendingRequests": 3, "http2MaxRequests": 9, "maxRetries": 2,
+                                                    "maxRequestsPerConnection": 1, "idleTimeout": "30s", "h2UpgradePolicy": "UPGRADE"}},
+                        "outlierDetection": {"consecutive5xxErrors": 4, "interval": "5s", "baseEjectionTime": "1m",
+                                             "maxEjectionPercent": 50, "minHealthPercent": 30},
+                        "loadBalancer": {"simple": "ROUND_ROBIN", "warmup": {"duration": "10s", "minimumPercent": 20, "aggression": 2}}},
+                    "subsets": [{"name": "v2", "labels": {"v": "2"},
+                                 "trafficPolicy": {"loadBalancer": {"consistentHash": {"httpCookie": {"name": "u", "ttl": "0s"}, "maglev": {"tableSize": 65537}}}}}]})
+                )
+            ]),
+            json!({}),
+        );
+        let c = cluster(&g, "outbound|80||a.internal");
+        assert_eq!(c["type"], "STATIC");
+        assert_eq!(c["connect_timeout"], "0.25s");
+        let t = &c["circuit_breakers"]["thresholds"][0];
+        assert_eq!(
+            (
+                t["max_connections"].as_u64(),
+                t["max_pending_requests"].as_u64(),
+                t["max_requests"].as_u64(),
+                t["max_retries"].as_u64()
+            ),
+            (Some(7), Some(3), Some(9), Some(2))
+        );
+        let o = &c["outlier_detection"];
+        assert_eq!(
+            (
+                o["consecutive_5xx"].as_u64(),
+                o["enforcing_consecutive_5xx"].as_u64(),
+                o["enforcing_success_rate"].as_u64()
+            ),
+            (Some(4), Some(100), Some(0))
+        );
+        assert_eq!(
+            (o["interval"].as_str(), o["base_ejection_time"].as_str(), o["max_ejection_percent"].as_u64()),
+            (Some("5s"), Some("60s"), Some(50))
+        );
+        assert_eq!(c["common_lb_config"]["healthy_panic_threshold"]["value"], 30);
+        assert_eq!(c["lb_policy"], "ROUND_ROBIN");
+        assert_eq!(c["round_robin_lb_config"]["slow_start_config"]["slow_start_window"], "10s");
+        let p = &c["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
+        assert_eq!(p["common_http_protocol_options"]["max_requests_per_connection"], 1);
+        assert_eq!(p["common_http_protocol_options"]["idle_timeout"], "30s");
+        assert!(p["explicit_http_config"]["http2_protocol_options"].is_object());
+        let eps = &c["load_assignment"]["endpoints"][0]["lb_endpoints"];
+        assert_eq!(eps[0]["endpoint"]["address"]["socket_address"]["port_value"], 8080, "port by name");
+        assert_eq!(eps[1]["endpoint"]["address"]["socket_address"]["port_value"], 80, "service port");
+
+        // The subset keeps the top-level blocks it does not override and selects by label.
+        let s = cluster(&g, "outbound|80|v2|a.internal");
+        assert_eq!(s["lb_policy"], "MAGLEV");
+        assert_eq!(s["maglev_lb_config"]["table_size"], 65537);
+        assert!(s.get("round_robin_lb_config").is_none());
+        assert_eq!(s["circuit_breakers"]["thresholds"][0]["max_connections"], 7);
+        let addrs: Vec<&Value> = s["load_assignment"]["endpoints"][0]["lb_endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| &e["endpoint"]["address"]["socket_address"]["address"])
+            .collect();
+        assert_eq!(addrs, vec![&json!("10.0.0.2")]);
+        // Its hash policy is a route matched on its cluster name.
+        let routes = g.config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+            ["route_config"]["virtual_hosts"][0]["routes"]
+            .as_array()
+            .unwrap()
+            .clone();
+        assert_eq!(routes.len(), 2);
+        assert_eq!(routes[0]["match"]["headers"][0]["string_match"]["exact"], "outbound|80|v2|a.internal");
+        assert_eq!(routes[0]["route"]["hash_policy"][0]["cookie"], json!({"name": "u", "ttl": "0s"}));
+        assert_eq!(routes[1]["route"], json!({"cluster_header": "x-meshroute-cluster", "timeout": "0s"}));
+    }
+
+    #[test]
+    fn default_policy_is_least_request_with_istio_thresholds() {
+        let g = build(json!([se("b.internal", json!([{"address": "10.0.0.3"}]))]), json!({}));
+        let c = cluster(&g, "outbound|80||b.internal");
+        assert_eq!(c["lb_policy"], "LEAST_REQUEST");
+        assert_eq!(c["connect_timeout"], "10s");
+        assert_eq!(c["circuit_breakers"]["thresholds"][0]["max_retries"], u64::from(u32::MAX));
+        assert!(c.get("outlier_detection").is_none());
+    }
+
+    #[test]
+    fn locality_distribute_weights_localities_from_the_proxy_locality() {
+        let g = build(
+            json!([
+                se(
+                    "c.internal",
+                    json!([{"address": "10.0.1.1", "locality": "us-west-2/a"},
+                                        {"address": "10.0.1.2", "locality": "us-west-2/b"},
+                                        {"address": "10.0.2.1", "locality": "us-east-1/a"},
+                                        {"address": "10.0.3.1", "locality": "eu-west-1/a"}])
+                ),
+                dr(
+                    "c.internal",
+                    json!({"trafficPolicy": {"loadBalancer": {"localityLbSetting": {"distribute": [
+                    {"from": "us-west-2/*", "to": {"us-west-2/*": 80, "us-east-1/*": 20}}]}}}})
+                )
+            ]),
+            json!({"locality": "us-west-2/a"}),
+        );
+        let c = cluster(&g, "outbound|80||c.internal");
+        assert!(c["common_lb_config"]["locality_weighted_lb_config"].is_object());
+        let weights: Vec<(String, u64)> = c["load_assignment"]["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    format!(
+                        "{}/{}",
+                        e["locality"]["region"].as_str().unwrap(),
+                        e["locality"]["zone"].as_str().unwrap()
+                    ),
+                    e["load_balancing_weight"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        // 80 split over two us-west-2 zones, 20 to us-east-1, eu-west-1 dropped.
+        assert_eq!(weights, vec![("us-west-2/a".into(), 40), ("us-west-2/b".into(), 40), ("us-east-1/a".into(), 20)]);
+    }
+
+    #[test]
+    fn outlier_detection_turns_on_failover_priorities_by_proximity() {
+        let g = build(
+            json!([
+                se(
+                    "d.internal",
+                    json!([{"address": "10.0.1.1", "locality": "r1/z1"},
+                                        {"address": "10.0.1.2", "locality": "r1/z2"},
+                                        {"address": "10.0.2.1", "locality": "r2/z1"}])
+                ),
+                dr("d.internal", json!({"trafficPolicy": {"outlierDetection": {"consecutive5xxErrors": 1}}}))
+            ]),
+            json!({"locality": "r1/z1"}),
+        );
+        let c = cluster(&g, "outbound|80||d.internal");
+        let prio: Vec<u64> = c["load_assignment"]["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e.get("priority").and_then(Value::as_u64).unwrap_or(0))
+            .collect();
+        assert_eq!(prio, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn resolution_and_tls_modes() {
+        let g = build(
+            json!([
+                {"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry", "metadata": {"name": "ext", "namespace": "default"},
+                 "spec": {"hosts": ["api.ext.com"], "resolution": "DNS", "ports": [{"number": 443, "name": "https", "protocol": "HTTPS"}]}},
+                {"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry", "metadata": {"name": "any", "namespace": "default"},
+                 "spec": {"hosts": ["any.ext.com"], "resolution": "NONE", "ports": [{"number": 80, "name": "http", "protocol": "HTTP"}]}},
+                {"apiVersion": "networking.istio.io/v1", "kind": "WorkloadEntry", "metadata": {"name": "vm1", "namespace": "default"},
+                 "spec": {"address": "10.9.9.9", "labels": {"app": "vm"}, "ports": {"http": 9090}}},
+                {"apiVersion": "networking.istio.io/v1", "kind": "WorkloadEntry", "metadata": {"name": "other", "namespace": "default"},
+                 "spec": {"address": "10.9.9.8", "labels": {"app": "other"}}},
+                {"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry", "metadata": {"name": "vm", "namespace": "default"},
+                 "spec": {"hosts": ["vm.internal"], "resolution": "STATIC", "workloadSelector": {"labels": {"app": "vm"}},
+                          "ports": [{"number": 80, "name": "http", "protocol": "HTTP"}]}},
+                dr("api.ext.com", json!({"trafficPolicy": {"tls": {"mode": "SIMPLE", "sni": "api.ext.com", "insecureSkipVerify": true}}})),
+                dr("vm.internal", json!({"trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}}))
+            ]),
+            json!({}),
+        );
+        let ext = cluster(&g, "outbound|443||api.ext.com");
+        assert_eq!(ext["type"], "STRICT_DNS");
+        assert_eq!(ext["transport_socket"]["typed_config"]["sni"], "api.ext.com");
+        let any = cluster(&g, "outbound|80||any.ext.com");
+        assert_eq!((any["type"].as_str(), any["lb_policy"].as_str()), (Some("ORIGINAL_DST"), Some("CLUSTER_PROVIDED")));
+        let vm = cluster(&g, "outbound|80||vm.internal");
+        assert_eq!(
+            vm["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"],
+            json!({"address": "10.9.9.9", "port_value": 9090})
+        );
+        assert!(vm.get("transport_socket").is_none());
+        assert!(g.notes.iter().any(|n| n.contains("ISTIO_MUTUAL")), "{:?}", g.notes);
+    }
+}
