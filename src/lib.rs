@@ -23,3 +23,4 @@ pub mod validate;
 pub use compile::{compile, compile_json, Compiled, RouteTable};
 pub use decide::{Decision, Matched};
 pub use request::{Random, Request, RequestView, SplitMix64};
+pub use validate::validate;
