@@ -28,7 +28,9 @@ pub struct RouteTable {
     wildcard_hosts: Vec<(String, usize)>,
     any_host: Option<usize>,
     pub registry_only: bool,
-    registry_exact: HashMap<String, ()>,
+    /// Hosts the registry (ServiceEntry) knows, with the default route istiod gives a service
+    /// that no VirtualService claims: its `outbound|port||host` cluster.
+    registry_exact: HashMap<String, Vec<DefaultRoute>>,
     registry_wildcards: Vec<String>,
     pub default_port: u32,
     pub routing_header: String,
@@ -44,6 +46,16 @@ pub struct ClusterRef {
     pub host: String,
     pub subset: Option<String>,
     pub port: u32,
+}
+
+/// istiod's route for a registry service without a VirtualService (`BuildDefaultHTTPOutboundRoute`):
+/// the service's cluster, Istio's default retries, no timeout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefaultRoute {
+    pub host: String,
+    pub port: u32,
+    pub cluster: String,
+    pub retry: RetryPolicy,
 }
 
 #[derive(Debug, Clone)]
@@ -265,21 +277,39 @@ impl RouteTable {
     pub fn build(bundle: &Bundle, diags: &mut Diagnostics) -> RouteTable {
         let settings = &bundle.settings;
         let mut service_ports: HashMap<String, Vec<u32>> = HashMap::new();
-        let mut registry_exact = HashMap::new();
-        let mut registry_wildcards = Vec::new();
         for (_, se) in bundle.service_entries() {
             for h in &se.hosts {
-                let h = h.to_ascii_lowercase();
-                service_ports.entry(h.clone()).or_default().extend(se.ports.iter().map(|p| p.number));
-                match h.strip_prefix('*') {
-                    Some(suffix) => registry_wildcards.push(suffix.to_string()),
-                    None => {
-                        registry_exact.insert(h, ());
-                    }
-                }
+                service_ports.entry(h.to_ascii_lowercase()).or_default().extend(se.ports.iter().map(|p| p.number));
             }
         }
         let sidecar = applicable_sidecar(bundle);
+        let mut registry_exact: HashMap<String, Vec<DefaultRoute>> = HashMap::new();
+        let mut registry_wildcards = Vec::new();
+        for (res, se) in bundle.service_entries() {
+            for h in &se.hosts {
+                let h = h.to_ascii_lowercase();
+                if !sidecar.is_none_or(|(sres, s)| sidecar_imports(s, &sres.namespace, &res.namespace, &h)) {
+                    continue;
+                }
+                if let Some(suffix) = h.strip_prefix('*') {
+                    registry_wildcards.push(suffix.to_string());
+                    continue;
+                }
+                let routes: Vec<DefaultRoute> = se
+                    .ports
+                    .iter()
+                    .map(|p| DefaultRoute {
+                        host: h.clone(),
+                        port: p.number,
+                        cluster: cluster_name(&settings.cluster_template, p.number, None, &h),
+                        retry: RetryPolicy::istio_default(),
+                    })
+                    .collect();
+                for name in host::alt_names(&h, &settings.namespace, &settings.domain_suffix) {
+                    registry_exact.entry(name).or_default().extend(routes.iter().cloned());
+                }
+            }
+        }
         let mode = settings
             .outbound_traffic_policy
             .clone()
@@ -374,6 +404,16 @@ impl RouteTable {
         self.registry_exact.contains_key(&h)
             || self.registry_wildcards.iter().any(|s| h.len() > s.len() && h.ends_with(s.as_str()))
     }
+
+    /// The default route of a registry service on the port addressed (or its only port).
+    pub fn default_route(&self, authority: &str, port: u32) -> Option<&DefaultRoute> {
+        let (h, _) = host::authority_host(authority);
+        let routes = self.registry_exact.get(h.to_ascii_lowercase().as_str())?;
+        routes.iter().find(|r| r.port == port).or(match routes.as_slice() {
+            [only] => Some(only),
+            _ => None,
+        })
+    }
 }
 
 impl CompiledVs {
@@ -461,11 +501,12 @@ fn compile_vs(
         };
         let mut added = 0;
         if blocks.is_empty() {
+            // istiod stops at a rule without `match` even when it emitted nothing for this proxy.
+            catch_all_seen = true;
             if gateways.contains(&settings.gateway) {
                 entries.push(Entry { rule: rule_id, match_index: None, block: MatchBlock::default() });
                 index.add((entries.len() - 1) as u32, Key::Rest);
                 added += 1;
-                catch_all_seen = true;
             }
         } else {
             for (mi, m) in blocks {
@@ -739,12 +780,7 @@ impl Ctx<'_> {
             },
         };
         let subset = d.subset.clone().filter(|s| !s.is_empty());
-        let name = self
-            .settings
-            .cluster_template
-            .replace("{port}", &port.to_string())
-            .replace("{subset}", subset.as_deref().unwrap_or(""))
-            .replace("{host}", &h);
+        let name = cluster_name(&self.settings.cluster_template, port, subset.as_deref(), &h);
         self.clusters.entry(name.clone()).or_insert_with(|| ClusterRef {
             name: name.clone(),
             host: h.clone(),
@@ -758,6 +794,11 @@ impl Ctx<'_> {
         let (cluster, host, port) = self.cluster_for(d, ns);
         Mirror { cluster, host, subset: d.subset.clone().filter(|s| !s.is_empty()), port, ppm }
     }
+}
+
+/// `outbound|<port>|<subset>|<fqdn>` by default (istio `BuildSubsetKey`).
+pub fn cluster_name(template: &str, port: u32, subset: Option<&str>, host: &str) -> String {
+    template.replace("{port}", &port.to_string()).replace("{subset}", subset.unwrap_or("")).replace("{host}", host)
 }
 
 /// Istio's `percentage.value` (a double, 0–100) as parts per million, as istiod writes
