@@ -125,7 +125,14 @@ pub fn validate(bundle: &Bundle) -> Diagnostics {
     }
     sidecar::check_settings(&mut cx);
     analyze::run(&mut cx);
-    cx.out
+    // Identical findings are reported once (as istioctl's `SortedDedupedCopy`).
+    let mut out = Diagnostics::default();
+    for d in cx.out.0 {
+        if !out.iter().any(|o| *o == d) {
+            out.push(d);
+        }
+    }
+    out
 }
 
 /// Where a diagnostic points: a resource, or (for `None`) the plugin settings.
@@ -160,16 +167,48 @@ impl Ctx<'_> {
         });
     }
 
+    /// A webhook rejection: istioctl shows it as IST0106 `Schema validation error: <msg>`.
     pub(crate) fn error(&mut self, at: &Place<'_>, path: impl Into<String>, message: impl Into<String>) {
+        let message = format!("Schema validation error: {}", message.into());
+        self.push(Severity::Error, Some("IST0106"), at, path, message);
+    }
+
+    /// A webhook warning: istioctl shows it as IST0133 `Schema validation warning: <msg>`.
+    pub(crate) fn warn(&mut self, at: &Place<'_>, path: impl Into<String>, message: impl Into<String>) {
+        let message = format!("Schema validation warning: {}", message.into());
+        self.push(Severity::Warning, Some("IST0133"), at, path, message);
+    }
+
+    /// An error of meshroute's own (Istio has no such check).
+    pub(crate) fn own_error(&mut self, at: &Place<'_>, path: impl Into<String>, message: impl Into<String>) {
         self.push(Severity::Error, None, at, path, message);
     }
 
-    pub(crate) fn warn(&mut self, at: &Place<'_>, path: impl Into<String>, message: impl Into<String>) {
+    /// A warning of meshroute's own (Istio has no such check).
+    pub(crate) fn own_warn(&mut self, at: &Place<'_>, path: impl Into<String>, message: impl Into<String>) {
         self.push(Severity::Warning, None, at, path, message);
     }
 
+    /// A note of meshroute's own.
     pub(crate) fn info(&mut self, at: &Place<'_>, path: impl Into<String>, message: impl Into<String>) {
         self.push(Severity::Info, None, at, path, message);
+    }
+
+    /// MR0007: something Istio accepts that meshroute cannot apply faithfully, so the
+    /// configuration is refused rather than half-applied.
+    pub(crate) fn unsupported(
+        &mut self,
+        at: &Place<'_>,
+        path: impl Into<String>,
+        what: impl std::fmt::Display,
+        hint: &str,
+    ) {
+        let message = if hint.is_empty() {
+            format!("{what} is not supported by meshroute")
+        } else {
+            format!("{what} is not supported by meshroute ({hint})")
+        };
+        self.push(Severity::Error, Some("MR0007"), at, path, message);
     }
 
     pub(crate) fn domain_suffix(&self) -> &str {

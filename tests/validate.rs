@@ -101,10 +101,9 @@ fn valid_virtual_service_with_its_destination_rule_is_clean() {
 }
 
 #[test]
-fn virtual_service_without_hosts_is_ignored_as_an_unsupported_delegate() {
+fn virtual_service_without_hosts_is_an_unsupported_delegate_mr0007() {
     let d = run(vs(json!({"http": [{"route": [{"destination": {"host": "reviews"}}]}]})));
-    expect(&d, WARNING, None, "spec.hosts", &["delegate", "not support"]);
-    expect_no_error(&d);
+    expect(&d, ERROR, Some("MR0007"), "spec.hosts", &["without hosts", "is not supported by meshroute"]);
 }
 
 #[test]
@@ -112,14 +111,14 @@ fn wildcard_is_allowed_only_as_the_first_label_of_a_host() {
     let d = run(vs(json!({"hosts": ["*.example.com", "api.*.example.com"],
                           "http": [{"route": [{"destination": {"host": "reviews"}}]}]})));
     expect_nothing_at(&d, "spec.hosts[0]");
-    expect(&d, ERROR, None, "spec.hosts[1]", &["api.*.example.com", "invalid"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.hosts[1]", &["api.*.example.com", "invalid"]);
 }
 
 #[test]
 fn star_host_is_rejected_for_the_mesh_but_allowed_for_a_gateway_bound_virtual_service() {
     let route = json!([{"route": [{"destination": {"host": "reviews"}}]}]);
     let d = run(vs(json!({"hosts": ["*"], "http": route})));
-    expect(&d, ERROR, None, "spec.hosts[0]", &["wildcard host * is not allowed", "mesh gateway"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.hosts[0]", &["wildcard host * is not allowed", "mesh gateway"]);
     let d = run(json!([
         vs(json!({"hosts": ["*"], "gateways": ["gw"], "http": route})),
         res(
@@ -138,7 +137,7 @@ fn overlapping_hosts_in_one_virtual_service_are_duplicates() {
     expect(
         &d,
         ERROR,
-        None,
+        Some("IST0106"),
         "spec.hosts[1]",
         &["duplicate hosts in virtual service", "*.example.com & api.example.com"],
     );
@@ -148,20 +147,20 @@ fn overlapping_hosts_in_one_virtual_service_are_duplicates() {
 fn gateway_names_must_be_dns_labels_and_legacy_names_are_warned() {
     let d = run(vs(json!({"hosts": ["a.example.com"], "gateways": ["Bad_NS/gw", "gw.istio-system.svc.cluster.local"],
                           "http": [{"route": [{"destination": {"host": "reviews"}}]}]})));
-    expect(&d, ERROR, None, "spec.gateways[0]", &["invalid value for namespace", "Bad_NS"]);
-    expect(&d, WARNING, None, "spec.gateways[1]", &["legacy gatewayName format", "istio-system/gw"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.gateways[0]", &["invalid value for namespace", "Bad_NS"]);
+    expect(&d, WARNING, Some("IST0133"), "spec.gateways[1]", &["legacy gatewayName format", "istio-system/gw"]);
 }
 
 #[test]
 fn virtual_service_without_any_route_list_is_rejected() {
     let d = run(vs(json!({"hosts": ["reviews"]})));
-    expect(&d, ERROR, None, "spec", &["http, tcp or tls must be provided"]);
+    expect(&d, ERROR, Some("IST0106"), "spec", &["http, tcp or tls must be provided"]);
 }
 
 #[test]
 fn rule_needs_one_of_route_redirect_or_direct_response() {
     let d = run(vs(json!({"hosts": ["reviews"], "http": [{"timeout": "1s"}]})));
-    expect(&d, ERROR, None, "spec.http[0]", &["HTTP route, redirect or direct_response is required"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.http[0]", &["HTTP route, redirect or direct_response is required"]);
 }
 
 #[test]
@@ -175,7 +174,7 @@ fn redirect_conflicts_with_route_fault_rewrite_and_direct_response() {
         "both rewrite and redirect",
         "both direct_response and redirect",
     ] {
-        expect(&d, ERROR, None, "spec.http[0].redirect", &[words]);
+        expect(&d, ERROR, Some("IST0106"), "spec.http[0].redirect", &[words]);
     }
 }
 
@@ -183,8 +182,8 @@ fn redirect_conflicts_with_route_fault_rewrite_and_direct_response() {
 fn direct_response_conflicts_with_route_fault_and_rewrite() {
     let d = run(vs_rule(json!({"directResponse": {"status": 503}, "route": [{"destination": {"host": "reviews"}}],
         "rewrite": {"uri": "/x"}})));
-    expect(&d, ERROR, None, "spec.http[0].directResponse", &["both route and direct_response"]);
-    expect(&d, ERROR, None, "spec.http[0].directResponse", &["both rewrite and direct_response"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.http[0].directResponse", &["both route and direct_response"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.http[0].directResponse", &["both rewrite and direct_response"]);
 }
 
 #[test]
@@ -203,30 +202,30 @@ fn delegate_is_not_supported_and_the_rule_is_ignored() {
 #[test]
 fn mirror_and_mirrors_cannot_both_be_set() {
     let d = run(vs_rule(json!({"mirror": {"host": "shadow"}, "mirrors": [{"destination": {"host": "shadow2"}}]})));
-    expect(&d, ERROR, None, "spec.http[0].mirrors", &["both mirror and mirrors"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.http[0].mirrors", &["both mirror and mirrors"]);
 }
 
 #[test]
 fn direct_response_status_must_be_200_to_599_and_body_small() {
     let d = run(vs_rule(json!({"directResponse": {"status": 700}})));
-    expect(&d, ERROR, None, "spec.http[0].directResponse.status", &["700", "200-599"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.http[0].directResponse.status", &["700", "200-599"]);
     let big = "x".repeat(200 * 1024);
     let d = run(vs_rule(json!({"directResponse": {"status": 200, "body": {"string": big}}})));
-    expect(&d, WARNING, None, "spec.http[0].directResponse.body", &["large direct_responses"]);
+    expect(&d, WARNING, Some("IST0133"), "spec.http[0].directResponse.body", &["large direct_responses"]);
     let huge = "x".repeat(2 * 1024 * 1024);
     let d = run(vs_rule(json!({"directResponse": {"status": 200, "body": {"string": huge}}})));
-    expect(&d, ERROR, None, "spec.http[0].directResponse.body", &["less than 1MB"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.http[0].directResponse.body", &["less than 1MB"]);
 }
 
 #[test]
 fn rewrite_takes_uri_or_uri_regex_rewrite_not_both() {
     let d = run(vs_rule(json!({"rewrite": {"uri": "/a", "uriRegexRewrite": {"match": "^/b", "rewrite": "/c"}}})));
-    expect(&d, ERROR, None, "spec.http[0].rewrite", &["only contain one of URI or UriRegexRewrite"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.http[0].rewrite", &["only contain one of URI or UriRegexRewrite"]);
     let d = run(vs_rule(json!({"rewrite": {}})));
     expect(
         &d,
         ERROR,
-        None,
+        Some("IST0106"),
         "spec.http[0].rewrite",
         &["must specify at least one of URI, UriRegexRewrite, or authority"],
     );
@@ -235,9 +234,9 @@ fn rewrite_takes_uri_or_uri_regex_rewrite_not_both() {
 #[test]
 fn regex_rewrite_needs_both_fields_a_valid_regex_and_existing_groups() {
     let d = run(vs_rule(json!({"rewrite": {"uriRegexRewrite": {"match": "^/b"}}})));
-    expect(&d, ERROR, None, "spec.http[0].rewrite.uriRegexRewrite", &["requires both Rewrite and Match"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.http[0].rewrite.uriRegexRewrite", &["requires both Rewrite and Match"]);
     let d = run(vs_rule(json!({"rewrite": {"uriRegexRewrite": {"match": "^/(b", "rewrite": "/c"}}})));
-    expect(&d, ERROR, None, "spec.http[0].rewrite.uriRegexRewrite.match", &["UriRegexRewrite.Match", "RE2"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.http[0].rewrite.uriRegexRewrite.match", &["UriRegexRewrite.Match", "RE2"]);
     let d = run(vs_rule(json!({"rewrite": {"uriRegexRewrite": {"match": "^/(b)/(c)", "rewrite": "/\\2/\\3"}}})));
     expect(&d, ERROR, None, "spec.http[0].rewrite.uriRegexRewrite.rewrite", &["\\3", "2 capture group"]);
 }
@@ -247,7 +246,7 @@ fn regex_rewrite_needs_both_fields_a_valid_regex_and_existing_groups() {
 #[test]
 fn string_match_with_more_than_one_kind_is_rejected() {
     let d = run(vs_rule(json!({"match": [{"uri": {"exact": "/a", "prefix": "/b"}}]})));
-    expect(&d, ERROR, None, "spec.http[0].match[0].uri", &["only one of exact, prefix or regex"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.http[0].match[0].uri", &["only one of exact, prefix or regex"]);
 }
 
 #[test]
@@ -258,36 +257,48 @@ fn empty_prefix_is_rejected_except_for_the_uri() {
     expect(
         &d,
         ERROR,
-        None,
+        Some("IST0106"),
         "spec.http[0].match[0].headers.x-user.prefix",
         &["prefix string match should not be empty"],
     );
-    expect(&d, ERROR, None, "spec.http[0].match[0].method.prefix", &["\"method\"", "should not be empty"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.http[0].match[0].method.prefix", &["\"method\"", "should not be empty"]);
 }
 
 #[test]
 fn invalid_regex_is_rejected_with_the_re2_hint() {
     let d = run(vs_rule(json!({"match": [{"uri": {"regex": "/api/(v1"}}]})));
-    expect(&d, ERROR, None, "spec.http[0].match[0].uri.regex", &["\"uri\"", "Istio uses RE2 style regex-based match"]);
+    expect(
+        &d,
+        ERROR,
+        Some("IST0106"),
+        "spec.http[0].match[0].uri.regex",
+        &["\"uri\"", "Istio uses RE2 style regex-based match"],
+    );
 }
 
 #[test]
 fn unicode_class_regex_is_valid_re2_but_unsupported_by_meshroute() {
     let d = run(vs_rule(json!({"match": [{"headers": {"x-name": {"regex": "\\p{Greek}+"}}}]})));
-    expect(&d, ERROR, None, "spec.http[0].match[0].headers.x-name.regex", &["Unicode character classes", "regex-lite"]);
+    expect(
+        &d,
+        ERROR,
+        Some("MR0007"),
+        "spec.http[0].match[0].headers.x-name.regex",
+        &["Unicode character classes", "regex-lite"],
+    );
 }
 
 #[test]
 fn regex_longer_than_1024_characters_is_rejected() {
     let d = run(vs_rule(json!({"match": [{"uri": {"regex": "a".repeat(1025)}}]})));
-    expect(&d, ERROR, None, "spec.http[0].match[0].uri.regex", &["max length allowed is 1024"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.http[0].match[0].uri.regex", &["max length allowed is 1024"]);
 }
 
 #[test]
 fn uppercase_header_name_is_a_warning_and_an_invalid_one_an_error() {
     let d = run(vs_rule(json!({"match": [{"headers": {"X-User": {"exact": "a"}, "bad header": {"exact": "b"}}}]})));
     expect(&d, WARNING, None, "spec.http[0].match[0].headers.X-User", &["lowercase", "x-user"]);
-    expect(&d, ERROR, None, "spec.http[0].match[0].headers.bad header", &["not a valid header name"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.http[0].match[0].headers.bad header", &["not a valid header name"]);
 }
 
 #[test]
@@ -300,7 +311,7 @@ fn empty_string_match_means_presence_and_is_accepted() {
 #[test]
 fn match_port_must_be_a_valid_port() {
     let d = run(vs_rule(json!({"match": [{"port": 70000}]})));
-    expect(&d, ERROR, None, "spec.http[0].match[0].port", &["70000", "1..65535"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.http[0].match[0].port", &["70000", "1..65535"]);
 }
 
 #[test]
@@ -338,14 +349,14 @@ fn jwt_claim_routing_needs_a_gateway_and_is_not_supported() {
     expect(
         &d,
         ERROR,
-        None,
+        Some("IST0106"),
         "spec.http[0].match[0].headers.@request.auth.claims.group",
         &["only supported for gateway"],
     );
     expect(
         &d,
-        WARNING,
-        None,
+        ERROR,
+        Some("MR0007"),
         "spec.http[0].match[0].headers.@request.auth.claims.group",
         &["not supported by meshroute"],
     );
@@ -357,34 +368,34 @@ fn jwt_claim_routing_needs_a_gateway_and_is_not_supported() {
 fn negative_weight_and_zero_total_weight_are_rejected() {
     let d = run(vs_rule(json!({"route": [{"destination": {"host": "a"}, "weight": -1},
                                           {"destination": {"host": "b"}, "weight": 0}]})));
-    expect(&d, ERROR, None, "spec.http[0].route[0].weight", &["weight -1 < 0"]);
-    expect(&d, ERROR, None, "spec.http[0].route", &["total destination weight = 0"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.http[0].route[0].weight", &["weight -1 < 0"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.http[0].route", &["total destination weight = 0"]);
 }
 
 #[test]
 fn weight_beyond_the_int32_range_is_rejected() {
     let d = run(vs_rule(json!({"route": [{"destination": {"host": "a"}, "weight": 3_000_000_000i64},
                                           {"destination": {"host": "b"}, "weight": 1}]})));
-    expect(&d, ERROR, None, "spec.http[0].route[0].weight", &["int32"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.http[0].route[0].weight", &["int32"]);
 }
 
 #[test]
 fn destination_needs_a_host_and_a_valid_port() {
     let d = run(vs_rule(json!({"route": [{"destination": {"port": {"number": 0}}}]})));
-    expect(&d, ERROR, None, "spec.http[0].route[0].destination.host", &["destination host is required"]);
-    expect(&d, ERROR, None, "spec.http[0].route[0].destination.port.number", &["port number 0"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.http[0].route[0].destination.host", &["destination host is required"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.http[0].route[0].destination.port.number", &["port number 0"]);
     let d = run(vs_rule(json!({"route": [{"destination": {"host": "*"}}]})));
-    expect(&d, ERROR, None, "spec.http[0].route[0].destination.host", &["invalid destination host *"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.http[0].route[0].destination.host", &["invalid destination host *"]);
 }
 
 #[test]
 fn durations_must_parse_and_be_at_least_one_millisecond() {
     let d = run(vs_rule(json!({"timeout": "5 seconds"})));
-    expect(&d, ERROR, None, "spec.http[0].timeout", &["invalid duration"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.http[0].timeout", &["invalid duration"]);
     let d = run(vs_rule(json!({"timeout": "0s"})));
-    expect(&d, ERROR, None, "spec.http[0].timeout", &["greater than 1ms"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.http[0].timeout", &["greater than 1ms"]);
     let d = run(vs_rule(json!({"fault": {"delay": {"fixedDelay": "100us", "percentage": {"value": 5}}}})));
-    expect(&d, ERROR, None, "spec.http[0].fault.delay.fixedDelay", &["greater than 1ms"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.http[0].fault.delay.fixedDelay", &["greater than 1ms"]);
 }
 
 // === Retries ===
@@ -392,9 +403,9 @@ fn durations_must_parse_and_be_at_least_one_millisecond() {
 #[test]
 fn retry_fields_with_zero_attempts_are_rejected() {
     let d = run(vs_rule(json!({"retries": {"attempts": 0, "perTryTimeout": "1s"}})));
-    expect(&d, ERROR, None, "spec.http[0].retries", &["attempts are set to 0 (disabled)"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.http[0].retries", &["attempts are set to 0 (disabled)"]);
     let d = run(vs_rule(json!({"retries": {"attempts": -1}})));
-    expect(&d, ERROR, None, "spec.http[0].retries.attempts", &["cannot be negative"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.http[0].retries.attempts", &["cannot be negative"]);
     let d = run(vs_rule(json!({"retries": {"attempts": 0}})));
     expect_clean(&d);
 }
@@ -402,10 +413,16 @@ fn retry_fields_with_zero_attempts_are_rejected() {
 #[test]
 fn unknown_retry_on_token_is_rejected_naming_it() {
     let d = run(vs_rule(json!({"retries": {"attempts": 2, "retryOn": "5xx,gateway-eror,499"}})));
-    expect(&d, ERROR, None, "spec.http[0].retries.retryOn", &["\"gateway-eror\" is not a valid retryOn policy"]);
-    expect(&d, ERROR, None, "spec.http[0].retries.retryOn", &["\"499\"", "registered HTTP status"]);
+    expect(
+        &d,
+        ERROR,
+        Some("IST0106"),
+        "spec.http[0].retries.retryOn",
+        &["\"gateway-eror\" is not a valid retryOn policy"],
+    );
+    expect(&d, ERROR, Some("IST0106"), "spec.http[0].retries.retryOn", &["\"499\"", "registered HTTP status"]);
     let d = run(vs_rule(json!({"retries": {"attempts": 2, "retryOn": "5xx, reset"}})));
-    expect(&d, ERROR, None, "spec.http[0].retries.retryOn", &["\" reset\"", "remove the spaces"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.http[0].retries.retryOn", &["\" reset\"", "remove the spaces"]);
 }
 
 #[test]
@@ -420,19 +437,25 @@ fn retry_on_accepts_http_and_grpc_conditions_and_status_codes() {
 #[test]
 fn fault_needs_a_delay_or_an_abort() {
     let d = run(vs_rule(json!({"fault": {}})));
-    expect(&d, ERROR, None, "spec.http[0].fault", &["must have an abort and/or a delay"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.http[0].fault", &["must have an abort and/or a delay"]);
 }
 
 #[test]
 fn exponential_delay_is_not_supported() {
     let d = run(vs_rule(json!({"fault": {"delay": {"exponentialDelay": "1s", "percentage": {"value": 5}}}})));
-    expect(&d, ERROR, None, "spec.http[0].fault.delay.exponentialDelay", &["exponentialDelay not supported"]);
+    expect(
+        &d,
+        ERROR,
+        Some("IST0106"),
+        "spec.http[0].fault.delay.exponentialDelay",
+        &["exponentialDelay not supported"],
+    );
 }
 
 #[test]
 fn fault_percentage_must_be_between_0_and_100() {
     let d = run(vs_rule(json!({"fault": {"abort": {"httpStatus": 503, "percentage": {"value": 150}}}})));
-    expect(&d, ERROR, None, "spec.http[0].fault.abort.percentage.value", &["150", "[0.0001, 100.0]"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.http[0].fault.abort.percentage.value", &["150", "[0.0001, 100.0]"]);
 }
 
 #[test]
@@ -445,17 +468,35 @@ fn deprecated_delay_percent_is_an_ist0002_warning() {
 #[test]
 fn abort_status_must_be_an_http_status_or_a_known_grpc_status() {
     let d = run(vs_rule(json!({"fault": {"abort": {"httpStatus": 99, "percentage": {"value": 1}}}})));
-    expect(&d, ERROR, None, "spec.http[0].fault.abort.httpStatus", &["HTTP status 99 is not in range 200-599"]);
+    expect(
+        &d,
+        ERROR,
+        Some("IST0106"),
+        "spec.http[0].fault.abort.httpStatus",
+        &["HTTP status 99 is not in range 200-599"],
+    );
     let d = run(vs_rule(json!({"fault": {"abort": {"grpcStatus": "UNAVAILABLE", "percentage": {"value": 1}}}})));
     expect_clean(&d);
     let d = run(vs_rule(json!({"fault": {"abort": {"grpcStatus": "NOPE", "percentage": {"value": 1}}}})));
-    expect(&d, ERROR, None, "spec.http[0].fault.abort.grpcStatus", &["gRPC status \"NOPE\" is not supported"]);
+    expect(
+        &d,
+        ERROR,
+        Some("IST0106"),
+        "spec.http[0].fault.abort.grpcStatus",
+        &["gRPC status \"NOPE\" is not supported"],
+    );
 }
 
 #[test]
 fn http2_error_abort_is_not_supported() {
     let d = run(vs_rule(json!({"fault": {"abort": {"http2Error": "CANCEL", "percentage": {"value": 1}}}})));
-    expect(&d, ERROR, None, "spec.http[0].fault.abort.http2Error", &["HTTP/2 abort fault injection not supported"]);
+    expect(
+        &d,
+        ERROR,
+        Some("IST0106"),
+        "spec.http[0].fault.abort.http2Error",
+        &["HTTP/2 abort fault injection not supported"],
+    );
 }
 
 // === Mirroring ===
@@ -463,15 +504,15 @@ fn http2_error_abort_is_not_supported() {
 #[test]
 fn mirror_percentage_must_be_between_0_and_100() {
     let d = run(vs_rule(json!({"mirror": {"host": "shadow"}, "mirrorPercentage": {"value": 101}})));
-    expect(&d, ERROR, None, "spec.http[0].mirrorPercentage.value", &["max value of 100"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.http[0].mirrorPercentage.value", &["max value of 100"]);
     let d = run(vs_rule(json!({"mirrors": [{"destination": {"host": "shadow"}, "percentage": {"value": -1}}]})));
-    expect(&d, ERROR, None, "spec.http[0].mirrors[0].percentage.value", &["min value of 0"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.http[0].mirrors[0].percentage.value", &["min value of 0"]);
 }
 
 #[test]
 fn deprecated_mirror_percent_suggests_mirror_percentage() {
     let d = run(vs_rule(json!({"mirror": {"host": "shadow"}, "mirrorPercent": 50})));
-    expect(&d, WARNING, None, "spec.http[0].mirrorPercent", &["deprecated", "mirrorPercentage"]);
+    expect(&d, WARNING, Some("IST0133"), "spec.http[0].mirrorPercent", &["deprecated", "mirrorPercentage"]);
     expect_no_error(&d);
 }
 
@@ -483,9 +524,9 @@ fn pseudo_header_operations_other_than_authority_are_rejected() {
         "request": {"set": {":authority": "other.example.com", ":path": "/x"}, "remove": ["host"]},
         "response": {"add": {":status": "200"}}}})));
     expect_nothing_at(&d, "spec.http[0].headers.request.set.:authority");
-    expect(&d, ERROR, None, "spec.http[0].headers.request.set.:path", &["cannot have \":\" prefix"]);
-    expect(&d, ERROR, None, "spec.http[0].headers.request.remove[0]", &["cannot set Host header"]);
-    expect(&d, ERROR, None, "spec.http[0].headers.response.add.:status", &["cannot have \":\" prefix"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.http[0].headers.request.set.:path", &["cannot have \":\" prefix"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.http[0].headers.request.remove[0]", &["cannot set Host header"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.http[0].headers.response.add.:status", &["cannot have \":\" prefix"]);
 }
 
 #[test]
@@ -494,14 +535,20 @@ fn envoy_header_value_operators_are_not_supported_by_meshroute() {
     expect(
         &d,
         ERROR,
-        None,
+        Some("MR0007"),
         "spec.http[0].headers.request.set.x-host",
-        &["header value operators are not supported by meshroute"],
+        &["header value operator %HOSTNAME% is not supported by meshroute"],
     );
     expect_nothing_at(&d, "spec.http[0].headers.request.set.x-pct");
     let d = run(vs_rule(json!({"route": [{"destination": {"host": "reviews"},
         "headers": {"response": {"add": {"x-start": "%START_TIME%"}}}}]})));
-    expect(&d, ERROR, None, "spec.http[0].route[0].headers.response.add.x-start", &["not supported by meshroute"]);
+    expect(
+        &d,
+        ERROR,
+        Some("MR0007"),
+        "spec.http[0].route[0].headers.response.add.x-start",
+        &["not supported by meshroute"],
+    );
 }
 
 #[test]
@@ -511,7 +558,7 @@ fn authority_cannot_be_rewritten_twice() {
     expect(
         &d,
         ERROR,
-        None,
+        Some("IST0106"),
         "spec.http[0].headers.request.set.host",
         &["authority header cannot be set multiple times"],
     );
@@ -524,23 +571,35 @@ fn cors_methods_headers_and_max_age_are_checked() {
     expect(
         &d,
         ERROR,
-        None,
+        Some("IST0106"),
         "spec.http[0].corsPolicy.allowOrigins[0]",
         &["not a valid match type for CORS allow origins"],
     );
-    expect(&d, ERROR, None, "spec.http[0].corsPolicy.allowMethods[1]", &["\"FETCH\" is not a supported HTTP method"]);
-    expect(&d, ERROR, None, "spec.http[0].corsPolicy.allowHeaders[1]", &["not a valid header name"]);
-    expect(&d, ERROR, None, "spec.http[0].corsPolicy.maxAge", &["seconds precision"]);
+    expect(
+        &d,
+        ERROR,
+        Some("IST0106"),
+        "spec.http[0].corsPolicy.allowMethods[1]",
+        &["\"FETCH\" is not a supported HTTP method"],
+    );
+    expect(&d, ERROR, Some("IST0106"), "spec.http[0].corsPolicy.allowHeaders[1]", &["not a valid header name"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.http[0].corsPolicy.maxAge", &["seconds precision"]);
 }
 
 #[test]
 fn redirect_needs_a_target_and_a_3xx_code() {
     let d = run(vs_rule(json!({"redirect": {"redirectCode": 200}})));
-    expect(&d, ERROR, None, "spec.http[0].redirect", &["must specify URI, authority, scheme, or port"]);
-    expect(&d, ERROR, None, "spec.http[0].redirect.redirectCode", &["200 is not a valid redirect code"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.http[0].redirect", &["must specify URI, authority, scheme, or port"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.http[0].redirect.redirectCode", &["200 is not a valid redirect code"]);
     let d = run(vs_rule(json!({"redirect": {"uri": "/x", "redirectCode": 305, "scheme": "ftp"}})));
-    expect(&d, WARNING, None, "spec.http[0].redirect.redirectCode", &["305", "not supported by Envoy"]);
-    expect(&d, ERROR, None, "spec.http[0].redirect.scheme", &["\"http\" or \"https\""]);
+    expect(
+        &d,
+        ERROR,
+        Some("MR0007"),
+        "spec.http[0].redirect.redirectCode",
+        &["redirectCode 305 is not supported by meshroute"],
+    );
+    expect(&d, ERROR, Some("IST0106"), "spec.http[0].redirect.scheme", &["\"http\" or \"https\""]);
 }
 
 // === Unreachable rules and ineffective matches ===
@@ -560,17 +619,18 @@ fn rule_after_match_all_is_unreachable() {
 }
 
 #[test]
-fn rule_after_a_root_prefix_catch_all_is_unreachable() {
+fn rule_after_a_root_prefix_catch_all_is_never_reached_mr0008() {
     let d = run(vs(json!({"hosts": ["reviews"], "http": [
         {"name": "everything", "match": [{"uri": {"prefix": "/"}}], "route": [{"destination": {"host": "reviews"}}]},
         {"name": "api", "match": [{"uri": {"prefix": "/api"}}], "route": [{"destination": {"host": "api"}}]}]})));
     expect(
         &d,
         WARNING,
-        Some("IST0130"),
+        Some("MR0008"),
         "spec.http[1]",
-        &["rule \"api\" not used", "\"everything\" matches every request"],
+        &["VirtualService rule \"api\" is never reached: rule \"everything\" match #0 is a catch-all"],
     );
+    assert!(d.iter().all(|x| x.code != Some("IST0130")), "Istio does not report this case:\n{d}");
 }
 
 #[test]
@@ -591,12 +651,21 @@ fn match_identical_to_an_earlier_one_is_ineffective_ist0131() {
 }
 
 #[test]
-fn match_under_an_earlier_bare_prefix_is_ineffective() {
+fn longer_prefix_under_an_earlier_prefix_is_an_overlapping_match_ist0131() {
     let d = run(vs(json!({"hosts": ["reviews"], "http": [
         {"match": [{"uri": {"prefix": "/api"}}], "route": [{"destination": {"host": "a"}}]},
-        {"match": [{"uri": {"prefix": "/api/v2"}, "headers": {"x": {"exact": "1"}}}], "route": [{"destination": {"host": "b"}}]}]})));
-    expect(&d, INFO, Some("IST0131"), "spec.http[1].match[0]", &["duplicate/overlapping match in rule #0"]);
-    expect(&d, WARNING, Some("IST0130"), "spec.http[1]", &["all matches used by prior rules"]);
+        {"match": [{"uri": {"prefix": "/api/v2"}}], "route": [{"destination": {"host": "b"}}]},
+        {"match": [{"uri": {"prefix": "/api/v3"}, "headers": {"x": {"exact": "1"}}}], "route": [{"destination": {"host": "c"}}]}]})));
+    expect(
+        &d,
+        INFO,
+        Some("IST0131"),
+        "spec.http[1].match[0]",
+        &["VirtualService rule #1 match #0 of prefix /api/v2 is not used (duplicate/overlapping match in rule #0 of prefix /api on #0)."],
+    );
+    // Istio compares header sets by their keys, so the third rule is not reported.
+    expect_nothing_at(&d, "spec.http[2].match[0]");
+    assert!(d.iter().all(|x| x.code != Some("IST0130")), "{d}");
 }
 
 // === Cross-resource: subsets, gateways, hosts ===
@@ -724,7 +793,7 @@ fn two_mesh_virtual_services_for_one_host_are_ist0109_on_both() {
             json!({"hosts": ["reviews.default.svc.cluster.local"], "http": [{"route": [{"destination": {"host": "reviews"}}]}]})
         ),
     ]));
-    let words = ["The VirtualServices default/a,default/b associated with mesh gateway define the same host reviews.default.svc.cluster.local"];
+    let words = ["The VirtualServices default/a,default/b associated with mesh gateway define the same host */reviews.default.svc.cluster.local which can lead to undefined behavior"];
     let first = expect(&d, ERROR, Some("IST0109"), "spec.hosts[0]", &words);
     assert_eq!(first.resource.as_ref().map(|r| r.name.as_str()), Some("a"));
     assert_eq!(d.iter().filter(|x| x.code == Some("IST0109")).count(), 2, "{d}");
@@ -877,7 +946,7 @@ fn duplicate_subset_name_is_an_error() {
             {"name": "v1", "labels": {"version": "v1"}}, {"name": "v1", "labels": {"version": "v2"}}]})
         )
     ]));
-    expect(&d, ERROR, None, "spec.subsets[1].name", &["duplicate subset names: v1"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.subsets[1].name", &["duplicate subset names: v1"]);
 }
 
 #[test]
@@ -903,11 +972,164 @@ fn two_destination_rules_for_one_host_are_a_warning() {
 }
 
 #[test]
-fn the_same_resource_defined_twice_is_an_error() {
-    let route = json!({"hosts": ["reviews"], "http": [{"route": [{"destination": {"host": "reviews"}}]}]});
-    let d = run(json!([vs(route.clone()), vs(route)]));
-    expect(&d, ERROR, None, "metadata.name", &["VirtualService default/reviews is defined twice", "#0 and #1"]);
-    assert!(d.iter().all(|x| x.code != Some("IST0109")), "{d}");
+fn gateway_that_does_not_exist_is_also_ist0132_like_istioctl() {
+    let d = run(vs(json!({"hosts": ["api.example.com"], "gateways": ["public-gateway"],
+                          "http": [{"route": [{"destination": {"host": "api"}}]}]})));
+    expect(&d, ERROR, Some("IST0101"), "spec.gateways[0]", &["Referenced gateway not found"]);
+    expect(
+        &d,
+        WARNING,
+        Some("IST0132"),
+        "spec.gateways[0]",
+        &["one or more host [api.example.com] defined in VirtualService default/reviews not found in Gateway default/public-gateway."],
+    );
+}
+
+#[test]
+fn gateway_names_after_the_first_short_name_are_not_validated_as_in_istio() {
+    let d = run(vs(json!({"hosts": ["a.example.com"], "gateways": ["mesh", "Bad_NS/gw"],
+                          "http": [{"route": [{"destination": {"host": "a"}}]}]})));
+    assert!(d.iter().all(|x| x.code != Some("IST0106")), "{d}");
+    expect(&d, ERROR, Some("IST0101"), "spec.gateways[1]", &["\"Bad_NS/gw\""]);
+}
+
+#[test]
+fn weight_zero_destination_beside_others_is_mr0003_info() {
+    let d = run(json!([
+        vs_rule(json!({"route": [{"destination": {"host": "reviews", "subset": "v1"}, "weight": 100},
+                                 {"destination": {"host": "reviews", "subset": "v2"}, "weight": 0}]})),
+        reviews_dr(),
+    ]));
+    expect(
+        &d,
+        INFO,
+        Some("MR0003"),
+        "spec.http[0].route[1].weight",
+        &["destination reviews+v2 (rule #0) has weight 0 and receives no traffic"],
+    );
+    expect_clean(&d);
+}
+
+#[test]
+fn retriable_status_codes_without_codes_is_mr0004_and_grpc_conditions_mr0005() {
+    let d = run(vs_rule(
+        json!({"retries": {"attempts": 3, "retryOn": "connect-failure,unavailable,cancelled,retriable-status-codes"}}),
+    ));
+    expect(
+        &d,
+        INFO,
+        Some("MR0004"),
+        "spec.http[0].retries.retryOn",
+        &["retryOn of rule #0 lists retriable-status-codes but no status code; it retries nothing"],
+    );
+    expect(
+        &d,
+        INFO,
+        Some("MR0005"),
+        "spec.http[0].retries.retryOn",
+        &["retryOn of rule #0 uses gRPC conditions [unavailable cancelled]; they only apply to gRPC responses"],
+    );
+    let d = run(vs_rule(json!({"retries": {"attempts": 3, "retryOn": "retriable-status-codes,503"}})));
+    expect_nothing_at(&d, "spec.http[0].retries.retryOn");
+}
+
+#[test]
+fn passthrough_subsets_are_mr0006_warnings() {
+    let d = run(res(
+        "DestinationRule",
+        "x",
+        json!({"host": "x", "trafficPolicy": {"loadBalancer": {"simple": "PASSTHROUGH"}},
+        "subsets": [{"name": "v1", "labels": {"v": "1"}},
+                    {"name": "v2", "labels": {"v": "2"}, "trafficPolicy": {"loadBalancer": {"simple": "RANDOM"}}}]}),
+    ));
+    expect(
+        &d,
+        WARNING,
+        Some("MR0006"),
+        "spec.subsets[0]",
+        &["subset v1 of DestinationRule default/x uses loadBalancer PASSTHROUGH; its labels do not select endpoints"],
+    );
+    expect_nothing_at(&d, "spec.subsets[1]");
+}
+
+#[test]
+fn destination_to_a_multi_port_service_entry_needs_a_port_ist0112() {
+    let se = res(
+        "ServiceEntry",
+        "ext",
+        json!({"hosts": ["api.example.com"], "resolution": "DNS",
+        "ports": [{"number": 80, "name": "http", "protocol": "HTTP"}, {"number": 443, "name": "https", "protocol": "HTTPS"}]}),
+    );
+    let d = run(json!([
+        vs(json!({"hosts": ["api.example.com"], "http": [{"route": [
+            {"destination": {"host": "api.example.com"}, "weight": 50},
+            {"destination": {"host": "api.example.com", "port": {"number": 8080}}, "weight": 50}]}]})),
+        se,
+    ]));
+    expect(
+        &d,
+        ERROR,
+        Some("IST0112"),
+        "spec.http[0].route[0].destination",
+        &["routes to a service \"api.example.com\" that exposes multiple ports [80 443]"],
+    );
+    expect(
+        &d,
+        ERROR,
+        Some("IST0101"),
+        "spec.http[0].route[1].destination.port.number",
+        &["Referenced host:port not found: \"api.example.com:8080\""],
+    );
+}
+
+#[test]
+fn gateway_route_without_subset_to_a_host_routed_by_subset_elsewhere_is_ist0140() {
+    let d = run(json!([
+        res(
+            "VirtualService",
+            "edge",
+            json!({"hosts": ["shop.example.com"], "gateways": ["gw"],
+            "http": [{"route": [{"destination": {"host": "reviews"}}]}]})
+        ),
+        res(
+            "VirtualService",
+            "reviews",
+            json!({"hosts": ["reviews"],
+            "http": [{"route": [{"destination": {"host": "reviews", "subset": "v1"}}]}]})
+        ),
+        reviews_dr(),
+        res(
+            "Gateway",
+            "gw",
+            json!({"servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*.example.com"]}]})
+        ),
+    ]));
+    expect(
+        &d,
+        WARNING,
+        Some("IST0140"),
+        "spec.http[0].route[0].destination",
+        &["Subset in virtual service default/reviews has no effect on ingress gateway default/edge requests"],
+    );
+}
+
+#[test]
+fn tcp_service_entry_port_without_addresses_is_warned() {
+    let d = run(res(
+        "ServiceEntry",
+        "db",
+        json!({"hosts": ["db.example.com"], "resolution": "DNS",
+        "ports": [{"number": 5432, "name": "pg", "protocol": "TCP"}]}),
+    ));
+    expect(&d, WARNING, Some("IST0133"), "spec.ports[0].protocol", &["addresses are required for ports serving TCP"]);
+    expect_no_error(&d);
+}
+
+#[test]
+fn identical_findings_are_reported_once() {
+    let d = run(vs_rule(json!({"match": [{"uri": {"regex": "("}}, {"uri": {"regex": "("}}]})));
+    let n = d.iter().filter(|x| x.path == "spec.http[0].match[0].uri.regex").count();
+    assert_eq!(n, 1, "{d}");
 }
 
 // === DestinationRule webhook ===
@@ -915,9 +1137,9 @@ fn the_same_resource_defined_twice_is_an_error() {
 #[test]
 fn destination_rule_host_is_required_and_valid() {
     let d = run(res("DestinationRule", "x", json!({"subsets": [{"name": "v1", "labels": {"a": "b"}}]})));
-    expect(&d, ERROR, None, "spec.host", &["host is required"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.host", &["host is required"]);
     let d = run(res("DestinationRule", "x", json!({"host": "a.*.com"})));
-    expect(&d, ERROR, None, "spec.host", &["invalid"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.host", &["invalid"]);
 }
 
 #[test]
@@ -928,7 +1150,13 @@ fn load_balancer_simple_must_be_known_and_least_conn_is_deprecated() {
         json!({"host": "x", "trafficPolicy": {"loadBalancer": {"simple": "FASTEST"}},
         "subsets": [{"name": "v1", "labels": {"a": "b"}, "trafficPolicy": {"loadBalancer": {"simple": "LEAST_CONN"}}}]}),
     ));
-    expect(&d, ERROR, None, "spec.trafficPolicy.loadBalancer.simple", &["unknown value \"FASTEST\"", "LEAST_REQUEST"]);
+    expect(
+        &d,
+        ERROR,
+        Some("IST0106"),
+        "spec.trafficPolicy.loadBalancer.simple",
+        &["unknown value \"FASTEST\"", "LEAST_REQUEST"],
+    );
     expect(&d, WARNING, None, "spec.subsets[0].trafficPolicy.loadBalancer.simple", &["LEAST_CONN is deprecated"]);
 }
 
@@ -940,7 +1168,13 @@ fn consistent_hash_takes_exactly_one_key() {
         json!({"host": "x", "trafficPolicy": {"loadBalancer": {"consistentHash":
         {"httpHeaderName": "x-user", "useSourceIp": true}}}}),
     ));
-    expect(&d, ERROR, None, "spec.trafficPolicy.loadBalancer.consistentHash", &["only one of httpHeaderName"]);
+    expect(
+        &d,
+        ERROR,
+        Some("IST0106"),
+        "spec.trafficPolicy.loadBalancer.consistentHash",
+        &["only one of httpHeaderName"],
+    );
     let d = run(res(
         "DestinationRule",
         "x",
@@ -957,8 +1191,14 @@ fn ring_hash_and_maglev_are_exclusive_and_maglev_size_prime() {
         json!({"host": "x", "trafficPolicy": {"loadBalancer": {"consistentHash":
         {"httpHeaderName": "x-user", "ringHash": {"minimumRingSize": 1024}, "maglev": {"tableSize": 1000}}}}}),
     ));
-    expect(&d, ERROR, None, "spec.trafficPolicy.loadBalancer.consistentHash", &["only one of ringHash or maglev"]);
-    expect(&d, ERROR, None, "spec.trafficPolicy.loadBalancer.consistentHash.maglev.tableSize", &["prime"]);
+    expect(
+        &d,
+        ERROR,
+        Some("IST0106"),
+        "spec.trafficPolicy.loadBalancer.consistentHash",
+        &["only one of ringHash or maglev"],
+    );
+    expect(&d, ERROR, Some("IST0106"), "spec.trafficPolicy.loadBalancer.consistentHash.maglev.tableSize", &["prime"]);
 }
 
 #[test]
@@ -972,7 +1212,7 @@ fn locality_distribute_weights_must_sum_to_100() {
     expect(
         &d,
         ERROR,
-        None,
+        Some("IST0106"),
         "spec.trafficPolicy.loadBalancer.localityLbSetting.distribute[0].to",
         &["total locality weight 90 != 100"],
     );
@@ -989,7 +1229,7 @@ fn locality_distribute_and_failover_are_exclusive() {
     expect(
         &d,
         ERROR,
-        None,
+        Some("IST0106"),
         "spec.trafficPolicy.loadBalancer.localityLbSetting",
         &["can not simultaneously specify 'distribute' and 'failover'"],
     );
@@ -1006,11 +1246,17 @@ fn locality_failover_without_outlier_detection_is_warned() {
     expect(
         &d,
         WARNING,
-        None,
+        Some("IST0133"),
         "spec.trafficPolicy.loadBalancer.localityLbSetting",
         &["outlier detection policy must be provided"],
     );
-    expect(&d, ERROR, None, "spec.trafficPolicy.loadBalancer.localityLbSetting.failover[0]", &["different regions"]);
+    expect(
+        &d,
+        ERROR,
+        Some("IST0106"),
+        "spec.trafficPolicy.loadBalancer.localityLbSetting.failover[0]",
+        &["different regions"],
+    );
 }
 
 #[test]
@@ -1025,13 +1271,19 @@ fn connection_pool_values_must_be_non_negative_with_valid_durations() {
     expect(
         &d,
         ERROR,
-        None,
+        Some("IST0106"),
         "spec.trafficPolicy.connectionPool.tcp.maxConnections",
         &["max connections must be non-negative"],
     );
-    expect(&d, ERROR, None, "spec.trafficPolicy.connectionPool.tcp.connectTimeout", &["greater than 1ms"]);
-    expect(&d, ERROR, None, "spec.trafficPolicy.connectionPool.http.http2MaxRequests", &["non-negative"]);
-    expect(&d, ERROR, None, "spec.trafficPolicy.connectionPool.http.h2UpgradePolicy", &["SOMETIMES", "DO_NOT_UPGRADE"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.trafficPolicy.connectionPool.tcp.connectTimeout", &["greater than 1ms"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.trafficPolicy.connectionPool.http.http2MaxRequests", &["non-negative"]);
+    expect(
+        &d,
+        ERROR,
+        Some("IST0106"),
+        "spec.trafficPolicy.connectionPool.http.h2UpgradePolicy",
+        &["SOMETIMES", "DO_NOT_UPGRADE"],
+    );
 }
 
 #[test]
@@ -1045,13 +1297,13 @@ fn outlier_detection_percentages_and_durations_are_bounded() {
     expect(
         &d,
         ERROR,
-        None,
+        Some("IST0106"),
         "spec.trafficPolicy.outlierDetection.maxEjectionPercent",
         &["percentage 150 is not in range 0..100"],
     );
-    expect(&d, ERROR, None, "spec.trafficPolicy.outlierDetection.minHealthPercent", &["not in range"]);
-    expect(&d, ERROR, None, "spec.trafficPolicy.outlierDetection.interval", &["greater than 1ms"]);
-    expect(&d, WARNING, None, "spec.trafficPolicy.outlierDetection.consecutiveErrors", &["deprecated"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.trafficPolicy.outlierDetection.minHealthPercent", &["not in range"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.trafficPolicy.outlierDetection.interval", &["greater than 1ms"]);
+    expect(&d, WARNING, Some("IST0133"), "spec.trafficPolicy.outlierDetection.consecutiveErrors", &["deprecated"]);
 }
 
 #[test]
@@ -1062,11 +1314,11 @@ fn client_tls_mode_must_be_known_and_mutual_needs_certificates() {
         json!({"host": "x", "trafficPolicy": {"tls": {"mode": "STRICT"},
         "portLevelSettings": [{"port": {"number": 443}, "tls": {"mode": "MUTUAL"}}]}}),
     ));
-    expect(&d, ERROR, None, "spec.trafficPolicy.tls.mode", &["unknown value \"STRICT\"", "ISTIO_MUTUAL"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.trafficPolicy.tls.mode", &["unknown value \"STRICT\"", "ISTIO_MUTUAL"]);
     expect(
         &d,
         ERROR,
-        None,
+        Some("IST0106"),
         "spec.trafficPolicy.portLevelSettings[0].tls.clientCertificate",
         &["client certificate required"],
     );
@@ -1083,7 +1335,7 @@ fn port_level_settings_need_a_port() {
     expect(
         &d,
         ERROR,
-        None,
+        Some("IST0106"),
         "spec.trafficPolicy.portLevelSettings[0].port",
         &["portTrafficPolicy must have valid port"],
     );
@@ -1097,15 +1349,15 @@ fn subset_name_must_be_a_dns_label_and_labels_valid() {
         json!({"host": "x", "subsets": [
         {"name": "v1.0", "labels": {"version": "v1"}}, {"name": "v2", "labels": {"-bad": "x"}}, {"name": "all"}]}),
     ));
-    expect(&d, ERROR, None, "spec.subsets[0].name", &["subset name is invalid: v1.0"]);
-    expect(&d, ERROR, None, "spec.subsets[1].labels.-bad", &["invalid tag key"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.subsets[0].name", &["subset name is invalid: v1.0"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.subsets[1].labels.-bad", &["invalid tag key"]);
     expect(&d, INFO, None, "spec.subsets[2].labels", &["no labels"]);
 }
 
 #[test]
 fn empty_traffic_policy_is_rejected() {
     let d = run(res("DestinationRule", "x", json!({"host": "x", "trafficPolicy": {}})));
-    expect(&d, ERROR, None, "spec.trafficPolicy", &["traffic policy must have at least one field"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.trafficPolicy", &["traffic policy must have at least one field"]);
 }
 
 // === ServiceEntry and WorkloadEntry ===
@@ -1113,13 +1365,13 @@ fn empty_traffic_policy_is_rejected() {
 #[test]
 fn service_entry_needs_hosts_and_rejects_a_lone_star() {
     let d = run(res("ServiceEntry", "x", json!({"ports": [{"number": 80, "name": "http", "protocol": "HTTP"}]})));
-    expect(&d, ERROR, None, "spec.hosts", &["at least one host"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.hosts", &["at least one host"]);
     let d = run(res(
         "ServiceEntry",
         "x",
         json!({"hosts": ["*"], "ports": [{"number": 80, "name": "http", "protocol": "HTTP"}]}),
     ));
-    expect(&d, ERROR, None, "spec.hosts[0]", &["invalid host *"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.hosts[0]", &["invalid host *"]);
 }
 
 #[test]
@@ -1130,8 +1382,8 @@ fn service_entry_ports_must_be_unique_by_number_and_name() {
         json!({"hosts": ["a.example.com"], "ports": [
         {"number": 80, "name": "http", "protocol": "HTTP"}, {"number": 80, "name": "http", "protocol": "HTTP"}]}),
     ));
-    expect(&d, ERROR, None, "spec.ports[1].name", &["service entry port name \"http\" already defined"]);
-    expect(&d, ERROR, None, "spec.ports[1].number", &["service entry port 80 already defined"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.ports[1].name", &["service entry port name \"http\" already defined"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.ports[1].number", &["service entry port 80 already defined"]);
 }
 
 #[test]
@@ -1142,7 +1394,7 @@ fn service_entry_protocol_must_be_known() {
         json!({"hosts": ["a.example.com"], "ports": [
         {"number": 80, "name": "web", "protocol": "WEB"}, {"number": 81, "name": "grpc-web", "protocol": "grpc-web"}]}),
     ));
-    expect(&d, ERROR, None, "spec.ports[0].protocol", &["unsupported protocol: WEB"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.ports[0].protocol", &["unsupported protocol: WEB"]);
     expect_nothing_at(&d, "spec.ports[1].protocol");
 }
 
@@ -1154,8 +1406,8 @@ fn service_entry_resolution_and_location_must_be_known() {
         json!({"hosts": ["a.example.com"], "resolution": "DNS_ONLY", "location": "OUTSIDE",
         "ports": [{"number": 80, "name": "http", "protocol": "HTTP"}]}),
     ));
-    expect(&d, ERROR, None, "spec.resolution", &["unknown value \"DNS_ONLY\"", "DYNAMIC_DNS"]);
-    expect(&d, ERROR, None, "spec.location", &["unknown value \"OUTSIDE\"", "MESH_INTERNAL"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.resolution", &["unknown value \"DNS_ONLY\"", "DYNAMIC_DNS"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.location", &["unknown value \"OUTSIDE\"", "MESH_INTERNAL"]);
 }
 
 #[test]
@@ -1168,8 +1420,8 @@ fn static_endpoints_must_be_ip_addresses_or_unix_sockets() {
         "endpoints": [{"address": "10.0.0.1"}, {"address": "db.example.com"}, {"address": "unix://relative"}]}),
     ));
     expect_nothing_at(&d, "spec.endpoints[0].address");
-    expect(&d, ERROR, None, "spec.endpoints[1].address", &["not a valid IP address"]);
-    expect(&d, ERROR, None, "spec.endpoints[2].address", &["not an absolute path"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.endpoints[1].address", &["not a valid IP address"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.endpoints[2].address", &["not an absolute path"]);
 }
 
 #[test]
@@ -1192,7 +1444,7 @@ fn dns_resolution_rejects_wildcard_hosts_without_endpoints() {
         json!({"hosts": ["*.example.com"], "resolution": "DNS",
         "ports": [{"number": 80, "name": "http", "protocol": "HTTP"}]}),
     ));
-    expect(&d, ERROR, None, "spec.hosts[0]", &["hosts must be FQDN", "resolution mode DNS"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.hosts[0]", &["hosts must be FQDN", "resolution mode DNS"]);
 }
 
 #[test]
@@ -1204,7 +1456,7 @@ fn endpoints_and_workload_selector_are_exclusive() {
         "ports": [{"number": 80, "name": "http", "protocol": "HTTP"}], "workloadSelector": {"labels": {"app": "a"}},
         "endpoints": [{"address": "10.0.0.1"}]}),
     ));
-    expect(&d, ERROR, None, "spec.workloadSelector", &["only one of WorkloadSelector or Endpoints"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.workloadSelector", &["only one of WorkloadSelector or Endpoints"]);
 }
 
 #[test]
@@ -1219,7 +1471,7 @@ fn endpoint_port_names_must_name_declared_ports() {
     expect(
         &d,
         ERROR,
-        None,
+        Some("IST0106"),
         "spec.endpoints[0].ports.https",
         &["endpoint port 8443 is not defined by the service entry"],
     );
@@ -1233,13 +1485,13 @@ fn multiple_hosts_need_http_or_tls_ports_unless_resolution_none() {
         json!({"hosts": ["a.example.com", "b.example.com"], "resolution": "DNS",
         "ports": [{"number": 5432, "name": "pg", "protocol": "TCP"}]}),
     ));
-    expect(&d, ERROR, None, "spec.hosts", &["multiple hosts provided with non-HTTP, non-TLS ports"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.hosts", &["multiple hosts provided with non-HTTP, non-TLS ports"]);
 }
 
 #[test]
 fn workload_entry_needs_an_address() {
     let d = run(res("WorkloadEntry", "vm", json!({"labels": {"app": "vm"}})));
-    expect(&d, ERROR, None, "spec.address", &["address is required"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.address", &["address is required"]);
 }
 
 // === Gateway ===
@@ -1247,7 +1499,7 @@ fn workload_entry_needs_an_address() {
 #[test]
 fn gateway_needs_at_least_one_server() {
     let d = run(res("Gateway", "gw", json!({"selector": {"istio": "ingressgateway"}})));
-    expect(&d, ERROR, None, "spec.servers", &["at least one server"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.servers", &["at least one server"]);
 }
 
 #[test]
@@ -1258,9 +1510,9 @@ fn server_port_number_protocol_and_name_are_checked() {
         json!({"servers": [
         {"port": {"number": 0, "protocol": "QUIC"}, "hosts": ["*.example.com"]}]}),
     ));
-    expect(&d, ERROR, None, "spec.servers[0].port.protocol", &["invalid protocol \"QUIC\""]);
-    expect(&d, ERROR, None, "spec.servers[0].port.number", &["port number 0"]);
-    expect(&d, ERROR, None, "spec.servers[0].port.name", &["port name must be set"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.servers[0].port.protocol", &["invalid protocol \"QUIC\""]);
+    expect(&d, ERROR, Some("IST0106"), "spec.servers[0].port.number", &["port number 0"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.servers[0].port.name", &["port name must be set"]);
 }
 
 #[test]
@@ -1272,10 +1524,10 @@ fn server_hosts_need_the_namespace_slash_fqdn_form() {
         "hosts": ["prod/api.example.com", "reviews", "Bad_NS/a.example.com", "*.example.com", "a*.example.com"]}]}),
     ));
     expect_nothing_at(&d, "spec.servers[0].hosts[0]");
-    expect(&d, ERROR, None, "spec.servers[0].hosts[1]", &["short names (non FQDN) are not allowed"]);
-    expect(&d, ERROR, None, "spec.servers[0].hosts[2]", &["invalid namespace value \"Bad_NS\" in gateway"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.servers[0].hosts[1]", &["short names (non FQDN) are not allowed"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.servers[0].hosts[2]", &["invalid namespace value \"Bad_NS\" in gateway"]);
     expect_nothing_at(&d, "spec.servers[0].hosts[3]");
-    expect(&d, ERROR, None, "spec.servers[0].hosts[4]", &["partial wildcard"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.servers[0].hosts[4]", &["partial wildcard"]);
 }
 
 #[test]
@@ -1286,7 +1538,7 @@ fn https_server_needs_tls_settings() {
         json!({"servers": [{"port": {"number": 443, "name": "https", "protocol": "HTTPS"},
         "hosts": ["*.example.com"]}]}),
     ));
-    expect(&d, ERROR, None, "spec.servers[0]", &["server must have TLS settings for HTTPS/TLS protocols"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.servers[0]", &["server must have TLS settings for HTTPS/TLS protocols"]);
 }
 
 #[test]
@@ -1297,8 +1549,14 @@ fn simple_tls_needs_a_certificate_or_a_credential_name() {
         json!({"servers": [{"port": {"number": 443, "name": "https", "protocol": "HTTPS"},
         "hosts": ["*.example.com"], "tls": {"mode": "SIMPLE"}}]}),
     ));
-    expect(&d, ERROR, None, "spec.servers[0].tls.serverCertificate", &["SIMPLE TLS requires a server certificate"]);
-    expect(&d, ERROR, None, "spec.servers[0].tls.privateKey", &["SIMPLE TLS requires a private key"]);
+    expect(
+        &d,
+        ERROR,
+        Some("IST0106"),
+        "spec.servers[0].tls.serverCertificate",
+        &["SIMPLE TLS requires a server certificate"],
+    );
+    expect(&d, ERROR, Some("IST0106"), "spec.servers[0].tls.privateKey", &["SIMPLE TLS requires a private key"]);
     let d = run(res(
         "Gateway",
         "gw",
@@ -1316,7 +1574,13 @@ fn https_redirect_belongs_on_http_servers() {
         json!({"servers": [{"port": {"number": 443, "name": "https", "protocol": "HTTPS"},
         "hosts": ["*.example.com"], "tls": {"mode": "SIMPLE", "credentialName": "cert", "httpsRedirect": true}}]}),
     ));
-    expect(&d, WARNING, None, "spec.servers[0].tls.httpsRedirect", &["should only be used with http servers"]);
+    expect(
+        &d,
+        WARNING,
+        Some("IST0133"),
+        "spec.servers[0].tls.httpsRedirect",
+        &["should only be used with http servers"],
+    );
     let d = run(res(
         "Gateway",
         "gw",
@@ -1336,13 +1600,19 @@ fn sidecar_egress_hosts_need_the_namespace_slash_host_form() {
         json!({"egress": [{"hosts": ["./*", "istio-system/*", "reviews.default.svc.cluster.local"]}]}),
     ));
     expect_nothing_at(&d, "spec.egress[0].hosts[0]");
-    expect(&d, ERROR, None, "spec.egress[0].hosts[2]", &["host must be of form namespace/dnsName"]);
+    expect(&d, ERROR, Some("IST0106"), "spec.egress[0].hosts[2]", &["host must be of form namespace/dnsName"]);
 }
 
 #[test]
 fn sidecar_outbound_traffic_policy_mode_must_be_known() {
     let d = run(res("Sidecar", "default", json!({"outboundTrafficPolicy": {"mode": "DENY_ALL"}})));
-    expect(&d, ERROR, None, "spec.outboundTrafficPolicy.mode", &["unknown value \"DENY_ALL\"", "REGISTRY_ONLY"]);
+    expect(
+        &d,
+        ERROR,
+        Some("IST0106"),
+        "spec.outboundTrafficPolicy.mode",
+        &["unknown value \"DENY_ALL\"", "REGISTRY_ONLY"],
+    );
 }
 
 #[test]
@@ -1410,13 +1680,36 @@ fn seed_examples_report_their_real_mistakes() {
 
     let (_, d) = check("traffic-mirroring.json");
     expect(&d, ERROR, Some("IST0101"), "spec.http[0].mirror.subset", &["order-service+v2-canary"]);
-    expect(&d, WARNING, None, "spec.http[0].mirrorPercent", &["mirrorPercentage"]);
+    expect(
+        &d,
+        WARNING,
+        Some("IST0133"),
+        "spec.http[0].mirrorPercent",
+        &["Schema validation warning: using deprecated setting \"mirrorPercent\", use \"mirrorPercentage\" instead"],
+    );
+    expect(
+        &d,
+        INFO,
+        Some("MR0003"),
+        "spec.http[0].route[1].weight",
+        &["destination order-service+v2 (rule #0) has weight 0"],
+    );
 
     let (_, d) = check("gateway-vs-binding.json");
     expect(&d, ERROR, Some("IST0101"), "spec.gateways[0]", &["\"public-gateway\"", "default/public-gateway"]);
+    expect(&d, WARNING, Some("IST0132"), "spec.gateways[0]", &["[api.example.com]", "Gateway default/public-gateway."]);
+
+    let (_, d) = check("retry-config.json");
+    expect(&d, INFO, Some("MR0004"), "spec.http[0].retries.retryOn", &["retries nothing"]);
+    expect(&d, INFO, Some("MR0005"), "spec.http[0].retries.retryOn", &["[unavailable cancelled]"]);
+    expect_no_error(&d);
+
+    let (_, d) = check("consistent-hash.json");
+    expect(&d, WARNING, Some("MR0006"), "spec.subsets[0]", &["subset v1"]);
+    expect(&d, WARNING, Some("MR0006"), "spec.subsets[1]", &["subset v2"]);
 
     let (loaded, _) = check("external-https.json");
-    expect(&loaded, WARNING, None, "spec.tls", &["unknown field \"tls\""]);
+    expect(&loaded, WARNING, Some("MR0002"), "spec.tls", &["unknown field \"spec.tls\""]);
 
     for (file, path, subset) in [
         ("basic-route.json", "spec.http[0].route[0].destination.subset", "product-service+v1"),

@@ -12,38 +12,15 @@ use crate::host;
 use std::collections::{BTreeMap, BTreeSet};
 
 pub(super) fn run(cx: &mut Ctx<'_>) {
-    duplicate_resources(cx);
     referenced_subsets(cx);
     referenced_gateways(cx);
+    destination_ports(cx);
+    ingress_subsets(cx);
     conflicting_hosts(cx);
     destination_rule_hosts(cx);
     subsets_without_workloads(cx);
     destination_rules_merged(cx);
     sidecars_without_selector(cx);
-}
-
-/// The same kind, namespace and name twice: Kubernetes would keep only the last one applied, so
-/// the configuration is ambiguous.
-fn duplicate_resources(cx: &mut Ctx<'_>) {
-    let bundle = cx.bundle;
-    let mut seen: BTreeMap<(&str, &str, &str), usize> = BTreeMap::new();
-    for r in &bundle.resources {
-        match seen.get(&(r.kind.as_str(), r.namespace.as_str(), r.name.as_str())) {
-            Some(first) => cx.error(
-                &Place(Some(r)),
-                "metadata.name",
-                format!(
-                    "{} {} is defined twice (resources #{first} and #{}): Kubernetes would keep only the last one applied",
-                    r.kind,
-                    r.key(),
-                    r.index
-                ),
-            ),
-            None => {
-                seen.insert((r.kind.as_str(), r.namespace.as_str(), r.name.as_str()), r.index);
-            }
-        }
-    }
 }
 
 fn resolve(cx: &Ctx<'_>, h: &str, ns: &str) -> String {
@@ -98,7 +75,11 @@ fn referenced_subsets(cx: &mut Ctx<'_>) {
                     Some((_, dr_res, _)) => {
                         let names: Vec<&str> =
                             for_host.iter().flat_map(|(_, _, dr)| dr.subsets.iter().map(|s| s.name.as_str())).collect();
-                        format!(" (DestinationRule {} defines subsets: [{}])", dr_res.key(), names.join(" "))
+                        if names.is_empty() {
+                            format!(" (DestinationRule {} defines no subsets)", dr_res.key())
+                        } else {
+                            format!(" (DestinationRule {} defines subsets: [{}])", dr_res.key(), names.join(" "))
+                        }
                     }
                 };
                 cx.push(
@@ -134,40 +115,171 @@ fn referenced_gateways(cx: &mut Ctx<'_>) {
             }
             let full = host::resolve_gateway(g, &r.namespace);
             let found = bundle.gateways().find(|(gr, _)| gr.key() == full);
-            match found {
-                None => {
-                    let name = full.rsplit('/').next().unwrap_or_default();
-                    let elsewhere: Vec<String> =
-                        bundle.gateways().filter(|(gr, _)| gr.name == name).map(|(gr, _)| gr.key()).collect();
-                    let hint = match elsewhere.first() {
-                        Some(other) => format!(" (it resolves to {full}; Gateway {other} exists: write \"{other}\")"),
-                        None => format!(" (it resolves to {full})"),
-                    };
+            if found.is_none() {
+                let name = full.rsplit('/').next().unwrap_or_default();
+                let elsewhere: Vec<String> =
+                    bundle.gateways().filter(|(gr, _)| gr.name == name).map(|(gr, _)| gr.key()).collect();
+                let hint = match elsewhere.first() {
+                    Some(other) => format!(" (it resolves to {full}; Gateway {other} exists: write \"{other}\")"),
+                    None => format!(" (it resolves to {full})"),
+                };
+                cx.push(
+                    Severity::Error,
+                    Some("IST0101"),
+                    &at,
+                    path.as_str(),
+                    format!("Referenced gateway not found: {g:?}{hint}"),
+                );
+            }
+            // istioctl also reports a missing Gateway here: it has no hosts to match.
+            let served = found.is_some_and(|(gr, gw)| vs_host_in_gateway(cx, vs, &r.namespace, gr, gw));
+            if top_level && !vs.hosts.is_empty() && !served {
+                cx.push(
+                    Severity::Warning,
+                    Some("IST0132"),
+                    &at,
+                    path,
+                    format!(
+                        "one or more host [{}] defined in VirtualService {} not found in Gateway {full}.",
+                        vs.hosts.join(" "),
+                        r.key(),
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// Every destination of a VirtualService (routes, `mirror`, `mirrors`) with its field path.
+fn destinations(vs: &crd::VirtualService) -> Vec<(String, &crd::Destination)> {
+    let mut out = Vec::new();
+    for (i, route) in vs.http.iter().enumerate() {
+        for (k, d) in route.route.iter().enumerate() {
+            if let Some(dest) = &d.destination {
+                out.push((format!("spec.http[{i}].route[{k}].destination"), dest));
+            }
+        }
+        if let Some(m) = &route.mirror {
+            out.push((format!("spec.http[{i}].mirror"), m));
+        }
+        for (k, m) in route.mirrors.iter().enumerate() {
+            if let Some(dest) = &m.destination {
+                out.push((format!("spec.http[{i}].mirrors[{k}].destination"), dest));
+            }
+        }
+    }
+    out
+}
+
+/// istioctl `DestinationHostAnalyzer` (`checkServiceEntryPorts`) for hosts a ServiceEntry
+/// declares: no port towards a multi-port service is IST0112, a port the service does not declare
+/// is IST0101 `host:port`. Other hosts may be Kubernetes Services, unknown here, so unchecked.
+fn destination_ports(cx: &mut Ctx<'_>) {
+    let bundle = cx.bundle;
+    let suffix = bundle.settings.domain_suffix.as_str();
+    let declared: Vec<(String, &Resource, &crd::ServiceEntry)> = bundle
+        .service_entries()
+        .flat_map(|(r, se)| se.hosts.iter().map(move |h| (host::resolve(h, &r.namespace, suffix), r, se)))
+        .collect();
+    for (r, vs) in bundle.virtual_services() {
+        let at = Place(Some(r));
+        let visible = |ser: &Resource, se: &crd::ServiceEntry| {
+            se.export_to.is_empty()
+                || se
+                    .export_to
+                    .iter()
+                    .any(|e| e == "*" || *e == r.namespace || (e == "." && ser.namespace == r.namespace))
+        };
+        for (path, dest) in destinations(vs) {
+            if dest.host.is_empty() {
+                continue;
+            }
+            let target = host::resolve(&dest.host, &r.namespace, suffix);
+            let se = declared
+                .iter()
+                .find(|(h, ser, se)| *h == target && visible(ser, se))
+                .or_else(|| declared.iter().find(|(h, ser, se)| host::matches(h, &target) && visible(ser, se)))
+                .map(|(_, _, se)| *se);
+            let Some(se) = se else { continue };
+            match &dest.port {
+                None if se.ports.len() > 1 => {
+                    let ports: Vec<String> = se.ports.iter().map(|p| p.number.to_string()).collect();
+                    cx.push(
+                        Severity::Error,
+                        Some("IST0112"),
+                        &at,
+                        path,
+                        format!(
+                            "This VirtualService routes to a service {:?} that exposes multiple ports [{}]. Specifying a port in the destination is required to disambiguate.",
+                            dest.host,
+                            ports.join(" ")
+                        ),
+                    );
+                }
+                Some(port) if !se.ports.iter().any(|p| p.number == port.number) => {
                     cx.push(
                         Severity::Error,
                         Some("IST0101"),
                         &at,
-                        path,
-                        format!("Referenced gateway not found: {g:?}{hint}"),
+                        format!("{path}.port.number"),
+                        format!("Referenced host:port not found: \"{}:{}\"", dest.host, port.number),
                     );
                 }
-                Some((gr, gw)) if top_level && !vs.hosts.is_empty() => {
-                    if !vs_host_in_gateway(cx, vs, &r.namespace, gr, gw) {
-                        cx.push(
-                            Severity::Warning,
-                            Some("IST0132"),
-                            &at,
-                            path,
-                            format!(
-                                "one or more host [{}] defined in VirtualService {} not found in Gateway {}.",
-                                vs.hosts.join(" "),
-                                r.key(),
-                                gr.key()
-                            ),
-                        );
-                    }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// IST0140 (istioctl `analyzeSubset`): a gateway-bound VirtualService routes to a host without a
+/// subset while another VirtualService for that host routes to it by subset; on the gateway the
+/// subset routing does not apply. Host names are compared as written, as istioctl does.
+fn ingress_subsets(cx: &mut Ctx<'_>) {
+    let bundle = cx.bundle;
+    // VirtualService → hosts it routes to by subset among its own hosts.
+    let with_subsets: Vec<(&Resource, Vec<&str>)> = bundle
+        .virtual_services()
+        .map(|(r, vs)| {
+            let hosts: Vec<&str> = vs
+                .http
+                .iter()
+                .flat_map(|h| h.route.iter())
+                .filter_map(|d| d.destination.as_ref())
+                .filter(|d| d.subset.as_deref().is_some_and(|s| !s.is_empty()) && vs.hosts.contains(&d.host))
+                .map(|d| d.host.as_str())
+                .collect();
+            (r, hosts)
+        })
+        .filter(|(_, hosts)| !hosts.is_empty())
+        .collect();
+    for (r, vs) in bundle.virtual_services() {
+        if vs.gateways.is_empty() {
+            continue;
+        }
+        let mut reported: Vec<String> = Vec::new();
+        for (i, route) in vs.http.iter().enumerate() {
+            for (k, d) in route.route.iter().enumerate() {
+                let Some(dest) = &d.destination else { continue };
+                if dest.subset.as_deref().is_some_and(|s| !s.is_empty()) {
+                    continue;
                 }
-                Some(_) => {}
+                for (other, hosts) in &with_subsets {
+                    if !hosts.contains(&dest.host.as_str()) || reported.contains(&other.key()) {
+                        continue;
+                    }
+                    reported.push(other.key());
+                    cx.push(
+                        Severity::Warning,
+                        Some("IST0140"),
+                        &Place(Some(r)),
+                        format!("spec.http[{i}].route[{k}].destination"),
+                        format!(
+                            "Subset in virtual service {} has no effect on ingress gateway {} requests",
+                            other.key(),
+                            r.key()
+                        ),
+                    );
+                }
             }
         }
     }
@@ -253,12 +365,18 @@ fn conflicting_hosts(cx: &mut Ctx<'_>) {
             }
             let names: BTreeSet<&str> = others.iter().map(|o| o.key.as_str()).chain([c.key.as_str()]).collect();
             let names = names.into_iter().collect::<Vec<_>>().join(",");
-            found.push((c.res.index, c.res, c.host_index, bound_to.clone(), fqdn.clone(), names));
+            // istioctl names the host with its export scope: `*/<fqdn>` when exported everywhere.
+            let scope = std::iter::once(&c.scope)
+                .chain(others.iter().map(|o| &o.scope))
+                .find_map(|s| s.as_ref().and_then(|s| s.iter().next().cloned()))
+                .unwrap_or_else(|| "*".to_string());
+            found.push((c.res.index, c.res, c.host_index, bound_to.clone(), format!("{scope}/{fqdn}"), names));
         }
     }
-    // Report in input order.
+    // In input order, once per VirtualService and gateway (as istioctl reports IST0109).
+    found.sort_by(|a, b| (a.0, &a.3, a.2).cmp(&(b.0, &b.3, b.2)));
+    found.dedup_by(|a, b| (a.0, &a.3) == (b.0, &b.3));
     found.sort_by(|a, b| (a.0, a.2, &a.3).cmp(&(b.0, b.2, &b.3)));
-    found.dedup_by(|a, b| (a.0, a.2, &a.3) == (b.0, b.2, &b.3));
     for (_, res, host_index, bound_to, fqdn, names) in found {
         let at = Place(Some(res));
         let path = format!("spec.hosts[{host_index}]");
@@ -273,7 +391,7 @@ fn conflicting_hosts(cx: &mut Ctx<'_>) {
                 ),
             );
         } else {
-            cx.warn(
+            cx.own_warn(
                 &at,
                 path,
                 format!(
@@ -386,14 +504,13 @@ fn destination_rules_merged(cx: &mut Ctx<'_>) {
             None => {
                 first.insert(h, r);
             }
-            Some(prev) if prev.key() == r.key() => {}
             Some(prev) => {
                 let msg = format!(
                     "DestinationRules {} and {} both configure host {h}: Istio merges them (subsets are combined; for a subset or traffic policy defined twice the first one wins)",
                     prev.key(),
                     r.key()
                 );
-                cx.warn(&Place(Some(r)), "spec.host", msg);
+                cx.own_warn(&Place(Some(r)), "spec.host", msg);
             }
         }
     }

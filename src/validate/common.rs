@@ -163,14 +163,23 @@ fn is_qualified_name(s: &str) -> bool {
 }
 
 /// Istio `labels.Instance.Validate`: every key and value well formed (values may be empty).
-pub(crate) fn check_labels(cx: &mut Ctx<'_>, at: &Place<'_>, path: &str, labels: &BTreeMap<String, String>) {
+/// Returns (path, message) pairs.
+pub(crate) fn label_errors(path: &str, labels: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
     for (k, v) in labels {
         if let Err(e) = validate_label_key(k) {
-            cx.error(at, format!("{path}.{k}"), e);
+            out.push((format!("{path}.{k}"), e));
         }
         if !v.is_empty() && !is_qualified_name(v) {
-            cx.error(at, format!("{path}.{k}"), format!("invalid tag value: {v:?}"));
+            out.push((format!("{path}.{k}"), format!("invalid tag value: {v:?}")));
         }
+    }
+    out
+}
+
+pub(crate) fn check_labels(cx: &mut Ctx<'_>, at: &Place<'_>, path: &str, labels: &BTreeMap<String, String>) {
+    for (p, e) in label_errors(path, labels) {
+        cx.error(at, p, e);
     }
 }
 
@@ -216,12 +225,39 @@ pub(crate) fn is_header_token(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
+/// A value that Istio rejects, or one Istio accepts but meshroute cannot apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Problem {
+    /// What Istio's webhook says.
+    Invalid(String),
+    /// What meshroute cannot do, and a hint.
+    Unsupported(String, &'static str),
+}
+
+impl Problem {
+    #[cfg(test)]
+    fn text(&self) -> String {
+        match self {
+            Problem::Invalid(m) => m.clone(),
+            Problem::Unsupported(w, h) => format!("{w} is not supported by meshroute ({h})"),
+        }
+    }
+}
+
+/// Reports a [`Problem`] at `path`: an IST0106 error or an MR0007 error.
+pub(crate) fn report(cx: &mut Ctx<'_>, at: &Place<'_>, path: &str, problem: Problem) {
+    match problem {
+        Problem::Invalid(m) => cx.error(at, path, m),
+        Problem::Unsupported(what, hint) => cx.unsupported(at, path, what, hint),
+    }
+}
+
 /// Header values are applied by meshroute itself, not by Envoy's header formatter, so Envoy
 /// `%VARIABLE%` operators cannot be honoured; `%%` (Envoy's escape for a literal `%`) is
-/// accepted and means one `%`. Control characters are rejected as in Istio.
-pub(crate) fn validate_header_value(v: &str) -> Result<(), String> {
+/// accepted and means one `%`. Control characters and a lone `%` are rejected as in Istio.
+pub(crate) fn validate_header_value(v: &str) -> Result<(), Problem> {
     if v.chars().any(|c| matches!(c, '\u{0}'..='\u{8}' | '\u{a}'..='\u{1f}' | '\u{7f}')) {
-        return Err(format!("header value configuration {v:?} is invalid (control character)"));
+        return Err(Problem::Invalid(format!("header value configuration {v} is invalid")));
     }
     let b = v.as_bytes();
     let mut i = 0;
@@ -232,11 +268,13 @@ pub(crate) fn validate_header_value(v: &str) -> Result<(), String> {
                 continue;
             }
             return match v[i + 1..].find('%') {
-                Some(end) => Err(format!(
-                    "header value operators are not supported by meshroute: {:?} in {v:?} (write %% for a literal %)",
-                    &v[i..i + end + 2]
+                Some(end) => Err(Problem::Unsupported(
+                    format!("header value operator {}", &v[i..i + end + 2]),
+                    "meshroute sets literal header values; write %% for a literal %",
                 )),
-                None => Err(format!("header value configuration {v:?}: invalid header configuration. Un-escaped %")),
+                None => Err(Problem::Invalid(
+                    "header value configuration: invalid header configuration. Un-escaped %".to_string(),
+                )),
             };
         }
         i += 1;
@@ -244,16 +282,23 @@ pub(crate) fn validate_header_value(v: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// RE2 syntax that regex-lite cannot compile or reads differently, with the reason.
-fn re2_feature_unsupported(re: &str) -> Option<&'static str> {
+/// RE2 syntax that regex-lite cannot compile or reads differently: (feature, hint).
+fn re2_feature_unsupported(re: &str) -> Option<(&'static str, &'static str)> {
+    const ENGINE: &str = "valid RE2, but meshroute's regex engine (regex-lite) lacks it";
     if re.contains("\\p") || re.contains("\\P") {
-        return Some("Unicode character classes (\\p{..}, \\P{..}) are valid RE2 but meshroute's regex engine (regex-lite) does not support them; use explicit ranges such as [a-zA-Z]");
+        return Some((
+            "Unicode character classes (\\p{..}, \\P{..})",
+            "use explicit ranges such as [a-zA-Z]; valid RE2, but meshroute's regex engine (regex-lite) lacks them",
+        ));
     }
     if re.contains("\\Q") {
-        return Some("\\Q...\\E quoting is valid RE2 but not supported by meshroute's regex engine (regex-lite); escape the characters instead");
+        return Some(("\\Q...\\E quoting", ENGINE));
     }
     if ["&&", "--", "~~"].iter().any(|op| re.contains(op)) && re.contains('[') {
-        return Some("in RE2 `&&`, `--` and `~~` inside [...] are literal characters, but meshroute's regex engine (regex-lite) reads them as set operations; escape them (e.g. [a\\&\\&b])");
+        return Some((
+            "`&&`, `--` or `~~` inside [...]",
+            "RE2 reads them as literal characters, regex-lite as set operations; escape them, e.g. [a\\&\\&b]",
+        ));
     }
     None
 }
@@ -272,29 +317,31 @@ fn uses_flag_x(re: &str) -> bool {
 }
 
 /// Istio `validateStringRegexp` plus meshroute's engine: non-empty, at most 1024 bytes, valid
-/// RE2, and compilable by regex-lite with full-match anchoring (how the compiler uses it).
-/// `Ok(Some(warning))` when it compiles but may behave differently from RE2.
-pub(crate) fn validate_regex(re: &str, anchored: bool) -> Result<Option<String>, String> {
+/// RE2, and compilable by regex-lite (with full-match anchoring when `anchored`, as the compiler
+/// uses it). `Ok(Some(warning))` when it compiles but may behave differently from RE2. Messages
+/// are prefixed with `"<field>": ` as Istio does.
+pub(crate) fn validate_regex(re: &str, field: &str, anchored: bool) -> Result<Option<String>, Problem> {
+    const RE2_HINT: &str = "Istio uses RE2 style regex-based match (https://github.com/google/re2/wiki/Syntax)";
     if re.is_empty() {
-        return Err("regex string match should not be empty".into());
+        return Err(Problem::Invalid(format!("{field:?}: regex string match should not be empty")));
     }
     if re.len() > 1024 {
-        return Err("regex is too large, max length allowed is 1024".into());
+        return Err(Problem::Invalid(format!("{field:?}: regex is too large, max length allowed is 1024")));
     }
     if uses_flag_x(re) {
-        return Err(format!("invalid regex {re:?}: the x flag is not RE2 syntax; Istio uses RE2 style regex-based match (https://github.com/google/re2/wiki/Syntax)"));
+        return Err(Problem::Invalid(format!(
+            "{field:?}: invalid regex {re:?}: the x flag is not RE2 syntax; {RE2_HINT}"
+        )));
     }
-    if let Some(why) = re2_feature_unsupported(re) {
-        return Err(format!("regex {re:?}: {why}"));
+    if let Some((feature, hint)) = re2_feature_unsupported(re) {
+        return Err(Problem::Unsupported(format!("{feature} in regex {re:?}"), hint));
     }
     let compiled = if anchored {
         crate::matcher::compile_regex(re).map(|_| ())
     } else {
         regex_lite::Regex::new(re).map(|_| ()).map_err(|e| format!("invalid regex {re:?}: {e}"))
     };
-    compiled.map_err(|e| {
-        format!("{e}; Istio uses RE2 style regex-based match (https://github.com/google/re2/wiki/Syntax)")
-    })?;
+    compiled.map_err(|e| Problem::Invalid(format!("{field:?}: {e}; {RE2_HINT}")))?;
     if re.contains("(?i") && re.chars().any(|c| c.is_alphabetic() && !c.is_ascii()) {
         return Ok(Some(format!(
             "regex {re:?}: case-insensitive matching of non-ASCII letters is ASCII-only in meshroute (RE2 folds Unicode case)"
@@ -303,12 +350,12 @@ pub(crate) fn validate_regex(re: &str, anchored: bool) -> Result<Option<String>,
     Ok(None)
 }
 
-/// Reports a regex problem at `path`, prefixed with the field the way Istio names it.
+/// Reports a regex problem at `path`.
 pub(crate) fn check_regex(cx: &mut Ctx<'_>, at: &Place<'_>, path: &str, field: &str, re: &str, anchored: bool) {
-    match validate_regex(re, anchored) {
+    match validate_regex(re, field, anchored) {
         Ok(None) => {}
-        Ok(Some(w)) => cx.warn(at, path, w),
-        Err(e) => cx.error(at, path, format!("{field:?}: {e}")),
+        Ok(Some(w)) => cx.own_warn(at, path, w),
+        Err(p) => report(cx, at, path, p),
     }
 }
 
@@ -428,19 +475,19 @@ mod tests {
     fn header_values_allow_escaped_percent_but_not_operators() {
         assert!(validate_header_value("100%%").is_ok());
         assert!(validate_header_value("plain").is_ok());
-        assert!(validate_header_value("%HOSTNAME%").unwrap_err().contains("not supported by meshroute"));
-        assert!(validate_header_value("50%").unwrap_err().contains("Un-escaped"));
+        assert!(validate_header_value("%HOSTNAME%").unwrap_err().text().contains("not supported by meshroute"));
+        assert!(validate_header_value("50%").unwrap_err().text().contains("Un-escaped"));
         assert!(validate_header_value("a\nb").is_err());
     }
 
     #[test]
     fn regexes_are_checked_for_re2_features_regex_lite_lacks() {
-        assert!(validate_regex("/api/v[0-9]+", true).is_ok());
-        assert!(validate_regex("\\p{Greek}+", true).unwrap_err().contains("Unicode character classes"));
-        assert!(validate_regex("(?x) a b", true).is_err());
-        assert!(validate_regex("(", true).unwrap_err().contains("RE2"));
-        assert!(validate_regex(&"a".repeat(1025), true).unwrap_err().contains("1024"));
-        assert!(validate_regex("(?i)straße", true).unwrap().is_some());
+        assert!(validate_regex("/api/v[0-9]+", "uri", true).is_ok());
+        assert!(validate_regex("\\p{Greek}+", "uri", true).unwrap_err().text().contains("Unicode character classes"));
+        assert!(matches!(validate_regex("(?x) a b", "uri", true), Err(Problem::Invalid(_))));
+        assert!(validate_regex("(", "uri", true).unwrap_err().text().contains("RE2"));
+        assert!(validate_regex(&"a".repeat(1025), "uri", true).unwrap_err().text().contains("1024"));
+        assert!(validate_regex("(?i)straße", "uri", true).unwrap().is_some());
     }
 
     #[test]

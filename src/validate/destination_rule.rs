@@ -6,6 +6,7 @@ use super::common::{
 };
 use super::{Ctx, Place};
 use crate::crd;
+use crate::diag::Severity;
 use serde_json::Value;
 
 pub(super) fn check(cx: &mut Ctx<'_>, at: &Place<'_>, dr: &crd::DestinationRule) {
@@ -39,6 +40,26 @@ pub(super) fn check(cx: &mut Ctx<'_>, at: &Place<'_>, dr: &crd::DestinationRule)
         }
         if let Some(tp) = &s.traffic_policy {
             check_traffic_policy(cx, at, &format!("{p}.trafficPolicy"), tp);
+        }
+    }
+    let top_simple =
+        dr.traffic_policy.as_ref().and_then(|t| t.load_balancer.as_ref()).and_then(|l| l.simple.as_deref());
+    for (i, s) in dr.subsets.iter().enumerate() {
+        let simple = s
+            .traffic_policy
+            .as_ref()
+            .and_then(|t| t.load_balancer.as_ref())
+            .and_then(|l| l.simple.as_deref())
+            .or(top_simple);
+        if simple == Some("PASSTHROUGH") {
+            let name = at.0.map(|r| r.key()).unwrap_or_default();
+            cx.push(
+                Severity::Warning,
+                Some("MR0006"),
+                at,
+                format!("spec.subsets[{i}]"),
+                format!("subset {} of DestinationRule {name} uses loadBalancer PASSTHROUGH; its labels do not select endpoints", s.name),
+            );
         }
     }
     check_export_to(cx, at, at.namespace(), &dr.export_to, false);
@@ -237,7 +258,7 @@ fn is_prime(x: u64) -> bool {
 fn check_load_balancer(cx: &mut Ctx<'_>, at: &Place<'_>, p: &str, lb: &crd::LoadBalancerSettings, has_outlier: bool) {
     if let Some(s) = &lb.simple {
         if check_enum(cx, at, &format!("{p}.simple"), s, LB_SIMPLE) && s == "LEAST_CONN" {
-            cx.warn(at, format!("{p}.simple"), "LEAST_CONN is deprecated; use LEAST_REQUEST");
+            cx.own_warn(at, format!("{p}.simple"), "LEAST_CONN is deprecated; use LEAST_REQUEST");
         }
         if lb.consistent_hash.is_some() {
             cx.error(at, p, "only one of simple or consistentHash may be set");
@@ -252,7 +273,7 @@ fn check_load_balancer(cx: &mut Ctx<'_>, at: &Place<'_>, p: &str, lb: &crd::Load
             ch.http_query_parameter_name.is_some(),
         ];
         match keys.iter().filter(|k| **k).count() {
-            0 => cx.warn(
+            0 => cx.own_warn(
                 at,
                 cp.as_str(),
                 "consistentHash has no hash key (httpHeaderName, httpCookie, useSourceIp or httpQueryParameterName): it has no effect",
@@ -388,7 +409,7 @@ fn check_locality(cx: &mut Ctx<'_>, at: &Place<'_>, p: &str, l: &crd::LocalityLb
     if l.enabled == Some(false)
         && (!l.distribute.is_empty() || !l.failover.is_empty() || !l.failover_priority.is_empty())
     {
-        cx.warn(
+        cx.own_warn(
             at,
             format!("{p}.enabled"),
             "locality load balancing is disabled (enabled: false): distribute/failover are ignored",

@@ -92,6 +92,16 @@ pub(super) fn check(cx: &mut Ctx<'_>, at: &Place<'_>, se: &crd::ServiceEntry) {
         if let Err(e) = validate_port(i64::from(port.number)) {
             cx.error(at, format!("{p}.number"), e);
         }
+        // Istio's webhook assumes no IP auto-allocation unless the mesh enables it; meshroute
+        // knows no mesh config, so it warns as the default mesh would.
+        let tcp = port.protocol.as_deref().is_none_or(|p| p.is_empty() || p.eq_ignore_ascii_case("TCP"));
+        if se.addresses.is_empty() && tcp {
+            cx.warn(
+                at,
+                format!("{p}.protocol"),
+                "addresses are required for ports serving TCP (or unset) protocol when IP Autoallocation is not enabled",
+            );
+        }
     }
     let protocols: Vec<Option<&'static str>> =
         se.ports.iter().map(|p| parse_protocol(p.protocol.as_deref().unwrap_or_default())).collect();
@@ -129,7 +139,7 @@ fn check_resolution(
         }
         "STATIC" => {
             if se.endpoints.is_empty() && se.workload_selector.is_none() {
-                cx.warn(
+                cx.own_warn(
                     at,
                     "spec.endpoints",
                     "resolution STATIC without endpoints or workloadSelector: the service has no endpoints to send traffic to",

@@ -1,7 +1,7 @@
 //! Sidecar (Istio `ValidateSidecar`) and meshroute's own settings.
 
 use super::common::{
-    check_enum, check_labels, is_dns1123_label, is_header_token, parse_protocol, validate_fqdn, validate_port,
+    check_enum, is_dns1123_label, is_header_token, label_errors, parse_protocol, validate_fqdn, validate_port,
 };
 use super::gateway::namespace_slash_hostname_errors;
 use super::service_entry::check_selector;
@@ -88,7 +88,14 @@ pub(super) fn check(cx: &mut Ctx<'_>, at: &Place<'_>, sc: &crd::Sidecar) {
         } else if let Some(m) = &tp.mode {
             check_enum(cx, at, "spec.outboundTrafficPolicy.mode", m, OUTBOUND_MODES);
         }
-        if tp.egress_proxy.is_some() {
+        if let Some(proxy) = &tp.egress_proxy {
+            if proxy.port.is_none() && mode == "ALLOW_ANY" {
+                cx.error(
+                    at,
+                    "spec.outboundTrafficPolicy.egressProxy.port",
+                    "sidecar: egress_proxy port must be non-nil",
+                );
+            }
             if mode != "ALLOW_ANY" {
                 cx.error(
                     at,
@@ -116,14 +123,14 @@ pub(super) fn check_settings(cx: &mut Ctx<'_>) {
         match s.gateway.split_once('/') {
             Some((ns, name)) if is_dns1123_label(ns) && is_dns1123_label(name) => {
                 if !bundle.gateways().any(|(r, _)| r.namespace == ns && r.name == name) {
-                    cx.warn(
+                    cx.own_warn(
                         &at,
                         "settings.gateway",
                         format!("no Gateway {} in the configuration: its servers cannot be checked", s.gateway),
                     );
                 }
             }
-            _ => cx.error(
+            _ => cx.own_error(
                 &at,
                 "settings.gateway",
                 format!("gateway must be \"mesh\" or \"<namespace>/<name>\", got {:?}", s.gateway),
@@ -131,7 +138,7 @@ pub(super) fn check_settings(cx: &mut Ctx<'_>) {
         }
     }
     if !s.cluster_template.contains("{host}") {
-        cx.error(
+        cx.own_error(
             &at,
             "settings.clusterTemplate",
             format!("clusterTemplate {:?} must contain {{host}}", s.cluster_template),
@@ -139,23 +146,29 @@ pub(super) fn check_settings(cx: &mut Ctx<'_>) {
     }
     let h = &s.routing_header;
     if h.is_empty() || !is_header_token(h) || h.bytes().any(|b| b.is_ascii_uppercase()) {
-        cx.error(
+        cx.own_error(
             &at,
             "settings.routingHeader",
             format!("routingHeader {h:?} must be a valid lowercase header name (e.g. \"x-meshroute-cluster\")"),
         );
     }
-    if let Some(m) = &s.outbound_traffic_policy {
-        check_enum(cx, &at, "settings.outboundTrafficPolicy", m, OUTBOUND_MODES);
+    if let Some(m) = s.outbound_traffic_policy.as_ref().filter(|m| !OUTBOUND_MODES.contains(&m.as_str())) {
+        cx.own_error(
+            &at,
+            "settings.outboundTrafficPolicy",
+            format!("unknown value {m:?} (expected one of {})", OUTBOUND_MODES.join(", ")),
+        );
     }
     if !is_dns1123_label(&s.namespace) {
-        cx.error(&at, "settings.namespace", format!("namespace {:?} is not a valid DNS label", s.namespace));
+        cx.own_error(&at, "settings.namespace", format!("namespace {:?} is not a valid DNS label", s.namespace));
     }
     if let Err(e) = validate_fqdn(&s.domain_suffix) {
-        cx.error(&at, "settings.domainSuffix", e);
+        cx.own_error(&at, "settings.domainSuffix", e);
     }
     if let Err(e) = validate_port(i64::from(s.default_port)) {
-        cx.error(&at, "settings.defaultPort", e);
+        cx.own_error(&at, "settings.defaultPort", e);
     }
-    check_labels(cx, &at, "settings.labels", &s.labels);
+    for (path, e) in label_errors("settings.labels", &s.labels) {
+        cx.own_error(&at, path, e);
+    }
 }

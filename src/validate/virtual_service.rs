@@ -9,6 +9,7 @@ use super::{is_catch_all, retriable_status_code, Ctx, Place, RETRY_ON_GRPC, RETR
 use crate::crd::{self, HttpMatchRequest, HttpRoute, StringMatch};
 use crate::diag::Severity;
 use crate::host;
+use std::collections::BTreeMap;
 
 const KB: usize = 1024;
 const MB: usize = 1024 * KB;
@@ -16,10 +17,11 @@ const JWT_CLAIM_PREFIX: &str = "@request.auth.claims";
 
 pub(super) fn check(cx: &mut Ctx<'_>, at: &Place<'_>, vs: &crd::VirtualService) {
     if vs.hosts.is_empty() {
-        cx.warn(
+        cx.unsupported(
             at,
             "spec.hosts",
-            "no hosts: Istio treats a VirtualService without hosts as a delegate, which meshroute does not support; it is ignored",
+            "a VirtualService without hosts (a delegate VirtualService)",
+            "hosts are required; it is not compiled",
         );
         if !vs.gateways.is_empty() {
             cx.error(at, "spec.gateways", "delegate virtual service must have no gateways specified");
@@ -70,13 +72,13 @@ pub(super) fn check(cx: &mut Ctx<'_>, at: &Place<'_>, vs: &crd::VirtualService) 
         cx.error(at, "spec", "http, tcp or tls must be provided in virtual service");
     }
     if !vs.tls.is_empty() {
-        cx.warn(at, "spec.tls", "meshroute handles HTTP routes only; tls routes are ignored");
+        cx.own_warn(at, "spec.tls", "meshroute handles HTTP routes only; tls routes are ignored");
     }
     if !vs.tcp.is_empty() {
-        cx.warn(at, "spec.tcp", "meshroute handles HTTP routes only; tcp routes are ignored");
+        cx.own_warn(at, "spec.tcp", "meshroute handles HTTP routes only; tcp routes are ignored");
     }
     for (i, route) in vs.http.iter().enumerate() {
-        check_http_route(cx, at, vs, applies_to_gateway, &format!("spec.http[{i}]"), route);
+        check_http_route(cx, at, vs, applies_to_gateway, i, route);
     }
     check_export_to(cx, at, at.namespace(), &vs.export_to, false);
     analyze_unreachable_rules(cx, at, &vs.http);
@@ -101,6 +103,8 @@ pub(super) fn check_gateway_names(cx: &mut Ctx<'_>, at: &Place<'_>, path: &str, 
                 if let Err(e) = validate_fqdn(g) {
                     cx.error(at, p, e);
                 }
+                // Istio's `validateGatewayNames` returns after the first name without `/`.
+                return;
             }
             Some((ns, name)) => {
                 if ns.is_empty() || name.is_empty() {
@@ -122,9 +126,11 @@ fn check_http_route(
     at: &Place<'_>,
     vs: &crd::VirtualService,
     applies_to_gateway: bool,
-    p: &str,
+    index: usize,
     route: &HttpRoute,
 ) {
+    let p = &format!("spec.http[{index}]");
+    let rule = rule_name(route, index);
     check_route_conflicts(cx, at, p, route);
     for (j, m) in route.matches.iter().enumerate() {
         check_match(cx, at, vs, applies_to_gateway, &format!("{p}.match[{j}]"), m);
@@ -147,12 +153,12 @@ fn check_http_route(
         check_direct_response(cx, at, &format!("{p}.directResponse"), d);
     }
     if let Some(r) = &route.retries {
-        check_retries(cx, at, &format!("{p}.retries"), r);
+        check_retries(cx, at, &format!("{p}.retries"), &rule, r);
     }
     if let Some(r) = &route.rewrite {
         check_rewrite(cx, at, &format!("{p}.rewrite"), r);
     }
-    check_route_destinations(cx, at, p, &route.route);
+    check_route_destinations(cx, at, p, &rule, &route.route);
     check_duration(cx, at, &format!("{p}.timeout"), route.timeout.as_deref());
 }
 
@@ -160,7 +166,7 @@ fn check_http_route(
 /// delegate, which meshroute ignores).
 fn check_route_conflicts(cx: &mut Ctx<'_>, at: &Place<'_>, p: &str, r: &HttpRoute) {
     if r.delegate.is_some() {
-        cx.warn(at, format!("{p}.delegate"), "delegate is not supported by meshroute; the rule is ignored");
+        cx.own_warn(at, format!("{p}.delegate"), "delegate is not supported by meshroute; the rule is ignored");
         let name = r.name.as_deref().unwrap_or_default();
         if r.redirect.is_some() {
             cx.error(at, format!("{p}.redirect"), format!("root HTTP route {name} must not specify redirect"));
@@ -238,16 +244,16 @@ fn check_match_header_name(cx: &mut Ctx<'_>, at: &Place<'_>, path: &str, name: &
     if name.is_empty() {
         cx.error(at, path, "header name cannot be empty");
     } else if name.starts_with(JWT_CLAIM_PREFIX) {
-        cx.warn(
-            at,
-            path,
-            format!("JWT claim based routing ({name}) is not supported by meshroute: the filter cannot read the claims, so this condition never matches"),
-        );
+        cx.unsupported(at, path, format!("JWT claim match {name}"), "the filter cannot read JWT claims");
     } else if matches!(name, ":method" | ":scheme" | ":authority" | ":path" | ":status") {
     } else if !is_header_token(name) {
         cx.error(at, path, format!("header name {name} is not a valid header name"));
     } else if name.bytes().any(|b| b.is_ascii_uppercase()) {
-        cx.warn(at, path, format!("header names must be lowercase (the match uses {:?})", name.to_ascii_lowercase()));
+        cx.own_warn(
+            at,
+            path,
+            format!("header names must be lowercase (the match uses {:?})", name.to_ascii_lowercase()),
+        );
     }
 }
 
@@ -312,13 +318,13 @@ fn check_match(
     let has_source_selector =
         !m.source_labels.is_empty() || m.source_namespace.as_deref().is_some_and(|s| !s.is_empty());
     if has_source_selector && !m.gateways.is_empty() {
-        cx.warn(
+        cx.own_warn(
             at,
             p,
             "sourceLabels/sourceNamespace are ignored when the match lists gateways (Istio checks only the gateways then)",
         );
     } else if has_source_selector && applies_to_gateway {
-        cx.warn(
+        cx.own_warn(
             at,
             p,
             "sourceLabels/sourceNamespace only select sidecars when the VirtualService's gateways include \"mesh\"; here they are checked against the gateway workloads only",
@@ -374,8 +380,8 @@ fn check_operation_name(cx: &mut Ctx<'_>, at: &Place<'_>, path: &str, name: &str
 }
 
 fn check_header_value(cx: &mut Ctx<'_>, at: &Place<'_>, path: &str, value: &str) {
-    if let Err(e) = validate_header_value(value) {
-        cx.error(at, path, e);
+    if let Err(problem) = validate_header_value(value) {
+        super::common::report(cx, at, path, problem);
     }
 }
 
@@ -453,7 +459,7 @@ fn check_fault(cx: &mut Ctx<'_>, at: &Place<'_>, p: &str, f: &crd::HttpFaultInje
                 cx.error(at, format!("{ap}.percentage.value"), e);
             }
         } else {
-            cx.warn(at, format!("{ap}.percentage"), "no percentage: no request will be aborted");
+            cx.own_warn(at, format!("{ap}.percentage"), "no percentage: no request will be aborted");
         }
         let kinds = [a.http_status.is_some(), a.grpc_status.is_some(), a.http2_error.is_some()];
         if kinds.iter().filter(|k| **k).count() > 1 {
@@ -487,7 +493,7 @@ fn check_fault(cx: &mut Ctx<'_>, at: &Place<'_>, p: &str, f: &crd::HttpFaultInje
                 cx.error(at, format!("{dp}.percentage.value"), e);
             }
         }
-        if let Some(pc) = d.percent {
+        if let Some(pc) = d.percent.filter(|p| *p > 0) {
             cx.push(
                 Severity::Warning,
                 Some("IST0002"),
@@ -495,12 +501,12 @@ fn check_fault(cx: &mut Ctx<'_>, at: &Place<'_>, p: &str, f: &crd::HttpFaultInje
                 format!("{dp}.percent"),
                 "Deprecated: HTTPRoute.fault.delay.percent is deprecated; use HTTPRoute.fault.delay.percentage",
             );
-            if super::common::validate_percent(pc).is_err() {
-                cx.warn(at, format!("{dp}.percent"), format!("percent {pc} is not in range 0..100"));
+            if pc > 100 {
+                cx.own_warn(at, format!("{dp}.percent"), format!("percent {pc} is above 100: Envoy treats it as 100"));
             }
         }
         if d.percentage.is_none() && d.percent.is_none() {
-            cx.warn(at, format!("{dp}.percentage"), "no percentage: no request will be delayed");
+            cx.own_warn(at, format!("{dp}.percentage"), "no percentage: no request will be delayed");
         }
         if d.fixed_delay.is_some() && d.exponential_delay.is_some() {
             cx.error(at, dp.as_str(), "only one of fixedDelay or exponentialDelay may be set");
@@ -511,7 +517,7 @@ fn check_fault(cx: &mut Ctx<'_>, at: &Place<'_>, p: &str, f: &crd::HttpFaultInje
             cx.error(at, format!("{dp}.exponentialDelay"), "exponentialDelay not supported yet");
         }
         if d.fixed_delay.is_none() && d.exponential_delay.is_none() {
-            cx.warn(at, dp, "delay without fixedDelay: Istio ignores this delay");
+            cx.own_warn(at, dp, "delay without fixedDelay: Istio ignores this delay");
         }
     }
 }
@@ -549,7 +555,7 @@ fn check_mirrors(cx: &mut Ctx<'_>, at: &Place<'_>, p: &str, r: &HttpRoute) {
         }
     }
     if r.mirror.is_none() && (r.mirror_percent.is_some() || r.mirror_percentage.is_some()) {
-        cx.warn(at, p, "mirrorPercentage/mirrorPercent have no effect without mirror");
+        cx.own_warn(at, p, "mirrorPercentage/mirrorPercent have no effect without mirror");
     }
     if let Some(m) = &r.mirror {
         check_destination(cx, at, &format!("{p}.mirror"), m);
@@ -613,10 +619,11 @@ fn check_redirect(cx: &mut Ctx<'_>, at: &Place<'_>, p: &str, r: &crd::HttpRedire
         if !(300..=399).contains(&code) {
             cx.error(at, format!("{p}.redirectCode"), format!("{code} is not a valid redirect code, must be 3xx"));
         } else if !ENVOY_REDIRECT_CODES.contains(&code) {
-            cx.warn(
+            cx.unsupported(
                 at,
                 format!("{p}.redirectCode"),
-                format!("redirect code {code} is not supported by Envoy (301, 302, 303, 307, 308): Istio drops this redirect"),
+                format!("redirectCode {code}"),
+                "Envoy redirects with 301, 302, 303, 307 or 308; istiod drops any other redirect",
             );
         }
     }
@@ -670,7 +677,7 @@ fn check_direct_response(cx: &mut Ctx<'_>, at: &Place<'_>, p: &str, d: &crd::Htt
 }
 
 /// Istio `agent.ValidateHTTPRetry`.
-fn check_retries(cx: &mut Ctx<'_>, at: &Place<'_>, p: &str, r: &crd::HttpRetry) {
+fn check_retries(cx: &mut Ctx<'_>, at: &Place<'_>, p: &str, rule: &str, r: &crd::HttpRetry) {
     if r.attempts < 0 {
         cx.error(at, format!("{p}.attempts"), "attempts cannot be negative");
     } else if r.attempts > i64::from(i32::MAX) {
@@ -681,7 +688,7 @@ fn check_retries(cx: &mut Ctx<'_>, at: &Place<'_>, p: &str, r: &crd::HttpRetry) 
         if r.per_try_timeout.is_some() || !retry_on.is_empty() || r.retry_remote_localities.is_some() {
             cx.error(at, p, "http retry policy configured when attempts are set to 0 (disabled)");
         } else if r.backoff.is_some() || r.retry_ignore_previous_hosts.is_some() {
-            cx.warn(at, p, "backoff/retryIgnorePreviousHosts are ignored: retries are disabled (attempts is 0)");
+            cx.own_warn(at, p, "backoff/retryIgnorePreviousHosts are ignored: retries are disabled (attempts is 0)");
         }
     }
     check_duration(cx, at, &format!("{p}.perTryTimeout"), r.per_try_timeout.as_deref());
@@ -704,6 +711,30 @@ fn check_retries(cx: &mut Ctx<'_>, at: &Place<'_>, p: &str, r: &crd::HttpRetry) 
         }
     }
     check_duration(cx, at, &format!("{p}.backoff"), r.backoff.as_deref());
+    // What istiod makes of the tokens (trimmed, `parseRetryOn`).
+    let tokens: Vec<&str> = retry_on.split(',').map(str::trim).filter(|t| !t.is_empty()).collect();
+    if tokens.contains(&"retriable-status-codes") && !tokens.iter().any(|t| retriable_status_code(t).is_some()) {
+        cx.push(
+            Severity::Info,
+            Some("MR0004"),
+            at,
+            format!("{p}.retryOn"),
+            format!("retryOn of rule {rule} lists retriable-status-codes but no status code; it retries nothing"),
+        );
+    }
+    let grpc: Vec<&str> = tokens.iter().copied().filter(|t| RETRY_ON_GRPC.contains(t)).collect();
+    if !grpc.is_empty() {
+        cx.push(
+            Severity::Info,
+            Some("MR0005"),
+            at,
+            format!("{p}.retryOn"),
+            format!(
+                "retryOn of rule {rule} uses gRPC conditions [{}]; they only apply to gRPC responses",
+                grpc.join(" ")
+            ),
+        );
+    }
 }
 
 fn check_rewrite(cx: &mut Ctx<'_>, at: &Place<'_>, p: &str, r: &crd::HttpRewrite) {
@@ -740,10 +771,10 @@ fn check_rewrite(cx: &mut Ctx<'_>, at: &Place<'_>, p: &str, r: &crd::HttpRewrite
             if b[i] == b'\\' && b[i + 1].is_ascii_digit() {
                 let n = usize::from(b[i + 1] - b'0');
                 if n > groups {
-                    cx.error(
+                    cx.own_error(
                         at,
                         format!("{rp}.rewrite"),
-                        format!("rewrite refers to \\{n} but the match regex has {groups} capture group(s)"),
+                        format!("rewrite refers to \\{n} but the match regex has {groups} capture group(s); Envoy rejects it"),
                     );
                 }
                 i += 2;
@@ -755,7 +786,13 @@ fn check_rewrite(cx: &mut Ctx<'_>, at: &Place<'_>, p: &str, r: &crd::HttpRewrite
 }
 
 /// Istio `validateHTTPRouteDestinations`.
-fn check_route_destinations(cx: &mut Ctx<'_>, at: &Place<'_>, p: &str, routes: &[crd::HttpRouteDestination]) {
+fn check_route_destinations(
+    cx: &mut Ctx<'_>,
+    at: &Place<'_>,
+    p: &str,
+    rule: &str,
+    routes: &[crd::HttpRouteDestination],
+) {
     let mut total: i64 = 0;
     for (k, d) in routes.iter().enumerate() {
         let dp = format!("{p}.route[{k}]");
@@ -777,6 +814,22 @@ fn check_route_destinations(cx: &mut Ctx<'_>, at: &Place<'_>, p: &str, routes: &
     }
     if routes.len() > 1 && total == 0 {
         cx.error(at, format!("{p}.route"), "total destination weight = 0");
+    } else if routes.len() > 1 {
+        // MR0003: istiod omits weight-0 entries from `weighted_clusters`.
+        for (k, d) in routes.iter().enumerate().filter(|(_, d)| d.weight.unwrap_or(0) == 0) {
+            let Some(dest) = &d.destination else { continue };
+            let name = match dest.subset.as_deref().filter(|s| !s.is_empty()) {
+                Some(subset) => format!("{}+{subset}", dest.host),
+                None => dest.host.clone(),
+            };
+            cx.push(
+                Severity::Info,
+                Some("MR0003"),
+                at,
+                format!("{p}.route[{k}].weight"),
+                format!("destination {name} (rule {rule}) has weight 0 and receives no traffic"),
+            );
+        }
     }
 }
 
@@ -795,100 +848,167 @@ fn match_name(m: &HttpMatchRequest, j: usize) -> String {
     }
 }
 
-/// Is `later` covered by `earlier`: every request `later` matches, `earlier` matches too? Only the
-/// sure cases: `earlier` is a catch-all, or a bare URI prefix (no other condition) and `later` a
-/// URI exact or prefix under it, case folding permitting.
-fn covers(earlier: &HttpMatchRequest, later: &HttpMatchRequest) -> bool {
-    if is_catch_all(earlier) {
-        return true;
-    }
-    let Some(p) = earlier.uri.as_ref().and_then(|u| match (&u.exact, &u.prefix, &u.regex) {
-        (None, Some(p), None) => Some(p.as_str()),
-        _ => None,
-    }) else {
-        return false;
-    };
-    let bare = HttpMatchRequest { uri: None, name: None, ignore_uri_case: false, stat_prefix: None, ..earlier.clone() };
-    if bare != HttpMatchRequest::default() {
-        return false;
-    }
-    let Some(u) = &later.uri else { return false };
-    let value = match (&u.exact, &u.prefix, &u.regex) {
-        (Some(v), None, None) | (None, Some(v), None) => v.as_str(),
-        _ => return false,
-    };
-    if earlier.ignore_uri_case {
-        value.len() >= p.len() && value.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes())
-    } else {
-        !later.ignore_uri_case && value.starts_with(p)
+/// Istio `OverlappingMatchValidationForHTTPRoute`: a block with a non-empty URI prefix, its other
+/// conditions summarised as `exact:<v>`/`prefix:<v>` strings (`genMatchHTTPRoutes`).
+struct PrefixBlock {
+    rule_index: usize,
+    match_index: usize,
+    rule: String,
+    block: String,
+    prefix: String,
+    port: u32,
+    method: String,
+    authority: String,
+    headers: BTreeMap<String, String>,
+    query_params: BTreeMap<String, String>,
+    without_headers: BTreeMap<String, String>,
+}
+
+/// Istio `assignExactOrPrefix`.
+fn exact_or_prefix(m: Option<&StringMatch>) -> String {
+    let Some(m) = m else { return String::new() };
+    match (m.exact.as_deref().filter(|e| !e.is_empty()), m.prefix.as_deref().filter(|p| !p.is_empty())) {
+        (Some(e), _) => format!("exact:{e}"),
+        (None, Some(p)) => format!("prefix:{p}"),
+        _ => String::new(),
     }
 }
 
-/// The webhook's `analyzeUnreachableHTTPRules`, extended as istiod builds routes: after a rule
-/// with no match or a catch-all match, later rules are never reached (IST0130); a match that
-/// repeats (or is covered by) an earlier one is never used (IST0131).
+fn prefix_block(rules: &[HttpRoute], i: usize, j: usize, m: &HttpMatchRequest) -> Option<PrefixBlock> {
+    let prefix = m.uri.as_ref()?.prefix.as_deref().filter(|p| !p.is_empty())?;
+    let method = match exact_or_prefix(m.method.as_ref()) {
+        s if s.is_empty() => "exact:GET".to_string(),
+        s => s,
+    };
+    let summarise = |map: &BTreeMap<String, StringMatch>| -> BTreeMap<String, String> {
+        map.iter().map(|(k, v)| (k.clone(), exact_or_prefix(Some(v)))).collect()
+    };
+    Some(PrefixBlock {
+        rule_index: i,
+        match_index: j,
+        rule: rule_name(&rules[i], i),
+        block: match_name(m, j),
+        prefix: prefix.to_string(),
+        port: m.port.unwrap_or(0),
+        method,
+        authority: exact_or_prefix(m.authority.as_ref()),
+        headers: summarise(&m.headers),
+        query_params: summarise(&m.query_params),
+        without_headers: summarise(&m.without_headers),
+    })
+}
+
+/// Istio `coveredValidation`: does block `a` (earlier) cover block `b` (later)?
+fn covered(a: &PrefixBlock, b: &PrefixBlock) -> bool {
+    let value_ok = |x: &str, y: &str| x == y || x.starts_with(y);
+    let maps_ok = |x: &BTreeMap<String, String>, y: &BTreeMap<String, String>| {
+        x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| value_ok(v, w)))
+    };
+    b.prefix.starts_with(&a.prefix)
+        && a.port == b.port
+        && value_ok(&a.method, &b.method)
+        && value_ok(&a.authority, &b.authority)
+        && maps_ok(&a.headers, &b.headers)
+        && maps_ok(&a.query_params, &b.query_params)
+        && maps_ok(&a.without_headers, &b.without_headers)
+}
+
+/// The webhook's `analyzeUnreachableHTTPRules` (IST0130 warnings, IST0131 infos), then MR0008
+/// for rules hidden by a catch-all match block, which istiod never emits (`IsCatchAllRoute`)
+/// but the webhook does not notice.
 fn analyze_unreachable_rules(cx: &mut Ctx<'_>, at: &Place<'_>, rules: &[HttpRoute]) {
-    // (rule index, whether it had no match block at all)
-    let mut catch_all: Option<(usize, bool)> = None;
     let mut seen: Vec<(usize, HttpMatchRequest)> = Vec::new();
-    for (i, r) in rules.iter().enumerate() {
-        let name = rule_name(r, i);
-        if let Some((c, no_match)) = catch_all {
-            let reason = if no_match && r.matches.is_empty() {
-                "only the last rule can have no matches".to_string()
-            } else if no_match {
-                "route without matches defined before".to_string()
-            } else {
-                format!("rule {} matches every request", rule_name(&rules[c], c))
-            };
+    let mut empty_match_rule: Option<usize> = None;
+    let mut prefix_blocks: Vec<PrefixBlock> = Vec::new();
+    let mut reported_unused: Vec<usize> = Vec::new();
+    let mut unreachable = |cx: &mut Ctx<'_>, i: usize, reason: &str| {
+        if !reported_unused.contains(&i) {
+            reported_unused.push(i);
             cx.push(
                 Severity::Warning,
                 Some("IST0130"),
                 at,
                 format!("spec.http[{i}]"),
-                format!("VirtualService rule {name} not used ({reason})."),
+                format!("VirtualService rule {} not used ({reason}).", rule_name(&rules[i], i)),
             );
-            continue;
         }
+    };
+    for (i, r) in rules.iter().enumerate() {
         if r.matches.is_empty() {
-            catch_all = Some((i, true));
+            if empty_match_rule.is_some() {
+                unreachable(cx, i, "only the last rule can have no matches");
+            }
+            empty_match_rule = Some(i);
             continue;
         }
-        let mut unused = 0;
+        if empty_match_rule.is_some() {
+            unreachable(cx, i, "route without matches defined before");
+            continue;
+        }
+        let mut duplicates = 0;
         for (j, m) in r.matches.iter().enumerate() {
             let key = HttpMatchRequest { name: None, ..m.clone() };
-            let earlier = seen
-                .iter()
-                .find(|(_, e)| *e == key)
-                .or_else(|| seen.iter().find(|(_, e)| covers(e, &key)))
-                .map(|(k, _)| *k);
-            if let Some(k) = earlier {
-                unused += 1;
+            if let Some((k, _)) = seen.iter().find(|(_, e)| *e == key) {
+                duplicates += 1;
                 cx.push(
                     Severity::Info,
                     Some("IST0131"),
                     at,
                     format!("spec.http[{i}].match[{j}]"),
                     format!(
-                        "VirtualService rule {name} match {} is not used (duplicate/overlapping match in rule {}).",
+                        "VirtualService rule {} match {} is not used (duplicate/overlapping match in rule {}).",
+                        rule_name(r, i),
                         match_name(m, j),
-                        rule_name(&rules[k], k)
+                        rule_name(&rules[*k], *k)
                     ),
                 );
-            } else {
-                seen.push((i, key));
+                continue;
             }
-            if is_catch_all(m) && catch_all.is_none() {
-                catch_all = Some((i, false));
+            seen.push((i, key));
+            prefix_blocks.extend(prefix_block(rules, i, j, m));
+        }
+        if duplicates == r.matches.len() {
+            unreachable(cx, i, "all matches used by prior rules");
+        }
+    }
+    for (x, a) in prefix_blocks.iter().enumerate() {
+        for b in &prefix_blocks[x + 1..] {
+            if a.prefix != b.prefix && covered(a, b) {
+                cx.push(
+                    Severity::Info,
+                    Some("IST0131"),
+                    at,
+                    format!("spec.http[{}].match[{}]", b.rule_index, b.match_index),
+                    format!(
+                        "VirtualService rule {} match {} of prefix {} is not used (duplicate/overlapping match in rule {} of prefix {} on {}).",
+                        b.rule, b.block, b.prefix, a.block, a.prefix, a.rule
+                    ),
+                );
             }
         }
-        if unused == r.matches.len() {
+    }
+    // MR0008: after a catch-all match block nothing more is emitted.
+    let catch_all = rules
+        .iter()
+        .enumerate()
+        .find_map(|(i, r)| r.matches.iter().enumerate().find(|(_, m)| is_catch_all(m)).map(|(j, m)| (i, j, m)));
+    if let Some((c, j, m)) = catch_all {
+        for i in c + 1..rules.len() {
+            // Rules after a rule without match are IST0130 already.
+            if empty_match_rule.is_some_and(|e| e < i) {
+                continue;
+            }
             cx.push(
                 Severity::Warning,
-                Some("IST0130"),
+                Some("MR0008"),
                 at,
                 format!("spec.http[{i}]"),
-                format!("VirtualService rule {name} not used (all matches used by prior rules)."),
+                format!(
+                    "VirtualService rule {} is never reached: rule {} match {} is a catch-all",
+                    rule_name(&rules[i], i),
+                    rule_name(&rules[c], c),
+                    match_name(m, j)
+                ),
             );
         }
     }
