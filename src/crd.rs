@@ -340,8 +340,8 @@ pub struct Subset {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadSelector {
-    /// ServiceEntry and Sidecar spell it `labels` (networking `WorkloadSelector`); DestinationRule
-    /// `matchLabels` (`istio.type.v1beta1.WorkloadSelector`).
+    /// `matchLabels` in DestinationRule (type.v1beta1.WorkloadSelector); `labels` in
+    /// ServiceEntry and Sidecar (networking.v1alpha3.WorkloadSelector).
     #[serde(default, alias = "labels")]
     pub match_labels: BTreeMap<String, String>,
 }

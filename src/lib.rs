@@ -25,3 +25,4 @@ pub use compile::{compile, compile_json, Compiled, RouteTable};
 pub use decide::{Decision, Matched};
 pub use explain::Explanation;
 pub use request::{Random, Request, RequestView, SplitMix64};
+pub use validate::validate;
