@@ -646,6 +646,52 @@ fn gateway_config_with_https_redirect_and_tls_passes_envoy_validate() {
 }
 
 #[test]
+fn every_translated_traffic_policy_feature_passes_envoy_validate() {
+    let Some(envoy) = envoy_or_skip("every_translated_traffic_policy_feature_passes_envoy_validate") else { return };
+    let Some(wasm) = filter_wasm_or_skip("every_translated_traffic_policy_feature_passes_envoy_validate") else {
+        return;
+    };
+    let dir = temp_dir("rich");
+    let creds = dir.join("creds");
+    std::fs::create_dir_all(&creds).expect("mkdir");
+    support_tls::self_signed(&creds, "client", "client.internal");
+    let settings = write(&dir, "proxy.yaml", "locality: us-west-2/zone-a\n");
+    let out_file = dir.join("envoy.yaml");
+    let out = meshroute(&[
+        "envoy",
+        "-f",
+        "tests/fixtures/rich-traffic-policy.yaml",
+        "--settings",
+        &settings,
+        "--credentials-dir",
+        &creds.display().to_string(),
+        "--wasm",
+        &wasm.display().to_string(),
+        "-o",
+        &out_file.display().to_string(),
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let text = std::fs::read_to_string(&out_file).expect("written");
+    for needle in [
+        "lb_policy: MAGLEV",
+        "lb_policy: RING_HASH",
+        "slow_start_config",
+        "outlier_detection",
+        "priority: 1",
+        "http2_protocol_options",
+        "UpstreamTlsContext",
+        "ORIGINAL_DST",
+        "source_ip: true",
+        "query_parameter",
+        "header_name: x-user",
+        "tcp_keepalive",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+    envoy_validate(&envoy, &out_file).unwrap_or_else(|e| panic!("envoy --mode validate failed:\n{e}\n{text}"));
+}
+
+#[test]
 fn envoy_refuses_a_gateway_that_does_not_exist() {
     let out =
         meshroute(&["envoy", "-f", "examples/ingress-gateway.yaml", "--gateway", "default/nope", "--wasm", "x.wasm"]);
