@@ -279,6 +279,11 @@ fn a_directory_is_read_in_name_order_and_redefinitions_point_at_the_shadowed_fil
         assert!(shadowed.contains(&(f.to_string(), 1)), "{f} is shadowed, reported at line 1: {shadowed:?}");
     }
     assert_eq!(shadowed.len(), 9, "{}", out.stdout);
+    assert!(
+        out.stdout.contains("VirtualService default/product-service is redefined by examples/weight-route.yaml:1"),
+        "the shadowing file is named: {}",
+        out.stdout
+    );
     assert!(out.stderr.contains("21 resource(s)"), "{}", out.stderr);
 }
 

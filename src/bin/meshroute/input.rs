@@ -278,10 +278,33 @@ impl Inputs {
         if !d.path.is_empty() {
             out.push_str(&format!("{}: ", d.path.trim_end_matches('.')));
         }
-        out.push_str(&d.message);
+        out.push_str(&self.name_resources(&d.message));
         if let Some(code) = d.code {
             out.push_str(&format!(" ({code})"));
         }
+        out
+    }
+
+    /// The core can only say `resource #7`; the user wants `FILE:LINE`.
+    fn name_resources(&self, message: &str) -> String {
+        let mut out = String::with_capacity(message.len());
+        let mut rest = message;
+        while let Some(i) = rest.find("resource #") {
+            out.push_str(&rest[..i]);
+            let after = &rest[i + "resource #".len()..];
+            let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+            match after[..digits].parse::<usize>().ok().and_then(|n| self.resources.get(n)) {
+                Some(r) => {
+                    out.push_str(&r.file);
+                    if let Some(l) = r.lines.line_of("") {
+                        out.push_str(&format!(":{l}"));
+                    }
+                }
+                None => out.push_str(&rest[i..i + "resource #".len() + digits]),
+            }
+            rest = &after[digits..];
+        }
+        out.push_str(rest);
         out
     }
 
