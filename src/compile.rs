@@ -9,6 +9,7 @@ use crate::host;
 use crate::index::{regex_literal_prefix, Key, PathIndex};
 use crate::matcher::{MatchBlock, StrMatch};
 use crate::request::PPM;
+use crate::validate::{grpc_status_code, RETRY_ON_GRPC};
 use regex_lite::Regex;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -16,8 +17,6 @@ use std::time::Duration;
 /// Istio's retry policy for routes that set none (istio `retry.DefaultPolicy`): 2 retries on
 /// connect-failure, refused-stream, unavailable, cancelled and retriable-status-codes.
 const DEFAULT_RETRY_ON: &str = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
-pub const RETRY_ON_GRPC: [&str; 5] =
-    ["cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable"];
 
 /// Everything `decide` needs, resolved ahead of time.
 #[derive(Debug, Clone)]
@@ -545,12 +544,10 @@ fn is_root_prefix(b: &MatchBlock) -> bool {
 /// Config-time selectors (istiod `sourceMatchHTTP`): a match-level `gateways` list replaces the
 /// VirtualService's; `sourceLabels`/`sourceNamespace` must describe this proxy.
 fn selects_proxy(m: &crd::HttpMatchRequest, vs_gateways: &[String], ns: &str, s: &Settings) -> bool {
-    let gateways: Vec<String> = if m.gateways.is_empty() {
-        vs_gateways.to_vec()
-    } else {
-        m.gateways.iter().map(|g| host::resolve_gateway(g, ns)).collect()
-    };
-    if !gateways.contains(&s.gateway) {
+    if !m.gateways.is_empty() {
+        return m.gateways.iter().any(|g| host::resolve_gateway(g, ns) == s.gateway);
+    }
+    if !vs_gateways.contains(&s.gateway) {
         return false;
     }
     if !m.source_labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)) {
@@ -826,13 +823,19 @@ fn ppm(p: Option<&crd::Percent>, deprecated: Option<f64>) -> u32 {
 fn header_ops(h: Option<&crd::Headers>) -> (HeaderOps, HeaderOps) {
     let conv = |o: Option<&crd::HeaderOperations>| {
         o.map(|o| HeaderOps {
-            set: o.set.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect(),
-            add: o.add.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect(),
+            set: o.set.iter().map(|(k, v)| (k.to_ascii_lowercase(), unescape_percent(v))).collect(),
+            add: o.add.iter().map(|(k, v)| (k.to_ascii_lowercase(), unescape_percent(v))).collect(),
             remove: o.remove.iter().map(|k| k.to_ascii_lowercase()).collect(),
         })
         .unwrap_or_default()
     };
     (conv(h.and_then(|h| h.request.as_ref())), conv(h.and_then(|h| h.response.as_ref())))
+}
+
+/// Header values are Envoy formatter strings where `%%` is a literal `%`; validation rejects
+/// every other `%…%` operator, so this is all that is left to evaluate.
+fn unescape_percent(v: &str) -> String {
+    v.replace("%%", "%")
 }
 
 /// Removes `:authority`/`host` from set/add (set wins) and returns the value; other pseudo
@@ -859,30 +862,6 @@ fn compile_cors(c: &crd::CorsPolicy) -> Cors {
         allow_credentials: c.allow_credentials.unwrap_or(false),
         forward_unmatched_preflights: c.unmatched_preflights.as_deref() != Some("IGNORE"),
     }
-}
-
-/// gRPC status names as used in `fault.abort.grpcStatus`.
-pub fn grpc_status_code(name: &str) -> Option<u32> {
-    const NAMES: [&str; 17] = [
-        "OK",
-        "CANCELLED",
-        "UNKNOWN",
-        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED",
-        "NOT_FOUND",
-        "ALREADY_EXISTS",
-        "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED",
-        "FAILED_PRECONDITION",
-        "ABORTED",
-        "OUT_OF_RANGE",
-        "UNIMPLEMENTED",
-        "INTERNAL",
-        "UNAVAILABLE",
-        "DATA_LOSS",
-        "UNAUTHENTICATED",
-    ];
-    NAMES.iter().position(|n| *n == name).map(|p| p as u32)
 }
 
 /// Envoy's RE2 substitution uses `\1`; regex-lite wants `${1}`.
@@ -976,7 +955,7 @@ mod tests {
     }
 
     #[test]
-    fn grpc_names_map_to_codes() {
+    fn grpc_names_map_to_codes_through_the_shared_table() {
         assert_eq!(grpc_status_code("UNAVAILABLE"), Some(14));
         assert_eq!(grpc_status_code("NOPE"), None);
     }

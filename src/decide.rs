@@ -285,6 +285,20 @@ mod tests {
     }
 
     #[test]
+    fn match_level_gateways_replace_source_labels_as_istiod_does() {
+        // The proxy has no labels, yet the block applies: with `gateways` on the match, istiod's
+        // sourceMatchHTTP looks at nothing else.
+        let vs = json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": "r", "namespace": "default"},
+            "spec": {"hosts": ["reviews"], "http": [
+                {"match": [{"gateways": ["mesh"], "sourceLabels": {"app": "nobody"}}],
+                 "route": [{"destination": {"host": "reviews"}}]}]}});
+        let t = compiled(json!([vs]));
+        let mut rng = SplitMix64(1);
+        assert!(matches!(t.decide(&Request::new("GET", "reviews", "/"), &mut rng), Decision::Matched(_)));
+    }
+
+    #[test]
     fn weight_zero_is_never_chosen() {
         let t = table(json!([{"route": [
             {"destination": {"host": "reviews", "subset": "v1"}, "weight": 100},
