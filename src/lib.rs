@@ -15,6 +15,7 @@ pub use config::{load_json, load_value, Bundle, Resource, Settings, Spec};
 pub use diag::{Diagnostic, Diagnostics, ResourceRef, Severity};
 pub mod compile;
 pub mod decide;
+pub mod explain;
 pub mod index;
 pub mod matcher;
 pub mod request;
@@ -22,4 +23,6 @@ pub mod validate;
 
 pub use compile::{compile, compile_json, Compiled, RouteTable};
 pub use decide::{Decision, Matched};
+pub use explain::Explanation;
 pub use request::{Random, Request, RequestView, SplitMix64};
+pub use validate::validate;
