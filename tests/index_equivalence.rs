@@ -81,8 +81,7 @@ fn uri_match() -> impl Strategy<Value = Value> {
     prop_oneof![
         9 => path().prop_map(|p| json!({"exact": p})),
         12 => prefix().prop_map(|p| json!({"prefix": p})),
-        // `prefix: /` alone is a catch-all that ends the table, so keep it rare.
-        1 => Just(json!({"prefix": "/", "headers": {"x-a": {"exact": "1"}}})),
+        // `prefix: /` (alone, a catch-all that ends the table).
         1 => Just(json!({"prefix": "/"})),
         6 => pick(URI_REGEXES).prop_map(|r| json!({"regex": r})),
         // Literal paths as regexes: the index files them under the literal prefix.
@@ -95,7 +94,8 @@ fn value_match(allow_present: bool) -> impl Strategy<Value = Value> {
     let present = if allow_present { 1 } else { 0 };
     prop_oneof![
         4 => pick(HEADER_VALUES).prop_map(|v| json!({"exact": v})),
-        2 => pick(HEADER_VALUES).prop_map(|v| json!({"prefix": v})),
+        // Istio refuses an empty prefix.
+        2 => pick(HEADER_VALUES).prop_filter("non-empty", |v| !v.is_empty()).prop_map(|v| json!({"prefix": v})),
         2 => pick(VALUE_REGEXES).prop_map(|r| json!({"regex": r})),
         present => Just(json!({})),
     ]
@@ -149,32 +149,46 @@ fn match_block() -> impl Strategy<Value = Value> {
 fn rule() -> impl Strategy<Value = Value> {
     let blocks = prop_oneof![1 => Just(0usize), 30 => Just(1), 12 => Just(2), 6 => Just(3)]
         .prop_flat_map(|n| prop::collection::vec(match_block(), n));
-    (blocks, prop::collection::vec(0u32..4, 1..=3), any::<bool>()).prop_map(|(matches, weights, fault)| {
-        let route: Vec<Value> = weights
-            .iter()
-            .enumerate()
-            .map(|(i, w)| json!({"destination": {"host": "svc", "subset": format!("v{i}")}, "weight": w}))
-            .collect();
-        let mut r = json!({"route": route});
-        if !matches.is_empty() {
-            r["match"] = Value::Array(matches);
-        }
-        if fault {
-            r["fault"] = json!({"delay": {"fixedDelay": "1s", "percentage": {"value": 50.0}},
+    (
+        blocks,
+        (1u32..4, prop::collection::vec(0u32..4, 0..=2)).prop_map(|(w, mut ws)| {
+            // Istio refuses a split whose weights add up to 0.
+            ws.insert(0, w);
+            ws
+        }),
+        any::<bool>(),
+    )
+        .prop_map(|(matches, weights, fault)| {
+            let route: Vec<Value> = weights
+                .iter()
+                .enumerate()
+                .map(|(i, w)| json!({"destination": {"host": "svc", "subset": format!("v{i}")}, "weight": w}))
+                .collect();
+            let mut r = json!({"route": route});
+            if !matches.is_empty() {
+                r["match"] = Value::Array(matches);
+            }
+            if fault {
+                r["fault"] = json!({"delay": {"fixedDelay": "1s", "percentage": {"value": 50.0}},
                                     "abort": {"httpStatus": 503, "percentage": {"value": 30.0}}});
-            r["mirror"] = json!({"host": "shadow"});
-            r["mirrorPercentage"] = json!({"value": 40.0});
-        }
-        r
-    })
+                r["mirror"] = json!({"host": "shadow"});
+                r["mirrorPercentage"] = json!({"value": 40.0});
+            }
+            r
+        })
 }
 
 fn virtual_service() -> impl Strategy<Value = Value> {
     prop::collection::vec(rule(), 1..=60).prop_map(|http| {
-        json!({"resources": [{
-            "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
-            "metadata": {"name": "svc", "namespace": "default"},
-            "spec": {"hosts": ["svc"], "http": http}}]})
+        json!({"resources": [
+            {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+             "metadata": {"name": "svc", "namespace": "default"},
+             "spec": {"hosts": ["svc"], "http": http}},
+            {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+             "metadata": {"name": "svc", "namespace": "default"},
+             "spec": {"host": "svc", "subsets": [{"name": "v0", "labels": {"v": "0"}},
+                                                  {"name": "v1", "labels": {"v": "1"}},
+                                                  {"name": "v2", "labels": {"v": "2"}}]}}]})
     })
 }
 
@@ -242,6 +256,7 @@ fn table(config: &Value) -> RouteTable {
 fn summary(vs: &CompiledVs, d: &Decision<'_>) -> String {
     match d {
         Decision::Passthrough => "passthrough".into(),
+        Decision::Default(d) => format!("default {}", d.cluster),
         Decision::Blocked => "blocked".into(),
         Decision::NoRoute { .. } => "no route".into(),
         Decision::Matched(m) => format!(
