@@ -155,8 +155,9 @@ pub fn regex_literal_prefix(pattern: &str) -> Option<String> {
     let mut chars = pattern.chars().peekable();
     while let Some(c) = chars.next() {
         let lit = match c {
+            // `\<` and `\>` are word boundaries in regex-lite, not literals.
             '\\' => match chars.next() {
-                Some(e) if e.is_ascii_punctuation() => e,
+                Some(e) if e.is_ascii_punctuation() && !matches!(e, '<' | '>') => e,
                 _ => break,
             },
             '.' | '+' | '*' | '?' | '(' | ')' | '[' | ']' | '{' | '}' | '^' | '$' => break,
@@ -185,6 +186,8 @@ mod tests {
         assert_eq!(regex_literal_prefix("/a|/b"), None);
         assert_eq!(regex_literal_prefix("(?i)/a"), None);
         assert_eq!(regex_literal_prefix(".*"), None);
+        assert_eq!(regex_literal_prefix("/\\<api.*").as_deref(), Some("/"));
+        assert_eq!(regex_literal_prefix("/users\\>/.*").as_deref(), Some("/users"));
     }
 
     #[test]

@@ -50,6 +50,9 @@ const URI_REGEXES: &[&str] = &[
     "/(api|users)/.*",
     "/a+b.*",
     "/api/v[12]",
+    // regex-lite word boundaries (not RE2, but validation lets them through): not literals.
+    "/\\<api.*",
+    "/users\\>/.*",
 ];
 const VALUE_REGEXES: &[&str] = &["j.*", "[0-9]+", ".*", "1|2", "(?i)jason"];
 
