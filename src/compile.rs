@@ -6,7 +6,7 @@ use crate::crd;
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::duration;
 use crate::host;
-use crate::index::{regex_literal_prefix, Key, PathIndex};
+use crate::index::{regex_literals, Key, PathIndex, RegexLiterals};
 use crate::matcher::{MatchBlock, StrMatch};
 use crate::request::PPM;
 use crate::validate::{grpc_status_code, RETRY_ON_GRPC};
@@ -516,12 +516,14 @@ fn compile_vs(
                 else {
                     continue;
                 };
-                let key = index_key(&block);
+                let keys = index_keys(&block);
                 if block.is_match_all() || is_root_prefix(&block) {
                     catch_all_seen = true;
                 }
                 entries.push(Entry { rule: rule_id, match_index: mi, block });
-                index.add((entries.len() - 1) as u32, key);
+                for key in keys {
+                    index.add((entries.len() - 1) as u32, key);
+                }
                 added += 1;
                 if catch_all_seen {
                     break;
@@ -556,26 +558,35 @@ fn selects_proxy(m: &crd::HttpMatchRequest, vs_gateways: &[String], ns: &str, s:
     m.source_namespace.as_ref().is_none_or(|sn| *sn == s.namespace)
 }
 
-fn index_key(b: &MatchBlock) -> Key {
+/// The keys a block is filed under: any one of them fitting the request is necessary for the
+/// block to match (several for a regex with alternative literals).
+fn index_keys(b: &MatchBlock) -> Vec<Key> {
     match &b.uri {
-        Some(StrMatch::Exact(p)) => return Key::UriExact { path: p.clone(), ignore_case: b.ignore_uri_case },
+        Some(StrMatch::Exact(p)) => return vec![Key::UriExact { path: p.clone(), ignore_case: b.ignore_uri_case }],
         Some(StrMatch::Prefix(p)) if !p.is_empty() => {
-            return Key::UriPrefix { prefix: p.clone(), ignore_case: b.ignore_uri_case }
+            return vec![Key::UriPrefix { prefix: p.clone(), ignore_case: b.ignore_uri_case }]
         }
+        // Regexes ignore `ignoreUriCase` (as in Envoy), so their keys are case-sensitive.
         Some(StrMatch::Regex(r)) => {
             let pattern = r.as_str().strip_prefix("^(?:").and_then(|s| s.strip_suffix(")$")).unwrap_or("");
-            if let Some(prefix) = regex_literal_prefix(pattern) {
-                return Key::UriPrefix { prefix, ignore_case: false };
+            match regex_literals(pattern) {
+                Some(RegexLiterals::Prefixes(ps)) => {
+                    return ps.into_iter().map(|prefix| Key::UriPrefix { prefix, ignore_case: false }).collect()
+                }
+                Some(RegexLiterals::Suffixes(ss)) => {
+                    return ss.into_iter().map(|suffix| Key::UriSuffix { suffix }).collect()
+                }
+                None => {}
             }
         }
         _ => {}
     }
     for (name, m) in &b.headers {
         if let StrMatch::Exact(v) = m {
-            return Key::Header { name: name.clone(), value: v.clone() };
+            return vec![Key::Header { name: name.clone(), value: v.clone() }];
         }
     }
-    Key::Rest
+    vec![Key::Rest]
 }
 
 fn compile_block(ctx: &mut Ctx<'_>, res: &Resource, m: &crd::HttpMatchRequest, path: &str) -> Option<MatchBlock> {

@@ -12,9 +12,22 @@ use std::collections::HashMap;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Key {
-    UriExact { path: String, ignore_case: bool },
-    UriPrefix { prefix: String, ignore_case: bool },
-    Header { name: String, value: String },
+    UriExact {
+        path: String,
+        ignore_case: bool,
+    },
+    UriPrefix {
+        prefix: String,
+        ignore_case: bool,
+    },
+    /// The path must end with this (case-sensitive; only regexes have suffix keys).
+    UriSuffix {
+        suffix: String,
+    },
+    Header {
+        name: String,
+        value: String,
+    },
     Rest,
 }
 
@@ -74,6 +87,8 @@ pub struct PathIndex {
     exact_ci: HashMap<String, Vec<u32>>,
     prefix: Trie,
     prefix_ci: Trie,
+    /// Keyed by the reversed suffix, walked from the path's last byte.
+    suffix: Trie,
     headers: Vec<(String, HashMap<String, Vec<u32>>)>,
     rest: Vec<u32>,
 }
@@ -90,6 +105,7 @@ impl PathIndex {
             Key::UriPrefix { prefix, ignore_case: true } => {
                 self.prefix_ci.insert(prefix.to_ascii_lowercase().as_bytes(), entry)
             }
+            Key::UriSuffix { suffix } => self.suffix.insert(&suffix.bytes().rev().collect::<Vec<u8>>(), entry),
             Key::Header { name, value } => {
                 let pos = match self.headers.iter().position(|(n, _)| *n == name) {
                     Some(p) => p,
@@ -133,6 +149,7 @@ impl PathIndex {
         }
         self.prefix.walk(path.bytes(), &mut scan);
         self.prefix_ci.walk(path.bytes().map(|b| b.to_ascii_lowercase()), &mut scan);
+        self.suffix.walk(path.bytes().rev(), &mut scan);
         for (name, values) in &self.headers {
             if let Some(v) = header(name) {
                 if let Some(list) = values.get(v.as_ref()) {
@@ -145,49 +162,349 @@ impl PathIndex {
     }
 }
 
-/// A literal string every match of the anchored regex must start with, if one is obvious:
-/// `/api/v[0-9]+/.*` → `/api/v`. Conservative: any alternation or flag gives `None`.
-pub fn regex_literal_prefix(pattern: &str) -> Option<String> {
-    if pattern.contains('|') {
-        return None;
+// === Literals of a regex ===
+
+/// Literal strings that every full match of a regex starts with, or ends with: the keys under
+/// which the index files a regex URI match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegexLiterals {
+    /// Every match starts with one of these (none empty, none a prefix of another).
+    Prefixes(Vec<String>),
+    /// Every match ends with one of these (none empty, none a suffix of another).
+    Suffixes(Vec<String>),
+}
+
+/// More alternatives than this and a literal set stops growing (the index gains little more).
+const MAX_LITERALS: usize = 16;
+
+/// The literals every full match of `pattern` must start (or else end) with, whichever set's
+/// shortest member is longer: `/api/v[0-9]+/.*` → prefix `/api/v`; `(/v1|/v2)/x/.*` → prefixes
+/// `/v1/x/`, `/v2/x/`; `.*\.(png|jpg)` → suffixes `.png`, `.jpg`.
+///
+/// Conservative: whatever this small parser does not fully understand (flags, hex escapes,
+/// nested classes, `\b{…}`) gives `None`, and the match is then tried for every request.
+pub fn regex_literals(pattern: &str) -> Option<RegexLiterals> {
+    let node = RegexParser { chars: pattern.chars().collect(), pos: 0 }.parse()?;
+    let usable = |l: Lits| (!l.set.iter().any(String::is_empty)).then_some(l.set);
+    let shortest = |set: &Option<Vec<String>>| set.as_ref().map_or(0, |s| s.iter().map(String::len).min().unwrap_or(0));
+    let prefixes = usable(literals(&node, false)).map(|s| minimal(s, false));
+    let suffixes = usable(literals(&node, true)).map(|s| minimal(s, true));
+    if shortest(&prefixes) >= shortest(&suffixes) {
+        prefixes.map(RegexLiterals::Prefixes)
+    } else {
+        suffixes.map(RegexLiterals::Suffixes)
     }
-    let mut out = String::new();
-    let mut chars = pattern.chars().peekable();
-    while let Some(c) = chars.next() {
-        let lit = match c {
-            // `\<` and `\>` are word boundaries in regex-lite, not literals.
-            '\\' => match chars.next() {
-                Some(e) if e.is_ascii_punctuation() && !matches!(e, '<' | '>') => e,
-                _ => break,
-            },
-            '.' | '+' | '*' | '?' | '(' | ')' | '[' | ']' | '{' | '}' | '^' | '$' => break,
-            c => c,
-        };
-        // A quantifier that may repeat zero times makes the literal before it optional.
-        if matches!(chars.peek(), Some('*' | '?' | '{')) {
-            break;
+}
+
+/// Drops members that another member already implies (`/a` makes `/ab` redundant as a prefix).
+fn minimal(mut set: Vec<String>, suffix: bool) -> Vec<String> {
+    set.sort_by_key(String::len);
+    let mut out: Vec<String> = Vec::with_capacity(set.len());
+    for s in set {
+        let implied = out.iter().any(|o| if suffix { s.ends_with(o.as_str()) } else { s.starts_with(o.as_str()) });
+        if !implied {
+            out.push(s);
         }
-        out.push(lit);
     }
-    (!out.is_empty()).then_some(out)
+    out
+}
+
+/// Just enough of a regex's structure for literal extraction. Zero-width assertions, classes
+/// and `.` are all `Any`: an unknown piece of text, which is what a conservative extraction needs.
+#[derive(Debug)]
+enum Re {
+    Lit(char),
+    Any,
+    Concat(Vec<Re>),
+    Alt(Vec<Re>),
+    /// `min` repetitions or more (`*`, `+`, `?`, `{n,m}`).
+    Repeat(Box<Re>, u32),
+}
+
+/// A set of literals for one node: every string the node matches starts (or, for suffixes,
+/// ends) with a member; with `exact`, every string it matches *is* a member.
+struct Lits {
+    set: Vec<String>,
+    exact: bool,
+}
+
+impl Lits {
+    fn unknown() -> Lits {
+        Lits { set: vec![String::new()], exact: false }
+    }
+}
+
+fn literals(node: &Re, suffix: bool) -> Lits {
+    match node {
+        Re::Lit(c) => Lits { set: vec![c.to_string()], exact: true },
+        Re::Any => Lits::unknown(),
+        Re::Repeat(_, 0) => Lits::unknown(),
+        Re::Repeat(inner, _) => Lits { exact: false, ..literals(inner, suffix) },
+        Re::Alt(alts) => {
+            let mut set = Vec::new();
+            let mut exact = true;
+            for a in alts {
+                let l = literals(a, suffix);
+                exact &= l.exact;
+                set.extend(l.set);
+            }
+            set.sort();
+            set.dedup();
+            if set.len() > MAX_LITERALS {
+                return Lits::unknown();
+            }
+            Lits { set, exact }
+        }
+        Re::Concat(items) => {
+            let mut acc = Lits { set: vec![String::new()], exact: true };
+            // Suffixes grow from the end of the concatenation backwards.
+            for i in 0..items.len() {
+                let item = &items[if suffix { items.len() - 1 - i } else { i }];
+                let l = literals(item, suffix);
+                if acc.set.len() * l.set.len() > MAX_LITERALS {
+                    // What is known so far still holds; it just stops growing.
+                    acc.exact = false;
+                    break;
+                }
+                let mut set = Vec::with_capacity(acc.set.len() * l.set.len());
+                for a in &acc.set {
+                    for b in &l.set {
+                        set.push(if suffix { format!("{b}{a}") } else { format!("{a}{b}") });
+                    }
+                }
+                set.sort();
+                set.dedup();
+                acc = Lits { set, exact: l.exact };
+                if !acc.exact {
+                    break;
+                }
+            }
+            acc
+        }
+    }
+}
+
+/// A recursive-descent reader of regex-lite syntax that gives up (`None`) on anything it does
+/// not model exactly.
+struct RegexParser {
+    chars: Vec<char>,
+    pos: usize,
+}
+
+impl RegexParser {
+    fn parse(mut self) -> Option<Re> {
+        let node = self.alternation()?;
+        (self.pos == self.chars.len()).then_some(node)
+    }
+
+    fn peek(&self) -> Option<char> {
+        self.chars.get(self.pos).copied()
+    }
+
+    fn next(&mut self) -> Option<char> {
+        let c = self.peek()?;
+        self.pos += 1;
+        Some(c)
+    }
+
+    fn eat(&mut self, c: char) -> bool {
+        let hit = self.peek() == Some(c);
+        if hit {
+            self.pos += 1;
+        }
+        hit
+    }
+
+    fn alternation(&mut self) -> Option<Re> {
+        let mut alts = vec![self.concat()?];
+        while self.eat('|') {
+            alts.push(self.concat()?);
+        }
+        Some(if alts.len() == 1 { alts.remove(0) } else { Re::Alt(alts) })
+    }
+
+    fn concat(&mut self) -> Option<Re> {
+        let mut items = Vec::new();
+        while let Some(c) = self.peek() {
+            if c == '|' || c == ')' {
+                break;
+            }
+            let atom = self.atom()?;
+            items.push(self.repeats(atom)?);
+        }
+        Some(Re::Concat(items))
+    }
+
+    fn atom(&mut self) -> Option<Re> {
+        match self.next()? {
+            '(' => {
+                let mut scoped_flags = false;
+                if self.eat('?') {
+                    if self.eat('P') || self.peek() == Some('<') {
+                        // Named group: `(?P<name>…)` or `(?<name>…)`.
+                        if !self.eat('<') {
+                            return None;
+                        }
+                        while self.next()? != '>' {}
+                    } else if !self.eat(':') {
+                        // `(?flags:…)` is fine (its content becomes `Any`); `(?flags)` changes
+                        // everything after it, including other alternatives: give up.
+                        while self.peek()?.is_ascii_alphabetic() || self.peek() == Some('-') {
+                            self.pos += 1;
+                        }
+                        if !self.eat(':') {
+                            return None;
+                        }
+                        scoped_flags = true;
+                    }
+                }
+                let inner = self.alternation()?;
+                if !self.eat(')') {
+                    return None;
+                }
+                Some(if scoped_flags { Re::Any } else { inner })
+            }
+            '[' => {
+                self.skip_class()?;
+                Some(Re::Any)
+            }
+            '.' | '^' | '$' => Some(Re::Any),
+            '\\' => match self.next()? {
+                // regex-lite: escaped punctuation is the character itself, except `\<` and `\>`
+                // (word boundaries).
+                e if e.is_ascii_punctuation() && !matches!(e, '<' | '>') => Some(Re::Lit(e)),
+                // Classes, assertions and control characters, all one letter long.
+                'd' | 's' | 'w' | 'D' | 'S' | 'W' | 'A' | 'z' | 'B' | '<' | '>' | 'a' | 'f' | 't' | 'n' | 'r' | 'v' => {
+                    Some(Re::Any)
+                }
+                'b' if self.peek() != Some('{') => Some(Re::Any),
+                // Hex escapes, `\b{start}`, `\p{…}`, back references: not modelled.
+                _ => None,
+            },
+            '*' | '+' | '?' | '{' | ')' | '|' => None,
+            c => Some(Re::Lit(c)),
+        }
+    }
+
+    /// Skips a bracketed class (the `[` already read). A nested `[` gives up.
+    fn skip_class(&mut self) -> Option<()> {
+        self.eat('^');
+        // A `]` right after the opening bracket is a literal member.
+        self.eat(']');
+        loop {
+            match self.next()? {
+                '\\' => {
+                    self.next()?;
+                }
+                '[' => return None,
+                ']' => return Some(()),
+                _ => {}
+            }
+        }
+    }
+
+    fn repeats(&mut self, mut node: Re) -> Option<Re> {
+        loop {
+            let min = match self.peek() {
+                Some('*' | '?') => {
+                    self.pos += 1;
+                    0
+                }
+                Some('+') => {
+                    self.pos += 1;
+                    1
+                }
+                Some('{') => {
+                    self.pos += 1;
+                    let min = self.number()?;
+                    if self.eat(',') && self.peek() != Some('}') {
+                        self.number()?;
+                    }
+                    if !self.eat('}') {
+                        return None;
+                    }
+                    min
+                }
+                _ => return Some(node),
+            };
+            // Lazy repetition matches the same strings.
+            self.eat('?');
+            node = Re::Repeat(Box::new(node), min);
+        }
+    }
+
+    fn number(&mut self) -> Option<u32> {
+        let start = self.pos;
+        while self.peek().is_some_and(|c| c.is_ascii_digit()) {
+            self.pos += 1;
+        }
+        self.chars[start..self.pos].iter().collect::<String>().parse().ok()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The prefixes, joined with ` | `; `None` when there are none (or suffixes instead).
+    fn prefixes(p: &str) -> Option<String> {
+        match regex_literals(p) {
+            Some(RegexLiterals::Prefixes(v)) => Some(v.join(" | ")),
+            _ => None,
+        }
+    }
+
+    fn suffixes(p: &str) -> Option<String> {
+        match regex_literals(p) {
+            Some(RegexLiterals::Suffixes(v)) => Some(v.join(" | ")),
+            _ => None,
+        }
+    }
+
     #[test]
     fn literal_prefix_of_common_regexes() {
-        assert_eq!(regex_literal_prefix("/api/v[0-9]+/.*").as_deref(), Some("/api/v"));
-        assert_eq!(regex_literal_prefix("/users/\\d+").as_deref(), Some("/users/"));
-        assert_eq!(regex_literal_prefix("/a\\.b.*").as_deref(), Some("/a.b"));
-        assert_eq!(regex_literal_prefix("/ab?c").as_deref(), Some("/a"));
-        assert_eq!(regex_literal_prefix("/ab*").as_deref(), Some("/a"));
-        assert_eq!(regex_literal_prefix("/a|/b"), None);
-        assert_eq!(regex_literal_prefix("(?i)/a"), None);
-        assert_eq!(regex_literal_prefix(".*"), None);
-        assert_eq!(regex_literal_prefix("/\\<api.*").as_deref(), Some("/"));
-        assert_eq!(regex_literal_prefix("/users\\>/.*").as_deref(), Some("/users"));
+        assert_eq!(prefixes("/api/v[0-9]+/.*").as_deref(), Some("/api/v"));
+        assert_eq!(prefixes("/users/\\d+").as_deref(), Some("/users/"));
+        assert_eq!(prefixes("/a\\.b.*").as_deref(), Some("/a.b"));
+        assert_eq!(prefixes("/ab?c").as_deref(), Some("/a"));
+        assert_eq!(prefixes("/ab*").as_deref(), Some("/a"));
+        assert_eq!(prefixes("/a+b").as_deref(), Some("/a"));
+        assert_eq!(prefixes("/a{2,}b").as_deref(), Some("/a"));
+        assert_eq!(prefixes("/(?P<id>x)y").as_deref(), Some("/xy"));
+        assert_eq!(regex_literals(".*"), None);
+    }
+
+    #[test]
+    fn alternations_give_one_prefix_each() {
+        assert_eq!(prefixes("/a|/b").as_deref(), Some("/a | /b"));
+        assert_eq!(prefixes("(/v1|/v2)/items/.*").as_deref(), Some("/v1/items/ | /v2/items/"));
+        assert_eq!(prefixes("/(?:a|ab)c.*").as_deref(), Some("/ac | /abc"));
+        assert_eq!(prefixes("/a|/ab").as_deref(), Some("/a"));
+        assert_eq!(regex_literals("/a|.*"), None);
+    }
+
+    #[test]
+    fn suffix_literals_when_the_start_is_unknown() {
+        assert_eq!(suffixes(".*\\.(png|jpg)").as_deref(), Some(".jpg | .png"));
+        assert_eq!(suffixes("/[a-z]+/export\\.csv").as_deref(), Some("/export.csv"));
+        // A weak prefix loses to a stronger suffix.
+        assert_eq!(suffixes("/.*/health").as_deref(), Some("/health"));
+    }
+
+    #[test]
+    fn anything_not_modelled_gives_no_literals() {
+        for p in ["(?i)/a", "/a(?i)b", "/a\\x41", "/a\\b{start}", "[[:alpha:]]/a", "/a\\pL", "(/a", "/a)", "*a"] {
+            assert_eq!(regex_literals(p), None, "{p}");
+        }
+        // A scoped flag group only hides its own content.
+        assert_eq!(prefixes("/a(?i:b)c").as_deref(), Some("/a"));
+    }
+
+    #[test]
+    fn word_boundaries_are_not_literals() {
+        assert_eq!(prefixes("/\\<api.*").as_deref(), Some("/"));
+        assert_eq!(suffixes(".*/users\\>"), None);
+        assert_eq!(prefixes("/users\\>/.*").as_deref(), Some("/users"));
     }
 
     #[test]

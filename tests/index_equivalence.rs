@@ -53,6 +53,18 @@ const URI_REGEXES: &[&str] = &[
     // regex-lite word boundaries (not RE2, but validation lets them through): not literals.
     "/\\<api.*",
     "/users\\>/.*",
+    // Alternatives give several prefix keys; an unknown start gives suffix keys.
+    "(/v1|/v2)/a.*",
+    "(/a|/api)/v1",
+    "/(?P<x>a|b)b?/.*",
+    "/a(?i:b)c.*",
+    "/a{1,2}b.*",
+    ".*/b",
+    "/.*/123",
+    ".*\\.(y|y/z)",
+    ".*(/v1|/v2)",
+    "[a/]+b",
+    "/[ab]+/(users|api)",
 ];
 const VALUE_REGEXES: &[&str] = &["j.*", "[0-9]+", ".*", "1|2", "(?i)jason"];
 
@@ -80,16 +92,20 @@ fn prefix() -> impl Strategy<Value = String> {
     (path(), any::<prop::sample::Index>()).prop_map(|(p, i)| p[..=i.index(p.len())].to_string())
 }
 
-fn uri_match() -> impl Strategy<Value = Value> {
+/// `regex` weighs the regex forms against 28 for the others.
+fn uri_match(regex: u32) -> impl Strategy<Value = Value> {
     prop_oneof![
         9 => path().prop_map(|p| json!({"exact": p})),
         12 => prefix().prop_map(|p| json!({"prefix": p})),
         // `prefix: /` (alone, a catch-all that ends the table).
         1 => Just(json!({"prefix": "/"})),
-        6 => pick(URI_REGEXES).prop_map(|r| json!({"regex": r})),
+        regex => pick(URI_REGEXES).prop_map(|r| json!({"regex": r})),
         // Literal paths as regexes: the index files them under the literal prefix.
-        6 => (prefix(), prop::sample::select(&[".*", "[0-9]*", "", "/?"][..]))
+        regex => (prefix(), prop::sample::select(&[".*", "[0-9]*", "", "/?"][..]))
             .prop_map(|(p, tail)| json!({"regex": format!("{}{tail}", p.replace('.', "\\."))})),
+        // An unknown start and a literal end: filed under the suffix.
+        regex => (prop::sample::select(&[".*", "/.*", "[a-z/]+"][..]), path())
+            .prop_map(|(head, p)| json!({"regex": format!("{head}{}", p.replace('.', "\\."))})),
     ]
 }
 
@@ -109,9 +125,9 @@ fn string_map(names: &'static [&'static str]) -> impl Strategy<Value = Value> {
         .prop_map(|m| Value::Object(m.into_iter().collect::<Map<String, Value>>()))
 }
 
-fn match_block() -> impl Strategy<Value = Value> {
+fn match_block(regex: u32) -> impl Strategy<Value = Value> {
     (
-        prop::option::weighted(0.95, uri_match()),
+        prop::option::weighted(0.95, uri_match(regex)),
         prop::option::weighted(0.5, any::<bool>()),
         prop::option::weighted(0.4, string_map(HEADER_NAMES)),
         prop::option::weighted(0.15, string_map(HEADER_NAMES)),
@@ -149,9 +165,9 @@ fn match_block() -> impl Strategy<Value = Value> {
 /// A rule with 0–3 match blocks (rarely none: that is a catch-all, and nothing after it is
 /// compiled); the destination split, fault and mirror draw random numbers,
 /// so `decide` has something to replay.
-fn rule() -> impl Strategy<Value = Value> {
+fn rule(regex: u32) -> impl Strategy<Value = Value> {
     let blocks = prop_oneof![1 => Just(0usize), 30 => Just(1), 12 => Just(2), 6 => Just(3)]
-        .prop_flat_map(|n| prop::collection::vec(match_block(), n));
+        .prop_flat_map(move |n| prop::collection::vec(match_block(regex), n));
     (
         blocks,
         (1u32..4, prop::collection::vec(0u32..4, 0..=2)).prop_map(|(w, mut ws)| {
@@ -181,9 +197,11 @@ fn rule() -> impl Strategy<Value = Value> {
         })
 }
 
+/// Half the tables are mostly regexes, so that regex keys win often.
 fn virtual_service() -> impl Strategy<Value = Value> {
-    prop::collection::vec(rule(), 1..=60).prop_map(|http| {
-        json!({"resources": [
+    prop_oneof![Just(4u32), Just(40)].prop_flat_map(|regex| prop::collection::vec(rule(regex), 1..=60)).prop_map(
+        |http| {
+            json!({"resources": [
             {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
              "metadata": {"name": "svc", "namespace": "default"},
              "spec": {"hosts": ["svc"], "http": http}},
@@ -192,12 +210,29 @@ fn virtual_service() -> impl Strategy<Value = Value> {
              "spec": {"host": "svc", "subsets": [{"name": "v0", "labels": {"v": "0"}},
                                                   {"name": "v1", "labels": {"v": "1"}},
                                                   {"name": "v2", "labels": {"v": "2"}}]}}]})
-    })
+        },
+    )
 }
 
 /// Paths the regexes above accept, so that regex rules win often enough to be tested.
-const REGEX_HITS: &[&str] =
-    &["/a", "/b", "/ab", "/abbb/x", "/users/123", "/users/123/", "/api/v1", "/api/v12/x", "/x.y/z", "/xzy/q"];
+const REGEX_HITS: &[&str] = &[
+    "/a",
+    "/b",
+    "/ab",
+    "/abbb/x",
+    "/users/123",
+    "/users/123/",
+    "/api/v1",
+    "/api/v12/x",
+    "/x.y/z",
+    "/xzy/q",
+    "/v2/a",
+    "/aab/x",
+    "/aBc",
+    "/b/b",
+    "/x.y",
+    "/a/users",
+];
 
 /// Every exact and prefix URI the configuration names: requests built on them collide with the
 /// rules far more often than random paths would.
@@ -209,6 +244,10 @@ fn uri_pool(config: &Value) -> Vec<String> {
             if let Some(u) = m["uri"][kind].as_str() {
                 pool.push(u.to_string());
             }
+        }
+        // `.*/a/b` and the like: a path that ends with the literal.
+        if let Some(tail) = m["uri"]["regex"].as_str().and_then(|r| r.strip_prefix(".*")) {
+            pool.push(format!("/q{}", tail.replace("\\.", ".")));
         }
     }
     pool
@@ -246,6 +285,65 @@ fn scenario(max_requests: usize) -> impl Strategy<Value = (Value, Vec<Request>)>
     virtual_service().prop_flat_map(move |config| {
         let pool = uri_pool(&config);
         (Just(config), prop::collection::vec(request(pool), 1..max_requests))
+    })
+}
+
+/// A regex and one string it fully matches, built together from a small grammar: literals,
+/// classes, groups of every syntax, alternations, repetitions and case-insensitive groups.
+fn regex_and_match() -> impl Strategy<Value = (String, String)> {
+    let leaf = prop_oneof![
+        prop::sample::select(&["a", "b", "/", "1", "-", "~", "#"][..]).prop_map(|c| (c.to_string(), c.to_string())),
+        Just(("\\.".to_string(), ".".to_string())),
+        Just(("\\/".to_string(), "/".to_string())),
+        prop::sample::select(
+            &[("[ab]", "b"), ("[^/]", "x"), ("\\d", "7"), (".", "/"), ("[]a]", "]"), ("\\w", "_")][..]
+        )
+        .prop_map(|(p, m)| (p.to_string(), m.to_string())),
+    ];
+    let tree = leaf.prop_recursive(4, 24, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 1..4).prop_map(|parts| {
+                parts.into_iter().fold((String::new(), String::new()), |(p, m), (pp, mm)| (p + &pp, m + &mm))
+            }),
+            (
+                prop::collection::vec(inner.clone(), 2..4),
+                any::<prop::sample::Index>(),
+                prop::sample::select(&["(", "(?:", "(?P<g>", "(?<h>"][..])
+            )
+                .prop_map(|(alts, pick, open)| {
+                    // Group names must be unique within a regex.
+                    static NAMES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+                    let n = NAMES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let open = open.replace('>', &format!("{n}>"));
+                    let m = alts[pick.index(alts.len())].1.clone();
+                    let p = alts.into_iter().map(|(p, _)| p).collect::<Vec<_>>().join("|");
+                    (format!("{open}{p})"), m)
+                }),
+            (
+                inner.clone(),
+                prop::sample::select(
+                    &[
+                        ("*", 0usize),
+                        ("*", 2),
+                        ("+", 1),
+                        ("+?", 3),
+                        ("?", 0),
+                        ("?", 1),
+                        ("{2}", 2),
+                        ("{1,3}", 3),
+                        ("{0,}", 0)
+                    ][..]
+                )
+            )
+                .prop_map(|((p, m), (q, n))| (format!("(?:{p}){q}"), m.repeat(n))),
+            inner.clone().prop_map(|(p, m)| (format!("(?i:{p})"), m.to_ascii_uppercase())),
+        ]
+    });
+    // Top level: sometimes a bare alternation.
+    (tree.clone(), prop::option::weighted(0.3, tree), any::<bool>()).prop_map(|((p, m), other, take_other)| match other
+    {
+        Some((q, n)) => (format!("{p}|{q}"), if take_other { n } else { m }),
+        None => (p, m),
     })
 }
 
@@ -318,31 +416,55 @@ proptest! {
     }
 }
 
+proptest! {
+    /// The literals the index files a regex under hold for every string the regex matches.
+    #[test]
+    fn regex_literals_hold_for_every_match((pattern, matched) in regex_and_match()) {
+        use meshroute::index::{regex_literals, RegexLiterals};
+        let re = meshroute::matcher::compile_regex(&pattern).expect("a valid regex");
+        prop_assert!(re.is_match(&matched), "generator: {:?} does not match {:?}", pattern, matched);
+        match regex_literals(&pattern) {
+            Some(RegexLiterals::Prefixes(ps)) => prop_assert!(ps.iter().any(|p| matched.starts_with(p.as_str())), "{:?}", ps),
+            Some(RegexLiterals::Suffixes(ss)) => prop_assert!(ss.iter().any(|s| matched.ends_with(s.as_str())), "{:?}", ss),
+            None => {}
+        }
+    }
+}
+
 /// Guards the generator: each kind of index key must win often, or the properties above would
 /// mostly compare `None` with `None` and prove little.
 #[test]
 fn generated_requests_exercise_every_kind_of_winner() {
+    use meshroute::index::{regex_literals, RegexLiterals};
     use meshroute::matcher::StrMatch;
     let mut runner = proptest::test_runner::TestRunner::deterministic();
-    // [no match, exact, exact ignoring case, prefix, regex, no uri]
-    let mut winners = [0usize; 6];
-    for _ in 0..128 {
+    let kinds = ["none", "exact", "exact ignoring case", "prefix", "regex prefix", "regex suffix", "regex", "no uri"];
+    let mut winners = [0usize; 8];
+    for _ in 0..256 {
         let (config, requests) = scenario(33).new_tree(&mut runner).expect("scenario").current();
         let t = table(&config);
         let vs = &t.virtual_services[0];
         for req in requests {
-            let kind = match vs.first_match(&req, t.request_port(&req)).map(|e| (&e.block.uri, e.block.ignore_uri_case))
-            {
-                None => 0,
-                Some((Some(StrMatch::Exact(_)), false)) => 1,
-                Some((Some(StrMatch::Exact(_)), true)) => 2,
-                Some((Some(StrMatch::Prefix(_)), _)) => 3,
-                Some((Some(StrMatch::Regex(_)), _)) => 4,
-                Some(_) => 5,
+            let Some(e) = vs.first_match(&req, t.request_port(&req)) else {
+                winners[0] += 1;
+                continue;
             };
-            winners[kind] += 1;
+            winners[match &e.block.uri {
+                Some(StrMatch::Exact(_)) if !e.block.ignore_uri_case => 1,
+                Some(StrMatch::Exact(_)) => 2,
+                Some(StrMatch::Prefix(_)) => 3,
+                Some(StrMatch::Regex(r)) => {
+                    let pattern = r.as_str().strip_prefix("^(?:").and_then(|s| s.strip_suffix(")$")).unwrap_or("");
+                    match regex_literals(pattern) {
+                        Some(RegexLiterals::Prefixes(_)) => 4,
+                        Some(RegexLiterals::Suffixes(_)) => 5,
+                        None => 6,
+                    }
+                }
+                _ => 7,
+            }] += 1;
         }
     }
-    let total: usize = winners.iter().sum();
-    assert!(winners.iter().all(|w| w * 200 > total), "winners by kind {winners:?}");
+    let report: Vec<String> = kinds.iter().zip(winners).map(|(k, n)| format!("{k}: {n}")).collect();
+    assert!(winners.iter().all(|&n| n >= 10), "winners by kind: {}", report.join(", "));
 }
