@@ -9,7 +9,7 @@ use super::{is_catch_all, retriable_status_code, Ctx, Place, RETRY_ON_GRPC, RETR
 use crate::crd::{self, HttpMatchRequest, HttpRoute, StringMatch};
 use crate::diag::Severity;
 use crate::host;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 const KB: usize = 1024;
 const MB: usize = 1024 * KB;
@@ -918,6 +918,9 @@ fn covered(a: &PrefixBlock, b: &PrefixBlock) -> bool {
 /// but the webhook does not notice.
 fn analyze_unreachable_rules(cx: &mut Ctx<'_>, at: &Place<'_>, rules: &[HttpRoute]) {
     let mut seen: Vec<(usize, HttpMatchRequest)> = Vec::new();
+    // `seen` positions by URI match: equal blocks have equal URIs, so the duplicate search
+    // stays linear on tables of thousands of rules.
+    let mut seen_by_uri: HashMap<String, Vec<usize>> = HashMap::new();
     let mut empty_match_rule: Option<usize> = None;
     let mut prefix_blocks: Vec<PrefixBlock> = Vec::new();
     let mut reported_unused: Vec<usize> = Vec::new();
@@ -948,7 +951,9 @@ fn analyze_unreachable_rules(cx: &mut Ctx<'_>, at: &Place<'_>, rules: &[HttpRout
         let mut duplicates = 0;
         for (j, m) in r.matches.iter().enumerate() {
             let key = HttpMatchRequest { name: None, ..m.clone() };
-            if let Some((k, _)) = seen.iter().find(|(_, e)| *e == key) {
+            let uri = format!("{:?}", key.uri);
+            let bucket = seen_by_uri.get(&uri).map(Vec::as_slice).unwrap_or_default();
+            if let Some((k, _)) = bucket.iter().filter_map(|&s| seen.get(s)).find(|(_, e)| *e == key) {
                 duplicates += 1;
                 cx.push(
                     Severity::Info,
@@ -964,6 +969,7 @@ fn analyze_unreachable_rules(cx: &mut Ctx<'_>, at: &Place<'_>, rules: &[HttpRout
                 );
                 continue;
             }
+            seen_by_uri.entry(uri).or_default().push(seen.len());
             seen.push((i, key));
             prefix_blocks.extend(prefix_block(rules, i, j, m));
         }
@@ -971,21 +977,35 @@ fn analyze_unreachable_rules(cx: &mut Ctx<'_>, at: &Place<'_>, rules: &[HttpRout
             unreachable(cx, i, "all matches used by prior rules");
         }
     }
+    // Only an earlier block whose prefix is a strict prefix of `b`'s can cover `b`: look those
+    // up by prefix instead of comparing every pair (tables of thousands of rules). Reported in
+    // the webhook's order, earlier block first.
+    let mut by_prefix: HashMap<&str, Vec<usize>> = HashMap::new();
     for (x, a) in prefix_blocks.iter().enumerate() {
-        for b in &prefix_blocks[x + 1..] {
-            if a.prefix != b.prefix && covered(a, b) {
-                cx.push(
-                    Severity::Info,
-                    Some("IST0131"),
-                    at,
-                    format!("spec.http[{}].match[{}]", b.rule_index, b.match_index),
-                    format!(
-                        "VirtualService rule {} match {} of prefix {} is not used (duplicate/overlapping match in rule {} of prefix {} on {}).",
-                        b.rule, b.block, b.prefix, a.block, a.prefix, a.rule
-                    ),
-                );
+        by_prefix.entry(a.prefix.as_str()).or_default().push(x);
+    }
+    let mut pairs = Vec::new();
+    for (y, b) in prefix_blocks.iter().enumerate() {
+        for (end, _) in b.prefix.char_indices().skip(1) {
+            for &x in by_prefix.get(&b.prefix[..end]).map(Vec::as_slice).unwrap_or_default() {
+                if x < y && covered(&prefix_blocks[x], b) {
+                    pairs.push((x, y));
+                }
             }
         }
+    }
+    pairs.sort_unstable();
+    for (a, b) in pairs.into_iter().map(|(x, y)| (&prefix_blocks[x], &prefix_blocks[y])) {
+        cx.push(
+            Severity::Info,
+            Some("IST0131"),
+            at,
+            format!("spec.http[{}].match[{}]", b.rule_index, b.match_index),
+            format!(
+                "VirtualService rule {} match {} of prefix {} is not used (duplicate/overlapping match in rule {} of prefix {} on {}).",
+                b.rule, b.block, b.prefix, a.block, a.prefix, a.rule
+            ),
+        );
     }
     // MR0008: after a catch-all match block nothing more is emitted.
     let catch_all = rules
