@@ -32,8 +32,9 @@ WASM_BINDGEN_BUILD_DIR := $(HOME)/.cache/meshroute/cargo-install
 # Override on the command line: make wasm FILTER_CRATES="a b".
 FILTER_CRATES ?= $(shell $(CARGO) metadata --no-deps --format-version 1 2>/dev/null | $(PYTHON) -c 'import json, sys; root = "$(CURDIR)/filters/"; print(" ".join(p["name"] for p in json.load(sys.stdin)["packages"] if p["manifest_path"].startswith(root)))')
 
-# Crates with wasm-bindgen-test dev-dependencies run their tests on
-# wasm32-unknown-unknown under wasm-bindgen-test-runner (node).
+# Crates with wasm-bindgen-test dev-dependencies run their unit tests (--lib;
+# integration tests are native-only) on wasm32-unknown-unknown under
+# wasm-bindgen-test-runner (node), the runner named in .cargo/config.toml.
 WASM_TEST_CRATES ?= $(shell $(CARGO) metadata --no-deps --format-version 1 2>/dev/null | $(PYTHON) -c 'import json, sys; print(" ".join(p["name"] for p in json.load(sys.stdin)["packages"] if any(d["name"] == "wasm-bindgen-test" for d in p["dependencies"])))')
 
 # Root is needed for apt-get; use sudo only when not root.
@@ -122,8 +123,8 @@ test-wasm: tools
 	@if [ -z "$(strip $(WASM_TEST_CRATES))" ]; then \
 	  echo "test-wasm: no crate uses wasm-bindgen-test yet"; \
 	else \
-	  CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER="$(WASM_BINDGEN_ROOT)/bin/wasm-bindgen-test-runner" \
-	    $(CARGO) test --target wasm32-unknown-unknown $(addprefix -p ,$(WASM_TEST_CRATES)); \
+	  PATH=$(WASM_BINDGEN_ROOT)/bin:$$PATH \
+	    $(CARGO) test --target wasm32-unknown-unknown --lib $(addprefix -p ,$(WASM_TEST_CRATES)); \
 	fi
 
 ## bench: micro-benchmarks (cargo bench)
