@@ -204,14 +204,11 @@ fn abort_reply(a: &Abort, req: &dyn RequestView) -> LocalReply {
             LocalReply::Http { status: *status, headers: Vec::new(), body: FAULT_ABORT_BODY.as_bytes().to_vec() }
         }
         Abort::Grpc(code) if is_grpc(req) => LocalReply::Grpc { status: *code, message: FAULT_ABORT_BODY.into() },
-        // A non-gRPC client still gets the gRPC form, written out by hand.
+        // A non-gRPC client still gets the gRPC status, written out by hand (Envoy drops any
+        // content-type from a local reply without body, so none is given).
         Abort::Grpc(code) => LocalReply::Http {
             status: 200,
-            headers: vec![
-                ("content-type".into(), "application/grpc".into()),
-                ("grpc-status".into(), code.to_string()),
-                ("grpc-message".into(), FAULT_ABORT_BODY.into()),
-            ],
+            headers: vec![("grpc-status".into(), code.to_string()), ("grpc-message".into(), FAULT_ABORT_BODY.into())],
             body: Vec::new(),
         },
     }
@@ -597,7 +594,6 @@ mod tests {
         assert_eq!(plain.http_status(), 200);
         let LocalReply::Http { headers, .. } = plain else { panic!("http form") };
         assert!(headers.contains(&("grpc-status".into(), "14".into())));
-        assert!(headers.contains(&("content-type".into(), "application/grpc".into())));
     }
 
     #[test]

@@ -20,10 +20,7 @@ fn start_baseline() -> (Upstream, Upstream, Envoy) {
     let b = Upstream::named("b");
     let envoy = Envoy::start(
         &fixture("envoy-static.yaml"),
-        &[
-            ("UPSTREAM_A_PORT", &a.port().to_string()),
-            ("UPSTREAM_B_PORT", &b.port().to_string()),
-        ],
+        &[("UPSTREAM_A_PORT", &a.port().to_string()), ("UPSTREAM_B_PORT", &b.port().to_string())],
     );
     (a, b, envoy)
 }
@@ -36,11 +33,7 @@ fn run(tool: &str, args: &[&str]) -> String {
         .unwrap_or_else(|e| panic!("cannot run {tool} ({e}): run `make tools-bench`"));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     println!("$ {tool} {}\n{stdout}", args.join(" "));
-    assert!(
-        out.status.success(),
-        "{tool} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{tool} failed: {}", String::from_utf8_lossy(&out.stderr));
     stdout
 }
 
@@ -60,9 +53,6 @@ fn baseline_h2c_h2load() {
     let (a, _b, envoy) = start_baseline();
     let url = format!("http://127.0.0.1:{}/", envoy.port("LISTENER_PORT"));
     let report = run("h2load", &["-n20000", "-c8", "-m10", "-t1", &url]);
-    assert!(
-        report.contains("20000 succeeded, 0 failed"),
-        "h2load saw failures"
-    );
+    assert!(report.contains("20000 succeeded, 0 failed"), "h2load saw failures");
     assert_eq!(a.attempts(), 20000);
 }

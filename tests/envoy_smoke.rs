@@ -11,23 +11,14 @@ use support::*;
 fn start_envoy(a: &Upstream, b: &Upstream) -> Envoy {
     Envoy::start(
         &fixture("envoy-static.yaml"),
-        &[
-            ("UPSTREAM_A_PORT", &a.port().to_string()),
-            ("UPSTREAM_B_PORT", &b.port().to_string()),
-        ],
+        &[("UPSTREAM_A_PORT", &a.port().to_string()), ("UPSTREAM_B_PORT", &b.port().to_string())],
     )
 }
 
 #[test]
 fn upstream_records_requests_and_answers_with_its_name() {
     let up = Upstream::named("alpha");
-    let resp = http(
-        "POST",
-        up.port(),
-        "/echo?q=1",
-        &[("X-Custom", "Yes"), ("Host", "svc.example")],
-        b"hello",
-    );
+    let resp = http("POST", up.port(), "/echo?q=1", &[("X-Custom", "Yes"), ("Host", "svc.example")], b"hello");
     assert_eq!(resp.status, 200);
     assert_eq!(resp.header("x-upstream"), Some("alpha"));
     assert_eq!(resp.text(), "alpha");
@@ -50,9 +41,7 @@ fn upstream_keep_alive_and_chunked_bodies() {
     let up = Upstream::start(Behaviour::named("ka").body("custom").header("x-extra", "1"));
     let mut conn = Conn::open(up.port(), Duration::from_secs(5)).unwrap();
     for i in 0..3 {
-        let resp = conn
-            .request("GET", &format!("/r{i}"), &[], b"", Duration::from_secs(5))
-            .unwrap();
+        let resp = conn.request("GET", &format!("/r{i}"), &[], b"", Duration::from_secs(5)).unwrap();
         assert_eq!(resp.status, 200);
         assert_eq!(resp.text(), "custom");
         assert_eq!(resp.header("x-extra"), Some("1"));
@@ -67,37 +56,22 @@ fn upstream_keep_alive_and_chunked_bodies() {
     let reqs = up.wait_for_requests(4, Duration::from_secs(5));
     assert_eq!(reqs[3].method, "PUT");
     assert_eq!(reqs[3].body, b"hello world");
-    assert_eq!(
-        reqs.iter().map(|r| r.attempt).collect::<Vec<_>>(),
-        vec![1, 2, 3, 4]
-    );
+    assert_eq!(reqs.iter().map(|r| r.attempt).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
 }
 
 #[test]
 fn upstream_scripts_failures_and_delays() {
     let up = Upstream::start(Behaviour::named("flaky").fail_first(2, 503));
-    let statuses: Vec<u16> = (0..3)
-        .map(|_| http("GET", up.port(), "/", &[], b"").status)
-        .collect();
+    let statuses: Vec<u16> = (0..3).map(|_| http("GET", up.port(), "/", &[], b"").status).collect();
     assert_eq!(statuses, vec![503, 503, 200]);
     assert_eq!(up.attempts(), 3);
 
     up.set_behaviour(Behaviour::named("slow").delay(Duration::from_millis(300)));
     let err = try_http("GET", up.port(), "/", &[], b"", Duration::from_millis(100)).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
-    let resp = http(
-        "GET",
-        up.port(),
-        "/",
-        &[("x-test-delay-ms", "0"), ("x-test-status", "418")],
-        b"",
-    );
+    let resp = http("GET", up.port(), "/", &[("x-test-delay-ms", "0"), ("x-test-status", "418")], b"");
     assert_eq!(resp.status, 418);
-    assert!(
-        resp.elapsed < Duration::from_millis(250),
-        "{:?}",
-        resp.elapsed
-    );
+    assert!(resp.elapsed < Duration::from_millis(250), "{:?}", resp.elapsed);
 
     up.reset();
     assert_eq!(up.attempts(), 0);
@@ -107,10 +81,7 @@ fn upstream_scripts_failures_and_delays() {
 #[test]
 fn binomial_bounds_are_sane() {
     let (lo, hi) = binomial_bounds(1000, 0.5, 5.0);
-    assert!(
-        (415..=425).contains(&lo) && (575..=585).contains(&hi),
-        "{lo}..{hi}"
-    );
+    assert!((415..=425).contains(&lo) && (575..=585).contains(&hi), "{lo}..{hi}");
     assert_eq!(binomial_bounds(50, 0.0, 5.0), (0, 0));
     assert_eq!(binomial_bounds(50, 1.0, 5.0), (50, 50));
     // Small n·p: the exact tail never gives a negative or impossible bound.
@@ -161,13 +132,7 @@ fn envoy_cluster_header_retries_and_timeouts() {
     let envoy = start_envoy(&a, &b);
     let port = envoy.port("LISTENER_PORT");
 
-    let resp = http(
-        "GET",
-        port,
-        "/by-header",
-        &[("x-meshroute-cluster", "upstream_b")],
-        b"",
-    );
+    let resp = http("GET", port, "/by-header", &[("x-meshroute-cluster", "upstream_b")], b"");
     assert_eq!(resp.header("x-upstream"), Some("b"));
     // Missing header / unknown cluster: 503 (see docs/envoy-findings.md §3).
     assert_eq!(http("GET", port, "/by-header", &[], b"").status, 503);
@@ -183,35 +148,19 @@ fn envoy_cluster_header_retries_and_timeouts() {
     a.set_behaviour(Behaviour::named("a").delay(Duration::from_secs(3)));
     let resp = http("GET", port, "/slow", &[], b"");
     assert_eq!(resp.status, 504);
-    assert!(
-        resp.elapsed >= Duration::from_millis(1900),
-        "{:?}",
-        resp.elapsed
-    );
-    assert!(
-        resp.elapsed < Duration::from_millis(2900),
-        "{:?}",
-        resp.elapsed
-    );
+    assert!(resp.elapsed >= Duration::from_millis(1900), "{:?}", resp.elapsed);
+    assert!(resp.elapsed < Duration::from_millis(2900), "{:?}", resp.elapsed);
     let access_log = envoy.dir().join("access.log");
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while !std::fs::read_to_string(&access_log)
-        .unwrap_or_default()
-        .contains("/slow")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no access log line for /slow"
-        );
+    while !std::fs::read_to_string(&access_log).unwrap_or_default().contains("/slow") {
+        assert!(std::time::Instant::now() < deadline, "no access log line for /slow");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 #[test]
 fn envoy_start_failure_reports_the_log() {
-    let result = std::panic::catch_unwind(|| {
-        Envoy::start("admin: {{ADMIN_PORT}}\nthis is: [not, valid envoy\n", &[])
-    });
+    let result = std::panic::catch_unwind(|| Envoy::start("admin: {{ADMIN_PORT}}\nthis is: [not, valid envoy\n", &[]));
     let err = result.err().expect("a bad config must fail to start");
     let msg = err.downcast_ref::<String>().cloned().unwrap_or_default();
     assert!(msg.contains("Envoy exited during startup"), "{msg}");

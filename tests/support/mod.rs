@@ -59,10 +59,7 @@ pub fn envoy_bin() -> PathBuf {
         _ => repo_root().join(".tools/envoy/envoy/_bin/envoy"),
     };
     if !bin.is_file() {
-        panic!(
-            "Envoy not found: run `make tools` (looked for {}; set ENVOY_BIN to override)",
-            bin.display()
-        );
+        panic!("Envoy not found: run `make tools` (looked for {}; set ENVOY_BIN to override)", bin.display());
     }
     bin
 }
@@ -84,10 +81,7 @@ pub fn wasm_path(name: &str) -> PathBuf {
         _ => target_dir().join("wasm32-wasip1/release").join(&file),
     };
     if !path.is_file() {
-        panic!(
-            "Wasm module {} not found: run `make wasm` (or set MESHROUTE_WASM)",
-            path.display()
-        );
+        panic!("Wasm module {} not found: run `make wasm` (or set MESHROUTE_WASM)", path.display());
     }
     path
 }
@@ -95,8 +89,7 @@ pub fn wasm_path(name: &str) -> PathBuf {
 /// Reads `tests/fixtures/<name>`.
 pub fn fixture(name: &str) -> String {
     let path = repo_root().join("tests/fixtures").join(name);
-    std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()))
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()))
 }
 
 /// A currently free TCP port on 127.0.0.1 (bind to :0, read, release).
@@ -111,10 +104,8 @@ static UNIQUE: AtomicU32 = AtomicU32::new(0);
 
 /// A fresh, empty temporary directory (std-only; removed by its owner).
 fn unique_temp_dir(prefix: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     let dir = std::env::temp_dir().join(format!(
         "{prefix}-{}-{}-{nanos}",
         std::process::id(),
@@ -168,13 +159,9 @@ pub fn render(template: &str, vars: &HashMap<String, String>) -> Result<String, 
     while let Some(start) = rest.find("{{") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
-        let end = after
-            .find("}}")
-            .ok_or_else(|| format!("unclosed {{{{ in template near: {}", &rest[start..]))?;
+        let end = after.find("}}").ok_or_else(|| format!("unclosed {{{{ in template near: {}", &rest[start..]))?;
         let name = after[..end].trim();
-        let value = vars
-            .get(name)
-            .ok_or_else(|| format!("template placeholder {{{{{name}}}}} has no value"))?;
+        let value = vars.get(name).ok_or_else(|| format!("template placeholder {{{{{name}}}}} has no value"))?;
         out.push_str(value);
         rest = &after[end + 2..];
     }
@@ -235,32 +222,25 @@ impl Envoy {
         opts: &EnvoyOptions,
     ) -> Result<Envoy, (String, bool)> {
         let dir = unique_temp_dir("meshroute-envoy");
-        let mut map: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        map.entry("TMP_DIR".into())
-            .or_insert_with(|| dir.display().to_string());
-        map.entry("ADMIN_PORT".into())
-            .or_insert_with(|| free_port().to_string());
+        let mut map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        map.entry("TMP_DIR".into()).or_insert_with(|| dir.display().to_string());
+        map.entry("ADMIN_PORT".into()).or_insert_with(|| free_port().to_string());
         for name in placeholders(template) {
             if name.ends_with("_PORT") && !map.contains_key(&name) {
                 map.insert(name, free_port().to_string());
             }
         }
-        let admin_port: u16 = map["ADMIN_PORT"]
-            .parse()
-            .map_err(|e| (format!("ADMIN_PORT is not a port: {e}"), false))?;
+        let admin_port: u16 =
+            map["ADMIN_PORT"].parse().map_err(|e| (format!("ADMIN_PORT is not a port: {e}"), false))?;
         let yaml = render(template, &map).map_err(|e| (e, false))?;
         let config = dir.join("envoy.yaml");
         std::fs::write(&config, yaml).map_err(|e| (format!("write config: {e}"), false))?;
 
         // Unique per process and instance, so parallel tests and parallel
         // test binaries never share Envoy's hot-restart identity.
-        let base_id =
-            (std::process::id() % 1_000_000) * 100 + UNIQUE.fetch_add(1, Ordering::Relaxed) % 100;
-        let stderr = std::fs::File::create(dir.join("stderr.log"))
-            .map_err(|e| (format!("create stderr.log: {e}"), false))?;
+        let base_id = (std::process::id() % 1_000_000) * 100 + UNIQUE.fetch_add(1, Ordering::Relaxed) % 100;
+        let stderr =
+            std::fs::File::create(dir.join("stderr.log")).map_err(|e| (format!("create stderr.log: {e}"), false))?;
         let mut cmd = Command::new(bin);
         cmd.arg("-c")
             .arg(&config)
@@ -277,44 +257,23 @@ impl Envoy {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr);
-        let child = cmd
-            .spawn()
-            .map_err(|e| (format!("cannot run {}: {e}", bin.display()), false))?;
-        let mut envoy = Envoy {
-            child,
-            dir,
-            vars: map,
-            admin_port,
-        };
+        let child = cmd.spawn().map_err(|e| (format!("cannot run {}: {e}", bin.display()), false))?;
+        let mut envoy = Envoy { child, dir, vars: map, admin_port };
         let deadline = Instant::now() + opts.ready_timeout;
         loop {
             if let Ok(Some(status)) = envoy.child.try_wait() {
                 let log = envoy.log_tail(80);
                 let retry = log.contains("ddress already in use");
-                return Err((
-                    format!("Envoy exited during startup ({status}); log tail:\n{log}"),
-                    retry,
-                ));
+                return Err((format!("Envoy exited during startup ({status}); log tail:\n{log}"), retry));
             }
-            if let Ok(resp) = try_http(
-                "GET",
-                admin_port,
-                "/ready",
-                &[],
-                b"",
-                Duration::from_millis(500),
-            ) {
+            if let Ok(resp) = try_http("GET", admin_port, "/ready", &[], b"", Duration::from_millis(500)) {
                 if resp.status == 200 {
                     return Ok(envoy);
                 }
             }
             if Instant::now() > deadline {
                 return Err((
-                    format!(
-                        "Envoy not ready after {:?}; log tail:\n{}",
-                        opts.ready_timeout,
-                        envoy.log_tail(80)
-                    ),
+                    format!("Envoy not ready after {:?}; log tail:\n{}", opts.ready_timeout, envoy.log_tail(80)),
                     false,
                 ));
             }
@@ -324,17 +283,12 @@ impl Envoy {
 
     /// The value a placeholder was rendered with (e.g. `"LISTENER_PORT"`).
     pub fn var(&self, name: &str) -> &str {
-        self.vars
-            .get(name)
-            .map(String::as_str)
-            .unwrap_or_else(|| panic!("no template variable {name}"))
+        self.vars.get(name).map(String::as_str).unwrap_or_else(|| panic!("no template variable {name}"))
     }
 
     /// A port placeholder's value (e.g. `envoy.port("LISTENER_PORT")`).
     pub fn port(&self, name: &str) -> u16 {
-        self.var(name)
-            .parse()
-            .unwrap_or_else(|e| panic!("{name} is not a port: {e}"))
+        self.var(name).parse().unwrap_or_else(|e| panic!("{name} is not a port: {e}"))
     }
 
     pub fn admin_port(&self) -> u16 {
@@ -406,10 +360,7 @@ impl Envoy {
     /// compiled-in extensions (noise that would push the real error out).
     pub fn log_tail(&self, n: usize) -> String {
         let log = self.log();
-        let lines: Vec<&str> = log
-            .lines()
-            .filter(|line| !is_extension_listing(line))
-            .collect();
+        let lines: Vec<&str> = log.lines().filter(|line| !is_extension_listing(line)).collect();
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
 }
@@ -543,10 +494,7 @@ impl Recorded {
 }
 
 fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
+    headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
 }
 
 struct UpstreamShared {
@@ -638,11 +586,7 @@ impl Upstream {
                 return requests;
             }
             if Instant::now() > deadline {
-                panic!(
-                    "upstream {}: {} requests, wanted {n} within {timeout:?}",
-                    self.name(),
-                    requests.len()
-                );
+                panic!("upstream {}: {} requests, wanted {n} within {timeout:?}", self.name(), requests.len());
             }
             thread::sleep(Duration::from_millis(10));
         }
@@ -667,19 +611,15 @@ fn serve_connection(stream: TcpStream, shared: &UpstreamShared) {
     while let Ok(Some(request)) = read_request(&mut reader) {
         let attempt = shared.attempts.fetch_add(1, Ordering::SeqCst) + 1;
         let behaviour = shared.behaviour.lock().unwrap().clone();
-        let close = find_header(&request.headers, "connection")
-            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
-        let status_override = find_header(&request.headers, "x-test-status")
-            .and_then(|v| v.trim().parse::<u16>().ok());
+        let close = find_header(&request.headers, "connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        let status_override = find_header(&request.headers, "x-test-status").and_then(|v| v.trim().parse::<u16>().ok());
         let delay_override = find_header(&request.headers, "x-test-delay-ms")
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_millis);
         let is_head = request.method == "HEAD";
         shared.requests.lock().unwrap().push(Recorded {
             attempt,
-            authority: find_header(&request.headers, "host")
-                .unwrap_or_default()
-                .to_string(),
+            authority: find_header(&request.headers, "host").unwrap_or_default().to_string(),
             method: request.method,
             path: request.path,
             headers: request.headers,
@@ -700,10 +640,7 @@ fn serve_connection(stream: TcpStream, shared: &UpstreamShared) {
             (None, Some((n, s))) if attempt <= n => s,
             _ => behaviour.status,
         };
-        let body = behaviour
-            .body
-            .clone()
-            .unwrap_or_else(|| behaviour.name.clone().into_bytes());
+        let body = behaviour.body.clone().unwrap_or_else(|| behaviour.name.clone().into_bytes());
         let mut head = format!(
             "HTTP/1.1 {status} {}\r\nx-upstream: {}\r\ncontent-length: {}\r\n",
             reason(status),
@@ -764,12 +701,7 @@ struct HttpReader<'a> {
 
 impl<'a> HttpReader<'a> {
     fn new(stream: &'a TcpStream, stop: Option<&'a AtomicBool>) -> HttpReader<'a> {
-        HttpReader {
-            stream,
-            buf: Vec::new(),
-            stop,
-            deadline: None,
-        }
+        HttpReader { stream, buf: Vec::new(), stop, deadline: None }
     }
 
     /// Reads more bytes into the buffer; Ok(0) at EOF.
@@ -788,17 +720,10 @@ impl<'a> HttpReader<'a> {
                     self.buf.extend_from_slice(&chunk[..n]);
                     return Ok(n);
                 }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    match self.stop {
-                        Some(stop) if !stop.load(Ordering::SeqCst) => continue,
-                        _ => return Err(io::Error::new(io::ErrorKind::TimedOut, "HTTP timeout")),
-                    }
-                }
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => match self.stop {
+                    Some(stop) if !stop.load(Ordering::SeqCst) => continue,
+                    _ => return Err(io::Error::new(io::ErrorKind::TimedOut, "HTTP timeout")),
+                },
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
@@ -816,10 +741,7 @@ impl<'a> HttpReader<'a> {
                 if self.buf.is_empty() {
                     return Ok(None);
                 }
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "EOF inside HTTP head",
-                ));
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "EOF inside HTTP head"));
             }
         }
     }
@@ -857,12 +779,8 @@ impl<'a> HttpReader<'a> {
             let line = self.read_line()?;
             let line = String::from_utf8_lossy(&line);
             let size_text = line.split(';').next().unwrap_or("").trim();
-            let size = usize::from_str_radix(size_text, 16).map_err(|_| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("bad chunk size {line:?}"),
-                )
-            })?;
+            let size = usize::from_str_radix(size_text, 16)
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("bad chunk size {line:?}")))?;
             if size == 0 {
                 // Trailers (ignored) up to the empty line.
                 while !self.read_line()?.is_empty() {}
@@ -870,10 +788,7 @@ impl<'a> HttpReader<'a> {
             }
             body.extend(self.read_exact_n(size)?);
             if !self.read_line()?.is_empty() {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "chunk without CRLF",
-                ));
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "chunk without CRLF"));
             }
         }
     }
@@ -893,9 +808,9 @@ fn parse_head(head: &[u8]) -> io::Result<(String, Vec<(String, String)>)> {
         if line.is_empty() {
             continue;
         }
-        let (name, value) = line.split_once(':').ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidData, format!("bad header {line:?}"))
-        })?;
+        let (name, value) = line
+            .split_once(':')
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("bad header {line:?}")))?;
         headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
     }
     Ok((first, headers))
@@ -919,25 +834,17 @@ fn read_request(reader: &mut HttpReader<'_>) -> io::Result<Option<ParsedRequest>
     if find_header(&headers, "expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
         (&*reader.stream).write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
     }
-    let chunked = find_header(&headers, "transfer-encoding")
-        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    let chunked =
+        find_header(&headers, "transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
     let body = if chunked {
         reader.read_chunked()?
     } else if let Some(len) = find_header(&headers, "content-length") {
-        let len = len
-            .trim()
-            .parse()
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad content-length"))?;
+        let len = len.trim().parse().map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad content-length"))?;
         reader.read_exact_n(len)?
     } else {
         Vec::new()
     };
-    Ok(Some(ParsedRequest {
-        method,
-        path,
-        headers,
-        body,
-    }))
+    Ok(Some(ParsedRequest { method, path, headers, body }))
 }
 
 // ---------------------------------------------------------------------------
@@ -1002,23 +909,10 @@ pub const HTTP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// One HTTP/1.1 request on a new connection; panics on I/O errors or after
 /// [`HTTP_TIMEOUT`]. `Host` is added unless given in `headers`.
-pub fn http(
-    method: &str,
-    target: impl Target,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Response {
+pub fn http(method: &str, target: impl Target, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
     let host_port = target.host_port();
-    try_http(
-        method,
-        host_port.as_str(),
-        path,
-        headers,
-        body,
-        HTTP_TIMEOUT,
-    )
-    .unwrap_or_else(|e| panic!("HTTP {method} http://{host_port}{path} failed: {e}"))
+    try_http(method, host_port.as_str(), path, headers, body, HTTP_TIMEOUT)
+        .unwrap_or_else(|e| panic!("HTTP {method} http://{host_port}{path} failed: {e}"))
 }
 
 /// Like [`http`] with an explicit overall timeout, returning I/O errors
@@ -1051,11 +945,7 @@ impl Conn {
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address"))?;
         let stream = TcpStream::connect_timeout(&addr, timeout)?;
         stream.set_nodelay(true)?;
-        Ok(Conn {
-            stream,
-            host_port,
-            buf: Vec::new(),
-        })
+        Ok(Conn { stream, host_port, buf: Vec::new() })
     }
 
     /// Sends a request and reads the response on this connection.
@@ -1110,12 +1000,7 @@ impl Conn {
         let result = read_response(&mut reader, method == "HEAD");
         self.buf = std::mem::take(&mut reader.buf);
         let (status, headers, body) = result?;
-        Ok(Response {
-            status,
-            headers,
-            body,
-            elapsed: start.elapsed(),
-        })
+        Ok(Response { status, headers, body, elapsed: start.elapsed() })
     }
 }
 
@@ -1123,38 +1008,27 @@ type RawResponse = (u16, Vec<(String, String)>, Vec<u8>);
 
 fn read_response(reader: &mut HttpReader<'_>, head_request: bool) -> io::Result<RawResponse> {
     loop {
-        let head = reader.read_head()?.ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "connection closed before response",
-            )
-        })?;
+        let head = reader
+            .read_head()?
+            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed before response"))?;
         let (first, headers) = parse_head(&head)?;
         let status: u16 = first
             .split_whitespace()
             .nth(1)
             .and_then(|s| s.parse().ok())
-            .ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("bad status line {first:?}"),
-                )
-            })?;
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("bad status line {first:?}")))?;
         if (100..200).contains(&status) && status != 101 {
             continue; // interim response
         }
         let no_body = head_request || status == 204 || status == 304 || status < 200;
         let body = if no_body {
             Vec::new()
-        } else if find_header(&headers, "transfer-encoding")
-            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+        } else if find_header(&headers, "transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
         {
             reader.read_chunked()?
         } else if let Some(len) = find_header(&headers, "content-length") {
-            let len = len
-                .trim()
-                .parse()
-                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad content-length"))?;
+            let len =
+                len.trim().parse().map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad content-length"))?;
             reader.read_exact_n(len)?
         } else {
             reader.read_to_end()?
@@ -1212,10 +1086,7 @@ pub fn binomial_bounds(n: u64, p: f64, z: f64) -> (u64, u64) {
 /// Asserts `count` is within [`binomial_bounds`]`(n, p, 5)`.
 pub fn assert_binomial(what: &str, count: u64, n: u64, p: f64) {
     let (lo, hi) = binomial_bounds(n, p, 5.0);
-    assert!(
-        (lo..=hi).contains(&count),
-        "{what}: {count} of {n} is outside [{lo}, {hi}] expected for p = {p}"
-    );
+    assert!((lo..=hi).contains(&count), "{what}: {count} of {n} is outside [{lo}, {hi}] expected for p = {p}");
 }
 
 /// P(X = k) for k = 0..=n, computed in log space (no under/overflow).
@@ -1247,8 +1118,7 @@ fn erfc(x: f64) -> f64 {
                 + t * (0.096_784_18
                     + t * (-0.186_288_06
                         + t * (0.278_868_07
-                            + t * (-1.135_203_98
-                                + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
+                            + t * (-1.135_203_98 + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
     let r = t * poly.exp();
     if x >= 0.0 {
         r
