@@ -172,10 +172,6 @@ impl Mesh {
     fn counter(&self, name: &str) -> u64 {
         self.envoy.stat(&format!("wasmcustom.{name}")).unwrap_or(0)
     }
-
-    fn access_log(&self) -> String {
-        std::fs::read_to_string(self.envoy.dir().join("access.log")).unwrap_or_default()
-    }
 }
 
 fn count(counts: &HashMap<String, u64>, key: &str) -> u64 {
@@ -218,6 +214,16 @@ fn header_match_sends_debug_requests_to_v2_and_the_rest_to_v1() {
     assert_eq!(m.counter("meshroute.requests"), 6);
     assert_eq!(m.counter(&format!("meshroute.route.vs.default/product-service.rule.0.dest.{v2}")), 3);
     assert_eq!(m.counter(&format!("meshroute.route.vs.default/product-service.rule.1.dest.{v1}")), 3);
+    // Prometheus: one family, labelled by the stats_tags of the Envoy config.
+    let prom = m.envoy.admin_get("/stats/prometheus");
+    for (rule, d) in [(0, &v2), (1, &v1)] {
+        let line = format!("meshroute_route{{vs=\"default/product-service\",rule=\"{rule}\",dest=\"{d}\"}} 3");
+        assert!(
+            prom.lines().any(|l| l == line),
+            "{line} not in:\n{}",
+            prom.lines().filter(|l| l.contains("meshroute")).collect::<Vec<_>>().join("\n")
+        );
+    }
 }
 
 #[test]
@@ -542,7 +548,7 @@ fn many_concurrent_delayed_requests_each_resume_on_time() {
 fn mirror_gets_a_copy_and_never_slows_the_primary() {
     let host = "order-service";
     let (v1, shadow) = (cluster(host, "v1"), cluster(host, "v2-canary"));
-    let (dead, missing) = (cluster(host, "dead"), cluster(host, "missing"));
+    let dead = cluster(host, "dead");
     let mirrored = |prefix: &str, subset: &str| {
         json!({"match": [{"uri": {"prefix": prefix}}], "route": [weighted(host, "v1", 100), weighted(host, "v2", 0)],
                "mirror": {"host": host, "subset": subset}, "mirrorPercent": 100})
@@ -564,7 +570,6 @@ fn mirror_gets_a_copy_and_never_slows_the_primary() {
     .dead_cluster(&dead)
     .start();
     let _load = shared();
-    let _ = missing;
 
     // The copy: same method, path, body, Host and headers; the primary does not wait for it.
     let r =
@@ -714,4 +719,182 @@ fn unknown_hosts_pass_through_and_known_hosts_without_a_match_get_404() {
     assert_eq!(m.counter("meshroute.passthrough"), 1);
     assert_eq!(m.counter("meshroute.noroute"), 1);
     assert_eq!(m.counter("meshroute.requests"), 3);
+}
+
+// === Configuration ===
+
+/// A plugin configuration with a type error at `spec.http[0].route[0].weight`.
+fn bad_config() -> Value {
+    json!({"resources": [vs("product-service", &["product-service"],
+        json!([{"route": [{"destination": {"host": "product-service", "subset": "v1"}, "weight": "80"}]}]))]})
+}
+
+fn routed_to(subset: &str) -> Value {
+    json!({"resources": [vs("product-service", &["product-service"], json!([{"route": [dest("product-service", subset)]}]))]})
+}
+
+const BAD_FIELD: &str = "VirtualService default/product-service: spec.http[0].route[0].weight";
+
+#[test]
+fn a_bad_plugin_config_is_refused_at_startup_with_the_field_named() {
+    let _load = shared();
+    let dir = std::env::temp_dir().join(format!("meshroute-bad-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let vars: HashMap<String, String> = [
+        ("ADMIN_PORT", free_port().to_string()),
+        ("LISTENER_PORT", free_port().to_string()),
+        ("PASSTHROUGH_PORT", free_port().to_string()),
+        ("TMP_DIR", dir.display().to_string()),
+        ("WASM", wasm_path("meshroute_filter").display().to_string()),
+        ("PLUGIN_CONFIG", yaml_single_quoted(&bad_config().to_string())),
+        ("CLUSTERS", String::new()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let config = dir.join("envoy.yaml");
+    std::fs::write(&config, render(TEMPLATE, &vars).expect("render")).expect("write config");
+    let log = dir.join("envoy.log");
+    let mut child = std::process::Command::new(envoy_bin())
+        .arg("-c")
+        .arg(&config)
+        .args(["--concurrency", "1", "--disable-hot-restart", "--log-path"])
+        .arg(&log)
+        .args(["--base-id", &(std::process::id() % 1_000_000 * 100 + 99).to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run envoy");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "Envoy kept running with a bad plugin config; log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!status.success(), "Envoy must refuse to start");
+    let line = text
+        .lines()
+        .find(|l| l.contains("meshroute: config rejected:"))
+        .unwrap_or_else(|| panic!("no rejection logged:\n{text}"));
+    assert!(line.contains(BAD_FIELD), "the log line names the resource and field: {line}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+const LDS_BOOTSTRAP: &str = include_str!("fixtures/e2e-lds-bootstrap.yaml");
+const LDS_LISTENER: &str = include_str!("fixtures/e2e-lds-listener.yaml");
+
+/// An Envoy whose listener comes from a watched file, and the means to swap that file as a
+/// control plane would push a new listener.
+struct Lds {
+    envoy: Envoy,
+    dir: std::path::PathBuf,
+    vars: HashMap<String, String>,
+    _upstreams: Vec<Upstream>,
+}
+
+impl Lds {
+    fn start(config: &Value, clusters: &[&str]) -> Lds {
+        let dir = std::env::temp_dir().join(format!("meshroute-lds-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&dir).expect("lds dir");
+        let mut upstreams: Vec<Upstream> = clusters.iter().map(|c| Upstream::named(c)).collect();
+        let lines: Vec<String> = clusters.iter().zip(&upstreams).map(|(c, u)| cluster_yaml(c, u.port())).collect();
+        let passthrough = Upstream::named("passthrough");
+        let vars: HashMap<String, String> =
+            [("LISTENER_PORT", free_port().to_string()), ("WASM", wasm_path("meshroute_filter").display().to_string())]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
+        write_listener(&dir, &vars, config);
+        let (lds_dir, pt_port, clusters) =
+            (dir.display().to_string(), passthrough.port().to_string(), lines.join("\n"));
+        let envoy = Envoy::start(
+            LDS_BOOTSTRAP,
+            &[("LDS_DIR", lds_dir.as_str()), ("PASSTHROUGH_PORT", pt_port.as_str()), ("CLUSTERS", clusters.as_str())],
+        );
+        upstreams.push(passthrough);
+        Lds { envoy, dir, vars, _upstreams: upstreams }
+    }
+
+    fn push(&self, config: &Value) {
+        write_listener(&self.dir, &self.vars, config);
+    }
+
+    fn get(&self, host: &str) -> Response {
+        http("GET", self.vars["LISTENER_PORT"].parse::<u16>().expect("port"), "/", &[("host", host)], b"")
+    }
+}
+
+impl Drop for Lds {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Writes the listener file whole, then moves it into place (what the directory watch reacts to).
+fn write_listener(dir: &std::path::Path, vars: &HashMap<String, String>, config: &Value) {
+    let mut vars = vars.clone();
+    vars.insert("PLUGIN_CONFIG".into(), yaml_single_quoted(&config.to_string()));
+    let text = render(LDS_LISTENER, &vars).expect("render listener");
+    let tmp = dir.join("lds.yaml.tmp");
+    std::fs::write(&tmp, text).expect("write listener");
+    std::fs::rename(&tmp, dir.join("lds.yaml")).expect("move listener into place");
+}
+
+#[test]
+fn a_bad_config_update_is_refused_and_the_running_config_keeps_serving() {
+    let (v1, v2) = (cluster("product-service", "v1"), cluster("product-service", "v2"));
+    let lds = Lds::start(&routed_to("v1"), &[&v1, &v2]);
+    let _load = shared();
+    assert_eq!(lds.get("product-service").header("x-upstream"), Some(v1.as_str()));
+
+    lds.push(&bad_config());
+    lds.envoy.wait_stat("listener_manager.lds.update_rejected", 1, Duration::from_secs(10));
+    let log = lds.envoy.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("meshroute: config rejected:"))
+        .unwrap_or_else(|| panic!("no rejection logged"));
+    assert!(line.contains(BAD_FIELD), "the log line names the resource and field: {line}");
+    for _ in 0..5 {
+        assert_eq!(lds.get("product-service").header("x-upstream"), Some(v1.as_str()), "old config still serves");
+    }
+
+    // A good update afterwards is applied.
+    lds.push(&routed_to("v2"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lds.get("product-service").header("x-upstream") != Some(v2.as_str()) {
+        assert!(Instant::now() < deadline, "the good update never took effect");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(lds.envoy.stat("wasmcustom.meshroute.config.rejected").unwrap_or(0) >= 1);
+}
+
+#[test]
+fn registry_only_blocks_hosts_outside_the_registry_with_502() {
+    let host = "product-service";
+    let v1 = cluster(host, "v1");
+    let se = json!({"apiVersion": "networking.istio.io/v1beta1", "kind": "ServiceEntry",
+        "metadata": {"name": "weather", "namespace": "default"},
+        "spec": {"hosts": ["weather-api.example.com"], "ports": [{"number": 80, "name": "http", "protocol": "HTTP"}],
+                 "location": "MESH_EXTERNAL", "resolution": "DNS"}});
+    let m = mesh(vec![vs(host, &[host], json!([{"route": [dest(host, "v1")]}])), se])
+        .settings(json!({"outboundTrafficPolicy": "REGISTRY_ONLY"}))
+        .cluster(&v1)
+        .start();
+    let _load = shared();
+    assert_eq!(m.get("weather-api.example.com", "/", &[]).header("x-upstream"), Some("passthrough"));
+    let r = m.get("unknown.example.com", "/", &[]);
+    assert_eq!((r.status, r.header("x-upstream")), (502, None));
+    assert_eq!(m.get(host, "/", &[]).header("x-upstream"), Some(v1.as_str()));
+    assert_eq!((m.counter("meshroute.blocked"), m.counter("meshroute.passthrough")), (1, 1));
+    assert!(m.counter("meshroute.config.loaded") >= 1);
 }
