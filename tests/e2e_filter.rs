@@ -4,7 +4,10 @@
 //!
 //! Needs `make tools` (Envoy) and `make wasm` (the module); a missing one fails the test with the
 //! command that fixes it (never a skip). Each test starts its own Envoy on free ports, so tests
-//! run in parallel.
+//! run in parallel (the timing-sensitive ones alone).
+
+// Test code: a panic is how a helper reports a failure.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
@@ -64,7 +67,33 @@ struct MeshBuilder {
 }
 
 fn mesh(resources: Vec<Value>) -> MeshBuilder {
-    MeshBuilder { config: json!({"resources": resources}), upstreams: Vec::new(), dead: Vec::new() }
+    MeshBuilder { config: plugin_config(resources), upstreams: Vec::new(), dead: Vec::new() }
+}
+
+/// `{"resources": ...}` with a DestinationRule added for every host whose subsets the
+/// VirtualServices name (subset `s` selects `version: s`), as a real mesh would have them.
+fn plugin_config(mut resources: Vec<Value>) -> Value {
+    let mut subsets: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = Default::default();
+    fn walk(v: &Value, out: &mut std::collections::BTreeMap<String, std::collections::BTreeSet<String>>) {
+        match v {
+            Value::Object(o) => {
+                if let (Some(Value::String(h)), Some(Value::String(s))) = (o.get("host"), o.get("subset")) {
+                    out.entry(h.clone()).or_default().insert(s.clone());
+                }
+                o.values().for_each(|x| walk(x, out));
+            }
+            Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            _ => {}
+        }
+    }
+    resources.iter().filter(|r| r["kind"] == "VirtualService").for_each(|r| walk(&r["spec"], &mut subsets));
+    for (host, names) in subsets {
+        let subsets: Vec<Value> = names.iter().map(|n| json!({"name": n, "labels": {"version": n}})).collect();
+        resources.push(json!({"apiVersion": "networking.istio.io/v1beta1", "kind": "DestinationRule",
+            "metadata": {"name": host.replace('.', "-"), "namespace": "default"},
+            "spec": {"host": host, "subsets": subsets}}));
+    }
+    json!({"resources": resources})
 }
 
 impl MeshBuilder {
@@ -725,12 +754,19 @@ fn unknown_hosts_pass_through_and_known_hosts_without_a_match_get_404() {
 
 /// A plugin configuration with a type error at `spec.http[0].route[0].weight`.
 fn bad_config() -> Value {
-    json!({"resources": [vs("product-service", &["product-service"],
-        json!([{"route": [{"destination": {"host": "product-service", "subset": "v1"}, "weight": "80"}]}]))]})
+    plugin_config(vec![vs(
+        "product-service",
+        &["product-service"],
+        json!([{"route": [{"destination": {"host": "product-service", "subset": "v1"}, "weight": "80"}]}]),
+    )])
 }
 
 fn routed_to(subset: &str) -> Value {
-    json!({"resources": [vs("product-service", &["product-service"], json!([{"route": [dest("product-service", subset)]}]))]})
+    plugin_config(vec![vs(
+        "product-service",
+        &["product-service"],
+        json!([{"route": [dest("product-service", subset)]}]),
+    )])
 }
 
 const BAD_FIELD: &str = "VirtualService default/product-service: spec.http[0].route[0].weight";
@@ -897,4 +933,48 @@ fn registry_only_blocks_hosts_outside_the_registry_with_502() {
     assert_eq!(m.get(host, "/", &[]).header("x-upstream"), Some(v1.as_str()));
     assert_eq!((m.counter("meshroute.blocked"), m.counter("meshroute.passthrough")), (1, 1));
     assert!(m.counter("meshroute.config.loaded") >= 1);
+}
+
+// === envoy/sidecar.yaml ===
+
+/// The JSON block under `value: |` in envoy/sidecar.yaml, dedented.
+fn embedded_config(yaml: &str) -> String {
+    let mut lines = yaml.lines().skip_while(|l| !l.trim_end().ends_with("value: |")).skip(1);
+    let first = lines.next().expect("a line after `value: |`");
+    let indent = first.len() - first.trim_start().len();
+    std::iter::once(first)
+        .chain(lines.take_while(|l| l.trim().is_empty() || l.len() - l.trim_start().len() >= indent))
+        .map(|l| l.get(indent..).unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn sidecar_yaml_embeds_the_demo_config_and_passes_envoy_validation() {
+    let _load = shared();
+    let root = repo_root();
+    let yaml = std::fs::read_to_string(root.join("envoy/sidecar.yaml")).expect("envoy/sidecar.yaml");
+    let demo: Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("envoy/demo-config.json")).expect("demo"))
+            .expect("demo-config.json is JSON");
+    let embedded: Value = serde_json::from_str(&embedded_config(&yaml)).expect("embedded config is JSON");
+    assert_eq!(embedded, demo, "envoy/sidecar.yaml must embed envoy/demo-config.json verbatim");
+    assert!(meshroute::compile_json(demo.to_string().as_bytes()).table.is_some(), "demo config compiles");
+
+    let dir = std::env::temp_dir().join(format!("meshroute-validate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let wasm = wasm_path("meshroute_filter");
+    let copy = dir.join("sidecar.yaml");
+    let rel = "target/wasm32-wasip1/release/meshroute_filter.wasm";
+    assert!(yaml.contains(rel), "sidecar.yaml names the module as {rel}");
+    std::fs::write(&copy, yaml.replace(rel, &wasm.display().to_string())).expect("write copy");
+    let out = std::process::Command::new(envoy_bin())
+        .args(["--mode", "validate", "--disable-hot-restart", "-c"])
+        .arg(&copy)
+        .output()
+        .expect("run envoy --mode validate");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.status.success(), "envoy --mode validate failed:\n{text}");
+    assert!(text.contains("config loaded: 2 VirtualService(s)"), "the filter accepted the demo config:\n{text}");
 }
