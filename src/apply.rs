@@ -142,7 +142,9 @@ fn matched(table: &RouteTable, m: &Matched<'_>, req: &dyn RequestView, p: &mut P
     // direct responses too, and an abort means the request never reaches a mirror.
     p.delay = m.delay;
     p.abort = m.abort.map(|a| abort_reply(a, req));
-    if p.local_reply.is_none() && p.abort.is_none() {
+    // Envoy shadows neither CONNECT nor upgrades (RequestMirrorPolicy).
+    let upgrade = req.method() == "CONNECT" || req.header("upgrade").is_some();
+    if p.local_reply.is_none() && p.abort.is_none() && !upgrade {
         p.mirrors = m.mirrors.iter().map(|mi| MirrorTarget { cluster: mi.cluster.clone() }).collect();
     }
 }
@@ -626,6 +628,16 @@ mod tests {
                 ("x-added".into(), "1".into()),
             ]
         );
+    }
+
+    #[test]
+    fn connect_and_upgrades_are_not_mirrored() {
+        let t = table(json!([{"mirror": {"host": "reviews", "subset": "v2"},
+                               "route": [{"destination": {"host": "reviews", "subset": "v1"}}]}]));
+        assert_eq!(plan_for(&t, &Request::new("GET", "reviews", "/")).mirrors.len(), 1);
+        let ws = Request::new("GET", "reviews", "/").with_header("upgrade", "websocket");
+        assert!(plan_for(&t, &ws).mirrors.is_empty());
+        assert!(plan_for(&t, &Request::new("CONNECT", "reviews", "/")).mirrors.is_empty());
     }
 
     #[test]

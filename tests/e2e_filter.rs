@@ -571,6 +571,34 @@ fn many_concurrent_delayed_requests_each_resume_on_time() {
     assert_eq!(m.counter("meshroute.faults.delay"), N as u64);
 }
 
+#[test]
+fn a_request_whose_client_gives_up_while_delayed_is_never_resumed() {
+    let host = "review-service";
+    let v1 = cluster(host, "v1");
+    let m = mesh(vec![vs(
+        host,
+        &[host],
+        json!([{"route": [dest(host, "v1")], "fault": {"delay": {"percentage": {"value": 100}, "fixedDelay": "300ms"}}}]),
+    )])
+    .cluster(&v1)
+    .start();
+    let _load = shared();
+    for i in 0..5 {
+        let gave_up =
+            try_http("GET", m.port(), &format!("/gone/{i}"), &[("host", host)], b"", Duration::from_millis(50));
+        assert!(gave_up.is_err(), "the client gave up before the delay ended");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(m.upstream(&v1).attempts(), 0, "a stream that ended while held is not resumed");
+    // The VM is healthy and keeps delaying.
+    let r = m.get(host, "/after", &[]);
+    assert_eq!((r.status, r.header("x-upstream")), (200, Some(v1.as_str())));
+    assert!(r.elapsed >= Duration::from_millis(300));
+    let log = m.envoy.log();
+    assert!(!log.contains("meshroute: panic"), "{log}");
+    assert_eq!(m.envoy.stat("wasm.meshroute.vm_reload").unwrap_or(0), 0);
+}
+
 // === Mirroring ===
 
 #[test]
