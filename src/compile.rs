@@ -9,6 +9,7 @@ use crate::host;
 use crate::index::{regex_literal_prefix, Key, PathIndex};
 use crate::matcher::{MatchBlock, StrMatch};
 use crate::request::PPM;
+use crate::validate::{grpc_status_code, RETRY_ON_GRPC};
 use regex_lite::Regex;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -16,8 +17,6 @@ use std::time::Duration;
 /// Istio's retry policy for routes that set none (istio `retry.DefaultPolicy`): 2 retries on
 /// connect-failure, refused-stream, unavailable, cancelled and retriable-status-codes.
 const DEFAULT_RETRY_ON: &str = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
-pub const RETRY_ON_GRPC: [&str; 5] =
-    ["cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable"];
 
 /// Everything `decide` needs, resolved ahead of time.
 #[derive(Debug, Clone)]
@@ -28,7 +27,9 @@ pub struct RouteTable {
     wildcard_hosts: Vec<(String, usize)>,
     any_host: Option<usize>,
     pub registry_only: bool,
-    registry_exact: HashMap<String, ()>,
+    /// Hosts the registry (ServiceEntry) knows, with the default route istiod gives a service
+    /// that no VirtualService claims: its `outbound|port||host` cluster.
+    registry_exact: HashMap<String, Vec<DefaultRoute>>,
     registry_wildcards: Vec<String>,
     pub default_port: u32,
     pub routing_header: String,
@@ -44,6 +45,16 @@ pub struct ClusterRef {
     pub host: String,
     pub subset: Option<String>,
     pub port: u32,
+}
+
+/// istiod's route for a registry service without a VirtualService (`BuildDefaultHTTPOutboundRoute`):
+/// the service's cluster, Istio's default retries, no timeout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefaultRoute {
+    pub host: String,
+    pub port: u32,
+    pub cluster: String,
+    pub retry: RetryPolicy,
 }
 
 #[derive(Debug, Clone)]
@@ -265,21 +276,39 @@ impl RouteTable {
     pub fn build(bundle: &Bundle, diags: &mut Diagnostics) -> RouteTable {
         let settings = &bundle.settings;
         let mut service_ports: HashMap<String, Vec<u32>> = HashMap::new();
-        let mut registry_exact = HashMap::new();
-        let mut registry_wildcards = Vec::new();
         for (_, se) in bundle.service_entries() {
             for h in &se.hosts {
-                let h = h.to_ascii_lowercase();
-                service_ports.entry(h.clone()).or_default().extend(se.ports.iter().map(|p| p.number));
-                match h.strip_prefix('*') {
-                    Some(suffix) => registry_wildcards.push(suffix.to_string()),
-                    None => {
-                        registry_exact.insert(h, ());
-                    }
-                }
+                service_ports.entry(h.to_ascii_lowercase()).or_default().extend(se.ports.iter().map(|p| p.number));
             }
         }
         let sidecar = applicable_sidecar(bundle);
+        let mut registry_exact: HashMap<String, Vec<DefaultRoute>> = HashMap::new();
+        let mut registry_wildcards = Vec::new();
+        for (res, se) in bundle.service_entries() {
+            for h in &se.hosts {
+                let h = h.to_ascii_lowercase();
+                if !sidecar.is_none_or(|(sres, s)| sidecar_imports(s, &sres.namespace, &res.namespace, &h)) {
+                    continue;
+                }
+                if let Some(suffix) = h.strip_prefix('*') {
+                    registry_wildcards.push(suffix.to_string());
+                    continue;
+                }
+                let routes: Vec<DefaultRoute> = se
+                    .ports
+                    .iter()
+                    .map(|p| DefaultRoute {
+                        host: h.clone(),
+                        port: p.number,
+                        cluster: cluster_name(&settings.cluster_template, p.number, None, &h),
+                        retry: RetryPolicy::istio_default(),
+                    })
+                    .collect();
+                for name in host::alt_names(&h, &settings.namespace, &settings.domain_suffix) {
+                    registry_exact.entry(name).or_default().extend(routes.iter().cloned());
+                }
+            }
+        }
         let mode = settings
             .outbound_traffic_policy
             .clone()
@@ -374,6 +403,16 @@ impl RouteTable {
         self.registry_exact.contains_key(&h)
             || self.registry_wildcards.iter().any(|s| h.len() > s.len() && h.ends_with(s.as_str()))
     }
+
+    /// The default route of a registry service on the port addressed (or its only port).
+    pub fn default_route(&self, authority: &str, port: u32) -> Option<&DefaultRoute> {
+        let (h, _) = host::authority_host(authority);
+        let routes = self.registry_exact.get(h.to_ascii_lowercase().as_str())?;
+        routes.iter().find(|r| r.port == port).or(match routes.as_slice() {
+            [only] => Some(only),
+            _ => None,
+        })
+    }
 }
 
 impl CompiledVs {
@@ -400,7 +439,7 @@ fn vs_gateways(gws: &[String], ns: &str) -> Vec<String> {
 
 /// The Sidecar that configures this proxy: one in its namespace whose selector matches its
 /// labels, else the namespace-wide one, else a selector-less one in the root namespace.
-fn applicable_sidecar(bundle: &Bundle) -> Option<(&Resource, &crd::Sidecar)> {
+pub fn applicable_sidecar(bundle: &Bundle) -> Option<(&Resource, &crd::Sidecar)> {
     let s = &bundle.settings;
     let selects = |sc: &crd::Sidecar| {
         sc.workload_selector
@@ -419,7 +458,7 @@ fn applicable_sidecar(bundle: &Bundle) -> Option<(&Resource, &crd::Sidecar)> {
 
 /// Sidecar egress `hosts` are `namespace/dnsName`; `*` any namespace, `.` the Sidecar's own,
 /// `~` none (istio sidecar.proto `IstioEgressListener.hosts`).
-fn sidecar_imports(sc: &crd::Sidecar, sidecar_ns: &str, config_ns: &str, h: &str) -> bool {
+pub fn sidecar_imports(sc: &crd::Sidecar, sidecar_ns: &str, config_ns: &str, h: &str) -> bool {
     if sc.egress.is_empty() {
         return true;
     }
@@ -461,11 +500,12 @@ fn compile_vs(
         };
         let mut added = 0;
         if blocks.is_empty() {
+            // istiod stops at a rule without `match` even when it emitted nothing for this proxy.
+            catch_all_seen = true;
             if gateways.contains(&settings.gateway) {
                 entries.push(Entry { rule: rule_id, match_index: None, block: MatchBlock::default() });
                 index.add((entries.len() - 1) as u32, Key::Rest);
                 added += 1;
-                catch_all_seen = true;
             }
         } else {
             for (mi, m) in blocks {
@@ -504,12 +544,10 @@ fn is_root_prefix(b: &MatchBlock) -> bool {
 /// Config-time selectors (istiod `sourceMatchHTTP`): a match-level `gateways` list replaces the
 /// VirtualService's; `sourceLabels`/`sourceNamespace` must describe this proxy.
 fn selects_proxy(m: &crd::HttpMatchRequest, vs_gateways: &[String], ns: &str, s: &Settings) -> bool {
-    let gateways: Vec<String> = if m.gateways.is_empty() {
-        vs_gateways.to_vec()
-    } else {
-        m.gateways.iter().map(|g| host::resolve_gateway(g, ns)).collect()
-    };
-    if !gateways.contains(&s.gateway) {
+    if !m.gateways.is_empty() {
+        return m.gateways.iter().any(|g| host::resolve_gateway(g, ns) == s.gateway);
+    }
+    if !vs_gateways.contains(&s.gateway) {
         return false;
     }
     if !m.source_labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)) {
@@ -739,12 +777,7 @@ impl Ctx<'_> {
             },
         };
         let subset = d.subset.clone().filter(|s| !s.is_empty());
-        let name = self
-            .settings
-            .cluster_template
-            .replace("{port}", &port.to_string())
-            .replace("{subset}", subset.as_deref().unwrap_or(""))
-            .replace("{host}", &h);
+        let name = cluster_name(&self.settings.cluster_template, port, subset.as_deref(), &h);
         self.clusters.entry(name.clone()).or_insert_with(|| ClusterRef {
             name: name.clone(),
             host: h.clone(),
@@ -758,6 +791,11 @@ impl Ctx<'_> {
         let (cluster, host, port) = self.cluster_for(d, ns);
         Mirror { cluster, host, subset: d.subset.clone().filter(|s| !s.is_empty()), port, ppm }
     }
+}
+
+/// `outbound|<port>|<subset>|<fqdn>` by default (istio `BuildSubsetKey`).
+pub fn cluster_name(template: &str, port: u32, subset: Option<&str>, host: &str) -> String {
+    template.replace("{port}", &port.to_string()).replace("{subset}", subset.unwrap_or("")).replace("{host}", host)
 }
 
 /// Istio's `percentage.value` (a double, 0–100) as parts per million, as istiod writes
@@ -785,13 +823,19 @@ fn ppm(p: Option<&crd::Percent>, deprecated: Option<f64>) -> u32 {
 fn header_ops(h: Option<&crd::Headers>) -> (HeaderOps, HeaderOps) {
     let conv = |o: Option<&crd::HeaderOperations>| {
         o.map(|o| HeaderOps {
-            set: o.set.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect(),
-            add: o.add.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect(),
+            set: o.set.iter().map(|(k, v)| (k.to_ascii_lowercase(), unescape_percent(v))).collect(),
+            add: o.add.iter().map(|(k, v)| (k.to_ascii_lowercase(), unescape_percent(v))).collect(),
             remove: o.remove.iter().map(|k| k.to_ascii_lowercase()).collect(),
         })
         .unwrap_or_default()
     };
     (conv(h.and_then(|h| h.request.as_ref())), conv(h.and_then(|h| h.response.as_ref())))
+}
+
+/// Header values are Envoy formatter strings where `%%` is a literal `%`; validation rejects
+/// every other `%…%` operator, so this is all that is left to evaluate.
+fn unescape_percent(v: &str) -> String {
+    v.replace("%%", "%")
 }
 
 /// Removes `:authority`/`host` from set/add (set wins) and returns the value; other pseudo
@@ -818,30 +862,6 @@ fn compile_cors(c: &crd::CorsPolicy) -> Cors {
         allow_credentials: c.allow_credentials.unwrap_or(false),
         forward_unmatched_preflights: c.unmatched_preflights.as_deref() != Some("IGNORE"),
     }
-}
-
-/// gRPC status names as used in `fault.abort.grpcStatus`.
-pub fn grpc_status_code(name: &str) -> Option<u32> {
-    const NAMES: [&str; 17] = [
-        "OK",
-        "CANCELLED",
-        "UNKNOWN",
-        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED",
-        "NOT_FOUND",
-        "ALREADY_EXISTS",
-        "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED",
-        "FAILED_PRECONDITION",
-        "ABORTED",
-        "OUT_OF_RANGE",
-        "UNIMPLEMENTED",
-        "INTERNAL",
-        "UNAVAILABLE",
-        "DATA_LOSS",
-        "UNAUTHENTICATED",
-    ];
-    NAMES.iter().position(|n| *n == name).map(|p| p as u32)
 }
 
 /// Envoy's RE2 substitution uses `\1`; regex-lite wants `${1}`.
@@ -935,7 +955,7 @@ mod tests {
     }
 
     #[test]
-    fn grpc_names_map_to_codes() {
+    fn grpc_names_map_to_codes_through_the_shared_table() {
         assert_eq!(grpc_status_code("UNAVAILABLE"), Some(14));
         assert_eq!(grpc_status_code("NOPE"), None);
     }

@@ -34,6 +34,9 @@ pub struct Settings {
     pub default_port: u32,
     /// Overrides the Sidecar's `outboundTrafficPolicy.mode` (`ALLOW_ANY` | `REGISTRY_ONLY`).
     pub outbound_traffic_policy: Option<String>,
+    /// Where the proxy runs, `region/zone/subzone`: the reference point of DestinationRule
+    /// `localityLbSetting` (distribute `from`, failover priorities) in generated Envoy clusters.
+    pub locality: Option<String>,
     /// Largest request body copied to a mirror; bigger requests are not mirrored.
     pub mirror_body_limit: u64,
     /// Per-request timeout of a mirror call, milliseconds.
@@ -51,6 +54,7 @@ impl Default for Settings {
             domain_suffix: "cluster.local".into(),
             default_port: 80,
             outbound_traffic_policy: None,
+            locality: None,
             mirror_body_limit: 64 * 1024,
             mirror_timeout_ms: 5_000,
         }
@@ -195,9 +199,29 @@ pub fn load_value(v: Value) -> (Bundle, Diagnostics) {
         }
         other => flatten(other, &mut raw),
     }
-    let mut resources = Vec::with_capacity(raw.len());
+    let mut resources: Vec<Resource> = Vec::with_capacity(raw.len());
     for (index, value) in raw.into_iter().enumerate() {
         if let Some(r) = parse_resource(index, value, &mut diags) {
+            // The same kind/namespace/name again replaces the earlier one, as `kubectl apply`
+            // of the same files would (docs/semantics.md R5).
+            if let Some(pos) =
+                resources.iter().position(|o| o.kind == r.kind && o.namespace == r.namespace && o.name == r.name)
+            {
+                let old = resources.remove(pos);
+                diags.push(
+                    Diagnostic::warning(
+                        Some(old.reference()),
+                        "",
+                        format!(
+                            "{} {} is redefined by resource #{}; this definition has no effect",
+                            old.kind,
+                            old.key(),
+                            r.index
+                        ),
+                    )
+                    .with_code("MR0001"),
+                );
+            }
             resources.push(r);
         }
     }
@@ -294,11 +318,15 @@ fn typed<T: for<'de> Deserialize<'de>>(spec: Value, r: &ResourceRef, diags: &mut
     match result {
         Ok(t) => {
             for p in ignored {
-                diags.push(Diagnostic::warning(
-                    Some(r.clone()),
-                    join_path("spec", &p),
-                    format!("unknown field {:?} for {}, ignored", last_segment(&p), r.kind),
-                ));
+                let path = join_path("spec", &p);
+                diags.push(
+                    Diagnostic::warning(
+                        Some(r.clone()),
+                        path.clone(),
+                        format!("unknown field {path:?} in {}; it is ignored", r.kind),
+                    )
+                    .with_code("MR0002"),
+                );
             }
             Some(t)
         }
@@ -339,10 +367,6 @@ fn dotted_to_indexed(p: &str) -> String {
         }
     }
     out
-}
-
-fn last_segment(p: &str) -> &str {
-    p.rsplit('.').next().unwrap_or(p)
 }
 
 pub(crate) fn join_path(a: &str, b: &str) -> String {
@@ -399,6 +423,17 @@ mod tests {
         assert_eq!(e.len(), 1);
         assert_eq!(e[0].path, "spec.http[0].route[0].weight");
         assert_eq!(e[0].to_string().split(':').next(), Some("error"));
+    }
+
+    #[test]
+    fn a_later_definition_replaces_an_earlier_one_with_a_warning() {
+        let (b, d) = load_value(json!([vs(json!({"hosts": ["a"]})), vs(json!({"hosts": ["b"]}))]));
+        assert_eq!(b.resources.len(), 1);
+        assert_eq!(b.resources[0].index, 1);
+        let w: Vec<_> = d.warnings().collect();
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].code, Some("MR0001"));
+        assert_eq!(w[0].resource.as_ref().map(|r| r.index), Some(0));
     }
 
     #[test]

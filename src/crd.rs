@@ -340,7 +340,9 @@ pub struct Subset {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadSelector {
-    #[serde(default)]
+    /// `matchLabels` in DestinationRule (type.v1beta1.WorkloadSelector); `labels` in
+    /// ServiceEntry and Sidecar (networking.v1alpha3.WorkloadSelector).
+    #[serde(default, alias = "labels")]
     pub match_labels: BTreeMap<String, String>,
 }
 

@@ -1,7 +1,7 @@
 //! Per-request decisions: what Istio would do with this request, with every random choice
 //! already made.
 
-use crate::compile::{Abort, Action, CompiledVs, Dest, Entry, Mirror, Redirect, RouteTable, Rule};
+use crate::compile::{Abort, Action, CompiledVs, DefaultRoute, Dest, Entry, Mirror, Redirect, RouteTable, Rule};
 use crate::host;
 use crate::matcher::{path_only, MatchBlock, StrMatch};
 use crate::request::{Random, RequestView};
@@ -11,6 +11,9 @@ use std::time::Duration;
 pub enum Decision<'t> {
     /// No VirtualService claims the host: the request goes on untouched (ALLOW_ANY).
     Passthrough,
+    /// A registry (ServiceEntry) host no VirtualService claims: istiod's default route to the
+    /// service's cluster.
+    Default(&'t DefaultRoute),
     /// Unknown host while the Sidecar says REGISTRY_ONLY: 502, as istiod's `block_all` vhost.
     Blocked,
     /// The host is known but no rule matches: 404, Envoy's `NR`.
@@ -37,14 +40,17 @@ pub struct Matched<'t> {
 
 impl RouteTable {
     pub fn decide<'t>(&'t self, req: &dyn RequestView, rng: &mut dyn Random) -> Decision<'t> {
+        let port = self.request_port(req);
         let Some(vs) = self.find_vs(req.authority()) else {
+            if let Some(d) = self.default_route(req.authority(), port) {
+                return Decision::Default(d);
+            }
             return if self.registry_only && !self.in_registry(req.authority()) {
                 Decision::Blocked
             } else {
                 Decision::Passthrough
             };
         };
-        let port = self.request_port(req);
         let Some(entry) = vs.first_match(req, port) else { return Decision::NoRoute { vs } };
         let Some(rule) = vs.rules.get(entry.rule) else { return Decision::NoRoute { vs } };
         Decision::Matched(roll(vs, rule, entry, rng))
@@ -226,6 +232,70 @@ mod tests {
             t.decide(&Request::new("GET", "REVIEWS.default.svc.cluster.local", "/a"), &mut rng),
             Decision::Matched(_)
         ));
+    }
+
+    fn compiled(resources: serde_json::Value) -> RouteTable {
+        let c = compile_json(json!({"resources": resources}).to_string().as_bytes());
+        assert!(!c.diagnostics.has_errors(), "{}", c.diagnostics);
+        c.table.expect("table")
+    }
+
+    fn service_entry(host: &str) -> serde_json::Value {
+        json!({"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
+               "metadata": {"name": host, "namespace": "default"},
+               "spec": {"hosts": [host], "ports": [{"number": 8080, "name": "http", "protocol": "HTTP"}],
+                        "location": "MESH_EXTERNAL", "resolution": "STATIC",
+                        "endpoints": [{"address": "127.0.0.1"}]}})
+    }
+
+    #[test]
+    fn registry_host_without_virtual_service_takes_the_default_route() {
+        let t = compiled(json!([service_entry("weather.example.com")]));
+        let mut rng = SplitMix64(1);
+        let Decision::Default(d) = t.decide(&Request::new("GET", "weather.example.com:8080", "/"), &mut rng) else {
+            panic!("expected the default route")
+        };
+        assert_eq!(d.cluster, "outbound|8080||weather.example.com");
+        assert_eq!(d.retry.attempts, 2);
+        // The service's only port serves a request that names none.
+        assert!(matches!(t.decide(&Request::new("GET", "weather.example.com", "/"), &mut rng), Decision::Default(_)));
+    }
+
+    #[test]
+    fn registry_only_blocks_unknown_hosts_but_not_registry_ones() {
+        let sidecar = json!({"apiVersion": "networking.istio.io/v1", "kind": "Sidecar",
+            "metadata": {"name": "default", "namespace": "default"},
+            "spec": {"outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"}}});
+        let t = compiled(json!([service_entry("weather.example.com"), sidecar]));
+        let mut rng = SplitMix64(1);
+        assert!(matches!(t.decide(&Request::new("GET", "evil.example.org", "/"), &mut rng), Decision::Blocked));
+        assert!(matches!(t.decide(&Request::new("GET", "weather.example.com", "/"), &mut rng), Decision::Default(_)));
+    }
+
+    #[test]
+    fn sidecar_egress_hosts_hide_what_they_do_not_import() {
+        let sidecar = json!({"apiVersion": "networking.istio.io/v1", "kind": "Sidecar",
+            "metadata": {"name": "default", "namespace": "default"},
+            "spec": {"egress": [{"hosts": ["./weather.example.com"]}],
+                     "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"}}});
+        let t = compiled(json!([service_entry("weather.example.com"), service_entry("stocks.example.com"), sidecar]));
+        let mut rng = SplitMix64(1);
+        assert!(matches!(t.decide(&Request::new("GET", "weather.example.com", "/"), &mut rng), Decision::Default(_)));
+        assert!(matches!(t.decide(&Request::new("GET", "stocks.example.com", "/"), &mut rng), Decision::Blocked));
+    }
+
+    #[test]
+    fn match_level_gateways_replace_source_labels_as_istiod_does() {
+        // The proxy has no labels, yet the block applies: with `gateways` on the match, istiod's
+        // sourceMatchHTTP looks at nothing else.
+        let vs = json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": "r", "namespace": "default"},
+            "spec": {"hosts": ["reviews"], "http": [
+                {"match": [{"gateways": ["mesh"], "sourceLabels": {"app": "nobody"}}],
+                 "route": [{"destination": {"host": "reviews"}}]}]}});
+        let t = compiled(json!([vs]));
+        let mut rng = SplitMix64(1);
+        assert!(matches!(t.decide(&Request::new("GET", "reviews", "/"), &mut rng), Decision::Matched(_)));
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub use diag::{Diagnostic, Diagnostics, ResourceRef, Severity};
 pub mod apply;
 pub mod compile;
 pub mod decide;
+pub mod explain;
 pub mod index;
 pub mod matcher;
 pub mod request;
@@ -23,4 +24,6 @@ pub mod validate;
 
 pub use compile::{compile, compile_json, Compiled, RouteTable};
 pub use decide::{Decision, Matched};
+pub use explain::Explanation;
 pub use request::{Random, Request, RequestView, SplitMix64};
+pub use validate::validate;

@@ -5,7 +5,9 @@
 //!
 //! This is the baseline (plain Envoy, no Wasm filter); filter variants use
 //! the same helpers with their own fixtures.
-
+// Needs processes and sockets: native only (`make test-wasm` builds every
+// test target of a crate for wasm32-unknown-unknown).
+#![cfg(not(target_arch = "wasm32"))]
 // Test code: helpers outside #[test] fns may panic too (clippy.toml only
 // covers the test functions themselves).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

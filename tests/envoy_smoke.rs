@@ -1,5 +1,8 @@
 //! Proves the shared test support (tests/support) against itself and a real
 //! Envoy 1.40 with a plain static config (tests/fixtures/envoy-static.yaml).
+// Needs processes and sockets: native only (`make test-wasm` builds every
+// test target of a crate for wasm32-unknown-unknown).
+#![cfg(not(target_arch = "wasm32"))]
 
 mod support;
 

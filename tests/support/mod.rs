@@ -64,11 +64,13 @@ pub fn envoy_bin() -> PathBuf {
     bin
 }
 
-/// A filter's Wasm module: `<target>/wasm32-wasip1/release/<name>.wasm`.
+/// A filter's Wasm module: `<target>/wasm32-wasip1/release/<name>.wasm`
+/// (`name` is the crate name; `-` may be given as is).
 /// `$MESHROUTE_WASM` overrides it: a directory holding `<name>.wasm`, or the
 /// `.wasm` file itself. Panics with "run `make wasm`" if it is missing.
 pub fn wasm_path(name: &str) -> PathBuf {
-    let file = format!("{name}.wasm");
+    // Cargo names the module after the crate with `-` turned into `_`.
+    let file = format!("{}.wasm", name.replace('-', "_"));
     let path = match std::env::var_os("MESHROUTE_WASM") {
         Some(p) if !p.is_empty() => {
             let p = PathBuf::from(p);

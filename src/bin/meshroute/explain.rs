@@ -1,0 +1,312 @@
+//! `meshroute explain`: prints the core's [`meshroute::Explanation`] for one request.
+
+use crate::{InputArgs, Loaded};
+use clap::{ArgAction, Args};
+use meshroute::explain::{ActionExplained, Explanation, MatchedRule, Outcome};
+use meshroute::Request;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Show which VirtualService and rule a request matches and why each earlier rule did not, the
+/// destinations with their probabilities, fault, retries, timeout, mirrors, redirect, direct
+/// response and rewrite.
+#[derive(Args)]
+#[command(after_help = "-f takes one path per flag here (repeat it), so that METHOD and URL stay positional.
+The URL's host (or a -H 'host: ...' header) selects the VirtualService; its port (default 80 for
+http, 443 for https) is what `match.port` compares with.
+
+Examples:
+  meshroute explain -f examples/header-route.yaml GET http://product-service/ -H 'x-debug: true'
+  meshroute explain -f examples/weight-route.yaml GET http://product-service/ --json
+  meshroute explain -f gw.yaml -f vs.yaml --gateway istio-system/public-gateway GET https://api.example.com/products")]
+pub struct ExplainArgs {
+    /// Resource file, directory or `-` (repeat -f for more).
+    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true, action = ArgAction::Append)]
+    files: Vec<String>,
+    /// Settings of the proxy (JSON or YAML object).
+    #[arg(long, value_name = "FILE")]
+    settings: Option<PathBuf>,
+    /// Act as this Gateway (`namespace/name`); overrides settings.gateway.
+    #[arg(long, value_name = "NS/NAME")]
+    gateway: Option<String>,
+    /// A request header, `name: value` (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    /// HTTP method, e.g. GET.
+    method: String,
+    /// http://host[:port]/path?query (or host/path).
+    url: String,
+}
+
+pub fn run(args: &ExplainArgs) -> ExitCode {
+    let input = InputArgs { files: args.files.clone(), settings: args.settings.clone(), gateway: args.gateway.clone() };
+    let req = match build_request(&args.method, &args.url, &args.headers) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("meshroute: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let loaded = match Loaded::read(&input, false) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let table = match loaded.require_table() {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    let e = table.explain(&req);
+    let text = if args.json {
+        match serde_json::to_string_pretty(&e) {
+            Ok(t) => t + "\n",
+            Err(err) => {
+                eprintln!("meshroute: {err}");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        render(&e, &table.routing_header)
+    };
+    crate::output::emit(None, &text)
+}
+
+/// Splits a URL into scheme, authority and path; `-H host:` overrides the authority.
+pub fn build_request(method: &str, url: &str, headers: &[String]) -> Result<Request, String> {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((s, r)) => (s.to_ascii_lowercase(), r),
+        None => ("http".to_string(), url),
+    };
+    if scheme != "http" && scheme != "https" {
+        return Err(format!("unsupported URL scheme {scheme:?} (use http or https)"));
+    }
+    let (authority, path) = match rest.find(['/', '?']) {
+        Some(i) if rest[i..].starts_with('?') => (&rest[..i], format!("/{}", &rest[i..])),
+        Some(i) => (&rest[..i], rest[i..].to_string()),
+        None => (rest, "/".to_string()),
+    };
+    let mut req = Request::new(method, authority, &path);
+    req.scheme = scheme;
+    for h in headers {
+        let Some((name, value)) = h.split_once(':') else {
+            return Err(format!("header {h:?} is not `name: value`"));
+        };
+        let name = name.trim().to_ascii_lowercase();
+        let value = value.trim();
+        if name == "host" || name == ":authority" {
+            req.authority = value.to_string();
+        } else {
+            req = req.with_header(&name, value);
+        }
+    }
+    if req.authority.is_empty() {
+        return Err("the URL names no host (give http://HOST/path or -H 'host: HOST')".into());
+    }
+    Ok(req)
+}
+
+pub fn render(e: &Explanation, routing_header: &str) -> String {
+    let mut out = String::new();
+    let r = &e.request;
+    let _ = writeln!(out, "request: {} {}://{}{} (port {})", r.method, r.scheme, r.authority, r.path, r.port);
+    match e.outcome {
+        Outcome::Passthrough => {
+            let _ = writeln!(
+                out,
+                "no VirtualService claims host {:?}: the filter lets the request through unchanged",
+                r.authority
+            );
+            return out;
+        }
+        Outcome::Blocked => {
+            let _ = writeln!(
+                out,
+                "host {:?} is not in the registry and the outbound policy is REGISTRY_ONLY: 502",
+                r.authority
+            );
+            return out;
+        }
+        Outcome::DefaultRoute => {
+            let _ = writeln!(
+                out,
+                "no VirtualService claims host {:?}; a ServiceEntry declares it: Istio's default route",
+                r.authority
+            );
+            if let Some(m) = &e.matched {
+                render_matched(&mut out, m, routing_header, false);
+            }
+            return out;
+        }
+        _ => {}
+    }
+    let _ = writeln!(
+        out,
+        "virtual service: {} (hosts: {})",
+        e.virtual_service.as_deref().unwrap_or("?"),
+        e.hosts.join(", ")
+    );
+    let _ = writeln!(out, "rules, in order:");
+    for c in &e.evaluated {
+        let mut loc = format!("spec.http[{}]", c.rule);
+        if let Some(m) = c.match_index {
+            loc.push_str(&format!(".match[{m}]"));
+        }
+        if let Some(n) = c.rule_name.as_ref().or(c.match_name.as_ref()) {
+            loc.push_str(&format!(" ({n})"));
+        }
+        match &c.reason {
+            None if c.match_index.is_none() => {
+                let _ = writeln!(out, "  MATCH     {loc} (no match conditions)");
+            }
+            None => {
+                let _ = writeln!(out, "  MATCH     {loc}");
+            }
+            Some(why) => {
+                let _ = writeln!(out, "  no match  {loc}: {why}");
+            }
+        }
+    }
+    match &e.matched {
+        None => {
+            let _ = writeln!(out, "result: no rule matches: 404 (Envoy NR)");
+        }
+        Some(m) => render_matched(&mut out, m, routing_header, true),
+    }
+    out
+}
+
+fn render_matched(out: &mut String, m: &MatchedRule, routing_header: &str, from_rule: bool) {
+    if from_rule {
+        let name = m.name.as_ref().map(|n| format!(" ({n})")).unwrap_or_default();
+        let _ = writeln!(out, "result: rule spec.http[{}]{name}", m.rule);
+    }
+    match &m.action {
+        ActionExplained::Forward { destinations } if destinations.is_empty() => {
+            let _ = writeln!(out, "  route: no destination with a weight above 0 (503)");
+        }
+        ActionExplained::Forward { destinations } => {
+            let _ = writeln!(out, "  route ({routing_header} set to the chosen cluster):");
+            for d in destinations {
+                let subset = d.subset.as_ref().map(|s| format!(" subset {s}")).unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "    {:>6.2}%  {}  (host {}{subset}, port {}, weight {})",
+                    d.percent, d.cluster, d.host, d.port, d.weight
+                );
+            }
+        }
+        ActionExplained::Redirect { code, location } => {
+            let _ = writeln!(out, "  redirect: {code} to {location}");
+        }
+        ActionExplained::DirectResponse { status, body_bytes, body } => {
+            let preview: String = body.chars().take(60).collect();
+            let _ = writeln!(out, "  direct response: {status}, body {body_bytes} bytes {preview:?}");
+        }
+    }
+    if let Some(rw) = &m.rewrite {
+        if let Some(p) = &rw.path {
+            let _ = writeln!(out, "  rewrite path: {p}");
+        }
+        if let Some(a) = &rw.authority {
+            let _ = writeln!(out, "  rewrite authority: {a}");
+        }
+    }
+    match &m.fault {
+        None => {
+            let _ = writeln!(out, "  fault: none");
+        }
+        Some(f) => {
+            if let Some(d) = &f.delay {
+                let _ = writeln!(out, "  fault delay: {} ms for {}% of requests", d.fixed_delay_ms, fmt_pct(d.percent));
+            }
+            if let Some(a) = &f.abort {
+                let what = match (a.http_status, a.grpc_status) {
+                    (Some(s), _) => format!("HTTP {s}"),
+                    (None, Some(g)) => format!("gRPC status {g}"),
+                    _ => "abort".into(),
+                };
+                let _ = writeln!(out, "  fault abort: {what} for {}% of requests", fmt_pct(a.percent));
+            }
+        }
+    }
+    let r = &m.retries;
+    if r.attempts == 0 {
+        let _ = writeln!(out, "  retries: disabled");
+    } else {
+        let mut on = vec![r.retry_on.clone()];
+        if !r.grpc_retry_on.is_empty() {
+            on.push(format!("grpc {}", r.grpc_retry_on));
+        }
+        if !r.retriable_status_codes.is_empty() {
+            on.push(format!("status {}", r.retriable_status_codes));
+        }
+        let per_try = r.per_try_timeout_ms.map(|p| format!(", {p} ms per try")).unwrap_or_default();
+        let default = if r.istio_default { " (Istio default)" } else { "" };
+        let _ = writeln!(out, "  retries: {} attempts on {}{per_try}{default}", r.attempts, on.join("; "));
+    }
+    match m.timeout_ms {
+        Some(t) => {
+            let _ = writeln!(out, "  timeout: {t} ms");
+        }
+        None => {
+            let _ = writeln!(out, "  timeout: none");
+        }
+    }
+    if m.mirrors.is_empty() {
+        let _ = writeln!(out, "  mirrors: none");
+    }
+    for mr in &m.mirrors {
+        let _ = writeln!(out, "  mirror: {}% of requests to {}", fmt_pct(mr.percent), mr.cluster);
+    }
+    for (what, ops) in [("request", &m.request_headers), ("response", &m.response_headers)] {
+        for (k, v) in &ops.set {
+            let _ = writeln!(out, "  {what} header set: {k}: {v}");
+        }
+        for (k, v) in &ops.add {
+            let _ = writeln!(out, "  {what} header add: {k}: {v}");
+        }
+        for k in &ops.remove {
+            let _ = writeln!(out, "  {what} header remove: {k}");
+        }
+    }
+    if m.cors {
+        let _ = writeln!(out, "  cors: policy applies");
+    }
+    if !m.router_hints.is_empty() {
+        let _ = writeln!(out, "  router hints the filter adds:");
+        for h in &m.router_hints {
+            let _ = writeln!(out, "    {}: {}", h.name, h.value);
+        }
+    }
+}
+
+fn fmt_pct(p: f64) -> String {
+    let s = format!("{p:.4}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshroute::RequestView;
+
+    #[test]
+    fn urls_split_into_scheme_authority_and_path() {
+        let r = build_request("GET", "https://api.example.com:8443/a/b?x=1", &[]).unwrap();
+        assert_eq!((r.scheme(), r.authority(), r.path()), ("https", "api.example.com:8443", "/a/b?x=1"));
+        let bare = build_request("POST", "svc", &["X-Debug: true".into(), "Host: other".into()]).unwrap();
+        assert_eq!((bare.authority(), bare.path()), ("other", "/"));
+        assert_eq!(bare.header("x-debug").as_deref(), Some("true"));
+        assert!(build_request("GET", "ftp://x/", &[]).is_err());
+        assert!(build_request("GET", "http://x/", &["nocolon".into()]).is_err());
+    }
+
+    #[test]
+    fn percentages_print_without_noise() {
+        assert_eq!(fmt_pct(10.0), "10");
+        assert_eq!(fmt_pct(0.5), "0.5");
+    }
+}

@@ -1,0 +1,204 @@
+//! `meshroute`: validate Istio traffic-management resources, compile them into the filter's
+//! plugin configuration, generate a runnable Envoy configuration, and explain a request.
+//!
+//! Exit codes: 0 success (warnings allowed), 1 configuration errors, 2 unreadable input or bad
+//! usage.
+
+mod envoy;
+mod explain;
+mod input;
+mod output;
+mod yaml;
+
+use clap::{Args, Parser, Subcommand};
+use input::Inputs;
+use meshroute::{compile, load_value, Compiled};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const AFTER_HELP: &str = "\
+Exit codes: 0 ok (warnings allowed), 1 configuration errors, 2 unreadable input or bad usage.
+
+Examples:
+  meshroute validate -f examples/
+  meshroute compile -f vs.yaml -f dr.yaml --settings proxy.yaml -o plugin.json
+  meshroute envoy -f examples/ --wasm meshroute.wasm -o envoy.yaml
+  meshroute explain -f examples/header-route.yaml GET http://product-service/ -H 'x-debug: true'";
+
+#[derive(Parser)]
+#[command(
+    name = "meshroute",
+    version,
+    about = "Istio traffic management (VirtualService, DestinationRule, ServiceEntry, Gateway, Sidecar, \
+             WorkloadEntry) for any Envoy",
+    after_help = AFTER_HELP
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Validate(ValidateArgs),
+    Compile(CompileArgs),
+    Envoy(envoy::EnvoyArgs),
+    Explain(explain::ExplainArgs),
+}
+
+/// Where the resources come from and who the proxy is.
+#[derive(Args, Debug, Clone)]
+pub struct InputArgs {
+    /// Resource files: YAML (multi-document) or JSON; a directory means every *.yaml, *.yml and
+    /// *.json directly inside it, in name order; `-` reads standard input. Kubernetes `List`s and
+    /// plugin configurations ({"resources": [...], "settings": {...}}) are accepted too.
+    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true, num_args = 1..)]
+    pub files: Vec<String>,
+    /// Settings of the proxy (JSON or YAML object): namespace, labels, gateway, locality,
+    /// clusterTemplate, routingHeader, domainSuffix, defaultPort, outboundTrafficPolicy, ...
+    #[arg(long, value_name = "FILE")]
+    pub settings: Option<PathBuf>,
+    /// Act as this Gateway (`namespace/name`) instead of a sidecar; overrides settings.gateway.
+    #[arg(long, value_name = "NS/NAME")]
+    pub gateway: Option<String>,
+}
+
+/// Check resources the way Istio's webhook and `istioctl analyze` would, and print every problem
+/// as `error|warning: FILE:LINE: Kind ns/name: field.path: message`.
+#[derive(Args)]
+#[command(after_help = "Examples:
+  meshroute validate -f examples/
+  meshroute validate -f vs.yaml dr.yaml --settings proxy.yaml
+  kubectl get vs,dr,se -A -o yaml | meshroute validate -f -
+
+Exit codes: 0 no errors (warnings allowed), 1 errors, 2 unreadable input (missing file, YAML syntax).")]
+struct ValidateArgs {
+    #[command(flatten)]
+    input: InputArgs,
+}
+
+/// Produce the filter's plugin configuration: {"resources": [...], "settings": {...}} — the same
+/// JSON an Istio WasmPlugin `pluginConfig` or an Envoy `configuration` carries.
+#[derive(Args)]
+#[command(after_help = "Nothing is written when the configuration has errors (exit 1); the output file is
+written to a temporary name first and renamed, so it is never half-written.
+
+Examples:
+  meshroute compile -f examples/ -o plugin.json
+  meshroute compile -f vs.yaml --settings proxy.yaml --gateway istio-system/public-gateway")]
+struct CompileArgs {
+    #[command(flatten)]
+    input: InputArgs,
+    /// Output file (default: standard output).
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+/// Everything read, validated and compiled.
+pub struct Loaded {
+    pub inputs: Inputs,
+    pub bundle: meshroute::Bundle,
+    pub compiled: Compiled,
+}
+
+impl Loaded {
+    /// Reads and compiles. Input errors are printed and make the caller exit 2.
+    pub fn read(args: &InputArgs, to_stdout: bool) -> Result<Loaded, ExitCode> {
+        let inputs = Inputs::read(&args.files, args.settings.as_deref());
+        for e in &inputs.errors {
+            if to_stdout {
+                println!("{e}");
+            } else {
+                eprintln!("{e}");
+            }
+        }
+        let (bundle, diags) = load_value(inputs.plugin_config(args.gateway.as_deref()));
+        let compiled = compile(&bundle, diags);
+        let loaded = Loaded { inputs, bundle, compiled };
+        if !loaded.inputs.errors.is_empty() {
+            // Still report what could be checked, so one run shows everything.
+            loaded.print_diagnostics(to_stdout);
+            return Err(ExitCode::from(2));
+        }
+        Ok(loaded)
+    }
+
+    pub fn print_diagnostics(&self, to_stdout: bool) -> (usize, usize) {
+        let (mut e, mut w) = (0, 0);
+        for d in self.compiled.diagnostics.iter() {
+            if d.is_error() {
+                e += 1;
+            } else {
+                w += 1;
+            }
+            let line = self.inputs.render(d);
+            if to_stdout {
+                println!("{line}");
+            } else {
+                eprintln!("{line}");
+            }
+        }
+        (e, w)
+    }
+
+    /// Prints diagnostics to stderr and fails with exit 1 on errors.
+    pub fn require_table(&self) -> Result<&meshroute::RouteTable, ExitCode> {
+        let (errors, _) = self.print_diagnostics(false);
+        match &self.compiled.table {
+            Some(t) if errors == 0 => Ok(t),
+            _ => {
+                eprintln!("meshroute: the configuration has {errors} error(s); nothing was generated");
+                Err(ExitCode::from(1))
+            }
+        }
+    }
+}
+
+fn validate(args: &ValidateArgs) -> ExitCode {
+    let loaded = match Loaded::read(&args.input, true) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let (errors, warnings) = loaded.print_diagnostics(true);
+    eprintln!("meshroute: {} resource(s), {errors} error(s), {warnings} warning(s)", loaded.inputs.resources.len());
+    if errors > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn compile_cmd(args: &CompileArgs) -> ExitCode {
+    let loaded = match Loaded::read(&args.input, false) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    if let Err(code) = loaded.require_table() {
+        return code;
+    }
+    let config = loaded.inputs.plugin_config(args.input.gateway.as_deref());
+    let text = match serde_json::to_string_pretty(&config) {
+        Ok(t) => t + "\n",
+        Err(e) => {
+            eprintln!("meshroute: cannot serialise the configuration: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    output::emit(args.output.as_deref(), &text)
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        }
+    };
+    match &cli.command {
+        Command::Validate(a) => validate(a),
+        Command::Compile(a) => compile_cmd(a),
+        Command::Envoy(a) => envoy::run(a),
+        Command::Explain(a) => explain::run(a),
+    }
+}

@@ -1,0 +1,547 @@
+//! Cross-resource checks in the manner of `istioctl analyze`: references to DestinationRule
+//! subsets and Gateways (IST0101), hosts claimed twice (IST0109), VirtualService hosts a Gateway
+//! does not serve (IST0132), DestinationRules for unknown hosts (IST0174), subsets selecting no
+//! known workload (IST0173), DestinationRules merged for one host, Sidecars without selector
+//! (IST0111).
+
+use super::{Ctx, Place};
+use crate::config::Resource;
+use crate::crd;
+use crate::diag::Severity;
+use crate::host;
+use std::collections::{BTreeMap, BTreeSet};
+
+pub(super) fn run(cx: &mut Ctx<'_>) {
+    referenced_subsets(cx);
+    referenced_gateways(cx);
+    destination_ports(cx);
+    ingress_subsets(cx);
+    conflicting_hosts(cx);
+    destination_rule_hosts(cx);
+    subsets_without_workloads(cx);
+    destination_rules_merged(cx);
+    sidecars_without_selector(cx);
+}
+
+fn resolve(cx: &Ctx<'_>, h: &str, ns: &str) -> String {
+    host::resolve(h, ns, cx.domain_suffix())
+}
+
+/// Does `pattern` (a resolved DestinationRule host) apply to `name` (a resolved host)?
+fn covers(pattern: &str, name: &str) -> bool {
+    pattern.eq_ignore_ascii_case(name) || host::matches(pattern, name)
+}
+
+/// IST0101 for `destination.subset` (routes, `mirror`, `mirrors`): some DestinationRule for the
+/// host must define the subset. Istio's analyzer compares host names exactly; here a wildcard
+/// DestinationRule host counts too, as it does at runtime.
+fn referenced_subsets(cx: &mut Ctx<'_>) {
+    let bundle = cx.bundle;
+    let drs: Vec<(String, &Resource, &crd::DestinationRule)> = bundle
+        .destination_rules()
+        .filter(|(_, dr)| !dr.host.is_empty())
+        .map(|(r, dr)| (resolve(cx, &dr.host, &r.namespace), r, dr))
+        .collect();
+    for (r, vs) in bundle.virtual_services() {
+        let at = Place(Some(r));
+        for (i, route) in vs.http.iter().enumerate() {
+            let mut refs: Vec<(&crd::Destination, String, &str)> = Vec::new();
+            for (k, d) in route.route.iter().enumerate() {
+                if let Some(dest) = &d.destination {
+                    refs.push((dest, format!("spec.http[{i}].route[{k}].destination.subset"), "host+subset"));
+                }
+            }
+            if let Some(m) = &route.mirror {
+                refs.push((m, format!("spec.http[{i}].mirror.subset"), "mirror+subset"));
+            }
+            for (k, m) in route.mirrors.iter().enumerate() {
+                if let Some(dest) = &m.destination {
+                    refs.push((dest, format!("spec.http[{i}].mirrors[{k}].destination.subset"), "mirror+subset"));
+                }
+            }
+            for (dest, path, what) in refs {
+                let Some(subset) = dest.subset.as_deref().filter(|s| !s.is_empty()) else { continue };
+                if dest.host.is_empty() {
+                    continue;
+                }
+                let target = resolve(cx, &dest.host, &r.namespace);
+                let for_host: Vec<&(String, &Resource, &crd::DestinationRule)> =
+                    drs.iter().filter(|(h, _, _)| covers(h, &target)).collect();
+                if for_host.iter().any(|(_, _, dr)| dr.subsets.iter().any(|s| s.name == subset)) {
+                    continue;
+                }
+                let hint = match for_host.first() {
+                    None => format!(" (no DestinationRule for host {target})"),
+                    Some((_, dr_res, _)) => {
+                        let names: Vec<&str> =
+                            for_host.iter().flat_map(|(_, _, dr)| dr.subsets.iter().map(|s| s.name.as_str())).collect();
+                        if names.is_empty() {
+                            format!(" (DestinationRule {} defines no subsets)", dr_res.key())
+                        } else {
+                            format!(" (DestinationRule {} defines subsets: [{}])", dr_res.key(), names.join(" "))
+                        }
+                    }
+                };
+                cx.push(
+                    Severity::Error,
+                    Some("IST0101"),
+                    &at,
+                    path,
+                    format!("Referenced {what} in destinationrule not found: \"{}+{subset}\"{hint}", dest.host),
+                );
+            }
+        }
+    }
+}
+
+/// IST0101 for gateways a VirtualService names (top level and per match) and IST0132 for hosts
+/// the Gateway does not serve.
+fn referenced_gateways(cx: &mut Ctx<'_>) {
+    let bundle = cx.bundle;
+    for (r, vs) in bundle.virtual_services() {
+        let at = Place(Some(r));
+        let mut refs: Vec<(String, &str, bool)> =
+            vs.gateways.iter().enumerate().map(|(i, g)| (format!("spec.gateways[{i}]"), g.as_str(), true)).collect();
+        for (i, route) in vs.http.iter().enumerate() {
+            for (j, m) in route.matches.iter().enumerate() {
+                for (k, g) in m.gateways.iter().enumerate() {
+                    refs.push((format!("spec.http[{i}].match[{j}].gateways[{k}]"), g.as_str(), false));
+                }
+            }
+        }
+        for (path, g, top_level) in refs {
+            if g == "mesh" {
+                continue;
+            }
+            let full = host::resolve_gateway(g, &r.namespace);
+            let found = bundle.gateways().find(|(gr, _)| gr.key() == full);
+            if found.is_none() {
+                let name = full.rsplit('/').next().unwrap_or_default();
+                let elsewhere: Vec<String> =
+                    bundle.gateways().filter(|(gr, _)| gr.name == name).map(|(gr, _)| gr.key()).collect();
+                let hint = match elsewhere.first() {
+                    Some(other) => format!(" (it resolves to {full}; Gateway {other} exists: write \"{other}\")"),
+                    None => format!(" (it resolves to {full})"),
+                };
+                cx.push(
+                    Severity::Error,
+                    Some("IST0101"),
+                    &at,
+                    path.as_str(),
+                    format!("Referenced gateway not found: {g:?}{hint}"),
+                );
+            }
+            // istioctl also reports a missing Gateway here: it has no hosts to match.
+            let served = found.is_some_and(|(gr, gw)| vs_host_in_gateway(cx, vs, &r.namespace, gr, gw));
+            if top_level && !vs.hosts.is_empty() && !served {
+                cx.push(
+                    Severity::Warning,
+                    Some("IST0132"),
+                    &at,
+                    path,
+                    format!(
+                        "one or more host [{}] defined in VirtualService {} not found in Gateway {full}.",
+                        vs.hosts.join(" "),
+                        r.key(),
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// Every destination of a VirtualService (routes, `mirror`, `mirrors`) with its field path.
+fn destinations(vs: &crd::VirtualService) -> Vec<(String, &crd::Destination)> {
+    let mut out = Vec::new();
+    for (i, route) in vs.http.iter().enumerate() {
+        for (k, d) in route.route.iter().enumerate() {
+            if let Some(dest) = &d.destination {
+                out.push((format!("spec.http[{i}].route[{k}].destination"), dest));
+            }
+        }
+        if let Some(m) = &route.mirror {
+            out.push((format!("spec.http[{i}].mirror"), m));
+        }
+        for (k, m) in route.mirrors.iter().enumerate() {
+            if let Some(dest) = &m.destination {
+                out.push((format!("spec.http[{i}].mirrors[{k}].destination"), dest));
+            }
+        }
+    }
+    out
+}
+
+/// istioctl `DestinationHostAnalyzer` (`checkServiceEntryPorts`) for hosts a ServiceEntry
+/// declares: no port towards a multi-port service is IST0112, a port the service does not declare
+/// is IST0101 `host:port`. Other hosts may be Kubernetes Services, unknown here, so unchecked.
+fn destination_ports(cx: &mut Ctx<'_>) {
+    let bundle = cx.bundle;
+    let suffix = bundle.settings.domain_suffix.as_str();
+    let declared: Vec<(String, &Resource, &crd::ServiceEntry)> = bundle
+        .service_entries()
+        .flat_map(|(r, se)| se.hosts.iter().map(move |h| (host::resolve(h, &r.namespace, suffix), r, se)))
+        .collect();
+    for (r, vs) in bundle.virtual_services() {
+        let at = Place(Some(r));
+        let visible = |ser: &Resource, se: &crd::ServiceEntry| {
+            se.export_to.is_empty()
+                || se
+                    .export_to
+                    .iter()
+                    .any(|e| e == "*" || *e == r.namespace || (e == "." && ser.namespace == r.namespace))
+        };
+        for (path, dest) in destinations(vs) {
+            if dest.host.is_empty() {
+                continue;
+            }
+            let target = host::resolve(&dest.host, &r.namespace, suffix);
+            let se = declared
+                .iter()
+                .find(|(h, ser, se)| *h == target && visible(ser, se))
+                .or_else(|| declared.iter().find(|(h, ser, se)| host::matches(h, &target) && visible(ser, se)))
+                .map(|(_, _, se)| *se);
+            let Some(se) = se else { continue };
+            match &dest.port {
+                None if se.ports.len() > 1 => {
+                    let ports: Vec<String> = se.ports.iter().map(|p| p.number.to_string()).collect();
+                    cx.push(
+                        Severity::Error,
+                        Some("IST0112"),
+                        &at,
+                        path,
+                        format!(
+                            "This VirtualService routes to a service {:?} that exposes multiple ports [{}]. Specifying a port in the destination is required to disambiguate.",
+                            dest.host,
+                            ports.join(" ")
+                        ),
+                    );
+                }
+                Some(port) if !se.ports.iter().any(|p| p.number == port.number) => {
+                    cx.push(
+                        Severity::Error,
+                        Some("IST0101"),
+                        &at,
+                        format!("{path}.port.number"),
+                        format!("Referenced host:port not found: \"{}:{}\"", dest.host, port.number),
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// IST0140 (istioctl `analyzeSubset`): a gateway-bound VirtualService routes to a host without a
+/// subset while another VirtualService for that host routes to it by subset; on the gateway the
+/// subset routing does not apply. Host names are compared as written, as istioctl does.
+fn ingress_subsets(cx: &mut Ctx<'_>) {
+    let bundle = cx.bundle;
+    // VirtualService → hosts it routes to by subset among its own hosts.
+    let with_subsets: Vec<(&Resource, Vec<&str>)> = bundle
+        .virtual_services()
+        .map(|(r, vs)| {
+            let hosts: Vec<&str> = vs
+                .http
+                .iter()
+                .flat_map(|h| h.route.iter())
+                .filter_map(|d| d.destination.as_ref())
+                .filter(|d| d.subset.as_deref().is_some_and(|s| !s.is_empty()) && vs.hosts.contains(&d.host))
+                .map(|d| d.host.as_str())
+                .collect();
+            (r, hosts)
+        })
+        .filter(|(_, hosts)| !hosts.is_empty())
+        .collect();
+    for (r, vs) in bundle.virtual_services() {
+        if vs.gateways.is_empty() {
+            continue;
+        }
+        let mut reported: Vec<String> = Vec::new();
+        for (i, route) in vs.http.iter().enumerate() {
+            for (k, d) in route.route.iter().enumerate() {
+                let Some(dest) = &d.destination else { continue };
+                if dest.subset.as_deref().is_some_and(|s| !s.is_empty()) {
+                    continue;
+                }
+                for (other, hosts) in &with_subsets {
+                    if !hosts.contains(&dest.host.as_str()) || reported.contains(&other.key()) {
+                        continue;
+                    }
+                    reported.push(other.key());
+                    cx.push(
+                        Severity::Warning,
+                        Some("IST0140"),
+                        &Place(Some(r)),
+                        format!("spec.http[{i}].route[{k}].destination"),
+                        format!(
+                            "Subset in virtual service {} has no effect on ingress gateway {} requests",
+                            other.key(),
+                            r.key()
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// istioctl `vsHostInGateway`: some VirtualService host overlaps some server host visible to the
+/// VirtualService's namespace (`ns/host`, `./host` = the Gateway's namespace, `*/host`).
+fn vs_host_in_gateway(cx: &Ctx<'_>, vs: &crd::VirtualService, vs_ns: &str, gr: &Resource, gw: &crd::Gateway) -> bool {
+    let mut hosts: Vec<&str> = Vec::new();
+    for s in &gw.servers {
+        for h in &s.hosts {
+            match h.split_once('/') {
+                None => hosts.push(h),
+                Some((ns, name)) => {
+                    let ns = if ns == "." { gr.namespace.as_str() } else { ns };
+                    if ns == "*" || ns == vs_ns {
+                        hosts.push(name);
+                    }
+                }
+            }
+        }
+    }
+    vs.hosts.iter().any(|vh| {
+        let resolved = resolve(cx, vh, vs_ns);
+        hosts.iter().any(|gh| host::overlaps(gh, vh) || host::overlaps(gh, &resolved))
+    })
+}
+
+/// Namespaces a VirtualService is visible in; `None` means all.
+fn export_scope(vs: &crd::VirtualService, ns: &str) -> Option<BTreeSet<String>> {
+    if vs.export_to.is_empty() || vs.export_to.iter().any(|e| e == "*") {
+        return None;
+    }
+    Some(vs.export_to.iter().map(|e| if e == "." { ns.to_string() } else { e.clone() }).collect())
+}
+
+fn scopes_meet(a: &Option<BTreeSet<String>>, b: &Option<BTreeSet<String>>) -> bool {
+    match (a, b) {
+        (Some(x), Some(y)) => !x.is_disjoint(y),
+        _ => true,
+    }
+}
+
+/// IST0109 (istioctl `ConflictingMeshGatewayHostsAnalyzer`): two mesh-bound VirtualServices for
+/// one host. On a gateway Istio merges VirtualServices for one host instead, so there it is a
+/// warning about the undefined order.
+fn conflicting_hosts(cx: &mut Ctx<'_>) {
+    struct Claim<'b> {
+        res: &'b Resource,
+        key: String,
+        host_index: usize,
+        scope: Option<BTreeSet<String>>,
+    }
+    let bundle = cx.bundle;
+    // (bound to, fqdn) → claims, so only claims on one host are compared.
+    let mut groups: BTreeMap<(String, String), Vec<Claim<'_>>> = BTreeMap::new();
+    for (r, vs) in bundle.virtual_services() {
+        let bound: BTreeSet<String> = if vs.gateways.is_empty() {
+            BTreeSet::from(["mesh".to_string()])
+        } else {
+            vs.gateways.iter().map(|g| host::resolve_gateway(g, &r.namespace)).collect()
+        };
+        let scope = export_scope(vs, &r.namespace);
+        for (i, h) in vs.hosts.iter().enumerate() {
+            let fqdn = resolve(cx, h, &r.namespace);
+            for b in &bound {
+                groups.entry((b.clone(), fqdn.clone())).or_default().push(Claim {
+                    res: r,
+                    key: r.key(),
+                    host_index: i,
+                    scope: scope.clone(),
+                });
+            }
+        }
+    }
+    let mut found: Vec<(usize, &Resource, usize, String, String, String)> = Vec::new();
+    for ((bound_to, fqdn), claims) in &groups {
+        for c in claims {
+            let others: Vec<&Claim<'_>> =
+                claims.iter().filter(|o| o.key != c.key && scopes_meet(&o.scope, &c.scope)).collect();
+            if others.is_empty() {
+                continue;
+            }
+            let names: BTreeSet<&str> = others.iter().map(|o| o.key.as_str()).chain([c.key.as_str()]).collect();
+            let names = names.into_iter().collect::<Vec<_>>().join(",");
+            // istioctl names the host with its export scope: `*/<fqdn>` when exported everywhere.
+            let scope = std::iter::once(&c.scope)
+                .chain(others.iter().map(|o| &o.scope))
+                .find_map(|s| s.as_ref().and_then(|s| s.iter().next().cloned()))
+                .unwrap_or_else(|| "*".to_string());
+            found.push((c.res.index, c.res, c.host_index, bound_to.clone(), format!("{scope}/{fqdn}"), names));
+        }
+    }
+    // In input order, once per VirtualService and gateway (as istioctl reports IST0109).
+    found.sort_by(|a, b| (a.0, &a.3, a.2).cmp(&(b.0, &b.3, b.2)));
+    found.dedup_by(|a, b| (a.0, &a.3) == (b.0, &b.3));
+    found.sort_by(|a, b| (a.0, a.2, &a.3).cmp(&(b.0, b.2, &b.3)));
+    for (_, res, host_index, bound_to, fqdn, names) in found {
+        let at = Place(Some(res));
+        let path = format!("spec.hosts[{host_index}]");
+        if bound_to == "mesh" {
+            cx.push(
+                Severity::Error,
+                Some("IST0109"),
+                &at,
+                path,
+                format!(
+                    "The VirtualServices {names} associated with mesh gateway define the same host {fqdn} which can lead to undefined behavior. This can be fixed by merging the conflicting VirtualServices into a single resource."
+                ),
+            );
+        } else {
+            cx.own_warn(
+                &at,
+                path,
+                format!(
+                    "The VirtualServices {names} bound to gateway {bound_to} define the same host {fqdn}: Istio merges their routes on a gateway, in an order that is undefined across resources. Merge them into a single resource."
+                ),
+            );
+        }
+    }
+}
+
+/// IST0174: a DestinationRule host that no service known here matches. With no Kubernetes
+/// registry, the known services are the ServiceEntry hosts and the VirtualService hosts.
+fn destination_rule_hosts(cx: &mut Ctx<'_>) {
+    let bundle = cx.bundle;
+    let mut known: Vec<String> = Vec::new();
+    for (r, se) in bundle.service_entries() {
+        known.extend(se.hosts.iter().map(|h| resolve(cx, h, &r.namespace)));
+    }
+    for (r, vs) in bundle.virtual_services() {
+        known.extend(vs.hosts.iter().map(|h| resolve(cx, h, &r.namespace)));
+    }
+    for (r, dr) in bundle.destination_rules() {
+        if dr.host.is_empty() {
+            continue;
+        }
+        let h = resolve(cx, &dr.host, &r.namespace);
+        if known.iter().any(|k| host::overlaps(&h, k)) {
+            continue;
+        }
+        cx.push(
+            Severity::Warning,
+            Some("IST0174"),
+            &Place(Some(r)),
+            "spec.host",
+            format!(
+                "The host {} defined in the DestinationRule does not match any services in the mesh. (meshroute knows only the ServiceEntry and VirtualService hosts of this configuration; ignore this if {h} is a Kubernetes Service.)",
+                dr.host
+            ),
+        );
+    }
+}
+
+fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// IST0173: a subset whose labels select none of the workloads known for its host. Checked only
+/// when a ServiceEntry for the host lists endpoints or selects WorkloadEntries, since otherwise
+/// the workloads (Kubernetes pods) are not visible here.
+fn subsets_without_workloads(cx: &mut Ctx<'_>) {
+    let bundle = cx.bundle;
+    for (r, dr) in bundle.destination_rules() {
+        if dr.host.is_empty() || dr.subsets.is_empty() {
+            continue;
+        }
+        let h = resolve(cx, &dr.host, &r.namespace);
+        let mut sources: Vec<String> = Vec::new();
+        let mut workloads: Vec<&BTreeMap<String, String>> = Vec::new();
+        for (ser, se) in bundle.service_entries() {
+            if !se.hosts.iter().any(|sh| covers(&h, &resolve(cx, sh, &ser.namespace))) {
+                continue;
+            }
+            if !se.endpoints.is_empty() {
+                sources.push(format!("endpoints of ServiceEntry {}", ser.key()));
+                workloads.extend(se.endpoints.iter().map(|e| &e.labels));
+            }
+            if let Some(sel) = &se.workload_selector {
+                sources.push(format!("WorkloadEntries selected by ServiceEntry {}", ser.key()));
+                workloads.extend(
+                    bundle
+                        .workload_entries()
+                        .filter(|(wr, we)| wr.namespace == ser.namespace && selects(&sel.match_labels, &we.labels))
+                        .map(|(_, we)| &we.labels),
+                );
+            }
+        }
+        if workloads.is_empty() {
+            continue;
+        }
+        for (i, s) in dr.subsets.iter().enumerate() {
+            if s.labels.is_empty() || workloads.iter().any(|w| selects(&s.labels, w)) {
+                continue;
+            }
+            cx.push(
+                Severity::Warning,
+                Some("IST0173"),
+                &Place(Some(r)),
+                format!("spec.subsets[{i}].labels"),
+                format!(
+                    "The Subset {} defined in the DestinationRule does not select any known workload ({}). Which may lead to 503 UH (NoHealthyUpstream).",
+                    s.name,
+                    sources.join(", ")
+                ),
+            );
+        }
+    }
+}
+
+/// Two DestinationRules for one host: Istio merges them (subsets combined, the first definition
+/// wins on a conflict), which is rarely what the second author expected.
+fn destination_rules_merged(cx: &mut Ctx<'_>) {
+    let bundle = cx.bundle;
+    let mut first: BTreeMap<String, &Resource> = BTreeMap::new();
+    for (r, dr) in bundle.destination_rules() {
+        if dr.host.is_empty() || dr.workload_selector.is_some() {
+            continue;
+        }
+        let h = resolve(cx, &dr.host, &r.namespace);
+        match first.get(&h) {
+            None => {
+                first.insert(h, r);
+            }
+            Some(prev) => {
+                let msg = format!(
+                    "DestinationRules {} and {} both configure host {h}: Istio merges them (subsets are combined; for a subset or traffic policy defined twice the first one wins)",
+                    prev.key(),
+                    r.key()
+                );
+                cx.own_warn(&Place(Some(r)), "spec.host", msg);
+            }
+        }
+    }
+}
+
+/// IST0111: more than one Sidecar without workloadSelector in a namespace.
+fn sidecars_without_selector(cx: &mut Ctx<'_>) {
+    let bundle = cx.bundle;
+    let mut by_ns: BTreeMap<&str, Vec<&Resource>> = BTreeMap::new();
+    for (r, sc) in bundle.sidecars() {
+        if sc.workload_selector.is_none() {
+            by_ns.entry(r.namespace.as_str()).or_default().push(r);
+        }
+    }
+    for (ns, list) in by_ns {
+        if list.len() < 2 {
+            continue;
+        }
+        let mut names: Vec<&str> = list.iter().map(|r| r.name.as_str()).collect();
+        names.sort_unstable();
+        for r in list {
+            cx.push(
+                Severity::Error,
+                Some("IST0111"),
+                &Place(Some(r)),
+                "spec.workloadSelector",
+                format!(
+                    "The Sidecars [{}] in namespace {ns:?} have no workload selector, which can lead to undefined behavior.",
+                    names.join(" ")
+                ),
+            );
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! Sidecar (Istio `ValidateSidecar`) and meshroute's own settings.
+
+use super::common::{
+    check_enum, is_dns1123_label, is_header_token, label_errors, parse_protocol, validate_fqdn, validate_port,
+};
+use super::gateway::namespace_slash_hostname_errors;
+use super::service_entry::check_selector;
+use super::{Ctx, Place};
+use crate::crd;
+
+const OUTBOUND_MODES: &[&str] = &["REGISTRY_ONLY", "ALLOW_ANY"];
+
+pub(super) fn check(cx: &mut Ctx<'_>, at: &Place<'_>, sc: &crd::Sidecar) {
+    if let Some(ws) = &sc.workload_selector {
+        check_selector(cx, at, "spec.workloadSelector.labels", &ws.match_labels, "sidecar");
+    }
+    if sc.egress.is_empty() && sc.ingress.is_empty() && sc.outbound_traffic_policy.is_none() {
+        cx.error(at, "spec", "sidecar: empty configuration provided");
+        return;
+    }
+    let mut ports: Vec<u32> = Vec::new();
+    let mut catch_all_found = false;
+    for (i, e) in sc.egress.iter().enumerate() {
+        let p = format!("spec.egress[{i}]");
+        match &e.port {
+            None => {
+                if catch_all_found {
+                    cx.error(at, p.as_str(), "sidecar: egress can have only one listener with empty port");
+                    continue;
+                }
+                if i == sc.egress.len() - 1 {
+                    catch_all_found = true;
+                } else {
+                    cx.error(
+                        at,
+                        p.as_str(),
+                        "sidecar: the egress listener with empty port should be the last listener in the list",
+                    );
+                }
+            }
+            Some(port) => {
+                if port.target_port.is_some_and(|t| t > 0) {
+                    cx.error(at, format!("{p}.port.targetPort"), "targetPort has no impact on Sidecars");
+                }
+                if !port.name.is_empty() && !is_dns1123_label(&port.name) {
+                    cx.error(at, format!("{p}.port.name"), format!("invalid port name: {}", port.name));
+                }
+                if !port.protocol.is_empty() && parse_protocol(&port.protocol).is_none() {
+                    cx.error(at, format!("{p}.port.protocol"), format!("unsupported protocol: {}", port.protocol));
+                }
+                let bind = e.bind.as_deref().unwrap_or_default();
+                if port.number == 0 {
+                    if !bind.starts_with("unix://") {
+                        cx.error(
+                            at,
+                            format!("{p}.bind"),
+                            "sidecar: ports with 0 value must have a unix domain socket bind address",
+                        );
+                    }
+                } else {
+                    if let Err(err) = validate_port(i64::from(port.number)) {
+                        cx.error(at, format!("{p}.port.number"), err);
+                    }
+                    if ports.contains(&port.number) {
+                        cx.error(at, format!("{p}.port.number"), "sidecar: ports on IP bound listeners must be unique");
+                    }
+                    ports.push(port.number);
+                }
+            }
+        }
+        if e.hosts.is_empty() {
+            cx.error(at, format!("{p}.hosts"), "sidecar: egress listener must contain at least one host");
+        }
+        for (j, h) in e.hosts.iter().enumerate() {
+            for err in namespace_slash_hostname_errors(h, false) {
+                cx.error(at, format!("{p}.hosts[{j}]"), err);
+            }
+        }
+    }
+    if let Some(tp) = &sc.outbound_traffic_policy {
+        let mode = tp.mode.as_deref().unwrap_or("REGISTRY_ONLY");
+        if mode == "ALLOW_ANY_DYNAMIC_DNS" {
+            cx.error(
+                at,
+                "spec.outboundTrafficPolicy.mode",
+                "sidecar: ALLOW_ANY_DYNAMIC_DNS mode is only supported in MeshConfig, not in Sidecar resource",
+            );
+        } else if let Some(m) = &tp.mode {
+            check_enum(cx, at, "spec.outboundTrafficPolicy.mode", m, OUTBOUND_MODES);
+        }
+        if let Some(proxy) = &tp.egress_proxy {
+            if proxy.port.is_none() && mode == "ALLOW_ANY" {
+                cx.error(
+                    at,
+                    "spec.outboundTrafficPolicy.egressProxy.port",
+                    "sidecar: egress_proxy port must be non-nil",
+                );
+            }
+            if mode != "ALLOW_ANY" {
+                cx.error(
+                    at,
+                    "spec.outboundTrafficPolicy.egressProxy",
+                    "sidecar: egress_proxy must be set only with ALLOW_ANY outbound_traffic_policy mode",
+                );
+            }
+            cx.push(
+                crate::diag::Severity::Warning,
+                Some("IST0002"),
+                at,
+                "spec.outboundTrafficPolicy.egressProxy",
+                "Deprecated: OutboundTrafficPolicy.EgressProxy ignored",
+            );
+        }
+    }
+}
+
+/// meshroute's settings: the proxy identity and the filter's own knobs.
+pub(super) fn check_settings(cx: &mut Ctx<'_>) {
+    let bundle = cx.bundle;
+    let s = &bundle.settings;
+    let at = Place(None);
+    if s.gateway != "mesh" {
+        match s.gateway.split_once('/') {
+            Some((ns, name)) if is_dns1123_label(ns) && is_dns1123_label(name) => {
+                if !bundle.gateways().any(|(r, _)| r.namespace == ns && r.name == name) {
+                    cx.own_warn(
+                        &at,
+                        "settings.gateway",
+                        format!("no Gateway {} in the configuration: its servers cannot be checked", s.gateway),
+                    );
+                }
+            }
+            _ => cx.own_error(
+                &at,
+                "settings.gateway",
+                format!("gateway must be \"mesh\" or \"<namespace>/<name>\", got {:?}", s.gateway),
+            ),
+        }
+    }
+    if !s.cluster_template.contains("{host}") {
+        cx.own_error(
+            &at,
+            "settings.clusterTemplate",
+            format!("clusterTemplate {:?} must contain {{host}}", s.cluster_template),
+        );
+    }
+    let h = &s.routing_header;
+    if h.is_empty() || !is_header_token(h) || h.bytes().any(|b| b.is_ascii_uppercase()) {
+        cx.own_error(
+            &at,
+            "settings.routingHeader",
+            format!("routingHeader {h:?} must be a valid lowercase header name (e.g. \"x-meshroute-cluster\")"),
+        );
+    }
+    if let Some(m) = s.outbound_traffic_policy.as_ref().filter(|m| !OUTBOUND_MODES.contains(&m.as_str())) {
+        cx.own_error(
+            &at,
+            "settings.outboundTrafficPolicy",
+            format!("unknown value {m:?} (expected one of {})", OUTBOUND_MODES.join(", ")),
+        );
+    }
+    if !is_dns1123_label(&s.namespace) {
+        cx.own_error(&at, "settings.namespace", format!("namespace {:?} is not a valid DNS label", s.namespace));
+    }
+    if let Err(e) = validate_fqdn(&s.domain_suffix) {
+        cx.own_error(&at, "settings.domainSuffix", e);
+    }
+    if let Err(e) = validate_port(i64::from(s.default_port)) {
+        cx.own_error(&at, "settings.defaultPort", e);
+    }
+    for (path, e) in label_errors("settings.labels", &s.labels) {
+        cx.own_error(&at, path, e);
+    }
+}

@@ -1,0 +1,725 @@
+//! The `meshroute` command line, run as a user would: the built binary on the seed examples and
+//! on broken input. Needs `--features cli` (Cargo.toml `[[test]] required-features`).
+//!
+//! The Envoy checks (`envoy --mode validate` on generated configurations) skip loudly when Envoy
+//! or the filter's Wasm module is missing locally, and fail under `CI=true`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use support::repo_root;
+
+// === helpers ===
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn meshroute(args: &[&str]) -> Out {
+    meshroute_stdin(args, None)
+}
+
+fn meshroute_stdin(args: &[&str], stdin: Option<&str>) -> Out {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_meshroute"))
+        .args(args)
+        .current_dir(repo_root())
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run meshroute");
+    if let Some(text) = stdin {
+        child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write stdin");
+    }
+    let out = child.wait_with_output().expect("wait for meshroute");
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("meshroute-cli-{tag}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    dir
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write");
+    p.display().to_string()
+}
+
+fn example_files() -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(repo_root().join("examples"))
+        .expect("examples/")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".yaml"))
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 21, "the 21 seed examples");
+    files
+}
+
+/// `error|warning|info: FILE:LINE: ...`, with the code in parentheses at the end if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Reported {
+    severity: String,
+    file: String,
+    line: u32,
+    text: String,
+    code: Option<String>,
+}
+
+fn parse_diagnostics(stdout: &str) -> Vec<Reported> {
+    stdout
+        .lines()
+        .map(|l| {
+            let (severity, rest) = l.split_once(": ").unwrap_or_else(|| panic!("not a diagnostic: {l}"));
+            assert!(matches!(severity, "error" | "warning" | "info"), "{l}");
+            let (loc, text) = rest.split_once(": ").unwrap_or_else(|| panic!("no location: {l}"));
+            let (file, line) = loc.rsplit_once(':').unwrap_or_else(|| panic!("no line: {l}"));
+            let line: u32 = line.parse().unwrap_or_else(|_| panic!("line is not a number: {l}"));
+            let code = text
+                .strip_suffix(')')
+                .and_then(|t| t.rsplit_once(" ("))
+                .map(|(_, c)| c.to_string())
+                .filter(|c| (c.starts_with("IST") && c.len() == 7) || (c.starts_with("MR") && c.len() == 6));
+            Reported { severity: severity.into(), file: file.into(), line, text: text.into(), code }
+        })
+        .collect()
+}
+
+/// Envoy for `--mode validate`, or `None` (skipped loudly) when missing outside CI.
+fn envoy_or_skip(test: &str) -> Option<PathBuf> {
+    let bin = match std::env::var_os("ENVOY_BIN") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => repo_root().join(".tools/envoy/envoy/_bin/envoy"),
+    };
+    if bin.is_file() {
+        return Some(bin);
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test}: Envoy not found at {} (run `make tools`); CI must not skip", bin.display());
+    }
+    eprintln!("SKIPPED {test}: Envoy not found at {} (run `make tools` or set ENVOY_BIN)", bin.display());
+    None
+}
+
+/// The filter's Wasm module (`make wasm`, or `$MESHROUTE_WASM`), or `None` outside CI.
+fn filter_wasm_or_skip(test: &str) -> Option<PathBuf> {
+    let path = match std::env::var_os("MESHROUTE_WASM") {
+        Some(p) if !p.is_empty() => {
+            let p = PathBuf::from(p);
+            if p.is_dir() {
+                p.join("meshroute_filter.wasm")
+            } else {
+                p
+            }
+        }
+        _ => support::target_dir().join("wasm32-wasip1/release/meshroute_filter.wasm"),
+    };
+    if path.is_file() {
+        return Some(path);
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test}: filter module {} not found (run `make wasm`); CI must not skip", path.display());
+    }
+    eprintln!("SKIPPED {test}: filter module {} not found (run `make wasm` or set MESHROUTE_WASM)", path.display());
+    None
+}
+
+fn envoy_validate(envoy: &Path, config: &Path) -> Result<(), String> {
+    let out = Command::new(envoy)
+        .args(["--mode", "validate", "--log-level", "error", "--disable-hot-restart", "-c"])
+        .arg(config)
+        .output()
+        .expect("run envoy");
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+// === validate ===
+
+/// docs/semantics.md §15, "Alone": the codes each seed example is reported with, and its exit
+/// code (1 when any finding is an error). §15 assumes examples/registry/services.json; meshroute
+/// reads no Kubernetes Service (R7), so a DestinationRule whose host no ServiceEntry declares is
+/// also reported IST0174 (a warning).
+fn seed_expectations() -> BTreeMap<&'static str, (i32, Vec<&'static str>)> {
+    BTreeMap::from([
+        ("basic-route.yaml", (1, vec!["IST0101"])),
+        ("canary-10.yaml", (1, vec!["IST0101", "IST0101"])),
+        ("canary-100.yaml", (1, vec!["IST0101"])),
+        ("canary-50.yaml", (1, vec!["IST0101", "IST0101"])),
+        ("connection-pool.yaml", (0, vec!["IST0174"])),
+        ("consistent-hash.yaml", (0, vec!["IST0174", "MR0006", "MR0006"])),
+        ("external-grpc.yaml", (0, vec![])),
+        ("external-http.yaml", (0, vec![])),
+        ("external-https.yaml", (0, vec!["MR0002"])),
+        ("fault-injection.yaml", (0, vec!["IST0130"])),
+        ("gateway-vs-binding.yaml", (1, vec!["IST0101", "IST0132"])),
+        ("header-route.yaml", (1, vec!["IST0101", "IST0101"])),
+        ("ingress-gateway.yaml", (0, vec![])),
+        ("loadbalancer-config.yaml", (0, vec!["IST0174"])),
+        ("locality-lb.yaml", (0, vec!["IST0174"])),
+        ("outlier-detection.yaml", (0, vec!["IST0174"])),
+        ("retry-config.yaml", (0, vec!["MR0004", "MR0005"])),
+        ("timeout-config.yaml", (0, vec![])),
+        ("traffic-mirroring.yaml", (1, vec!["IST0101", "IST0101", "IST0101", "IST0133", "MR0003"])),
+        ("uri-route.yaml", (1, vec!["IST0101", "IST0101"])),
+        ("weight-route.yaml", (1, vec!["IST0101", "IST0101"])),
+    ])
+}
+
+#[test]
+fn each_seed_example_reports_what_the_semantics_specify() {
+    let expected = seed_expectations();
+    for name in example_files() {
+        let path = format!("examples/{name}");
+        let out = meshroute(&["validate", "-f", &path]);
+        let (code, codes) = &expected[name.as_str()];
+        let diags = parse_diagnostics(&out.stdout);
+        let mut got: Vec<String> = diags.iter().filter_map(|d| d.code.clone()).collect();
+        got.sort();
+        assert_eq!(got, *codes, "{name}:\n{}", out.stdout);
+        assert_eq!(out.code, *code, "{name} exit code:\n{}{}", out.stdout, out.stderr);
+        assert!(diags.iter().all(|d| d.file == path), "{name}: {diags:?}");
+    }
+}
+
+#[test]
+fn every_seed_example_is_readable_and_reported_with_file_and_line() {
+    for name in example_files() {
+        let path = format!("examples/{name}");
+        let out = meshroute(&["validate", "-f", &path]);
+        assert!(out.code == 0 || out.code == 1, "{name}: exit {} {}", out.code, out.stderr);
+        let diags = parse_diagnostics(&out.stdout);
+        let has_error = diags.iter().any(|d| d.severity == "error");
+        assert_eq!(out.code, i32::from(has_error), "{name}:\n{}", out.stdout);
+        let lines = std::fs::read_to_string(repo_root().join(&path)).expect("read").lines().count() as u32;
+        for d in &diags {
+            assert_eq!(d.file, path);
+            assert!(d.line >= 1 && d.line <= lines, "{name}: line {} of {lines}: {}", d.line, d.text);
+        }
+        assert!(out.stderr.contains("resource(s)"), "summary on stderr: {}", out.stderr);
+    }
+}
+
+#[test]
+fn seed_findings_point_at_the_offending_field() {
+    for (file, code, line) in [
+        ("basic-route.yaml", "IST0101", 12),
+        ("fault-injection.yaml", "IST0130", 18),
+        ("traffic-mirroring.yaml", "IST0133", 21),
+        ("traffic-mirroring.yaml", "MR0003", 17),
+        ("consistent-hash.yaml", "MR0006", 11),
+    ] {
+        let path = format!("examples/{file}");
+        let out = meshroute(&["validate", "-f", &path]);
+        let diags = parse_diagnostics(&out.stdout);
+        assert!(
+            diags.iter().any(|d| d.code.as_deref() == Some(code) && d.line == line),
+            "{file}: expected {code} at line {line}:\n{}",
+            out.stdout
+        );
+    }
+}
+
+#[test]
+fn unknown_service_entry_field_points_at_its_line() {
+    let out = meshroute(&["validate", "-f", "examples/external-https.yaml"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.starts_with(
+            "warning: examples/external-https.yaml:14: ServiceEntry default/external-payment-api: spec.tls: "
+        ),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("(MR0002)"), "{}", out.stdout);
+}
+
+#[test]
+fn a_directory_is_read_in_name_order_and_redefinitions_point_at_the_shadowed_file() {
+    let out = meshroute(&["validate", "-f", "examples"]);
+    let diags = parse_diagnostics(&out.stdout);
+    let shadowed: Vec<(String, u32)> = diags
+        .iter()
+        .filter(|d| d.code.as_deref() == Some("MR0001"))
+        .map(|d| (d.file.trim_start_matches("examples/").to_string(), d.line))
+        .collect();
+    // docs/semantics.md §15: the last file in name order wins.
+    for f in [
+        "basic-route.yaml",
+        "fault-injection.yaml",
+        "header-route.yaml",
+        "retry-config.yaml",
+        "canary-10.yaml",
+        "canary-100.yaml",
+        "consistent-hash.yaml",
+        "loadbalancer-config.yaml",
+        "connection-pool.yaml",
+    ] {
+        assert!(shadowed.contains(&(f.to_string(), 1)), "{f} is shadowed, reported at line 1: {shadowed:?}");
+    }
+    assert_eq!(shadowed.len(), 9, "{}", out.stdout);
+    assert!(
+        out.stdout.contains("VirtualService default/product-service is redefined by examples/weight-route.yaml:1"),
+        "the shadowing file is named: {}",
+        out.stdout
+    );
+    assert!(out.stderr.contains("21 resource(s)"), "{}", out.stderr);
+}
+
+#[test]
+fn multi_document_yaml_json_and_stdin_are_read() {
+    let dir = temp_dir("multi");
+    let json = std::fs::read_to_string(repo_root().join("examples/json/weight-route.json")).expect("json");
+    let dr = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: p}\nspec:\n  host: product-service\n  subsets:\n  - {name: v1, labels: {version: v1}}\n  - {name: v2, labels: {version: v2}}\n";
+    let yaml = write(&dir, "both.yaml", &format!("---\n{dr}---\n# empty document follows\n---\n"));
+    let out = meshroute_stdin(&["validate", "-f", "-", &yaml], Some(&json));
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("2 resource(s)"), "{}", out.stderr);
+}
+
+#[test]
+fn malformed_yaml_exits_2_with_file_line_and_column() {
+    let dir = temp_dir("malformed");
+    let bad = write(
+        &dir,
+        "bad.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: [a, b\nspec: {}\n",
+    );
+    let out = meshroute(&["validate", "-f", &bad]);
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    let first = out.stdout.lines().next().unwrap_or_default();
+    let prefix = format!("error: {bad}:");
+    assert!(first.starts_with(&prefix), "{first}");
+    let loc: Vec<&str> = first[prefix.len()..].splitn(3, ':').collect();
+    assert!(loc[0].parse::<u32>().is_ok_and(|l| (4..=6).contains(&l)), "line: {first}");
+    assert!(loc[1].parse::<u32>().is_ok(), "column: {first}");
+    assert!(first.contains("YAML syntax error"), "{first}");
+
+    let dup = write(&dir, "dup.yaml", "kind: VirtualService\nkind: Gateway\n");
+    let out = meshroute(&["validate", "-f", &dup]);
+    assert_eq!(out.code, 2);
+    assert!(out.stdout.starts_with(&format!("error: {dup}:2:")), "{}", out.stdout);
+    assert!(out.stdout.contains("duplicate key"), "{}", out.stdout);
+}
+
+#[test]
+fn missing_file_exits_2_and_other_files_are_still_checked() {
+    let out = meshroute(&["validate", "-f", "no/such/file.yaml", "examples/external-https.yaml"]);
+    assert_eq!(out.code, 2);
+    assert!(out.stdout.contains("error: no/such/file.yaml: cannot read"), "{}", out.stdout);
+    assert!(out.stdout.contains("MR0002"), "the readable file is still validated: {}", out.stdout);
+}
+
+#[test]
+fn wrong_kind_type_errors_and_missing_names_point_at_their_lines() {
+    let dir = temp_dir("bad");
+    let f = write(
+        &dir,
+        "bad.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: VirtualServce\nmetadata: {name: a}\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: b}\nspec:\n  hosts: [b]\n  http:\n  - route:\n    - destination: {host: b}\n      weight: \"80\"\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata:\n  namespace: x\nspec: {}\n",
+    );
+    let out = meshroute(&["validate", "-f", &f]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let diags = parse_diagnostics(&out.stdout);
+    let at = |line: u32, needle: &str| {
+        assert!(
+            diags.iter().any(|d| d.severity == "error" && d.line == line && d.text.contains(needle)),
+            "expected an error at line {line} containing {needle:?}:\n{}",
+            out.stdout
+        )
+    };
+    at(2, "unsupported kind \"VirtualServce\"");
+    at(13, "spec.http[0].route[0].weight");
+    at(17, "missing name");
+}
+
+#[test]
+fn settings_errors_point_into_the_settings_file() {
+    let dir = temp_dir("settings");
+    let s = write(&dir, "proxy.yaml", "namespace: prod\nnamespce: typo\n");
+    let out = meshroute(&["validate", "-f", "examples/timeout-config.yaml", "--settings", &s]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.starts_with(&format!("error: {s}:")), "{}", out.stdout);
+    assert!(out.stdout.contains("namespce"), "{}", out.stdout);
+}
+
+// === compile ===
+
+#[test]
+fn compile_output_is_the_plugin_configuration_the_filter_loads() {
+    let dir = temp_dir("compile");
+    let settings = write(&dir, "proxy.json", "{\"namespace\": \"default\", \"labels\": {\"app\": \"web\"}}");
+    let out_file = dir.join("plugin.json");
+    let out = meshroute(&[
+        "compile",
+        "-f",
+        "examples/timeout-config.yaml",
+        "examples/external-http.yaml",
+        "--settings",
+        &settings,
+        "-o",
+        &out_file.display().to_string(),
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let text = std::fs::read_to_string(&out_file).expect("output written");
+    let v: Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(v["settings"]["labels"]["app"], "web");
+    assert_eq!(v["resources"].as_array().map(Vec::len), Some(2));
+    assert_eq!(v["resources"][0]["spec"]["http"][0]["timeout"], "5s");
+
+    // What the filter does with it: load and compile with the core.
+    let compiled = meshroute::compile_json(text.as_bytes());
+    assert!(!compiled.diagnostics.has_errors(), "{}", compiled.diagnostics);
+    let table = compiled.table.expect("table");
+    let req = meshroute::Request::new("GET", "checkout-service", "/").with_header("x-priority", "high");
+    let e = table.explain(&req);
+    assert_eq!(e.matched.expect("matched").timeout_ms, Some(5000));
+
+    // Same table as compiling the YAML directly: the JSON round trip loses nothing.
+    let direct = meshroute(&[
+        "compile",
+        "-f",
+        "examples/timeout-config.yaml",
+        "examples/external-http.yaml",
+        "--settings",
+        &settings,
+    ]);
+    assert_eq!(direct.code, 0);
+    assert_eq!(direct.stdout, text);
+}
+
+#[test]
+fn compile_refuses_errors_and_writes_nothing() {
+    let dir = temp_dir("refuse");
+    let out_file = dir.join("plugin.json");
+    let bad = write(&dir, "bad.yaml", "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a}\nspec:\n  http:\n  - route:\n    - destination: {host: a}\n      weight: oops\n");
+    let out = meshroute(&["compile", "-f", &bad, "-o", &out_file.display().to_string()]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(!out_file.exists(), "no output on errors");
+    assert!(out.stderr.contains(&format!("error: {bad}:8:")), "{}", out.stderr);
+    assert!(std::fs::read_dir(&dir).expect("dir").all(|e| !e
+        .expect("entry")
+        .file_name()
+        .to_string_lossy()
+        .contains("tmp")));
+    let out = meshroute(&["compile", "-f", "nope.yaml", "-o", &out_file.display().to_string()]);
+    assert_eq!(out.code, 2);
+    assert!(!out_file.exists());
+}
+
+#[test]
+fn gateway_flag_becomes_the_settings_gateway() {
+    let out =
+        meshroute(&["compile", "-f", "examples/ingress-gateway.yaml", "--gateway", "istio-system/public-gateway"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v: Value = serde_json::from_str(&out.stdout).expect("JSON");
+    assert_eq!(v["settings"]["gateway"], "istio-system/public-gateway");
+}
+
+// === explain ===
+
+/// DestinationRules defining the subsets the seed examples name (alone they are refused: IST0101).
+const SUBSETS: &str = "tests/fixtures/seed-subsets.yaml";
+
+#[test]
+fn explain_header_route_says_why_the_first_rule_did_not_match() {
+    let out =
+        meshroute(&["explain", "-f", SUBSETS, "-f", "examples/header-route.yaml", "GET", "http://product-service/"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("virtual service: default/product-service"), "{}", out.stdout);
+    assert!(out.stdout.contains("no match  spec.http[0].match[0]: header x-debug is absent"), "{}", out.stdout);
+    assert!(out.stdout.contains("MATCH     spec.http[1]"), "{}", out.stdout);
+    assert!(out.stdout.contains("100.00%  outbound|80|v1|product-service.default.svc.cluster.local"), "{}", out.stdout);
+
+    let dbg = meshroute(&[
+        "explain",
+        "-f",
+        SUBSETS,
+        "-f",
+        "examples/header-route.yaml",
+        "GET",
+        "http://product-service/",
+        "-H",
+        "x-debug: true",
+        "--json",
+    ]);
+    assert_eq!(dbg.code, 0, "{}", dbg.stderr);
+    let v: Value = serde_json::from_str(&dbg.stdout).expect("JSON");
+    assert_eq!(v["outcome"], "matched");
+    assert_eq!(v["matched"]["rule"], 0);
+    assert_eq!(v["matched"]["action"]["destinations"][0]["subset"], "v2");
+    let wrong = meshroute(&[
+        "explain",
+        "-f",
+        SUBSETS,
+        "-f",
+        "examples/header-route.yaml",
+        "GET",
+        "http://product-service/",
+        "-H",
+        "x-debug: false",
+        "--json",
+    ]);
+    let v: Value = serde_json::from_str(&wrong.stdout).expect("JSON");
+    assert_eq!(v["evaluated"][0]["reason"], "header x-debug: \"false\" does not match exact \"true\"");
+}
+
+#[test]
+fn explain_canary_split_gives_80_and_20_percent() {
+    let out =
+        meshroute(&["explain", "-f", SUBSETS, "-f", "examples/weight-route.yaml", "GET", "http://product-service/"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains(" 80.00%  outbound|80|v1|product-service.default.svc.cluster.local"), "{}", out.stdout);
+    assert!(out.stdout.contains(" 20.00%  outbound|80|v2|product-service.default.svc.cluster.local"), "{}", out.stdout);
+    let json = meshroute(&[
+        "explain",
+        "-f",
+        SUBSETS,
+        "-f",
+        "examples/weight-route.yaml",
+        "GET",
+        "http://product-service/",
+        "--json",
+    ]);
+    let v: Value = serde_json::from_str(&json.stdout).expect("JSON");
+    let pct: Vec<f64> = v["matched"]["action"]["destinations"]
+        .as_array()
+        .expect("destinations")
+        .iter()
+        .map(|d| d["percent"].as_f64().expect("percent"))
+        .collect();
+    assert_eq!(pct, vec![80.0, 20.0]);
+}
+
+#[test]
+fn explain_shows_fault_retries_timeout_and_mirrors() {
+    let fault =
+        meshroute(&["explain", "-f", SUBSETS, "-f", "examples/fault-injection.yaml", "GET", "http://product-service/"]);
+    assert!(fault.stdout.contains("fault delay: 5000 ms for 10% of requests"), "{}", fault.stdout);
+    let retry =
+        meshroute(&["explain", "-f", SUBSETS, "-f", "examples/retry-config.yaml", "GET", "http://order-service/"]);
+    assert!(retry.stdout.contains("retries: 3 attempts on"), "{}", retry.stdout);
+    assert!(retry.stdout.contains("x-envoy-upstream-rq-per-try-timeout-ms: 2000"), "{}", retry.stdout);
+    let timeout =
+        meshroute(&["explain", "-f", SUBSETS, "-f", "examples/timeout-config.yaml", "GET", "http://checkout-service/"]);
+    assert!(timeout.stdout.contains("timeout: 30000 ms"), "{}", timeout.stdout);
+    assert!(timeout.stdout.contains("x-envoy-upstream-rq-timeout-ms: 30000"), "{}", timeout.stdout);
+    let mirror =
+        meshroute(&["explain", "-f", SUBSETS, "-f", "examples/traffic-mirroring.yaml", "GET", "http://order-service/"]);
+    assert!(
+        mirror.stdout.contains("mirror: 100% of requests to outbound|80|v2-canary|order-service"),
+        "{}",
+        mirror.stdout
+    );
+    let none =
+        meshroute(&["explain", "-f", SUBSETS, "-f", "examples/uri-route.yaml", "GET", "http://api.example.com/other"]);
+    assert!(none.stdout.contains("result: no rule matches: 404"), "{}", none.stdout);
+    let pass = meshroute(&["explain", "-f", SUBSETS, "-f", "examples/uri-route.yaml", "GET", "http://elsewhere/"]);
+    assert!(pass.stdout.contains("no VirtualService claims host"), "{}", pass.stdout);
+}
+
+#[test]
+fn explain_rejects_a_bad_url() {
+    let out = meshroute(&["explain", "-f", SUBSETS, "-f", "examples/uri-route.yaml", "GET", "ftp://x/"]);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("unsupported URL scheme"), "{}", out.stderr);
+}
+
+// === help ===
+
+#[test]
+fn every_command_has_help_with_examples() {
+    for cmd in
+        [&["--help"][..], &["validate", "--help"], &["compile", "--help"], &["envoy", "--help"], &["explain", "--help"]]
+    {
+        let out = meshroute(cmd);
+        assert_eq!(out.code, 0, "{cmd:?}");
+        assert!(out.stdout.contains("Examples:"), "{cmd:?}: {}", out.stdout);
+    }
+    let bad = meshroute(&["validate"]);
+    assert_eq!(bad.code, 2, "missing -f is a usage error");
+}
+
+// === envoy ===
+
+#[test]
+fn envoy_config_for_every_seed_example_passes_envoy_validate() {
+    let Some(envoy) = envoy_or_skip("envoy_config_for_every_seed_example_passes_envoy_validate") else { return };
+    let Some(wasm) = filter_wasm_or_skip("envoy_config_for_every_seed_example_passes_envoy_validate") else { return };
+    let dir = temp_dir("envoy");
+    let wasm = wasm.display().to_string();
+    // Each example with the subsets it names defined, as a user would deploy it.
+    let mut inputs: Vec<(String, Vec<String>)> = example_files()
+        .into_iter()
+        .map(|f| (f.clone(), vec![format!("examples/{f}"), "tests/fixtures/seed-subsets.yaml".into()]))
+        .collect();
+    inputs.push(("all".into(), vec!["examples".into(), "tests/fixtures/seed-subsets.yaml".into()]));
+    let mut refused = Vec::new();
+    for (name, files) in inputs {
+        let out_file = dir.join(format!("{name}.envoy.yaml"));
+        let mut args = vec!["envoy", "--wasm", &wasm, "-o"];
+        let out_s = out_file.display().to_string();
+        args.push(&out_s);
+        args.push("-f");
+        args.extend(files.iter().map(String::as_str));
+        let out = meshroute(&args);
+        if out.code == 1 {
+            // A configuration with errors generates nothing, by design.
+            assert!(!out_file.exists(), "{name}");
+            assert!(out.stderr.contains("nothing was generated"), "{name}: {}", out.stderr);
+            refused.push(name);
+            continue;
+        }
+        assert_eq!(out.code, 0, "{name}: {}", out.stderr);
+        envoy_validate(&envoy, &out_file).unwrap_or_else(|e| panic!("{name}: envoy --mode validate failed:\n{e}"));
+    }
+    // gateway-vs-binding names a Gateway that does not exist (IST0101 error), so `all` too.
+    assert_eq!(refused, vec!["gateway-vs-binding.yaml".to_string(), "all".to_string()]);
+}
+
+#[test]
+fn gateway_config_with_https_redirect_and_tls_passes_envoy_validate() {
+    let Some(envoy) = envoy_or_skip("gateway_config_with_https_redirect_and_tls_passes_envoy_validate") else { return };
+    let Some(wasm) = filter_wasm_or_skip("gateway_config_with_https_redirect_and_tls_passes_envoy_validate") else {
+        return;
+    };
+    let dir = temp_dir("gateway");
+    let creds = dir.join("creds");
+    std::fs::create_dir_all(&creds).expect("mkdir");
+    support_tls::self_signed(&creds, "example-tls", "api.example.com");
+    let vs = write(
+        &dir,
+        "vs.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: api, namespace: default}\nspec:\n  hosts: [api.example.com]\n  gateways: [istio-system/public-gateway]\n  http:\n  - route:\n    - destination: {host: product-service, port: {number: 8080}}\n",
+    );
+    let out_file = dir.join("gw.yaml");
+    let out = meshroute(&[
+        "envoy",
+        "-f",
+        "examples/ingress-gateway.yaml",
+        &vs,
+        "--gateway",
+        "istio-system/public-gateway",
+        "--credentials-dir",
+        &creds.display().to_string(),
+        "--wasm",
+        &wasm.display().to_string(),
+        "-o",
+        &out_file.display().to_string(),
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let text = std::fs::read_to_string(&out_file).expect("written");
+    assert!(text.contains("require_tls: ALL"), "{text}");
+    assert!(text.contains("DownstreamTlsContext"), "{text}");
+    envoy_validate(&envoy, &out_file).unwrap_or_else(|e| panic!("envoy --mode validate failed:\n{e}"));
+
+    // Without the credentials directory the HTTPS server cannot be built: a warning says so.
+    let out = meshroute(&[
+        "envoy",
+        "-f",
+        "examples/ingress-gateway.yaml",
+        "--gateway",
+        "istio-system/public-gateway",
+        "--wasm",
+        "x.wasm",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("credentialName \"example-tls\" needs --credentials-dir"), "{}", out.stderr);
+}
+
+#[test]
+fn every_translated_traffic_policy_feature_passes_envoy_validate() {
+    let Some(envoy) = envoy_or_skip("every_translated_traffic_policy_feature_passes_envoy_validate") else { return };
+    let Some(wasm) = filter_wasm_or_skip("every_translated_traffic_policy_feature_passes_envoy_validate") else {
+        return;
+    };
+    let dir = temp_dir("rich");
+    let creds = dir.join("creds");
+    std::fs::create_dir_all(&creds).expect("mkdir");
+    support_tls::self_signed(&creds, "client", "client.internal");
+    let settings = write(&dir, "proxy.yaml", "locality: us-west-2/zone-a\n");
+    let out_file = dir.join("envoy.yaml");
+    let out = meshroute(&[
+        "envoy",
+        "-f",
+        "tests/fixtures/rich-traffic-policy.yaml",
+        "--settings",
+        &settings,
+        "--credentials-dir",
+        &creds.display().to_string(),
+        "--wasm",
+        &wasm.display().to_string(),
+        "-o",
+        &out_file.display().to_string(),
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let text = std::fs::read_to_string(&out_file).expect("written");
+    for needle in [
+        "lb_policy: MAGLEV",
+        "lb_policy: RING_HASH",
+        "slow_start_config",
+        "outlier_detection",
+        "priority: 1",
+        "http2_protocol_options",
+        "UpstreamTlsContext",
+        "ORIGINAL_DST",
+        "source_ip: true",
+        "query_parameter",
+        "header_name: x-user",
+        "tcp_keepalive",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+    envoy_validate(&envoy, &out_file).unwrap_or_else(|e| panic!("envoy --mode validate failed:\n{e}\n{text}"));
+}
+
+#[test]
+fn envoy_refuses_a_gateway_that_does_not_exist() {
+    let out =
+        meshroute(&["envoy", "-f", "examples/ingress-gateway.yaml", "--gateway", "default/nope", "--wasm", "x.wasm"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("default/nope"), "{}", out.stderr);
+}
+
+/// Certificates for TLS tests, made with the `openssl` command.
+mod support_tls {
+    use std::path::Path;
+    use std::process::Command;
+
+    pub fn self_signed(dir: &Path, name: &str, host: &str) {
+        let status = Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-keyout"])
+            .arg(dir.join(format!("{name}.key")))
+            .arg("-out")
+            .arg(dir.join(format!("{name}.crt")))
+            .args(["-subj", &format!("/CN={host}"), "-addext", &format!("subjectAltName=DNS:{host}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("the openssl command is needed for TLS tests");
+        assert!(status.success(), "openssl failed");
+    }
+}
