@@ -7,7 +7,7 @@
 //! by the route's `cluster_header`; retries and timeouts become the router's `x-envoy-*` request
 //! hints; a fault behaves like Envoy's fault filter (delay, then an independently rolled abort).
 
-use crate::compile::{Abort, Action, Dest, HeaderOps, RouteTable, Rule};
+use crate::compile::{Abort, Action, Dest, HeaderOps, RetryPolicy, RouteTable, Rule};
 use crate::decide::{Decision, Matched};
 use crate::request::{Request, RequestView};
 use std::time::Duration;
@@ -97,6 +97,11 @@ pub fn plan(table: &RouteTable, decision: &Decision<'_>, req: &dyn RequestView) 
     let mut edits = Vec::new();
     match decision {
         Decision::Passthrough => {}
+        // A registry host without a VirtualService: istiod's default route to its cluster.
+        Decision::Default(d) => {
+            edits.push(HeaderOp::Set(table.routing_header.clone(), d.cluster.clone()));
+            retry_hints(&d.retry, &mut edits);
+        }
         Decision::Blocked => p.local_reply = Some(empty_reply(502)),
         Decision::NoRoute { .. } => p.local_reply = Some(empty_reply(404)),
         Decision::Matched(m) => matched(table, m, req, &mut p, &mut edits),
@@ -130,7 +135,7 @@ fn matched(table: &RouteTable, m: &Matched<'_>, req: &dyn RequestView, p: &mut P
             p.local_reply = Some(LocalReply::Http { status: *status, headers, body: body.clone() });
         }
         Action::Forward { .. } => match m.destination {
-            // Every destination weighs 0: nothing to send it to (Envoy's `NC`).
+            // Nothing to send it to (validation refuses such a rule; Envoy would say `NC`).
             None => p.local_reply = Some(empty_reply(503)),
             Some(dest) => {
                 forward_edits(table, m, dest, req, edits);
@@ -152,7 +157,7 @@ fn matched(table: &RouteTable, m: &Matched<'_>, req: &dyn RequestView, p: &mut P
 fn forward_edits(table: &RouteTable, m: &Matched<'_>, dest: &Dest, req: &dyn RequestView, edits: &mut Vec<HeaderOp>) {
     let rule = m.rule;
     edits.push(HeaderOp::Set(table.routing_header.clone(), dest.cluster.clone()));
-    retry_hints(rule, edits);
+    retry_hints(&rule.retry, edits);
     if let Some(t) = rule.timeout {
         edits.push(set("x-envoy-upstream-rq-timeout-ms", millis(t)));
     }
@@ -167,8 +172,7 @@ fn forward_edits(table: &RouteTable, m: &Matched<'_>, dest: &Dest, req: &dyn Req
 
 /// The route has no retry policy of its own (the Envoy config keeps routes trivial), so the
 /// hints carry all of Istio's: `x-envoy-max-retries: 0` where retries are off.
-fn retry_hints(rule: &Rule, edits: &mut Vec<HeaderOp>) {
-    let r = &rule.retry;
+fn retry_hints(r: &RetryPolicy, edits: &mut Vec<HeaderOp>) {
     edits.push(set("x-envoy-max-retries", r.attempts.to_string()));
     if r.attempts == 0 {
         return;
@@ -631,6 +635,22 @@ mod tests {
     }
 
     #[test]
+    fn registry_host_without_virtual_service_takes_the_default_route() {
+        let cfg = json!({"resources": [
+            {"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
+             "metadata": {"name": "weather", "namespace": "default"},
+             "spec": {"hosts": ["weather-api.example.com"], "location": "MESH_EXTERNAL", "resolution": "DNS",
+                      "ports": [{"number": 80, "name": "http", "protocol": "HTTP"}]}}]});
+        let c = compile_json(cfg.to_string().as_bytes());
+        let t = c.table.expect("table");
+        let req = Request::new("GET", "weather-api.example.com", "/").with_header("x-envoy-max-retries", "9");
+        let p = plan_for(&t, &req);
+        assert_eq!(p.request_ops[0], s("x-meshroute-cluster", "outbound|80||weather-api.example.com"));
+        assert!(p.request_ops.contains(&s("x-envoy-max-retries", "2")));
+        assert_eq!(p.local_reply, None);
+    }
+
+    #[test]
     fn connect_and_upgrades_are_not_mirrored() {
         let t = table(json!([{"mirror": {"host": "reviews", "subset": "v2"},
                                "route": [{"destination": {"host": "reviews", "subset": "v1"}}]}]));
@@ -641,13 +661,11 @@ mod tests {
     }
 
     #[test]
-    fn all_zero_weights_reply_503_and_unknown_registry_host_502() {
+    fn unknown_host_under_registry_only_is_502() {
         let t = table_with(
-            json!([{"route": [{"destination": {"host": "reviews", "subset": "v1"}, "weight": 0},
-                              {"destination": {"host": "reviews", "subset": "v2"}, "weight": 0}]}]),
+            json!([{"route": [{"destination": {"host": "reviews", "subset": "v1"}}]}]),
             json!({"outboundTrafficPolicy": "REGISTRY_ONLY"}),
         );
-        assert_eq!(plan_for(&t, &Request::new("GET", "reviews", "/")).local_reply.map(|l| l.http_status()), Some(503));
         assert_eq!(plan_for(&t, &Request::new("GET", "nope", "/")).local_reply.map(|l| l.http_status()), Some(502));
     }
 

@@ -949,6 +949,7 @@ fn a_bad_config_update_is_refused_and_the_running_config_keeps_serving() {
 #[test]
 fn registry_only_blocks_hosts_outside_the_registry_with_502() {
     let host = "product-service";
+    let weather = "outbound|80||weather-api.example.com";
     let v1 = cluster(host, "v1");
     let se = json!({"apiVersion": "networking.istio.io/v1beta1", "kind": "ServiceEntry",
         "metadata": {"name": "weather", "namespace": "default"},
@@ -957,13 +958,16 @@ fn registry_only_blocks_hosts_outside_the_registry_with_502() {
     let m = mesh(vec![vs(host, &[host], json!([{"route": [dest(host, "v1")]}])), se])
         .settings(json!({"outboundTrafficPolicy": "REGISTRY_ONLY"}))
         .cluster(&v1)
+        .cluster(weather)
         .start();
     let _load = shared();
-    assert_eq!(m.get("weather-api.example.com", "/", &[]).header("x-upstream"), Some("passthrough"));
+    // A registry host without a VirtualService: istiod's default route to its own cluster.
+    assert_eq!(m.get("weather-api.example.com", "/", &[]).header("x-upstream"), Some(weather));
     let r = m.get("unknown.example.com", "/", &[]);
     assert_eq!((r.status, r.header("x-upstream")), (502, None));
     assert_eq!(m.get(host, "/", &[]).header("x-upstream"), Some(v1.as_str()));
-    assert_eq!((m.counter("meshroute.blocked"), m.counter("meshroute.passthrough")), (1, 1));
+    assert_eq!((m.counter("meshroute.blocked"), m.counter("meshroute.default_route")), (1, 1));
+    assert_eq!(m.counter("meshroute.passthrough"), 0);
     assert!(m.counter("meshroute.config.loaded") >= 1);
 }
 

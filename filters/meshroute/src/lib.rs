@@ -46,6 +46,7 @@ proxy_wasm::main! {{
 struct Metrics {
     requests: Option<u32>,
     passthrough: Option<u32>,
+    default_route: Option<u32>,
     noroute: Option<u32>,
     blocked: Option<u32>,
     delay: Option<u32>,
@@ -63,6 +64,7 @@ impl Metrics {
         Metrics {
             requests: c("meshroute.requests"),
             passthrough: c("meshroute.passthrough"),
+            default_route: c("meshroute.default_route"),
             noroute: c("meshroute.noroute"),
             blocked: c("meshroute.blocked"),
             delay: c("meshroute.faults.delay"),
@@ -284,6 +286,7 @@ impl Stream {
         let m = &self.metrics;
         match decision {
             Decision::Passthrough => host::increment(m.passthrough),
+            Decision::Default(_) => host::increment(m.default_route),
             Decision::NoRoute { .. } => host::increment(m.noroute),
             Decision::Blocked => host::increment(m.blocked),
             Decision::Matched(x) => host::increment(active.route_counter(x.rule, x.destination)),
