@@ -41,7 +41,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: tools tools-rust tools-envoy tools-wasm-bindgen tools-bench \
         wasm lint fmt-check clippy clippy-wasm test test-native test-wasm \
-        bench bench-e2e clean-tools
+        bench bench-e2e clean-tools run
 
 ## tools: everything `make test` needs (idempotent)
 tools: tools-rust tools-envoy tools-wasm-bindgen
@@ -95,7 +95,8 @@ wasm: tools-rust
 	@if [ -z "$(strip $(FILTER_CRATES))" ]; then \
 	  echo "wasm: no filter crates under filters/ yet, nothing to build"; \
 	else \
-	  $(CARGO) build --release --target wasm32-wasip1 $(addprefix -p ,$(FILTER_CRATES)); \
+	  MESHROUTE_BUILD="$$(git describe --always --dirty 2>/dev/null || echo unknown)" \
+	    $(CARGO) build --release --target wasm32-wasip1 $(addprefix -p ,$(FILTER_CRATES)); \
 	fi
 
 ## lint: rustfmt check and clippy (host, and the filter crates for Wasm)
@@ -133,6 +134,27 @@ bench:
 ## bench-e2e: load through a real Envoy with wrk (HTTP/1.1) and h2load (h2c), loopback only
 bench-e2e: tools-envoy tools-bench wasm
 	$(CARGO) test --release --test bench_e2e -- --ignored --nocapture --test-threads 1
+
+## run: the demo: Envoy on 127.0.0.1:15001 (admin :15000) with the meshroute filter and
+## envoy/demo-config.json, in front of the demo upstreams (examples/demo_upstreams.rs); Ctrl-C stops both
+run: tools-envoy wasm
+	@$(CARGO) build --quiet --example demo_upstreams
+	@target="$$($(CARGO) metadata --no-deps --format-version 1 | $(PYTHON) -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"; \
+	mkdir -p tmp; \
+	sed "s#target/wasm32-wasip1/release/#$$target/wasm32-wasip1/release/#" envoy/sidecar.yaml > tmp/sidecar.yaml; \
+	"$$target/debug/examples/demo_upstreams" & upstreams=$$!; \
+	trap 'kill $$upstreams 2>/dev/null || true' EXIT; \
+	sleep 0.3; \
+	echo; \
+	echo "meshroute demo: try these in another terminal (envoy/README.md explains the answers)"; \
+	echo "  curl -s -H 'host: product-service' -H 'x-debug: true' localhost:15001/   # header route: always v2"; \
+	echo "  for i in \$$(seq 100); do curl -s -H 'host: product-service' localhost:15001/; done | sort | uniq -c   # 80/20 split"; \
+	echo "      (every one of them is mirrored: watch the [product-service-canary (mirror)] lines here)"; \
+	echo "  for i in \$$(seq 10); do curl -s -o /dev/null -w '%{http_code} %{time_total}s\\n' -H 'host: ratings' localhost:15001/; done   # fault: 50% +1 s, 20% 503"; \
+	echo "  curl -s -H 'host: example.com' localhost:15001/   # no VirtualService: passthrough"; \
+	echo "  curl -s localhost:15000/stats?filter=wasmcustom   # the filter's counters"; \
+	echo; \
+	"$(ENVOY)" -c tmp/sidecar.yaml --concurrency 1 --log-level warn --component-log-level wasm:info
 
 ## clean-tools: forget installed tools (they are reinstalled on demand)
 clean-tools:
