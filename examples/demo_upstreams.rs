@@ -1,21 +1,25 @@
-//! Demo upstreams for `make run` (envoy/sidecar.yaml): one tiny HTTP/1.1 server per Istio
-//! cluster, each answering `<name>\n` with an `x-upstream: <name>` header and printing every
-//! request it receives (so a mirror's copies show up on the terminal).
+//! Demo upstreams for `make run`: one tiny HTTP/1.1 server per endpoint of the demo's
+//! ServiceEntries (envoy/demo/*.yaml) and for envoy/sidecar.yaml's clusters, each answering
+//! `<name>\n` with an `x-upstream: <name>` header and printing every request it receives (so a
+//! mirror's copies show up on the terminal).
 //!
-//! `cargo run --example demo_upstreams` — ports 18080–18084 on 127.0.0.1, see `SERVERS`.
+//! `cargo run --example demo_upstreams` — ports 18080–18085 on 127.0.0.1, see `SERVERS`.
 //! Std only; not for anything but the demo.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::thread;
 
-/// (name, port); the names are what the clients see, the ports what envoy/sidecar.yaml uses.
-const SERVERS: [(&str, u16); 5] = [
+/// (name, port); the names are what the clients see. The ports are those of the ServiceEntry
+/// endpoints in envoy/demo/ (18081–18085) and of the clusters in envoy/sidecar.yaml (18080–18084;
+/// 18080 is its PassthroughCluster).
+const SERVERS: [(&str, u16); 6] = [
     ("passthrough", 18080),
     ("product-service-v1", 18081),
     ("product-service-v2", 18082),
     ("product-service-canary (mirror)", 18083),
     ("ratings-v1", 18084),
+    ("catalog", 18085),
 ];
 
 fn main() {

@@ -331,7 +331,7 @@ impl BodyBuffer {
 /// Counter name of one route destination: `meshroute.route.vs.<ns>/<name>.rule.<index>.dest.<cluster>`.
 /// The cluster goes last and unchanged (Istio cluster names contain dots, as in Envoy's own
 /// `cluster.<name>.*` stats); dots in the VirtualService name become `_` so that the tag
-/// regexes of `envoy/sidecar.yaml` can cut the name into `vs`, `rule` and `dest` labels.
+/// regexes of `envoy/sidecar.yaml` and of `meshroute envoy` can cut the name into `vs`, `rule` and `dest` labels.
 /// Non-forwarding rules use `redirect` or `direct-response` as the destination.
 pub fn route_metric_name(vs_name: &str, rule: &Rule, dest: Option<&Dest>) -> String {
     let d = match (&rule.action, dest) {
