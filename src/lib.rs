@@ -13,6 +13,7 @@ pub mod host;
 
 pub use config::{load_json, load_value, Bundle, Resource, Settings, Spec};
 pub use diag::{Diagnostic, Diagnostics, ResourceRef, Severity};
+pub mod apply;
 pub mod compile;
 pub mod decide;
 pub mod explain;

@@ -125,7 +125,12 @@ fn envoy_proxies_to_static_upstreams() {
     assert_eq!(envoy.stat("cluster.upstream_b.upstream_rq_200"), Some(1));
     assert_eq!(envoy.stat("no.such.stat"), None);
     assert!(envoy.admin_get("/server_info").contains("1.40"));
-    assert!(envoy.log().contains("starting main dispatch loop"));
+    // Envoy flushes its log file every 50 ms (--file-flush-interval-msec), so give it a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !envoy.log().contains("starting main dispatch loop") {
+        assert!(std::time::Instant::now() < deadline, "{}", envoy.log_tail(30));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 #[test]

@@ -269,7 +269,10 @@ impl Envoy {
                 return Err((format!("Envoy exited during startup ({status}); log tail:\n{log}"), retry));
             }
             if let Ok(resp) = try_http("GET", admin_port, "/ready", &[], b"", Duration::from_millis(500)) {
-                if resp.status == 200 {
+                // The answer may come from another Envoy that holds the admin port this one
+                // failed to bind (free ports race between parallel tests): check it is ours by
+                // its unique base id.
+                if resp.status == 200 && envoy.admin_is_ours(base_id) {
                     return Ok(envoy);
                 }
             }
@@ -281,6 +284,11 @@ impl Envoy {
             }
             thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    fn admin_is_ours(&self, base_id: u32) -> bool {
+        try_http("GET", self.admin_port, "/server_info", &[], b"", Duration::from_millis(500))
+            .is_ok_and(|r| r.status == 200 && r.text().contains(&format!("\"base_id\": \"{base_id}\"")))
     }
 
     /// The value a placeholder was rendered with (e.g. `"LISTENER_PORT"`).

@@ -152,9 +152,22 @@ pub fn generate(
     let config = json!({
         "node": {"id": "meshroute", "cluster": "meshroute"},
         "admin": {"address": address(&opts.admin.ip().to_string(), u32::from(opts.admin.port()))},
+        "stats_config": {"stats_tags": route_stats_tags()},
         "static_resources": {"listeners": listeners, "clusters": clusters},
     });
     Ok(Generated { config, notes: b.notes })
+}
+
+/// Tags that turn the filter's per-route counters
+/// `wasmcustom.meshroute.route.vs.<ns>/<name>.rule.<N>.dest.<cluster>` into one Prometheus family,
+/// `meshroute_route{vs="ns/name",rule="N",dest="cluster"}` (the same tags as envoy/sidecar.yaml).
+/// Each regex's first group is cut from the name, its second is the tag's value.
+fn route_stats_tags() -> Value {
+    json!([
+        {"tag_name": "vs", "regex": r"^wasmcustom\.meshroute\.route(\.vs\.([^.]+))\.rule\."},
+        {"tag_name": "rule", "regex": r"^wasmcustom\.meshroute\.route\.vs\.[^.]+(\.rule\.([0-9]+))\.dest\."},
+        {"tag_name": "dest", "regex": r"^wasmcustom\.meshroute\.route\.vs\.[^.]+\.rule\.[0-9]+(\.dest\.(.+))$"},
+    ])
 }
 
 /// The vhost routes: one per consistent-hash cluster (matched on the routing header the filter

@@ -1,0 +1,195 @@
+//! The only module that talks to the host. Every call returns a `Result` (or a plain value after
+//! logging) and an error is logged, never unwrapped: an unexpected host status must not take the
+//! VM down, because with `failure_policy: FAIL_CLOSED` a dead VM fails every later request.
+//!
+//! The SDK's `HttpContext` trait helpers `unwrap()` host results, so they are not used. Note that
+//! `proxy_wasm::hostcalls` itself still panics on statuses its ABI table calls impossible (e.g. a
+//! header write when no header map is available); the adapter only writes request headers inside
+//! `on_http_request_headers` or while the request is paused, where the map exists.
+
+use meshroute::apply::{HeaderOp, LocalReply};
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{BufferType, GrpcStatusCode, LogLevel, MapType, MetricType, Status};
+use std::time::{Duration, UNIX_EPOCH};
+
+/// Installs a panic hook that logs the panic (message and location) at critical level before the
+/// VM aborts, so a crash is visible in Envoy's log with our prefix.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let _ = hostcalls::log(LogLevel::Critical, &format!("meshroute: panic: {info}"));
+    }));
+}
+
+/// The plugin configuration (`configuration` of the Wasm filter), if any.
+pub fn plugin_configuration() -> Option<Vec<u8>> {
+    match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
+        Ok(b) => b,
+        Err(s) => {
+            log::error!("meshroute: reading the plugin configuration failed: {s:?}");
+            None
+        }
+    }
+}
+
+/// Nanoseconds since the epoch (the host's wall clock), 0 if unavailable.
+pub fn now_nanos() -> u64 {
+    match hostcalls::get_current_time() {
+        Ok(t) => t.duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0),
+        Err(s) => {
+            log::warn!("meshroute: get_current_time failed: {s:?}");
+            0
+        }
+    }
+}
+
+/// All request headers, pseudo-headers included, in one host call.
+pub fn request_headers() -> Option<Vec<(String, String)>> {
+    match hostcalls::get_map(MapType::HttpRequestHeaders) {
+        Ok(h) => Some(h),
+        Err(s) => {
+            log::error!("meshroute: reading request headers failed: {s:?}");
+            None
+        }
+    }
+}
+
+pub fn edit_request_headers(ops: &[HeaderOp]) {
+    edit_headers(MapType::HttpRequestHeaders, ops);
+}
+
+pub fn edit_response_headers(ops: &[HeaderOp]) {
+    edit_headers(MapType::HttpResponseHeaders, ops);
+}
+
+fn edit_headers(map: MapType, ops: &[HeaderOp]) {
+    for op in ops {
+        let (what, r) = match op {
+            HeaderOp::Set(k, v) => (k, hostcalls::set_map_value(map, k, Some(v))),
+            HeaderOp::Add(k, v) => (k, hostcalls::add_map_value(map, k, v)),
+            HeaderOp::Remove(k) => (k, hostcalls::remove_map_value(map, k)),
+        };
+        if let Err(s) = r {
+            log::error!("meshroute: editing header {what} ({map:?}) failed: {s:?}");
+        }
+    }
+}
+
+/// Replies instead of forwarding. The host defers the reply until the callback returns.
+pub fn send_reply(reply: &LocalReply) {
+    let r = match reply {
+        LocalReply::Http { status, headers, body } => {
+            let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            hostcalls::send_http_response(*status, h, (!body.is_empty()).then_some(body.as_slice()))
+        }
+        LocalReply::Grpc { status, message } => {
+            hostcalls::send_grpc_response(grpc_code(*status), Some(message.as_str()), Vec::new())
+        }
+    };
+    if let Err(s) = r {
+        log::error!("meshroute: sending a local reply failed: {s:?}");
+    }
+}
+
+fn grpc_code(code: u32) -> GrpcStatusCode {
+    use GrpcStatusCode as G;
+    match code {
+        0 => G::Ok,
+        1 => G::Cancelled,
+        2 => G::Unknown,
+        3 => G::InvalidArgument,
+        4 => G::DeadlineExceeded,
+        5 => G::NotFound,
+        6 => G::AlreadyExists,
+        7 => G::PermissionDenied,
+        8 => G::ResourceExhausted,
+        9 => G::FailedPrecondition,
+        10 => G::Aborted,
+        11 => G::OutOfRange,
+        12 => G::Unimplemented,
+        13 => G::Internal,
+        14 => G::Unavailable,
+        15 => G::DataLoss,
+        16 => G::Unauthenticated,
+        _ => G::Unknown,
+    }
+}
+
+/// The current chunk of the request body (`size` bytes as announced by the callback).
+pub fn request_body_chunk(size: usize) -> Option<Vec<u8>> {
+    match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size) {
+        Ok(b) => Some(b.unwrap_or_default()),
+        Err(s) => {
+            log::warn!("meshroute: reading the request body failed: {s:?}");
+            None
+        }
+    }
+}
+
+/// Starts an HTTP call whose answer nobody waits for.
+pub fn dispatch(
+    cluster: &str,
+    headers: &[(String, String)],
+    body: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<u32, Status> {
+    let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    hostcalls::dispatch_http_call(cluster, h, body, Vec::new(), timeout)
+}
+
+/// `:status` of an HTTP call's response, inside `on_http_call_response`.
+pub fn call_response_status() -> Option<u32> {
+    match hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status") {
+        Ok(v) => v.and_then(|s| s.parse().ok()),
+        Err(s) => {
+            log::debug!("meshroute: reading an HTTP call's status failed: {s:?}");
+            None
+        }
+    }
+}
+
+/// Makes later host calls act on stream `id` (from the root context). False if it is gone.
+pub fn set_effective_context(id: u32) -> bool {
+    match hostcalls::set_effective_context(id) {
+        Ok(()) => true,
+        Err(s) => {
+            log::debug!("meshroute: stream {id} is gone ({s:?}), not resuming it");
+            false
+        }
+    }
+}
+
+pub fn resume_request() {
+    if let Err(s) = hostcalls::resume_http_request() {
+        log::error!("meshroute: resuming a request failed: {s:?}");
+    }
+}
+
+/// The root context's timer; zero turns it off.
+pub fn set_tick_period(period: Duration) -> bool {
+    match hostcalls::set_tick_period(period) {
+        Ok(()) => true,
+        Err(s) => {
+            log::error!("meshroute: set_tick_period({period:?}) failed: {s:?}");
+            false
+        }
+    }
+}
+
+/// A counter id, `None` if the host refused (then increments are skipped).
+pub fn define_counter(name: &str) -> Option<u32> {
+    match hostcalls::define_metric(MetricType::Counter, name) {
+        Ok(id) => Some(id),
+        Err(s) => {
+            log::error!("meshroute: defining metric {name} failed: {s:?}");
+            None
+        }
+    }
+}
+
+pub fn increment(id: Option<u32>) {
+    if let Some(id) = id {
+        if let Err(s) = hostcalls::increment_metric(id, 1) {
+            log::warn!("meshroute: incrementing metric {id} failed: {s:?}");
+        }
+    }
+}

@@ -1,0 +1,437 @@
+//! meshroute as an Envoy Proxy-Wasm HTTP filter: snapshot the request headers, `decide`, `plan`,
+//! carry the plan out. Everything that decides lives in the `meshroute` crate; this crate only
+//! keeps per-VM state (the compiled table, held requests, metric ids) and calls the host through
+//! `host.rs`.
+//!
+//! Request flow (`on_http_request_headers`):
+//! 1. one `get_map` of the request headers; `decide` with the VM's random source; `plan`;
+//! 2. the plan's header edits (client-sent routing and router-hint headers removed first, then the
+//!    routing header, hints, rewrites, header operations) — each write also makes Envoy re-match
+//!    the route, which is how the route's `cluster_header` sees the chosen cluster;
+//! 3. a local reply (redirect, direct response, 404, 502, 503), or a fault delay (pause; the root
+//!    context's tick resumes or aborts), or an abort, or forward — with mirrors sent once the body
+//!    is complete.
+
+mod host;
+
+use meshroute::apply::{self, BodyBuffer, DelayQueue, HeaderOp, LocalReply, Plan};
+use meshroute::compile::{Action, Dest, Rule};
+use meshroute::{Decision, Request, RouteTable, SplitMix64};
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action as Flow, ContextType, LogLevel};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// Build identity (the Makefile passes `git describe`), for telling deployed modules apart.
+const BUILD: &str = match option_env!("MESHROUTE_BUILD") {
+    Some(b) => b,
+    None => "unknown",
+};
+/// Asked-for timer period while requests are held; Envoy's timer is quantised to ~4 ms anyway.
+const TICK: Duration = Duration::from_millis(1);
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    host::install_panic_hook();
+    proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> { Box::new(Root::new(context_id)) });
+}}
+
+// === Per-VM state ===
+
+/// Counter ids of this VM (`/stats` shows them as `wasmcustom.<name>`).
+#[derive(Default)]
+struct Metrics {
+    requests: Option<u32>,
+    passthrough: Option<u32>,
+    default_route: Option<u32>,
+    noroute: Option<u32>,
+    blocked: Option<u32>,
+    delay: Option<u32>,
+    abort: Option<u32>,
+    mirrors_sent: Option<u32>,
+    mirrors_skipped: Option<u32>,
+    mirrors_failed: Option<u32>,
+    config_loaded: Option<u32>,
+    config_rejected: Option<u32>,
+}
+
+impl Metrics {
+    fn define() -> Self {
+        let c = host::define_counter;
+        Metrics {
+            requests: c("meshroute.requests"),
+            passthrough: c("meshroute.passthrough"),
+            default_route: c("meshroute.default_route"),
+            noroute: c("meshroute.noroute"),
+            blocked: c("meshroute.blocked"),
+            delay: c("meshroute.faults.delay"),
+            abort: c("meshroute.faults.abort"),
+            mirrors_sent: c("meshroute.mirrors.sent"),
+            mirrors_skipped: c("meshroute.mirrors.skipped"),
+            mirrors_failed: c("meshroute.mirrors.failed"),
+            config_loaded: c("meshroute.config.loaded"),
+            config_rejected: c("meshroute.config.rejected"),
+        }
+    }
+}
+
+/// One applied configuration and the per-route counters defined for it.
+struct Active {
+    table: RouteTable,
+    /// Keyed by the rule's address (stable while the table lives), one id per destination
+    /// (or a single id for rules that do not forward).
+    route_counters: HashMap<usize, Vec<Option<u32>>>,
+}
+
+impl Active {
+    fn new(table: RouteTable) -> Self {
+        let mut route_counters = HashMap::new();
+        for vs in &table.virtual_services {
+            for rule in &vs.rules {
+                let ids = match &rule.action {
+                    Action::Forward { destinations, .. } if !destinations.is_empty() => destinations
+                        .iter()
+                        .map(|d| host::define_counter(&apply::route_metric_name(&vs.name, rule, Some(d))))
+                        .collect(),
+                    _ => vec![host::define_counter(&apply::route_metric_name(&vs.name, rule, None))],
+                };
+                route_counters.insert(rule as *const Rule as usize, ids);
+            }
+        }
+        Active { table, route_counters }
+    }
+
+    fn route_counter(&self, rule: &Rule, dest: Option<&Dest>) -> Option<u32> {
+        let ids = self.route_counters.get(&(rule as *const Rule as usize))?;
+        let i = match (&rule.action, dest) {
+            (Action::Forward { destinations, .. }, Some(d)) => destinations.iter().position(|x| std::ptr::eq(x, d))?,
+            _ => 0,
+        };
+        ids.get(i).copied().flatten()
+    }
+}
+
+/// A mirror copy ready to send.
+struct MirrorCall {
+    cluster: String,
+    headers: Vec<(String, String)>,
+}
+
+/// What to do with a held request when its delay is over.
+struct Held {
+    /// Abort (or the rule's own local reply) instead of resuming.
+    reply: Option<LocalReply>,
+    /// Mirrors of a body-less request, sent on resume (a request with a body sends them at its
+    /// end, which comes after the resume).
+    mirrors: Vec<MirrorCall>,
+}
+
+/// State shared by the root context of a VM and its HTTP contexts (all on one thread).
+struct Shared {
+    active: RefCell<Option<Rc<Active>>>,
+    held: RefCell<DelayQueue<Held>>,
+    ticking: Cell<bool>,
+    rng: RefCell<SplitMix64>,
+    metrics: RefCell<Rc<Metrics>>,
+}
+
+impl Shared {
+    fn hold(&self, id: u32, delay: Duration, held: Held) {
+        let due = host::now_nanos().saturating_add(delay.as_nanos() as u64);
+        self.held.borrow_mut().push(id, due, held);
+        if !self.ticking.get() && host::set_tick_period(TICK) {
+            self.ticking.set(true);
+        }
+    }
+}
+
+fn mirror_timeout(active: &Active) -> Duration {
+    Duration::from_millis(active.table.mirror_timeout_ms)
+}
+
+fn send_mirrors(calls: &[MirrorCall], body: Option<&[u8]>, timeout: Duration, m: &Metrics) {
+    for c in calls {
+        match host::dispatch(&c.cluster, &c.headers, body, timeout) {
+            Ok(_) => host::increment(m.mirrors_sent),
+            Err(s) => {
+                log::warn!("meshroute: mirror to {} not sent: {s:?}", c.cluster);
+                host::increment(m.mirrors_failed);
+            }
+        }
+    }
+}
+
+// === impl Root ===
+
+struct Root {
+    id: u32,
+    shared: Rc<Shared>,
+}
+
+impl Root {
+    fn new(id: u32) -> Self {
+        // Per-VM seed: the clock and the context id, so workers do not draw the same sequence.
+        let seed = host::now_nanos() ^ (u64::from(id) << 48) ^ 0x6d65_7368_726f_7574;
+        Root {
+            id,
+            shared: Rc::new(Shared {
+                active: RefCell::new(None),
+                held: RefCell::new(DelayQueue::default()),
+                ticking: Cell::new(false),
+                rng: RefCell::new(SplitMix64(seed)),
+                metrics: RefCell::new(Rc::new(Metrics::default())),
+            }),
+        }
+    }
+}
+
+impl Context for Root {
+    fn on_http_call_response(&mut self, _token: u32, num_headers: usize, _body: usize, _trailers: usize) {
+        // Mirrors sent when a delay ended are answered here.
+        count_mirror_answer(num_headers, &self.shared.metrics.borrow());
+    }
+}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let metrics = Rc::new(Metrics::define());
+        *self.shared.metrics.borrow_mut() = metrics.clone();
+        let bytes = host::plugin_configuration().unwrap_or_default();
+        let compiled = meshroute::compile_json(&bytes);
+        for d in compiled.diagnostics.warnings() {
+            log::warn!("meshroute: config warning: {d}");
+        }
+        let Some(table) = compiled.table else {
+            for d in compiled.diagnostics.errors() {
+                log::error!("meshroute: config rejected: {d}");
+            }
+            host::increment(metrics.config_rejected);
+            return false;
+        };
+        log::info!("meshroute {VERSION} ({BUILD}) root {}: config loaded: {}", self.id, apply::summary(&table));
+        *self.shared.active.borrow_mut() = Some(Rc::new(Active::new(table)));
+        host::increment(metrics.config_loaded);
+        true
+    }
+
+    fn on_tick(&mut self) {
+        let due = self.shared.held.borrow_mut().pop_due(host::now_nanos());
+        let active = self.shared.active.borrow().clone();
+        let metrics = self.shared.metrics.borrow().clone();
+        for (id, held) in due {
+            if !host::set_effective_context(id) {
+                continue;
+            }
+            match &held.reply {
+                Some(reply) => host::send_reply(reply),
+                None => {
+                    if let Some(a) = &active {
+                        send_mirrors(&held.mirrors, None, mirror_timeout(a), &metrics);
+                    }
+                    host::resume_request();
+                }
+            }
+        }
+        if self.shared.held.borrow().is_empty() && self.shared.ticking.get() && host::set_tick_period(Duration::ZERO) {
+            self.shared.ticking.set(false);
+        }
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn proxy_wasm::traits::HttpContext>> {
+        Some(Box::new(Stream {
+            id: context_id,
+            shared: self.shared.clone(),
+            active: self.shared.active.borrow().clone(),
+            metrics: self.shared.metrics.borrow().clone(),
+            response_ops: Vec::new(),
+            mirrors: Vec::new(),
+            body: None,
+            held: false,
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+fn count_mirror_answer(num_headers: usize, m: &Metrics) {
+    // No headers: reset, timeout or no connection; a 5xx: the mirror (or Envoy for it) failed.
+    let failed = num_headers == 0 || host::call_response_status().is_none_or(|s| s >= 500);
+    if failed {
+        host::increment(m.mirrors_failed);
+    }
+}
+
+// === impl Stream ===
+
+struct Stream {
+    id: u32,
+    shared: Rc<Shared>,
+    /// The configuration this request is decided with, fixed when the stream starts.
+    active: Option<Rc<Active>>,
+    metrics: Rc<Metrics>,
+    response_ops: Vec<HeaderOp>,
+    /// Mirror copies waiting for the end of the request body.
+    mirrors: Vec<MirrorCall>,
+    body: Option<BodyBuffer>,
+    held: bool,
+}
+
+impl Stream {
+    fn count(&self, decision: &Decision<'_>, active: &Active) {
+        let m = &self.metrics;
+        match decision {
+            Decision::Passthrough => host::increment(m.passthrough),
+            Decision::Default(_) => host::increment(m.default_route),
+            Decision::NoRoute { .. } => host::increment(m.noroute),
+            Decision::Blocked => host::increment(m.blocked),
+            Decision::Matched(x) => host::increment(active.route_counter(x.rule, x.destination)),
+        }
+    }
+
+    /// Carries out the plan; returns whether the request goes on now.
+    fn execute(&mut self, plan: Plan, req: &Request, end_of_stream: bool, active: &Active) -> Flow {
+        let m = self.metrics.clone();
+        host::edit_request_headers(&plan.request_ops);
+        let mirrors: Vec<MirrorCall> = if plan.mirrors.is_empty() {
+            Vec::new()
+        } else {
+            let headers = apply::mirror_headers(req, &plan, &active.table.routing_header);
+            plan.mirrors.iter().map(|t| MirrorCall { cluster: t.cluster.clone(), headers: headers.clone() }).collect()
+        };
+        let after_delay = plan.abort.clone().or_else(|| plan.local_reply.clone());
+        if let Some(delay) = plan.delay {
+            host::increment(m.delay);
+            if plan.abort.is_some() {
+                host::increment(m.abort);
+            }
+            let (now, later) = if end_of_stream { (mirrors, Vec::new()) } else { (Vec::new(), mirrors) };
+            self.arm_mirrors(later, active);
+            if after_delay.is_none() {
+                self.response_ops = plan.response_ops;
+            }
+            self.shared.hold(self.id, delay, Held { reply: after_delay, mirrors: now });
+            self.held = true;
+            return Flow::Pause;
+        }
+        if let Some(reply) = after_delay {
+            if plan.abort.is_some() {
+                host::increment(m.abort);
+            }
+            host::send_reply(&reply);
+            return Flow::Pause;
+        }
+        self.response_ops = plan.response_ops;
+        if end_of_stream {
+            send_mirrors(&mirrors, None, mirror_timeout(active), &m);
+        } else {
+            self.arm_mirrors(mirrors, active);
+        }
+        Flow::Continue
+    }
+
+    fn arm_mirrors(&mut self, mirrors: Vec<MirrorCall>, active: &Active) {
+        if !mirrors.is_empty() {
+            self.body = Some(BodyBuffer::new(active.table.mirror_body_limit));
+            self.mirrors = mirrors;
+        }
+    }
+
+    /// The request is complete: send the armed mirrors with the body collected.
+    fn finish_mirrors(&mut self) {
+        let Some(mut buf) = self.body.take() else { return };
+        let calls = std::mem::take(&mut self.mirrors);
+        if buf.overflowed() {
+            for c in &calls {
+                log::debug!("meshroute: mirror to {} skipped: body over the limit", c.cluster);
+                host::increment(self.metrics.mirrors_skipped);
+            }
+            return;
+        }
+        let body = buf.take();
+        if let Some(a) = &self.active {
+            let timeout = mirror_timeout(a);
+            send_mirrors(&calls, (!body.is_empty()).then_some(body.as_slice()), timeout, &self.metrics);
+        }
+    }
+}
+
+impl Context for Stream {
+    fn on_http_call_response(&mut self, _token: u32, num_headers: usize, _body: usize, _trailers: usize) {
+        count_mirror_answer(num_headers, &self.metrics);
+    }
+
+    fn on_done(&mut self) -> bool {
+        self.forget();
+        true
+    }
+}
+
+impl Stream {
+    /// A held stream that ends must never be resumed.
+    fn forget(&mut self) {
+        if self.held {
+            self.held = false;
+            self.shared.held.borrow_mut().remove(self.id);
+        }
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.forget();
+    }
+}
+
+impl HttpContext for Stream {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Flow {
+        host::increment(self.metrics.requests);
+        let Some(active) = self.active.clone() else { return Flow::Continue };
+        let Some(pairs) = host::request_headers() else { return Flow::Continue };
+        let req = Request::from_pairs(pairs);
+        let decision = {
+            let mut rng = self.shared.rng.borrow_mut();
+            active.table.decide(&req, &mut *rng)
+        };
+        self.count(&decision, &active);
+        let plan = apply::plan(&active.table, &decision, &req);
+        self.execute(plan, &req, end_of_stream, &active)
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Flow {
+        if let Some(buf) = self.body.as_mut() {
+            if !buf.overflowed() {
+                if buf.fits(body_size) {
+                    match host::request_body_chunk(body_size) {
+                        Some(chunk) => {
+                            buf.push(&chunk);
+                        }
+                        None => buf.overflow(),
+                    }
+                } else {
+                    buf.overflow();
+                }
+            }
+            if end_of_stream {
+                self.finish_mirrors();
+            }
+        }
+        Flow::Continue
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Flow {
+        self.finish_mirrors();
+        Flow::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Flow {
+        if !self.response_ops.is_empty() {
+            host::edit_response_headers(&std::mem::take(&mut self.response_ops));
+        }
+        Flow::Continue
+    }
+}

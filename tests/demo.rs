@@ -1,0 +1,213 @@
+//! The `make run` demo: envoy/demo/ (the demo's CRDs) → `meshroute validate` and `meshroute envoy`
+//! with the arguments the Makefile uses → a real Envoy. The generated configuration must pass
+//! `envoy --mode validate` as written, and, with its ports moved to free ones and the demo
+//! upstreams (examples/demo_upstreams.rs) replaced by the harness's, answer what
+//! envoy/README.md promises. Needs `--features cli` (Cargo.toml `[[test]] required-features`).
+//!
+//! Skips loudly without Envoy or the filter's Wasm module locally; fails under `CI=true`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+use support::*;
+
+/// The Makefile's `run` target passes these.
+const LISTEN: &str = "127.0.0.1:15001";
+const ADMIN: &str = "127.0.0.1:15000";
+
+/// (demo upstream name, port): the ServiceEntry endpoints of envoy/demo/, as
+/// examples/demo_upstreams.rs serves them.
+const ENDPOINTS: [(&str, u16); 5] = [
+    ("product-service-v1", 18081),
+    ("product-service-v2", 18082),
+    ("product-service-canary (mirror)", 18083),
+    ("ratings-v1", 18084),
+    ("catalog", 18085),
+];
+
+/// Envoy and the filter module, or `None` (skipped loudly) when one is missing outside CI.
+fn available(test: &str) -> Option<(PathBuf, PathBuf)> {
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let envoy = match std::env::var_os("ENVOY_BIN") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => repo_root().join(".tools/envoy/envoy/_bin/envoy"),
+    };
+    let wasm = match std::env::var_os("MESHROUTE_WASM") {
+        Some(p) if !p.is_empty() => {
+            let p = PathBuf::from(p);
+            if p.is_dir() {
+                p.join("meshroute_filter.wasm")
+            } else {
+                p
+            }
+        }
+        _ => target_dir().join("wasm32-wasip1/release/meshroute_filter.wasm"),
+    };
+    for (what, path, fix) in [("Envoy", &envoy, "make tools"), ("the filter module", &wasm, "make wasm")] {
+        if !path.is_file() {
+            if ci {
+                panic!("{test}: {what} not found at {} (run `{fix}`); CI must not skip", path.display());
+            }
+            eprintln!("SKIPPED {test}: {what} not found at {} (run `{fix}`)", path.display());
+            return None;
+        }
+    }
+    Some((envoy, wasm))
+}
+
+fn meshroute(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_meshroute")).args(args).current_dir(repo_root()).output().expect("run meshroute")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("meshroute-demo-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    dir
+}
+
+/// `meshroute envoy -f envoy/demo` as `make run` calls it; the generated YAML.
+fn generate(wasm: &Path, out: &Path) -> String {
+    let o = meshroute(&[
+        "envoy",
+        "-f",
+        "envoy/demo",
+        "--wasm",
+        &wasm.display().to_string(),
+        "--listen",
+        LISTEN,
+        "--admin",
+        ADMIN,
+        "-o",
+        &out.display().to_string(),
+    ]);
+    assert!(o.status.success(), "meshroute envoy -f envoy/demo failed:\n{}", text(&o));
+    assert!(!text(&o).contains("warning"), "the demo generates without warnings:\n{}", text(&o));
+    std::fs::read_to_string(out).expect("generated config")
+}
+
+/// Replaces `port_value: FROM` (which must occur) by `port_value: TO`.
+fn move_port(yaml: &str, from: u16, to: &str) -> String {
+    let needle = format!("port_value: {from}\n");
+    assert!(yaml.contains(&needle), "the generated config uses port {from}:\n{yaml}");
+    yaml.replace(&needle, &format!("port_value: {to}\n"))
+}
+
+#[test]
+fn the_demo_crds_validate_without_findings_and_match_the_demo_plugin_config() {
+    let o = meshroute(&["validate", "-f", "envoy/demo"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.stdout.is_empty(), "no findings expected:\n{}", text(&o));
+
+    // envoy/demo holds the same routing as envoy/demo-config.json (embedded in sidecar.yaml),
+    // plus the ServiceEntries that give its subsets endpoints.
+    let o = meshroute(&["compile", "-f", "envoy/demo"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let compiled: Value = serde_json::from_slice(&o.stdout).expect("compile prints JSON");
+    let demo: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("envoy/demo-config.json")).expect("envoy/demo-config.json"),
+    )
+    .expect("demo-config.json is JSON");
+    let specs = |v: &Value, kind: &str| -> Vec<(String, Value)> {
+        let mut out: Vec<(String, Value)> = v["resources"]
+            .as_array()
+            .expect("resources")
+            .iter()
+            .filter(|r| r["kind"] == kind)
+            .map(|r| (format!("{}/{}", r["metadata"]["namespace"], r["metadata"]["name"]), r["spec"].clone()))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    };
+    for kind in ["VirtualService", "DestinationRule"] {
+        assert_eq!(specs(&compiled, kind), specs(&demo, kind), "{kind}s of envoy/demo and envoy/demo-config.json");
+    }
+    assert_eq!(specs(&compiled, "ServiceEntry").len(), 3, "product-service, ratings and catalog");
+}
+
+#[test]
+fn the_generated_demo_config_passes_envoy_validation() {
+    let Some((envoy, wasm)) = available("the_generated_demo_config_passes_envoy_validation") else { return };
+    let dir = temp_dir("validate");
+    let out = dir.join("demo-envoy.yaml");
+    let yaml = generate(&wasm, &out);
+    assert!(yaml.contains("stats_tags"), "the Prometheus labels of envoy/README.md");
+    for (_, port) in ENDPOINTS {
+        assert!(yaml.contains(&format!("port_value: {port}\n")), "an endpoint on the demo upstream's port {port}");
+    }
+    let o = Command::new(&envoy)
+        .args(["--mode", "validate", "--disable-hot-restart", "-c"])
+        .arg(&out)
+        .output()
+        .expect("run envoy --mode validate");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(o.status.success(), "envoy --mode validate failed:\n{}", text(&o));
+    assert!(text(&o).contains("config loaded: 2 VirtualService(s)"), "the filter accepted the config:\n{}", text(&o));
+}
+
+#[test]
+fn the_generated_demo_config_routes_like_the_demo_promises() {
+    let Some((_, wasm)) = available("the_generated_demo_config_routes_like_the_demo_promises") else { return };
+    let dir = temp_dir("traffic");
+    let mut yaml = generate(&wasm, &dir.join("demo-envoy.yaml"));
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // The generated config, with its ports moved: Envoy's to free ones, each demo upstream's to
+    // a harness upstream of the same name.
+    yaml = move_port(&yaml, 15000, "{{ADMIN_PORT}}");
+    yaml = move_port(&yaml, 15001, "{{LISTENER_PORT}}");
+    let upstreams: Vec<Upstream> = ENDPOINTS.iter().map(|(name, _)| Upstream::named(name)).collect();
+    for ((_, port), u) in ENDPOINTS.iter().zip(&upstreams) {
+        yaml = move_port(&yaml, *port, &u.port().to_string());
+    }
+    let envoy = Envoy::start(&yaml, &[]);
+    let port = envoy.port("LISTENER_PORT");
+    let get = |host: &str, headers: &[(&str, &str)]| {
+        let mut h = vec![("Host", host)];
+        h.extend_from_slice(headers);
+        http("GET", port, "/", &h, b"")
+    };
+    let [v1, v2, canary, _ratings, catalog] = &upstreams[..] else { unreachable!() };
+
+    // Header route: `x-debug: true` always reaches v2.
+    for _ in 0..20 {
+        let r = get("product-service", &[("x-debug", "true")]);
+        assert_eq!((r.status, r.text()), (200, "product-service-v2".to_string()));
+    }
+    assert_eq!(v2.requests().len(), 20);
+    assert_eq!(v1.requests().len(), 0);
+
+    // Without it: the 80/20 rule (v1 or v2), each request mirrored to the canary subset.
+    for _ in 0..10 {
+        let r = get("product-service", &[]);
+        assert_eq!(r.status, 200);
+        assert!(matches!(r.text().as_str(), "product-service-v1" | "product-service-v2"), "{}", r.text());
+    }
+    canary.wait_for_requests(10, Duration::from_secs(5));
+
+    // A registry host without VirtualService: the ServiceEntry's own cluster.
+    let r = get("catalog", &[]);
+    assert_eq!((r.status, r.text()), (200, "catalog".to_string()));
+    assert_eq!(catalog.requests().len(), 1);
+
+    // A host nothing declares: the filter leaves it alone, and a generated configuration has no
+    // PassthroughCluster for it (envoy/README.md).
+    let r = get("example.com", &[]);
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(envoy.stat("wasmcustom.meshroute.passthrough"), Some(1));
+
+    let prom = envoy.admin_get("/stats/prometheus");
+    let line = "meshroute_route{vs=\"default/product-service\",rule=\"0\",\
+                dest=\"outbound|80|v2|product-service.default.svc.cluster.local\"} 20";
+    assert!(prom.lines().any(|l| l == line), "{line} in /stats/prometheus:\n{prom}");
+    assert_eq!(envoy.stat("wasmcustom.meshroute.default_route"), Some(1));
+}

@@ -1,0 +1,1016 @@
+//! End to end through a real Envoy 1.40 running the meshroute Wasm filter, with real upstreams
+//! on 127.0.0.1: every seed VirtualService behaviour, the filter's own protections, config
+//! rejection and its metrics.
+//!
+//! Needs `make tools` (Envoy) and `make wasm` (the module); a missing one fails the test with the
+//! command that fixes it (never a skip). Each test starts its own Envoy on free ports, so tests
+//! run in parallel (the timing-sensitive ones alone).
+
+// Test code: a panic is how a helper reports a failure.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+use support::*;
+
+/// Timing-sensitive tests run alone (write lock), the others together (read lock): on a
+/// two-core machine another test's burst of load would otherwise show up as lateness.
+static LOAD: RwLock<()> = RwLock::new(());
+
+fn exclusive() -> RwLockWriteGuard<'static, ()> {
+    LOAD.write().unwrap_or_else(|e| e.into_inner())
+}
+
+fn shared() -> RwLockReadGuard<'static, ()> {
+    LOAD.read().unwrap_or_else(|e| e.into_inner())
+}
+
+// === Set-up ===
+
+const TEMPLATE: &str = include_str!("fixtures/e2e-filter.yaml");
+
+/// Istio's cluster name for `host` (namespace `default`) and `subset`, port 80.
+fn cluster(host: &str, subset: &str) -> String {
+    format!("outbound|80|{subset}|{host}.default.svc.cluster.local")
+}
+
+fn vs(name: &str, hosts: &[&str], http: Value) -> Value {
+    json!({"apiVersion": "networking.istio.io/v1beta1", "kind": "VirtualService",
+           "metadata": {"name": name, "namespace": "default"},
+           "spec": {"hosts": hosts, "http": http}})
+}
+
+fn dest(host: &str, subset: &str) -> Value {
+    json!({"destination": {"host": host, "subset": subset}})
+}
+
+fn weighted(host: &str, subset: &str, weight: u32) -> Value {
+    json!({"destination": {"host": host, "subset": subset}, "weight": weight})
+}
+
+/// An Envoy with the filter, its upstreams by cluster name, and a passthrough upstream.
+struct Mesh {
+    envoy: Envoy,
+    upstreams: HashMap<String, Upstream>,
+    passthrough: Upstream,
+}
+
+struct MeshBuilder {
+    config: Value,
+    upstreams: Vec<(String, Upstream)>,
+    /// Clusters that point at a closed port.
+    dead: Vec<String>,
+}
+
+fn mesh(resources: Vec<Value>) -> MeshBuilder {
+    MeshBuilder { config: plugin_config(resources), upstreams: Vec::new(), dead: Vec::new() }
+}
+
+/// `{"resources": ...}` with a DestinationRule added for every host whose subsets the
+/// VirtualServices name (subset `s` selects `version: s`), as a real mesh would have them.
+fn plugin_config(mut resources: Vec<Value>) -> Value {
+    let mut subsets: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = Default::default();
+    fn walk(v: &Value, out: &mut std::collections::BTreeMap<String, std::collections::BTreeSet<String>>) {
+        match v {
+            Value::Object(o) => {
+                if let (Some(Value::String(h)), Some(Value::String(s))) = (o.get("host"), o.get("subset")) {
+                    out.entry(h.clone()).or_default().insert(s.clone());
+                }
+                o.values().for_each(|x| walk(x, out));
+            }
+            Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            _ => {}
+        }
+    }
+    resources.iter().filter(|r| r["kind"] == "VirtualService").for_each(|r| walk(&r["spec"], &mut subsets));
+    for (host, names) in subsets {
+        let subsets: Vec<Value> = names.iter().map(|n| json!({"name": n, "labels": {"version": n}})).collect();
+        resources.push(json!({"apiVersion": "networking.istio.io/v1beta1", "kind": "DestinationRule",
+            "metadata": {"name": host.replace('.', "-"), "namespace": "default"},
+            "spec": {"host": host, "subsets": subsets}}));
+    }
+    json!({"resources": resources})
+}
+
+impl MeshBuilder {
+    fn settings(mut self, settings: Value) -> Self {
+        self.config["settings"] = settings;
+        self
+    }
+
+    /// A cluster served by an upstream answering with its cluster name.
+    fn cluster(self, name: &str) -> Self {
+        self.cluster_with(name, Behaviour::named(name))
+    }
+
+    fn cluster_with(mut self, name: &str, behaviour: Behaviour) -> Self {
+        self.upstreams.push((name.to_string(), Upstream::start(behaviour)));
+        self
+    }
+
+    fn dead_cluster(mut self, name: &str) -> Self {
+        self.dead.push(name.to_string());
+        self
+    }
+
+    fn start(self) -> Mesh {
+        let passthrough = Upstream::named("passthrough");
+        let mut lines = Vec::new();
+        let closed = closed_port();
+        let ports = self.upstreams.iter().map(|(n, u)| (n.as_str(), u.port()));
+        for (name, port) in ports.chain(self.dead.iter().map(|n| (n.as_str(), closed))) {
+            lines.push(cluster_yaml(name, port));
+        }
+        let wasm = wasm_path("meshroute_filter").display().to_string();
+        let config = yaml_single_quoted(&self.config.to_string());
+        let passthrough_port = passthrough.port().to_string();
+        let clusters = lines.join("\n");
+        let envoy = Envoy::start(
+            TEMPLATE,
+            &[
+                ("WASM", wasm.as_str()),
+                ("PLUGIN_CONFIG", config.as_str()),
+                ("PASSTHROUGH_PORT", passthrough_port.as_str()),
+                ("CLUSTERS", clusters.as_str()),
+            ],
+        );
+        Mesh { envoy, upstreams: self.upstreams.into_iter().collect(), passthrough }
+    }
+}
+
+fn cluster_yaml(name: &str, port: u16) -> String {
+    format!(
+        "  - {{ name: \"{name}\", type: STATIC, connect_timeout: 1s, load_assignment: {{ cluster_name: \"{name}\", \
+         endpoints: [ {{ lb_endpoints: [ {{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, \
+         port_value: {port} }} }} }} }} ] }} ] }} }}"
+    )
+}
+
+/// Inside YAML single quotes only `'` needs escaping (doubled).
+fn yaml_single_quoted(s: &str) -> String {
+    s.replace('\'', "''")
+}
+
+/// A port nobody listens on (bound, then released).
+fn closed_port() -> u16 {
+    free_port()
+}
+
+impl Mesh {
+    fn port(&self) -> u16 {
+        self.envoy.port("LISTENER_PORT")
+    }
+
+    fn upstream(&self, cluster: &str) -> &Upstream {
+        self.upstreams.get(cluster).unwrap_or_else(|| panic!("no upstream for {cluster}"))
+    }
+
+    fn get(&self, host: &str, path: &str, headers: &[(&str, &str)]) -> Response {
+        self.request("GET", host, path, headers, b"")
+    }
+
+    fn request(&self, method: &str, host: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+        let mut h = vec![("host", host)];
+        h.extend_from_slice(headers);
+        http(method, self.port(), path, &h, body)
+    }
+
+    /// `n` requests on one keep-alive connection; counts the `x-upstream` answers (or the status
+    /// for local replies, as `status:N`).
+    fn tally(&self, n: usize, host: &str, path: &str, headers: &[(&str, &str)]) -> HashMap<String, u64> {
+        let mut conn = Conn::open(self.port(), HTTP_TIMEOUT).expect("connect to Envoy");
+        let mut h = vec![("host", host)];
+        h.extend_from_slice(headers);
+        let mut counts = HashMap::new();
+        for _ in 0..n {
+            let r = conn.request("GET", path, &h, b"", HTTP_TIMEOUT).expect("request through Envoy");
+            let key = match r.header("x-upstream") {
+                Some(u) if r.status == 200 => u.to_string(),
+                _ => format!("status:{}", r.status),
+            };
+            *counts.entry(key).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// A `wasmcustom.` counter, 0 when never incremented.
+    fn counter(&self, name: &str) -> u64 {
+        self.envoy.stat(&format!("wasmcustom.{name}")).unwrap_or(0)
+    }
+}
+
+fn count(counts: &HashMap<String, u64>, key: &str) -> u64 {
+    counts.get(key).copied().unwrap_or(0)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+// === Routing ===
+
+#[test]
+fn header_match_sends_debug_requests_to_v2_and_the_rest_to_v1() {
+    let (v1, v2) = (cluster("product-service", "v1"), cluster("product-service", "v2"));
+    let m = mesh(vec![vs(
+        "product-service",
+        &["product-service"],
+        json!([
+            {"match": [{"headers": {"x-debug": {"exact": "true"}}}], "route": [dest("product-service", "v2")]},
+            {"route": [dest("product-service", "v1")]}
+        ]),
+    )])
+    .cluster(&v1)
+    .cluster(&v2)
+    .start();
+    let _load = shared();
+    let r = m.get("product-service", "/", &[("x-debug", "true")]);
+    assert_eq!((r.status, r.header("x-upstream")), (200, Some(v2.as_str())));
+    for headers in [&[][..], &[("x-debug", "false")][..], &[("x-debug", "TRUE")][..]] {
+        let r = m.get("product-service", "/", headers);
+        assert_eq!((r.status, r.header("x-upstream")), (200, Some(v1.as_str())), "{headers:?}");
+    }
+    // Short and long names of the service, with a port, reach the same VirtualService.
+    for host in ["product-service.default", "product-service.default.svc.cluster.local:80"] {
+        assert_eq!(m.get(host, "/", &[("x-debug", "true")]).header("x-upstream"), Some(v2.as_str()), "{host}");
+    }
+    // The routing header never reaches the upstream.
+    assert!(m.upstream(&v1).requests().iter().all(|r| r.header("x-meshroute-cluster").is_none()));
+    assert_eq!(m.counter("meshroute.requests"), 6);
+    assert_eq!(m.counter(&format!("meshroute.route.vs.default/product-service.rule.0.dest.{v2}")), 3);
+    assert_eq!(m.counter(&format!("meshroute.route.vs.default/product-service.rule.1.dest.{v1}")), 3);
+    // Prometheus: one family, labelled by the stats_tags of the Envoy config.
+    let prom = m.envoy.admin_get("/stats/prometheus");
+    for (rule, d) in [(0, &v2), (1, &v1)] {
+        let line = format!("meshroute_route{{vs=\"default/product-service\",rule=\"{rule}\",dest=\"{d}\"}} 3");
+        assert!(
+            prom.lines().any(|l| l == line),
+            "{line} not in:\n{}",
+            prom.lines().filter(|l| l.contains("meshroute")).collect::<Vec<_>>().join("\n")
+        );
+    }
+}
+
+#[test]
+fn uri_prefix_rules_route_in_order_and_other_paths_get_404() {
+    let (stable, canary, statics) =
+        (cluster("product-service", "stable"), cluster("product-service", "canary"), cluster("static-service", ""));
+    let m = mesh(vec![vs(
+        "api-gateway",
+        &["api.example.com"],
+        json!([
+            {"match": [{"uri": {"prefix": "/api/v1/products"}}], "route": [dest("product-service", "stable")]},
+            {"match": [{"uri": {"prefix": "/api/v2/products"}}], "route": [dest("product-service", "canary")]},
+            {"match": [{"uri": {"prefix": "/static"}}], "route": [{"destination": {"host": "static-service"}}]}
+        ]),
+    )])
+    .cluster(&stable)
+    .cluster(&canary)
+    .cluster(&statics)
+    .start();
+    let _load = shared();
+    for (path, want) in [
+        ("/api/v1/products", &stable),
+        ("/api/v1/products/42?x=1", &stable),
+        ("/api/v2/products/42", &canary),
+        ("/static/app.js", &statics),
+        ("/staticky", &statics),
+    ] {
+        let r = m.get("api.example.com", path, &[]);
+        assert_eq!((r.status, r.header("x-upstream")), (200, Some(want.as_str())), "{path}");
+    }
+    // The path reaches the upstream unchanged.
+    assert_eq!(m.upstream(&stable).requests()[1].path, "/api/v1/products/42?x=1");
+    for path in ["/", "/api/v3/products", "/API/v1/products"] {
+        let r = m.get("api.example.com", path, &[]);
+        assert_eq!(r.status, 404, "{path}");
+        assert!(r.header("x-upstream").is_none());
+    }
+    assert_eq!(m.counter("meshroute.noroute"), 3);
+}
+
+#[test]
+fn weighted_routes_split_traffic_by_weight() {
+    const N: usize = 400;
+    let host = "recommendation-service";
+    let (v1, v2) = (cluster(host, "v1"), cluster(host, "v2"));
+    let split = |name: &str, w1: u32, w2: u32| {
+        let route = if w1 == 0 {
+            json!([weighted(host, "v2", w2)])
+        } else {
+            json!([weighted(host, "v1", w1), weighted(host, "v2", w2)])
+        };
+        // Each split answers under its own host name, all on the same two subsets.
+        vs(name, &[name], json!([{"route": route}]))
+    };
+    let m = mesh(vec![
+        split("split-80", 80, 20),
+        split("split-90", 90, 10),
+        split("split-50", 50, 50),
+        split("split-100", 0, 100),
+    ])
+    .settings(json!({"namespace": "default"}))
+    .start_with_clusters(&[&v1, &v2]);
+    let _load = shared();
+    for (name, p_v2) in [("split-80", 0.2), ("split-90", 0.1), ("split-50", 0.5), ("split-100", 1.0)] {
+        let counts = m.tally(N, name, "/", &[]);
+        let (a, b) = (count(&counts, &v1), count(&counts, &v2));
+        assert_eq!(a + b, N as u64, "{name}: every request answered by v1 or v2: {counts:?}");
+        assert_binomial(&format!("{name}: v2"), b, N as u64, p_v2);
+    }
+}
+
+impl MeshBuilder {
+    fn start_with_clusters(mut self, names: &[&str]) -> Mesh {
+        for n in names {
+            self = self.cluster(n);
+        }
+        self.start()
+    }
+}
+
+// === Retries and timeouts ===
+
+#[test]
+fn retry_policies_become_router_retries() {
+    let host = "order-service";
+    let c = |s: &str| cluster(host, s);
+    let rule = |prefix: &str, subset: &str, retries: Value| {
+        let mut r = json!({"match": [{"uri": {"prefix": prefix}}], "route": [dest(host, subset)]});
+        if !retries.is_null() {
+            r["retries"] = retries;
+        }
+        r
+    };
+    let m = mesh(vec![vs(
+        host,
+        &[host],
+        json!([
+            rule("/5xx", "a", json!({"attempts": 3, "retryOn": "5xx"})),
+            rule("/codes", "b", json!({"attempts": 3, "retryOn": "connect-failure,503"})),
+            rule("/once", "c", json!({"attempts": 1, "retryOn": "5xx"})),
+            rule("/per-try", "d", json!({"attempts": 2, "perTryTimeout": "100ms", "retryOn": "5xx"})),
+            rule("/off", "e", json!({"attempts": 0})),
+            rule("/default", "f", Value::Null),
+        ]),
+    )])
+    .cluster_with(&c("a"), Behaviour::named("a").fail_first(2, 503))
+    .cluster_with(&c("b"), Behaviour::named("b").fail_first(2, 503))
+    .cluster_with(&c("c"), Behaviour::named("c").fail_first(2, 503))
+    .cluster_with(&c("d"), Behaviour::named("d").delay_first(1, Duration::from_secs(2)))
+    .cluster_with(&c("e"), Behaviour::named("e").fail_first(2, 503))
+    .cluster_with(&c("f"), Behaviour::named("f").fail_first(2, 503))
+    .start();
+    let _load = shared();
+
+    let r = m.get(host, "/5xx", &[]);
+    assert_eq!((r.status, m.upstream(&c("a")).attempts()), (200, 3), "retryOn 5xx: third attempt succeeds");
+    let r = m.get(host, "/codes", &[]);
+    assert_eq!((r.status, m.upstream(&c("b")).attempts()), (200, 3), "retryOn 503 (a retriable status code)");
+    let r = m.get(host, "/once", &[]);
+    assert_eq!((r.status, m.upstream(&c("c")).attempts()), (503, 2), "attempts 1 = two tries");
+    let r = m.get(host, "/per-try", &[]);
+    assert_eq!((r.status, m.upstream(&c("d")).attempts()), (200, 2), "first try timed out after 100 ms");
+    assert!(r.elapsed < Duration::from_millis(800), "per-try timeout honoured, took {:?}", r.elapsed);
+    let r = m.get(host, "/off", &[]);
+    assert_eq!((r.status, m.upstream(&c("e")).attempts()), (503, 1), "attempts 0 disables retries");
+    // Istio's default policy does not retry a 503 (no retriable codes since 1.24).
+    let r = m.get(host, "/default", &[]);
+    assert_eq!((r.status, m.upstream(&c("f")).attempts()), (503, 1));
+    // The router consumed the hints: the upstream never sees them.
+    for req in m.upstream(&c("a")).requests() {
+        assert!(req.headers.iter().all(|(k, _)| !k.starts_with("x-envoy-retry") && k != "x-envoy-max-retries"));
+    }
+}
+
+#[test]
+fn route_timeouts_answer_504_after_the_timeout() {
+    let host = "checkout-service";
+    let inv = cluster("inventory-service", "");
+    let m = mesh(vec![vs(
+        host,
+        &[host],
+        json!([
+            {"match": [{"headers": {"x-priority": {"exact": "high"}}}],
+             "route": [{"destination": {"host": "inventory-service"}}], "timeout": "200ms"},
+            {"route": [{"destination": {"host": "inventory-service"}}], "timeout": "1s"}
+        ]),
+    )])
+    .cluster_with(&inv, Behaviour::named("inventory").delay(Duration::from_millis(600)))
+    .start();
+    let _load = exclusive();
+    let r = m.get(host, "/", &[("x-priority", "high")]);
+    assert_eq!(r.status, 504);
+    assert!((190..450).contains(&r.elapsed.as_millis()), "high priority: 504 after {:?}", r.elapsed);
+    let r = m.get(host, "/", &[]);
+    assert_eq!(r.status, 200, "normal priority waits up to 1 s");
+    assert!(r.elapsed >= Duration::from_millis(590));
+    let r = m.get(host, "/", &[("x-test-delay-ms", "1600")]);
+    assert_eq!(r.status, 504);
+    assert!((990..1400).contains(&r.elapsed.as_millis()), "normal priority: 504 after {:?}", r.elapsed);
+}
+
+// === Faults ===
+
+#[test]
+fn fault_delays_hold_the_chosen_share_of_requests_for_the_fixed_delay() {
+    const N: usize = 300;
+    let host = "product-service";
+    let v1 = cluster(host, "v1");
+    let delay_rule = |prefix: &str, pct: f64, ms: u64| {
+        json!({"match": [{"uri": {"prefix": prefix}}], "route": [dest(host, "v1")],
+               "fault": {"delay": {"percentage": {"value": pct}, "fixedDelay": format!("{ms}ms")}}})
+    };
+    let m = mesh(vec![vs(host, &[host], json!([delay_rule("/some", 10.0, 60), delay_rule("/all", 100.0, 100)]))])
+        .cluster(&v1)
+        .start();
+    let _alone = exclusive();
+    let mut conn = Conn::open(m.port(), HTTP_TIMEOUT).expect("connect");
+    let mut slow = 0u64;
+    for _ in 0..N {
+        let r = conn.request("GET", "/some", &[("host", host)], b"", HTTP_TIMEOUT).expect("request");
+        assert_eq!(r.status, 200);
+        slow += u64::from(r.elapsed >= Duration::from_millis(60));
+    }
+    let delayed = m.counter("meshroute.faults.delay");
+    assert_binomial("delayed at 10%", delayed, N as u64, 0.1);
+    assert!((delayed..=delayed + 3).contains(&slow), "{slow} requests took 60 ms or more, {delayed} were delayed");
+    let mut late = Vec::new();
+    for _ in 0..40 {
+        let r = conn.request("GET", "/all", &[("host", host)], b"", HTTP_TIMEOUT).expect("request");
+        assert_eq!(r.status, 200);
+        assert!(r.elapsed >= Duration::from_millis(100), "every request delayed at 100%: {:?}", r.elapsed);
+        late.push(ms(r.elapsed) - 100.0);
+    }
+    late.sort_by(f64::total_cmp);
+    let (median, p95, max) = (late[late.len() / 2], late[late.len() * 95 / 100], late[late.len() - 1]);
+    eprintln!("delay lateness (round trip included): median {median:.1} ms, p95 {p95:.1} ms, max {max:.1} ms");
+    // Envoy's timer fires on ~4 ms boundaries: a quiet machine shows median ~4 ms, p95 5–9 ms.
+    // The bounds leave room for a busy one and still catch a coarser timer or a lost tick.
+    assert!(
+        median <= 15.0 && p95 <= 25.0 && max <= 50.0,
+        "delays late by median {median:.1} ms, p95 {p95:.1} ms, max {max:.1} ms"
+    );
+    assert_eq!(m.counter("meshroute.faults.delay"), delayed + 40);
+}
+
+#[test]
+fn fault_aborts_reply_with_the_status_like_envoys_fault_filter() {
+    const N: usize = 400;
+    let host = "rating-service";
+    let v1 = cluster(host, "v1");
+    let abort_rule = |prefix: &str, abort: Value| json!({"match": [{"uri": {"prefix": prefix}}], "route": [dest(host, "v1")], "fault": {"abort": abort}});
+    let m = mesh(vec![vs(
+        host,
+        &[host],
+        json!([
+            abort_rule("/some", json!({"percentage": {"value": 5}, "httpStatus": 500})),
+            abort_rule("/all", json!({"percentage": {"value": 100}, "httpStatus": 500})),
+            abort_rule("/grpc", json!({"percentage": {"value": 100}, "grpcStatus": "UNAVAILABLE"})),
+            {"match": [{"uri": {"prefix": "/late"}}], "route": [dest(host, "v1")],
+             "fault": {"delay": {"percentage": {"value": 100}, "fixedDelay": "50ms"},
+                       "abort": {"percentage": {"value": 100}, "httpStatus": 503}}},
+        ]),
+    )])
+    .cluster(&v1)
+    .start();
+    let _load = shared();
+    let counts = m.tally(N, host, "/some", &[]);
+    assert_eq!(count(&counts, "status:500") + count(&counts, &v1), N as u64, "{counts:?}");
+    assert_binomial("aborted at 5%", count(&counts, "status:500"), N as u64, 0.05);
+    for _ in 0..10 {
+        let r = m.get(host, "/all", &[]);
+        assert_eq!((r.status, r.text().as_str()), (500, "fault filter abort"));
+    }
+    // gRPC: HTTP 200 with grpc-status (and grpc-message), for a gRPC client and for any other.
+    for ct in ["application/grpc", "text/plain"] {
+        let r = m.request("POST", host, "/grpc", &[("content-type", ct)], b"");
+        assert_eq!((r.status, r.header("grpc-status")), (200, Some("14")), "content-type {ct}");
+        assert_eq!(r.header("grpc-message"), Some("fault filter abort"));
+        if ct == "application/grpc" {
+            assert_eq!(r.header("content-type"), Some("application/grpc"));
+        }
+    }
+    // Delay first, then the abort.
+    let r = m.get(host, "/late", &[]);
+    assert_eq!(r.status, 503);
+    assert!(r.elapsed >= Duration::from_millis(50), "{:?}", r.elapsed);
+    assert_eq!(m.upstream(&v1).attempts() as u64, count(&counts, &v1), "aborted requests never reach the upstream");
+    assert_eq!(m.counter("meshroute.faults.abort"), count(&counts, "status:500") + 10 + 2 + 1);
+}
+
+/// `n` requests at once, each on its own connection (opened first): (index, sent at, response).
+fn burst(port: u16, n: usize, host: &'static str, prefix: &str) -> Vec<(usize, Instant, Response)> {
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(n));
+    let threads: Vec<_> = (0..n)
+        .map(|i| {
+            let barrier = barrier.clone();
+            let path = format!("{prefix}{i}");
+            std::thread::spawn(move || {
+                let mut conn = Conn::open(port, HTTP_TIMEOUT).expect("connect");
+                barrier.wait();
+                let sent = Instant::now();
+                let r = conn.request("GET", &path, &[("host", host)], b"", HTTP_TIMEOUT).expect("request");
+                (i, sent, r)
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().expect("client thread")).collect()
+}
+
+#[test]
+fn many_concurrent_delayed_requests_each_resume_on_time() {
+    const N: usize = 200;
+    const HOST: &str = "review-service";
+    let v1 = cluster(HOST, "v1");
+    let m = mesh(vec![vs(
+        HOST,
+        &[HOST],
+        json!([{"match": [{"uri": {"prefix": "/warm/"}}, {"uri": {"prefix": "/cold/"}}], "route": [dest(HOST, "v1")]},
+               {"route": [dest(HOST, "v1")], "fault": {"delay": {"percentage": {"value": 100}, "fixedDelay": "300ms"}}}]),
+    )])
+    .cluster(&v1)
+    .start();
+    let _alone = exclusive();
+    // Undelayed twice first: Envoy then holds N upstream connections, so the delayed burst measures the
+    // resume and not connection set-up, and this burst's own latency is the yardstick (N requests
+    // at once take a while to pass through one Envoy worker, delayed or not).
+    burst(m.port(), N, HOST, "/cold/");
+    let warm = burst(m.port(), N, HOST, "/warm/");
+    let results = burst(m.port(), N, HOST, "/r/");
+    let arrived: HashMap<String, Instant> = m.upstream(&v1).requests().into_iter().map(|r| (r.path, r.at)).collect();
+    let mut base: Vec<f64> = warm
+        .iter()
+        .map(|(i, sent, r)| {
+            assert_eq!(r.status, 200);
+            ms(arrived[&format!("/warm/{i}")].duration_since(*sent))
+        })
+        .collect();
+    // Lateness as the upstream sees it: arrival − sending − delay.
+    let mut late: Vec<f64> = Vec::new();
+    for (i, sent, r) in &results {
+        assert_eq!(r.status, 200);
+        let held = arrived[&format!("/r/{i}")].duration_since(*sent);
+        assert!(held >= Duration::from_millis(300), "request {i} resumed early: after {held:?}");
+        late.push(ms(held) - 300.0);
+    }
+    late.sort_by(f64::total_cmp);
+    base.sort_by(f64::total_cmp);
+    let (median, max, base_median) = (late[N / 2], late[N - 1], base[N / 2]);
+    eprintln!(
+        "{N} concurrent delays: lateness at the upstream median {median:.1} ms, max {max:.1} ms \
+         (undelayed burst: median {base_median:.1} ms, max {:.1} ms)",
+        base[N - 1]
+    );
+    // Quiet machine: median ~12 ms, max ~20 ms, less than the undelayed burst itself (N requests
+    // at once take a while through one worker, delayed or not). The bounds leave room for a
+    // loaded machine yet catch a queue released a few per tick (N ticks = 800 ms) or a coarse
+    // timer.
+    assert!(median <= 50.0 && max <= 150.0, "lateness median {median:.1} ms, max {max:.1} ms");
+    assert_eq!(m.upstream(&v1).attempts(), 3 * N);
+    assert_eq!(m.counter("meshroute.faults.delay"), N as u64);
+}
+
+#[test]
+fn a_request_whose_client_gives_up_while_delayed_is_never_resumed() {
+    let host = "review-service";
+    let v1 = cluster(host, "v1");
+    let m = mesh(vec![vs(
+        host,
+        &[host],
+        json!([{"route": [dest(host, "v1")], "fault": {"delay": {"percentage": {"value": 100}, "fixedDelay": "300ms"}}}]),
+    )])
+    .cluster(&v1)
+    .start();
+    let _load = shared();
+    for i in 0..5 {
+        let gave_up =
+            try_http("GET", m.port(), &format!("/gone/{i}"), &[("host", host)], b"", Duration::from_millis(50));
+        assert!(gave_up.is_err(), "the client gave up before the delay ended");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(m.upstream(&v1).attempts(), 0, "a stream that ended while held is not resumed");
+    // The VM is healthy and keeps delaying.
+    let r = m.get(host, "/after", &[]);
+    assert_eq!((r.status, r.header("x-upstream")), (200, Some(v1.as_str())));
+    assert!(r.elapsed >= Duration::from_millis(300));
+    let log = m.envoy.log();
+    assert!(!log.contains("meshroute: panic"), "{log}");
+    assert_eq!(m.envoy.stat("wasm.meshroute.vm_reload").unwrap_or(0), 0);
+}
+
+// === Mirroring ===
+
+#[test]
+fn mirror_gets_a_copy_and_never_slows_the_primary() {
+    let host = "order-service";
+    let (v1, shadow) = (cluster(host, "v1"), cluster(host, "v2-canary"));
+    let dead = cluster(host, "dead");
+    let mirrored = |prefix: &str, subset: &str| {
+        json!({"match": [{"uri": {"prefix": prefix}}], "route": [weighted(host, "v1", 100), weighted(host, "v2", 0)],
+               "mirror": {"host": host, "subset": subset}, "mirrorPercent": 100})
+    };
+    let m = mesh(vec![vs(
+        host,
+        &[host],
+        json!([
+            mirrored("/orders", "v2-canary"),
+            mirrored("/down", "dead"),
+            mirrored("/nowhere", "missing"),
+            {"match": [{"uri": {"prefix": "/half"}}], "route": [dest(host, "v1")],
+             "mirror": {"host": host, "subset": "v2-canary"}, "mirrorPercentage": {"value": 50}},
+        ]),
+    )])
+    .settings(json!({"mirrorBodyLimit": 200_000}))
+    .cluster(&v1)
+    .cluster_with(&shadow, Behaviour::named("shadow").delay(Duration::from_millis(1000)))
+    .dead_cluster(&dead)
+    .start();
+    let _load = shared();
+
+    // The copy: same method, path, body, Host and headers; the primary does not wait for it.
+    let r =
+        m.request("POST", host, "/orders?id=7", &[("x-user", "u1"), ("content-type", "text/plain")], b"hello mirror");
+    assert_eq!((r.status, r.header("x-upstream")), (200, Some(v1.as_str())));
+    assert!(r.elapsed < Duration::from_millis(300), "primary waited for the slow mirror: {:?}", r.elapsed);
+    let copy = &m.upstream(&shadow).wait_for_requests(1, Duration::from_secs(5))[0];
+    assert_eq!((copy.method.as_str(), copy.path.as_str()), ("POST", "/orders?id=7"));
+    assert_eq!(copy.body, b"hello mirror");
+    assert_eq!(copy.authority, host, "Host kept, as Istio >= 1.28 mirrors");
+    assert_eq!(copy.header("x-user"), Some("u1"));
+    assert!(copy.header("x-meshroute-cluster").is_none());
+    let primary = &m.upstream(&v1).requests()[0];
+    assert_eq!(primary.body, b"hello mirror", "the primary gets the body too");
+
+    // A body over many chunks arrives whole; a GET without body is mirrored at once.
+    let big: Vec<u8> = (0..150_000u32).map(|i| (i % 251) as u8).collect();
+    assert_eq!(m.request("PUT", host, "/orders/big", &[], &big).status, 200);
+    assert_eq!(m.get(host, "/orders/get", &[]).status, 200);
+    let copies = m.upstream(&shadow).wait_for_requests(3, Duration::from_secs(5));
+    let big_copy = copies.iter().find(|c| c.path == "/orders/big").expect("big body mirrored");
+    assert!(big_copy.body == big, "mirrored body differs ({} bytes)", big_copy.body.len());
+    assert!(copies.iter().any(|c| c.path == "/orders/get" && c.method == "GET"));
+
+    // Over the limit: no copy, and the primary is unaffected.
+    let huge = vec![b'x'; 300_000];
+    let r = m.request("POST", host, "/orders/huge", &[], &huge);
+    assert_eq!(r.status, 200);
+    assert_eq!(m.upstream(&v1).requests().last().map(|q| q.body.len()), Some(300_000));
+    assert_eq!(m.counter("meshroute.mirrors.skipped"), 1);
+
+    // A mirror that is down, or a cluster Envoy does not know: the primary still answers.
+    let r = m.get(host, "/down", &[]);
+    assert_eq!(r.status, 200);
+    assert!(r.elapsed < Duration::from_millis(300));
+    let r = m.get(host, "/nowhere", &[]);
+    assert_eq!(r.status, 200);
+    assert!(m.counter("meshroute.mirrors.failed") >= 1, "an unknown mirror cluster counts as failed");
+
+    // mirrorPercentage 50: about half.
+    let before = m.counter("meshroute.mirrors.sent");
+    let counts = m.tally(200, host, "/half", &[]);
+    assert_eq!(count(&counts, &v1), 200);
+    let sent = m.counter("meshroute.mirrors.sent") - before;
+    assert_binomial("mirrored at 50%", sent, 200, 0.5);
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(m.upstream(&shadow).requests().iter().all(|c| c.path != "/orders/huge"));
+}
+
+// === Redirects, direct responses, rewrites, header operations ===
+
+#[test]
+fn redirects_direct_responses_rewrites_and_header_operations() {
+    let host = "web";
+    let v1 = cluster(host, "v1");
+    let m = mesh(vec![vs(
+        host,
+        &[host],
+        json!([
+            {"match": [{"uri": {"prefix": "/old"}}], "redirect": {"uri": "/new", "authority": "web.example.com", "redirectCode": 302}},
+            {"match": [{"uri": {"exact": "/teapot"}}], "directResponse": {"status": 418, "body": {"string": "short and stout"}},
+             "headers": {"response": {"set": {"x-kind": "teapot"}}}},
+            {"match": [{"uri": {"prefix": "/api/v1/"}}], "rewrite": {"uri": "/v1/", "authority": "backend"},
+             "headers": {"request": {"set": {"x-set": "route"}, "add": {"x-added": "1"}, "remove": ["x-drop"]},
+                         "response": {"set": {"x-resp": "route"}, "remove": ["x-secret"]}},
+             "route": [{"destination": {"host": host, "subset": "v1"},
+                        "headers": {"request": {"set": {"x-set": "dest", "x-dest": "yes"}}}}]},
+        ]),
+    )])
+    .cluster_with(&v1, Behaviour::named("v1").header("x-secret", "s3cr3t"))
+    .start();
+    let _load = shared();
+    let r = m.get(host, "/old/page?q=1", &[]);
+    assert_eq!((r.status, r.header("location")), (302, Some("http://web.example.com/new?q=1")));
+    let r = m.get(host, "/teapot", &[]);
+    assert_eq!((r.status, r.text().as_str(), r.header("x-kind")), (418, "short and stout", Some("teapot")));
+    let r = m.get(host, "/api/v1/items?x=2", &[("x-drop", "1"), ("x-set", "client")]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-resp"), Some("route"));
+    assert!(r.header("x-secret").is_none(), "response header removed");
+    let up = &m.upstream(&v1).requests()[0];
+    assert_eq!((up.path.as_str(), up.authority.as_str()), ("/v1/items?x=2", "backend"));
+    assert_eq!(up.header("x-set"), Some("route"), "route-level set applied after the destination's");
+    assert_eq!((up.header("x-dest"), up.header("x-added")), (Some("yes"), Some("1")));
+    assert!(up.header("x-drop").is_none());
+    assert_eq!(m.upstream(&v1).attempts(), 1, "redirects and direct responses never reach an upstream");
+}
+
+// === What clients cannot do ===
+
+#[test]
+fn clients_cannot_pick_their_cluster_retries_or_timeout_even_as_internal_clients() {
+    let host = "product-service";
+    let (v1, v2) = (cluster(host, "v1"), cluster(host, "v2"));
+    let m = mesh(vec![vs(
+        host,
+        &[host],
+        json!([
+            {"match": [{"uri": {"prefix": "/flaky"}}], "route": [dest(host, "v2")], "retries": {"attempts": 0}},
+            {"match": [{"uri": {"prefix": "/v1"}}], "route": [dest(host, "v1")]},
+        ]),
+    )])
+    .cluster_with(&v1, Behaviour::named("v1").delay(Duration::from_millis(150)))
+    .cluster_with(&v2, Behaviour::named("v2").fail_first(2, 503))
+    .start();
+    let _load = shared();
+    // The cluster: the rule's, not the client's.
+    let r = m.get(host, "/v1", &[("x-meshroute-cluster", &v2)]);
+    assert_eq!(r.header("x-upstream"), Some("v1"));
+    // Retries: attempts 0 wins over the client's hints.
+    let r = m.get(host, "/flaky", &[("x-envoy-max-retries", "5"), ("x-envoy-retry-on", "5xx")]);
+    assert_eq!((r.status, m.upstream(&v2).attempts()), (503, 1));
+    // Timeout: the client's 50 ms is removed (the route has none).
+    let r = m.get(
+        host,
+        "/v1",
+        &[("x-envoy-upstream-rq-timeout-ms", "50"), ("x-envoy-upstream-rq-per-try-timeout-ms", "50")],
+    );
+    assert_eq!(r.status, 200, "client timeout hint ignored");
+    // Unknown host (passthrough) and unmatched path (404): the routing header is removed there too.
+    let r = m.get("elsewhere", "/x", &[("x-meshroute-cluster", &v2)]);
+    assert_eq!((r.status, r.header("x-upstream")), (200, Some("passthrough")));
+    assert!(m.passthrough.requests()[0].header("x-meshroute-cluster").is_none());
+    let r = m.get(host, "/nothing", &[("x-meshroute-cluster", &v2)]);
+    assert_eq!(r.status, 404);
+    assert_eq!(m.upstream(&v2).attempts(), 1, "v2 saw only the /flaky request");
+    // These requests were internal: the HCM kept x-envoy-* headers, only the filter removed them.
+    let seen = &m.upstream(&v1).requests()[1];
+    assert_eq!(seen.header("x-envoy-internal"), Some("true"));
+    assert!(seen.header("x-envoy-upstream-rq-per-try-timeout-ms").is_none());
+}
+
+#[test]
+fn unknown_hosts_pass_through_and_known_hosts_without_a_match_get_404() {
+    let host = "product-service";
+    let v1 = cluster(host, "v1");
+    let m = mesh(vec![vs(host, &[host], json!([{"match": [{"uri": {"prefix": "/p"}}], "route": [dest(host, "v1")]}]))])
+        .cluster(&v1)
+        .start();
+    let _load = shared();
+    let r = m.get("weather-api.example.com", "/today", &[]);
+    assert_eq!((r.status, r.header("x-upstream")), (200, Some("passthrough")));
+    let r = m.get(host, "/q", &[]);
+    assert_eq!((r.status, r.body.len()), (404, 0));
+    let r = m.get(host, "/p", &[]);
+    assert_eq!(r.header("x-upstream"), Some(v1.as_str()));
+    assert_eq!(m.counter("meshroute.passthrough"), 1);
+    assert_eq!(m.counter("meshroute.noroute"), 1);
+    assert_eq!(m.counter("meshroute.requests"), 3);
+}
+
+// === Configuration ===
+
+/// A plugin configuration with a type error at `spec.http[0].route[0].weight`.
+fn bad_config() -> Value {
+    plugin_config(vec![vs(
+        "product-service",
+        &["product-service"],
+        json!([{"route": [{"destination": {"host": "product-service", "subset": "v1"}, "weight": "80"}]}]),
+    )])
+}
+
+fn routed_to(subset: &str) -> Value {
+    plugin_config(vec![vs(
+        "product-service",
+        &["product-service"],
+        json!([{"route": [dest("product-service", subset)]}]),
+    )])
+}
+
+const BAD_FIELD: &str = "VirtualService default/product-service: spec.http[0].route[0].weight";
+
+#[test]
+fn a_bad_plugin_config_is_refused_at_startup_with_the_field_named() {
+    let _load = shared();
+    let dir = std::env::temp_dir().join(format!("meshroute-bad-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let vars: HashMap<String, String> = [
+        ("ADMIN_PORT", free_port().to_string()),
+        ("LISTENER_PORT", free_port().to_string()),
+        ("PASSTHROUGH_PORT", free_port().to_string()),
+        ("TMP_DIR", dir.display().to_string()),
+        ("WASM", wasm_path("meshroute_filter").display().to_string()),
+        ("PLUGIN_CONFIG", yaml_single_quoted(&bad_config().to_string())),
+        ("CLUSTERS", String::new()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let config = dir.join("envoy.yaml");
+    std::fs::write(&config, render(TEMPLATE, &vars).expect("render")).expect("write config");
+    let log = dir.join("envoy.log");
+    let mut child = std::process::Command::new(envoy_bin())
+        .arg("-c")
+        .arg(&config)
+        .args(["--concurrency", "1", "--disable-hot-restart", "--log-path"])
+        .arg(&log)
+        .args(["--base-id", &(std::process::id() % 1_000_000 * 100 + 99).to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run envoy");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "Envoy kept running with a bad plugin config; log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!status.success(), "Envoy must refuse to start");
+    let line = text
+        .lines()
+        .find(|l| l.contains("meshroute: config rejected:"))
+        .unwrap_or_else(|| panic!("no rejection logged:\n{text}"));
+    assert!(line.contains(BAD_FIELD), "the log line names the resource and field: {line}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+const LDS_BOOTSTRAP: &str = include_str!("fixtures/e2e-lds-bootstrap.yaml");
+const LDS_LISTENER: &str = include_str!("fixtures/e2e-lds-listener.yaml");
+
+/// An Envoy whose listener comes from a watched file, and the means to swap that file as a
+/// control plane would push a new listener.
+struct Lds {
+    envoy: Envoy,
+    dir: std::path::PathBuf,
+    vars: HashMap<String, String>,
+    _upstreams: Vec<Upstream>,
+}
+
+impl Lds {
+    fn start(config: &Value, clusters: &[&str]) -> Lds {
+        let dir = std::env::temp_dir().join(format!("meshroute-lds-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&dir).expect("lds dir");
+        let mut upstreams: Vec<Upstream> = clusters.iter().map(|c| Upstream::named(c)).collect();
+        let lines: Vec<String> = clusters.iter().zip(&upstreams).map(|(c, u)| cluster_yaml(c, u.port())).collect();
+        let passthrough = Upstream::named("passthrough");
+        let vars: HashMap<String, String> =
+            [("LISTENER_PORT", free_port().to_string()), ("WASM", wasm_path("meshroute_filter").display().to_string())]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
+        write_listener(&dir, &vars, config);
+        let (lds_dir, pt_port, clusters) =
+            (dir.display().to_string(), passthrough.port().to_string(), lines.join("\n"));
+        let envoy = Envoy::start(
+            LDS_BOOTSTRAP,
+            &[("LDS_DIR", lds_dir.as_str()), ("PASSTHROUGH_PORT", pt_port.as_str()), ("CLUSTERS", clusters.as_str())],
+        );
+        upstreams.push(passthrough);
+        Lds { envoy, dir, vars, _upstreams: upstreams }
+    }
+
+    fn push(&self, config: &Value) {
+        write_listener(&self.dir, &self.vars, config);
+    }
+
+    fn get(&self, host: &str) -> Response {
+        http("GET", self.vars["LISTENER_PORT"].parse::<u16>().expect("port"), "/", &[("host", host)], b"")
+    }
+}
+
+impl Drop for Lds {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Writes the listener file whole, then moves it into place (what the directory watch reacts to).
+fn write_listener(dir: &std::path::Path, vars: &HashMap<String, String>, config: &Value) {
+    let mut vars = vars.clone();
+    vars.insert("PLUGIN_CONFIG".into(), yaml_single_quoted(&config.to_string()));
+    let text = render(LDS_LISTENER, &vars).expect("render listener");
+    let tmp = dir.join("lds.yaml.tmp");
+    std::fs::write(&tmp, text).expect("write listener");
+    std::fs::rename(&tmp, dir.join("lds.yaml")).expect("move listener into place");
+}
+
+#[test]
+fn a_bad_config_update_is_refused_and_the_running_config_keeps_serving() {
+    let (v1, v2) = (cluster("product-service", "v1"), cluster("product-service", "v2"));
+    let lds = Lds::start(&routed_to("v1"), &[&v1, &v2]);
+    let _load = shared();
+    assert_eq!(lds.get("product-service").header("x-upstream"), Some(v1.as_str()));
+
+    lds.push(&bad_config());
+    lds.envoy.wait_stat("listener_manager.lds.update_rejected", 1, Duration::from_secs(10));
+    let log = lds.envoy.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("meshroute: config rejected:"))
+        .unwrap_or_else(|| panic!("no rejection logged"));
+    assert!(line.contains(BAD_FIELD), "the log line names the resource and field: {line}");
+    for _ in 0..5 {
+        assert_eq!(lds.get("product-service").header("x-upstream"), Some(v1.as_str()), "old config still serves");
+    }
+
+    // A good update afterwards is applied.
+    lds.push(&routed_to("v2"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lds.get("product-service").header("x-upstream") != Some(v2.as_str()) {
+        assert!(Instant::now() < deadline, "the good update never took effect");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(lds.envoy.stat("wasmcustom.meshroute.config.rejected").unwrap_or(0) >= 1);
+}
+
+#[test]
+fn registry_only_blocks_hosts_outside_the_registry_with_502() {
+    let host = "product-service";
+    let weather = "outbound|80||weather-api.example.com";
+    let v1 = cluster(host, "v1");
+    let se = json!({"apiVersion": "networking.istio.io/v1beta1", "kind": "ServiceEntry",
+        "metadata": {"name": "weather", "namespace": "default"},
+        "spec": {"hosts": ["weather-api.example.com"], "ports": [{"number": 80, "name": "http", "protocol": "HTTP"}],
+                 "location": "MESH_EXTERNAL", "resolution": "DNS"}});
+    let m = mesh(vec![vs(host, &[host], json!([{"route": [dest(host, "v1")]}])), se])
+        .settings(json!({"outboundTrafficPolicy": "REGISTRY_ONLY"}))
+        .cluster(&v1)
+        .cluster(weather)
+        .start();
+    let _load = shared();
+    // A registry host without a VirtualService: istiod's default route to its own cluster.
+    assert_eq!(m.get("weather-api.example.com", "/", &[]).header("x-upstream"), Some(weather));
+    let r = m.get("unknown.example.com", "/", &[]);
+    assert_eq!((r.status, r.header("x-upstream")), (502, None));
+    assert_eq!(m.get(host, "/", &[]).header("x-upstream"), Some(v1.as_str()));
+    assert_eq!((m.counter("meshroute.blocked"), m.counter("meshroute.default_route")), (1, 1));
+    assert_eq!(m.counter("meshroute.passthrough"), 0);
+    assert!(m.counter("meshroute.config.loaded") >= 1);
+}
+
+// === envoy/sidecar.yaml ===
+
+/// The JSON block under `value: |` in envoy/sidecar.yaml, dedented.
+fn embedded_config(yaml: &str) -> String {
+    let mut lines = yaml.lines().skip_while(|l| !l.trim_end().ends_with("value: |")).skip(1);
+    let first = lines.next().expect("a line after `value: |`");
+    let indent = first.len() - first.trim_start().len();
+    std::iter::once(first)
+        .chain(lines.take_while(|l| l.trim().is_empty() || l.len() - l.trim_start().len() >= indent))
+        .map(|l| l.get(indent..).unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn sidecar_yaml_embeds_the_demo_config_and_passes_envoy_validation() {
+    let _load = shared();
+    let root = repo_root();
+    let yaml = std::fs::read_to_string(root.join("envoy/sidecar.yaml")).expect("envoy/sidecar.yaml");
+    let demo: Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("envoy/demo-config.json")).expect("demo"))
+            .expect("demo-config.json is JSON");
+    let embedded: Value = serde_json::from_str(&embedded_config(&yaml)).expect("embedded config is JSON");
+    assert_eq!(embedded, demo, "envoy/sidecar.yaml must embed envoy/demo-config.json verbatim");
+    assert!(meshroute::compile_json(demo.to_string().as_bytes()).table.is_some(), "demo config compiles");
+
+    let dir = std::env::temp_dir().join(format!("meshroute-validate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let wasm = wasm_path("meshroute_filter");
+    let copy = dir.join("sidecar.yaml");
+    let rel = "target/wasm32-wasip1/release/meshroute_filter.wasm";
+    assert!(yaml.contains(rel), "sidecar.yaml names the module as {rel}");
+    std::fs::write(&copy, yaml.replace(rel, &wasm.display().to_string())).expect("write copy");
+    let out = std::process::Command::new(envoy_bin())
+        .args(["--mode", "validate", "--disable-hot-restart", "-c"])
+        .arg(&copy)
+        .output()
+        .expect("run envoy --mode validate");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.status.success(), "envoy --mode validate failed:\n{text}");
+    assert!(text.contains("config loaded: 2 VirtualService(s)"), "the filter accepted the demo config:\n{text}");
+}
