@@ -448,7 +448,8 @@ mod tests {
         HeaderOp::Remove(k.into())
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn forward_sets_routing_header_and_istio_default_retries() {
         let t = table(json!([{"route": [{"destination": {"host": "reviews", "subset": "v1"}}]}]));
         let p = plan_for(&t, &Request::new("GET", "reviews", "/"));
@@ -464,7 +465,8 @@ mod tests {
         assert_eq!(p.local_reply, None);
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn client_routing_and_hint_headers_are_removed_on_every_path() {
         let t = table(json!([{"match": [{"uri": {"prefix": "/a"}}],
                                "route": [{"destination": {"host": "reviews", "subset": "v1"}}]}]));
@@ -491,7 +493,8 @@ mod tests {
         assert!(!p.request_ops.contains(&r("x-meshroute-cluster")));
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn configured_routing_header_is_the_one_stripped_and_set() {
         let t = table_with(
             json!([{"route": [{"destination": {"host": "reviews", "subset": "v1"}}]}]),
@@ -503,7 +506,8 @@ mod tests {
         assert_eq!(p.request_ops[0], s("x-route-to", V1));
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn retries_timeouts_and_per_try_become_router_hints() {
         let t = table(json!([
             {"match": [{"headers": {"x-priority": {"exact": "high"}}}], "timeout": "5s",
@@ -528,7 +532,8 @@ mod tests {
         assert_eq!(p.request_ops[1..], [s("x-envoy-max-retries", "0"), s("x-envoy-upstream-rq-timeout-ms", "500")]);
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn rewrite_and_header_operations_destination_first_then_route() {
         let t = table(json!([{"match": [{"uri": {"prefix": "/old"}}],
             "rewrite": {"uri": "/new", "authority": "ratings"},
@@ -558,7 +563,8 @@ mod tests {
         assert!(h.contains(&("x-a".into(), "route".into())) && !h.iter().any(|(k, _)| k == "x-c"));
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn redirect_and_direct_response_are_local_replies_with_response_headers() {
         let t = table(json!([
             {"match": [{"uri": {"prefix": "/r"}}], "redirect": {"uri": "/moved", "redirectCode": 302},
@@ -579,7 +585,8 @@ mod tests {
         assert_eq!(p.local_reply, Some(LocalReply::Http { status: 418, headers: vec![], body: b"teapot".to_vec() }));
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn fault_delay_then_abort_and_an_abort_suppresses_mirrors() {
         let t = table(json!([{"fault": {"delay": {"fixedDelay": "7s", "percentage": {"value": 100}},
                                          "abort": {"httpStatus": 503, "percentage": {"value": 100}}},
@@ -594,7 +601,8 @@ mod tests {
         assert!(p.mirrors.is_empty());
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn grpc_abort_is_http_200_with_grpc_status() {
         let t = table(json!([{"fault": {"abort": {"grpcStatus": "UNAVAILABLE", "percentage": {"value": 100}}},
                                "route": [{"destination": {"host": "reviews"}}]}]));
@@ -606,7 +614,8 @@ mod tests {
         assert!(headers.contains(&("grpc-status".into(), "14".into())));
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn mirror_copy_keeps_authority_and_drops_routing_and_framing() {
         let t = table(json!([{"mirror": {"host": "reviews", "subset": "v2"},
                                "headers": {"request": {"set": {"x-added": "1"}}},
@@ -634,7 +643,8 @@ mod tests {
         );
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn registry_host_without_virtual_service_takes_the_default_route() {
         let cfg = json!({"resources": [
             {"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
@@ -650,7 +660,8 @@ mod tests {
         assert_eq!(p.local_reply, None);
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn connect_and_upgrades_are_not_mirrored() {
         let t = table(json!([{"mirror": {"host": "reviews", "subset": "v2"},
                                "route": [{"destination": {"host": "reviews", "subset": "v1"}}]}]));
@@ -660,7 +671,8 @@ mod tests {
         assert!(plan_for(&t, &Request::new("CONNECT", "reviews", "/")).mirrors.is_empty());
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn unknown_host_under_registry_only_is_502() {
         let t = table_with(
             json!([{"route": [{"destination": {"host": "reviews", "subset": "v1"}}]}]),
@@ -669,14 +681,16 @@ mod tests {
         assert_eq!(plan_for(&t, &Request::new("GET", "nope", "/")).local_reply.map(|l| l.http_status()), Some(502));
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn apply_ops_set_collapses_repeats_and_remove_is_case_insensitive() {
         let mut h = vec![("X-A".to_string(), "1".to_string()), ("x-a".to_string(), "2".to_string())];
         apply_ops(&mut h, &[s("x-a", "3"), HeaderOp::Add("x-b".into(), "4".into()), r("X-B")]);
         assert_eq!(h, vec![("X-A".to_string(), "3".to_string())]);
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn body_buffer_gives_up_past_the_limit() {
         let mut b = BodyBuffer::new(4);
         assert!(b.push(b"ab") && b.push(b"cd"));
@@ -688,7 +702,8 @@ mod tests {
         assert_eq!(ok.take(), b"abcd");
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn delay_queue_releases_due_items_earliest_first_and_forgets_removed() {
         let mut q = DelayQueue::default();
         q.push(1, 30, 'a');
@@ -704,7 +719,8 @@ mod tests {
         assert!(q.is_empty());
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn route_metric_names_carry_vs_rule_and_cluster() {
         let t = table(json!([{"route": [{"destination": {"host": "reviews", "subset": "v1"}}]}]));
         let vs = &t.virtual_services[0];

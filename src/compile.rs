@@ -928,7 +928,8 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn retry_on_splits_http_grpc_and_codes_like_istiod() {
         let p = RetryPolicy::from_retry_on(
             3,
@@ -941,7 +942,8 @@ mod tests {
         assert_eq!(codes_only.retry_on, "retriable-status-codes");
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn istio_default_retry_is_two_attempts() {
         let d = RetryPolicy::istio_default();
         assert_eq!(d.attempts, 2);
@@ -949,7 +951,8 @@ mod tests {
         assert_eq!(d.grpc_retry_on, "unavailable,cancelled");
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn percentages_become_parts_per_million() {
         assert_eq!(percent_to_ppm(10.0), 100_000);
         assert_eq!(percent_to_ppm(0.0001), 1);
@@ -957,7 +960,8 @@ mod tests {
         assert_eq!(percent_to_ppm(f64::NAN), 0);
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn base64_and_regex_templates() {
         assert_eq!(base64_decode("aGVsbG8=").as_deref(), Some(&b"hello"[..]));
         assert_eq!(base64_decode("aGk").as_deref(), Some(&b"hi"[..]));
@@ -965,7 +969,8 @@ mod tests {
         assert_eq!(envoy_to_regex_lite_template("/v2/\\1/x$"), "/v2/${1}/x$$");
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn grpc_names_map_to_codes_through_the_shared_table() {
         assert_eq!(grpc_status_code("UNAVAILABLE"), Some(14));
         assert_eq!(grpc_status_code("NOPE"), None);

@@ -387,7 +387,8 @@ mod tests {
                "metadata": {"name": "reviews"}, "spec": spec})
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn accepts_single_array_list_and_plugin_config_shapes() {
         let one = vs(json!({"hosts": ["reviews"]}));
         for input in [
@@ -403,7 +404,8 @@ mod tests {
         }
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn unknown_istio_field_is_a_warning_that_names_it() {
         let (b, d) = load_value(vs(json!({"hosts": ["a"], "http": [{"route": [], "retrys": {}}]})));
         assert_eq!(b.resources.len(), 1);
@@ -413,7 +415,8 @@ mod tests {
         assert!(w[0].message.contains("retrys"));
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn wrong_type_is_an_error_with_the_field_path() {
         let (b, d) = load_value(vs(
             json!({"hosts": ["a"], "http": [{"route": [{"destination": {"host": "a"}, "weight": "80"}]}]}),
@@ -425,7 +428,8 @@ mod tests {
         assert_eq!(e[0].to_string().split(':').next(), Some("error"));
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn a_later_definition_replaces_an_earlier_one_with_a_warning() {
         let (b, d) = load_value(json!([vs(json!({"hosts": ["a"]})), vs(json!({"hosts": ["b"]}))]));
         assert_eq!(b.resources.len(), 1);
@@ -436,14 +440,16 @@ mod tests {
         assert_eq!(w[0].resource.as_ref().map(|r| r.index), Some(0));
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn unknown_setting_is_an_error() {
         let (_, d) = load_value(json!({"resources": [], "settings": {"namespce": "x"}}));
         assert!(d.has_errors());
         assert!(d.to_string().contains("namespce"), "{d}");
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn wrong_kind_and_api_version_are_errors() {
         let (b, d) = load_value(json!([
             {"apiVersion": "networking.istio.io/v1", "kind": "VirtualServce", "metadata": {"name": "a"}},
@@ -453,7 +459,8 @@ mod tests {
         assert_eq!(d.errors().count(), 2, "{d}");
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn metadata_noise_from_kubectl_is_not_reported() {
         let mut v = vs(json!({"hosts": ["a"]}));
         v["metadata"]["uid"] = json!("123");
@@ -463,7 +470,8 @@ mod tests {
         assert!(d.is_empty(), "{d}");
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn deprecated_mirror_percent_spellings_are_read() {
         let (b, d) = load_value(vs(json!({"hosts": ["a"], "http": [{"mirror_percent": 5}, {"mirrorPercent": 7}]})));
         assert!(d.is_empty(), "{d}");

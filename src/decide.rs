@@ -208,7 +208,8 @@ mod tests {
         }
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn header_match_routes_to_v2_and_default_to_v1() {
         let t = table(json!([
             {"match": [{"headers": {"x-debug": {"exact": "true"}}}],
@@ -222,7 +223,8 @@ mod tests {
         assert_eq!(cluster(&t.decide(&plain, &mut rng)), Some("outbound|80|v1|reviews.default.svc.cluster.local"));
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn unknown_host_passes_through_and_unmatched_known_host_is_no_route() {
         let t = table(json!([{"match": [{"uri": {"prefix": "/a"}}], "route": [{"destination": {"host": "reviews"}}]}]));
         let mut rng = SplitMix64(1);
@@ -248,7 +250,8 @@ mod tests {
                         "endpoints": [{"address": "127.0.0.1"}]}})
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn registry_host_without_virtual_service_takes_the_default_route() {
         let t = compiled(json!([service_entry("weather.example.com")]));
         let mut rng = SplitMix64(1);
@@ -261,7 +264,8 @@ mod tests {
         assert!(matches!(t.decide(&Request::new("GET", "weather.example.com", "/"), &mut rng), Decision::Default(_)));
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn registry_only_blocks_unknown_hosts_but_not_registry_ones() {
         let sidecar = json!({"apiVersion": "networking.istio.io/v1", "kind": "Sidecar",
             "metadata": {"name": "default", "namespace": "default"},
@@ -272,7 +276,8 @@ mod tests {
         assert!(matches!(t.decide(&Request::new("GET", "weather.example.com", "/"), &mut rng), Decision::Default(_)));
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn sidecar_egress_hosts_hide_what_they_do_not_import() {
         let sidecar = json!({"apiVersion": "networking.istio.io/v1", "kind": "Sidecar",
             "metadata": {"name": "default", "namespace": "default"},
@@ -284,7 +289,8 @@ mod tests {
         assert!(matches!(t.decide(&Request::new("GET", "stocks.example.com", "/"), &mut rng), Decision::Blocked));
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn match_level_gateways_replace_source_labels_as_istiod_does() {
         // The proxy has no labels, yet the block applies: with `gateways` on the match, istiod's
         // sourceMatchHTTP looks at nothing else.
@@ -298,7 +304,8 @@ mod tests {
         assert!(matches!(t.decide(&Request::new("GET", "reviews", "/"), &mut rng), Decision::Matched(_)));
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn weight_zero_is_never_chosen() {
         let t = table(json!([{"route": [
             {"destination": {"host": "reviews", "subset": "v1"}, "weight": 100},
@@ -312,7 +319,8 @@ mod tests {
         }
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn rewrite_replaces_the_matched_prefix_and_keeps_the_query() {
         let t = table(json!([{"match": [{"uri": {"prefix": "/old"}}], "rewrite": {"uri": "/new"},
                                "route": [{"destination": {"host": "reviews"}}]}]));
@@ -322,7 +330,8 @@ mod tests {
         assert_eq!(m.rule.rewritten_path(&m.entry.block, &req.path).as_deref(), Some("/new/x?q=1"));
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn redirect_location_swaps_path_and_keeps_query() {
         let r = Redirect {
             uri: Some("/v2".into()),

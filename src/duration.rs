@@ -70,7 +70,8 @@ pub fn millis(d: Duration) -> u64 {
 mod tests {
     use super::*;
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn accepts_the_forms_istio_users_write() {
         assert_eq!(parse("5s"), Ok(Duration::from_secs(5)));
         assert_eq!(parse("100ms"), Ok(Duration::from_millis(100)));
@@ -82,7 +83,8 @@ mod tests {
         assert_eq!(parse("250us"), Ok(Duration::from_micros(250)));
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn rejects_numbers_without_units_and_garbage() {
         assert!(parse("5").is_err());
         assert!(parse("").is_err());

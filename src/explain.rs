@@ -390,7 +390,8 @@ mod tests {
         c.table.expect("table")
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn earlier_rules_say_why_they_did_not_match() {
         let t = table(json!([
             {"match": [{"headers": {"x-debug": {"exact": "true"}}}],
@@ -409,7 +410,8 @@ mod tests {
         assert_eq!(m.router_hints[0].name, "x-envoy-retry-on");
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn weighted_destinations_report_probabilities() {
         let t = table(json!([{"route": [
             {"destination": {"host": "reviews", "subset": "v1"}, "weight": 80},
@@ -426,7 +428,8 @@ mod tests {
         assert_eq!((abort.http_status, abort.percent), (Some(500), 5.0));
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn registry_host_without_virtual_service_takes_the_default_route() {
         let cfg = json!({"resources": [
             {"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
@@ -444,7 +447,8 @@ mod tests {
         assert!(m.retries.istio_default);
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn unknown_host_is_passthrough_and_unmatched_is_no_route() {
         let t = table(json!([{"match": [{"uri": {"prefix": "/a"}}], "route": [{"destination": {"host": "reviews"}}]}]));
         assert_eq!(t.explain(&Request::new("GET", "other", "/")).outcome, Outcome::Passthrough);

@@ -100,14 +100,16 @@ pub fn resolve_gateway(gw: &str, vs_namespace: &str) -> String {
 mod tests {
     use super::*;
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn short_names_expand_against_the_resource_namespace() {
         assert_eq!(resolve("reviews", "default", "cluster.local"), "reviews.default.svc.cluster.local");
         assert_eq!(resolve("api.example.com", "default", "cluster.local"), "api.example.com");
         assert_eq!(resolve("*.example.com", "x", "cluster.local"), "*.example.com");
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn wildcard_matches_any_labels_but_not_the_bare_suffix() {
         assert!(matches("*.example.com", "api.example.com"));
         assert!(matches("*.example.com", "a.b.example.com"));
@@ -118,7 +120,8 @@ mod tests {
         assert!(!overlaps("a.com", "b.com"));
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn alt_names_depend_on_the_proxy_namespace() {
         let same = alt_names("reviews.default.svc.cluster.local", "default", "cluster.local");
         assert!(same.contains(&"reviews".to_string()));
@@ -127,14 +130,16 @@ mod tests {
         assert!(other.contains(&"reviews.default".to_string()));
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn authority_port_is_split_off() {
         assert_eq!(authority_host("a.com:8080"), ("a.com", Some(8080)));
         assert_eq!(authority_host("a.com"), ("a.com", None));
         assert_eq!(authority_host("[::1]:80"), ("[::1]", Some(80)));
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn gateway_names_resolve_like_istiod() {
         assert_eq!(resolve_gateway("public-gateway", "default"), "default/public-gateway");
         assert_eq!(resolve_gateway("istio-system/gw", "default"), "istio-system/gw");

@@ -461,7 +461,8 @@ mod tests {
         }
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn literal_prefix_of_common_regexes() {
         assert_eq!(prefixes("/api/v[0-9]+/.*").as_deref(), Some("/api/v"));
         assert_eq!(prefixes("/users/\\d+").as_deref(), Some("/users/"));
@@ -474,7 +475,8 @@ mod tests {
         assert_eq!(regex_literals(".*"), None);
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn alternations_give_one_prefix_each() {
         assert_eq!(prefixes("/a|/b").as_deref(), Some("/a | /b"));
         assert_eq!(prefixes("(/v1|/v2)/items/.*").as_deref(), Some("/v1/items/ | /v2/items/"));
@@ -483,7 +485,8 @@ mod tests {
         assert_eq!(regex_literals("/a|.*"), None);
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn suffix_literals_when_the_start_is_unknown() {
         assert_eq!(suffixes(".*\\.(png|jpg)").as_deref(), Some(".jpg | .png"));
         assert_eq!(suffixes("/[a-z]+/export\\.csv").as_deref(), Some("/export.csv"));
@@ -491,7 +494,8 @@ mod tests {
         assert_eq!(suffixes("/.*/health").as_deref(), Some("/health"));
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn anything_not_modelled_gives_no_literals() {
         for p in ["(?i)/a", "/a(?i)b", "/a\\x41", "/a\\b{start}", "[[:alpha:]]/a", "/a\\pL", "(/a", "/a)", "*a"] {
             assert_eq!(regex_literals(p), None, "{p}");
@@ -500,14 +504,16 @@ mod tests {
         assert_eq!(prefixes("/a(?i:b)c").as_deref(), Some("/a"));
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn word_boundaries_are_not_literals() {
         assert_eq!(prefixes("/\\<api.*").as_deref(), Some("/"));
         assert_eq!(suffixes(".*/users\\>"), None);
         assert_eq!(prefixes("/users\\>/.*").as_deref(), Some("/users"));
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn lowest_matching_entry_wins_across_lists() {
         let mut idx = PathIndex::default();
         idx.add(0, Key::UriPrefix { prefix: "/api".into(), ignore_case: false });
@@ -519,7 +525,8 @@ mod tests {
         assert_eq!(idx.first_match("/other", |_| None, |e| e != 2), None);
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn header_key_finds_entry_by_value() {
         let mut idx = PathIndex::default();
         idx.add(0, Key::Header { name: "x-debug".into(), value: "true".into() });

@@ -198,7 +198,8 @@ mod tests {
         StringMatch { exact: exact.map(Into::into), prefix: prefix.map(Into::into), regex: regex.map(Into::into) }
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn prefix_is_a_plain_byte_prefix_of_the_path_without_query() {
         let m = MatchBlock { uri: Some(StrMatch::Prefix("/api/v1/products".into())), ..Default::default() };
         assert!(m.matches(&Request::new("GET", "a", "/api/v1/productsXYZ"), 80));
@@ -206,14 +207,16 @@ mod tests {
         assert!(!m.matches(&Request::new("GET", "a", "/api/v1/product"), 80));
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn exact_uri_ignores_the_query_string() {
         let m = MatchBlock { uri: Some(StrMatch::Exact("/login".into())), ..Default::default() };
         assert!(m.matches(&Request::new("GET", "a", "/login?next=/"), 80));
         assert!(!m.matches(&Request::new("GET", "a", "/login/"), 80));
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn regex_must_match_the_whole_value() {
         let m = StrMatch::compile(&sm(None, None, Some("\\d+")), false).unwrap();
         assert!(m.matches("123"));
@@ -221,7 +224,8 @@ mod tests {
         assert!(!m.matches("123a"));
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn ignore_uri_case_applies_to_exact_and_prefix_only() {
         let m = MatchBlock { uri: Some(StrMatch::Prefix("/API".into())), ignore_uri_case: true, ..Default::default() };
         assert!(m.matches(&Request::new("GET", "a", "/api/x"), 80));
@@ -233,7 +237,8 @@ mod tests {
         assert!(!r.matches(&Request::new("GET", "a", "/api"), 80));
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn empty_string_match_means_present_for_headers() {
         assert_eq!(StrMatch::compile(&sm(None, None, None), true), Ok(StrMatch::Present));
         assert_eq!(StrMatch::compile(&sm(None, None, Some("*")), true), Ok(StrMatch::Present));
@@ -241,7 +246,8 @@ mod tests {
         assert!(StrMatch::compile(&sm(Some("a"), Some("b"), None), true).is_err());
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn without_headers_treats_missing_as_empty_except_presence() {
         let not_a =
             MatchBlock { without_headers: vec![("x".into(), StrMatch::Exact("a".into()))], ..Default::default() };
@@ -253,7 +259,8 @@ mod tests {
         assert!(!absent.matches(&Request::new("GET", "h", "/").with_header("x", ""), 80));
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn query_params_use_the_first_value() {
         let m = MatchBlock { query_params: vec![("v".into(), StrMatch::Exact("1".into()))], ..Default::default() };
         assert!(m.matches(&Request::new("GET", "h", "/?v=1&v=2"), 80));
@@ -263,7 +270,8 @@ mod tests {
         assert!(flag.matches(&Request::new("GET", "h", "/?debug"), 80));
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn headers_see_joined_values_and_authority_keeps_its_port() {
         let m = MatchBlock {
             headers: vec![("x".into(), StrMatch::Exact("1,2".into()))],

@@ -139,21 +139,24 @@ impl Random for SplitMix64 {
 mod tests {
     use super::*;
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn repeated_headers_are_joined_with_commas() {
         let r = Request::new("GET", "a", "/").with_header("x-a", "1").with_header("X-A", "2");
         assert_eq!(r.header("x-a").as_deref(), Some("1,2"));
         assert_eq!(r.header("x-b"), None);
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn chance_extremes_are_exact() {
         let mut r = SplitMix64(1);
         assert!((0..1000).all(|_| !r.chance(0)));
         assert!((0..1000).all(|_| r.chance(PPM)));
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn below_stays_in_range() {
         let mut r = SplitMix64(7);
         assert!((0..10_000).all(|_| r.below(3) < 3));

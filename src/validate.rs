@@ -220,7 +220,8 @@ impl Ctx<'_> {
 mod tests {
     use super::*;
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn status_code_tokens_are_the_registered_http_codes() {
         assert_eq!(retriable_status_code("503"), Some(503));
         assert_eq!(retriable_status_code("499"), None);
@@ -229,7 +230,8 @@ mod tests {
         assert_eq!(grpc_status_code("unavailable"), None);
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn catch_all_is_root_prefix_or_dot_star_with_nothing_else() {
         let m = |v: serde_json::Value| serde_json::from_value::<crd::HttpMatchRequest>(v).unwrap();
         assert!(is_catch_all(&m(serde_json::json!({}))));

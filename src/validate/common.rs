@@ -450,7 +450,8 @@ pub(crate) fn protocol_is_tls(p: Option<&str>) -> bool {
 mod tests {
     use super::*;
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn wildcards_are_only_allowed_in_the_first_label() {
         assert!(validate_wildcard_domain("*.example.com").is_ok());
         assert!(validate_wildcard_domain("*").is_ok());
@@ -462,7 +463,8 @@ mod tests {
         assert!(validate_wildcard_domain("example.123").is_err());
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn durations_must_be_whole_milliseconds_of_at_least_one() {
         assert!(validate_duration("1ms").is_ok());
         assert!(validate_duration("1.5s").is_ok());
@@ -471,7 +473,8 @@ mod tests {
         assert!(validate_duration("1.5ms").is_err());
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn header_values_allow_escaped_percent_but_not_operators() {
         assert!(validate_header_value("100%%").is_ok());
         assert!(validate_header_value("plain").is_ok());
@@ -480,7 +483,8 @@ mod tests {
         assert!(validate_header_value("a\nb").is_err());
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn regexes_are_checked_for_re2_features_regex_lite_lacks() {
         assert!(validate_regex("/api/v[0-9]+", "uri", true).is_ok());
         assert!(validate_regex("\\p{Greek}+", "uri", true).unwrap_err().text().contains("Unicode character classes"));
@@ -490,7 +494,8 @@ mod tests {
         assert!(validate_regex("(?i)straße", "uri", true).unwrap().is_some());
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn labels_keys_and_base64_follow_kubernetes_and_protobuf_rules() {
         assert!(validate_label_key("app").is_ok());
         assert!(validate_label_key("topology.kubernetes.io/zone").is_ok());

@@ -488,7 +488,8 @@ fn check_client_tls(cx: &mut Ctx<'_>, at: &Place<'_>, p: &str, t: &crd::ClientTl
 mod tests {
     use super::*;
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn localities_overlap_when_one_covers_the_other() {
         assert!(validate_localities(&["us-east/*".into(), "us-west/*".into()]).is_ok());
         assert!(validate_localities(&["us-east/*".into(), "us-east/zone1".into()]).is_err());
@@ -496,7 +497,8 @@ mod tests {
         assert!(validate_localities(&["us-east//x".into()]).is_err());
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn maglev_sizes_must_be_prime() {
         assert!(is_prime(65537));
         assert!(!is_prime(65536));
