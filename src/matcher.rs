@@ -73,7 +73,26 @@ impl StrMatch {
 
 /// Full-match RE2 semantics on top of regex-lite (linear time, small in Wasm).
 pub fn compile_regex(pattern: &str) -> Result<Regex, String> {
+    // The pattern must stand on its own before it is wrapped: `/a)|(/b` would otherwise compile
+    // as `^(?:/a)|(/b)$`, which RE2 rejects and which matches partial paths.
+    Regex::new(pattern).map_err(|e| format!("invalid regex {pattern:?}: {e}"))?;
+    // regex-lite reads `\<` and `\>` as word boundaries; RE2 has no such escapes.
+    if has_escape(pattern, &['<', '>']) {
+        return Err(format!("invalid regex {pattern:?}: \\< and \\> are not RE2 syntax"));
+    }
     Regex::new(&format!("^(?:{pattern})$")).map_err(|e| format!("invalid regex {pattern:?}: {e}"))
+}
+
+/// Is one of `chars` escaped (preceded by an odd number of backslashes) in `pattern`?
+fn has_escape(pattern: &str, chars: &[char]) -> bool {
+    let mut escaped = false;
+    for c in pattern.chars() {
+        if escaped && chars.contains(&c) {
+            return true;
+        }
+        escaped = !escaped && c == '\\';
+    }
+    false
 }
 
 fn strip_anchor(s: &str) -> &str {
@@ -222,6 +241,15 @@ mod tests {
         assert!(m.matches("123"));
         assert!(!m.matches("a123"));
         assert!(!m.matches("123a"));
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    fn a_regex_that_only_compiles_once_wrapped_is_rejected() {
+        assert!(compile_regex("/a)|(/b").is_err());
+        assert!(compile_regex(r"/\<api").is_err());
+        assert!(compile_regex(r"/a\\<").is_ok(), "an escaped backslash before < is a literal");
+        assert!(compile_regex("/a|/b").is_ok());
     }
 
     #[cfg_attr(not(target_arch = "wasm32"), test)]
