@@ -50,9 +50,9 @@ const URI_REGEXES: &[&str] = &[
     "/(api|users)/.*",
     "/a+b.*",
     "/api/v[12]",
-    // regex-lite word boundaries (not RE2, but validation lets them through): not literals.
-    "/\\<api.*",
-    "/users\\>/.*",
+    // `\b` is a word boundary in RE2 and regex-lite alike: not a literal.
+    "/\\bapi.*",
+    "/users\\b/.*",
     // Alternatives give several prefix keys; an unknown start gives suffix keys.
     "(/v1|/v2)/a.*",
     "(/a|/api)/v1",
