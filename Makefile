@@ -71,6 +71,7 @@ tools-envoy:
 	fi
 
 tools-wasm-bindgen:
+	@CARGO_TARGET_DIR="$(WASM_BINDGEN_BUILD_DIR)" .ci/host-guard
 	@v="$(WASM_BINDGEN_VERSION)"; \
 	if [ -z "$$v" ]; then \
 	  echo "wasm-bindgen-cli: not needed (no wasm-bindgen in Cargo.lock)"; \
@@ -93,6 +94,7 @@ tools-bench:
 
 ## wasm: release Wasm modules of the filter crates (target/wasm32-wasip1/release/*.wasm)
 wasm: tools-rust
+	@.ci/host-guard
 	@if [ -z "$(strip $(FILTER_CRATES))" ]; then \
 	  echo "wasm: no filter crates under filters/ yet, nothing to build"; \
 	else \
@@ -104,12 +106,15 @@ wasm: tools-rust
 lint: fmt-check clippy clippy-wasm
 
 fmt-check:
+	@.ci/host-guard
 	$(CARGO) fmt --all -- --check
 
 clippy:
+	@.ci/host-guard
 	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
 
 clippy-wasm: tools-rust
+	@.ci/host-guard
 	@if [ -n "$(strip $(FILTER_CRATES))" ]; then \
 	  $(CARGO) clippy --target wasm32-wasip1 $(addprefix -p ,$(FILTER_CRATES)) -- -D warnings; \
 	fi
@@ -118,9 +123,11 @@ clippy-wasm: tools-rust
 test: tools wasm lint test-native test-wasm
 
 test-native: tools-envoy wasm
+	@.ci/host-guard
 	$(CARGO) test --workspace --all-features
 
 test-wasm: tools
+	@.ci/host-guard
 	@if [ -z "$(strip $(WASM_TEST_CRATES))" ]; then \
 	  echo "test-wasm: no crate uses wasm-bindgen-test yet"; \
 	else \
