@@ -4,6 +4,7 @@
 use crate::crd::StringMatch;
 use crate::request::RequestView;
 use regex_lite::Regex;
+use std::borrow::Cow;
 
 /// Istio's StringMatch once compiled. `Present` is the `{}` form (header or query parameter must
 /// exist, any value).
@@ -131,22 +132,32 @@ impl MatchBlock {
             && self.port.is_none()
     }
 
+    /// Per request and per candidate rule, so it builds nothing: a mismatch is only described
+    /// when `check` asks (for `explain`).
     pub fn matches(&self, req: &dyn RequestView, port: u32) -> bool {
-        self.check(req, port).is_ok()
+        self.first_failure(req, port).is_none()
     }
 
-    /// Evaluates the conditions in a fixed, cheap-first order.
+    /// Like [`MatchBlock::matches`], saying which condition failed.
     pub fn check(&self, req: &dyn RequestView, port: u32) -> Result<(), Mismatch> {
-        if let Some(p) = self.port {
-            if p != port {
-                return Err(Mismatch(format!("port {port} is not {p}")));
+        match self.first_failure(req, port) {
+            None => Ok(()),
+            Some(f) => Err(f.describe()),
+        }
+    }
+
+    /// Evaluates the conditions in a fixed, cheap-first order; the first that fails.
+    fn first_failure<'a>(&'a self, req: &'a dyn RequestView, port: u32) -> Option<Failure<'a>> {
+        if let Some(want) = self.port {
+            if want != port {
+                return Some(Failure::Port { port, want });
             }
         }
         if let Some(u) = &self.uri {
             let path = path_only(req.path());
             let ok = if self.ignore_uri_case { u.matches_ignore_case(path) } else { u.matches(path) };
             if !ok {
-                return Err(Mismatch(format!("uri {path:?} does not match {}", u.describe())));
+                return Some(Failure::Value { what: "uri", value: path.into(), m: u });
             }
         }
         for (what, m, v) in [
@@ -156,15 +167,15 @@ impl MatchBlock {
         ] {
             if let Some(m) = m {
                 if !m.matches(v) {
-                    return Err(Mismatch(format!("{what} {v:?} does not match {}", m.describe())));
+                    return Some(Failure::Value { what, value: v.into(), m });
                 }
             }
         }
         for (name, m) in &self.headers {
             match req.header(name) {
                 Some(v) if m.matches(&v) => {}
-                Some(v) => return Err(Mismatch(format!("header {name}: {v:?} does not match {}", m.describe()))),
-                None => return Err(Mismatch(format!("header {name} is absent"))),
+                Some(v) => return Some(Failure::Header { name, value: v, m }),
+                None => return Some(Failure::HeaderAbsent { name }),
             }
         }
         // Envoy: inverted matcher with treat_missing_header_as_empty, except presence matches,
@@ -176,7 +187,7 @@ impl MatchBlock {
                 (Some(v), m) => m.matches(&v),
             };
             if hit {
-                return Err(Mismatch(format!("header {name} matches withoutHeaders {}", m.describe())));
+                return Some(Failure::WithoutHeader { name, m });
             }
         }
         if !self.query_params.is_empty() {
@@ -184,12 +195,60 @@ impl MatchBlock {
             for (name, m) in &self.query_params {
                 match first_query_value(query, name) {
                     Some(v) if m.matches(v) => {}
-                    Some(v) => return Err(Mismatch(format!("query {name}={v:?} does not match {}", m.describe()))),
-                    None => return Err(Mismatch(format!("query parameter {name} is absent"))),
+                    Some(v) => return Some(Failure::Query { name, value: v, m }),
+                    None => return Some(Failure::QueryAbsent { name }),
                 }
             }
         }
-        Ok(())
+        None
+    }
+}
+
+/// The condition that failed, borrowed from the block and the request.
+enum Failure<'a> {
+    Port {
+        port: u32,
+        want: u32,
+    },
+    /// uri, method, scheme or authority.
+    Value {
+        what: &'static str,
+        value: Cow<'a, str>,
+        m: &'a StrMatch,
+    },
+    Header {
+        name: &'a str,
+        value: Cow<'a, str>,
+        m: &'a StrMatch,
+    },
+    HeaderAbsent {
+        name: &'a str,
+    },
+    WithoutHeader {
+        name: &'a str,
+        m: &'a StrMatch,
+    },
+    Query {
+        name: &'a str,
+        value: &'a str,
+        m: &'a StrMatch,
+    },
+    QueryAbsent {
+        name: &'a str,
+    },
+}
+
+impl Failure<'_> {
+    fn describe(&self) -> Mismatch {
+        Mismatch(match self {
+            Failure::Port { port, want } => format!("port {port} is not {want}"),
+            Failure::Value { what, value, m } => format!("{what} {value:?} does not match {}", m.describe()),
+            Failure::Header { name, value, m } => format!("header {name}: {value:?} does not match {}", m.describe()),
+            Failure::HeaderAbsent { name } => format!("header {name} is absent"),
+            Failure::WithoutHeader { name, m } => format!("header {name} matches withoutHeaders {}", m.describe()),
+            Failure::Query { name, value, m } => format!("query {name}={value:?} does not match {}", m.describe()),
+            Failure::QueryAbsent { name } => format!("query parameter {name} is absent"),
+        })
     }
 }
 

@@ -764,6 +764,50 @@ fn clients_cannot_pick_their_cluster_retries_or_timeout_even_as_internal_clients
 }
 
 #[test]
+fn a_header_value_that_is_not_utf8_is_decided_and_does_not_take_the_filter_down() {
+    let (v1, v2) = (cluster("product-service", "v1"), cluster("product-service", "v2"));
+    let m = mesh(vec![vs(
+        "product-service",
+        &["product-service"],
+        json!([
+            {"match": [{"headers": {"x-debug": {"exact": "true"}}}], "route": [dest("product-service", "v2")]},
+            {"route": [dest("product-service", "v1")]}
+        ]),
+    )])
+    .cluster(&v1)
+    .cluster(&v2)
+    .start();
+    let _load = shared();
+    // HTTP allows obs-text in header values: 0xE9 is Latin-1 "é", not UTF-8. Such a value
+    // equals no configured string; the request is still decided like any other.
+    for (name, value) in [("x-debug", &b"true\xe9"[..]), ("x-user", b"caf\xe9")] {
+        let head = raw_get(m.port(), "product-service", name, value);
+        assert!(head.starts_with("HTTP/1.1 200"), "{name}: {head}");
+        assert!(head.contains(&format!("x-upstream: {v1}")), "{name}: {head}");
+    }
+    // The VM lives on: later requests are still decided, nothing answers 503.
+    let r = m.get("product-service", "/", &[("x-debug", "true")]);
+    assert_eq!((r.status, r.header("x-upstream")), (200, Some(v2.as_str())));
+    assert_eq!(m.counter("meshroute.requests"), 3);
+}
+
+/// A GET with one header given as raw bytes (the harness client only sends text); returns the
+/// response head.
+fn raw_get(port: u16, host: &str, name: &str, value: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to Envoy");
+    conn.set_read_timeout(Some(HTTP_TIMEOUT)).expect("read timeout");
+    let mut req = format!("GET / HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n{name}: ").into_bytes();
+    req.extend_from_slice(value);
+    req.extend_from_slice(b"\r\n\r\n");
+    conn.write_all(&req).expect("send request");
+    let mut answer = Vec::new();
+    conn.read_to_end(&mut answer).expect("read response");
+    let answer = String::from_utf8_lossy(&answer);
+    answer.split("\r\n\r\n").next().unwrap_or_default().to_string()
+}
+
+#[test]
 fn unknown_hosts_pass_through_and_known_hosts_without_a_match_get_404() {
     let host = "product-service";
     let v1 = cluster(host, "v1");

@@ -305,6 +305,11 @@ impl Envoy {
         self.admin_port
     }
 
+    /// The Envoy process id (e.g. for its CPU time in `/proc/<pid>/stat`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The instance's temp dir (holds envoy.yaml, envoy.log, stderr.log).
     pub fn dir(&self) -> &Path {
         &self.dir

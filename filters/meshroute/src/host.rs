@@ -43,14 +43,25 @@ pub fn now_nanos() -> u64 {
 }
 
 /// All request headers, pseudo-headers included, in one host call.
+///
+/// Values are read as bytes: HTTP allows obs-text (bytes 0x80–0xFF) in header values, and the
+/// SDK's `get_map` unwraps `String::from_utf8` — one such header from any client panicked the VM,
+/// after which `FAIL_CLOSED` answered every request with 503. A value that is not UTF-8 is decoded
+/// lossily (U+FFFD), so it equals no configured string (Envoy compares bytes, and config strings
+/// are UTF-8) yet still matches a regex such as `.*`. Names need no such care: Envoy's codecs only
+/// accept token characters in header names.
 pub fn request_headers() -> Option<Vec<(String, String)>> {
-    match hostcalls::get_map(MapType::HttpRequestHeaders) {
-        Ok(h) => Some(h),
+    match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
+        Ok(h) => Some(h.into_iter().map(|(name, value)| (name, utf8_lossy(value))).collect()),
         Err(s) => {
             log::error!("meshroute: reading request headers failed: {s:?}");
             None
         }
     }
+}
+
+fn utf8_lossy(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 pub fn edit_request_headers(ops: &[HeaderOp]) {
