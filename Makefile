@@ -139,7 +139,9 @@ test-wasm: tools
 bench:
 	$(CARGO) bench --workspace
 
-## bench-e2e: load through a real Envoy with wrk (HTTP/1.1) and h2load (h2c), loopback only
+## bench-e2e: load through a real Envoy with wrk (HTTP/1.1) and h2load (h2c), loopback only:
+## meshroute vs native routes vs the Wasm floor, CPU per request (docs/benchmarks-e2e.md);
+## BENCH_E2E_SECS, BENCH_E2E_ROUNDS, BENCH_E2E_RULES tune it
 bench-e2e: tools-envoy tools-bench wasm
 	$(CARGO) test --release --test bench_e2e -- --ignored --nocapture --test-threads 1
 

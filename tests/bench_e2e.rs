@@ -43,9 +43,10 @@ fn cluster(host: &str, subset: &str) -> String {
 /// meshroute's requests).
 const DIRECT_CLUSTER: &str = "direct";
 
-/// The route-level retry policy istiod writes when a VirtualService sets none; meshroute sends
-/// the same as router hint headers.
-const ISTIO_RETRY: &str = r#"{"retry_on": "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes", "num_retries": 2, "retriable_status_codes": [503], "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"}}], "host_selection_retry_max_attempts": 5}"#;
+/// The route-level retry policy istiod writes when a VirtualService sets none
+/// (docs/semantics.md R57; no retriable status codes since Istio 1.24); meshroute sends the same
+/// as router hint headers (less the host predicate, which hints cannot carry).
+const ISTIO_RETRY: &str = r#"{"retry_on": "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes", "num_retries": 2, "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"}}], "host_selection_retry_max_attempts": 5}"#;
 
 /// The route table of envoy/sidecar.yaml: the filter's routing header, else PassthroughCluster.
 fn sidecar_routes() -> String {
