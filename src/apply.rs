@@ -419,18 +419,7 @@ mod tests {
     }
 
     fn table_with(http: serde_json::Value, settings: serde_json::Value) -> RouteTable {
-        let cfg = json!({"settings": settings, "resources": [
-            {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
-             "metadata": {"name": "reviews", "namespace": "default"},
-             "spec": {"hosts": ["reviews"], "http": http}},
-            {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
-             "metadata": {"name": "reviews", "namespace": "default"},
-             "spec": {"host": "reviews", "subsets": [{"name": "v1", "labels": {"version": "v1"}},
-                                                      {"name": "v2", "labels": {"version": "v2"}}]}},
-        ]});
-        let c = compile_json(cfg.to_string().as_bytes());
-        assert!(!c.diagnostics.has_errors(), "{}", c.diagnostics);
-        c.table.expect("table")
+        crate::testutil::reviews_table(http, settings)
     }
 
     fn plan_for(t: &RouteTable, req: &Request) -> Plan {

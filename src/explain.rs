@@ -376,18 +376,7 @@ mod tests {
     use serde_json::json;
 
     fn table(http: serde_json::Value) -> RouteTable {
-        let cfg = json!({"resources": [
-            {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
-             "metadata": {"name": "reviews", "namespace": "default"},
-             "spec": {"hosts": ["reviews"], "http": http}},
-            {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
-             "metadata": {"name": "reviews", "namespace": "default"},
-             "spec": {"host": "reviews", "subsets": [{"name": "v1", "labels": {"version": "v1"}},
-                                                      {"name": "v2", "labels": {"version": "v2"}}]}}
-        ]});
-        let c = compile_json(cfg.to_string().as_bytes());
-        assert!(!c.diagnostics.has_errors(), "{}", c.diagnostics);
-        c.table.expect("table")
+        crate::testutil::reviews_table(http, json!({}))
     }
 
     #[cfg_attr(not(target_arch = "wasm32"), test)]

@@ -22,6 +22,9 @@ pub mod matcher;
 pub mod request;
 pub mod validate;
 
+#[cfg(test)]
+mod testutil;
+
 pub use compile::{compile, compile_json, Compiled, RouteTable};
 pub use decide::{Decision, Matched};
 pub use explain::Explanation;
