@@ -18,32 +18,7 @@ use support::*;
 // === helpers ===
 
 fn available(test: &str) -> Option<PathBuf> {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    let envoy = match std::env::var_os("ENVOY_BIN") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => repo_root().join(".tools/envoy/envoy/_bin/envoy"),
-    };
-    let wasm = match std::env::var_os("MESHROUTE_WASM") {
-        Some(p) if !p.is_empty() => {
-            let p = PathBuf::from(p);
-            if p.is_dir() {
-                p.join("meshroute_filter.wasm")
-            } else {
-                p
-            }
-        }
-        _ => target_dir().join("wasm32-wasip1/release/meshroute_filter.wasm"),
-    };
-    for (what, path, fix) in [("Envoy", &envoy, "make tools"), ("the filter module", &wasm, "make wasm")] {
-        if !path.is_file() {
-            if ci {
-                panic!("{test}: {what} not found at {} (run `{fix}`); CI must not skip", path.display());
-            }
-            eprintln!("SKIPPED {test}: {what} not found at {} (run `{fix}`)", path.display());
-            return None;
-        }
-    }
-    Some(wasm)
+    envoy_and_filter(test).map(|(_, wasm)| wasm)
 }
 
 fn temp_dir(tag: &str) -> PathBuf {

@@ -30,36 +30,6 @@ const ENDPOINTS: [(&str, u16); 5] = [
     ("catalog", 18085),
 ];
 
-/// Envoy and the filter module, or `None` (skipped loudly) when one is missing outside CI.
-fn available(test: &str) -> Option<(PathBuf, PathBuf)> {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    let envoy = match std::env::var_os("ENVOY_BIN") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => repo_root().join(".tools/envoy/envoy/_bin/envoy"),
-    };
-    let wasm = match std::env::var_os("MESHROUTE_WASM") {
-        Some(p) if !p.is_empty() => {
-            let p = PathBuf::from(p);
-            if p.is_dir() {
-                p.join("meshroute_filter.wasm")
-            } else {
-                p
-            }
-        }
-        _ => target_dir().join("wasm32-wasip1/release/meshroute_filter.wasm"),
-    };
-    for (what, path, fix) in [("Envoy", &envoy, "make tools"), ("the filter module", &wasm, "make wasm")] {
-        if !path.is_file() {
-            if ci {
-                panic!("{test}: {what} not found at {} (run `{fix}`); CI must not skip", path.display());
-            }
-            eprintln!("SKIPPED {test}: {what} not found at {} (run `{fix}`)", path.display());
-            return None;
-        }
-    }
-    Some((envoy, wasm))
-}
-
 fn meshroute(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_meshroute")).args(args).current_dir(repo_root()).output().expect("run meshroute")
 }
@@ -136,7 +106,7 @@ fn the_demo_crds_validate_without_findings_and_match_the_demo_plugin_config() {
 
 #[test]
 fn the_generated_demo_config_passes_envoy_validation() {
-    let Some((envoy, wasm)) = available("the_generated_demo_config_passes_envoy_validation") else { return };
+    let Some((envoy, wasm)) = envoy_and_filter("the_generated_demo_config_passes_envoy_validation") else { return };
     let dir = temp_dir("validate");
     let out = dir.join("demo-envoy.yaml");
     let yaml = generate(&wasm, &out);
@@ -156,7 +126,7 @@ fn the_generated_demo_config_passes_envoy_validation() {
 
 #[test]
 fn the_generated_demo_config_routes_like_the_demo_promises() {
-    let Some((_, wasm)) = available("the_generated_demo_config_routes_like_the_demo_promises") else { return };
+    let Some((_, wasm)) = envoy_and_filter("the_generated_demo_config_routes_like_the_demo_promises") else { return };
     let dir = temp_dir("traffic");
     let mut yaml = generate(&wasm, &dir.join("demo-envoy.yaml"));
     let _ = std::fs::remove_dir_all(&dir);

@@ -54,14 +54,18 @@ pub fn target_dir() -> PathBuf {
 /// `<repo>/.tools/envoy/envoy/_bin/envoy`. Panics if it is missing — also
 /// under CI (`CI=true`), where a missing Envoy must fail the run, never skip.
 pub fn envoy_bin() -> PathBuf {
-    let bin = match std::env::var_os("ENVOY_BIN") {
-        Some(path) if !path.is_empty() => PathBuf::from(path),
-        _ => repo_root().join(".tools/envoy/envoy/_bin/envoy"),
-    };
+    let bin = envoy_bin_location();
     if !bin.is_file() {
         panic!("Envoy not found: run `make tools` (looked for {}; set ENVOY_BIN to override)", bin.display());
     }
     bin
+}
+
+fn envoy_bin_location() -> PathBuf {
+    match std::env::var_os("ENVOY_BIN") {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => repo_root().join(".tools/envoy/envoy/_bin/envoy"),
+    }
 }
 
 /// A filter's Wasm module: `<target>/wasm32-wasip1/release/<name>.wasm`
@@ -69,9 +73,17 @@ pub fn envoy_bin() -> PathBuf {
 /// `$MESHROUTE_WASM` overrides it: a directory holding `<name>.wasm`, or the
 /// `.wasm` file itself. Panics with "run `make wasm`" if it is missing.
 pub fn wasm_path(name: &str) -> PathBuf {
+    let path = wasm_location(name);
+    if !path.is_file() {
+        panic!("Wasm module {} not found: run `make wasm` (or set MESHROUTE_WASM)", path.display());
+    }
+    path
+}
+
+fn wasm_location(name: &str) -> PathBuf {
     // Cargo names the module after the crate with `-` turned into `_`.
     let file = format!("{}.wasm", name.replace('-', "_"));
-    let path = match std::env::var_os("MESHROUTE_WASM") {
+    match std::env::var_os("MESHROUTE_WASM") {
         Some(p) if !p.is_empty() => {
             let p = PathBuf::from(p);
             if p.is_dir() {
@@ -81,11 +93,26 @@ pub fn wasm_path(name: &str) -> PathBuf {
             }
         }
         _ => target_dir().join("wasm32-wasip1/release").join(&file),
-    };
-    if !path.is_file() {
-        panic!("Wasm module {} not found: run `make wasm` (or set MESHROUTE_WASM)", path.display());
     }
-    path
+}
+
+/// Envoy and the meshroute filter module for `test`, or `None` — said loudly — when one is
+/// missing on a developer's machine. Under CI (`CI=true`) a missing one fails the test instead.
+#[allow(dead_code)] // used by the CLI's Envoy tests only
+pub fn envoy_and_filter(test: &str) -> Option<(PathBuf, PathBuf)> {
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let envoy = envoy_bin_location();
+    let wasm = wasm_location("meshroute_filter");
+    for (what, path, fix) in [("Envoy", &envoy, "make tools"), ("the filter module", &wasm, "make wasm")] {
+        if !path.is_file() {
+            if ci {
+                panic!("{test}: {what} not found at {} (run `{fix}`); CI must not skip", path.display());
+            }
+            eprintln!("SKIPPED {test}: {what} not found at {} (run `{fix}`)", path.display());
+            return None;
+        }
+    }
+    Some((envoy, wasm))
 }
 
 /// Reads `tests/fixtures/<name>`.
