@@ -377,15 +377,8 @@ impl RouteTable {
 
     /// The VirtualService serving a request host (port stripped, case-insensitive).
     pub fn find_vs(&self, authority: &str) -> Option<&CompiledVs> {
-        let (h, _) = host::authority_host(authority);
-        let lower;
-        let h = if h.bytes().any(|b| b.is_ascii_uppercase()) {
-            lower = h.to_ascii_lowercase();
-            lower.as_str()
-        } else {
-            h
-        };
-        let h = h.strip_suffix('.').unwrap_or(h);
+        let h = host::request_host(authority);
+        let h = h.as_ref();
         let id = self.exact_hosts.get(h).copied().or_else(|| {
             self.wildcard_hosts
                 .iter()
@@ -398,16 +391,14 @@ impl RouteTable {
 
     /// Is the host known to the registry (for REGISTRY_ONLY)?
     pub fn in_registry(&self, authority: &str) -> bool {
-        let (h, _) = host::authority_host(authority);
-        let h = h.to_ascii_lowercase();
-        self.registry_exact.contains_key(&h)
+        let h = host::request_host(authority);
+        self.registry_exact.contains_key(h.as_ref())
             || self.registry_wildcards.iter().any(|s| h.len() > s.len() && h.ends_with(s.as_str()))
     }
 
     /// The default route of a registry service on the port addressed (or its only port).
     pub fn default_route(&self, authority: &str, port: u32) -> Option<&DefaultRoute> {
-        let (h, _) = host::authority_host(authority);
-        let routes = self.registry_exact.get(h.to_ascii_lowercase().as_str())?;
+        let routes = self.registry_exact.get(host::request_host(authority).as_ref())?;
         routes.iter().find(|r| r.port == port).or(match routes.as_slice() {
             [only] => Some(only),
             _ => None,
@@ -517,7 +508,7 @@ fn compile_vs(
                     continue;
                 };
                 let keys = index_keys(&block);
-                if block.is_match_all() || is_root_prefix(&block) {
+                if block.is_catch_all() {
                     catch_all_seen = true;
                 }
                 entries.push(Entry { rule: rule_id, match_index: mi, block });
@@ -535,12 +526,6 @@ fn compile_vs(
         }
     }
     CompiledVs { name: res.key(), hosts: hosts.to_vec(), rules, entries, index }
-}
-
-/// `prefix: /` alone is Envoy's catch-all; istiod stops emitting routes after it.
-fn is_root_prefix(b: &MatchBlock) -> bool {
-    let only_uri = MatchBlock { uri: None, ignore_uri_case: false, name: None, ..b.clone() }.is_match_all();
-    only_uri && matches!(&b.uri, Some(StrMatch::Prefix(p)) if p == "/" || p.is_empty())
 }
 
 /// Config-time selectors (istiod `sourceMatchHTTP`): a match-level `gateways` list replaces the

@@ -75,6 +75,18 @@ pub fn authority_host(authority: &str) -> (&str, Option<u32>) {
     }
 }
 
+/// The host a request addresses, as host lookups compare it: port stripped, lower-cased (only
+/// copied when it has upper case) and without a trailing dot (`a.com.` is `a.com`).
+pub fn request_host(authority: &str) -> std::borrow::Cow<'_, str> {
+    let (h, _) = authority_host(authority);
+    let h = h.strip_suffix('.').unwrap_or(h);
+    if h.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(h.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(h)
+    }
+}
+
 /// `ns/name`, `./name`, `name` and the legacy `name.ns.svc.cluster.local` all name a Gateway
 /// (istio `resolveGatewayName`); `mesh` stays `mesh`.
 pub fn resolve_gateway(gw: &str, vs_namespace: &str) -> String {
@@ -128,6 +140,13 @@ mod tests {
         let other = alt_names("reviews.default.svc.cluster.local", "prod", "cluster.local");
         assert!(!other.contains(&"reviews".to_string()));
         assert!(other.contains(&"reviews.default".to_string()));
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    fn request_host_drops_port_case_and_trailing_dot() {
+        assert_eq!(request_host("API.Example.com.:8080"), "api.example.com");
+        assert!(matches!(request_host("a.com:80"), std::borrow::Cow::Borrowed("a.com")));
     }
 
     #[cfg_attr(not(target_arch = "wasm32"), test)]

@@ -121,8 +121,16 @@ pub struct MatchBlock {
 pub struct Mismatch(pub String);
 
 impl MatchBlock {
-    pub fn is_match_all(&self) -> bool {
-        self.uri.is_none()
+    /// Envoy's catch-all route (istiod `IsCatchAllRoute`): no condition but, at most, a `/`
+    /// prefix; istiod emits no route after it. Config-time selectors are resolved before blocks
+    /// exist, so this is per proxy (validate's `is_catch_all` is the all-proxies twin, on the CRD).
+    pub fn is_catch_all(&self) -> bool {
+        let uri_all = match &self.uri {
+            None => true,
+            Some(StrMatch::Prefix(p)) => p == "/" || p.is_empty(),
+            Some(_) => false,
+        };
+        uri_all
             && self.scheme.is_none()
             && self.method.is_none()
             && self.authority.is_none()
@@ -300,6 +308,21 @@ mod tests {
         assert!(m.matches("123"));
         assert!(!m.matches("a123"));
         assert!(!m.matches("123a"));
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    fn catch_all_is_no_condition_or_a_bare_root_prefix() {
+        assert!(MatchBlock::default().is_catch_all());
+        assert!(MatchBlock { uri: Some(StrMatch::Prefix("/".into())), ..Default::default() }.is_catch_all());
+        assert!(!MatchBlock { uri: Some(StrMatch::Prefix("/a".into())), ..Default::default() }.is_catch_all());
+        let with_header = MatchBlock {
+            uri: Some(StrMatch::Prefix("/".into())),
+            headers: vec![("x".into(), StrMatch::Present)],
+            ..Default::default()
+        };
+        assert!(!with_header.is_catch_all());
+        assert!(!MatchBlock { port: Some(80), ..Default::default() }.is_catch_all());
     }
 
     #[cfg_attr(not(target_arch = "wasm32"), test)]
