@@ -41,6 +41,13 @@ pub struct Settings {
     pub mirror_body_limit: u64,
     /// Per-request timeout of a mirror call, milliseconds.
     pub mirror_timeout_ms: u64,
+    /// MeshConfig `defaultVirtualServiceExportTo`: the `exportTo` of a VirtualService that sets
+    /// none (empty = `*`).
+    pub default_virtual_service_export_to: Vec<String>,
+    /// MeshConfig `defaultDestinationRuleExportTo` (empty = `*`).
+    pub default_destination_rule_export_to: Vec<String>,
+    /// MeshConfig `defaultServiceExportTo`, for ServiceEntries (empty = `*`).
+    pub default_service_export_to: Vec<String>,
 }
 
 impl Default for Settings {
@@ -57,6 +64,9 @@ impl Default for Settings {
             locality: None,
             mirror_body_limit: 64 * 1024,
             mirror_timeout_ms: 5_000,
+            default_virtual_service_export_to: Vec::new(),
+            default_destination_rule_export_to: Vec::new(),
+            default_service_export_to: Vec::new(),
         }
     }
 }

@@ -171,7 +171,7 @@ impl RouteTable {
             path: req.path().to_string(),
             port,
         };
-        let Some(vs) = self.find_vs(req.authority()) else {
+        let Some(vs) = self.find_vs_on(req.authority(), port) else {
             if let Some(d) = self.default_route(req.authority(), port) {
                 let matched = MatchedRule {
                     rule: 0,

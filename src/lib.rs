@@ -17,10 +17,12 @@ pub mod apply;
 pub mod compile;
 pub mod decide;
 pub mod explain;
+pub mod gateway_binding;
 pub mod index;
 pub mod matcher;
 pub mod request;
 pub mod validate;
+pub mod visibility;
 
 #[cfg(test)]
 mod testutil;
