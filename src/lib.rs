@@ -18,6 +18,7 @@ pub use diag::{Diagnostic, Diagnostics, ResourceRef, Severity};
 pub mod apply;
 pub mod compile;
 pub mod decide;
+pub mod destination_rules;
 pub mod explain;
 pub mod gateway_binding;
 pub mod index;

@@ -54,8 +54,13 @@ fn service_entry(ns: &str, host: &str, export_to: Value) -> Value {
 #[test]
 fn virtual_service_exported_only_to_its_namespace_does_not_route_other_namespaces() {
     let vs = |export: Value| {
-        res("VirtualService", "other", "api", json!({"hosts": ["api.example.com"], "exportTo": export,
-            "http": [{"route": route_to("v2.example.com")}]}))
+        res(
+            "VirtualService",
+            "other",
+            "api",
+            json!({"hosts": ["api.example.com"], "exportTo": export,
+            "http": [{"route": route_to("v2.example.com")}]}),
+        )
     };
     let t = table(json!([vs(json!(["."]))]), json!({"namespace": "default"}));
     assert_eq!(outcome(&t, "api.example.com", "/"), "passthrough");
@@ -70,8 +75,13 @@ fn virtual_service_exported_only_to_its_namespace_does_not_route_other_namespace
 #[test]
 fn mesh_wide_default_export_applies_only_when_the_resource_says_nothing() {
     let vs = |export: Value| {
-        res("VirtualService", "other", "api", json!({"hosts": ["api.example.com"], "exportTo": export,
-            "http": [{"route": route_to("v2.example.com")}]}))
+        res(
+            "VirtualService",
+            "other",
+            "api",
+            json!({"hosts": ["api.example.com"], "exportTo": export,
+            "http": [{"route": route_to("v2.example.com")}]}),
+        )
     };
     let settings = json!({"namespace": "default", "defaultVirtualServiceExportTo": ["."]});
     assert_eq!(outcome(&table(json!([vs(json!([]))]), settings.clone()), "api.example.com", "/"), "passthrough");
@@ -135,8 +145,13 @@ fn virtual_service_host_outside_every_server_host_is_not_served() {
     let t = table(
         json!([
             gateway(json!(["*/shop.example.com"])),
-            res("VirtualService", "default", "wide", json!({"hosts": ["*.example.com"], "gateways": ["istio-system/gw"],
-                "http": [{"route": route_to("shop")}]})),
+            res(
+                "VirtualService",
+                "default",
+                "wide",
+                json!({"hosts": ["*.example.com"], "gateways": ["istio-system/gw"],
+                "http": [{"route": route_to("shop")}]})
+            ),
         ]),
         gateway_settings(),
     );
@@ -150,17 +165,30 @@ fn several_virtual_services_for_one_gateway_host_are_merged_with_catch_alls_last
     let t = table(
         json!([
             gateway(json!(["*"])),
-            gw_vs("default", "a", "bookinfo.example.com", json!([
-                {"match": [{"uri": {"prefix": "/productpage"}}], "route": route_to("productpage")},
-                {"route": route_to("fallback")},
-            ])),
-            gw_vs("default", "b", "bookinfo.example.com", json!([
-                {"match": [{"uri": {"prefix": "/reviews"}}], "route": route_to("reviews")},
-            ])),
+            gw_vs(
+                "default",
+                "a",
+                "bookinfo.example.com",
+                json!([
+                    {"match": [{"uri": {"prefix": "/productpage"}}], "route": route_to("productpage")},
+                    {"route": route_to("fallback")},
+                ])
+            ),
+            gw_vs(
+                "default",
+                "b",
+                "bookinfo.example.com",
+                json!([
+                    {"match": [{"uri": {"prefix": "/reviews"}}], "route": route_to("reviews")},
+                ])
+            ),
         ]),
         gateway_settings(),
     );
-    assert_eq!(outcome(&t, "bookinfo.example.com", "/productpage"), "outbound|80||productpage.default.svc.cluster.local");
+    assert_eq!(
+        outcome(&t, "bookinfo.example.com", "/productpage"),
+        "outbound|80||productpage.default.svc.cluster.local"
+    );
     // The second VirtualService's path wins over the first one's catch-all, which moved last.
     assert_eq!(outcome(&t, "bookinfo.example.com", "/reviews/1"), "outbound|80||reviews.default.svc.cluster.local");
     assert_eq!(outcome(&t, "bookinfo.example.com", "/other"), "outbound|80||fallback.default.svc.cluster.local");
@@ -176,8 +204,13 @@ fn virtual_service_whose_matches_all_exclude_this_proxy_leaves_the_default_route
     let t = table(
         json!([
             service_entry("default", "weather.example.com", json!([])),
-            res("VirtualService", "default", "weather", json!({"hosts": ["weather.example.com"],
-                "http": [{"match": [{"sourceLabels": {"app": "canary"}}], "route": route_to("v2.example.com")}]})),
+            res(
+                "VirtualService",
+                "default",
+                "weather",
+                json!({"hosts": ["weather.example.com"],
+                "http": [{"match": [{"sourceLabels": {"app": "canary"}}], "route": route_to("v2.example.com")}]})
+            ),
         ]),
         json!({"labels": {"app": "web"}}),
     );
@@ -189,8 +222,13 @@ fn tcp_only_virtual_service_does_not_claim_the_http_host() {
     let t = table(
         json!([
             service_entry("default", "weather.example.com", json!([])),
-            res("VirtualService", "default", "weather", json!({"hosts": ["weather.example.com"],
-                "tcp": [{"route": [{"destination": {"host": "weather.example.com"}}]}]})),
+            res(
+                "VirtualService",
+                "default",
+                "weather",
+                json!({"hosts": ["weather.example.com"],
+                "tcp": [{"route": [{"destination": {"host": "weather.example.com"}}]}]})
+            ),
         ]),
         json!({}),
     );
@@ -203,8 +241,16 @@ fn virtual_service_with_routes_only_on_another_port_leaves_this_port_its_default
     se["spec"]["ports"] = json!([{"number": 80, "name": "http", "protocol": "HTTP"},
                                  {"number": 8080, "name": "http-alt", "protocol": "HTTP"}]);
     let t = table(
-        json!([se, res("VirtualService", "default", "weather", json!({"hosts": ["weather.example.com"],
-            "http": [{"match": [{"port": 8080}], "route": route_to("v2.example.com")}]}))]),
+        json!([
+            se,
+            res(
+                "VirtualService",
+                "default",
+                "weather",
+                json!({"hosts": ["weather.example.com"],
+            "http": [{"match": [{"port": 8080}], "route": route_to("v2.example.com")}]})
+            )
+        ]),
         json!({}),
     );
     assert_eq!(outcome(&t, "weather.example.com:8080", "/"), "outbound|80||v2.example.com");
@@ -214,8 +260,13 @@ fn virtual_service_with_routes_only_on_another_port_leaves_this_port_its_default
 // === Gateway certificates (R125) ===
 
 fn tls_gateway(tls: Value) -> Value {
-    json!([res("Gateway", "istio-system", "gw", json!({"servers": [{"port": {"number": 443, "name": "https",
-        "protocol": "HTTPS"}, "hosts": ["*.example.com"], "tls": tls}]}))])
+    json!([res(
+        "Gateway",
+        "istio-system",
+        "gw",
+        json!({"servers": [{"port": {"number": 443, "name": "https",
+        "protocol": "HTTPS"}, "hosts": ["*.example.com"], "tls": tls}]})
+    )])
 }
 
 fn diagnostics(resources: Value) -> meshroute::Diagnostics {
@@ -246,4 +297,86 @@ fn tls_certificates_are_checked_one_by_one_and_sources_are_exclusive() {
     assert!(d.iter().any(|x| x.message.contains("only one of credential_name, credential_names")), "{d}");
     let d = diagnostics(tls_gateway(json!({"mode": "ISTIO_MUTUAL", "credentialNames": ["b"]})));
     assert!(d.iter().any(|x| x.message.contains("ISTIO_MUTUAL TLS cannot have associated credentialNames")), "{d}");
+}
+
+// === Envoy generation: DestinationRule merging and visibility (R152) ===
+
+#[cfg(feature = "envoy")]
+fn envoy_clusters(resources: Value, settings: Value) -> Vec<Value> {
+    use std::path::Path;
+    let (bundle, d) = meshroute::load_value(json!({"resources": resources, "settings": settings}));
+    assert!(!d.has_errors(), "{d}");
+    let c = meshroute::compile(&bundle, d);
+    let t = c.table.unwrap_or_else(|| panic!("{}", c.diagnostics));
+    let opts = meshroute::envoy::Options {
+        wasm: Path::new("meshroute.wasm"),
+        listen: "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
+        admin: "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
+        credentials_dir: None,
+    };
+    let g = meshroute::envoy::generate(&bundle, &t.clusters, &json!({}), &opts).unwrap_or_else(|e| panic!("{e}"));
+    g.config["static_resources"]["clusters"].as_array().cloned().unwrap_or_default()
+}
+
+#[cfg(feature = "envoy")]
+fn endpoints_of(clusters: &[Value], name: &str) -> Option<Vec<String>> {
+    let c = clusters.iter().find(|c| c["name"] == name)?;
+    let mut out = Vec::new();
+    for group in c["load_assignment"]["endpoints"].as_array()? {
+        for ep in group["lb_endpoints"].as_array()? {
+            out.push(ep["endpoint"]["address"]["socket_address"]["address"].as_str()?.to_string());
+        }
+    }
+    Some(out)
+}
+
+#[cfg(feature = "envoy")]
+#[test]
+fn subset_defined_in_a_second_destination_rule_gets_its_endpoints() {
+    let se = res(
+        "ServiceEntry",
+        "default",
+        "reviews",
+        json!({"hosts": ["reviews.example.com"], "location": "MESH_INTERNAL",
+        "resolution": "STATIC", "ports": [{"number": 80, "name": "http", "protocol": "HTTP"}],
+        "endpoints": [{"address": "10.0.0.1", "labels": {"version": "v1"}},
+                      {"address": "10.0.0.2", "labels": {"version": "v2"}}]}),
+    );
+    let dr = |name: &str, subset: &str| {
+        res(
+            "DestinationRule",
+            "default",
+            name,
+            json!({"host": "reviews.example.com",
+            "subsets": [{"name": subset, "labels": {"version": subset}}]}),
+        )
+    };
+    let vs = res(
+        "VirtualService",
+        "default",
+        "reviews",
+        json!({"hosts": ["reviews.example.com"],
+        "http": [{"route": [{"destination": {"host": "reviews.example.com", "subset": "v2"}}]}]}),
+    );
+    let clusters = envoy_clusters(json!([se, dr("a", "v1"), dr("b", "v2"), vs]), json!({}));
+    assert_eq!(endpoints_of(&clusters, "outbound|80|v2|reviews.example.com"), Some(vec!["10.0.0.2".to_string()]));
+    assert_eq!(endpoints_of(&clusters, "outbound|80|v1|reviews.example.com"), Some(vec!["10.0.0.1".to_string()]));
+}
+
+#[cfg(feature = "envoy")]
+#[test]
+fn service_entry_not_exported_here_gets_no_cluster() {
+    let se = |export: Value| {
+        res(
+            "ServiceEntry",
+            "other",
+            "weather",
+            json!({"hosts": ["weather.example.com"], "exportTo": export,
+            "resolution": "DNS", "ports": [{"number": 80, "name": "http", "protocol": "HTTP"}]}),
+        )
+    };
+    let hidden = envoy_clusters(json!([se(json!(["."]))]), json!({"namespace": "default"}));
+    assert!(hidden.iter().all(|c| c["name"] != "outbound|80||weather.example.com"), "{hidden:?}");
+    let shown = envoy_clusters(json!([se(json!(["default"]))]), json!({"namespace": "default"}));
+    assert!(shown.iter().any(|c| c["name"] == "outbound|80||weather.example.com"));
 }

@@ -196,7 +196,9 @@ fn check_server_tls(cx: &mut Ctx<'_>, at: &Place<'_>, p: &str, t: &crd::ServerTl
             t.tls_certificates
                 .iter()
                 .enumerate()
-                .map(|(i, c)| (format!("{p}.tlsCertificates[{i}]."), c.server_certificate.as_ref(), c.private_key.as_ref()))
+                .map(|(i, c)| {
+                    (format!("{p}.tlsCertificates[{i}]."), c.server_certificate.as_ref(), c.private_key.as_ref())
+                })
                 .collect()
         } else {
             vec![(format!("{p}."), t.server_certificate.as_ref(), t.private_key.as_ref())]
