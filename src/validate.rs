@@ -18,6 +18,7 @@ mod analyze;
 mod common;
 mod destination_rule;
 mod gateway;
+mod not_applied;
 mod service_entry;
 mod sidecar;
 mod virtual_service;
@@ -122,6 +123,7 @@ pub fn validate(bundle: &Bundle) -> Diagnostics {
             Spec::Gateway(gw) => gateway::check(&mut cx, &at, gw),
             Spec::Sidecar(sc) => sidecar::check(&mut cx, &at, sc),
         }
+        not_applied::check(&mut cx, &at, &r.spec);
     }
     sidecar::check_settings(&mut cx);
     analyze::run(&mut cx);
