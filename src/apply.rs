@@ -341,7 +341,7 @@ pub fn route_metric_name(vs_name: &str, rule: &Rule, dest: Option<&Dest>) -> Str
         (Action::Forward { .. }, None) => "none",
     };
     let vs: String = vs_name.chars().map(|c| if c == '.' { '_' } else { c }).collect();
-    format!("meshroute.route.vs.{vs}.rule.{}.dest.{d}", rule.index)
+    format!("{}{vs}.rule.{}.dest.{d}", crate::metrics::ROUTE_PREFIX, rule.index)
 }
 
 /// One line for the log when a configuration is applied.
