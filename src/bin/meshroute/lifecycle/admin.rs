@@ -1,5 +1,6 @@
-//! Envoy's admin interface over plain HTTP/1.0 on loopback (no client dependency): `/stats` as
-//! a map, and a check that the port is an Envoy admin at all.
+//! Envoy's admin interface over plain HTTP/1.1 on loopback (`Connection: close`; Envoy refuses
+//! HTTP/1.0 by default; no client dependency): `/stats` as a map, and a check that the port is an
+//! Envoy admin at all.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -59,7 +60,8 @@ impl Admin {
         let mut s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1)).map_err(unreachable)?;
         s.set_read_timeout(Some(Duration::from_secs(5))).map_err(unreachable)?;
         s.set_write_timeout(Some(Duration::from_secs(5))).map_err(unreachable)?;
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", self.addr).as_bytes()).map_err(unreachable)?;
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.addr).as_bytes())
+            .map_err(unreachable)?;
         let mut buf = Vec::new();
         s.read_to_end(&mut buf).map_err(unreachable)?;
         let text = String::from_utf8_lossy(&buf);
@@ -70,7 +72,11 @@ impl Admin {
             .and_then(|r| r.get(2..5))
             .and_then(|c| c.parse().ok())
             .ok_or_else(|| not_envoy("no HTTP status line"))?;
-        Ok((status, body.to_string()))
+        let chunked = head.lines().any(|l| {
+            let l = l.to_ascii_lowercase();
+            l.starts_with("transfer-encoding:") && l.contains("chunked")
+        });
+        Ok((status, if chunked { dechunk(body) } else { body.to_string() }))
     }
 
     /// All stats. Fails when the answer does not look like Envoy's (`server.` stats).
@@ -84,6 +90,21 @@ impl Admin {
         }
         Ok(parse_stats(&body))
     }
+}
+
+/// The body of a `Transfer-Encoding: chunked` response.
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16) else { break };
+        if n == 0 || rest.len() < n {
+            out.push_str(rest.get(..n.min(rest.len())).unwrap_or(""));
+            break;
+        }
+        out.push_str(rest.get(..n).unwrap_or(""));
+        body = rest.get(n..).unwrap_or("").trim_start_matches("\r\n");
+    }
+    out
 }
 
 pub fn parse_stats(body: &str) -> Stats {
@@ -112,6 +133,11 @@ mod tests {
         assert_eq!(s.get("cluster_manager.cds.update_success"), 3);
         assert_eq!(s.text("cluster_manager.cds.version_text"), Some("7-ab"));
         assert_eq!(s.get("http.o.downstream_rq_time"), 0);
+    }
+
+    #[test]
+    fn chunked_bodies_are_joined() {
+        assert_eq!(dechunk("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"), "hello world");
     }
 
     #[test]

@@ -99,7 +99,7 @@ pub fn report(old: Option<&Value>, new: &Value, old_table: Option<&RouteTable>, 
     for k in a.keys().filter(|k| !b.contains_key(*k)) {
         resources.push(format!("- {k}"));
     }
-    if old.map(|o| &o["settings"]) != Some(&new["settings"]) {
+    if old.is_some_and(|o| o["settings"] != new["settings"]) {
         let mut f = Vec::new();
         fields("settings", old.map_or(&Value::Null, |o| &o["settings"]), &new["settings"], &mut f);
         resources.extend(f.into_iter().map(|l| format!("~ {l}")));
