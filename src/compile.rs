@@ -247,7 +247,7 @@ pub struct Compiled {
 /// Validates, then compiles. Any error refuses the whole configuration (an atomic apply), so a
 /// broken change never half-applies.
 pub fn compile(bundle: &Bundle, mut diagnostics: Diagnostics) -> Compiled {
-    diagnostics.0.extend(crate::validate::validate(bundle).0);
+    diagnostics.append(crate::validate::validate(bundle));
     if diagnostics.has_errors() {
         return Compiled { table: None, diagnostics };
     }
