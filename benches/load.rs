@@ -62,6 +62,28 @@ impl Shape {
 }
 
 fn main() {
+    // `LOAD_HEAP_BY_SHAPE=1 cargo bench --bench load`: only the heap per rule of each shape.
+    if let Some(only) = std::env::var_os("LOAD_HEAP_BY_SHAPE") {
+        for &shape in SHAPES.iter().filter(|s| only == "1" || only == format!("{s:?}").as_str()) {
+            let (peak, kept) = heap_of_load(&config(shape, 10_000));
+            println!("{shape:?}: peak {} B/rule, table {} B/rule", peak / 10_000, kept / 10_000);
+            let json = config(shape, 10_000);
+            let stage = |f: &dyn Fn()| {
+                let before = LIVE.load(Ordering::Relaxed);
+                PEAK.store(before, Ordering::Relaxed);
+                f();
+                PEAK.load(Ordering::Relaxed).saturating_sub(before) / 10_000
+            };
+            let value = stage(&|| drop(black_box(serde_json::from_slice::<Value>(&json).unwrap())));
+            let loaded = stage(&|| drop(black_box(meshroute::config::load_json(&json))));
+            let before = LIVE.load(Ordering::Relaxed);
+            let (bundle, _) = meshroute::config::load_json(&json);
+            println!("  bundle keeps {} B/rule", (LIVE.load(Ordering::Relaxed) - before) / 10_000);
+            let validated = stage(&|| drop(black_box(meshroute::validate::validate(&bundle))));
+            println!("  value {value}, load_json {loaded}, validate {validated} B/rule");
+        }
+        return;
+    }
     divan::main();
     summary();
 }

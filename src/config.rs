@@ -314,7 +314,9 @@ fn typed<T: for<'de> Deserialize<'de>>(spec: Value, r: &ResourceRef, diags: &mut
     let mut ignored = Vec::new();
     let result = {
         let mut on_ignored = |p: serde_ignored::Path<'_>| ignored.push(render_path(&p));
-        let de = serde_ignored::Deserializer::new(&spec, &mut on_ignored);
+        // By value: each part of the JSON tree is freed as soon as it is converted, so a big
+        // spec is never held twice (a Wasm VM keeps its peak memory for good).
+        let de = serde_ignored::Deserializer::new(spec, &mut on_ignored);
         serde_path_to_error::deserialize::<_, T>(de)
     };
     match result {
