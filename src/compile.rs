@@ -40,6 +40,9 @@ pub struct RouteTable {
     pub routing_header: String,
     pub mirror_body_limit: u64,
     pub mirror_timeout_ms: u64,
+    /// `settings.revision` and whether responses carry it (`settings.revisionHeader`).
+    pub revision: Option<crate::config::Revision>,
+    pub revision_header: bool,
     /// Every cluster a decision may name, for the CLI's Envoy config and for sanity checks.
     pub clusters: Vec<ClusterRef>,
 }
@@ -257,7 +260,7 @@ pub struct Compiled {
 /// Validates, then compiles. Any error refuses the whole configuration (an atomic apply), so a
 /// broken change never half-applies.
 pub fn compile(bundle: &Bundle, mut diagnostics: Diagnostics) -> Compiled {
-    diagnostics.0.extend(crate::validate::validate(bundle).0);
+    diagnostics.append(crate::validate::validate(bundle));
     if diagnostics.has_errors() {
         return Compiled { table: None, diagnostics };
     }
@@ -341,6 +344,8 @@ impl RouteTable {
             routing_header: settings.routing_header.clone(),
             mirror_body_limit: settings.mirror_body_limit,
             mirror_timeout_ms: settings.mirror_timeout_ms,
+            revision: settings.revision.clone(),
+            revision_header: settings.revision_header,
             clusters: Vec::new(),
         };
         let is_gateway = settings.gateway != "mesh";
@@ -436,6 +441,27 @@ impl RouteTable {
                 table.add_host(&h, id, settings);
             }
         }
+        // Repeated wildcard suffixes merge their claimants, in claim order (linear: one pass).
+        let mut at: HashMap<String, usize> = HashMap::new();
+        let mut merged_wild: Vec<(String, Vec<usize>)> = Vec::new();
+        for (suffix, ids) in std::mem::take(&mut table.wildcard_hosts) {
+            match at.get(&suffix) {
+                Some(&i) => {
+                    if let Some((_, existing)) = merged_wild.get_mut(i) {
+                        for id in ids {
+                            if !existing.contains(&id) {
+                                existing.push(id);
+                            }
+                        }
+                    }
+                }
+                None => {
+                    at.insert(suffix.clone(), merged_wild.len());
+                    merged_wild.push((suffix, ids));
+                }
+            }
+        }
+        table.wildcard_hosts = merged_wild;
         table.wildcard_hosts.sort_by_key(|(suffix, _)| std::cmp::Reverse(suffix.len()));
         table.clusters = ctx.clusters.into_values().collect();
         table
@@ -450,10 +476,8 @@ impl RouteTable {
         if h == "*" {
             push(&mut self.any_host);
         } else if let Some(suffix) = h.strip_prefix('*') {
-            match self.wildcard_hosts.iter_mut().find(|(s, _)| s == suffix) {
-                Some((_, ids)) => push(ids),
-                None => self.wildcard_hosts.push((suffix.to_string(), vec![id])),
-            }
+            // Repeats are merged once all are in (`build`), so many wildcard hosts stay linear.
+            self.wildcard_hosts.push((suffix.to_string(), vec![id]));
         } else {
             for name in host::alt_names(h, &settings.namespace, &settings.domain_suffix) {
                 // Sidecars do not merge hosts: the first VirtualService to claim one keeps it.
@@ -573,8 +597,10 @@ fn compile_vs(
     hosts: &[String],
 ) -> CompiledVs {
     let settings = ctx.settings;
-    let mut rules = Vec::new();
-    let mut entries = Vec::new();
+    // Sized up front and trimmed at the end: doubling growth would leave up to half of each
+    // list unused (and, in a Wasm VM whose memory never shrinks, the peak of each regrowth).
+    let mut rules = Vec::with_capacity(vs.http.len());
+    let mut entries = Vec::with_capacity(vs.http.iter().map(|r| r.matches.len().max(1)).sum());
     let mut index = PathIndex::default();
     let mut catch_all_seen = false;
     for (ri, route) in vs.http.iter().enumerate() {
@@ -625,6 +651,9 @@ fn compile_vs(
             rules.push(rule);
         }
     }
+    rules.shrink_to_fit();
+    entries.shrink_to_fit();
+    index.shrink_to_fit();
     let ports = entry_ports(&entries);
     CompiledVs { name: res.key(), hosts: hosts.to_vec(), rules, entries, index, ports }
 }
