@@ -25,11 +25,14 @@ pub struct Consolidated<'a> {
     export_to: Vec<String>,
 }
 
+/// A rule with its resolved host and effective `exportTo`.
+type Candidate<'a> = (&'a Resource, &'a crd::DestinationRule, String, Vec<String>);
+
 /// The merged DestinationRule for `fqdn` as the proxy described by `settings` sees it;
 /// `service_ns` is the namespace of the service the host belongs to, when known.
 pub fn for_host<'a>(bundle: &'a Bundle, fqdn: &str, service_ns: Option<&str>) -> Option<Consolidated<'a>> {
     let s = &bundle.settings;
-    let mut all: Vec<(&Resource, &crd::DestinationRule, String, Vec<String>)> = bundle
+    let mut all: Vec<Candidate<'a>> = bundle
         .destination_rules()
         .map(|(r, dr)| {
             let h = host::resolve(&dr.host, &r.namespace, &s.domain_suffix).to_ascii_lowercase();
@@ -50,7 +53,7 @@ pub fn for_host<'a>(bundle: &'a Bundle, fqdn: &str, service_ns: Option<&str>) ->
     let exported_to_proxy =
         |export: &[String]| export.is_empty() || export.iter().any(|e| e == "*" || *e == s.namespace);
 
-    let mut buckets: Vec<Vec<(&Resource, &crd::DestinationRule, String, Vec<String>)>> = Vec::new();
+    let mut buckets: Vec<Vec<Candidate<'a>>> = Vec::new();
     let pick = |pred: &dyn Fn(&Resource, &[String]) -> bool| {
         all.iter().filter(|(r, _, _, e)| pred(r, e)).cloned().collect::<Vec<_>>()
     };

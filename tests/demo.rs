@@ -77,7 +77,8 @@ fn the_demo_crds_validate_without_findings_and_match_the_demo_plugin_config() {
     let o = meshroute(&["validate", "-f", "envoy/demo"]);
     assert!(o.status.success(), "{}", text(&o));
     // Infos only: the demo's MESH_INTERNAL services get the auto-mTLS note (MR0007, info).
-    let findings: Vec<&str> = o.stdout.lines().filter(|l| !l.starts_with("info:")).collect();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let findings: Vec<&str> = stdout.lines().filter(|l| !l.starts_with("info:")).collect();
     assert!(findings.is_empty(), "no errors or warnings expected:\n{}", text(&o));
 
     // envoy/demo holds the same routing as envoy/demo-config.json (embedded in sidecar.yaml),

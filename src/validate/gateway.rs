@@ -204,10 +204,10 @@ fn check_server_tls(cx: &mut Ctx<'_>, at: &Place<'_>, p: &str, t: &crd::ServerTl
             vec![(format!("{p}."), t.server_certificate.as_ref(), t.private_key.as_ref())]
         };
         for (at_path, cert, key) in pairs {
-            if !cert.is_some_and(|c| !c.is_empty()) {
+            if cert.is_none_or(|c| c.is_empty()) {
                 cx.error(at, format!("{at_path}serverCertificate"), format!("{prefix} requires a server certificate"));
             }
-            if !key.is_some_and(|k| !k.is_empty()) {
+            if key.is_none_or(|k| k.is_empty()) {
                 cx.error(at, format!("{at_path}privateKey"), format!("{prefix} requires a private key"));
             }
         }
