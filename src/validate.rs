@@ -18,6 +18,7 @@ mod analyze;
 mod common;
 mod destination_rule;
 mod gateway;
+mod l4_routes;
 mod not_applied;
 mod service_entry;
 mod sidecar;
@@ -122,6 +123,9 @@ pub fn validate(bundle: &Bundle) -> Diagnostics {
             Spec::WorkloadEntry(we) => service_entry::check_workload_entry(&mut cx, &at, we),
             Spec::Gateway(gw) => gateway::check(&mut cx, &at, gw),
             Spec::Sidecar(sc) => sidecar::check(&mut cx, &at, sc),
+        }
+        if let Spec::VirtualService(vs) = &r.spec {
+            l4_routes::check(&mut cx, &at, vs);
         }
         not_applied::check(&mut cx, &at, &r.spec);
     }
