@@ -309,6 +309,33 @@ fn diff_of_the_canary_stages_prints_the_share_changes() {
 }
 
 #[test]
+fn compile_as_wasmplugin_writes_the_manifest_with_plugin_config() {
+    for (kind, name) in [("wasmplugin", "kind: WasmPlugin"), ("trafficextension", "kind: TrafficExtension")] {
+        let o = meshroute(&[
+            "compile",
+            "-f",
+            "examples/canary-10.yaml",
+            "tests/fixtures/seed-subsets.yaml",
+            "--as",
+            kind,
+            "--image",
+            "oci://registry.test/meshroute:1",
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        let out = String::from_utf8_lossy(&o.stdout);
+        for want in
+            [name, "url: \"oci://registry.test/meshroute:1\"", "failStrategy: FAIL_CLOSE", "pluginConfig:", "weight: 90"]
+        {
+            assert!(out.contains(want), "{kind}: no {want:?} in\n{out}");
+        }
+    }
+    // A configuration with errors gives no manifest.
+    let o = meshroute(&["compile", "-f", "examples/canary-10.yaml", "--as", "wasmplugin"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(o.stdout.is_empty());
+}
+
+#[test]
 fn a_directory_that_is_not_ours_is_refused_and_left_alone() {
     let dir = std::env::temp_dir().join(format!("meshroute-notours-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
