@@ -88,6 +88,8 @@ struct Seen {
     sent: Instant,
     received: Instant,
     upstream: String,
+    /// `x-meshroute-revision`: `<number>-<hash>`.
+    revision: String,
 }
 
 /// Envoy's resident memory, kB (`VmRSS` of the process `up` started).
@@ -123,6 +125,8 @@ fn round(test: &str, valid: usize, invalid: usize, rollbacks: usize) {
         "rejected.yaml",
         config(&ports, "v3", "  trafficPolicy: {tls: {mode: SIMPLE, caCertificates: /nonexistent/meshroute/ca.pem}}\n"),
     );
+    // Responses say which revision decided them.
+    let settings = write("settings.yaml", "revisionHeader: true\n".into());
     let (listen, admin) = (free_port(), free_port());
     let (listen_s, admin_s) = (format!("127.0.0.1:{listen}"), format!("127.0.0.1:{admin}"));
     let st = state.display().to_string();
@@ -163,6 +167,7 @@ fn round(test: &str, valid: usize, invalid: usize, rollbacks: usize) {
                         sent,
                         received: Instant::now(),
                         upstream: r.header("x-upstream").unwrap_or("?").to_string(),
+                        revision: r.header("x-meshroute-revision").unwrap_or("").to_string(),
                     }),
                     Ok(r) => failures.lock().unwrap().push(format!("status {} {:?}", r.status, r.headers)),
                     Err(e) => {
@@ -185,7 +190,7 @@ fn round(test: &str, valid: usize, invalid: usize, rollbacks: usize) {
         // Always the other one of the pair, so every apply changes something.
         let (file, to) = if live.contains("v1") { (&b, "v2") } else { (&a, "v1") };
         let start = Instant::now();
-        let o = meshroute(&["apply", "-f", file, "--state", &st, "-m", &format!("valid {i}")]);
+        let o = meshroute(&["apply", "-f", file, "--settings", &settings, "--state", &st, "-m", &format!("valid {i}")]);
         assert!(o.status.success(), "apply {i}: {}", text(&o));
         live = BTreeSet::from([to]);
         ops.push(Op { start, end: Instant::now(), live_after: live.clone() });
@@ -196,11 +201,31 @@ fn round(test: &str, valid: usize, invalid: usize, rollbacks: usize) {
             // (exit 3, a rejected revision, the last good one restored).
             let start = Instant::now();
             if n_invalid % 2 == 1 {
-                let o = meshroute(&["apply", "-f", &invalid_file, "--state", &st, "-m", "invalid"]);
+                let o = meshroute(&[
+                    "apply",
+                    "-f",
+                    &invalid_file,
+                    "--settings",
+                    &settings,
+                    "--state",
+                    &st,
+                    "-m",
+                    "invalid",
+                ]);
                 assert_eq!(o.status.code(), Some(1), "invalid apply: {}", text(&o));
                 assert!(text(&o).contains("IST0101"), "{}", text(&o));
             } else {
-                let o = meshroute(&["apply", "-f", &rejected_file, "--state", &st, "-m", "rejected"]);
+                let o = meshroute(&[
+                    "apply",
+                    "-f",
+                    &rejected_file,
+                    "--settings",
+                    &settings,
+                    "--state",
+                    &st,
+                    "-m",
+                    "rejected",
+                ]);
                 assert_eq!(o.status.code(), Some(3), "Envoy-rejected apply: {}", text(&o));
                 assert!(text(&o).contains("update_rejected"), "{}", text(&o));
                 expect.push(("rejected", "rejected".into()));
@@ -219,7 +244,8 @@ fn round(test: &str, valid: usize, invalid: usize, rollbacks: usize) {
         }
     }
     // Nothing changed → no new revision.
-    let again = meshroute(&["apply", "-f", if live.contains("v1") { &a } else { &b }, "--state", &st]);
+    let again =
+        meshroute(&["apply", "-f", if live.contains("v1") { &a } else { &b }, "--settings", &settings, "--state", &st]);
     assert!(again.status.success() && text(&again).contains("nothing changed"), "{}", text(&again));
     thread::sleep(Duration::from_millis(200));
     stop.store(true, Ordering::Relaxed);
@@ -250,7 +276,27 @@ fn round(test: &str, valid: usize, invalid: usize, rollbacks: usize) {
         assert!(allowed.contains(s.upstream.as_str()), "response from {} while only {allowed:?} were live", s.upstream);
         assert_ne!(s.upstream, "v3", "the refused revisions' upstream answered");
     }
-
+    // The revision header: one content (a or b, whatever its revision number) always answers
+    // from one upstream. A response may lack the header only while an operation ran: Envoy does
+    // not call a filter instance whose configuration was just replaced for the rest of the
+    // stream (docs/envoy-findings.md §7).
+    let mut by_hash: std::collections::BTreeMap<&str, BTreeSet<&str>> = Default::default();
+    let mut without = 0;
+    for s in seen.iter() {
+        match s.revision.split_once('-') {
+            Some((_, h)) => {
+                by_hash.entry(h).or_default().insert(s.upstream.as_str());
+            }
+            None => {
+                without += 1;
+                assert!(
+                    ops.iter().any(|op| s.sent <= op.end && s.received >= op.start),
+                    "a response without x-meshroute-revision outside any operation"
+                );
+            }
+        }
+    }
+    assert!(by_hash.len() <= 2 && by_hash.values().all(|u| u.len() == 1), "revision → upstreams: {by_hash:?}");
     // history shows exactly what happened.
     let h = meshroute(&["history", "--state", &st]);
     assert!(h.status.success(), "{}", text(&h));
@@ -267,7 +313,8 @@ fn round(test: &str, valid: usize, invalid: usize, rollbacks: usize) {
     assert!(text(&s).contains(&format!("filter revision gauge {last}")), "{}", text(&s));
     let rss_end = envoy_rss(&state);
     eprintln!(
-        "{test}: {} requests, 0 failed, {} operations in {:?}; Envoy RSS {rss_start} kB → {rss_end} kB",
+        "{test}: {} requests, 0 failed, {without} without the revision header (during an operation), {} operations in \
+         {:?}; Envoy RSS {rss_start} kB → {rss_end} kB",
         seen.len(),
         ops.len(),
         t0.elapsed()
@@ -323,9 +370,13 @@ fn compile_as_wasmplugin_writes_the_manifest_with_plugin_config() {
         ]);
         assert!(o.status.success(), "{}", text(&o));
         let out = String::from_utf8_lossy(&o.stdout);
-        for want in
-            [name, "url: \"oci://registry.test/meshroute:1\"", "failStrategy: FAIL_CLOSE", "pluginConfig:", "weight: 90"]
-        {
+        for want in [
+            name,
+            "url: \"oci://registry.test/meshroute:1\"",
+            "failStrategy: FAIL_CLOSE",
+            "pluginConfig:",
+            "weight: 90",
+        ] {
             assert!(out.contains(want), "{kind}: no {want:?} in\n{out}");
         }
     }
