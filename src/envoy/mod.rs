@@ -124,7 +124,10 @@ pub fn resources(
             .ok_or_else(|| InvalidEnvoyConfig::UnknownGateway(settings.gateway.clone()))?;
         gateway_listeners(&mut b, gw, opts, &routes)
     };
-    let notes = Diagnostics(b.notes.into_iter().map(|n| Diagnostic::warning(None, "", n)).collect());
+    let mut notes = Diagnostics::default();
+    for n in b.notes {
+        notes.push(Diagnostic::warning(None, "", n));
+    }
     Ok(Resources { listeners, clusters, filter, notes })
 }
 

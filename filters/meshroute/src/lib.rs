@@ -215,6 +215,9 @@ impl RootContext for Root {
             for d in compiled.diagnostics.errors() {
                 log::error!("meshroute: config rejected: {d}");
             }
+            if let Some(rest) = compiled.diagnostics.omitted_summary() {
+                log::error!("meshroute: config rejected: {rest}");
+            }
             host::increment(metrics.config_rejected);
             return false;
         };

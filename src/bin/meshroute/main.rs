@@ -15,7 +15,7 @@ mod yaml;
 
 use clap::{Args, Parser, Subcommand};
 use input::Inputs;
-use meshroute::{compile, load_value, Compiled};
+use meshroute::{compile, load_value, Compiled, Severity};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -161,6 +161,16 @@ impl Loaded {
                 eprintln!("{line}");
             }
         }
+        let diags = &self.compiled.diagnostics;
+        if let Some(rest) = diags.omitted_summary() {
+            if to_stdout {
+                println!("meshroute: {rest}");
+            } else {
+                eprintln!("meshroute: {rest}");
+            }
+        }
+        e += diags.omitted(Severity::Error);
+        w += diags.omitted(Severity::Warning) + diags.omitted(Severity::Info);
         (e, w)
     }
 

@@ -50,7 +50,7 @@ pub enum ApplyError {
     /// Envoy not running or not Envoy: nothing was written.
     Admin(AdminError),
     /// The configuration has errors (a stored revision that no longer compiles).
-    Invalid(Diagnostics),
+    Invalid(Box<Diagnostics>),
     Envoy(InvalidEnvoyConfig),
     /// Restoring the last good revision failed as well: the live files may be neither.
     RestoreFailed {
@@ -169,7 +169,7 @@ pub fn render(state: &State, config: &Value, revision: Option<&Revision>) -> Res
     let compiled = meshroute::compile(&bundle, diags);
     let table = match compiled.table {
         Some(t) if !compiled.diagnostics.has_errors() => t,
-        _ => return Err(ApplyError::Invalid(compiled.diagnostics)),
+        _ => return Err(ApplyError::Invalid(Box::new(compiled.diagnostics))),
     };
     let p = &state.proxy;
     let opts =
