@@ -35,6 +35,9 @@ pub struct RouteTable {
     pub routing_header: String,
     pub mirror_body_limit: u64,
     pub mirror_timeout_ms: u64,
+    /// `settings.revision` and whether responses carry it (`settings.revisionHeader`).
+    pub revision: Option<crate::config::Revision>,
+    pub revision_header: bool,
     /// Every cluster a decision may name, for the CLI's Envoy config and for sanity checks.
     pub clusters: Vec<ClusterRef>,
 }
@@ -328,6 +331,8 @@ impl RouteTable {
             routing_header: settings.routing_header.clone(),
             mirror_body_limit: settings.mirror_body_limit,
             mirror_timeout_ms: settings.mirror_timeout_ms,
+            revision: settings.revision.clone(),
+            revision_header: settings.revision_header,
             clusters: Vec::new(),
         };
         for (res, vs) in bundle.virtual_services() {

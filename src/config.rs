@@ -41,6 +41,27 @@ pub struct Settings {
     pub mirror_body_limit: u64,
     /// Per-request timeout of a mirror call, milliseconds.
     pub mirror_timeout_ms: u64,
+    /// The revision this configuration is (`meshroute apply` stamps it): the filter logs it on
+    /// load and exposes its number as the gauge `meshroute.config.revision`.
+    pub revision: Option<Revision>,
+    /// Tag every response with `x-meshroute-revision: <number>-<hash>` (off by default: it tells
+    /// clients about the proxy's configuration).
+    pub revision_header: bool,
+}
+
+/// A revision of the configuration, as `meshroute apply` numbers it.
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Revision {
+    pub number: u64,
+    /// Content hash of the configuration without its revision stamp.
+    pub hash: String,
+}
+
+impl std::fmt::Display for Revision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.number, self.hash)
+    }
 }
 
 impl Default for Settings {
@@ -57,6 +78,8 @@ impl Default for Settings {
             locality: None,
             mirror_body_limit: 64 * 1024,
             mirror_timeout_ms: 5_000,
+            revision: None,
+            revision_header: false,
         }
     }
 }
