@@ -633,3 +633,128 @@ fn many_rules_meshroute_against_the_same_native_route_list() {
     }
     println!("{report}");
 }
+
+// === Load time and memory per configuration size ===
+
+const LOAD_TEMPLATE: &str = include_str!("fixtures/bench-load.yaml");
+
+/// `n` rules in one VirtualService, every other one a URI prefix, the others an exact header
+/// (the "mixed" shape of benches/load.rs).
+fn mixed_rules_config(n: usize) -> Value {
+    let http: Vec<Value> = (0..n)
+        .map(|i| {
+            let m = if i % 2 == 0 {
+                json!({"uri": {"prefix": rule_prefix(i)}})
+            } else {
+                json!({"headers": {"x-tenant": {"exact": format!("t{i}")}}})
+            };
+            json!({"match": [m], "route": [{"destination": {"host": "rules", "subset": rule_subset(i)}}]})
+        })
+        .collect();
+    json!({"settings": {"namespace": "default"}, "resources": [
+        {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+         "metadata": {"name": "rules", "namespace": "default"},
+         "spec": {"hosts": ["rules"], "http": http}},
+        destination_rule("rules", &["v1", "v2"])]})
+}
+
+/// `VmRSS` and `VmHWM` (peak) of a process, in MiB.
+fn rss_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().strip_suffix("kB")?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// One start of the load fixture: seconds until admin `/ready`, seconds until the listener
+/// answered (and, for meshroute, every VM counted its configuration as loaded), RSS and peak.
+struct LoadSample {
+    ready_s: f64,
+    serving_s: f64,
+    rss_mib: f64,
+    peak_mib: f64,
+}
+
+fn load_sample(module: &str, root_id: &str, config: &Value, vms: u64) -> LoadSample {
+    let started = Instant::now();
+    let envoy = Envoy::start_with(
+        LOAD_TEMPLATE,
+        &[
+            ("WASM", &wasm_path(module).display().to_string()),
+            ("ROOT_ID", root_id),
+            ("CONFIG", &yaml_single_quoted(&config.to_string())),
+        ],
+        EnvoyOptions { concurrency: 2, ready_timeout: Duration::from_secs(300), ..quiet() },
+    );
+    let ready_s = started.elapsed().as_secs_f64();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let answered = try_http("GET", envoy.port("LOAD_PORT"), "/", &[("host", "rules")], b"", Duration::from_secs(5))
+            .is_ok_and(|r| r.status > 0);
+        let loaded = vms == 0 || counter(&envoy, "wasmcustom.meshroute.config.loaded") >= vms;
+        if answered && loaded {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{module} not serving; log tail:\n{}", envoy.log_tail(40));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let serving_s = started.elapsed().as_secs_f64();
+    let (rss_mib, peak_mib) = rss_mib(envoy.pid());
+    LoadSample { ready_s, serving_s, rss_mib, peak_mib }
+}
+
+#[test]
+#[ignore = "load test: run with `make bench-e2e`"]
+fn ready_time_and_memory_per_configuration_size_against_the_wasm_floor() {
+    println!("machine: {}", machine_note());
+    let sizes: Vec<usize> = std::env::var("BENCH_E2E_LOAD_RULES")
+        .unwrap_or_else(|_| "10,1000,10000".into())
+        .split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .filter(|&n| n > 0)
+        .collect();
+    // `--concurrency 2`: the main thread's VM and one per worker each load the configuration.
+    let vms = 3;
+    let floor = load_sample("meshroute_noop", "noop", &json!({}), 0);
+    let mut report = String::from(
+        "\nLoad time and memory, --concurrency 2 (mixed rules: prefix or header), one start each:\n\n\
+         | configuration | ready | serving, all VMs loaded | RSS | peak RSS (VmHWM) | RSS above 10 rules |\n\
+         | --- | --- | --- | --- | --- | --- |\n",
+    );
+    let _ = writeln!(
+        report,
+        "| do-nothing module (floor) | {:.2} s | {:.2} s | {:.0} MiB | {:.0} MiB | |",
+        floor.ready_s, floor.serving_s, floor.rss_mib, floor.peak_mib
+    );
+    let mut base_rss = None;
+    let mut goals = String::new();
+    for n in sizes {
+        let s = load_sample("meshroute_filter", "meshroute", &mixed_rules_config(n), vms);
+        let base = *base_rss.get_or_insert(s.rss_mib);
+        let _ = writeln!(
+            report,
+            "| meshroute, {n} rules | {:.2} s | {:.2} s | {:.0} MiB | {:.0} MiB | {:+.0} MiB |",
+            s.ready_s,
+            s.serving_s,
+            s.rss_mib,
+            s.peak_mib,
+            s.rss_mib - base
+        );
+        if n == 10_000 {
+            let _ = writeln!(
+                goals,
+                "10,000 rules: serving in {:.2} s (goal ≤ 2 s: {}); RSS {:+.0} MiB over 10 rules (goal ≤ 30: {})",
+                s.serving_s,
+                verdict(s.serving_s, 2.0),
+                s.rss_mib - base,
+                verdict(s.rss_mib - base, 30.0)
+            );
+        }
+    }
+    println!("{report}\n{goals}");
+}

@@ -9,7 +9,7 @@ use crate::config::Resource;
 use crate::crd;
 use crate::diag::Severity;
 use crate::host;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 pub(super) fn run(cx: &mut Ctx<'_>) {
     referenced_subsets(cx);
@@ -21,6 +21,37 @@ pub(super) fn run(cx: &mut Ctx<'_>) {
     subsets_without_workloads(cx);
     destination_rules_merged(cx);
     sidecars_without_selector(cx);
+}
+
+/// Host patterns (in a list) looked up by the names they cover: exact patterns by hash, the
+/// wildcards (usually few) one by one, so checking every destination against every
+/// DestinationRule stays linear in the configuration.
+struct HostPatterns<'a> {
+    exact: HashMap<String, Vec<usize>>,
+    wildcards: Vec<(usize, &'a str)>,
+}
+
+impl<'a> HostPatterns<'a> {
+    fn new(patterns: impl Iterator<Item = &'a str>) -> Self {
+        let mut exact: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut wildcards = Vec::new();
+        for (i, p) in patterns.enumerate() {
+            if p.starts_with('*') {
+                wildcards.push((i, p));
+            } else {
+                exact.entry(p.to_ascii_lowercase()).or_default().push(i);
+            }
+        }
+        HostPatterns { exact, wildcards }
+    }
+
+    /// Positions of the patterns that `covers` the name, in list order.
+    fn covering(&self, name: &str) -> impl Iterator<Item = usize> {
+        let mut hits: Vec<usize> = self.exact.get(&name.to_ascii_lowercase()).cloned().unwrap_or_default();
+        hits.extend(self.wildcards.iter().filter(|(_, p)| covers(p, name)).map(|(i, _)| *i));
+        hits.sort_unstable();
+        hits.into_iter()
+    }
 }
 
 fn resolve(cx: &Ctx<'_>, h: &str, ns: &str) -> String {
@@ -42,6 +73,7 @@ fn referenced_subsets(cx: &mut Ctx<'_>) {
         .filter(|(_, dr)| !dr.host.is_empty())
         .map(|(r, dr)| (resolve(cx, &dr.host, &r.namespace), r, dr))
         .collect();
+    let by_host = HostPatterns::new(drs.iter().map(|(h, _, _)| h.as_str()));
     for (r, vs) in bundle.virtual_services() {
         let at = Place(Some(r));
         for (i, route) in vs.http.iter().enumerate() {
@@ -66,7 +98,7 @@ fn referenced_subsets(cx: &mut Ctx<'_>) {
                 }
                 let target = resolve(cx, &dest.host, &r.namespace);
                 let for_host: Vec<&(String, &Resource, &crd::DestinationRule)> =
-                    drs.iter().filter(|(h, _, _)| covers(h, &target)).collect();
+                    by_host.covering(&target).filter_map(|i| drs.get(i)).collect();
                 if for_host.iter().any(|(_, _, dr)| dr.subsets.iter().any(|s| s.name == subset)) {
                     continue;
                 }
@@ -252,22 +284,29 @@ fn ingress_subsets(cx: &mut Ctx<'_>) {
         })
         .filter(|(_, hosts)| !hosts.is_empty())
         .collect();
+    // Host → the VirtualServices above routing to it by subset, in input order.
+    let mut by_host: HashMap<&str, Vec<&Resource>> = HashMap::new();
+    for (other, hosts) in &with_subsets {
+        let mut seen = HashSet::new();
+        for h in hosts.iter().filter(|h| seen.insert(**h)) {
+            by_host.entry(h).or_default().push(other);
+        }
+    }
     for (r, vs) in bundle.virtual_services() {
         if vs.gateways.is_empty() {
             continue;
         }
-        let mut reported: Vec<String> = Vec::new();
+        let mut reported: HashSet<String> = HashSet::new();
         for (i, route) in vs.http.iter().enumerate() {
             for (k, d) in route.route.iter().enumerate() {
                 let Some(dest) = &d.destination else { continue };
                 if dest.subset.as_deref().is_some_and(|s| !s.is_empty()) {
                     continue;
                 }
-                for (other, hosts) in &with_subsets {
-                    if !hosts.contains(&dest.host.as_str()) || reported.contains(&other.key()) {
+                for other in by_host.get(dest.host.as_str()).map(Vec::as_slice).unwrap_or_default() {
+                    if !reported.insert(other.key()) {
                         continue;
                     }
-                    reported.push(other.key());
                     cx.push(
                         Severity::Warning,
                         Some("IST0140"),
@@ -413,12 +452,20 @@ fn destination_rule_hosts(cx: &mut Ctx<'_>) {
     for (r, vs) in bundle.virtual_services() {
         known.extend(vs.hosts.iter().map(|h| resolve(cx, h, &r.namespace)));
     }
+    let by_name = HostPatterns::new(known.iter().map(String::as_str));
     for (r, dr) in bundle.destination_rules() {
         if dr.host.is_empty() {
             continue;
         }
         let h = resolve(cx, &dr.host, &r.namespace);
-        if known.iter().any(|k| host::overlaps(&h, k)) {
+        let overlapping = if h.starts_with('*') {
+            // Wildcard DestinationRule hosts are few: compared with every known host.
+            known.iter().any(|k| host::overlaps(&h, k))
+        } else {
+            // An exact name overlaps a known host only if equal to it or matched by its wildcard.
+            by_name.covering(&h).next().is_some()
+        };
+        if overlapping {
             continue;
         }
         cx.push(
@@ -542,6 +589,29 @@ fn sidecars_without_selector(cx: &mut Ctx<'_>) {
                     names.join(" ")
                 ),
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::{Random, SplitMix64};
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    fn host_patterns_cover_what_a_scan_of_every_pattern_covers() {
+        const PARTS: [&str; 6] = ["*", "a", "B", "a.b", "*.b", "*.A.b"];
+        let mut rng = SplitMix64(11);
+        for _ in 0..200 {
+            let mut pick = |n: u64| PARTS[rng.below(n) as usize].to_string();
+            let patterns: Vec<String> = (0..8).map(|_| pick(6)).collect();
+            let names: Vec<String> = (0..8).map(|_| format!("x.{}", pick(6).trim_start_matches("*."))).collect();
+            let index = HostPatterns::new(patterns.iter().map(String::as_str));
+            for name in names.iter().chain(&patterns) {
+                let scan: Vec<usize> = (0..patterns.len()).filter(|&i| covers(&patterns[i], name)).collect();
+                assert_eq!(index.covering(name).collect::<Vec<_>>(), scan, "{patterns:?} {name}");
+            }
         }
     }
 }
