@@ -396,6 +396,9 @@ fn fmt_pct(p: f64) -> String {
 }
 
 #[cfg(test)]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use meshroute::RequestView;
