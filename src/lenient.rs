@@ -27,10 +27,20 @@ pub struct Lenient {
 /// The errors a lenient table was built through.
 #[derive(Debug, Clone, Default)]
 pub struct Tolerance {
-    /// Resources the webhook would refuse, left out of the table, each with its first error.
-    pub refused: Vec<(ResourceRef, Diagnostic)>,
+    /// Resources left out of the table, each with its first error.
+    pub refused: Vec<Refusal>,
     /// Analyzer errors of the resources that remain: istiod serves them as written.
     pub served: Vec<Diagnostic>,
+}
+
+/// A resource a lenient table leaves out.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub resource: ResourceRef,
+    pub finding: Diagnostic,
+    /// Istio's webhook refuses it (IST0106), so istiod never sees it. Otherwise the error is one
+    /// of meshroute's own limits: Istio would serve the resource, meshroute cannot tell how.
+    pub by_istio: bool,
 }
 
 /// What Envoy does to a request the filter forwards, because of a tolerated error.
@@ -57,11 +67,17 @@ pub fn compile_lenient(bundle: &Bundle, load: Diagnostics) -> Option<Lenient> {
     if findings.errors().any(|d| d.resource.is_none()) {
         return None;
     }
-    let mut refused: Vec<(ResourceRef, Diagnostic)> = Vec::new();
+    let mut refused: Vec<Refusal> = Vec::new();
     for d in findings.errors().filter(|d| !served_by_istiod(d)) {
         if let Some(r) = &d.resource {
-            if !refused.iter().any(|(x, _)| x.index == r.index) {
-                refused.push((r.clone(), d.clone()));
+            match refused.iter_mut().find(|x| x.resource.index == r.index) {
+                // A webhook rejection outweighs a limit of meshroute's on the same resource.
+                Some(x) => x.by_istio |= d.code == Some("IST0106"),
+                None => refused.push(Refusal {
+                    resource: r.clone(),
+                    finding: d.clone(),
+                    by_istio: d.code == Some("IST0106"),
+                }),
             }
         }
     }
@@ -69,7 +85,7 @@ pub fn compile_lenient(bundle: &Bundle, load: Diagnostics) -> Option<Lenient> {
         resources: bundle
             .resources
             .iter()
-            .filter(|r| !refused.iter().any(|(x, _)| x.index == r.index))
+            .filter(|r| !refused.iter().any(|x| x.resource.index == r.index))
             .cloned()
             .collect(),
         settings: bundle.settings.clone(),
@@ -173,7 +189,8 @@ mod tests {
             dr(json!([{"name": "v1", "labels": {"version": "v1"}}, {"labels": {"x": "y"}}]))
         ]));
         assert_eq!(l.tolerated.refused.len(), 1, "{:?}", l.tolerated);
-        assert_eq!(l.tolerated.refused[0].0.kind, "DestinationRule");
+        assert_eq!(l.tolerated.refused[0].resource.kind, "DestinationRule");
+        assert!(l.tolerated.refused[0].by_istio);
         let vs = &l.table.virtual_services[0];
         let crate::compile::Action::Forward { destinations, .. } = &vs.rules[0].action else { panic!("forward") };
         assert!(l.tolerated.forward_consequence(&vs.name, 0, &destinations[0]).is_some());

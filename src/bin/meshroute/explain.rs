@@ -88,8 +88,17 @@ pub fn run(args: &ExplainArgs) -> ExitCode {
         .iter()
         .map(|d| Finding { severity: d.severity.as_str(), code: d.code, text: loaded.inputs.render(d) })
         .collect();
-    let refused: Vec<String> = tolerated
-        .map(|t| t.refused.iter().map(|(r, d)| format!("{r}: {}", loaded.inputs.render(d))).collect())
+    let refused: Vec<Refused> = tolerated
+        .map(|t| {
+            t.refused
+                .iter()
+                .map(|r| Refused {
+                    resource: r.resource.to_string(),
+                    by_istio: r.by_istio,
+                    finding: loaded.inputs.render(&r.finding),
+                })
+                .collect()
+        })
         .unwrap_or_default();
     let text = if args.json {
         let out = JsonOut { findings: &findings, refused: &refused, explanation: &e };
@@ -122,18 +131,28 @@ struct Finding {
     text: String,
 }
 
+/// A resource the explanation leaves out.
+#[derive(Serialize)]
+struct Refused {
+    resource: String,
+    /// true: Istio's admission webhook refuses it (kubectl apply fails, istiod never sees it);
+    /// false: Istio would accept it but meshroute cannot model it.
+    by_istio: bool,
+    finding: String,
+}
+
 #[derive(Serialize)]
 struct JsonOut<'a> {
     /// Every finding of `validate`; with an error among them, the explanation is what istiod +
     /// Envoy would do, and each consequence of an error is marked in it.
     findings: &'a [Finding],
-    /// Resources the admission webhook would refuse, so istiod never sees them.
-    refused: &'a [String],
+    /// Resources left out of the explanation.
+    refused: &'a [Refused],
     #[serde(flatten)]
     explanation: &'a Explanation,
 }
 
-fn render_findings(out: &mut String, findings: &[Finding], refused: &[String]) {
+fn render_findings(out: &mut String, findings: &[Finding], refused: &[Refused]) {
     let errors = findings.iter().filter(|f| f.severity == "error").count();
     let _ = writeln!(
         out,
@@ -142,10 +161,16 @@ fn render_findings(out: &mut String, findings: &[Finding], refused: &[String]) {
     for f in findings {
         let _ = writeln!(out, "  {}", f.text);
     }
-    if !refused.is_empty() {
-        let _ = writeln!(out, "refused by Istio's admission webhook (kubectl apply fails, istiod never sees them):");
-        for r in refused {
-            let _ = writeln!(out, "  {r}");
+    for (by_istio, title) in [
+        (true, "refused by Istio's admission webhook (kubectl apply fails, istiod never sees them):"),
+        (false, "left out: Istio would accept them, meshroute cannot model them (their traffic is not shown):"),
+    ] {
+        let these: Vec<&Refused> = refused.iter().filter(|r| r.by_istio == by_istio).collect();
+        if !these.is_empty() {
+            let _ = writeln!(out, "{title}");
+        }
+        for r in these {
+            let _ = writeln!(out, "  {}", r.resource);
         }
     }
     let _ = writeln!(out);
