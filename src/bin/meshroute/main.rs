@@ -7,6 +7,7 @@
 mod emit;
 mod envoy;
 mod explain;
+mod graph;
 mod input;
 mod output;
 mod yaml;
@@ -45,6 +46,7 @@ enum Command {
     Compile(CompileArgs),
     Envoy(envoy::EnvoyArgs),
     Explain(explain::ExplainArgs),
+    Graph(graph::GraphArgs),
 }
 
 /// Where the resources come from and who the proxy is.
@@ -201,5 +203,6 @@ fn main() -> ExitCode {
         Command::Compile(a) => compile_cmd(a),
         Command::Envoy(a) => envoy::run(a),
         Command::Explain(a) => explain::run(a),
+        Command::Graph(a) => graph::run(a),
     }
 }
