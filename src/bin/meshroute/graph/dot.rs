@@ -4,7 +4,8 @@ use super::model::{Graph, Kind};
 use std::fmt::Write as _;
 
 pub fn render(g: &Graph) -> String {
-    let mut out = String::from("digraph meshroute {\n  rankdir=LR;\n  node [shape=box, fontsize=12];\n  edge [fontsize=11];\n");
+    let mut out =
+        String::from("digraph meshroute {\n  rankdir=LR;\n  node [shape=box, fontsize=12];\n  edge [fontsize=11];\n");
     for n in &g.nodes {
         let mut lines = n.label.clone();
         if let Some(b) = &n.broken {

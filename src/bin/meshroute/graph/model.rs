@@ -124,7 +124,10 @@ impl Graph {
         let vs_id = self.node(
             ident(&["vs", &vs.name]),
             Kind::VirtualService,
-            vec![format!("VirtualService {}", vs.name), vs.hosts.iter().map(|h| short_host(h)).collect::<Vec<_>>().join(", ")],
+            vec![
+                format!("VirtualService {}", vs.name),
+                vs.hosts.iter().map(|h| short_host(h)).collect::<Vec<_>>().join(", "),
+            ],
             None,
         );
         self.edge(Edge {
@@ -142,7 +145,8 @@ impl Graph {
         for (order, rule) in vs.rules.iter().enumerate() {
             let crd_rule = spec.and_then(|v| v.http.get(rule.index));
             let unreachable = finding(&l.findings, &vs.name, &format!("spec.http[{}]", rule.index), "IST0130");
-            let mut label = vec![format!("#{}{}", rule.index, rule.name.as_ref().map(|n| format!(" {n}")).unwrap_or_default())];
+            let mut label =
+                vec![format!("#{}{}", rule.index, rule.name.as_ref().map(|n| format!(" {n}")).unwrap_or_default())];
             label.push(crd_rule.map(conditions).unwrap_or_else(|| "any request".into()));
             let rule_id = self.node(
                 ident(&["rule", &vs.name, &rule.index.to_string()]),
@@ -152,7 +156,14 @@ impl Graph {
             );
             let mut notes = vec![format!("{}.", order + 1)];
             notes.extend(policy_notes(rule));
-            self.edge(Edge { from: vs_id.clone(), to: rule_id.clone(), share: None, notes, broken: false, mirror: false });
+            self.edge(Edge {
+                from: vs_id.clone(),
+                to: rule_id.clone(),
+                share: None,
+                notes,
+                broken: false,
+                mirror: false,
+            });
             self.add_targets(&rule_id, vs, rule, l);
         }
         // istiod drops what follows a catch-all (the table has no such rule): draw it anyway,
@@ -183,9 +194,25 @@ impl Graph {
                 let Some(dest) = &d.destination else { continue };
                 let mut label = vec![dest.host.clone()];
                 label.extend(dest.subset.as_ref().map(|s| format!("subset {s}")));
-                let id = self.node(ident(&["unreached", &vs.name, &i.to_string(), &k.to_string()]), Kind::Destination, label, Some("receives nothing".into()));
-                let share = if r.route.len() == 1 || total == 0 { 100.0 } else { d.weight.unwrap_or(0).max(0) as f64 * 100.0 / total as f64 };
-                self.edge(Edge { from: rule_id.clone(), to: id, share: Some(share), notes: Vec::new(), broken: true, mirror: false });
+                let id = self.node(
+                    ident(&["unreached", &vs.name, &i.to_string(), &k.to_string()]),
+                    Kind::Destination,
+                    label,
+                    Some("receives nothing".into()),
+                );
+                let share = if r.route.len() == 1 || total == 0 {
+                    100.0
+                } else {
+                    d.weight.unwrap_or(0).max(0) as f64 * 100.0 / total as f64
+                };
+                self.edge(Edge {
+                    from: rule_id.clone(),
+                    to: id,
+                    share: Some(share),
+                    notes: Vec::new(),
+                    broken: true,
+                    mirror: false,
+                });
             }
         }
     }
@@ -220,8 +247,20 @@ impl Graph {
                     });
                 }
                 if destinations.is_empty() {
-                    let id = self.node(ident(&["nodest", rule_id]), Kind::Destination, vec!["no destination".into()], Some("503: every weight is 0".into()));
-                    self.edge(Edge { from: rule_id.to_string(), to: id, share: Some(100.0), notes: Vec::new(), broken: true, mirror: false });
+                    let id = self.node(
+                        ident(&["nodest", rule_id]),
+                        Kind::Destination,
+                        vec!["no destination".into()],
+                        Some("503: every weight is 0".into()),
+                    );
+                    self.edge(Edge {
+                        from: rule_id.to_string(),
+                        to: id,
+                        share: Some(100.0),
+                        notes: Vec::new(),
+                        broken: true,
+                        mirror: false,
+                    });
                 }
             }
             Action::Redirect(r) => {
@@ -235,7 +274,14 @@ impl Graph {
                     vec![format!("redirect {}", r.code), if to.is_empty() { "same URL".into() } else { to }],
                     None,
                 );
-                self.edge(Edge { from: rule_id.to_string(), to: id, share: Some(100.0), notes: Vec::new(), broken: false, mirror: false });
+                self.edge(Edge {
+                    from: rule_id.to_string(),
+                    to: id,
+                    share: Some(100.0),
+                    notes: Vec::new(),
+                    broken: false,
+                    mirror: false,
+                });
             }
             Action::DirectResponse { status, .. } => {
                 let id = self.node(
@@ -244,7 +290,14 @@ impl Graph {
                     vec![format!("direct response {status}")],
                     None,
                 );
-                self.edge(Edge { from: rule_id.to_string(), to: id, share: Some(100.0), notes: Vec::new(), broken: false, mirror: false });
+                self.edge(Edge {
+                    from: rule_id.to_string(),
+                    to: id,
+                    share: Some(100.0),
+                    notes: Vec::new(),
+                    broken: false,
+                    mirror: false,
+                });
             }
         }
         for m in &rule.mirrors {
@@ -283,7 +336,8 @@ fn sources(bundle: &Bundle) -> Vec<String> {
         }
     }
     for (r, vs) in bundle.virtual_services() {
-        let named = vs.gateways.iter().chain(vs.http.iter().flat_map(|h| h.matches.iter().flat_map(|m| m.gateways.iter())));
+        let named =
+            vs.gateways.iter().chain(vs.http.iter().flat_map(|h| h.matches.iter().flat_map(|m| m.gateways.iter())));
         for g in named.filter(|g| g.as_str() != "mesh") {
             let key = host::resolve_gateway(g, &r.namespace);
             if seen.insert(key.clone()) {
@@ -296,7 +350,9 @@ fn sources(bundle: &Bundle) -> Vec<String> {
 
 fn finding<'a>(d: &'a Diagnostics, vs: &str, path: &str, code: &str) -> Option<&'a Diagnostic> {
     d.iter().find(|x| {
-        x.code == Some(code) && x.path == path && x.resource.as_ref().is_some_and(|r| format!("{}/{}", r.namespace, r.name) == vs)
+        x.code == Some(code)
+            && x.path == path
+            && x.resource.as_ref().is_some_and(|r| format!("{}/{}", r.namespace, r.name) == vs)
     })
 }
 

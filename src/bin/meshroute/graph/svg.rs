@@ -9,14 +9,14 @@ use layout::core::style::{LineStyleKind, StyleAttr};
 use layout::std_shapes::render::get_shape_size;
 use layout::std_shapes::shapes::{Arrow, Element, LineEndKind, ShapeKind};
 use layout::topo::layout::VisualGraph;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 const FONT: usize = 13;
 
 pub fn render(g: &Graph) -> String {
     let dir = Orientation::LeftToRight;
     let mut vg = VisualGraph::new(dir);
-    let mut handles = HashMap::new();
+    let mut handles = BTreeMap::new();
     for n in &g.nodes {
         let mut lines = n.label.clone();
         if let Some(b) = &n.broken {
@@ -35,7 +35,13 @@ pub fn render(g: &Graph) -> String {
         };
         let line = if n.broken.is_some() { "red" } else { "black" };
         let rounded = if n.kind == Kind::Rule { 0 } else { 8 };
-        let look = StyleAttr::new(Color::fast(line), if n.broken.is_some() { 2 } else { 1 }, Some(Color::fast(fill)), rounded, FONT);
+        let look = StyleAttr::new(
+            Color::fast(line),
+            if n.broken.is_some() { 2 } else { 1 },
+            Some(Color::fast(fill)),
+            rounded,
+            FONT,
+        );
         let size = get_shape_size(dir, &shape, FONT, false);
         handles.insert(n.id.clone(), vg.add_node(Element::create(shape, look, dir, size)));
     }
@@ -52,5 +58,23 @@ pub fn render(g: &Graph) -> String {
         return svg.finalize();
     }
     vg.do_it(false, false, false, &mut svg);
-    svg.finalize()
+    // layout-rs sizes the canvas by text length, far below the drawing; the nodes' boxes (edges
+    // run between them) give the real extent.
+    let (mut w, mut h) = (0f64, 0f64);
+    for handle in handles.values() {
+        let (_, bottom_right) = vg.pos(*handle).bbox(false);
+        w = w.max(bottom_right.x);
+        h = h.max(bottom_right.y);
+    }
+    fit(&svg.finalize(), w + 30.0, h + 30.0)
+}
+
+/// Replaces the size of the `<svg>` element.
+fn fit(svg: &str, w: f64, h: f64) -> String {
+    let Some(start) = svg.find("<svg ") else { return svg.to_string() };
+    let Some(len) = svg[start..].find('>') else { return svg.to_string() };
+    let tag = format!(
+        "<svg width=\"{w:.0}\" height=\"{h:.0}\" viewBox=\"0 0 {w:.0} {h:.0}\" xmlns=\"http://www.w3.org/2000/svg\">"
+    );
+    format!("{}{tag}{}", &svg[..start], &svg[start + len + 1..])
 }
