@@ -31,6 +31,9 @@ pub struct Explanation {
     /// is no choice), each the filter's plan for that choice, without fault (see
     /// [`MatchedRule::fault`]); mirrors are all shown, with their chance in `matched`.
     pub branches: Vec<Branch>,
+    /// What happens to the request whatever the branch, because of an error in the
+    /// configuration (a Gateway that does not exist).
+    pub consequence: Option<Consequence>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -268,6 +271,7 @@ impl RouteTable {
             evaluated: Vec::new(),
             matched: None,
             branches: Vec::new(),
+            consequence: tolerated.request_consequence(),
         };
         match selection {
             Selection::Passthrough => e.branches = single(plan_of(None, false)),

@@ -31,6 +31,9 @@ pub struct Tolerance {
     pub refused: Vec<Refusal>,
     /// Analyzer errors of the resources that remain: istiod serves them as written.
     pub served: Vec<Diagnostic>,
+    /// The proxy acts as a Gateway no resource defines (IST0101 on the VirtualServices that name
+    /// it): istiod builds no listener for it, so no request reaches any of its routes.
+    pub missing_gateway: Option<String>,
 }
 
 /// A resource a lenient table leaves out.
@@ -46,7 +49,7 @@ pub struct Refusal {
 /// What Envoy does to a request the filter forwards, because of a tolerated error.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Consequence {
-    /// The status the client gets.
+    /// The status the client gets; 0 when it gets no HTTP answer at all.
     pub status: u32,
     pub reason: String,
     /// The finding that causes it, as `validate` prints it.
@@ -97,12 +100,26 @@ pub fn compile_lenient(bundle: &Bundle, load: Diagnostics) -> Option<Lenient> {
     let mut build = Diagnostics::default();
     let table = RouteTable::build(&kept, &mut build);
     served.extend(build.0.into_iter().filter(Diagnostic::is_error));
-    Some(Lenient { table, findings, tolerated: Tolerance { refused, served } })
+    let gw = &kept.settings.gateway;
+    let missing_gateway = (gw != "mesh" && !kept.gateways().any(|(r, _)| &r.key() == gw)).then(|| gw.clone());
+    Some(Lenient { table, findings, tolerated: Tolerance { refused, served, missing_gateway } })
 }
 
 impl Tolerance {
     pub fn is_empty(&self) -> bool {
-        self.refused.is_empty() && self.served.is_empty()
+        self.refused.is_empty() && self.served.is_empty() && self.missing_gateway.is_none()
+    }
+
+    /// What happens to every request when the proxy is a Gateway that does not exist.
+    pub fn request_consequence(&self) -> Option<Consequence> {
+        let gw = self.missing_gateway.as_ref()?;
+        Some(Consequence {
+            status: 0,
+            reason: format!(
+                "no Gateway {gw} exists: istiod builds no listener for it, so the connection is refused and none of the routes below is ever used"
+            ),
+            finding: format!("Gateway {gw} is defined by no resource of this configuration (IST0101 on the VirtualServices that name it)"),
+        })
     }
 
     /// The served errors at or under `path` of VirtualService `vs` (`namespace/name`).

@@ -578,6 +578,27 @@ fn explain_on_a_broken_configuration_prints_findings_then_each_consequence() {
     assert!(out.stdout.contains("refused by Istio's admission webhook"), "{}", out.stdout);
     assert!(out.stdout.contains("no VirtualService claims host \"a\""), "{}", out.stdout);
 
+    // Acting as a Gateway that does not exist: no request reaches the routes at all.
+    let out = meshroute(&[
+        "explain",
+        "-f",
+        "examples/gateway-vs-binding.yaml",
+        "-f",
+        SUBSETS,
+        "--gateway",
+        "default/public-gateway",
+        "GET",
+        "http://api.example.com/products",
+        "--json",
+    ]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let v: Value = serde_json::from_str(&out.stdout).expect("JSON");
+    assert!(
+        v["consequence"]["reason"].as_str().is_some_and(|r| r.starts_with("no Gateway default/public-gateway exists")),
+        "{}",
+        out.stdout
+    );
+
     // compile and envoy keep refusing.
     for cmd in [&["compile"][..], &["envoy", "--wasm", "meshroute.wasm"]] {
         let out = meshroute(&[cmd, &["-f", "examples/weight-route.yaml"]].concat());

@@ -214,6 +214,10 @@ pub fn render(e: &Explanation, routing_header: &str) -> String {
     let mut out = String::new();
     let r = &e.request;
     let _ = writeln!(out, "request: {} {}://{}{} (port {})", r.method, r.scheme, r.authority, r.path, r.port);
+    if let Some(c) = &e.consequence {
+        let _ = writeln!(out, "→ {}", c.reason);
+        let _ = writeln!(out, "  because: {}", c.finding);
+    }
     match e.outcome {
         Outcome::Passthrough => {
             let _ = writeln!(
