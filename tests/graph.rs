@@ -194,7 +194,7 @@ fn policies_are_edge_labels() {
     assert_eq!(policy(&graph(&["examples/retry-config.yaml", SUBSETS])), strings(&["1. · retries 3 × 2s"]));
     assert_eq!(policy(&graph(&["examples/timeout-config.yaml"])), strings(&["1. · timeout 5s", "2. · timeout 30s"]));
     let fault = graph(&["examples/fault-injection.yaml"]);
-    assert_eq!(policy(&fault), strings(&["1. · delay 5s 10%", "unreachable"]));
+    assert_eq!(policy(&fault), strings(&["1. · delay 5s 10%", "unreachable · abort 500 5%"]));
     // The rule after the catch-all (with the abort) is never taken: dashed red, with its target.
     assert_eq!(
         fault.broken(),
@@ -204,6 +204,12 @@ fn policies_are_edge_labels() {
     assert!(mirror
         .shares()
         .contains(&("order-service.default / subset v2-canary · port 80".into(), "mirror 100%".into())));
+    // The "production" destination with weight 0 receives nothing (MR0003): drawn at 0 %.
+    assert!(
+        mirror.shares().contains(&("order-service / subset v2 / weight 0: receives nothing".into(), "0%".into())),
+        "{:?}",
+        mirror.shares()
+    );
 }
 
 #[test]
@@ -315,4 +321,27 @@ fn dark_pixels(png: &Path) -> (usize, usize) {
     let pixels = &buf[..info.buffer_size()];
     let dark = pixels.chunks(channels).filter(|p| p.iter().take(3).any(|c| *c < 200)).count();
     (dark, pixels.len() / channels)
+}
+
+/// docs/graphs/ is what `make graphs` draws today (a freshness check of the docs, not of the
+/// drawing: the tests above check what the graphs contain).
+#[test]
+fn docs_graphs_are_current() {
+    let dir = repo_root().join("docs/graphs");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let p = entry.unwrap().path();
+        let name = p.file_stem().unwrap().to_str().unwrap().to_string();
+        let mut args = vec!["graph".to_string()];
+        match name.strip_suffix("-with-subsets") {
+            Some(base) => args.extend(["-f".into(), format!("examples/{base}.yaml"), "-f".into(), SUBSETS.into()]),
+            None => args.extend(["-f".into(), format!("examples/{name}.yaml")]),
+        }
+        args.extend(["--format".into(), "svg".into()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let want = meshroute(&args);
+        assert!(std::fs::read_to_string(&p).unwrap() == want, "{} is stale: run `make graphs`", p.display());
+        checked += 1;
+    }
+    assert!(checked >= 15, "{checked} graphs in docs/graphs");
 }

@@ -165,6 +165,9 @@ impl Graph {
                 mirror: false,
             });
             self.add_targets(&rule_id, vs, rule, l);
+            if let Some(r) = crd_rule {
+                self.add_weightless(&rule_id, &vs.name, rule.index, r);
+            }
         }
         // istiod drops what follows a catch-all (the table has no such rule): draw it anyway,
         // as the mistake `validate` reports (IST0130), with the destinations it names.
@@ -181,11 +184,13 @@ impl Graph {
                 vec![format!("#{i}{name}"), conditions(r)],
                 Some(format!("never taken ({})", d.code.unwrap_or("IST0130"))),
             );
+            let mut notes = vec!["unreachable".to_string()];
+            notes.extend(spec_fault_notes(r));
             self.edge(Edge {
                 from: vs_id.clone(),
                 to: rule_id.clone(),
                 share: None,
-                notes: vec!["unreachable".into()],
+                notes,
                 broken: true,
                 mirror: false,
             });
@@ -214,6 +219,34 @@ impl Graph {
                     mirror: false,
                 });
             }
+        }
+    }
+
+    /// Destinations a rule names with weight 0 beside others: the table drops them (they never
+    /// receive traffic, MR0003), the picture shows them at 0 %, dashed.
+    fn add_weightless(&mut self, rule_id: &str, vs: &str, index: usize, r: &crd::HttpRoute) {
+        if r.route.len() < 2 {
+            return;
+        }
+        for (k, d) in r.route.iter().enumerate() {
+            let Some(dest) = d.destination.as_ref().filter(|_| d.weight.unwrap_or(0) <= 0) else { continue };
+            let mut label = vec![dest.host.clone()];
+            label.extend(dest.subset.as_ref().map(|s| format!("subset {s}")));
+            label.push("weight 0: receives nothing".into());
+            let id = self.node(
+                ident(&["weightless", vs, &index.to_string(), &k.to_string()]),
+                Kind::Destination,
+                label,
+                None,
+            );
+            self.edge(Edge {
+                from: rule_id.to_string(),
+                to: id,
+                share: Some(0.0),
+                notes: Vec::new(),
+                broken: false,
+                mirror: true,
+            });
         }
     }
 
@@ -422,6 +455,25 @@ fn conditions(r: &crd::HttpRoute) -> String {
         })
         .collect();
     blocks.join(" | ")
+}
+
+/// The fault of a rule as written (for rules the table does not hold).
+fn spec_fault_notes(r: &crd::HttpRoute) -> Vec<String> {
+    let mut out = Vec::new();
+    let Some(f) = &r.fault else { return out };
+    let pct = |p: &Option<crd::Percent>| p.as_ref().map_or("0".to_string(), |p| fmt_share(p.value));
+    if let Some(d) = &f.delay {
+        out.push(format!("delay {} {}%", d.fixed_delay.as_deref().unwrap_or("?"), pct(&d.percentage)));
+    }
+    if let Some(a) = &f.abort {
+        let what = match (&a.http_status, &a.grpc_status) {
+            (Some(s), _) => s.to_string(),
+            (None, Some(g)) => format!("grpc {g}"),
+            _ => "?".into(),
+        };
+        out.push(format!("abort {what} {}%", pct(&a.percentage)));
+    }
+    out
 }
 
 /// Fault, retries (when not Istio's default), timeout: what happens on the way through a rule.

@@ -69,8 +69,29 @@ pub fn render(g: &Graph) -> String {
     fit(&svg.finalize(), w + 30.0, h + 30.0)
 }
 
+/// Sorts the lines of the `<style>` block: layout-rs keeps its font classes in a `HashMap`, so
+/// their order changes from run to run, and a redrawn picture should differ only if it changed.
+fn stable_styles(svg: &str) -> String {
+    let (Some(a), Some(b)) = (svg.find("<style>\n"), svg.find("</style>")) else { return svg.to_string() };
+    let start = a + "<style>\n".len();
+    if b < start {
+        return svg.to_string();
+    }
+    let mut lines: Vec<&str> = svg[start..b].lines().collect();
+    lines.sort_unstable();
+    let mut out = String::with_capacity(svg.len());
+    out.push_str(&svg[..start]);
+    for l in lines {
+        out.push_str(l);
+        out.push('\n');
+    }
+    out.push_str(&svg[b..]);
+    out
+}
+
 /// Replaces the size of the `<svg>` element.
 fn fit(svg: &str, w: f64, h: f64) -> String {
+    let svg = &stable_styles(svg);
     let Some(start) = svg.find("<svg ") else { return svg.to_string() };
     let Some(len) = svg[start..].find('>') else { return svg.to_string() };
     let tag = format!(
