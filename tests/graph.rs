@@ -345,3 +345,56 @@ fn docs_graphs_are_current() {
     }
     assert!(checked >= 15, "{checked} graphs in docs/graphs");
 }
+
+/// `--live --state DIR`: the shares measured from the Envoy the state directory names (its
+/// admin `/stats`, sampled twice over the window) go next to the configured ones. The Envoy here
+/// is a stand-in on 127.0.0.1 that answers two samples of the filter's route counters.
+#[test]
+fn live_shares_are_measured_over_the_window_next_to_the_configured_ones() {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin = listener.local_addr().unwrap();
+    let stat = |subset: &str, n: u64| {
+        format!("wasmcustom.meshroute.route.vs.default/recommendation-service.rule.0.dest.outbound|80|{subset}|recommendation-service.default.svc.cluster.local: {n}\n")
+    };
+    let samples = [(100, 10), (190, 20)].map(|(a, b)| format!("server.uptime: 5\n{}{}", stat("v1", a), stat("v2", b)));
+    let server = std::thread::spawn(move || {
+        for body in samples {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut req = [0u8; 1024];
+            let _ = s.read(&mut req).unwrap();
+            assert!(String::from_utf8_lossy(&req).starts_with("GET /stats "));
+            let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len());
+            s.write_all(head.as_bytes()).unwrap();
+            s.write_all(body.as_bytes()).unwrap();
+        }
+    });
+    let dir = std::env::temp_dir().join(format!("meshroute-live-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let marker = serde_json::json!({"format": "meshroute-state/1",
+        "proxy": {"listen": "127.0.0.1:1", "admin": admin.to_string(), "wasm": "/nonexistent/meshroute.wasm"}});
+    std::fs::write(dir.join("meshroute-state.json"), marker.to_string()).unwrap();
+    let dot = meshroute(&[
+        "graph",
+        "-f",
+        "examples/canary-10.yaml",
+        "-f",
+        SUBSETS,
+        "--format",
+        "dot",
+        "--live",
+        "--state",
+        dir.to_str().unwrap(),
+        "--window",
+        "1",
+    ]);
+    server.join().unwrap();
+    let g = read_dot(&dot);
+    assert_eq!(
+        g.shares(),
+        set(&[
+            (&format!("{RS} / subset v1 · port 80"), "90% · live 90% (90 of 100, last 1 s)"),
+            (&format!("{RS} / subset v2 · port 80"), "10% · live 10% (10 of 100, last 1 s)"),
+        ])
+    );
+}

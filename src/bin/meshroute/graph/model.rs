@@ -12,7 +12,7 @@ use meshroute::diag::Diagnostic;
 use meshroute::explain::percent;
 use meshroute::lenient::{compile_lenient, Lenient};
 use meshroute::{host, Diagnostics};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +47,9 @@ pub struct Edge {
     pub broken: bool,
     /// A mirror copy, not the request itself.
     pub mirror: bool,
+    /// For a rule → cluster edge: (VirtualService, rule index, cluster), the key of the filter's
+    /// route counter, so measured shares can be put next to the configured ones.
+    pub route: Option<(String, usize, String)>,
 }
 
 impl Edge {
@@ -75,6 +78,30 @@ pub fn fmt_share(p: f64) -> String {
 pub struct InvalidGraph(pub String);
 
 impl Graph {
+    /// Puts the measured share next to the configured one on every rule → cluster edge:
+    /// `counts` is requests per (VirtualService with `.` as `_`, rule, cluster) over the window
+    /// (the filter's route counters, `meshroute status` reads the same).
+    pub fn add_measured(&mut self, counts: &BTreeMap<(String, usize, String), u64>, window: &str) {
+        let key = |vs: &str, rule: usize, cluster: &str| (vs.replace('.', "_"), rule, cluster.to_string());
+        let mut per_rule: BTreeMap<(String, usize), u64> = BTreeMap::new();
+        for e in &self.edges {
+            if let Some((vs, rule, cluster)) = &e.route {
+                *per_rule.entry((vs.clone(), *rule)).or_default() +=
+                    counts.get(&key(vs, *rule, cluster)).copied().unwrap_or(0);
+            }
+        }
+        for e in &mut self.edges {
+            let Some((vs, rule, cluster)) = &e.route else { continue };
+            let n = counts.get(&key(vs, *rule, cluster)).copied().unwrap_or(0);
+            let total = per_rule.get(&(vs.clone(), *rule)).copied().unwrap_or(0);
+            e.notes.push(if total == 0 {
+                format!("live: no requests ({window})")
+            } else {
+                format!("live {}% ({n} of {total}, {window})", fmt_share(n as f64 * 100.0 / total as f64))
+            });
+        }
+    }
+
     fn node(&mut self, id: String, kind: Kind, label: Vec<String>, broken: Option<String>) -> String {
         if !self.nodes.iter().any(|n| n.id == id) {
             self.nodes.push(Node { id: id.clone(), kind, label, broken });
@@ -137,6 +164,7 @@ impl Graph {
             notes: Vec::new(),
             broken: false,
             mirror: false,
+            route: None,
         });
         let spec = bundle.resources.iter().find_map(|r| match &r.spec {
             Spec::VirtualService(v) if r.key() == vs.name => Some(v),
@@ -163,6 +191,7 @@ impl Graph {
                 notes,
                 broken: false,
                 mirror: false,
+                route: None,
             });
             self.add_targets(&rule_id, vs, rule, l);
             if let Some(r) = crd_rule {
@@ -193,6 +222,7 @@ impl Graph {
                 notes,
                 broken: true,
                 mirror: false,
+                route: None,
             });
             let total: i64 = r.route.iter().map(|d| d.weight.unwrap_or(0).max(0)).sum();
             for (k, d) in r.route.iter().enumerate() {
@@ -217,6 +247,7 @@ impl Graph {
                     notes: Vec::new(),
                     broken: true,
                     mirror: false,
+                    route: None,
                 });
             }
         }
@@ -246,6 +277,7 @@ impl Graph {
                 notes: Vec::new(),
                 broken: false,
                 mirror: true,
+                route: None,
             });
         }
     }
@@ -277,6 +309,7 @@ impl Graph {
                         notes: Vec::new(),
                         broken: consequence.is_some(),
                         mirror: false,
+                        route: Some((vs.name.clone(), rule.index, d.cluster.clone())),
                     });
                 }
                 if destinations.is_empty() {
@@ -293,6 +326,7 @@ impl Graph {
                         notes: Vec::new(),
                         broken: true,
                         mirror: false,
+                        route: None,
                     });
                 }
             }
@@ -314,6 +348,7 @@ impl Graph {
                     notes: Vec::new(),
                     broken: false,
                     mirror: false,
+                    route: None,
                 });
             }
             Action::DirectResponse { status, .. } => {
@@ -330,6 +365,7 @@ impl Graph {
                     notes: Vec::new(),
                     broken: false,
                     mirror: false,
+                    route: None,
                 });
             }
         }
@@ -353,6 +389,7 @@ impl Graph {
                 notes: vec![format!("mirror {}%", fmt_share(percent(m.ppm)))],
                 broken: undefined.is_some(),
                 mirror: true,
+                route: None,
             });
         }
     }
