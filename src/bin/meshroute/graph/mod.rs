@@ -114,6 +114,9 @@ pub fn run(args: &GraphArgs) -> ExitCode {
     crate::output::emit(args.output.as_deref(), &text)
 }
 
+/// Requests per (VirtualService, rule, cluster).
+type RouteCounts = std::collections::BTreeMap<(String, usize, String), u64>;
+
 /// The configuration Envoy runs: the state directory's live revision.
 fn live_revision(dir: &std::path::Path) -> Result<meshroute::Bundle, String> {
     let state = State::open(dir).map_err(|e| e.to_string())?;
@@ -124,10 +127,7 @@ fn live_revision(dir: &std::path::Path) -> Result<meshroute::Bundle, String> {
 
 /// Requests per (VirtualService, rule, cluster) over `window` seconds, from the admin stats of
 /// the state directory's Envoy (the counters `meshroute status` reads).
-fn measure(
-    dir: &std::path::Path,
-    window: u64,
-) -> Result<(std::collections::BTreeMap<(String, usize, String), u64>, String), String> {
+fn measure(dir: &std::path::Path, window: u64) -> Result<(RouteCounts, String), String> {
     let state = State::open(dir).map_err(|e| e.to_string())?;
     let admin = Admin::new(state.proxy.admin);
     let first = admin.stats().map_err(|e| e.to_string())?;
