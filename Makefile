@@ -42,7 +42,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: lifecycle tools tools-rust tools-envoy tools-wasm-bindgen tools-bench \
         wasm lint fmt-check clippy clippy-wasm test test-native test-wasm \
-        bench bench-e2e clean-tools run
+        bench bench-e2e clean-tools run graphs test-graph-browser
 
 ## tools: everything `make test` needs (idempotent)
 tools: tools-rust tools-envoy tools-wasm-bindgen
@@ -149,6 +149,30 @@ bench:
 ## BENCH_E2E_SECS, BENCH_E2E_ROUNDS, BENCH_E2E_RULES tune it
 bench-e2e: tools-envoy tools-bench wasm
 	$(CARGO) test --release --test bench_e2e -- --ignored --nocapture --test-threads 1
+
+## graphs: docs/graphs/*.svg — `meshroute graph` of each seed example that has a VirtualService,
+## alone (its mistakes dashed red), and the canary stages with the seed subsets (README)
+graphs:
+	$(CARGO) build --quiet --features cli
+	@target="$$($(CARGO) metadata --no-deps --format-version 1 | $(PYTHON) -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"; \
+	mkdir -p docs/graphs; \
+	for f in examples/*.yaml; do \
+	  grep -q '^kind: VirtualService' "$$f" || continue; \
+	  b="$$(basename "$$f" .yaml)"; \
+	  "$$target/debug/meshroute" graph -f "$$f" --format svg -o "docs/graphs/$$b.svg" 2>/dev/null; \
+	done; \
+	for s in 10 50 100; do \
+	  "$$target/debug/meshroute" graph -f examples/canary-$$s.yaml -f tests/fixtures/seed-subsets.yaml \
+	    --format svg -o docs/graphs/canary-$$s-with-subsets.svg 2>/dev/null; \
+	done; \
+	ls docs/graphs
+
+## test-graph-browser: opens an SVG of `meshroute graph` in headless Debian chromium and checks
+## the screenshot is not blank; installs chromium with apt-get when missing (a large download,
+## so this is not part of `make test`)
+test-graph-browser:
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
+	$(CARGO) test --features cli --test graph -- --ignored
 
 ## run: the demo: `meshroute validate` and `meshroute envoy` on the demo's CRDs (envoy/demo/) write
 ## tmp/demo-envoy.yaml; then the demo upstreams (examples/demo_upstreams.rs) and Envoy on

@@ -104,6 +104,8 @@ pub enum Action {
 
 #[derive(Debug, Clone)]
 pub struct Dest {
+    /// Position in the rule's `route` list (weight-0 entries are dropped, so it may skip).
+    pub route_index: usize,
     pub cluster: String,
     pub host: String,
     pub subset: Option<String>,
@@ -674,7 +676,7 @@ fn compile_rule(ctx: &mut Ctx<'_>, res: &Resource, r: &crd::HttpRoute, index: us
     } else {
         let single = r.route.len() == 1;
         let mut destinations = Vec::new();
-        for d in &r.route {
+        for (route_index, d) in r.route.iter().enumerate() {
             let Some(dest) = &d.destination else { continue };
             // One destination takes all traffic whatever its weight; otherwise weight 0 (or
             // unset) never receives any (istio `applyHTTPRouteDestination`).
@@ -685,6 +687,7 @@ fn compile_rule(ctx: &mut Ctx<'_>, res: &Resource, r: &crd::HttpRoute, index: us
             let (cluster, host, port) = ctx.cluster_for(dest, &res.namespace);
             let (rq, rs) = header_ops(d.headers.as_ref());
             destinations.push(Dest {
+                route_index,
                 cluster,
                 host,
                 subset: dest.subset.clone().filter(|s| !s.is_empty()),

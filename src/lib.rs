@@ -21,6 +21,7 @@ pub mod compile;
 pub mod decide;
 pub mod explain;
 pub mod index;
+pub mod lenient;
 pub mod matcher;
 pub mod request;
 pub mod validate;
@@ -29,7 +30,7 @@ pub mod validate;
 mod testutil;
 
 pub use compile::{compile, compile_json, Compiled, RouteTable};
-pub use decide::{Decision, Matched};
+pub use decide::{Decision, Matched, Selection};
 pub use explain::Explanation;
 pub use request::{Random, Request, RequestView, SplitMix64};
 pub use validate::validate;

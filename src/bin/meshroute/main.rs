@@ -7,6 +7,7 @@
 mod emit;
 mod envoy;
 mod explain;
+mod graph;
 mod input;
 mod lifecycle;
 mod manifest;
@@ -53,6 +54,7 @@ enum Command {
     Rollback(lifecycle::commands::RollbackArgs),
     Diff(lifecycle::commands::DiffArgs),
     Status(lifecycle::status::StatusArgs),
+    Graph(graph::GraphArgs),
 }
 
 /// Where the resources come from and who the proxy is.
@@ -248,5 +250,6 @@ fn main() -> ExitCode {
         Command::Rollback(a) => lifecycle::commands::run_rollback(a),
         Command::Diff(a) => lifecycle::commands::run_diff(a),
         Command::Status(a) => lifecycle::status::run(a),
+        Command::Graph(a) => graph::run(a),
     }
 }
