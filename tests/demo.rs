@@ -131,16 +131,16 @@ fn the_generated_demo_config_routes_like_the_demo_promises() {
     let mut yaml = generate(&wasm, &dir.join("demo-envoy.yaml"));
     let _ = std::fs::remove_dir_all(&dir);
 
-    // The generated config, with its ports moved: Envoy's to free ones, each demo upstream's to
-    // a harness upstream of the same name.
-    yaml = move_port(&yaml, 15000, "{{ADMIN_PORT}}");
-    yaml = move_port(&yaml, 15001, "{{LISTENER_PORT}}");
+    // The generated config, with its ports moved: Envoy's to 0 (Envoy binds them itself and the
+    // harness reads them back), each demo upstream's to a harness upstream of the same name.
+    yaml = move_port(&yaml, 15000, "0");
+    yaml = move_port(&yaml, 15001, "0");
     let upstreams: Vec<Upstream> = ENDPOINTS.iter().map(|(name, _)| Upstream::named(name)).collect();
     for ((_, port), u) in ENDPOINTS.iter().zip(&upstreams) {
         yaml = move_port(&yaml, *port, &u.port().to_string());
     }
     let envoy = Envoy::start(&yaml, &[]);
-    let port = envoy.port("LISTENER_PORT");
+    let port = envoy.listener_port("meshroute_outbound");
     let get = |host: &str, headers: &[(&str, &str)]| {
         let mut h = vec![("Host", host)];
         h.extend_from_slice(headers);

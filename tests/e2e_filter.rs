@@ -155,9 +155,9 @@ fn yaml_single_quoted(s: &str) -> String {
     s.replace('\'', "''")
 }
 
-/// A port nobody listens on (bound, then released).
+/// A port nobody listens on (and no test can start listening on).
 fn closed_port() -> u16 {
-    free_port()
+    refused_port()
 }
 
 impl Mesh {
@@ -853,9 +853,10 @@ fn a_bad_plugin_config_is_refused_at_startup_with_the_field_named() {
     let dir = std::env::temp_dir().join(format!("meshroute-bad-config-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let vars: HashMap<String, String> = [
-        ("ADMIN_PORT", free_port().to_string()),
-        ("LISTENER_PORT", free_port().to_string()),
-        ("PASSTHROUGH_PORT", free_port().to_string()),
+        // Envoy refuses the config before it binds anything; port 0 cannot collide anyway.
+        ("ADMIN_PORT", "0".to_string()),
+        ("LISTENER_PORT", "0".to_string()),
+        ("PASSTHROUGH_PORT", refused_port().to_string()),
         ("TMP_DIR", dir.display().to_string()),
         ("WASM", wasm_path("meshroute_filter").display().to_string()),
         ("PLUGIN_CONFIG", yaml_single_quoted(&bad_config().to_string())),
@@ -915,13 +916,16 @@ struct Lds {
 
 impl Lds {
     fn start(config: &Value, clusters: &[&str]) -> Lds {
-        let dir = std::env::temp_dir().join(format!("meshroute-lds-{}-{}", std::process::id(), free_port()));
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("meshroute-lds-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("lds dir");
         let mut upstreams: Vec<Upstream> = clusters.iter().map(|c| Upstream::named(c)).collect();
         let lines: Vec<String> = clusters.iter().zip(&upstreams).map(|(c, u)| cluster_yaml(c, u.port())).collect();
         let passthrough = Upstream::named("passthrough");
         let vars: HashMap<String, String> =
-            [("LISTENER_PORT", free_port().to_string()), ("WASM", wasm_path("meshroute_filter").display().to_string())]
+            // Envoy binds the listener's port itself; `get` reads it from the admin.
+            [("LISTENER_PORT", "0".to_string()), ("WASM", wasm_path("meshroute_filter").display().to_string())]
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))
                 .collect();
@@ -941,7 +945,7 @@ impl Lds {
     }
 
     fn get(&self, host: &str) -> Response {
-        http("GET", self.vars["LISTENER_PORT"].parse::<u16>().expect("port"), "/", &[("host", host)], b"")
+        http("GET", self.envoy.listener_port("sidecar"), "/", &[("host", host)], b"")
     }
 }
 
