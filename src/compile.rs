@@ -35,6 +35,8 @@ pub struct RouteTable {
     pub routing_header: String,
     pub mirror_body_limit: u64,
     pub mirror_timeout_ms: u64,
+    /// `settings.retryPolicyOnRoute`: Istio's default retry policy needs no hints.
+    pub retry_policy_on_route: bool,
     /// Every cluster a decision may name, for the CLI's Envoy config and for sanity checks.
     pub clusters: Vec<ClusterRef>,
 }
@@ -328,6 +330,7 @@ impl RouteTable {
             routing_header: settings.routing_header.clone(),
             mirror_body_limit: settings.mirror_body_limit,
             mirror_timeout_ms: settings.mirror_timeout_ms,
+            retry_policy_on_route: settings.retry_policy_on_route,
             clusters: Vec::new(),
         };
         for (res, vs) in bundle.virtual_services() {

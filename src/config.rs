@@ -41,6 +41,11 @@ pub struct Settings {
     pub mirror_body_limit: u64,
     /// Per-request timeout of a mirror call, milliseconds.
     pub mirror_timeout_ms: u64,
+    /// The Envoy route that reads the routing header carries Istio's default retry policy for
+    /// requests without `x-envoy-max-retries` (what `meshroute envoy`, envoy/sidecar.yaml and
+    /// deploy/istio write). The filter then writes retry hints only for rules whose retries are
+    /// not the default, and a rule with the default policy costs no header writes for it.
+    pub retry_policy_on_route: bool,
 }
 
 impl Default for Settings {
@@ -57,6 +62,7 @@ impl Default for Settings {
             locality: None,
             mirror_body_limit: 64 * 1024,
             mirror_timeout_ms: 5_000,
+            retry_policy_on_route: false,
         }
     }
 }

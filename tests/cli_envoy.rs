@@ -420,3 +420,45 @@ fn sidecar_egress_hosts_limit_what_is_reachable() {
 fn which(cmd: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(cmd)).find(|p| p.is_file())
 }
+
+// === Retries on the route ===
+
+/// A ServiceEntry whose only endpoint refuses connections.
+fn dead_service_entry(name: &str, host: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  hosts: [{host}]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports:\n  - {{number: 80, name: http, protocol: HTTP}}\n  endpoints:\n  - address: 127.0.0.1\n    ports: {{http: {}}}\n---\n",
+        refused_port()
+    )
+}
+
+#[test]
+fn istios_default_retry_policy_comes_from_the_route_and_a_client_cannot_change_it() {
+    let Some(wasm) = available("istios_default_retry_policy_comes_from_the_route_and_a_client_cannot_change_it") else {
+        return;
+    };
+    let resources = format!(
+        "{}{}apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: d, namespace: default}}\nspec:\n  hosts: [dead.internal]\n  http:\n  - route:\n    - destination: {{host: dead.internal}}\n---\n{}",
+        dead_service_entry("dead", "dead.internal"),
+        dead_service_entry("off", "off.internal"),
+        no_retry_route("off.internal"),
+    );
+    let p = start(&wasm, "retry-route", &resources, None, &[]);
+    let retries = |host: &str| p.envoy.stat(&format!("cluster.outbound|80||{host}.upstream_rq_retry")).unwrap_or(0);
+    // No retries in the VirtualService: Istio's default, 2 retries of a refused connection.
+    assert_eq!(get(p.port, "dead.internal", "/", &[]).status, 503);
+    assert_eq!(retries("dead.internal"), 2);
+    // A client's hints change nothing: the filter strips them before the route is chosen.
+    let hints = [("x-envoy-max-retries", "9"), ("x-envoy-retry-on", "5xx")];
+    assert_eq!(get(p.port, "dead.internal", "/", &hints).status, 503);
+    assert_eq!(retries("dead.internal"), 4);
+    // `attempts: 0`: the filter's hint selects the route without a policy; no retry.
+    for headers in [&[][..], &hints[..]] {
+        assert_eq!(get(p.port, "off.internal", "/", headers).status, 503);
+    }
+    assert_eq!(retries("off.internal"), 0);
+    assert_eq!(
+        p.envoy.stat("cluster.outbound|80||off.internal.upstream_rq_total").unwrap_or(0),
+        0,
+        "refused: no request"
+    );
+}
