@@ -37,6 +37,8 @@ pub struct RouteTable {
     pub mirror_timeout_ms: u64,
     /// `settings.retryPolicyOnRoute`: Istio's default retry policy needs no hints.
     pub retry_policy_on_route: bool,
+    /// `settings.counterFlushMs`.
+    pub counter_flush_ms: u64,
     /// Every cluster a decision may name, for the CLI's Envoy config and for sanity checks.
     pub clusters: Vec<ClusterRef>,
 }
@@ -331,6 +333,7 @@ impl RouteTable {
             mirror_body_limit: settings.mirror_body_limit,
             mirror_timeout_ms: settings.mirror_timeout_ms,
             retry_policy_on_route: settings.retry_policy_on_route,
+            counter_flush_ms: settings.counter_flush_ms,
             clusters: Vec::new(),
         };
         for (res, vs) in bundle.virtual_services() {

@@ -46,6 +46,10 @@ pub struct Settings {
     /// deploy/istio write). The filter then writes retry hints only for rules whose retries are
     /// not the default, and a rule with the default policy costs no header writes for it.
     pub retry_policy_on_route: bool,
+    /// How often the filter hands its counters to Envoy, milliseconds: each VM adds up its
+    /// increments and flushes them on its timer, one host call per changed counter instead of
+    /// one per event. `/stats` is exact up to this much behind; 0 = at every event.
+    pub counter_flush_ms: u64,
 }
 
 impl Default for Settings {
@@ -63,6 +67,7 @@ impl Default for Settings {
             mirror_body_limit: 64 * 1024,
             mirror_timeout_ms: 5_000,
             retry_policy_on_route: false,
+            counter_flush_ms: 1_000,
         }
     }
 }

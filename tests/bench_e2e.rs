@@ -48,8 +48,10 @@ const DIRECT_CLUSTER: &str = "direct";
 /// the same for requests without retry hints.
 const ISTIO_RETRY: &str = r#"{"retry_on": "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes", "num_retries": 2, "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"}}], "host_selection_retry_max_attempts": 5}"#;
 
-/// The route table of envoy/sidecar.yaml: the filter's routing header, else PassthroughCluster.
-fn sidecar_routes() -> String {
+/// The route table of envoy/sidecar.yaml: the filter's routing header, else PassthroughCluster;
+/// `default_retries: false` leaves out the route with Istio's default retry policy (the filter
+/// then hints every policy, as before `retryPolicyOnRoute`).
+fn sidecar_routes(default_retries: bool) -> String {
     let no_timeout = json!({"timeout": "0s", "max_stream_duration": {"grpc_timeout_header_max": "0s"}});
     let mut by_header = json!({"cluster_header": "x-meshroute-cluster"});
     let mut passthrough = json!({"cluster": "PassthroughCluster"});
@@ -60,16 +62,22 @@ fn sidecar_routes() -> String {
     // writes none for the default: settings.retryPolicyOnRoute), as in envoy/sidecar.yaml.
     let mut with_retries = by_header.clone();
     with_retries["retry_policy"] = serde_json::from_str(ISTIO_RETRY).unwrap();
-    json!({"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
+    let mut routes = vec![json!(
         {"name": "meshroute-default-retries",
          "match": {"prefix": "/", "headers": [{"name": "x-meshroute-cluster", "present_match": true},
                    {"name": "x-envoy-max-retries", "present_match": true, "invert_match": true}]},
-         "route": with_retries, "request_headers_to_remove": ["x-meshroute-cluster"]},
+         "route": with_retries, "request_headers_to_remove": ["x-meshroute-cluster"]})];
+    if !default_retries {
+        routes.clear();
+    }
+    routes.extend([
+        json!(
         {"name": "meshroute",
          "match": {"prefix": "/", "headers": [{"name": "x-meshroute-cluster", "present_match": true}]},
-         "route": by_header, "request_headers_to_remove": ["x-meshroute-cluster"]},
-        {"name": "passthrough", "match": {"prefix": "/"}, "route": passthrough}]}]})
-    .to_string()
+         "route": by_header, "request_headers_to_remove": ["x-meshroute-cluster"]}),
+        json!({"name": "passthrough", "match": {"prefix": "/"}, "route": passthrough}),
+    ]);
+    json!({"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]}).to_string()
 }
 
 fn destination_rule(host: &str, subsets: &[&str]) -> Value {
@@ -81,6 +89,13 @@ fn destination_rule(host: &str, subsets: &[&str]) -> Value {
 
 /// The seed routing (examples/header-route.yaml's header match, then examples/weight-route.yaml's
 /// 80/20 split) as one VirtualService — envoy/demo-config.json without its mirror.
+/// The seed config as before `retryPolicyOnRoute`: every policy (the default too) as hints.
+fn hints_config() -> Value {
+    let mut c = seed_config();
+    c["settings"]["retryPolicyOnRoute"] = json!(false);
+    c
+}
+
 fn seed_config() -> Value {
     let d = |subset: &str| json!({"host": "product-service", "subset": subset});
     json!({"settings": {"namespace": "default", "retryPolicyOnRoute": true}, "resources": [
@@ -174,7 +189,9 @@ impl Bench {
             TEMPLATE,
             &[
                 ("ISTIO_RETRY", ISTIO_RETRY),
-                ("SIDECAR_ROUTES", &sidecar_routes()),
+                ("SIDECAR_ROUTES", &sidecar_routes(true)),
+                ("SIDECAR_ROUTES_HINTS", &sidecar_routes(false)),
+                ("HINTS_CONFIG", &yaml_single_quoted(&hints_config().to_string())),
                 ("NOOP_WASM", &wasm_path("meshroute_noop").display().to_string()),
                 ("MESH_WASM", &wasm_path("meshroute_filter").display().to_string()),
                 ("SEED_CONFIG", &yaml_single_quoted(&seed_config().to_string())),
@@ -240,6 +257,7 @@ fn seed_variants() -> Vec<Variant> {
         variant("native routes", "NATIVE_PORT", "native"),
         noop,
         variant("meshroute", "MESH_PORT", "meshroute"),
+        variant("meshroute, all hints", "MESH_HINTS_PORT", "meshroute_hints"),
     ]
 }
 
@@ -543,7 +561,7 @@ fn seed_routing_cost_per_request_against_native_routes_and_the_wasm_floor() {
     println!("machine: {}", machine_note());
     let bench = Bench::start(1);
     let variants = seed_variants();
-    let (native, floor, mesh) = (1, 2, 3);
+    let (native, floor, mesh, hints) = (1, 2, 3, 4);
     // The upstream must not be the bottleneck: straight at it, it answers several times what
     // any proxied listener gets.
     let direct = variant("upstream direct", "LISTENER_PORT", "upstream");
@@ -564,13 +582,21 @@ fn seed_routing_cost_per_request_against_native_routes_and_the_wasm_floor() {
         let mesh = bench.counter(&format!("wasmcustom.meshroute.route.vs.default/product-service.rule.1.dest.{c}"));
         (mesh, bench.counter(&format!("cluster.{c}.upstream_rq_total")) - mesh)
     };
+    // (Both meshroute listeners count into the same per-rule counters, which the filter hands to
+    // Envoy once a second: wait for the last flush.)
+    let mesh_total =
+        bench.counter("http.meshroute.downstream_rq_total") + bench.counter("http.meshroute_hints.downstream_rq_total");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while split("v1").0 + split("v2").0 < mesh_total && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let ((m1, n1), (m2, n2)) = (split("v1"), split("v2"));
     for (who, v1, v2) in [("meshroute", m1, m2), ("native routes", n1, n2)] {
         let share = v2 as f64 / (v1 + v2) as f64;
         assert!((0.18..0.22).contains(&share), "{who} sent {share:.3} of the split to v2");
     }
     // Every meshroute request took the split rule; nothing fell through to PassthroughCluster.
-    assert_eq!(m1 + m2, bench.counter("http.meshroute.downstream_rq_total"), "meshroute requests not all split");
+    assert_eq!(m1 + m2, mesh_total, "meshroute requests not all split");
     assert_eq!(bench.counter("cluster.PassthroughCluster.upstream_rq_total"), 0, "requests passed through");
 
     println!("\n{}", table(&variants, &saturated, &samples, &[native, floor]));
@@ -587,6 +613,14 @@ fn seed_routing_cost_per_request_against_native_routes_and_the_wasm_floor() {
             verdict(to_floor, 1.10),
             cpu_ratio(get(mesh), get(native)),
             verdict(to_native, 1.20)
+        );
+    }
+    for tool in saturated.iter().chain(&fixed) {
+        let get = |i: usize| &latency.get(&(tool.label(), i)).or(samples.get(&(tool.label(), i))).expect("samples")[..];
+        println!(
+            "{}: lever alone, Istio's default retry policy on the route: meshroute = {} × meshroute with all hints",
+            tool.label(),
+            cpu_ratio(get(mesh), get(hints)),
         );
     }
     for tool in &fixed {

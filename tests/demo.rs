@@ -173,11 +173,14 @@ fn the_generated_demo_config_routes_like_the_demo_promises() {
     // PassthroughCluster for it (envoy/README.md).
     let r = get("example.com", &[]);
     assert_eq!(r.status, 503, "{}", r.text());
-    assert_eq!(envoy.stat("wasmcustom.meshroute.passthrough"), Some(1));
+    // The filter hands its counters to Envoy once a second (settings.counterFlushMs).
+    let flushed = |name: &str, n: u64| envoy.wait_stat(name, n, Duration::from_secs(10)) == n;
+    assert!(flushed("wasmcustom.meshroute.passthrough", 1));
+    assert!(flushed("wasmcustom.meshroute.default_route", 1));
+    assert!(flushed("wasmcustom.meshroute.route.vs.default/product-service.rule.0.dest.outbound|80|v2|product-service.default.svc.cluster.local", 20));
 
     let prom = envoy.admin_get("/stats/prometheus");
     let line = "meshroute_route{vs=\"default/product-service\",rule=\"0\",\
                 dest=\"outbound|80|v2|product-service.default.svc.cluster.local\"} 20";
     assert!(prom.lines().any(|l| l == line), "{line} in /stats/prometheus:\n{prom}");
-    assert_eq!(envoy.stat("wasmcustom.meshroute.default_route"), Some(1));
 }

@@ -93,12 +93,17 @@ fn plugin_config(mut resources: Vec<Value>) -> Value {
             "metadata": {"name": host.replace('.', "-"), "namespace": "default"},
             "spec": {"host": host, "subsets": subsets}}));
     }
-    json!({"resources": resources})
+    // Counters at every event, so a test can read them right after its request (batching has
+    // its own test, `counters_are_batched_per_vm_and_flushed_exactly`).
+    json!({"resources": resources, "settings": {"counterFlushMs": 0}})
 }
 
 impl MeshBuilder {
+    /// Merged into the settings `plugin_config` starts with.
     fn settings(mut self, settings: Value) -> Self {
-        self.config["settings"] = settings;
+        if let (Some(into), Some(from)) = (self.config["settings"].as_object_mut(), settings.as_object()) {
+            into.extend(from.clone());
+        }
         self
     }
 
@@ -1061,4 +1066,44 @@ fn sidecar_yaml_embeds_the_demo_config_and_passes_envoy_validation() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(out.status.success(), "envoy --mode validate failed:\n{text}");
     assert!(text.contains("config loaded: 2 VirtualService(s)"), "the filter accepted the demo config:\n{text}");
+}
+
+// === Counters ===
+
+#[test]
+fn counters_are_batched_per_vm_and_flushed_exactly() {
+    let host = "product-service";
+    let (v1, v2) = (cluster(host, "v1"), cluster(host, "v2"));
+    let m = mesh(vec![vs(
+        host,
+        &[host],
+        json!([
+            {"match": [{"uri": {"prefix": "/slow"}}], "route": [dest(host, "v2")],
+             "fault": {"delay": {"percentage": {"value": 100}, "fixedDelay": "20ms"}}},
+            {"route": [dest(host, "v1")]}]),
+    )])
+    .settings(json!({"counterFlushMs": 200}))
+    .cluster(&v1)
+    .cluster(&v2)
+    .start();
+    let _load = shared();
+    for _ in 0..7 {
+        assert_eq!(m.get(host, "/", &[]).header("x-upstream"), Some(v1.as_str()));
+    }
+    // Held requests switch the VM's timer to the delay tick and back; nothing is lost.
+    for _ in 0..3 {
+        assert_eq!(m.get(host, "/slow", &[]).header("x-upstream"), Some(v2.as_str()));
+    }
+    assert_eq!(m.get("unknown.example.com", "/", &[]).status, 200, "passthrough");
+    // Each counter reaches its exact count within a flush period or so, and stays there.
+    let flushed = |name: &str, n: u64| m.envoy.wait_stat(&format!("wasmcustom.{name}"), n, Duration::from_secs(10));
+    let rule = |i: usize, c: &str| format!("meshroute.route.vs.default/{host}.rule.{i}.dest.{c}");
+    assert_eq!(flushed(&rule(1, &v1), 7), 7);
+    assert_eq!(flushed(&rule(0, &v2), 3), 3);
+    assert_eq!(flushed("meshroute.faults.delay", 3), 3);
+    assert_eq!(flushed("meshroute.passthrough", 1), 1);
+    assert_eq!(flushed("meshroute.requests", 11), 11);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(m.counter("meshroute.requests"), 11, "counted once");
+    assert_eq!(m.counter(&rule(1, &v1)), 7, "counted once");
 }
