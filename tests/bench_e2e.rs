@@ -96,6 +96,14 @@ fn hints_config() -> Value {
     c
 }
 
+/// The seed config with every counter event a host call (`counterFlushMs: 0`, as before
+/// batching).
+fn each_config() -> Value {
+    let mut c = seed_config();
+    c["settings"]["counterFlushMs"] = json!(0);
+    c
+}
+
 fn seed_config() -> Value {
     let d = |subset: &str| json!({"host": "product-service", "subset": subset});
     json!({"settings": {"namespace": "default", "retryPolicyOnRoute": true}, "resources": [
@@ -192,6 +200,7 @@ impl Bench {
                 ("SIDECAR_ROUTES", &sidecar_routes(true)),
                 ("SIDECAR_ROUTES_HINTS", &sidecar_routes(false)),
                 ("HINTS_CONFIG", &yaml_single_quoted(&hints_config().to_string())),
+                ("EACH_CONFIG", &yaml_single_quoted(&each_config().to_string())),
                 ("NOOP_WASM", &wasm_path("meshroute_noop").display().to_string()),
                 ("MESH_WASM", &wasm_path("meshroute_filter").display().to_string()),
                 ("SEED_CONFIG", &yaml_single_quoted(&seed_config().to_string())),
@@ -258,6 +267,7 @@ fn seed_variants() -> Vec<Variant> {
         noop,
         variant("meshroute", "MESH_PORT", "meshroute"),
         variant("meshroute, all hints", "MESH_HINTS_PORT", "meshroute_hints"),
+        variant("meshroute, count each", "MESH_EACH_PORT", "meshroute_each"),
     ]
 }
 
@@ -561,7 +571,7 @@ fn seed_routing_cost_per_request_against_native_routes_and_the_wasm_floor() {
     println!("machine: {}", machine_note());
     let bench = Bench::start(1);
     let variants = seed_variants();
-    let (native, floor, mesh, hints) = (1, 2, 3, 4);
+    let (native, floor, mesh, hints, each) = (1, 2, 3, 4, 5);
     // The upstream must not be the bottleneck: straight at it, it answers several times what
     // any proxied listener gets.
     let direct = variant("upstream direct", "LISTENER_PORT", "upstream");
@@ -584,8 +594,10 @@ fn seed_routing_cost_per_request_against_native_routes_and_the_wasm_floor() {
     };
     // (Both meshroute listeners count into the same per-rule counters, which the filter hands to
     // Envoy once a second: wait for the last flush.)
-    let mesh_total =
-        bench.counter("http.meshroute.downstream_rq_total") + bench.counter("http.meshroute_hints.downstream_rq_total");
+    let mesh_total = ["meshroute", "meshroute_hints", "meshroute_each"]
+        .iter()
+        .map(|l| bench.counter(&format!("http.{l}.downstream_rq_total")))
+        .sum::<u64>();
     let deadline = Instant::now() + Duration::from_secs(10);
     while split("v1").0 + split("v2").0 < mesh_total && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
@@ -618,9 +630,11 @@ fn seed_routing_cost_per_request_against_native_routes_and_the_wasm_floor() {
     for tool in saturated.iter().chain(&fixed) {
         let get = |i: usize| &latency.get(&(tool.label(), i)).or(samples.get(&(tool.label(), i))).expect("samples")[..];
         println!(
-            "{}: lever alone, Istio's default retry policy on the route: meshroute = {} × meshroute with all hints",
+            "{}: levers alone: meshroute = {} × with all retry hints (no policy on the route), {} × with a host call \
+             per counter event",
             tool.label(),
             cpu_ratio(get(mesh), get(hints)),
+            cpu_ratio(get(mesh), get(each)),
         );
     }
     for tool in &fixed {
