@@ -317,15 +317,42 @@ fn parse_resource(index: usize, value: Value, diags: &mut Diagnostics) -> Option
     Some(Resource { index, api_version, kind, name: metadata.name.clone(), namespace, metadata, spec })
 }
 
+#[cfg(feature = "unknown-field-warnings")]
+thread_local! {
+    static REPORT_UNKNOWN_FIELDS: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// Runs `f` with the loader the filter is built with (no `unknown-field-warnings`: no MR0002),
+/// so that a test can check that both refuse the same configurations. Not for production use.
+#[doc(hidden)]
+pub fn as_in_the_filter<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(feature = "unknown-field-warnings")]
+    {
+        let before = REPORT_UNKNOWN_FIELDS.with(|c| c.replace(false));
+        let r = f();
+        REPORT_UNKNOWN_FIELDS.with(|c| c.set(before));
+        r
+    }
+    #[cfg(not(feature = "unknown-field-warnings"))]
+    f()
+}
+
 /// Deserialises a spec, reporting a type error with its field path and every field the type does
 /// not know as a warning.
 fn typed<T: for<'de> Deserialize<'de>>(spec: Value, r: &ResourceRef, diags: &mut Diagnostics) -> Option<T> {
-    let mut ignored = Vec::new();
-    let result = {
+    #[cfg_attr(not(feature = "unknown-field-warnings"), allow(unused_mut))]
+    let mut ignored: Vec<String> = Vec::new();
+    #[cfg(feature = "unknown-field-warnings")]
+    let result = if REPORT_UNKNOWN_FIELDS.with(std::cell::Cell::get) {
         let mut on_ignored = |p: serde_ignored::Path<'_>| ignored.push(render_path(&p));
         let de = serde_ignored::Deserializer::new(&spec, &mut on_ignored);
         serde_path_to_error::deserialize::<_, T>(de)
+    } else {
+        serde_path_to_error::deserialize::<_, T>(&spec)
     };
+    // What the filter runs: unknown fields pass unreported (they were only ever a warning).
+    #[cfg(not(feature = "unknown-field-warnings"))]
+    let result = serde_path_to_error::deserialize::<_, T>(&spec);
     match result {
         Ok(t) => {
             for p in ignored {
@@ -349,6 +376,7 @@ fn typed<T: for<'de> Deserialize<'de>>(spec: Value, r: &ResourceRef, diags: &mut
     }
 }
 
+#[cfg(feature = "unknown-field-warnings")]
 fn render_path(p: &serde_ignored::Path<'_>) -> String {
     use serde_ignored::Path;
     match p {

@@ -714,3 +714,49 @@ fn many_rules_meshroute_against_the_same_native_route_list() {
     }
     println!("{report}");
 }
+
+/// Resident set of a process, MB (`VmRSS`).
+fn rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .map_or(f64::NAN, |kb: f64| kb / 1024.0)
+}
+
+/// Issue 11 goal 2: the module's size, and how long Envoy (`--concurrency 2`, the e2e sidecar
+/// listener) takes from start to ready with meshroute and 10 rules, against the do-nothing module
+/// with the same listener. Median of 5 starts each, alternating.
+#[test]
+#[ignore = "load test: run with `make bench-e2e`"]
+fn module_size_and_cold_start_at_10_rules() {
+    let template = include_str!("fixtures/e2e-filter.yaml");
+    let config = yaml_single_quoted(&rules_config(10).to_string());
+    let passthrough = Upstream::named("passthrough");
+    let port = passthrough.port().to_string();
+    let start = |module: &str| -> (f64, f64) {
+        let wasm = wasm_path(module).display().to_string();
+        let vars = [("WASM", wasm.as_str()), ("PLUGIN_CONFIG", config.as_str()), ("PASSTHROUGH_PORT", &port), ("CLUSTERS", "")];
+        let began = Instant::now();
+        let envoy = Envoy::start_with(template, &vars, EnvoyOptions { concurrency: 2, ..quiet() });
+        let ready = began.elapsed().as_secs_f64();
+        (ready, rss_mb(envoy.pid()))
+    };
+    let (mut mesh, mut noop) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        mesh.push(start("meshroute_filter"));
+        noop.push(start("meshroute_noop"));
+    }
+    let median = |v: &mut Vec<(f64, f64)>, f: fn(&(f64, f64)) -> f64| {
+        let mut x: Vec<f64> = v.iter().map(f).collect();
+        x.sort_by(f64::total_cmp);
+        x[x.len() / 2]
+    };
+    let size = |m: &str| std::fs::metadata(wasm_path(m)).map(|m| m.len() as f64 / 1000.0).unwrap_or(f64::NAN);
+    let (ready, rss) = (median(&mut mesh, |s| s.0), median(&mut mesh, |s| s.1));
+    let (noop_ready, noop_rss) = (median(&mut noop, |s| s.0), median(&mut noop, |s| s.1));
+    println!("\nmodule: meshroute_filter.wasm {:.0} KB, meshroute_noop.wasm {:.0} KB", size("meshroute_filter"), size("meshroute_noop"));
+    println!("ready at 10 rules, --concurrency 2 (median of 5, start to /ready 200, 50 ms polling): meshroute {ready:.2} s, noop {noop_ready:.2} s");
+    println!("RSS when ready: meshroute {rss:.0} MB, noop {noop_rss:.0} MB");
+    println!("goal: module ≤ 600 KB: {}", verdict(size("meshroute_filter"), 600.0));
+    println!("goal: ready ≤ 0.8 s: {}", verdict(ready, 0.8));
+}

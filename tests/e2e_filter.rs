@@ -1107,3 +1107,32 @@ fn counters_are_batched_per_vm_and_flushed_exactly() {
     assert_eq!(m.counter("meshroute.requests"), 11, "counted once");
     assert_eq!(m.counter(&rule(1, &v1)), 7, "counted once");
 }
+
+#[test]
+#[ignore = "exploration"]
+fn explore_config_counters_per_push() {
+    let (v1, v2) = (cluster("product-service", "v1"), cluster("product-service", "v2"));
+    let lds = Lds::start(&routed_to("v1"), &[&v1, &v2]);
+    let stat = |n: &str| lds.envoy.stat(n).unwrap_or(0);
+    let show = |what: &str| {
+        std::thread::sleep(Duration::from_millis(1500));
+        println!(
+            "{what:>12}: lds ok {} rejected {} | loaded {} rejected {}",
+            stat("listener_manager.lds.update_success"),
+            stat("listener_manager.lds.update_rejected"),
+            stat("wasmcustom.meshroute.config.loaded"),
+            stat("wasmcustom.meshroute.config.rejected")
+        );
+    };
+    show("start A");
+    lds.push(&routed_to("v2"));
+    show("B");
+    lds.push(&routed_to("v1"));
+    show("A again");
+    lds.push(&bad_config());
+    show("bad");
+    lds.push(&bad_config());
+    show("bad again");
+    lds.push(&routed_to("v2"));
+    show("B again");
+}
