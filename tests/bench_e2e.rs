@@ -719,7 +719,9 @@ fn many_rules_meshroute_against_the_same_native_route_list() {
 fn rss_mb(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .map_or(f64::NAN, |kb: f64| kb / 1024.0)
 }
 
@@ -735,7 +737,12 @@ fn module_size_and_cold_start_at_10_rules() {
     let port = passthrough.port().to_string();
     let start = |module: &str| -> (f64, f64) {
         let wasm = wasm_path(module).display().to_string();
-        let vars = [("WASM", wasm.as_str()), ("PLUGIN_CONFIG", config.as_str()), ("PASSTHROUGH_PORT", &port), ("CLUSTERS", "")];
+        let vars = [
+            ("WASM", wasm.as_str()),
+            ("PLUGIN_CONFIG", config.as_str()),
+            ("PASSTHROUGH_PORT", &port),
+            ("CLUSTERS", ""),
+        ];
         let began = Instant::now();
         let envoy = Envoy::start_with(template, &vars, EnvoyOptions { concurrency: 2, ..quiet() });
         let ready = began.elapsed().as_secs_f64();
@@ -754,7 +761,11 @@ fn module_size_and_cold_start_at_10_rules() {
     let size = |m: &str| std::fs::metadata(wasm_path(m)).map(|m| m.len() as f64 / 1000.0).unwrap_or(f64::NAN);
     let (ready, rss) = (median(&mut mesh, |s| s.0), median(&mut mesh, |s| s.1));
     let (noop_ready, noop_rss) = (median(&mut noop, |s| s.0), median(&mut noop, |s| s.1));
-    println!("\nmodule: meshroute_filter.wasm {:.0} KB, meshroute_noop.wasm {:.0} KB", size("meshroute_filter"), size("meshroute_noop"));
+    println!(
+        "\nmodule: meshroute_filter.wasm {:.0} KB, meshroute_noop.wasm {:.0} KB",
+        size("meshroute_filter"),
+        size("meshroute_noop")
+    );
     println!("ready at 10 rules, --concurrency 2 (median of 5, start to /ready 200, 50 ms polling): meshroute {ready:.2} s, noop {noop_ready:.2} s");
     println!("RSS when ready: meshroute {rss:.0} MB, noop {noop_rss:.0} MB");
     println!("goal: module ≤ 600 KB: {}", verdict(size("meshroute_filter"), 600.0));

@@ -3,8 +3,8 @@
 //! example, and mutations of it (unknown fields, wrong types, bad values at every leaf), goes
 //! through both loaders.
 
-use meshroute::config::as_in_the_filter;
 use meshroute::compile_json;
+use meshroute::config::as_in_the_filter;
 use serde_json::{json, Value};
 
 /// Errors (rendered) and whether a table came out.
@@ -16,7 +16,8 @@ fn outcome(config: &Value) -> (Vec<String>, bool) {
 fn inputs() -> Vec<(String, Value)> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/json");
     let mut out = Vec::new();
-    let mut paths: Vec<_> = std::fs::read_dir(&dir).expect("examples/json").filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    let mut paths: Vec<_> =
+        std::fs::read_dir(&dir).expect("examples/json").filter_map(|e| e.ok()).map(|e| e.path()).collect();
     paths.sort();
     for p in paths {
         let text = std::fs::read_to_string(&p).expect("read example");
@@ -24,7 +25,10 @@ fn inputs() -> Vec<(String, Value)> {
         out.push((p.display().to_string(), v));
     }
     let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("envoy/demo-config.json");
-    out.push(("envoy/demo-config.json".into(), serde_json::from_str(&std::fs::read_to_string(demo).expect("demo")).expect("JSON")));
+    out.push((
+        "envoy/demo-config.json".into(),
+        serde_json::from_str(&std::fs::read_to_string(demo).expect("demo")).expect("JSON"),
+    ));
     out
 }
 
