@@ -100,7 +100,7 @@ pub fn plan(table: &RouteTable, decision: &Decision<'_>, req: &dyn RequestView) 
         // A registry host without a VirtualService: istiod's default route to its cluster.
         Decision::Default(d) => {
             edits.push(HeaderOp::Set(table.routing_header.clone(), d.cluster.clone()));
-            retry_hints(&d.retry, &mut edits);
+            retry_hints(table, &d.retry, &mut edits);
         }
         Decision::Blocked => p.local_reply = Some(empty_reply(502)),
         Decision::NoRoute { .. } => p.local_reply = Some(empty_reply(404)),
@@ -157,7 +157,7 @@ fn matched(table: &RouteTable, m: &Matched<'_>, req: &dyn RequestView, p: &mut P
 fn forward_edits(table: &RouteTable, m: &Matched<'_>, dest: &Dest, req: &dyn RequestView, edits: &mut Vec<HeaderOp>) {
     let rule = m.rule;
     edits.push(HeaderOp::Set(table.routing_header.clone(), dest.cluster.clone()));
-    retry_hints(&rule.retry, edits);
+    retry_hints(table, &rule.retry, edits);
     if let Some(t) = rule.timeout {
         edits.push(set("x-envoy-upstream-rq-timeout-ms", millis(t)));
     }
@@ -170,9 +170,16 @@ fn forward_edits(table: &RouteTable, m: &Matched<'_>, dest: &Dest, req: &dyn Req
     edits.extend(ops_in_order(Some(&dest.request_headers), &rule.request_headers));
 }
 
-/// The route has no retry policy of its own (the Envoy config keeps routes trivial), so the
-/// hints carry all of Istio's: `x-envoy-max-retries: 0` where retries are off.
-fn retry_hints(r: &RetryPolicy, edits: &mut Vec<HeaderOp>) {
+/// Retries as router hints: `x-envoy-max-retries` (0 where retries are off) and the conditions.
+/// With `retryPolicyOnRoute` the route already carries Istio's default policy for requests
+/// without `x-envoy-max-retries` (a client's copy is stripped), so the default writes nothing;
+/// any other policy writes `x-envoy-max-retries`, which selects the route without a policy,
+/// and the hints say all of it. Without the setting the route has no policy and every request
+/// carries its hints.
+fn retry_hints(table: &RouteTable, r: &RetryPolicy, edits: &mut Vec<HeaderOp>) {
+    if table.retry_policy_on_route && r.is_default {
+        return;
+    }
     edits.push(set("x-envoy-max-retries", r.attempts.to_string()));
     if r.attempts == 0 {
         return;
@@ -456,6 +463,24 @@ mod tests {
             ]
         );
         assert_eq!(p.local_reply, None);
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    fn with_the_default_retry_policy_on_the_route_only_other_policies_write_hints() {
+        let on_route = json!({"retryPolicyOnRoute": true});
+        let v1 = json!([{"destination": {"host": "reviews", "subset": "v1"}}]);
+        // The default: only the routing header; a client's hint is still stripped.
+        let t = table_with(json!([{"route": v1}]), on_route.clone());
+        let p = plan_for(&t, &Request::new("GET", "reviews", "/").with_header("x-envoy-max-retries", "9"));
+        assert_eq!(p.request_ops, vec![r("x-envoy-max-retries"), s("x-meshroute-cluster", V1)]);
+        // Any policy of the rule's own is hinted in full (and so takes the route without one).
+        let t = table_with(json!([{"route": v1, "retries": {"attempts": 3}}]), on_route.clone());
+        let p = plan_for(&t, &Request::new("GET", "reviews", "/"));
+        assert_eq!(p.request_ops[1], s("x-envoy-max-retries", "3"));
+        let t = table_with(json!([{"route": v1, "retries": {"attempts": 0}, "timeout": "1s"}]), on_route);
+        let p = plan_for(&t, &Request::new("GET", "reviews", "/"));
+        assert_eq!(p.request_ops[1..], [s("x-envoy-max-retries", "0"), s("x-envoy-upstream-rq-timeout-ms", "1000")]);
     }
 
     #[cfg_attr(not(target_arch = "wasm32"), test)]

@@ -35,6 +35,10 @@ pub struct RouteTable {
     pub routing_header: String,
     pub mirror_body_limit: u64,
     pub mirror_timeout_ms: u64,
+    /// `settings.retryPolicyOnRoute`: Istio's default retry policy needs no hints.
+    pub retry_policy_on_route: bool,
+    /// `settings.counterFlushMs`.
+    pub counter_flush_ms: u64,
     /// `settings.revision` and whether responses carry it (`settings.revisionHeader`).
     pub revision: Option<crate::config::Revision>,
     pub revision_header: bool,
@@ -333,6 +337,8 @@ impl RouteTable {
             routing_header: settings.routing_header.clone(),
             mirror_body_limit: settings.mirror_body_limit,
             mirror_timeout_ms: settings.mirror_timeout_ms,
+            retry_policy_on_route: settings.retry_policy_on_route,
+            counter_flush_ms: settings.counter_flush_ms,
             revision: settings.revision.clone(),
             revision_header: settings.revision_header,
             clusters: Vec::new(),

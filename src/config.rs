@@ -41,6 +41,15 @@ pub struct Settings {
     pub mirror_body_limit: u64,
     /// Per-request timeout of a mirror call, milliseconds.
     pub mirror_timeout_ms: u64,
+    /// The Envoy route that reads the routing header carries Istio's default retry policy for
+    /// requests without `x-envoy-max-retries` (what `meshroute envoy`, envoy/sidecar.yaml and
+    /// deploy/istio write). The filter then writes retry hints only for rules whose retries are
+    /// not the default, and a rule with the default policy costs no header writes for it.
+    pub retry_policy_on_route: bool,
+    /// How often the filter hands its counters to Envoy, milliseconds: each VM adds up its
+    /// increments and flushes them on its timer, one host call per changed counter instead of
+    /// one per event. `/stats` is exact up to this much behind; 0 = at every event.
+    pub counter_flush_ms: u64,
     /// The revision this configuration is (`meshroute apply` stamps it): the filter logs it on
     /// load and exposes its number as the gauge `meshroute.config.revision`.
     pub revision: Option<Revision>,
@@ -78,6 +87,8 @@ impl Default for Settings {
             locality: None,
             mirror_body_limit: 64 * 1024,
             mirror_timeout_ms: 5_000,
+            retry_policy_on_route: false,
+            counter_flush_ms: 1_000,
             revision: None,
             revision_header: false,
         }
@@ -331,17 +342,44 @@ fn parse_resource(index: usize, value: Value, diags: &mut Diagnostics) -> Option
     Some(Resource { index, api_version, kind, name: metadata.name.clone(), namespace, metadata, spec })
 }
 
+#[cfg(feature = "unknown-field-warnings")]
+thread_local! {
+    static REPORT_UNKNOWN_FIELDS: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// Runs `f` with the loader the filter is built with (no `unknown-field-warnings`: no MR0002),
+/// so that a test can check that both refuse the same configurations. Not for production use.
+#[doc(hidden)]
+pub fn as_in_the_filter<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(feature = "unknown-field-warnings")]
+    {
+        let before = REPORT_UNKNOWN_FIELDS.with(|c| c.replace(false));
+        let r = f();
+        REPORT_UNKNOWN_FIELDS.with(|c| c.set(before));
+        r
+    }
+    #[cfg(not(feature = "unknown-field-warnings"))]
+    f()
+}
+
 /// Deserialises a spec, reporting a type error with its field path and every field the type does
 /// not know as a warning.
 fn typed<T: for<'de> Deserialize<'de>>(spec: Value, r: &ResourceRef, diags: &mut Diagnostics) -> Option<T> {
-    let mut ignored = Vec::new();
-    let result = {
+    #[cfg_attr(not(feature = "unknown-field-warnings"), allow(unused_mut))]
+    let mut ignored: Vec<String> = Vec::new();
+    #[cfg(feature = "unknown-field-warnings")]
+    let result = if REPORT_UNKNOWN_FIELDS.with(std::cell::Cell::get) {
         let mut on_ignored = |p: serde_ignored::Path<'_>| ignored.push(render_path(&p));
         // By value: each part of the JSON tree is freed as soon as it is converted, so a big
         // spec is never held twice (a Wasm VM keeps its peak memory for good).
         let de = serde_ignored::Deserializer::new(spec, &mut on_ignored);
         serde_path_to_error::deserialize::<_, T>(de)
+    } else {
+        serde_path_to_error::deserialize::<_, T>(spec)
     };
+    // What the filter runs: unknown fields pass unreported (they were only ever a warning).
+    #[cfg(not(feature = "unknown-field-warnings"))]
+    let result = serde_path_to_error::deserialize::<_, T>(spec);
     match result {
         Ok(t) => {
             for p in ignored {
@@ -365,6 +403,7 @@ fn typed<T: for<'de> Deserialize<'de>>(spec: Value, r: &ResourceRef, diags: &mut
     }
 }
 
+#[cfg(feature = "unknown-field-warnings")]
 fn render_path(p: &serde_ignored::Path<'_>) -> String {
     use serde_ignored::Path;
     match p {
