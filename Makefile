@@ -41,7 +41,7 @@ WASM_TEST_CRATES ?= $(shell $(CARGO) metadata --no-deps --format-version 1 2>/de
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: tools tools-rust tools-envoy tools-wasm-bindgen tools-bench \
-        wasm lint fmt-check clippy clippy-wasm test test-native test-wasm \
+        wasm wasm-crash-test lint fmt-check clippy clippy-wasm test test-native test-wasm \
         bench bench-e2e clean-tools run
 
 ## tools: everything `make test` needs (idempotent)
@@ -102,6 +102,12 @@ wasm: tools-rust
 	    $(CARGO) build --release --target wasm32-wasip1 $(addprefix -p ,$(FILTER_CRATES)); \
 	fi
 
+## wasm-crash-test: the filter with its test-only `crash-test` feature (profile crash-test, no LTO):
+## a request header makes its VM trap, so tests can prove FAIL_RELOAD recovers (never shipped)
+wasm-crash-test: tools-rust
+	@.ci/host-guard
+	$(CARGO) build --profile crash-test --target wasm32-wasip1 -p meshroute-filter --features crash-test
+
 ## lint: rustfmt check and clippy (host, and the filter crates for Wasm)
 lint: fmt-check clippy clippy-wasm
 
@@ -122,7 +128,7 @@ clippy-wasm: tools-rust
 ## test: lint, native tests (incl. end-to-end tests against a real Envoy), Wasm tests
 test: tools wasm lint test-native test-wasm
 
-test-native: tools-envoy wasm
+test-native: tools-envoy wasm wasm-crash-test
 	@.ci/host-guard
 	$(CARGO) test --workspace --all-features
 

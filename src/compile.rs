@@ -34,6 +34,8 @@ pub struct RouteTable {
     pub default_port: u32,
     pub routing_header: String,
     pub mirror_body_limit: u64,
+    pub mirror_body_budget: u64,
+    pub mirror_max_in_flight: u32,
     pub mirror_timeout_ms: u64,
     /// Every cluster a decision may name, for the CLI's Envoy config and for sanity checks.
     pub clusters: Vec<ClusterRef>,
@@ -327,6 +329,8 @@ impl RouteTable {
             default_port: settings.default_port,
             routing_header: settings.routing_header.clone(),
             mirror_body_limit: settings.mirror_body_limit,
+            mirror_body_budget: settings.mirror_body_budget,
+            mirror_max_in_flight: settings.mirror_max_in_flight,
             mirror_timeout_ms: settings.mirror_timeout_ms,
             clusters: Vec::new(),
         };

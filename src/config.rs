@@ -37,11 +37,27 @@ pub struct Settings {
     /// Where the proxy runs, `region/zone/subzone`: the reference point of DestinationRule
     /// `localityLbSetting` (distribute `from`, failover priorities) in generated Envoy clusters.
     pub locality: Option<String>,
-    /// Largest request body copied to a mirror; bigger requests are not mirrored.
+    /// Largest request body copied to a mirror; bigger requests are not mirrored. At most
+    /// [`MAX_MIRROR_BODY_LIMIT`].
     pub mirror_body_limit: u64,
-    /// Per-request timeout of a mirror call, milliseconds.
+    /// Bytes of request bodies one VM may hold for mirrors at once, across all its streams; a
+    /// body that would go over is not mirrored (counted as skipped). At most
+    /// [`MAX_MIRROR_BODY_BUDGET`], at least `mirrorBodyLimit`.
+    pub mirror_body_budget: u64,
+    /// Mirror calls one VM may have waiting for an answer; beyond, mirrors are skipped (counted).
+    pub mirror_max_in_flight: u32,
+    /// Per-request timeout of a mirror call, milliseconds; a mirror that has not answered by then
+    /// counts as failed.
     pub mirror_timeout_ms: u64,
 }
+
+/// Bounds of the mirror settings. A Wasm VM's memory never shrinks and an allocation failure
+/// traps the VM, so what the filter may buffer is capped well below what V8 gives a module
+/// (docs/operations.md, "Mirroring").
+pub const MAX_MIRROR_BODY_LIMIT: u64 = 8 * 1024 * 1024;
+pub const MAX_MIRROR_BODY_BUDGET: u64 = 64 * 1024 * 1024;
+pub const MAX_MIRROR_IN_FLIGHT: u32 = 10_000;
+pub const MAX_MIRROR_TIMEOUT_MS: u64 = 60_000;
 
 impl Default for Settings {
     fn default() -> Self {
@@ -56,6 +72,8 @@ impl Default for Settings {
             outbound_traffic_policy: None,
             locality: None,
             mirror_body_limit: 64 * 1024,
+            mirror_body_budget: 8 * 1024 * 1024,
+            mirror_max_in_flight: 256,
             mirror_timeout_ms: 5_000,
         }
     }
@@ -154,6 +172,17 @@ const KINDS: [&str; 6] = ["VirtualService", "DestinationRule", "ServiceEntry", "
 /// Parses JSON text. Syntax errors are reported with line and column.
 pub fn load_json(text: &[u8]) -> (Bundle, Diagnostics) {
     match serde_json::from_slice::<Value>(text) {
+        // `null` would flatten to no resources, a table that answers every request 404/503;
+        // like `""` (invalid JSON) and `{}` (not a resource) it is a mistake, not a mesh.
+        Ok(Value::Null) => {
+            let mut diags = Diagnostics::default();
+            diags.push(Diagnostic::error(
+                None,
+                "",
+                "the plugin configuration is null: expected {\"resources\": [...], \"settings\": {...}} or resources",
+            ));
+            (Bundle::default(), diags)
+        }
         Ok(v) => load_value(v),
         Err(e) => {
             let mut diags = Diagnostics::default();
