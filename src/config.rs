@@ -418,6 +418,44 @@ mod tests {
 
     #[cfg_attr(not(target_arch = "wasm32"), test)]
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    fn null_empty_and_empty_object_plugin_configs_are_refused() {
+        for text in ["null", " null\n", "", "{}"] {
+            let compiled = crate::compile_json(text.as_bytes());
+            assert!(compiled.table.is_none(), "{text:?} must be refused");
+            assert!(compiled.diagnostics.errors().next().is_some(), "{text:?}");
+        }
+        let (_, d) = load_json(b"null");
+        assert!(d.errors().any(|e| e.to_string().contains("plugin configuration is null")));
+        // An explicit empty resource list is a deliberate (if useless) configuration.
+        assert!(crate::compile_json(br#"{"resources": []}"#).table.is_some());
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    fn mirror_settings_above_their_maximum_are_refused_with_the_field_named() {
+        let cfg = |settings: Value| {
+            crate::compile_json(json!({"resources": [], "settings": settings}).to_string().as_bytes())
+        };
+        for (settings, field) in [
+            (json!({"mirrorBodyLimit": 16 * 1024 * 1024}), "settings.mirrorBodyLimit"),
+            (json!({"mirrorBodyBudget": 1024 * 1024 * 1024}), "settings.mirrorBodyBudget"),
+            (json!({"mirrorBodyLimit": 1_000_000, "mirrorBodyBudget": 500_000}), "settings.mirrorBodyBudget"),
+            (json!({"mirrorMaxInFlight": 0}), "settings.mirrorMaxInFlight"),
+            (json!({"mirrorMaxInFlight": 1_000_000}), "settings.mirrorMaxInFlight"),
+            (json!({"mirrorTimeoutMs": 0}), "settings.mirrorTimeoutMs"),
+        ] {
+            let c = cfg(settings.clone());
+            assert!(c.table.is_none(), "{settings} must be refused");
+            let errors: Vec<String> = c.diagnostics.errors().map(|e| e.to_string()).collect();
+            assert!(errors.iter().any(|e| e.contains(field)), "{settings}: {errors:?}");
+        }
+        let ok = cfg(json!({"mirrorBodyLimit": 8 * 1024 * 1024, "mirrorBodyBudget": 64 * 1024 * 1024,
+                            "mirrorMaxInFlight": 10_000, "mirrorTimeoutMs": 60_000}));
+        assert!(ok.table.is_some(), "the maxima themselves are accepted");
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn accepts_single_array_list_and_plugin_config_shapes() {
         let one = vs(json!({"hosts": ["reviews"]}));
         for input in [

@@ -71,7 +71,13 @@ struct MeshBuilder {
 }
 
 fn mesh(resources: Vec<Value>) -> MeshBuilder {
-    MeshBuilder { config: plugin_config(resources), upstreams: Vec::new(), dead: Vec::new(), at_port: Vec::new(), wasm: None }
+    MeshBuilder {
+        config: plugin_config(resources),
+        upstreams: Vec::new(),
+        dead: Vec::new(),
+        at_port: Vec::new(),
+        wasm: None,
+    }
 }
 
 /// `{"resources": ...}` with a DestinationRule added for every host whose subsets the
@@ -1219,13 +1225,26 @@ fn after_a_vm_crash_fail_reload_starts_a_fresh_vm_and_the_worker_serves_again() 
     let _load = shared();
     assert_eq!(count(&m.tally(3, host, "/", &[]), &v1), 3);
 
-    // The request that traps the VM fails; every later one is routed by a fresh VM.
+    // The request that traps the VM fails. Envoy replaces the VM on the first request after its
+    // reload backoff (ReloadConfig default: 1 s; until then requests fail closed, 503); from then
+    // on every request is routed by the fresh VM.
     for round in 1..=2u64 {
         let r = m.get(host, "/", &[("x-meshroute-crash-test", "1")]);
         assert_eq!(r.status, 503, "round {round}: the crashing request itself fails closed");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let r = m.get(host, "/", &[]);
+            if r.status == 200 {
+                break;
+            }
+            assert_eq!(r.status, 503, "round {round}: only fail-closed answers while the VM is down");
+            assert!(Instant::now() < deadline, "round {round}: no fresh VM; log:\n{}", m.envoy.log_tail(40));
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let counts = m.tally(20, host, "/", &[]);
         assert_eq!(count(&counts, &v1), 20, "round {round}: {counts:?}");
-        assert_eq!(m.envoy.stat("wasm.meshroute.vm_reload").unwrap_or(0), round);
+        assert_eq!(m.envoy.stat("wasm.meshroute.vm_reload_success").unwrap_or(0), round);
+        assert_eq!(m.envoy.stat("wasm.meshroute.vm_reload_failure").unwrap_or(0), 0);
     }
     assert!(m.envoy.log().contains("config loaded"), "the fresh VM loads the configuration again");
 }
