@@ -9,6 +9,8 @@ pub mod config;
 pub mod crd;
 pub mod diag;
 pub mod duration;
+#[cfg(feature = "envoy")]
+pub mod envoy;
 pub mod host;
 
 pub use config::{load_json, load_value, Bundle, Resource, Settings, Spec};
