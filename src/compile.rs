@@ -47,6 +47,9 @@ pub struct ClusterRef {
     pub host: String,
     pub subset: Option<String>,
     pub port: u32,
+    /// Only mirrors send to it: the Envoy generator bounds its circuit breakers and connect
+    /// timeout so a dead mirror cannot hold the primary's resources (docs/semantics.md R162).
+    pub mirror_only: bool,
 }
 
 /// istiod's route for a registry service without a VirtualService (`BuildDefaultHTTPOutboundRoute`):
@@ -674,7 +677,7 @@ fn compile_rule(ctx: &mut Ctx<'_>, res: &Resource, r: &crd::HttpRoute, index: us
             if weight == 0 {
                 continue;
             }
-            let (cluster, host, port) = ctx.cluster_for(dest, &res.namespace);
+            let (cluster, host, port) = ctx.cluster_for(dest, &res.namespace, false);
             let (rq, rs) = header_ops(d.headers.as_ref());
             destinations.push(Dest {
                 cluster,
@@ -767,7 +770,7 @@ fn compile_rule(ctx: &mut Ctx<'_>, res: &Resource, r: &crd::HttpRoute, index: us
 impl Ctx<'_> {
     /// Cluster name, FQDN and port of a destination (istio `GetDestinationCluster`): the port is
     /// the destination's, else the service's only port, else the listener's.
-    fn cluster_for(&mut self, d: &crd::Destination, ns: &str) -> (String, String, u32) {
+    fn cluster_for(&mut self, d: &crd::Destination, ns: &str, for_mirror: bool) -> (String, String, u32) {
         let h = host::resolve(&d.host, ns, &self.settings.domain_suffix);
         let port = match d.port.as_ref().map(|p| p.number).filter(|p| *p != 0) {
             Some(p) => p,
@@ -778,17 +781,19 @@ impl Ctx<'_> {
         };
         let subset = d.subset.clone().filter(|s| !s.is_empty());
         let name = cluster_name(&self.settings.cluster_template, port, subset.as_deref(), &h);
-        self.clusters.entry(name.clone()).or_insert_with(|| ClusterRef {
+        let c = self.clusters.entry(name.clone()).or_insert_with(|| ClusterRef {
             name: name.clone(),
             host: h.clone(),
             subset,
             port,
+            mirror_only: for_mirror,
         });
+        c.mirror_only &= for_mirror;
         (name, h, port)
     }
 
     fn mirror(&mut self, d: &crd::Destination, ns: &str, ppm: u32) -> Mirror {
-        let (cluster, host, port) = self.cluster_for(d, ns);
+        let (cluster, host, port) = self.cluster_for(d, ns, true);
         Mirror { cluster, host, subset: d.subset.clone().filter(|s| !s.is_empty()), port, ppm }
     }
 }

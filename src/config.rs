@@ -49,7 +49,15 @@ pub struct Settings {
     /// Per-request timeout of a mirror call, milliseconds; a mirror that has not answered by then
     /// counts as failed.
     pub mirror_timeout_ms: u64,
+    /// MeshConfig `pathNormalization.normalization` for the generated HTTP connection managers:
+    /// `NONE`, `BASE` (the default), `MERGE_SLASHES`, `DECODE_AND_MERGE_SLASHES`. The filter
+    /// itself decides on the path Envoy has normalized.
+    pub path_normalization: String,
 }
+
+/// MeshConfig `ProxyPathNormalization.NormalizationType` values meshroute accepts (`DEFAULT`
+/// means `BASE`, as in istiod).
+pub const PATH_NORMALIZATIONS: &[&str] = &["NONE", "BASE", "DEFAULT", "MERGE_SLASHES", "DECODE_AND_MERGE_SLASHES"];
 
 /// Bounds of the mirror settings. A Wasm VM's memory never shrinks and an allocation failure
 /// traps the VM, so what the filter may buffer is capped well below what V8 gives a module
@@ -75,6 +83,7 @@ impl Default for Settings {
             mirror_body_budget: 8 * 1024 * 1024,
             mirror_max_in_flight: 256,
             mirror_timeout_ms: 5_000,
+            path_normalization: "BASE".into(),
         }
     }
 }

@@ -79,14 +79,17 @@ pub fn generate(
                     "@type": "type.googleapis.com/google.protobuf.StringValue",
                     "value": configuration,
                 },
-                "failure_policy": "FAIL_CLOSED",
+                // A VM that traps is replaced (after Envoy's reload backoff, 1 s) instead of
+                // failing every later request on its worker; never FAIL_OPEN (R161).
+                "failure_policy": "FAIL_RELOAD",
             },
         },
     });
     let settings = &bundle.settings;
     let listeners = if settings.gateway == "mesh" {
         let vhost = json!({"name": "meshroute", "domains": ["*"], "routes": routes});
-        vec![listener("meshroute_outbound", "outbound", opts.listen, &[vhost], true, &wasm_filter, None)]
+        let norm = settings.path_normalization.as_str();
+        vec![listener("meshroute_outbound", "outbound", opts.listen, &[vhost], true, &wasm_filter, None, norm)]
     } else {
         let (_, gw) = bundle
             .gateways()
@@ -139,6 +142,22 @@ fn routes(b: &mut Builder<'_>, wanted: &[Want]) -> Vec<Value> {
     out
 }
 
+/// The HCM's path handling for MeshConfig `pathNormalization` as istiod sets it
+/// (`pilot/pkg/networking/core/listener_builder.go`, `buildHTTPConnectionManager`): escaped
+/// slashes kept unchanged unless DECODE_AND_MERGE_SLASHES; `normalize_path` (RFC 3986: `.` and
+/// `..` segments, percent-decoding of unreserved characters) for every mode but NONE; slashes
+/// merged from MERGE_SLASHES on (R163). The filter sees, and matches, the normalized path.
+fn path_normalization(mode: &str) -> Value {
+    let (normalize, merge, escaped) = match mode {
+        "NONE" => (false, false, "KEEP_UNCHANGED"),
+        "MERGE_SLASHES" => (true, true, "KEEP_UNCHANGED"),
+        "DECODE_AND_MERGE_SLASHES" => (true, true, "UNESCAPE_AND_FORWARD"),
+        _ => (true, false, "KEEP_UNCHANGED"), // BASE, DEFAULT
+    };
+    json!({"normalize_path": normalize, "merge_slashes": merge, "path_with_escaped_slashes_action": escaped})
+}
+
+#[allow(clippy::too_many_arguments)]
 fn listener(
     name: &str,
     stat_prefix: &str,
@@ -147,6 +166,7 @@ fn listener(
     with_filter: bool,
     wasm_filter: &Value,
     tls_chains: Option<Vec<(Vec<String>, Value)>>,
+    normalization: &str,
 ) -> Value {
     let mut filters = Vec::new();
     if with_filter {
@@ -156,16 +176,17 @@ fn listener(
         "name": "envoy.filters.http.router",
         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
     }));
-    let hcm = json!({
-        "name": "envoy.filters.network.http_connection_manager",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-            "stat_prefix": stat_prefix,
-            "codec_type": "AUTO",
-            "route_config": {"name": name, "virtual_hosts": vhosts, "ignore_port_in_host_matching": true},
-            "http_filters": filters,
-        },
+    let mut hcm_config = json!({
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": stat_prefix,
+        "codec_type": "AUTO",
+        "route_config": {"name": name, "virtual_hosts": vhosts, "ignore_port_in_host_matching": true},
+        "http_filters": filters,
     });
+    if let (Value::Object(hcm), Value::Object(norm)) = (&mut hcm_config, path_normalization(normalization)) {
+        hcm.extend(norm);
+    }
+    let hcm = json!({"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm_config});
     let chains: Vec<Value> = match tls_chains {
         None => vec![json!({"filters": [hcm]})],
         Some(chains) => chains
@@ -243,6 +264,7 @@ fn gateway_listeners(
                     !all_redirect,
                     wasm_filter,
                     None,
+                    &b.settings.path_normalization,
                 ));
             }
             "HTTPS" => {
@@ -271,6 +293,7 @@ fn gateway_listeners(
                     true,
                     wasm_filter,
                     Some(chains),
+                    &b.settings.path_normalization,
                 ));
             }
             other => b.note(format!(
@@ -401,6 +424,39 @@ mod tests {
         let mut spec = spec;
         spec["host"] = json!(host);
         json!({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule", "metadata": {"name": host, "namespace": "default"}, "spec": spec})
+    }
+
+    #[test]
+    fn mirror_only_clusters_get_bounded_circuit_breakers_and_a_short_connect_timeout() {
+        let vs = json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": "a", "namespace": "default"},
+            "spec": {"hosts": ["a.internal"], "http": [
+                {"match": [{"uri": {"prefix": "/x"}}], "route": [{"destination": {"host": "a.internal", "subset": "v1"}}],
+                 "mirror": {"host": "a.internal", "subset": "shadow"}},
+                {"route": [{"destination": {"host": "a.internal", "subset": "v2"}}],
+                 "mirror": {"host": "a.internal", "subset": "v1"}}]}});
+        let subsets = json!({"subsets": [{"name": "v1", "labels": {"v": "1"}}, {"name": "v2", "labels": {"v": "2"}},
+                                         {"name": "shadow", "labels": {"v": "s"}}]});
+        let g = build(json!([vs, dr("a.internal", subsets)]), json!({"mirrorMaxInFlight": 50}));
+        let shadow = cluster(&g, "outbound|80|shadow|a.internal");
+        assert_eq!(shadow["connect_timeout"], "1s");
+        let t = &shadow["circuit_breakers"]["thresholds"][0];
+        assert_eq!(
+            (
+                t["max_connections"].as_u64(),
+                t["max_pending_requests"].as_u64(),
+                t["max_requests"].as_u64(),
+                t["max_retries"].as_u64()
+            ),
+            (Some(50), Some(50), Some(50), Some(0))
+        );
+        // A subset that is mirrored *and* routed to keeps the defaults: primaries use it.
+        let v1 = cluster(&g, "outbound|80|v1|a.internal");
+        assert_eq!(v1["connect_timeout"], "10s");
+        assert_eq!(v1["circuit_breakers"]["thresholds"][0]["max_connections"], u64::from(u32::MAX));
+        let wasm = &g.config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+            ["http_filters"][0]["typed_config"]["config"];
+        assert_eq!(wasm["failure_policy"], "FAIL_RELOAD");
     }
 
     #[test]

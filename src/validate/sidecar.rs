@@ -172,6 +172,17 @@ pub(super) fn check_settings(cx: &mut Ctx<'_>) {
         cx.own_error(&at, path, e);
     }
     check_mirror_settings(cx, s);
+    if !crate::config::PATH_NORMALIZATIONS.contains(&s.path_normalization.as_str()) {
+        cx.own_error(
+            &at,
+            "settings.pathNormalization",
+            format!(
+                "unknown value {:?} (expected one of {})",
+                s.path_normalization,
+                crate::config::PATH_NORMALIZATIONS.join(", ")
+            ),
+        );
+    }
 }
 
 /// The mirror knobs bound what one VM holds (docs/semantics.md R160): a value outside its range
