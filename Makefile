@@ -41,8 +41,8 @@ WASM_TEST_CRATES ?= $(shell $(CARGO) metadata --no-deps --format-version 1 2>/de
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: lifecycle tools tools-rust tools-envoy tools-wasm-bindgen tools-bench \
-        wasm lint fmt-check clippy clippy-wasm test test-native test-wasm \
-        bench bench-e2e clean-tools run graphs test-graph-browser
+        wasm wasm-crash-test lint fmt-check clippy clippy-wasm test test-native test-wasm \
+        bench bench-e2e clean-tools run graphs test-graph-browser tools-fuzz fuzz-corpus fuzz fuzz-smoke soak
 
 ## tools: everything `make test` needs (idempotent)
 tools: tools-rust tools-envoy tools-wasm-bindgen
@@ -102,6 +102,12 @@ wasm: tools-rust
 	    $(CARGO) build --release --target wasm32-wasip1 $(addprefix -p ,$(FILTER_CRATES)); \
 	fi
 
+## wasm-crash-test: the filter with its test-only `crash-test` feature (profile crash-test, no LTO):
+## a request header makes its VM trap, so tests can prove FAIL_RELOAD recovers (never shipped)
+wasm-crash-test: tools-rust
+	@.ci/host-guard
+	$(CARGO) build --profile crash-test --target wasm32-wasip1 -p meshroute-filter --features crash-test
+
 ## lint: rustfmt check and clippy (host, and the filter crates for Wasm)
 lint: fmt-check clippy clippy-wasm
 
@@ -119,10 +125,66 @@ clippy-wasm: tools-rust
 	  $(CARGO) clippy --target wasm32-wasip1 $(addprefix -p ,$(FILTER_CRATES)) -- -D warnings; \
 	fi
 
-## test: lint, native tests (incl. end-to-end tests against a real Envoy), Wasm tests
-test: tools wasm lint test-native test-wasm
+## test: lint, native tests (incl. end-to-end tests against a real Envoy and the 60 s soak), Wasm
+## tests, a short smoke of every fuzz target
+test: tools wasm lint test-native test-wasm fuzz-smoke
 
-test-native: tools-envoy wasm
+# --- Fuzzing (fuzz/, cargo-fuzz on a nightly toolchain; docs/fuzzing.md) ---
+FUZZ_TARGETS := plugin_config cli_yaml decide regex_index
+## FUZZ_SECS: seconds per target for `make fuzz`; FUZZ_SMOKE_SECS for the smoke in `make test`
+FUZZ_SECS ?= 300
+FUZZ_SMOKE_SECS ?= 5
+# cargo-fuzz is shared by all clones on this machine, like wasm-bindgen-cli's build.
+CARGO_FUZZ_ROOT := $(HOME)/.cache/meshroute/cargo-fuzz
+CARGO_FUZZ_VERSION := 0.13.2
+CARGO_FUZZ := $(CARGO_FUZZ_ROOT)/bin/cargo-fuzz
+
+tools-fuzz:
+	@toolchains="$$(rustup toolchain list)"; \
+	grep -q '^nightly' <<<"$$toolchains" || rustup toolchain install nightly --profile minimal
+	@if [ "$$("$(CARGO_FUZZ)" --version 2>/dev/null)" != "cargo-fuzz $(CARGO_FUZZ_VERSION)" ]; then \
+	  mkdir -p "$(CARGO_FUZZ_ROOT)"; \
+	  flock "$(CARGO_FUZZ_ROOT)/.lock" $(CARGO) install cargo-fuzz --locked --version $(CARGO_FUZZ_VERSION) --root "$(CARGO_FUZZ_ROOT)"; \
+	fi
+
+# Seeds: every example and Istio sample as CLI input, the JSON plugin configs as filter input,
+# the URI regexes of the examples for the regex code. Copied afresh each run (what the fuzzer
+# finds stays in fuzz/corpus/, git-ignored).
+fuzz-corpus:
+	@for t in $(FUZZ_TARGETS); do mkdir -p fuzz/corpus/$$t; done
+	@for f in examples/*.yaml envoy/demo/*.yaml tests/fixtures/*.yaml; do \
+	  [ -f "$$f" ] && cp "$$f" "fuzz/corpus/cli_yaml/seed-$$(echo "$$f" | tr / _)"; done; true
+	@for f in envoy/demo-config.json examples/json/*.json; do \
+	  [ -f "$$f" ] && cp "$$f" "fuzz/corpus/plugin_config/seed-$$(echo "$$f" | tr / _)"; done; true
+	@{ grep -rhoE 'regex: *"?[^"]+' examples tests/fixtures || true; printf '%s\n' '/api/v[0-9]+/.*' '(?i)/a.*' '.*\\.png'; } | \
+	  sed -E 's/regex: *"?//' | sort -u | while IFS= read -r re; do \
+	  printf '%s\n/api/v1/x\n/\n' "$$re" > "fuzz/corpus/regex_index/seed-$$(printf '%s' "$$re" | cksum | cut -d' ' -f1)"; done
+
+## fuzz: every fuzz target for FUZZ_SECS seconds, corpus seeded from examples/ (docs/fuzzing.md)
+fuzz: tools-fuzz fuzz-corpus
+	@.ci/host-guard
+	@for t in $(FUZZ_TARGETS); do \
+	  echo "+ fuzz $$t ($(FUZZ_SECS) s)"; \
+	  (cd fuzz && RUSTUP_TOOLCHAIN=nightly "$(CARGO_FUZZ)" fuzz run $$t corpus/$$t -- -max_total_time=$(FUZZ_SECS) -max_len=65536 -rss_limit_mb=2048) 2>&1 | \
+	    grep -E '^(Done|==|SUMMARY|artifact_prefix|Test unit written)|panicked|ERROR' || true; \
+	  [ -z "$$(ls fuzz/artifacts/$$t 2>/dev/null)" ] || { echo "fuzz $$t: crash saved in fuzz/artifacts/$$t" >&2; exit 1; }; \
+	done
+
+## fuzz-smoke: every fuzz target for FUZZ_SMOKE_SECS seconds (part of `make test`)
+fuzz-smoke: tools-fuzz fuzz-corpus
+	@.ci/host-guard
+	@for t in $(FUZZ_TARGETS); do \
+	  (cd fuzz && RUSTUP_TOOLCHAIN=nightly "$(CARGO_FUZZ)" fuzz run $$t corpus/$$t -- -max_total_time=$(FUZZ_SMOKE_SECS) -max_len=65536 -rss_limit_mb=2048) \
+	    > fuzz/smoke-$$t.log 2>&1 || { tail -40 fuzz/smoke-$$t.log >&2; echo "fuzz-smoke $$t failed (fuzz/artifacts/$$t)" >&2; exit 1; }; \
+	  grep -E '^Done [0-9]+ runs' fuzz/smoke-$$t.log | sed "s/^/fuzz-smoke $$t: /" || true; \
+	done
+
+## soak: 10 minutes of fixed-rate load through Envoy with 100 config pushes, a dead mirror and a
+## flapping upstream (tests/soak.rs; SOAK_SECS overrides the length); `make test` runs 60 s
+soak: tools-envoy wasm
+	$(CARGO) test --release --test soak -- --ignored --nocapture soak_10min
+
+test-native: tools-envoy wasm wasm-crash-test
 	@.ci/host-guard
 	$(CARGO) test --workspace --all-features
 

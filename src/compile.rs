@@ -34,6 +34,8 @@ pub struct RouteTable {
     pub default_port: u32,
     pub routing_header: String,
     pub mirror_body_limit: u64,
+    pub mirror_body_budget: u64,
+    pub mirror_max_in_flight: u32,
     pub mirror_timeout_ms: u64,
     /// `settings.retryPolicyOnRoute`: Istio's default retry policy needs no hints.
     pub retry_policy_on_route: bool,
@@ -52,6 +54,9 @@ pub struct ClusterRef {
     pub host: String,
     pub subset: Option<String>,
     pub port: u32,
+    /// Only mirrors send to it: the Envoy generator bounds its circuit breakers and connect
+    /// timeout so a dead mirror cannot hold the primary's resources (docs/semantics.md R162).
+    pub mirror_only: bool,
 }
 
 /// istiod's route for a registry service without a VirtualService (`BuildDefaultHTTPOutboundRoute`):
@@ -336,6 +341,8 @@ impl RouteTable {
             default_port: settings.default_port,
             routing_header: settings.routing_header.clone(),
             mirror_body_limit: settings.mirror_body_limit,
+            mirror_body_budget: settings.mirror_body_budget,
+            mirror_max_in_flight: settings.mirror_max_in_flight,
             mirror_timeout_ms: settings.mirror_timeout_ms,
             retry_policy_on_route: settings.retry_policy_on_route,
             counter_flush_ms: settings.counter_flush_ms,
@@ -690,7 +697,7 @@ fn compile_rule(ctx: &mut Ctx<'_>, res: &Resource, r: &crd::HttpRoute, index: us
             if weight == 0 {
                 continue;
             }
-            let (cluster, host, port) = ctx.cluster_for(dest, &res.namespace);
+            let (cluster, host, port) = ctx.cluster_for(dest, &res.namespace, false);
             let (rq, rs) = header_ops(d.headers.as_ref());
             destinations.push(Dest {
                 route_index,
@@ -784,7 +791,7 @@ fn compile_rule(ctx: &mut Ctx<'_>, res: &Resource, r: &crd::HttpRoute, index: us
 impl Ctx<'_> {
     /// Cluster name, FQDN and port of a destination (istio `GetDestinationCluster`): the port is
     /// the destination's, else the service's only port, else the listener's.
-    fn cluster_for(&mut self, d: &crd::Destination, ns: &str) -> (String, String, u32) {
+    fn cluster_for(&mut self, d: &crd::Destination, ns: &str, for_mirror: bool) -> (String, String, u32) {
         let h = host::resolve(&d.host, ns, &self.settings.domain_suffix);
         let port = match d.port.as_ref().map(|p| p.number).filter(|p| *p != 0) {
             Some(p) => p,
@@ -795,17 +802,19 @@ impl Ctx<'_> {
         };
         let subset = d.subset.clone().filter(|s| !s.is_empty());
         let name = cluster_name(&self.settings.cluster_template, port, subset.as_deref(), &h);
-        self.clusters.entry(name.clone()).or_insert_with(|| ClusterRef {
+        let c = self.clusters.entry(name.clone()).or_insert_with(|| ClusterRef {
             name: name.clone(),
             host: h.clone(),
             subset,
             port,
+            mirror_only: for_mirror,
         });
+        c.mirror_only &= for_mirror;
         (name, h, port)
     }
 
     fn mirror(&mut self, d: &crd::Destination, ns: &str, ppm: u32) -> Mirror {
-        let (cluster, host, port) = self.cluster_for(d, ns);
+        let (cluster, host, port) = self.cluster_for(d, ns, true);
         Mirror { cluster, host, subset: d.subset.clone().filter(|s| !s.is_empty()), port, ppm }
     }
 }

@@ -37,9 +37,17 @@ pub struct Settings {
     /// Where the proxy runs, `region/zone/subzone`: the reference point of DestinationRule
     /// `localityLbSetting` (distribute `from`, failover priorities) in generated Envoy clusters.
     pub locality: Option<String>,
-    /// Largest request body copied to a mirror; bigger requests are not mirrored.
+    /// Largest request body copied to a mirror; bigger requests are not mirrored. At most
+    /// [`MAX_MIRROR_BODY_LIMIT`].
     pub mirror_body_limit: u64,
-    /// Per-request timeout of a mirror call, milliseconds.
+    /// Bytes of request bodies one VM may hold for mirrors at once, across all its streams; a
+    /// body that would go over is not mirrored (counted as skipped). At most
+    /// [`MAX_MIRROR_BODY_BUDGET`], at least `mirrorBodyLimit`.
+    pub mirror_body_budget: u64,
+    /// Mirror calls one VM may have waiting for an answer; beyond, mirrors are skipped (counted).
+    pub mirror_max_in_flight: u32,
+    /// Per-request timeout of a mirror call, milliseconds; a mirror that has not answered by then
+    /// counts as failed.
     pub mirror_timeout_ms: u64,
     /// The Envoy route that reads the routing header carries Istio's default retry policy for
     /// requests without `x-envoy-max-retries` (what `meshroute envoy`, envoy/sidecar.yaml and
@@ -50,6 +58,10 @@ pub struct Settings {
     /// increments and flushes them on its timer, one host call per changed counter instead of
     /// one per event. `/stats` is exact up to this much behind; 0 = at every event.
     pub counter_flush_ms: u64,
+    /// MeshConfig `pathNormalization.normalization` for the generated HTTP connection managers:
+    /// `NONE`, `BASE` (the default), `MERGE_SLASHES`, `DECODE_AND_MERGE_SLASHES`. The filter
+    /// itself decides on the path Envoy has normalized.
+    pub path_normalization: String,
     /// The revision this configuration is (`meshroute apply` stamps it): the filter logs it on
     /// load and exposes its number as the gauge `meshroute.config.revision`.
     pub revision: Option<Revision>,
@@ -73,6 +85,18 @@ impl std::fmt::Display for Revision {
     }
 }
 
+/// MeshConfig `ProxyPathNormalization.NormalizationType` values meshroute accepts (`DEFAULT`
+/// means `BASE`, as in istiod).
+pub const PATH_NORMALIZATIONS: &[&str] = &["NONE", "BASE", "DEFAULT", "MERGE_SLASHES", "DECODE_AND_MERGE_SLASHES"];
+
+/// Bounds of the mirror settings. A Wasm VM's memory never shrinks and an allocation failure
+/// traps the VM, so what the filter may buffer is capped well below what V8 gives a module
+/// (docs/operations.md, "Mirroring").
+pub const MAX_MIRROR_BODY_LIMIT: u64 = 8 * 1024 * 1024;
+pub const MAX_MIRROR_BODY_BUDGET: u64 = 64 * 1024 * 1024;
+pub const MAX_MIRROR_IN_FLIGHT: u32 = 10_000;
+pub const MAX_MIRROR_TIMEOUT_MS: u64 = 60_000;
+
 impl Default for Settings {
     fn default() -> Self {
         Settings {
@@ -86,9 +110,12 @@ impl Default for Settings {
             outbound_traffic_policy: None,
             locality: None,
             mirror_body_limit: 64 * 1024,
+            mirror_body_budget: 8 * 1024 * 1024,
+            mirror_max_in_flight: 256,
             mirror_timeout_ms: 5_000,
             retry_policy_on_route: false,
             counter_flush_ms: 1_000,
+            path_normalization: "BASE".into(),
             revision: None,
             revision_header: false,
         }
@@ -188,6 +215,17 @@ const KINDS: [&str; 6] = ["VirtualService", "DestinationRule", "ServiceEntry", "
 /// Parses JSON text. Syntax errors are reported with line and column.
 pub fn load_json(text: &[u8]) -> (Bundle, Diagnostics) {
     match serde_json::from_slice::<Value>(text) {
+        // `null` would flatten to no resources, a table that answers every request 404/503;
+        // like `""` (invalid JSON) and `{}` (not a resource) it is a mistake, not a mesh.
+        Ok(Value::Null) => {
+            let mut diags = Diagnostics::default();
+            diags.push(Diagnostic::error(
+                None,
+                "",
+                "the plugin configuration is null: expected {\"resources\": [...], \"settings\": {...}} or resources",
+            ));
+            (Bundle::default(), diags)
+        }
         Ok(v) => load_value(v),
         Err(e) => {
             let mut diags = Diagnostics::default();
@@ -451,6 +489,44 @@ mod tests {
     fn vs(spec: Value) -> Value {
         json!({"apiVersion": "networking.istio.io/v1beta1", "kind": "VirtualService",
                "metadata": {"name": "reviews"}, "spec": spec})
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    fn null_empty_and_empty_object_plugin_configs_are_refused() {
+        for text in ["null", " null\n", "", "{}"] {
+            let compiled = crate::compile_json(text.as_bytes());
+            assert!(compiled.table.is_none(), "{text:?} must be refused");
+            assert!(compiled.diagnostics.errors().next().is_some(), "{text:?}");
+        }
+        let (_, d) = load_json(b"null");
+        assert!(d.errors().any(|e| e.to_string().contains("plugin configuration is null")));
+        // An explicit empty resource list is a deliberate (if useless) configuration.
+        assert!(crate::compile_json(br#"{"resources": []}"#).table.is_some());
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    fn mirror_settings_above_their_maximum_are_refused_with_the_field_named() {
+        let cfg = |settings: Value| {
+            crate::compile_json(json!({"resources": [], "settings": settings}).to_string().as_bytes())
+        };
+        for (settings, field) in [
+            (json!({"mirrorBodyLimit": 16 * 1024 * 1024}), "settings.mirrorBodyLimit"),
+            (json!({"mirrorBodyBudget": 1024 * 1024 * 1024}), "settings.mirrorBodyBudget"),
+            (json!({"mirrorBodyLimit": 1_000_000, "mirrorBodyBudget": 500_000}), "settings.mirrorBodyBudget"),
+            (json!({"mirrorMaxInFlight": 0}), "settings.mirrorMaxInFlight"),
+            (json!({"mirrorMaxInFlight": 1_000_000}), "settings.mirrorMaxInFlight"),
+            (json!({"mirrorTimeoutMs": 0}), "settings.mirrorTimeoutMs"),
+        ] {
+            let c = cfg(settings.clone());
+            assert!(c.table.is_none(), "{settings} must be refused");
+            let errors: Vec<String> = c.diagnostics.errors().map(|e| e.to_string()).collect();
+            assert!(errors.iter().any(|e| e.contains(field)), "{settings}: {errors:?}");
+        }
+        let ok = cfg(json!({"mirrorBodyLimit": 8 * 1024 * 1024, "mirrorBodyBudget": 64 * 1024 * 1024,
+                            "mirrorMaxInFlight": 10_000, "mirrorTimeoutMs": 60_000}));
+        assert!(ok.table.is_some(), "the maxima themselves are accepted");
     }
 
     #[cfg_attr(not(target_arch = "wasm32"), test)]

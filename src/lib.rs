@@ -17,6 +17,7 @@ pub mod metrics;
 pub use config::{load_json, load_value, Bundle, Resource, Settings, Spec};
 pub use diag::{Diagnostic, Diagnostics, ResourceRef, Severity};
 pub mod apply;
+pub mod budget;
 pub mod compile;
 pub mod decide;
 pub mod explain;

@@ -838,6 +838,8 @@ fn ready_time_and_memory_per_configuration_size_against_the_wasm_floor() {
         }
     }
     println!("{report}\n{goals}");
+}
+
 /// Resident set of a process, MB (`VmRSS`).
 fn rss_mb(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

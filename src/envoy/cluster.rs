@@ -15,6 +15,9 @@ use std::time::Duration;
 /// Istio's default `connectTimeout` (mesh config).
 const DEFAULT_CONNECT_TIMEOUT: &str = "10s";
 const MAX_U32: u64 = u32::MAX as u64;
+/// Connect timeout of a mirror-only cluster whose DestinationRule sets none: a mirror that does
+/// not accept connections is given up on quickly (R162).
+const MIRROR_CONNECT_TIMEOUT: &str = "1s";
 
 /// The cluster to build: where the name came from does not matter any more.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -23,6 +26,8 @@ pub struct Want {
     pub host: String,
     pub subset: Option<String>,
     pub port: u32,
+    /// Only mirrors use it (and it is no service's default route): bounded resources.
+    pub mirror_only: bool,
 }
 
 /// The four blocks a port or subset can override (istio `MergeTrafficPolicy`).
@@ -166,6 +171,7 @@ impl<'a> Builder<'a> {
                 host: c.host.clone(),
                 subset: c.subset.clone(),
                 port: c.port,
+                mirror_only: c.mirror_only,
             });
         }
         for (r, se) in self.bundle.service_entries() {
@@ -181,12 +187,15 @@ impl<'a> Builder<'a> {
                 for p in &se.ports {
                     for subset in std::iter::once(None).chain(subsets.iter().map(Some)) {
                         let name = self.cluster_name(&h, subset.map(String::as_str), p.number);
-                        out.entry(name.clone()).or_insert_with(|| Want {
+                        let w = out.entry(name.clone()).or_insert_with(|| Want {
                             name,
                             host: h.clone(),
                             subset: subset.cloned(),
                             port: p.number,
+                            mirror_only: false,
                         });
+                        // A service's subset-less cluster is its default route too.
+                        w.mirror_only &= subset.is_some();
                     }
                 }
             }
@@ -338,18 +347,27 @@ impl<'a> Builder<'a> {
         let pool = policy.connection_pool.clone().unwrap_or_default();
         let tcp = pool.tcp.clone().unwrap_or_default();
         let http = pool.http.clone().unwrap_or_default();
+        // A mirror-only cluster: what the DestinationRule leaves unset is bounded, so a mirror
+        // that is dead or black-holed holds at most this many connections and gives up
+        // connecting fast (meshroute's own rule, R162; istiod gives mirrors the defaults).
+        let (default_connect, default_limit, default_retries) = if w.mirror_only {
+            let limit = u64::from(self.settings.mirror_max_in_flight);
+            (MIRROR_CONNECT_TIMEOUT, limit, 0)
+        } else {
+            (DEFAULT_CONNECT_TIMEOUT, MAX_U32, MAX_U32)
+        };
         c.insert(
             "connect_timeout".into(),
-            json!(tcp.connect_timeout.as_deref().and_then(duration).unwrap_or_else(|| DEFAULT_CONNECT_TIMEOUT.into())),
+            json!(tcp.connect_timeout.as_deref().and_then(duration).unwrap_or_else(|| default_connect.into())),
         );
         let positive = |v: Option<i64>| v.filter(|n| *n > 0).map(|n| n.min(MAX_U32 as i64) as u64);
         c.insert(
             "circuit_breakers".into(),
             json!({"thresholds": [{
-                "max_connections": positive(tcp.max_connections).unwrap_or(MAX_U32),
-                "max_pending_requests": positive(http.http1_max_pending_requests).unwrap_or(MAX_U32),
-                "max_requests": positive(http.http2_max_requests).unwrap_or(MAX_U32),
-                "max_retries": positive(http.max_retries).unwrap_or(MAX_U32),
+                "max_connections": positive(tcp.max_connections).unwrap_or(default_limit),
+                "max_pending_requests": positive(http.http1_max_pending_requests).unwrap_or(default_limit),
+                "max_requests": positive(http.http2_max_requests).unwrap_or(default_limit),
+                "max_retries": positive(http.max_retries).unwrap_or(default_retries),
                 "track_remaining": true,
             }]}),
         );

@@ -64,6 +64,8 @@ pub struct Listener {
     pub with_filter: bool,
     /// TLS filter chains (server names, `DownstreamTlsContext`); `None` is one plain chain.
     pub tls_chains: Option<Vec<(Vec<String>, Value)>>,
+    /// MeshConfig `pathNormalization` mode of its HTTP connection manager (R163).
+    pub path_normalization: String,
 }
 
 /// The filter's name in listeners and in ECDS.
@@ -124,6 +126,10 @@ pub fn resources(
             .ok_or_else(|| InvalidEnvoyConfig::UnknownGateway(settings.gateway.clone()))?;
         gateway_listeners(&mut b, gw, opts, &routes)
     };
+    let listeners: Vec<Listener> = listeners
+        .into_iter()
+        .map(|l| Listener { path_normalization: settings.path_normalization.clone(), ..l })
+        .collect();
     let mut notes = Diagnostics::default();
     for n in b.notes {
         notes.push(Diagnostic::warning(None, "", n));
@@ -158,7 +164,9 @@ pub fn filter_config(plugin_config: &Value, wasm: &Path) -> Result<Value, Invali
                     "@type": "type.googleapis.com/google.protobuf.StringValue",
                     "value": configuration,
                 },
-                "failure_policy": "FAIL_CLOSED",
+                // A VM that traps is replaced (after Envoy's reload backoff, 1 s) instead of
+                // failing every later request on its worker; never FAIL_OPEN (R161).
+                "failure_policy": "FAIL_RELOAD",
             },
         },
     }))
@@ -228,6 +236,21 @@ fn with_default_retries(route: &Value, previous_hosts: bool) -> Value {
     twin
 }
 
+/// The HCM's path handling for MeshConfig `pathNormalization` as istiod sets it
+/// (`pilot/pkg/networking/core/listener_builder.go`, `buildHTTPConnectionManager`): escaped
+/// slashes kept unchanged unless DECODE_AND_MERGE_SLASHES; `normalize_path` (RFC 3986: `.` and
+/// `..` segments, percent-decoding of unreserved characters) for every mode but NONE; slashes
+/// merged from MERGE_SLASHES on (R163). The filter sees, and matches, the normalized path.
+fn path_normalization(mode: &str) -> Value {
+    let (normalize, merge, escaped) = match mode {
+        "NONE" => (false, false, "KEEP_UNCHANGED"),
+        "MERGE_SLASHES" => (true, true, "KEEP_UNCHANGED"),
+        "DECODE_AND_MERGE_SLASHES" => (true, true, "UNESCAPE_AND_FORWARD"),
+        _ => (true, false, "KEEP_UNCHANGED"), // BASE, DEFAULT
+    };
+    json!({"normalize_path": normalize, "merge_slashes": merge, "path_with_escaped_slashes_action": escaped})
+}
+
 fn listener(
     name: &str,
     stat_prefix: &str,
@@ -243,6 +266,7 @@ fn listener(
         route_config: json!({"name": name, "virtual_hosts": vhosts, "ignore_port_in_host_matching": true}),
         with_filter,
         tls_chains,
+        path_normalization: "BASE".into(),
     }
 }
 
@@ -269,6 +293,9 @@ impl Listener {
         hcm.insert("codec_type".into(), json!("AUTO"));
         hcm.insert(route.0.into(), route.1);
         hcm.insert("http_filters".into(), json!(filters));
+        if let Value::Object(norm) = path_normalization(&self.path_normalization) {
+            hcm.extend(norm);
+        }
         let hcm = json!({"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm});
         let chains: Vec<Value> = match &self.tls_chains {
             None => vec![json!({"filters": [hcm]})],
@@ -498,6 +525,39 @@ mod tests {
         let mut spec = spec;
         spec["host"] = json!(host);
         json!({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule", "metadata": {"name": host, "namespace": "default"}, "spec": spec})
+    }
+
+    #[test]
+    fn mirror_only_clusters_get_bounded_circuit_breakers_and_a_short_connect_timeout() {
+        let vs = json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": "a", "namespace": "default"},
+            "spec": {"hosts": ["a.internal"], "http": [
+                {"match": [{"uri": {"prefix": "/x"}}], "route": [{"destination": {"host": "a.internal", "subset": "v1"}}],
+                 "mirror": {"host": "a.internal", "subset": "shadow"}},
+                {"route": [{"destination": {"host": "a.internal", "subset": "v2"}}],
+                 "mirror": {"host": "a.internal", "subset": "v1"}}]}});
+        let subsets = json!({"subsets": [{"name": "v1", "labels": {"v": "1"}}, {"name": "v2", "labels": {"v": "2"}},
+                                         {"name": "shadow", "labels": {"v": "s"}}]});
+        let g = build(json!([vs, dr("a.internal", subsets)]), json!({"mirrorMaxInFlight": 50}));
+        let shadow = cluster(&g, "outbound|80|shadow|a.internal");
+        assert_eq!(shadow["connect_timeout"], "1s");
+        let t = &shadow["circuit_breakers"]["thresholds"][0];
+        assert_eq!(
+            (
+                t["max_connections"].as_u64(),
+                t["max_pending_requests"].as_u64(),
+                t["max_requests"].as_u64(),
+                t["max_retries"].as_u64()
+            ),
+            (Some(50), Some(50), Some(50), Some(0))
+        );
+        // A subset that is mirrored *and* routed to keeps the defaults: primaries use it.
+        let v1 = cluster(&g, "outbound|80|v1|a.internal");
+        assert_eq!(v1["connect_timeout"], "10s");
+        assert_eq!(v1["circuit_breakers"]["thresholds"][0]["max_connections"], u64::from(u32::MAX));
+        let wasm = &g.config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+            ["http_filters"][0]["typed_config"]["config"];
+        assert_eq!(wasm["failure_policy"], "FAIL_RELOAD");
     }
 
     #[test]

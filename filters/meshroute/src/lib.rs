@@ -15,6 +15,7 @@
 mod host;
 
 use meshroute::apply::{self, BodyBuffer, DelayQueue, HeaderOp, LocalReply, Plan};
+use meshroute::budget::MirrorBudget;
 use meshroute::compile::{Action, Dest, Rule};
 use meshroute::{metrics, Decision, Request, RouteTable, SplitMix64};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -32,6 +33,9 @@ const BUILD: &str = match option_env!("MESHROUTE_BUILD") {
 };
 /// Asked-for timer period while requests are held; Envoy's timer is quantised to ~4 ms anyway.
 const TICK: Duration = Duration::from_millis(1);
+/// How long past its timeout a mirror call keeps its in-flight slot when the host never
+/// reports on it (see `meshroute::budget`): long enough for the host's own timeout to arrive.
+const MIRROR_GRACE: Duration = Duration::from_secs(1);
 /// Response header naming the revision that decided the request (`settings.revisionHeader`).
 const REVISION_HEADER: &str = "x-meshroute-revision";
 
@@ -144,6 +148,8 @@ struct Shared {
     tick: Cell<Duration>,
     rng: RefCell<SplitMix64>,
     metrics: RefCell<Rc<Metrics>>,
+    /// Mirror bodies held and mirror calls open, across all streams of this VM.
+    budget: RefCell<MirrorBudget>,
     counters: RefCell<Counters>,
 }
 
@@ -200,10 +206,26 @@ fn mirror_timeout(active: &Active) -> Duration {
     Duration::from_millis(active.table.mirror_timeout_ms)
 }
 
+/// Sends the copies that get an in-flight slot; the others are skipped (counted). Calls past
+/// their deadline free their slots first and count as failed.
 fn send_mirrors(shared: &Shared, calls: &[MirrorCall], body: Option<&[u8]>, timeout: Duration, m: &Metrics) {
+    let now = host::now_nanos();
+    let mut budget = shared.budget.borrow_mut();
+    for _ in 0..budget.expire(now) {
+        shared.count(m.mirrors_failed);
+    }
+    let due = now.saturating_add((timeout + MIRROR_GRACE).as_nanos() as u64);
     for c in calls {
+        if !budget.has_slot() {
+            log::debug!("meshroute: mirror to {} skipped: {} mirror calls in flight", c.cluster, budget.in_flight());
+            shared.count(m.mirrors_skipped);
+            continue;
+        }
         match host::dispatch(&c.cluster, &c.headers, body, timeout) {
-            Ok(_) => shared.count(m.mirrors_sent),
+            Ok(token) => {
+                budget.started(token, due);
+                shared.count(m.mirrors_sent);
+            }
             Err(s) => {
                 log::warn!("meshroute: mirror to {} not sent: {s:?}", c.cluster);
                 shared.count(m.mirrors_failed);
@@ -232,15 +254,16 @@ impl Root {
                 rng: RefCell::new(SplitMix64(seed)),
                 metrics: RefCell::new(Rc::new(Metrics::default())),
                 counters: RefCell::new(Counters::default()),
+                budget: RefCell::new(MirrorBudget::default()),
             }),
         }
     }
 }
 
 impl Context for Root {
-    fn on_http_call_response(&mut self, _token: u32, num_headers: usize, _body: usize, _trailers: usize) {
+    fn on_http_call_response(&mut self, token: u32, num_headers: usize, _body: usize, _trailers: usize) {
         // Mirrors sent when a delay ended are answered here.
-        count_mirror_answer(&self.shared, num_headers, &self.shared.metrics.borrow());
+        count_mirror_answer(&self.shared, token, num_headers, &self.shared.metrics.borrow());
     }
 
     fn on_done(&mut self) -> bool {
@@ -273,6 +296,7 @@ impl RootContext for Root {
         };
         log::info!("meshroute {VERSION} ({BUILD}) root {}: config loaded: {}", self.id, apply::summary(&table));
         self.shared.counters.borrow_mut().every = Duration::from_millis(table.counter_flush_ms);
+        self.shared.budget.borrow_mut().set_limits(table.mirror_body_budget, table.mirror_max_in_flight);
         host::set_gauge(metrics.config_revision, table.revision.as_ref().map_or(0, |r| r.number));
         *self.shared.active.borrow_mut() = Some(Rc::new(Active::new(table)));
         // Configuration counters are never batched: `apply` and operators wait on them.
@@ -317,6 +341,7 @@ impl RootContext for Root {
             response_ops: Vec::new(),
             mirrors: Vec::new(),
             body: None,
+            body_bytes: 0,
             held: false,
         }))
     }
@@ -326,7 +351,10 @@ impl RootContext for Root {
     }
 }
 
-fn count_mirror_answer(shared: &Shared, num_headers: usize, m: &Metrics) {
+fn count_mirror_answer(shared: &Shared, token: u32, num_headers: usize, m: &Metrics) {
+    if !shared.budget.borrow_mut().answered(token) {
+        return; // already counted as failed when its deadline passed
+    }
     // No headers: reset, timeout or no connection; a 5xx: the mirror (or Envoy for it) failed.
     let failed = num_headers == 0 || host::call_response_status().is_none_or(|s| s >= 500);
     if failed {
@@ -346,6 +374,8 @@ struct Stream {
     /// Mirror copies waiting for the end of the request body.
     mirrors: Vec<MirrorCall>,
     body: Option<BodyBuffer>,
+    /// Bytes of `body` reserved in the VM's mirror budget, given back when the body goes.
+    body_bytes: u64,
     held: bool,
 }
 
@@ -416,22 +446,37 @@ impl Stream {
         let calls = std::mem::take(&mut self.mirrors);
         if buf.overflowed() {
             for c in &calls {
-                log::debug!("meshroute: mirror to {} skipped: body over the limit", c.cluster);
+                log::debug!("meshroute: mirror to {} skipped: body over the limit or the VM's budget", c.cluster);
                 self.shared.count(self.metrics.mirrors_skipped);
             }
+            self.release_body();
             return;
         }
         let body = buf.take();
         if let Some(a) = &self.active {
             let timeout = mirror_timeout(a);
+            // The host copies the body into the call, so the budget is free again right after.
             send_mirrors(&self.shared, &calls, (!body.is_empty()).then_some(body.as_slice()), timeout, &self.metrics);
         }
+        self.release_body();
+    }
+
+    /// Gives up the copy of the body: too big for the limit or for what the VM has left.
+    fn drop_body(&mut self) {
+        if let Some(buf) = self.body.as_mut() {
+            buf.overflow();
+        }
+        self.release_body();
+    }
+
+    fn release_body(&mut self) {
+        self.shared.budget.borrow_mut().release_bytes(std::mem::take(&mut self.body_bytes));
     }
 }
 
 impl Context for Stream {
-    fn on_http_call_response(&mut self, _token: u32, num_headers: usize, _body: usize, _trailers: usize) {
-        count_mirror_answer(&self.shared, num_headers, &self.metrics);
+    fn on_http_call_response(&mut self, token: u32, num_headers: usize, _body: usize, _trailers: usize) {
+        count_mirror_answer(&self.shared, token, num_headers, &self.metrics);
     }
 
     fn on_done(&mut self) -> bool {
@@ -453,6 +498,7 @@ impl Stream {
 impl Drop for Stream {
     fn drop(&mut self) {
         self.forget();
+        self.release_body();
     }
 }
 
@@ -461,6 +507,11 @@ impl HttpContext for Stream {
         self.shared.count(self.metrics.requests);
         let Some(active) = self.active.clone() else { return Flow::Continue };
         let Some(pairs) = host::request_headers() else { return Flow::Continue };
+        #[cfg(feature = "crash-test")]
+        if pairs.iter().any(|(k, _)| k == "x-meshroute-crash-test") {
+            // What running out of memory does: the VM traps (`unreachable`).
+            std::process::abort();
+        }
         let req = Request::from_pairs(pairs);
         let decision = {
             let mut rng = self.shared.rng.borrow_mut();
@@ -472,22 +523,22 @@ impl HttpContext for Stream {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Flow {
-        if let Some(buf) = self.body.as_mut() {
-            if !buf.overflowed() {
-                if buf.fits(body_size) {
-                    match host::request_body_chunk(body_size) {
-                        Some(chunk) => {
-                            buf.push(&chunk);
-                        }
-                        None => buf.overflow(),
-                    }
-                } else {
-                    buf.overflow();
+        let Some(buf) = self.body.as_mut() else { return Flow::Continue };
+        if !buf.overflowed() {
+            // Room is taken from the VM's budget before the chunk is read into the VM.
+            let room = buf.fits(body_size) && self.shared.budget.borrow_mut().reserve_bytes(body_size as u64);
+            if room {
+                self.body_bytes += body_size as u64;
+                match host::request_body_chunk(body_size) {
+                    Some(chunk) if buf.push(&chunk) => {}
+                    _ => self.drop_body(),
                 }
+            } else {
+                self.drop_body();
             }
-            if end_of_stream {
-                self.finish_mirrors();
-            }
+        }
+        if end_of_stream {
+            self.finish_mirrors();
         }
         Flow::Continue
     }

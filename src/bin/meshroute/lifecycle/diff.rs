@@ -3,7 +3,7 @@
 //! removed or reordered. `summary` is the one line `history` shows.
 
 use meshroute::compile::{Action, CompiledVs, Rule};
-use meshroute::explain::{ActionExplained, Outcome};
+use meshroute::explain::Outcome;
 use meshroute::{Explanation, Request, RouteTable};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -360,12 +360,25 @@ fn one_line(e: &Explanation) -> String {
         Some(n) => format!("rule {} ({n})", m.rule),
         None => format!("rule {}", m.rule),
     };
-    let what = match &m.action {
-        ActionExplained::Forward { destinations } => destinations
+    let reply = || e.branches.first().and_then(|b| b.plan.reply.as_ref());
+    let what = match m.action {
+        "redirect" => match reply() {
+            Some(r) => {
+                let location = r.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("location"));
+                format!("redirect {} to {}", r.status, location.map_or("", |(_, v)| v.as_str()))
+            }
+            None => "redirect".into(),
+        },
+        "direct_response" => {
+            reply().map_or_else(|| "direct response".into(), |r| format!("direct response {}", r.status))
+        }
+        _ => e
+            .branches
             .iter()
-            .map(|d| {
+            .filter_map(|b| Some((b.destination.as_ref()?, b.percent)))
+            .map(|(d, percent)| {
                 let host = d.host.split('.').next().unwrap_or(&d.host);
-                let p = if d.percent.fract() == 0.0 { format!("{}%", d.percent) } else { format!("{:.2}%", d.percent) };
+                let p = if percent.fract() == 0.0 { format!("{percent}%") } else { format!("{percent:.2}%") };
                 match &d.subset {
                     Some(s) => format!("{host} {s} {p}"),
                     None => format!("{host} {p}"),
@@ -373,8 +386,6 @@ fn one_line(e: &Explanation) -> String {
             })
             .collect::<Vec<_>>()
             .join(", "),
-        ActionExplained::Redirect { code, location } => format!("redirect {code} to {location}"),
-        ActionExplained::DirectResponse { status, .. } => format!("direct response {status}"),
     };
     let mut extra = String::new();
     if m.fault.is_some() {
