@@ -14,7 +14,6 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -66,13 +65,20 @@ spec:
     )
 }
 
-/// Stops the Envoy `up --detach` started (by the id in DIR/envoy.pid) when the test ends.
-struct Stop(PathBuf);
+/// Stops the Envoy `up --detach` started when the test ends, pass or fail (its id is read
+/// right after `up`, before the test removes the state directory).
+struct Stop(Option<String>);
+
+impl Stop {
+    fn new(state: &std::path::Path) -> Stop {
+        Stop(std::fs::read_to_string(state.join("envoy.pid")).ok().map(|p| p.trim().to_string()))
+    }
+}
 
 impl Drop for Stop {
     fn drop(&mut self) {
-        if let Ok(pid) = std::fs::read_to_string(self.0.join("envoy.pid")) {
-            let _ = Command::new("kill").arg(pid.trim()).status();
+        if let Some(pid) = &self.0 {
+            let _ = Command::new("kill").arg(pid).status();
         }
     }
 }
@@ -147,7 +153,7 @@ fn round(test: &str, valid: usize, invalid: usize, rollbacks: usize) {
         "-m",
         "first",
     ]);
-    let _stop = Stop(state.clone());
+    let _stop = Stop::new(&state);
     assert!(up.status.success(), "up: {}", text(&up));
     let rss_start = envoy_rss(&state);
     let mut ops = vec![Op { start: t0, end: Instant::now(), live_after: BTreeSet::from(["v1"]) }];
