@@ -342,7 +342,9 @@ fn fate(e: &Explanation) -> Value {
             o.remove(k);
         }
     }
-    serde_json::json!({"outcome": serde_json::to_value(e.outcome).unwrap_or_default(), "matched": m})
+    // Where the request goes (destinations, their shares, the filter's plan) lives in the branches.
+    let branches = serde_json::to_value(&e.branches).unwrap_or_default();
+    serde_json::json!({"outcome": serde_json::to_value(e.outcome).unwrap_or_default(), "matched": m, "branches": branches})
 }
 
 /// explain's wording, on one line: the rule and what it does.
