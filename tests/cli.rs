@@ -789,3 +789,28 @@ mod support_tls {
         assert!(status.success(), "openssl failed");
     }
 }
+
+#[test]
+fn beyond_a_thousand_errors_the_rest_are_counted_not_printed() {
+    let rules: Vec<String> = (0..1005)
+        .map(|i| {
+            format!("  - match: [{{uri: {{regex: \"/g/{i}/[0-9\"}}}}]\n    route: [{{destination: {{host: backend}}}}]")
+        })
+        .collect();
+    let yaml = format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: many, namespace: default}}\nspec:\n  hosts: [shop]\n  http:\n{}\n",
+        rules.join("\n")
+    );
+    let dir = temp_dir("cap");
+    let file = write(&dir, "many.yaml", &yaml);
+    let out = meshroute(&["validate", "-f", &file]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let errors = out.stdout.lines().filter(|l| l.starts_with("error: ")).count();
+    assert_eq!(errors, 1000, "{}", out.stdout);
+    assert!(
+        out.stdout.contains("meshroute: 5 more errors not shown (the first 1000 of each severity are kept)"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stderr.contains("1005 error(s)"), "{}", out.stderr);
+}
