@@ -7,8 +7,10 @@
 mod emit;
 mod envoy;
 mod explain;
+mod harness;
 mod input;
 mod output;
+mod run;
 mod yaml;
 
 use clap::{Args, Parser, Subcommand};
@@ -45,6 +47,7 @@ enum Command {
     Compile(CompileArgs),
     Envoy(envoy::EnvoyArgs),
     Explain(explain::ExplainArgs),
+    Run(run::RunArgs),
 }
 
 /// Where the resources come from and who the proxy is.
@@ -201,5 +204,6 @@ fn main() -> ExitCode {
         Command::Compile(a) => compile_cmd(a),
         Command::Envoy(a) => envoy::run(a),
         Command::Explain(a) => explain::run(a),
+        Command::Run(a) => run::run(a),
     }
 }
