@@ -11,6 +11,7 @@ mod harness;
 mod input;
 mod output;
 mod run;
+mod traffic;
 mod yaml;
 
 use clap::{Args, Parser, Subcommand};
@@ -48,6 +49,7 @@ enum Command {
     Envoy(envoy::EnvoyArgs),
     Explain(explain::ExplainArgs),
     Run(run::RunArgs),
+    Test(traffic::TestArgs),
 }
 
 /// Where the resources come from and who the proxy is.
@@ -205,5 +207,6 @@ fn main() -> ExitCode {
         Command::Envoy(a) => envoy::run(a),
         Command::Explain(a) => explain::run(a),
         Command::Run(a) => run::run(a),
+        Command::Test(a) => traffic::run(a),
     }
 }

@@ -96,10 +96,6 @@ pub fn run(args: &RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    for k in behaviours.unknown_keys(table) {
-        eprintln!("meshroute: upstream {k:?} names no cluster of this configuration");
-        return ExitCode::from(2);
-    }
     let opts = match args.harness.options(LogTo::Terminal, true) {
         Ok(o) => o,
         Err(e) => {
@@ -116,6 +112,10 @@ pub fn run(args: &RunArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Some(k) = behaviours.unknown_keys(h.stubs.keys().map(String::as_str), table).first() {
+        eprintln!("meshroute: upstream {k:?} names no cluster of this configuration (see the stub list of `meshroute run`)");
+        return ExitCode::from(2);
+    }
     for n in &h.notes {
         eprintln!("warning: {n}");
     }

@@ -53,11 +53,44 @@ pub fn send(
     head.push_str("connection: close\r\n\r\n");
     s.write_all(head.as_bytes())?;
     s.write_all(body)?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
+    let raw = read_response(&mut s)?;
     let mut r = parse(&raw)?;
     r.elapsed = start.elapsed();
     Ok(r)
+}
+
+/// Reads until the response is complete: by content-length, the end of a chunked body, or the
+/// end of the connection. (Waiting for the close alone costs Envoy's 1 s delayed close after a
+/// local reply.)
+fn read_response(s: &mut TcpStream) -> io::Result<Vec<u8>> {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            return Ok(raw);
+        }
+        raw.extend_from_slice(&buf[..n]);
+        if complete(&raw) {
+            return Ok(raw);
+        }
+    }
+}
+
+fn complete(raw: &[u8]) -> bool {
+    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else { return false };
+    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+    let body = raw.len() - end - 4;
+    for line in head.split("\r\n") {
+        if let Some(v) = line.strip_prefix("content-length:") {
+            return v.trim().parse::<usize>().is_ok_and(|n| body >= n);
+        }
+        if line.starts_with("transfer-encoding:") && line.contains("chunked") {
+            return raw.ends_with(b"0\r\n\r\n");
+        }
+    }
+    // 1xx, 204 and 304 have no body; anything else without a length ends with the connection.
+    head.split_whitespace().nth(1).is_some_and(|s| s.starts_with('1') || s == "204" || s == "304")
 }
 
 fn parse(raw: &[u8]) -> io::Result<Response> {

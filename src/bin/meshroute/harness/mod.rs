@@ -17,7 +17,6 @@ pub mod proc;
 pub mod stub;
 
 use meshroute::envoy::{generate, Options};
-use meshroute::compile::ClusterRef;
 use meshroute::{Bundle, RouteTable};
 use proc::{EnvoyError, EnvoyProcess, LogTo};
 use serde_json::{json, Value};
@@ -106,7 +105,7 @@ impl Harness {
         if let Some(clusters) = config["static_resources"]["clusters"].as_array_mut() {
             for (i, c) in clusters.iter_mut().enumerate() {
                 let name = c["name"].as_str().unwrap_or_default().to_string();
-                let stub = Stub::start(&name, behaviour(&name), seed ^ ((i as u64) << 32), opts.stub_log)
+                let stub = Stub::start(&name, &bundle.settings.routing_header, behaviour(&name), seed ^ ((i as u64) << 32), opts.stub_log)
                     .map_err(|error| HarnessError::Stub { cluster: name.clone(), error })?;
                 point_at_stub(c, stub.addr);
                 stubs.insert(name, stub);
@@ -192,20 +191,11 @@ impl Behaviours {
         self.entries.push((key.to_string(), b));
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.entries.iter().map(|(k, _)| k.as_str())
-    }
-
-    /// The behaviour for cluster `name` (one of `table`'s clusters).
+    /// The behaviour for cluster `name`.
     pub fn for_cluster(&self, name: &str, table: &RouteTable) -> Behaviour {
-        let r = table.clusters.iter().find(|c| c.name == name);
         let mut best: Option<(u8, &Behaviour)> = None;
         for (k, b) in &self.entries {
-            let rank = rank(k, name, r);
+            let rank = rank(k, name, table);
             if rank > 0 && best.is_none_or(|(r, _)| rank > r) {
                 best = Some((rank, b));
             }
@@ -213,30 +203,48 @@ impl Behaviours {
         best.map(|(_, b)| b.clone()).unwrap_or_default()
     }
 
-    /// Keys that name no cluster of `table` (a typo would silently change nothing).
-    pub fn unknown_keys(&self, table: &RouteTable) -> Vec<String> {
+    /// Keys that name none of `clusters` (a typo would silently change nothing).
+    pub fn unknown_keys<'a>(&self, clusters: impl Iterator<Item = &'a str> + Clone, table: &RouteTable) -> Vec<String> {
         self.entries
             .iter()
-            .filter(|(k, _)| !table.clusters.iter().any(|c| rank(k, &c.name, Some(c)) > 0))
+            .filter(|(k, _)| !clusters.clone().any(|c| rank(k, c, table) > 0))
             .map(|(k, _)| k.clone())
             .collect()
     }
 }
 
+/// Does `key` (a cluster name, `HOST/SUBSET` or `HOST`) name cluster `name`?
+pub fn names_cluster(key: &str, name: &str, table: &RouteTable) -> bool {
+    rank(key, name, table) > 0
+}
+
+/// A cluster's host and subset: from the route table, else from the default name template
+/// `outbound|PORT|SUBSET|HOST` (clusters the generator adds for ServiceEntry subsets).
+pub fn cluster_parts(name: &str, table: &RouteTable) -> Option<(String, Option<String>)> {
+    if let Some(c) = table.clusters.iter().find(|c| c.name == name) {
+        return Some((c.host.clone(), c.subset.clone()));
+    }
+    let parts: Vec<&str> = name.split('|').collect();
+    match parts[..] {
+        [_, _, subset, host] => Some((host.to_string(), Some(subset.to_string()).filter(|s| !s.is_empty()))),
+        _ => None,
+    }
+}
+
 /// How well `key` names cluster `name`: 3 the cluster name, 2 `HOST/SUBSET`, 1 `HOST` (short or
 /// full name), 0 not at all.
-fn rank(key: &str, name: &str, r: Option<&ClusterRef>) -> u8 {
+fn rank(key: &str, name: &str, table: &RouteTable) -> u8 {
     if key == name {
         return 3;
     }
-    let Some(r) = r else { return 0 };
+    let Some((host, subset)) = cluster_parts(name, table) else { return 0 };
     let (h, s) = match key.split_once('/') {
         Some((h, s)) => (h, Some(s)),
         None => (key, None),
     };
-    let host_ok = r.host == h || r.host.split('.').next() == Some(h);
+    let host_ok = host == h || host.split('.').next() == Some(h);
     match (host_ok, s) {
-        (true, Some(s)) if r.subset.as_deref() == Some(s) => 2,
+        (true, Some(s)) if subset.as_deref() == Some(s) => 2,
         (true, None) => 1,
         _ => 0,
     }

@@ -228,20 +228,6 @@ impl EnvoyProcess {
         let lines: Vec<&str> = log.lines().filter(|l| !l.contains("  envoy.") && !l.trim().is_empty()).collect();
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
-
-    /// A counter or gauge from admin `/stats` by exact name.
-    pub fn stat(&self, name: &str) -> Option<u64> {
-        let r = client::get(self.admin, &format!("/stats?filter=^{}$", name.replace('.', "\\.").replace('|', "%7C")))
-            .ok()?;
-        String::from_utf8_lossy(&r.body).lines().find_map(|l| {
-            let (n, v) = l.split_once(": ")?;
-            if n == name {
-                v.trim().parse().ok()
-            } else {
-                None
-            }
-        })
-    }
 }
 
 impl Drop for EnvoyProcess {

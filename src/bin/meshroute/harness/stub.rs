@@ -45,6 +45,9 @@ pub struct Recorded {
     pub body_len: usize,
     /// The status the stub answered with.
     pub status: u16,
+    /// A mirrored copy: the filter sends those itself, without the routing header every
+    /// routed request carries (Envoy's own shadows have `-shadow` appended to the authority).
+    pub mirror: bool,
 }
 
 impl Recorded {
@@ -52,9 +55,8 @@ impl Recorded {
         self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
-    /// Envoy sends mirrored copies with `-shadow` appended to the authority.
     pub fn is_mirror(&self) -> bool {
-        self.header("host").is_some_and(|h| h.split(':').next().unwrap_or(h).ends_with("-shadow"))
+        self.mirror
     }
 }
 
@@ -70,7 +72,6 @@ struct State {
 
 /// A running stub; its threads end with the process (the CLI exits when the harness stops).
 pub struct Stub {
-    pub cluster: String,
     pub addr: SocketAddr,
     state: Arc<Mutex<State>>,
 }
@@ -81,7 +82,8 @@ const MAX_ATTEMPT_IDS: usize = 10_000;
 
 impl Stub {
     /// Binds 127.0.0.1:0 and serves in background threads; `log` prints one line a request.
-    pub fn start(cluster: &str, behaviour: Behaviour, seed: u64, log: bool) -> io::Result<Stub> {
+    /// `routing_header` is the filter's (settings.routingHeader): requests without it are mirrors.
+    pub fn start(cluster: &str, routing_header: &str, behaviour: Behaviour, seed: u64, log: bool) -> io::Result<Stub> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         let state = Arc::new(Mutex::new(State {
@@ -91,14 +93,16 @@ impl Stub {
         }));
         let shared = Arc::clone(&state);
         let name = cluster.to_string();
+        let routing_header = routing_header.to_ascii_lowercase();
         thread::Builder::new().name(format!("stub {cluster}")).spawn(move || {
             for conn in listener.incoming().flatten() {
                 let state = Arc::clone(&shared);
                 let name = name.clone();
-                let _ = thread::Builder::new().spawn(move || serve(conn, &name, &state, log));
+                let header = routing_header.clone();
+                let _ = thread::Builder::new().spawn(move || serve(conn, &name, &header, &state, log));
             }
         })?;
-        Ok(Stub { cluster: cluster.to_string(), addr, state })
+        Ok(Stub { addr, state })
     }
 
     pub fn set_behaviour(&self, b: Behaviour) {
@@ -125,19 +129,21 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
 }
 
 /// Serves one keep-alive connection until it closes or a request cannot be parsed.
-fn serve(conn: TcpStream, cluster: &str, state: &Mutex<State>, log: bool) {
+fn serve(conn: TcpStream, cluster: &str, routing_header: &str, state: &Mutex<State>, log: bool) {
     let _ = conn.set_nodelay(true);
     let Ok(read_half) = conn.try_clone() else { return };
     let mut reader = BufReader::new(read_half);
     let mut out = conn;
     while let Ok(Some(Incoming { rec: mut req, body })) = read_request(&mut reader) {
+        req.mirror = req.header(routing_header).is_none()
+            || req.header("host").is_some_and(|h| h.split(':').next().unwrap_or(h).ends_with("-shadow"));
         let (status, latency) = decide(state, &req);
         if !latency.is_zero() {
             thread::sleep(latency);
         }
         let close = req.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
         if log {
-            let mirror = if req.is_mirror() { " (mirror)" } else { "" };
+            let mirror = if req.mirror { " (mirror)" } else { "" };
             println!(
                 "[{cluster}]{mirror} {} {} host={} body={}B -> {status}",
                 req.method,
@@ -245,7 +251,7 @@ fn read_request(r: &mut BufReader<TcpStream>) -> io::Result<Option<Incoming>> {
         b
     };
     let body_len = body.len();
-    Ok(Some(Incoming { rec: Recorded { method, path, headers, body_len, status: 0 }, body }))
+    Ok(Some(Incoming { rec: Recorded { method, path, headers, body_len, status: 0, mirror: false }, body }))
 }
 
 fn read_chunked(r: &mut BufReader<TcpStream>) -> io::Result<Vec<u8>> {
