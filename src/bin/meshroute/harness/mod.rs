@@ -41,6 +41,8 @@ pub struct HarnessOptions {
 /// A listener Envoy bound: its name, address and, for a Gateway, the server port it stands for.
 #[derive(Debug, Clone)]
 pub struct Listener {
+    /// Which of the configurations started together it belongs to.
+    pub view: usize,
     pub name: String,
     pub addr: SocketAddr,
     pub gateway_port: Option<u32>,
@@ -68,6 +70,15 @@ impl fmt::Display for HarnessError {
 
 impl std::error::Error for HarnessError {}
 
+/// One configuration to run: its resources, route table and plugin configuration.
+pub struct View<'a> {
+    /// Names its listeners (`vID:NAME`) when several views share an Envoy.
+    pub id: usize,
+    pub bundle: &'a Bundle,
+    pub table: &'a RouteTable,
+    pub plugin_config: &'a Value,
+}
+
 /// Running Envoy plus stubs. Dropping it stops Envoy (the stubs' threads end with the process).
 pub struct Harness {
     pub envoy: EnvoyProcess,
@@ -78,12 +89,39 @@ pub struct Harness {
     pub notes: Vec<String>,
 }
 
+/// Clusters of view N are named `vN~` + the template's name when several views share one Envoy
+/// (`settings.clusterTemplate` gets the prefix), so that equal names of different
+/// configurations never meet. [`shown`] takes it off again.
+pub fn view_template(view: usize, template: &str) -> String {
+    format!("v{view}~{template}")
+}
+
+/// A cluster name as the user's configuration names it (without a view prefix).
+pub fn shown(name: &str) -> &str {
+    match name.split_once('~') {
+        Some((v, rest)) if v.starts_with('v') && v[1..].chars().all(|c| c.is_ascii_digit()) => rest,
+        _ => name,
+    }
+}
+
 impl Harness {
-    /// Generates, rewrites and starts. `behaviour` gives each cluster's stub its behaviour.
+    /// Generates, rewrites and starts one configuration. `behaviour` gives each cluster's stub
+    /// its behaviour.
     pub fn start(
         bundle: &Bundle,
         table: &RouteTable,
         plugin_config: &Value,
+        opts: &HarnessOptions,
+        behaviour: &dyn Fn(&str) -> Behaviour,
+    ) -> Result<Harness, HarnessError> {
+        Harness::start_many(&[View { id: 0, bundle, table, plugin_config }], opts, behaviour)
+    }
+
+    /// Several configurations in one Envoy (one Wasm VM, compiled once): a listener set per
+    /// view, cluster names kept apart by [`view_template`] (the caller compiles each view with
+    /// it when there are several).
+    pub fn start_many(
+        views: &[View<'_>],
         opts: &HarnessOptions,
         behaviour: &dyn Fn(&str) -> Behaviour,
     ) -> Result<Harness, HarnessError> {
@@ -94,48 +132,63 @@ impl Harness {
             admin: any,
             credentials_dir: opts.credentials_dir.as_deref(),
         };
-        let generated = generate(bundle, &table.clusters, plugin_config, &gen_opts).map_err(HarnessError::Generate)?;
-        let mut config = generated.config;
-        let mut stubs = BTreeMap::new();
         // Failure rates are random draws; a different sequence each run, like real traffic.
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0x5eed);
-        if let Some(clusters) = config["static_resources"]["clusters"].as_array_mut() {
-            for (i, c) in clusters.iter_mut().enumerate() {
+        let mut config = Value::Null;
+        let mut stubs = BTreeMap::new();
+        let mut wanted = Vec::new();
+        let mut notes = Vec::new();
+        let several = views.len() > 1;
+        for view in views {
+            let v = view.id;
+            let generated =
+                generate(view.bundle, &view.table.clusters, view.plugin_config, &gen_opts).map_err(HarnessError::Generate)?;
+            notes.extend(generated.notes);
+            let mut part = generated.config;
+            for c in part["static_resources"]["clusters"].as_array_mut().into_iter().flatten() {
                 let name = c["name"].as_str().unwrap_or_default().to_string();
-                let stub = Stub::start(&name, &bundle.settings.routing_header, behaviour(&name), seed ^ ((i as u64) << 32), opts.stub_log)
+                let i = stubs.len() as u64;
+                let stub = Stub::start(&name, &view.bundle.settings.routing_header, behaviour(&name), seed ^ (i << 32), opts.stub_log)
                     .map_err(|error| HarnessError::Stub { cluster: name.clone(), error })?;
                 point_at_stub(c, stub.addr);
                 stubs.insert(name, stub);
             }
-        }
-        let mut wanted = Vec::new();
-        if let Some(listeners) = config["static_resources"]["listeners"].as_array_mut() {
-            for l in listeners {
-                let name = l["name"].as_str().unwrap_or_default().to_string();
-                let gateway_port = name.strip_prefix("gateway_").and_then(|p| p.parse().ok());
+            for l in part["static_resources"]["listeners"].as_array_mut().into_iter().flatten() {
+                let base = l["name"].as_str().unwrap_or_default().to_string();
+                let gateway_port = base.strip_prefix("gateway_").and_then(|p| p.parse().ok());
+                let name = if several { format!("v{v}:{base}") } else { base };
+                l["name"] = json!(name);
                 l["address"]["socket_address"]["port_value"] = json!(0);
-                wanted.push((name, gateway_port));
+                wanted.push((v, name, gateway_port));
+            }
+            if config.is_null() {
+                config = part;
+            } else {
+                for kind in ["listeners", "clusters"] {
+                    let add = part["static_resources"][kind].as_array().cloned().unwrap_or_default();
+                    if let Some(list) = config["static_resources"][kind].as_array_mut() {
+                        list.extend(add);
+                    }
+                }
             }
         }
         let envoy = EnvoyProcess::start(&opts.envoy, &config, opts.log, &opts.log_level).map_err(HarnessError::Envoy)?;
         let mut listeners = Vec::new();
-        for (name, gateway_port) in wanted {
+        for (view, name, gateway_port) in wanted {
             let addr = *envoy.listeners.get(&name).ok_or_else(|| HarnessError::Listener(name.clone()))?;
-            listeners.push(Listener { name, addr, gateway_port });
+            listeners.push(Listener { view, name, addr, gateway_port });
         }
-        Ok(Harness { envoy, stubs, listeners, notes: generated.notes })
+        Ok(Harness { envoy, stubs, listeners, notes })
     }
 
-    /// The listener a request to `port` enters: the Gateway listener of that server port, else
-    /// the sidecar's one listener.
-    pub fn listener_for(&self, port: u32) -> Option<&Listener> {
-        self.listeners
-            .iter()
-            .find(|l| l.gateway_port == Some(port))
-            .or_else(|| self.listeners.iter().find(|l| l.gateway_port.is_none()))
+    /// The listener of `view` a request to `port` enters: the Gateway listener of that server
+    /// port, else the sidecar's one listener.
+    pub fn listener_for(&self, view: usize, port: u32) -> Option<&Listener> {
+        let mine = || self.listeners.iter().filter(move |l| l.view == view);
+        mine().find(|l| l.gateway_port == Some(port)).or_else(|| mine().find(|l| l.gateway_port.is_none()))
     }
 
     pub fn reset_stubs(&self) {
@@ -224,7 +277,7 @@ pub fn cluster_parts(name: &str, table: &RouteTable) -> Option<(String, Option<S
     if let Some(c) = table.clusters.iter().find(|c| c.name == name) {
         return Some((c.host.clone(), c.subset.clone()));
     }
-    let parts: Vec<&str> = name.split('|').collect();
+    let parts: Vec<&str> = shown(name).split('|').collect();
     match parts[..] {
         [_, _, subset, host] => Some((host.to_string(), Some(subset.to_string()).filter(|s| !s.is_empty()))),
         _ => None,
@@ -234,7 +287,7 @@ pub fn cluster_parts(name: &str, table: &RouteTable) -> Option<(String, Option<S
 /// How well `key` names cluster `name`: 3 the cluster name, 2 `HOST/SUBSET`, 1 `HOST` (short or
 /// full name), 0 not at all.
 fn rank(key: &str, name: &str, table: &RouteTable) -> u8 {
-    if key == name {
+    if key == name || key == shown(name) {
         return 3;
     }
     let Some((host, subset)) = cluster_parts(name, table) else { return 0 };

@@ -133,7 +133,8 @@ pub struct EnvoyProcess {
     pub listeners: BTreeMap<String, SocketAddr>,
 }
 
-static LIVE: Mutex<Vec<Weak<Mutex<Child>>>> = Mutex::new(Vec::new());
+/// Every Envoy started, with its directory, for the signal handler.
+static LIVE: Mutex<Vec<(Weak<Mutex<Child>>, PathBuf)>> = Mutex::new(Vec::new());
 
 /// On SIGINT/SIGTERM/SIGHUP: kill every Envoy still running, then exit 130. Installed once.
 pub fn install_signal_handler() {
@@ -145,10 +146,13 @@ pub fn install_signal_handler() {
 
 fn kill_all() {
     let live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
-    for c in live.iter().filter_map(Weak::upgrade) {
-        let mut c = c.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = c.kill();
-        let _ = c.wait();
+    for (c, dir) in live.iter() {
+        if let Some(c) = c.upgrade() {
+            let mut c = c.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = c.kill();
+            let _ = c.wait();
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -181,7 +185,7 @@ impl EnvoyProcess {
         }
         let child = cmd.spawn().map_err(|error| EnvoyError::Spawn { bin: bin.to_path_buf(), error })?;
         let child = Arc::new(Mutex::new(child));
-        LIVE.lock().unwrap_or_else(|e| e.into_inner()).push(Arc::downgrade(&child));
+        LIVE.lock().unwrap_or_else(|e| e.into_inner()).push((Arc::downgrade(&child), dir.clone()));
         let mut p = EnvoyProcess { child, dir, admin: SocketAddr::from(([127, 0, 0, 1], 0)), listeners: BTreeMap::new() };
         p.wait_ready(&admin_path, config, Duration::from_secs(30))?;
         Ok(p)

@@ -92,7 +92,8 @@ impl Stub {
             ..State::default()
         }));
         let shared = Arc::clone(&state);
-        let name = cluster.to_string();
+        // The name as the user's configuration has it (without a view prefix, harness::shown).
+        let name = super::shown(cluster).to_string();
         let routing_header = routing_header.to_ascii_lowercase();
         thread::Builder::new().name(format!("stub {cluster}")).spawn(move || {
             for conn in listener.incoming().flatten() {

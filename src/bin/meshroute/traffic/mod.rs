@@ -8,7 +8,7 @@ mod spec;
 
 use crate::harness::proc::{self, LogTo};
 use crate::harness::stub::Recorded;
-use crate::harness::{self, client, Harness, HarnessOptions};
+use crate::harness::{self, client, Harness};
 use crate::input::Inputs;
 use crate::run::HarnessArgs;
 use clap::{ArgAction, Args};
@@ -71,6 +71,8 @@ pub struct TestArgs {
 
 /// A configuration as one identity sees it.
 struct View {
+    /// Its number among all views of the run (its clusters are named `vID~...`).
+    id: usize,
     bundle: Bundle,
     table: Option<RouteTable>,
     plugin_config: Value,
@@ -79,7 +81,6 @@ struct View {
 /// A tests file with its resources read and a view per identity.
 struct Prepared {
     file: TestsFile,
-    inputs: Inputs,
     views: BTreeMap<Identity, View>,
     /// Findings of the configuration, rendered (printed under the file's name).
     findings: Vec<String>,
@@ -107,8 +108,9 @@ pub fn run(args: &TestArgs) -> ExitCode {
     }
     let mut prepared = Vec::new();
     let mut input_errors = false;
+    let mut next_view = 0;
     for f in files {
-        match prepare(f, args, &mut spec_errors) {
+        match prepare(f, args, &mut next_view, &mut spec_errors) {
             Some(p) => prepared.push(p),
             None => input_errors = true,
         }
@@ -135,13 +137,34 @@ pub fn run(args: &TestArgs) -> ExitCode {
     };
     proc::install_signal_handler();
     let start = Instant::now();
+    // One Envoy for every configuration of the run: the filter's Wasm is compiled once.
+    let harness = opts.as_ref().map(|opts| {
+        let views: Vec<harness::View<'_>> = prepared
+            .iter()
+            .flat_map(|p| p.views.values())
+            .filter_map(|v| {
+                v.table.as_ref().map(|t| harness::View {
+                    id: v.id,
+                    bundle: &v.bundle,
+                    table: t,
+                    plugin_config: &v.plugin_config,
+                })
+            })
+            .collect();
+        let h = Harness::start_many(&views, opts, &|_| Default::default()).map_err(|e| e.to_string());
+        if let Ok(h) = &h {
+            println!("(Envoy with {} configuration(s) ready in {:.1} s)", views.len(), start.elapsed().as_secs_f64());
+            let _ = &h.notes;
+        }
+        h
+    });
     let mut report: Vec<(String, Vec<Outcome>)> = Vec::new();
     for p in &prepared {
         println!("{}", p.file.path);
         for f in &p.findings {
             println!("  {f}");
         }
-        let outcomes = run_file(p, opts.as_ref());
+        let outcomes = run_file(p, harness.as_ref());
         report.push((p.file.path.clone(), outcomes));
     }
     let passed = report.iter().flat_map(|(_, o)| o).filter(|o| o.failures.is_empty()).count();
@@ -166,7 +189,7 @@ pub fn run(args: &TestArgs) -> ExitCode {
 }
 
 /// Reads the resources of a tests file and checks every case's references against them.
-fn prepare(file: TestsFile, args: &TestArgs, errors: &mut Vec<SpecError>) -> Option<Prepared> {
+fn prepare(file: TestsFile, args: &TestArgs, next_view: &mut usize, errors: &mut Vec<SpecError>) -> Option<Prepared> {
     let mut paths = args.files.clone();
     paths.extend(file.config.iter().cloned());
     if paths.is_empty() {
@@ -175,7 +198,7 @@ fn prepare(file: TestsFile, args: &TestArgs, errors: &mut Vec<SpecError>) -> Opt
             line: 1,
             message: "no resources: pass -f PATH or list them under `config:`".into(),
         });
-        return Some(Prepared { file, inputs: Inputs::default(), views: BTreeMap::new(), findings: Vec::new(), errors: 0 });
+        return Some(Prepared { file, views: BTreeMap::new(), findings: Vec::new(), errors: 0 });
     }
     let inputs = Inputs::read(&paths, args.settings.as_deref());
     if !inputs.errors.is_empty() {
@@ -191,8 +214,16 @@ fn prepare(file: TestsFile, args: &TestArgs, errors: &mut Vec<SpecError>) -> Opt
         if views.contains_key(&case.identity) {
             continue;
         }
+        let id = *next_view;
+        *next_view += 1;
         let mut config = inputs.plugin_config(case.identity.gateway.as_deref());
         if let Some(settings) = config.get_mut("settings").and_then(Value::as_object_mut) {
+            let template = settings
+                .get("clusterTemplate")
+                .and_then(Value::as_str)
+                .unwrap_or(meshroute::config::DEFAULT_CLUSTER_TEMPLATE)
+                .to_string();
+            settings.insert("clusterTemplate".into(), Value::String(harness::view_template(id, &template)));
             if let Some(ns) = &case.identity.namespace {
                 settings.insert("namespace".into(), Value::String(ns.clone()));
             }
@@ -212,13 +243,13 @@ fn prepare(file: TestsFile, args: &TestArgs, errors: &mut Vec<SpecError>) -> Opt
             }
         }
         let table = compiled.table.filter(|_| !compiled.diagnostics.iter().any(|d| d.is_error()));
-        views.insert(case.identity.clone(), View { bundle, table, plugin_config: config });
+        views.insert(case.identity.clone(), View { id, bundle, table, plugin_config: config });
     }
     for case in &file.cases {
         let Some(view) = views.get(&case.identity) else { continue };
         check_references(&file.path, case, view, errors);
     }
-    Some(Prepared { file, inputs, views, findings, errors: error_count })
+    Some(Prepared { file, views, findings, errors: error_count })
 }
 
 /// Bad tests: hosts, clusters and subsets the configuration does not have.
@@ -319,22 +350,15 @@ fn known_host(bundle: &Bundle, host: &str, ns: &str) -> bool {
         })
 }
 
-fn run_file(p: &Prepared, opts: Option<&HarnessOptions>) -> Vec<Outcome> {
-    let mut harnesses: BTreeMap<Identity, Result<Harness, String>> = BTreeMap::new();
+fn run_file(p: &Prepared, harness: Option<&Result<Harness, String>>) -> Vec<Outcome> {
     let mut out = Vec::new();
     for case in &p.file.cases {
         let start = Instant::now();
-        let failures = match (p.views.get(&case.identity), opts) {
-            (Some(View { table: Some(table), bundle, plugin_config }), Some(opts)) => {
-                let h = harnesses.entry(case.identity.clone()).or_insert_with(|| {
-                    Harness::start(bundle, table, plugin_config, opts, &|_| Default::default())
-                        .map_err(|e| e.to_string())
-                });
-                match h {
-                    Ok(h) => run_case(case, h, table),
-                    Err(e) => vec![format!("the harness did not start: {e}")],
-                }
-            }
+        let failures = match (p.views.get(&case.identity), harness) {
+            (Some(View { id, table: Some(table), .. }), Some(h)) => match h {
+                Ok(h) => run_case(case, *id, h, table),
+                Err(e) => vec![format!("the harness did not start: {e}")],
+            },
             _ => vec![format!(
                 "not run: the configuration is refused ({} error(s), printed under {}); Envoy would keep its previous \
                  configuration",
@@ -345,7 +369,6 @@ fn run_file(p: &Prepared, opts: Option<&HarnessOptions>) -> Vec<Outcome> {
         print_outcome(&o, case);
         out.push(o);
     }
-    let _ = &p.inputs;
     out
 }
 
@@ -369,14 +392,14 @@ struct Got {
     elapsed: Duration,
 }
 
-fn run_case(case: &Case, h: &Harness, table: &RouteTable) -> Vec<String> {
+fn run_case(case: &Case, view: usize, h: &Harness, table: &RouteTable) -> Vec<String> {
     let behaviours = case.behaviours();
     for (name, stub) in &h.stubs {
         stub.set_behaviour(behaviours.for_cluster(name, table));
     }
     h.reset_stubs();
     let r = &case.request;
-    let Some(listener) = h.listener_for(r.port) else {
+    let Some(listener) = h.listener_for(view, r.port) else {
         return vec![format!("no listener for port {} (the Gateway has no server on it)", r.port)];
     };
     if r.scheme == "https" {
@@ -449,7 +472,7 @@ fn tally<K: Ord + std::fmt::Display>(items: impl Iterator<Item = K>) -> String {
 }
 
 fn who(g: &Got) -> String {
-    g.cluster.clone().unwrap_or_else(|| "Envoy itself (no upstream)".into())
+    g.cluster.as_deref().map(|c| harness::shown(c).to_string()).unwrap_or_else(|| "Envoy itself (no upstream)".into())
 }
 
 fn pct(ppm: u32) -> String {
@@ -568,7 +591,7 @@ fn check(
             failures.push(format!(
                 "expected {a} upstream attempt(s) per request ({want} in all), the stubs received {total} ({})",
                 tally(h.stubs.iter().flat_map(|(name, s)| {
-                    s.recorded().into_iter().filter(|r| !r.is_mirror() && ours(r)).map(move |r| format!("{name} → {}", r.status))
+                    s.recorded().into_iter().filter(|r| !r.is_mirror() && ours(r)).map(move |r| format!("{} → {}", harness::shown(name), r.status))
                 }))
             ));
         }
