@@ -111,13 +111,20 @@ fn wrong_expectations_fail_and_junit_reports_them() {
         ["a 50/50 expectation on an 80/20 split fails", "a wrong status fails"].map(String::from).into(),
         "{out}"
     );
-    assert_eq!(passed, ["two failures are retried", "80/20 holds"].map(String::from).into(), "{out}");
-    assert!(out.contains("test result: FAILED. 2 passed; 2 failed"), "{out}");
+    assert_eq!(
+        passed,
+        ["two failures are retried", "80/20 holds", "a beta client's sidecar sends everything to v2"]
+            .map(String::from)
+            .into(),
+        "{out}"
+    );
+    assert!(out.contains("test result: FAILED. 3 passed; 2 failed"), "{out}");
+    assert!(out.contains("(Envoy with 2 configuration(s) ready"), "a view per proxy identity:\n{out}");
     let xml = std::fs::read_to_string(&junit).expect("the JUnit report");
     let _ = std::fs::remove_file(&junit);
-    assert_eq!(xml.matches("<testcase ").count(), 4, "{xml}");
+    assert_eq!(xml.matches("<testcase ").count(), 5, "{xml}");
     assert_eq!(xml.matches("<failure ").count(), 2, "{xml}");
-    assert!(xml.contains("tests=\"4\" failures=\"2\""), "{xml}");
+    assert!(xml.contains("tests=\"5\" failures=\"2\""), "{xml}");
 }
 
 #[test]
@@ -220,10 +227,8 @@ fn run_serves_the_demo_and_leaves_nothing_behind_on_sigterm() {
     assert_eq!(body.lines().next(), Some("outbound|80|v2|product-service.default.svc.cluster.local"), "{body}");
     assert!(body.contains("GET /hello") && body.contains("x-debug: true"), "the stub echoes the request:\n{body}");
     // --upstream gives a stub its behaviour (ratings also has a 20 % abort: retry until the stub answers).
-    let statuses: Vec<u16> = (0..20)
-        .map(|_| http("GET", listener, "/", &[("Host", "ratings")], b"").status)
-        .filter(|s| *s != 503)
-        .collect();
+    let statuses: Vec<u16> =
+        (0..20).map(|_| http("GET", listener, "/", &[("Host", "ratings")], b"").status).filter(|s| *s != 503).collect();
     assert!(!statuses.is_empty() && statuses.iter().all(|s| *s == 418), "{statuses:?}");
 
     let needle = dir.display().to_string();

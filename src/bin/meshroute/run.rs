@@ -14,7 +14,8 @@ use std::time::Duration;
 /// it) with the filter, every listener and the admin interface on a free port, and a stub
 /// upstream for every cluster, answering with its cluster name and an echo of the request.
 #[derive(Args)]
-#[command(after_help = "Stub behaviour (--upstreams FILE, a YAML map, or --upstream KEY=FIELD:VALUE,...): KEY is a cluster
+#[command(
+    after_help = "Stub behaviour (--upstreams FILE, a YAML map, or --upstream KEY=FIELD:VALUE,...): KEY is a cluster
 name, HOST/SUBSET or HOST (short or full name); fields are status (default 200), failStatus (503),
 failureRate (percent of requests answered with failStatus), latency (e.g. 100ms) and failFirst (the
 first N attempts of each request, by x-request-id, fail: Envoy's retries keep the id).
@@ -29,7 +30,8 @@ Ctrl-C (or SIGTERM) stops Envoy and the stubs.
 Examples:
   meshroute run -f envoy/demo
   meshroute run -f my-crds/ --upstream 'reviews/v2=status:503'
-  meshroute run -f gw.yaml -f vs.yaml --gateway istio-system/public-gateway --upstreams upstreams.yaml")]
+  meshroute run -f gw.yaml -f vs.yaml --gateway istio-system/public-gateway --upstreams upstreams.yaml"
+)]
 pub struct RunArgs {
     #[command(flatten)]
     pub input: InputArgs,
@@ -113,7 +115,9 @@ pub fn run(args: &RunArgs) -> ExitCode {
         }
     };
     if let Some(k) = behaviours.unknown_keys(h.stubs.keys().map(String::as_str), table).first() {
-        eprintln!("meshroute: upstream {k:?} names no cluster of this configuration (see the stub list of `meshroute run`)");
+        eprintln!(
+            "meshroute: upstream {k:?} names no cluster of this configuration (see the stub list of `meshroute run`)"
+        );
         return ExitCode::from(2);
     }
     for n in &h.notes {
@@ -176,7 +180,9 @@ fn banner(h: &Harness, bundle: &Bundle, table: &RouteTable) -> String {
         out.push_str(&format!("    {name} on {}\n", s.addr));
     }
     out.push_str("\nTry (each stub answers its cluster name on the first line, then the request it received):\n");
-    let mut hosts: Vec<(String, Vec<(String, String)>, bool)> = Vec::new();
+    // (host, exact header matches of its rules, whether it splits traffic)
+    type Hint = (String, Vec<(String, String)>, bool);
+    let mut hosts: Vec<Hint> = Vec::new();
     for (_, vs) in bundle.virtual_services() {
         let weighted = vs.http.iter().any(|r| r.route.len() > 1);
         for host in vs.hosts.iter().filter(|h| !h.contains('*')) {
@@ -228,8 +234,8 @@ fn banner(h: &Harness, bundle: &Bundle, table: &RouteTable) -> String {
 fn is_https(port: Option<u32>, bundle: &Bundle) -> bool {
     let Some(port) = port else { return false };
     bundle.gateways().any(|(_, g)| {
-        g.servers.iter().any(|s| {
-            s.port.as_ref().is_some_and(|p| p.number == port && p.protocol.eq_ignore_ascii_case("HTTPS"))
-        })
+        g.servers
+            .iter()
+            .any(|s| s.port.as_ref().is_some_and(|p| p.number == port && p.protocol.eq_ignore_ascii_case("HTTPS")))
     })
 }

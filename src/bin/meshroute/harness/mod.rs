@@ -51,7 +51,10 @@ pub struct Listener {
 #[derive(Debug)]
 pub enum HarnessError {
     Generate(meshroute::envoy::InvalidEnvoyConfig),
-    Stub { cluster: String, error: std::io::Error },
+    Stub {
+        cluster: String,
+        error: std::io::Error,
+    },
     Envoy(EnvoyError),
     /// Envoy did not bind a listener the configuration has.
     Listener(String),
@@ -61,7 +64,9 @@ impl fmt::Display for HarnessError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Generate(e) => write!(f, "cannot generate the Envoy configuration: {e}"),
-            Self::Stub { cluster, error } => write!(f, "cannot start the stub upstream of {cluster} on 127.0.0.1: {error}"),
+            Self::Stub { cluster, error } => {
+                write!(f, "cannot start the stub upstream of {cluster} on 127.0.0.1: {error}")
+            }
             Self::Envoy(e) => write!(f, "{e}"),
             Self::Listener(n) => write!(f, "Envoy did not bind listener {n}"),
         }
@@ -126,12 +131,8 @@ impl Harness {
         behaviour: &dyn Fn(&str) -> Behaviour,
     ) -> Result<Harness, HarnessError> {
         let any: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
-        let gen_opts = Options {
-            wasm: &opts.wasm,
-            listen: any,
-            admin: any,
-            credentials_dir: opts.credentials_dir.as_deref(),
-        };
+        let gen_opts =
+            Options { wasm: &opts.wasm, listen: any, admin: any, credentials_dir: opts.credentials_dir.as_deref() };
         // Failure rates are random draws; a different sequence each run, like real traffic.
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -144,15 +145,21 @@ impl Harness {
         let several = views.len() > 1;
         for view in views {
             let v = view.id;
-            let generated =
-                generate(view.bundle, &view.table.clusters, view.plugin_config, &gen_opts).map_err(HarnessError::Generate)?;
+            let generated = generate(view.bundle, &view.table.clusters, view.plugin_config, &gen_opts)
+                .map_err(HarnessError::Generate)?;
             notes.extend(generated.notes);
             let mut part = generated.config;
             for c in part["static_resources"]["clusters"].as_array_mut().into_iter().flatten() {
                 let name = c["name"].as_str().unwrap_or_default().to_string();
                 let i = stubs.len() as u64;
-                let stub = Stub::start(&name, &view.bundle.settings.routing_header, behaviour(&name), seed ^ (i << 32), opts.stub_log)
-                    .map_err(|error| HarnessError::Stub { cluster: name.clone(), error })?;
+                let stub = Stub::start(
+                    &name,
+                    &view.bundle.settings.routing_header,
+                    behaviour(&name),
+                    seed ^ (i << 32),
+                    opts.stub_log,
+                )
+                .map_err(|error| HarnessError::Stub { cluster: name.clone(), error })?;
                 point_at_stub(c, stub.addr);
                 stubs.insert(name, stub);
             }
@@ -175,7 +182,8 @@ impl Harness {
                 }
             }
         }
-        let envoy = EnvoyProcess::start(&opts.envoy, &config, opts.log, &opts.log_level).map_err(HarnessError::Envoy)?;
+        let envoy =
+            EnvoyProcess::start(&opts.envoy, &config, opts.log, &opts.log_level).map_err(HarnessError::Envoy)?;
         let mut listeners = Vec::new();
         for (view, name, gateway_port) in wanted {
             let addr = *envoy.listeners.get(&name).ok_or_else(|| HarnessError::Listener(name.clone()))?;
@@ -315,10 +323,8 @@ pub fn parse_behaviour(v: &Value) -> Result<Behaviour, String> {
             "failureRate" => b.failure_ppm = percent_ppm(val).map_err(|e| format!("failureRate: {e}"))?,
             "latency" => b.latency = duration(val).map_err(|e| format!("latency: {e}"))?,
             "failFirst" => {
-                b.fail_first = val
-                    .as_u64()
-                    .and_then(|n| u32::try_from(n).ok())
-                    .ok_or("failFirst: a count of attempts, e.g. 2")?
+                b.fail_first =
+                    val.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or("failFirst: a count of attempts, e.g. 2")?
             }
             other => {
                 return Err(format!(

@@ -20,12 +20,26 @@ pub const ENVOY_VERSION: &str = "1.40.0";
 /// Why Envoy is not running.
 #[derive(Debug)]
 pub enum EnvoyError {
-    NotFound { looked: Vec<PathBuf> },
-    Spawn { bin: PathBuf, error: std::io::Error },
-    Io { what: String, error: std::io::Error },
+    NotFound {
+        looked: Vec<PathBuf>,
+    },
+    Spawn {
+        bin: PathBuf,
+        error: std::io::Error,
+    },
+    Io {
+        what: String,
+        error: std::io::Error,
+    },
     /// Envoy exited while starting (bad config, Wasm module rejected, port taken).
-    Exited { status: String, log: String },
-    NotReady { after: Duration, log: String },
+    Exited {
+        status: String,
+        log: String,
+    },
+    NotReady {
+        after: Duration,
+        log: String,
+    },
 }
 
 impl fmt::Display for EnvoyError {
@@ -186,7 +200,8 @@ impl EnvoyProcess {
         let child = cmd.spawn().map_err(|error| EnvoyError::Spawn { bin: bin.to_path_buf(), error })?;
         let child = Arc::new(Mutex::new(child));
         LIVE.lock().unwrap_or_else(|e| e.into_inner()).push((Arc::downgrade(&child), dir.clone()));
-        let mut p = EnvoyProcess { child, dir, admin: SocketAddr::from(([127, 0, 0, 1], 0)), listeners: BTreeMap::new() };
+        let mut p =
+            EnvoyProcess { child, dir, admin: SocketAddr::from(([127, 0, 0, 1], 0)), listeners: BTreeMap::new() };
         p.wait_ready(&admin_path, config, Duration::from_secs(30))?;
         Ok(p)
     }
@@ -250,7 +265,8 @@ fn parse_listeners(body: &[u8]) -> BTreeMap<String, SocketAddr> {
     let mut out = BTreeMap::new();
     for l in v["listener_statuses"].as_array().into_iter().flatten() {
         let sa = &l["local_address"]["socket_address"];
-        let (Some(name), Some(ip), Some(port)) = (l["name"].as_str(), sa["address"].as_str(), sa["port_value"].as_u64())
+        let (Some(name), Some(ip), Some(port)) =
+            (l["name"].as_str(), sa["address"].as_str(), sa["port_value"].as_u64())
         else {
             continue;
         };

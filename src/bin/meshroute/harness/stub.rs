@@ -86,11 +86,7 @@ impl Stub {
     pub fn start(cluster: &str, routing_header: &str, behaviour: Behaviour, seed: u64, log: bool) -> io::Result<Stub> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
-        let state = Arc::new(Mutex::new(State {
-            behaviour,
-            random: Some(SplitMix64(seed)),
-            ..State::default()
-        }));
+        let state = Arc::new(Mutex::new(State { behaviour, random: Some(SplitMix64(seed)), ..State::default() }));
         let shared = Arc::clone(&state);
         // The name as the user's configuration has it (without a view prefix, harness::shown).
         let name = super::shown(cluster).to_string();

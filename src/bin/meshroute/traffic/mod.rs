@@ -285,7 +285,10 @@ fn check_references(path: &str, case: &Case, view: &View, errors: &mut Vec<SpecE
     }
     if let Some((s, line)) = &e.subset {
         if !subset_known(s) {
-            err(*line, format!("expect.subset {s:?}: no DestinationRule of the configuration defines a subset of that name"));
+            err(
+                *line,
+                format!("expect.subset {s:?}: no DestinationRule of the configuration defines a subset of that name"),
+            );
         }
     }
     for s in &e.split {
@@ -327,9 +330,7 @@ fn declared(bundle: &Bundle, key: &str) -> bool {
     };
     let host_ok = bundle.service_entries().any(|(r, se)| se.hosts.iter().any(|h| same(h, &r.namespace)));
     let subset_ok = subset.is_none_or(|s| {
-        bundle
-            .destination_rules()
-            .any(|(r, dr)| same(&dr.host, &r.namespace) && dr.subsets.iter().any(|x| x.name == s))
+        bundle.destination_rules().any(|(r, dr)| same(&dr.host, &r.namespace) && dr.subsets.iter().any(|x| x.name == s))
     });
     host_ok && subset_ok
 }
@@ -346,7 +347,10 @@ fn known_host(bundle: &Bundle, host: &str, ns: &str) -> bool {
     bundle.virtual_services().any(|(r, vs)| vs.hosts.iter().any(|h| covers(h, &r.namespace)))
         || bundle.service_entries().any(|(r, se)| se.hosts.iter().any(|h| covers(h, &r.namespace)))
         || bundle.gateways().any(|(_, g)| {
-            g.servers.iter().flat_map(|s| &s.hosts).any(|h| covers(h.split_once('/').map_or(h.as_str(), |(_, d)| d), ns))
+            g.servers
+                .iter()
+                .flat_map(|s| &s.hosts)
+                .any(|h| covers(h.split_once('/').map_or(h.as_str(), |(_, d)| d), ns))
         })
 }
 
@@ -366,17 +370,20 @@ fn run_file(p: &Prepared, harness: Option<&Result<Harness, String>>) -> Vec<Outc
             )],
         };
         let o = Outcome { name: case.name.clone(), failures, elapsed: start.elapsed() };
-        print_outcome(&o, case);
+        print_outcome(&o, case, &p.file.path);
         out.push(o);
     }
     out
 }
 
-fn print_outcome(o: &Outcome, case: &Case) {
+fn print_outcome(o: &Outcome, case: &Case, file: &str) {
     let n = case.request.count;
     let what = if n == 1 { "1 request".to_string() } else { format!("{n} requests") };
     let mark = if o.failures.is_empty() { "ok  " } else { "FAIL" };
     println!("  {mark}  {} ({what}, {:.2} s)", o.name, o.elapsed.as_secs_f64());
+    if !o.failures.is_empty() {
+        println!("          at {file}:{}", case.line);
+    }
     for f in &o.failures {
         for (i, line) in f.lines().enumerate() {
             println!("  {}  {line}", if i == 0 { "      " } else { "        " });
@@ -443,7 +450,11 @@ fn run_case(case: &Case, view: usize, h: &Harness, table: &RouteTable) -> Vec<St
 const CASE_HEADER: &str = "x-meshroute-test-case";
 static CASE: AtomicU32 = AtomicU32::new(1);
 
-fn send_all(addr: std::net::SocketAddr, r: &spec::RequestSpec, headers: &[(String, String)]) -> Vec<Result<client::Response, String>> {
+fn send_all(
+    addr: std::net::SocketAddr,
+    r: &spec::RequestSpec,
+    headers: &[(String, String)],
+) -> Vec<Result<client::Response, String>> {
     let next = AtomicU32::new(0);
     let results = Mutex::new(Vec::new());
     std::thread::scope(|s| {
@@ -452,7 +463,8 @@ fn send_all(addr: std::net::SocketAddr, r: &spec::RequestSpec, headers: &[(Strin
                 if next.fetch_add(1, Ordering::Relaxed) >= r.count {
                     return;
                 }
-                let res = client::send(addr, &r.method, &r.path, headers, &r.body, r.timeout).map_err(|e| e.to_string());
+                let res =
+                    client::send(addr, &r.method, &r.path, headers, &r.body, r.timeout).map_err(|e| e.to_string());
                 results.lock().unwrap_or_else(|e| e.into_inner()).push(res);
             });
         }
@@ -467,7 +479,7 @@ fn tally<K: Ord + std::fmt::Display>(items: impl Iterator<Item = K>) -> String {
         *m.entry(i).or_default() += 1;
     }
     let mut v: Vec<(K, usize)> = m.into_iter().collect();
-    v.sort_by(|a, b| b.1.cmp(&a.1));
+    v.sort_by_key(|e| std::cmp::Reverse(e.1));
     v.iter().map(|(k, n)| format!("{k} ×{n}")).collect::<Vec<_>>().join(", ")
 }
 
@@ -522,15 +534,21 @@ fn check(
     }
     if let Some((s, _)) = &e.subset {
         let ok = |g: &Got| {
-            g.cluster.as_deref().and_then(|c| harness::cluster_parts(c, table)).is_some_and(|(_, sub)| sub.as_deref() == Some(s))
+            g.cluster
+                .as_deref()
+                .and_then(|c| harness::cluster_parts(c, table))
+                .is_some_and(|(_, sub)| sub.as_deref() == Some(s))
         };
         if !got.iter().all(ok) {
             failures.push(format!("expected every answer from subset {s}, got {}", tally(got.iter().map(who))));
         }
     }
     for (k, v) in &e.headers {
-        let bad: Vec<String> =
-            got.iter().filter(|g| header(g, k) != Some(v.as_str())).map(|g| header(g, k).unwrap_or("(none)").to_string()).collect();
+        let bad: Vec<String> = got
+            .iter()
+            .filter(|g| header(g, k) != Some(v.as_str()))
+            .map(|g| header(g, k).unwrap_or("(none)").to_string())
+            .collect();
         if !bad.is_empty() {
             failures.push(format!("expected response header {k}: {v}, got {}", tally(bad.into_iter())));
         }
@@ -570,7 +588,8 @@ fn check(
             .filter(|g| {
                 g.cluster.as_deref().is_some_and(|c| {
                     harness::names_cluster(&s.key, c, table)
-                        || harness::cluster_parts(c, table).is_some_and(|(_, sub)| sub.as_deref() == Some(s.key.as_str()))
+                        || harness::cluster_parts(c, table)
+                            .is_some_and(|(_, sub)| sub.as_deref() == Some(s.key.as_str()))
                 })
             })
             .count() as u32;
@@ -585,13 +604,17 @@ fn check(
         }
     }
     if let Some(a) = e.attempts {
-        let total: usize = h.stubs.values().map(|s| s.recorded().iter().filter(|r| !r.is_mirror() && ours(r)).count()).sum();
+        let total: usize =
+            h.stubs.values().map(|s| s.recorded().iter().filter(|r| !r.is_mirror() && ours(r)).count()).sum();
         let want = a as usize * n as usize;
         if total != want {
             failures.push(format!(
                 "expected {a} upstream attempt(s) per request ({want} in all), the stubs received {total} ({})",
                 tally(h.stubs.iter().flat_map(|(name, s)| {
-                    s.recorded().into_iter().filter(|r| !r.is_mirror() && ours(r)).map(move |r| format!("{} → {}", harness::shown(name), r.status))
+                    s.recorded()
+                        .into_iter()
+                        .filter(|r| !r.is_mirror() && ours(r))
+                        .map(move |r| format!("{} → {}", harness::shown(name), r.status))
                 }))
             ));
         }

@@ -128,7 +128,8 @@ pub fn read(path: &Path) -> Result<(TestsFile, Vec<SpecError>), Vec<SpecError>> 
                 match k.as_str() {
                     "config" => {
                         for item in seq_or_one(n) {
-                            let s = item.as_str().ok_or_else(|| err(item.line, "config: a file or directory".into()))?;
+                            let s =
+                                item.as_str().ok_or_else(|| err(item.line, "config: a file or directory".into()))?;
                             config.push(join(&dir, s));
                         }
                     }
@@ -224,7 +225,10 @@ fn case(n: &Node, index: usize) -> Result<Case, Fail> {
             }
             "expect" => expect = Some(expect_spec(&v)?),
             other => {
-                return Err((line, format!("unknown key {other:?} in a test case (known: name, request, upstreams, expect)")))
+                return Err((
+                    line,
+                    format!("unknown key {other:?} in a test case (known: name, request, upstreams, expect)"),
+                ))
             }
         }
     }
@@ -236,7 +240,9 @@ fn case(n: &Node, index: usize) -> Result<Case, Fail> {
         || expect.delayed.is_some()
         || expect.mirror.as_ref().is_some_and(|m| m.ppm != 1_000_000 && m.ppm != 0);
     if statistical && request.count < 20 {
-        return Err(at("a share of requests (split, statuses, delayed, mirror percent) needs request.count of at least 20"));
+        return Err(at(
+            "a share of requests (split, statuses, delayed, mirror percent) needs request.count of at least 20",
+        ));
     }
     Ok(Case { name, line: n.line, request, identity, upstreams, expect })
 }
@@ -272,7 +278,9 @@ fn request_spec(n: &Node, identity: &mut Identity) -> Result<RequestSpec, Fail> 
                                 identity.labels.insert(lk, string(&lv, "label")?);
                             }
                         }
-                        other => return Err((sl, format!("unknown key {other:?} in source (known: namespace, labels)"))),
+                        other => {
+                            return Err((sl, format!("unknown key {other:?} in source (known: namespace, labels)")))
+                        }
                     }
                 }
             }
@@ -321,7 +329,10 @@ fn expect_spec(n: &Node) -> Result<Expect, Fail> {
         match k.as_str() {
             "status" => {
                 e.status = Some(
-                    v.to_value().as_u64().and_then(|s| u16::try_from(s).ok()).ok_or((line, "status: expected a number".to_string()))?,
+                    v.to_value()
+                        .as_u64()
+                        .and_then(|s| u16::try_from(s).ok())
+                        .ok_or((line, "status: expected a number".to_string()))?,
                 )
             }
             "cluster" => e.cluster = Some((string(&v, "cluster")?, line)),
@@ -348,7 +359,9 @@ fn expect_spec(n: &Node) -> Result<Expect, Fail> {
                     match dk.as_str() {
                         "atLeast" => by = Some(lift(harness::duration(&dv.to_value()), dl, "delayed.atLeast")?),
                         "percent" => pct = Some(share(&dv, "delayed.percent")?),
-                        other => return Err((dl, format!("unknown key {other:?} in delayed (known: atLeast, percent)"))),
+                        other => {
+                            return Err((dl, format!("unknown key {other:?} in delayed (known: atLeast, percent)")))
+                        }
                     }
                 }
                 match (by, pct) {
