@@ -12,6 +12,7 @@ pub mod duration;
 #[cfg(feature = "envoy")]
 pub mod envoy;
 pub mod host;
+pub mod metrics;
 
 pub use config::{load_json, load_value, Bundle, Resource, Settings, Spec};
 pub use diag::{Diagnostic, Diagnostics, ResourceRef, Severity};

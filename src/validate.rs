@@ -125,14 +125,9 @@ pub fn validate(bundle: &Bundle) -> Diagnostics {
     }
     sidecar::check_settings(&mut cx);
     analyze::run(&mut cx);
-    // Identical findings are reported once (as istioctl's `SortedDedupedCopy`).
-    let mut out = Diagnostics::default();
-    for d in cx.out.0 {
-        if !out.iter().any(|o| *o == d) {
-            out.push(d);
-        }
-    }
-    out
+    // Identical findings are reported once (as istioctl's `SortedDedupedCopy`): `Diagnostics`
+    // drops repeats as they are pushed.
+    cx.out
 }
 
 /// Where a diagnostic points: a resource, or (for `None`) the plugin settings.

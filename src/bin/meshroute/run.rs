@@ -121,7 +121,7 @@ pub fn run(args: &RunArgs) -> ExitCode {
         return ExitCode::from(2);
     }
     for n in &h.notes {
-        eprintln!("warning: {n}");
+        eprintln!("{n}");
     }
     print!("{}", banner(&h, &loaded.bundle, table));
     loop {

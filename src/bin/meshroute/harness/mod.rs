@@ -147,7 +147,7 @@ impl Harness {
             let v = view.id;
             let generated = generate(view.bundle, &view.table.clusters, view.plugin_config, &gen_opts)
                 .map_err(HarnessError::Generate)?;
-            notes.extend(generated.notes);
+            notes.extend(generated.notes.iter().map(|n| n.to_string()));
             let mut part = generated.config;
             for c in part["static_resources"]["clusters"].as_array_mut().into_iter().flatten() {
                 let name = c["name"].as_str().unwrap_or_default().to_string();
