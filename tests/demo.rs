@@ -1,5 +1,6 @@
-//! The `make run` demo: envoy/demo/ (the demo's CRDs) → `meshroute validate` and `meshroute envoy`
-//! with the arguments the Makefile uses → a real Envoy. The generated configuration must pass
+//! The demo: envoy/demo/ (the demo's CRDs) → `meshroute validate` and `meshroute envoy` with
+//! fixed ports (as envoy/README.md runs it by hand; `make run` is `meshroute run`, which generates
+//! the same configuration on free ports, tests/harness.rs) → a real Envoy. The generated configuration must pass
 //! `envoy --mode validate` as written, and, with its ports moved to free ones and the demo
 //! upstreams (examples/demo_upstreams.rs) replaced by the harness's, answer what
 //! envoy/README.md promises. Needs `--features cli` (Cargo.toml `[[test]] required-features`).
@@ -16,7 +17,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 use support::*;
 
-/// The Makefile's `run` target passes these.
+/// The fixed ports of a hand-run demo (envoy/README.md, Running it elsewhere).
 const LISTEN: &str = "127.0.0.1:15001";
 const ADMIN: &str = "127.0.0.1:15000";
 
@@ -45,7 +46,7 @@ fn temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
-/// `meshroute envoy -f envoy/demo` as `make run` calls it; the generated YAML.
+/// `meshroute envoy -f envoy/demo` with the fixed ports; the generated YAML.
 fn generate(wasm: &Path, out: &Path) -> String {
     let o = meshroute(&[
         "envoy",

@@ -8,10 +8,13 @@ mod emit;
 mod envoy;
 mod explain;
 mod graph;
+mod harness;
 mod input;
 mod lifecycle;
 mod manifest;
 mod output;
+mod run;
+mod traffic;
 mod yaml;
 
 use clap::{Args, Parser, Subcommand};
@@ -48,6 +51,8 @@ enum Command {
     Compile(CompileArgs),
     Envoy(envoy::EnvoyArgs),
     Explain(explain::ExplainArgs),
+    Run(run::RunArgs),
+    Test(traffic::TestArgs),
     Apply(lifecycle::commands::ApplyArgs),
     Up(lifecycle::up::UpArgs),
     History(lifecycle::commands::HistoryArgs),
@@ -244,6 +249,8 @@ fn main() -> ExitCode {
         Command::Compile(a) => compile_cmd(a),
         Command::Envoy(a) => envoy::run(a),
         Command::Explain(a) => explain::run(a),
+        Command::Run(a) => run::run(a),
+        Command::Test(a) => traffic::run(a),
         Command::Apply(a) => lifecycle::commands::run_apply(a),
         Command::Up(a) => lifecycle::up::run(a),
         Command::History(a) => lifecycle::commands::run_history(a),
