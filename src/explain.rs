@@ -234,7 +234,7 @@ impl RouteTable {
                 reason: result.err().map(|m| m.0),
             });
             if evaluated.last().is_some_and(|c| c.matched) {
-                matched = Some(explain_rule(rule, entry, req));
+                matched = Some(explain_rule(self, rule, entry, req, port));
                 break;
             }
         }
@@ -249,16 +249,22 @@ impl RouteTable {
     }
 }
 
-fn explain_rule(rule: &Rule, entry: &crate::compile::Entry, req: &dyn RequestView) -> MatchedRule {
+fn explain_rule(
+    table: &RouteTable,
+    rule: &Rule,
+    entry: &crate::compile::Entry,
+    req: &dyn RequestView,
+    port: u32,
+) -> MatchedRule {
     let action = match &rule.action {
         Action::Forward { destinations, total_weight } => ActionExplained::Forward {
             destinations: destinations
                 .iter()
                 .map(|d| DestinationExplained {
-                    cluster: d.cluster.clone(),
+                    cluster: d.cluster_on(&table.cluster_template, port).into_owned(),
                     host: d.host.clone(),
                     subset: d.subset.clone(),
-                    port: d.port,
+                    port: d.port_on(port),
                     weight: d.weight,
                     percent: if *total_weight == 0 { 0.0 } else { f64::from(d.weight) * 100.0 / *total_weight as f64 },
                 })
@@ -303,10 +309,10 @@ fn explain_rule(rule: &Rule, entry: &crate::compile::Entry, req: &dyn RequestVie
             .mirrors
             .iter()
             .map(|m| MirrorExplained {
-                cluster: m.cluster.clone(),
+                cluster: m.cluster_on(&table.cluster_template, port).into_owned(),
                 host: m.host.clone(),
                 subset: m.subset.clone(),
-                port: m.port,
+                port: m.port_on(port),
                 percent: percent(m.ppm),
             })
             .collect(),

@@ -10,6 +10,8 @@ pub mod crd;
 pub mod diag;
 pub mod duration;
 pub mod host;
+pub mod k8s;
+pub mod pem;
 
 pub use config::{load_json, load_value, Bundle, Resource, Settings, Spec};
 pub use diag::{Diagnostic, Diagnostics, ResourceRef, Severity};

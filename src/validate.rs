@@ -18,6 +18,7 @@ mod analyze;
 mod common;
 mod destination_rule;
 mod gateway;
+mod k8s_registry;
 mod service_entry;
 mod sidecar;
 mod virtual_service;
@@ -125,6 +126,7 @@ pub fn validate(bundle: &Bundle) -> Diagnostics {
     }
     sidecar::check_settings(&mut cx);
     analyze::run(&mut cx);
+    k8s_registry::run(&mut cx);
     // Identical findings are reported once (as istioctl's `SortedDedupedCopy`).
     let mut out = Diagnostics::default();
     for d in cx.out.0 {

@@ -413,6 +413,13 @@ fn destination_rule_hosts(cx: &mut Ctx<'_>) {
     for (r, vs) in bundle.virtual_services() {
         known.extend(vs.hosts.iter().map(|h| resolve(cx, h, &r.namespace)));
     }
+    known.extend(bundle.registry.services.iter().map(|s| s.host(cx.domain_suffix())));
+    // With Kubernetes Services in the input the registry is taken as complete: Istio's wording.
+    let caveat = if bundle.registry.services.is_empty() {
+        " (meshroute knows only the ServiceEntry and VirtualService hosts of this configuration; ignore this if it is a Kubernetes Service.)"
+    } else {
+        ""
+    };
     for (r, dr) in bundle.destination_rules() {
         if dr.host.is_empty() {
             continue;
@@ -427,7 +434,7 @@ fn destination_rule_hosts(cx: &mut Ctx<'_>) {
             &Place(Some(r)),
             "spec.host",
             format!(
-                "The host {} defined in the DestinationRule does not match any services in the mesh. (meshroute knows only the ServiceEntry and VirtualService hosts of this configuration; ignore this if {h} is a Kubernetes Service.)",
+                "The host {} defined in the DestinationRule does not match any services in the mesh.{caveat}",
                 dr.host
             ),
         );

@@ -126,10 +126,10 @@ impl Loaded {
     pub fn print_diagnostics(&self, to_stdout: bool) -> (usize, usize) {
         let (mut e, mut w) = (0, 0);
         for d in self.compiled.diagnostics.iter() {
-            if d.is_error() {
-                e += 1;
-            } else {
-                w += 1;
+            match d.severity {
+                meshroute::Severity::Error => e += 1,
+                meshroute::Severity::Warning => w += 1,
+                meshroute::Severity::Info => {}
             }
             let line = self.inputs.render(d);
             if to_stdout {
@@ -176,7 +176,7 @@ fn compile_cmd(args: &CompileArgs) -> ExitCode {
     if let Err(code) = loaded.require_table() {
         return code;
     }
-    let config = loaded.inputs.plugin_config(args.input.gateway.as_deref());
+    let config = loaded.inputs.compiled_plugin_config(&loaded.bundle, args.input.gateway.as_deref());
     let text = match serde_json::to_string_pretty(&config) {
         Ok(t) => t + "\n",
         Err(e) => {

@@ -1,0 +1,376 @@
+//! Analyzers that need the Kubernetes objects (`crate::k8s`): istioctl's checks that look at
+//! Services and Pods, run only when the input holds such objects — without them meshroute cannot
+//! tell a missing Service from one it was not shown.
+//!
+//! * `virtualservice.DestinationHostAnalyzer`: IST0101 host / mirror host not found, IST0112 and
+//!   IST0101 `host:port` for Kubernetes Services (when any Service is given).
+//! * `destinationrule.SubsetSelectPodAnalyzer`: IST0173 from Pod and pod-template labels.
+//! * `gateway.IngressGatewayPortAnalyzer`: IST0101 selector, IST0162 (when any workload is given).
+//! * `gateway.SecretAnalyzer`: IST0101 credentialName, IST0161 missing keys or no certificate.
+//! * `sidecar.SelectorAnalyzer`: IST0101 selector, IST0110.
+//! * meshroute's own: MR0103 a Service selector matching no workload, MR0104 endpoints of an
+//!   unknown Service.
+
+use super::{Ctx, Place};
+use crate::config::Resource;
+use crate::crd;
+use crate::diag::{Diagnostic, ResourceRef, Severity};
+use crate::host;
+use crate::k8s::{Service, Workload};
+use std::collections::BTreeMap;
+
+pub(super) fn run(cx: &mut Ctx<'_>) {
+    destination_hosts(cx);
+    subsets_select_workloads(cx);
+    gateway_workloads(cx);
+    sidecar_selectors(cx);
+    service_selectors(cx);
+    orphan_endpoints(cx);
+}
+
+fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// istioctl prints a selector as Kubernetes does: `k=v,k2=v2`, keys sorted.
+fn selector_string(s: &BTreeMap<String, String>) -> String {
+    s.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+}
+
+fn workload_name(w: &Workload) -> String {
+    w.origin.as_ref().map_or_else(|| "<unnamed>".to_string(), |o| o.name.clone())
+}
+
+fn push_on(cx: &mut Ctx<'_>, r: Option<ResourceRef>, sev: Severity, code: &'static str, path: &str, msg: String) {
+    cx.out.push(Diagnostic { severity: sev, code: Some(code), resource: r, path: path.to_string(), message: msg });
+}
+
+/// The Kubernetes Service whose host is `fqdn` (exact, as istiod's service index).
+fn service<'a>(cx: &Ctx<'a>, fqdn: &str) -> Option<&'a Service> {
+    cx.bundle.registry.service(fqdn, cx.domain_suffix())
+}
+
+/// Is `fqdn` a ServiceEntry host (exact or by wildcard)?
+fn service_entry_host(cx: &Ctx<'_>, fqdn: &str) -> bool {
+    cx.bundle.service_entries().any(|(r, se)| {
+        se.hosts.iter().any(|h| {
+            let h = host::resolve(h, &r.namespace, cx.domain_suffix());
+            h.eq_ignore_ascii_case(fqdn) || host::matches(&h, fqdn)
+        })
+    })
+}
+
+fn destinations(vs: &crd::VirtualService) -> Vec<(String, &'static str, &crd::Destination)> {
+    let mut out = Vec::new();
+    for (i, route) in vs.http.iter().enumerate() {
+        for (k, d) in route.route.iter().enumerate() {
+            if let Some(dest) = &d.destination {
+                out.push((format!("spec.http[{i}].route[{k}].destination"), "host", dest));
+            }
+        }
+        if let Some(m) = &route.mirror {
+            out.push((format!("spec.http[{i}].mirror"), "mirror host", m));
+        }
+        for (k, m) in route.mirrors.iter().enumerate() {
+            if let Some(dest) = &m.destination {
+                out.push((format!("spec.http[{i}].mirrors[{k}].destination"), "mirror host", dest));
+            }
+        }
+    }
+    out
+}
+
+/// DestinationHostAnalyzer with the Kubernetes Services in the service map.
+fn destination_hosts(cx: &mut Ctx<'_>) {
+    let bundle = cx.bundle;
+    if bundle.registry.services.is_empty() {
+        return;
+    }
+    for (r, vs) in bundle.virtual_services() {
+        let at = Place(Some(r));
+        for (path, what, dest) in destinations(vs) {
+            if dest.host.is_empty() {
+                continue;
+            }
+            let fqdn = host::resolve(&dest.host, &r.namespace, cx.domain_suffix());
+            // ServiceEntry hosts are analyzer::destination_ports' (IST0112, host:port).
+            if service_entry_host(cx, &fqdn) {
+                continue;
+            }
+            let Some(svc) = service(cx, &fqdn) else {
+                cx.push(
+                    Severity::Error,
+                    Some("IST0101"),
+                    &at,
+                    format!("{path}.host"),
+                    format!("Referenced {what} not found: {:?}", dest.host),
+                );
+                continue;
+            };
+            match &dest.port {
+                None if svc.ports.len() > 1 => {
+                    let ports: Vec<String> = svc.ports.iter().map(|p| p.port.to_string()).collect();
+                    cx.push(
+                        Severity::Error,
+                        Some("IST0112"),
+                        &at,
+                        path,
+                        format!(
+                            "This VirtualService routes to a service {:?} that exposes multiple ports [{}]. Specifying a port in the destination is required to disambiguate.",
+                            dest.host,
+                            ports.join(" ")
+                        ),
+                    );
+                }
+                Some(port) if !svc.ports.iter().any(|p| p.port == port.number) => cx.push(
+                    Severity::Error,
+                    Some("IST0101"),
+                    &at,
+                    format!("{path}.port.number"),
+                    format!("Referenced host:port not found: \"{}:{}\"", dest.host, port.number),
+                ),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// IST0173 for DestinationRules of Kubernetes Services: the Service's selector plus the subset's
+/// labels must select some Pod or pod template (istioctl looks at Pods only; a template is a
+/// Pod-to-be). A warning, not istioctl's error: the files rarely hold every workload.
+fn subsets_select_workloads(cx: &mut Ctx<'_>) {
+    let bundle = cx.bundle;
+    if bundle.registry.workloads.is_empty() {
+        return;
+    }
+    for (r, dr) in bundle.destination_rules() {
+        if dr.host.is_empty() {
+            continue;
+        }
+        let fqdn = host::resolve(&dr.host, &r.namespace, cx.domain_suffix());
+        let Some(svc) = service(cx, &fqdn) else { continue };
+        if svc.selector.is_empty() {
+            continue;
+        }
+        for (i, s) in dr.subsets.iter().enumerate() {
+            let mut sel = svc.selector.clone();
+            sel.extend(s.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+            if bundle.registry.workloads_in(&svc.namespace).any(|w| selects(&sel, &w.labels)) {
+                continue;
+            }
+            cx.push(
+                Severity::Warning,
+                Some("IST0173"),
+                &Place(Some(r)),
+                format!("spec.subsets[{i}].labels"),
+                format!(
+                    "The Subset {} defined in the DestinationRule does not select any pods. Which may lead to 503 UH (NoHealthyUpstream).",
+                    s.name
+                ),
+            );
+        }
+    }
+}
+
+/// IngressGatewayPortAnalyzer and SecretAnalyzer: the Gateway's selector must select a workload;
+/// its ports must be target ports (or ports) of a Service selecting that workload; its
+/// credentialName must name a Secret in the workload's namespace holding a certificate.
+fn gateway_workloads(cx: &mut Ctx<'_>) {
+    let bundle = cx.bundle;
+    let reg = &bundle.registry;
+    if reg.workloads.is_empty() {
+        return;
+    }
+    for (r, gw) in bundle.gateways() {
+        let at = Place(Some(r));
+        let selected: Vec<&Workload> = reg.workloads.iter().filter(|w| selects(&gw.selector, &w.labels)).collect();
+        let sel = selector_string(&gw.selector);
+        let Some(first) = selected.first() else {
+            cx.push(
+                Severity::Error,
+                Some("IST0101"),
+                &at,
+                "spec.selector",
+                format!("Referenced selector not found: {sel:?}"),
+            );
+            continue;
+        };
+        let mut ports: Vec<u32> = Vec::new();
+        for w in &selected {
+            for svc in reg.services.iter().filter(|s| s.namespace == w.namespace && !s.selector.is_empty()) {
+                if selects(&svc.selector, &w.labels) {
+                    for p in &svc.ports {
+                        ports.push(p.port);
+                        ports.extend(p.target_port);
+                    }
+                }
+            }
+        }
+        for (i, s) in gw.servers.iter().enumerate() {
+            let Some(port) = s.port.as_ref() else { continue };
+            if !ports.contains(&port.number) {
+                cx.push(
+                    Severity::Warning,
+                    Some("IST0162"),
+                    &at,
+                    format!("spec.servers[{i}].port.number"),
+                    format!(
+                        "The gateway is listening on a target port (port {}) that is not defined in the Service associated with its workload instances (Pod selector {sel}). If you need to access the gateway port through the gateway Service, it will not be available.",
+                        port.number
+                    ),
+                );
+            }
+        }
+        let gw_ns = first.namespace.clone();
+        for (i, s) in gw.servers.iter().enumerate() {
+            let Some(cn) = s.tls.as_ref().and_then(|t| t.credential_name.as_deref()).filter(|c| !c.is_empty()) else {
+                continue;
+            };
+            let path = format!("spec.servers[{i}].tls.credentialName");
+            let Some(secret) = reg.secrets.iter().find(|x| x.namespace == gw_ns && x.name == cn) else {
+                cx.push(
+                    Severity::Error,
+                    Some("IST0101"),
+                    &at,
+                    path,
+                    format!("Referenced credentialName not found: {cn:?}"),
+                );
+                continue;
+            };
+            let has = |a: &str, b: &str| secret.keys.contains(a) && secret.keys.contains(b);
+            let cert_ok = (has("cert", "key") || has("tls.crt", "tls.key"))
+                && secret
+                    .cert_pem
+                    .as_deref()
+                    .and_then(crate::pem::pem_certificates)
+                    .is_some_and(|certs| certs.iter().all(|c| crate::pem::validity(c).is_some()));
+            if !cert_ok {
+                cx.push(
+                    Severity::Error,
+                    Some("IST0161"),
+                    &at,
+                    path,
+                    format!(
+                        "The credential referenced by the Gateway {} in namespace {gw_ns} is invalid, which can cause the traffic not to work as expected.",
+                        r.name
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// SelectorAnalyzer: a Sidecar selector must select a workload in its namespace (IST0101), and
+/// no workload may be selected by two Sidecars (IST0110).
+fn sidecar_selectors(cx: &mut Ctx<'_>) {
+    let bundle = cx.bundle;
+    let reg = &bundle.registry;
+    if reg.workloads.is_empty() {
+        return;
+    }
+    // workload index → Sidecars selecting it.
+    let mut by_workload: BTreeMap<usize, Vec<&Resource>> = BTreeMap::new();
+    for (r, sc) in bundle.sidecars() {
+        let Some(sel) = sc.workload_selector.as_ref().filter(|s| !s.match_labels.is_empty()) else { continue };
+        let mut found = false;
+        for (i, w) in reg.workloads.iter().enumerate() {
+            if w.namespace == r.namespace && selects(&sel.match_labels, &w.labels) {
+                found = true;
+                by_workload.entry(i).or_default().push(r);
+            }
+        }
+        if !found {
+            cx.push(
+                Severity::Error,
+                Some("IST0101"),
+                &Place(Some(r)),
+                "spec.workloadSelector.labels",
+                format!("Referenced selector not found: {:?}", selector_string(&sel.match_labels)),
+            );
+        }
+    }
+    for (i, list) in by_workload {
+        if list.len() < 2 {
+            continue;
+        }
+        let Some(w) = reg.workloads.get(i) else { continue };
+        let mut names: Vec<String> = list.iter().map(|r| r.key()).collect();
+        names.sort();
+        for r in list {
+            cx.push(
+                Severity::Error,
+                Some("IST0110"),
+                &Place(Some(r)),
+                "spec.workloadSelector",
+                format!(
+                    "The Sidecars [{}] in namespace {:?} select the same workload pod {:?}, which can lead to undefined behavior.",
+                    names.join(" "),
+                    w.namespace,
+                    workload_name(w)
+                ),
+            );
+        }
+    }
+}
+
+/// MR0103: a Service whose selector matches none of the workloads given for its namespace gets no
+/// endpoints. Checked only for namespaces with some workload in the input.
+fn service_selectors(cx: &mut Ctx<'_>) {
+    let reg = &cx.bundle.registry;
+    let mut found = Vec::new();
+    for svc in &reg.services {
+        if svc.selector.is_empty() || svc.external_name.is_some() {
+            continue;
+        }
+        let mut in_ns = reg.workloads_in(&svc.namespace).peekable();
+        if in_ns.peek().is_none() {
+            continue;
+        }
+        if in_ns.any(|w| selects(&svc.selector, &w.labels)) {
+            continue;
+        }
+        found.push((
+            svc.origin.clone(),
+            format!(
+                "the selector {} of Service {}/{} matches none of the Pods and pod templates given for namespace {}: the service has no endpoints (503 UH)",
+                selector_string(&svc.selector),
+                svc.namespace,
+                svc.name,
+                svc.namespace
+            ),
+        ));
+    }
+    for (origin, msg) in found {
+        push_on(cx, origin, Severity::Warning, "MR0103", "spec.selector", msg);
+    }
+}
+
+/// MR0104: Endpoints or an EndpointSlice for a Service that is not in the input.
+fn orphan_endpoints(cx: &mut Ctx<'_>) {
+    let reg = &cx.bundle.registry;
+    if reg.services.is_empty() {
+        return;
+    }
+    let mut found = Vec::new();
+    for e in &reg.endpoints {
+        if reg.services.iter().any(|s| s.name == e.service && s.namespace == e.namespace) {
+            continue;
+        }
+        let path = if e.origin.as_ref().is_some_and(|o| o.kind == "EndpointSlice") {
+            "metadata.labels.kubernetes.io/service-name"
+        } else {
+            "metadata.name"
+        };
+        found.push((
+            e.origin.clone(),
+            path,
+            format!(
+                "no Service {}/{} in the input: these endpoints belong to no known service",
+                e.namespace, e.service
+            ),
+        ));
+    }
+    for (origin, path, msg) in found {
+        push_on(cx, origin, Severity::Warning, "MR0104", path, msg);
+    }
+}
