@@ -308,7 +308,7 @@ fn parse_resource(
     };
     match k8s::classify(&api_version, &kind) {
         KindClass::Kubernetes => {
-            k8s::read(&obj, &metadata.labels, reference, registry, diags);
+            k8s::read(&obj, &metadata, reference, registry, diags);
             return None;
         }
         KindClass::NotUsed => {

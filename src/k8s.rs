@@ -30,6 +30,10 @@ pub struct Registry {
     /// Namespaces with their labels.
     #[serde(skip)]
     pub namespaces: Vec<Namespace>,
+    /// The time to check certificate validity against, seconds since the Unix epoch. The CLI
+    /// sets it; the core never reads a clock (the filter's validation must not depend on one).
+    #[serde(skip)]
+    pub now: Option<i64>,
 }
 
 /// A Kubernetes Service (istiod `kube.ConvertService`).
@@ -45,6 +49,9 @@ pub struct Service {
     /// `type: ExternalName` target.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub external_name: Option<String>,
+    /// The `networking.istio.io/exportTo` annotation, split at commas (empty: everywhere).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub export_to: Vec<String>,
     #[serde(skip)]
     pub origin: Option<ResourceRef>,
 }
@@ -87,6 +94,9 @@ pub struct Workload {
     /// Pod IP, when a Pod with a status was given.
     #[serde(skip)]
     pub ip: Option<String>,
+    /// A Pod annotated `ambient.istio.io/redirection: enabled` (no sidecar).
+    #[serde(skip)]
+    pub ambient: bool,
     #[serde(skip)]
     pub origin: Option<ResourceRef>,
 }
@@ -123,8 +133,23 @@ pub struct Namespace {
     pub labels: BTreeMap<String, String>,
 }
 
+impl Namespace {
+    /// istioctl `NamespaceInAmbientMode`: `istio.io/dataplane-mode: ambient`, unless the
+    /// namespace asks for sidecar injection (`istio-injection: enabled` or `istio.io/rev`).
+    pub fn ambient(&self) -> bool {
+        let l = |k: &str| self.labels.get(k).map(String::as_str);
+        l("istio-injection") != Some("enabled")
+            && l("istio.io/rev").is_none_or(str::is_empty)
+            && l("istio.io/dataplane-mode") == Some("ambient")
+    }
+}
+
 impl Registry {
     /// Every workload label set in `namespace`.
+    pub fn namespace_ambient(&self, ns: &str) -> bool {
+        self.namespaces.iter().any(|n| n.name == ns && n.ambient())
+    }
+
     pub fn workloads_in<'a>(&'a self, namespace: &'a str) -> impl Iterator<Item = &'a Workload> + 'a {
         self.workloads.iter().filter(move |w| w.namespace == namespace)
     }
@@ -141,7 +166,7 @@ impl Registry {
             .workloads
             .iter()
             .filter(|w| seen.insert((w.namespace.clone(), w.labels.clone())))
-            .map(|w| Workload { namespace: w.namespace.clone(), labels: w.labels.clone(), ip: None, origin: None })
+            .map(|w| Workload { namespace: w.namespace.clone(), labels: w.labels.clone(), ..Workload::default() })
             .collect();
         let services = self.services.iter().map(|s| Service { origin: None, ..s.clone() }).collect();
         Registry { services, workloads, ..Registry::default() }
@@ -255,12 +280,13 @@ fn u32_of(v: Option<&Value>) -> Option<u32> {
 /// diagnostics on the object; nothing here fails the bundle except a malformed Service port.
 pub fn read(
     obj: &Map<String, Value>,
-    labels: &BTreeMap<String, String>,
+    meta: &crate::crd::Metadata,
     r: ResourceRef,
     reg: &mut Registry,
     diags: &mut Diagnostics,
 ) {
     let v = Value::Object(obj.clone());
+    let labels = &meta.labels;
     let ns = r.namespace.clone();
     let name = r.name.clone();
     if name.is_empty() {
@@ -268,23 +294,26 @@ pub fn read(
         return;
     }
     match r.kind.as_str() {
-        "Service" => read_service(&v, r, reg, diags),
+        "Service" => read_service(&v, meta, r, reg, diags),
         "Pod" => reg.workloads.push(Workload {
             namespace: ns,
             labels: labels.clone(),
             ip: str_at(&v, &["status", "podIP"]).map(str::to_string),
+            ambient: meta.annotations.get("ambient.istio.io/redirection").map(String::as_str) == Some("enabled"),
             origin: Some(r),
         }),
         "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job" => reg.workloads.push(Workload {
             namespace: ns,
             labels: labels_at(&v, &["spec", "template", "metadata", "labels"]),
             ip: None,
+            ambient: false,
             origin: Some(r),
         }),
         "CronJob" => reg.workloads.push(Workload {
             namespace: ns,
             labels: labels_at(&v, &["spec", "jobTemplate", "spec", "template", "metadata", "labels"]),
             ip: None,
+            ambient: false,
             origin: Some(r),
         }),
         "Namespace" => reg.namespaces.push(Namespace { name, labels: labels.clone() }),
@@ -321,7 +350,7 @@ pub fn read(
     }
 }
 
-fn read_service(v: &Value, r: ResourceRef, reg: &mut Registry, diags: &mut Diagnostics) {
+fn read_service(v: &Value, meta: &crate::crd::Metadata, r: ResourceRef, reg: &mut Registry, diags: &mut Diagnostics) {
     let spec = v.get("spec").cloned().unwrap_or(Value::Null);
     let external_name = str_at(&spec, &["externalName"])
         .filter(|_| str_at(&spec, &["type"]) == Some("ExternalName"))
@@ -366,6 +395,11 @@ fn read_service(v: &Value, r: ResourceRef, reg: &mut Registry, diags: &mut Diagn
         ports,
         selector: labels_at(&spec, &["selector"]),
         external_name,
+        export_to: meta
+            .annotations
+            .get("networking.istio.io/exportTo")
+            .map(|a| a.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+            .unwrap_or_default(),
         origin: Some(r),
     });
 }

@@ -18,6 +18,7 @@ mod analyze;
 mod common;
 mod destination_rule;
 mod gateway;
+mod istio_parity;
 mod k8s_registry;
 mod service_entry;
 mod sidecar;
@@ -127,6 +128,7 @@ pub fn validate(bundle: &Bundle) -> Diagnostics {
     sidecar::check_settings(&mut cx);
     analyze::run(&mut cx);
     k8s_registry::run(&mut cx);
+    istio_parity::run(&mut cx);
     // Identical findings are reported once (as istioctl's `SortedDedupedCopy`).
     let mut out = Diagnostics::default();
     for d in cx.out.0 {

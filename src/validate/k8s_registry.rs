@@ -50,30 +50,57 @@ fn service<'a>(cx: &Ctx<'a>, fqdn: &str) -> Option<&'a Service> {
     cx.bundle.registry.service(fqdn, cx.domain_suffix())
 }
 
-/// Is `fqdn` a ServiceEntry host (exact or by wildcard)?
-fn service_entry_host(cx: &Ctx<'_>, fqdn: &str) -> bool {
+/// Is `fqdn` a ServiceEntry host visible from a VirtualService in `ns` with `export_to`
+/// (istioctl `util.GetDestinationHost`: ServiceEntries exported to all namespaces, then to the
+/// VirtualService's own scopes, then wildcard hosts exported to all or to `ns`)?
+fn service_entry_host(cx: &Ctx<'_>, ns: &str, export_to: &[String], fqdn: &str) -> bool {
+    let vs_scopes = vs_scopes(ns, export_to);
     cx.bundle.service_entries().any(|(r, se)| {
+        let se_scopes = export_scopes(&se.export_to, &r.namespace);
         se.hosts.iter().any(|h| {
             let h = host::resolve(h, &r.namespace, cx.domain_suffix());
-            h.eq_ignore_ascii_case(fqdn) || host::matches(&h, fqdn)
+            if let Some(suffix) = h.strip_prefix('*') {
+                let visible = se_scopes.iter().any(|s| *s == "*" || *s == ns);
+                visible && fqdn.trim_start_matches('*').ends_with(suffix)
+            } else {
+                h.eq_ignore_ascii_case(fqdn) && se_scopes.iter().any(|s| *s == "*" || vs_scopes.contains(s))
+            }
         })
     })
 }
 
-fn destinations(vs: &crd::VirtualService) -> Vec<(String, &'static str, &crd::Destination)> {
+/// The scopes a VirtualService looks services up in: its own namespace, or its `exportTo`.
+fn vs_scopes<'a>(ns: &'a str, export_to: &'a [String]) -> Vec<&'a str> {
+    if export_to.is_empty() {
+        vec![ns]
+    } else {
+        export_to.iter().map(|e| if e == "." { ns } else { e.as_str() }).collect()
+    }
+}
+
+/// The scopes a service is visible in: `*` (unset or `*`), else the namespaces (`.` = its own).
+fn export_scopes<'a>(export_to: &'a [String], ns: &'a str) -> Vec<&'a str> {
+    if export_to.is_empty() || export_to.iter().any(|e| e == "*") {
+        vec!["*"]
+    } else {
+        export_to.iter().map(|e| if e == "." { ns } else { e.as_str() }).collect()
+    }
+}
+
+/// Route and mirror destinations with their field path; a route without destination counts as
+/// host `""`, as istioctl's `GetDestination().GetHost()` reads it.
+fn destinations(vs: &crd::VirtualService) -> Vec<(String, &'static str, Option<&crd::Destination>)> {
     let mut out = Vec::new();
     for (i, route) in vs.http.iter().enumerate() {
         for (k, d) in route.route.iter().enumerate() {
-            if let Some(dest) = &d.destination {
-                out.push((format!("spec.http[{i}].route[{k}].destination"), "host", dest));
-            }
+            out.push((format!("spec.http[{i}].route[{k}].destination"), "host", d.destination.as_ref()));
         }
         if let Some(m) = &route.mirror {
-            out.push((format!("spec.http[{i}].mirror"), "mirror host", m));
+            out.push((format!("spec.http[{i}].mirror"), "mirror host", Some(m)));
         }
         for (k, m) in route.mirrors.iter().enumerate() {
             if let Some(dest) = &m.destination {
-                out.push((format!("spec.http[{i}].mirrors[{k}].destination"), "mirror host", dest));
+                out.push((format!("spec.http[{i}].mirrors[{k}].destination"), "mirror host", Some(dest)));
             }
         }
     }
@@ -89,15 +116,25 @@ fn destination_hosts(cx: &mut Ctx<'_>) {
     for (r, vs) in bundle.virtual_services() {
         let at = Place(Some(r));
         for (path, what, dest) in destinations(vs) {
-            if dest.host.is_empty() {
+            let Some(dest) = dest.filter(|d| !d.host.is_empty()) else {
+                cx.push(
+                    Severity::Error,
+                    Some("IST0101"),
+                    &at,
+                    format!("{path}.host"),
+                    format!("Referenced {what} not found: \"\""),
+                );
                 continue;
-            }
+            };
             let fqdn = host::resolve(&dest.host, &r.namespace, cx.domain_suffix());
             // ServiceEntry hosts are analyzer::destination_ports' (IST0112, host:port).
-            if service_entry_host(cx, &fqdn) {
+            if service_entry_host(cx, &r.namespace, &vs.export_to, &fqdn) {
                 continue;
             }
-            let Some(svc) = service(cx, &fqdn) else {
+            let scopes = vs_scopes(&r.namespace, &vs.export_to);
+            let svc = service(cx, &fqdn)
+                .filter(|s| export_scopes(&s.export_to, &s.namespace).iter().any(|e| *e == "*" || scopes.contains(e)));
+            let Some(svc) = svc else {
                 cx.push(
                     Severity::Error,
                     Some("IST0101"),
@@ -239,11 +276,11 @@ fn gateway_workloads(cx: &mut Ctx<'_>) {
             };
             let has = |a: &str, b: &str| secret.keys.contains(a) && secret.keys.contains(b);
             let cert_ok = (has("cert", "key") || has("tls.crt", "tls.key"))
-                && secret
-                    .cert_pem
-                    .as_deref()
-                    .and_then(crate::pem::pem_certificates)
-                    .is_some_and(|certs| certs.iter().all(|c| crate::pem::validity(c).is_some()));
+                && secret.cert_pem.as_deref().and_then(crate::pem::pem_certificates).is_some_and(|certs| {
+                    certs.iter().all(|c| {
+                        crate::pem::validity(c).is_some_and(|(nb, na)| reg.now.is_none_or(|now| nb <= now && now <= na))
+                    })
+                });
             if !cert_ok {
                 cx.push(
                     Severity::Error,
@@ -265,7 +302,15 @@ fn gateway_workloads(cx: &mut Ctx<'_>) {
 fn sidecar_selectors(cx: &mut Ctx<'_>) {
     let bundle = cx.bundle;
     let reg = &bundle.registry;
+    let mut ineffective: Vec<(&Resource, &str)> = Vec::new();
+    for (r, sc) in bundle.sidecars() {
+        let namespace_scoped = sc.workload_selector.as_ref().is_none_or(|s| s.match_labels.is_empty());
+        if namespace_scoped && reg.namespace_ambient(&r.namespace) {
+            ineffective.push((r, "namespace is in ambient mode, the policy has no impact"));
+        }
+    }
     if reg.workloads.is_empty() {
+        report_ineffective(cx, ineffective);
         return;
     }
     // workload index → Sidecars selecting it.
@@ -290,10 +335,18 @@ fn sidecar_selectors(cx: &mut Ctx<'_>) {
         }
     }
     for (i, list) in by_workload {
+        let Some(w) = reg.workloads.get(i) else { continue };
+        if w.ambient {
+            for r in &list {
+                if !ineffective.iter().any(|(x, _)| x.key() == r.key()) {
+                    ineffective.push((r, "selected workload is in ambient mode, the policy has no impact"));
+                }
+            }
+            continue;
+        }
         if list.len() < 2 {
             continue;
         }
-        let Some(w) = reg.workloads.get(i) else { continue };
         let mut names: Vec<String> = list.iter().map(|r| r.key()).collect();
         names.sort();
         for r in list {
@@ -310,6 +363,20 @@ fn sidecar_selectors(cx: &mut Ctx<'_>) {
                 ),
             );
         }
+    }
+    report_ineffective(cx, ineffective);
+}
+
+/// IST0167: a Sidecar for workloads without a sidecar (ambient mode).
+fn report_ineffective(cx: &mut Ctx<'_>, list: Vec<(&Resource, &str)>) {
+    for (r, reason) in list {
+        cx.push(
+            Severity::Warning,
+            Some("IST0167"),
+            &Place(Some(r)),
+            "spec.workloadSelector",
+            format!("The policy has no impact: {reason}."),
+        );
     }
 }
 

@@ -112,7 +112,12 @@ impl Loaded {
                 eprintln!("{e}");
             }
         }
-        let (bundle, diags) = load_value(inputs.plugin_config(args.gateway.as_deref()));
+        let (mut bundle, diags) = load_value(inputs.plugin_config(args.gateway.as_deref()));
+        // Gateway credentials are checked for expiry against this machine's clock.
+        bundle.registry.now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .and_then(|d| i64::try_from(d.as_secs()).ok());
         let compiled = compile(&bundle, diags);
         let loaded = Loaded { inputs, bundle, compiled };
         if !loaded.inputs.errors.is_empty() {
