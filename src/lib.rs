@@ -9,6 +9,8 @@ pub mod config;
 pub mod crd;
 pub mod diag;
 pub mod duration;
+#[cfg(feature = "envoy")]
+pub mod envoy;
 pub mod host;
 pub mod k8s;
 pub mod pem;

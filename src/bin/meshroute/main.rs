@@ -4,6 +4,7 @@
 //! Exit codes: 0 success (warnings allowed), 1 configuration errors, 2 unreadable input or bad
 //! usage.
 
+mod emit;
 mod envoy;
 mod explain;
 mod input;

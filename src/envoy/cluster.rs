@@ -3,9 +3,9 @@
 //! (`pilot/pkg/networking/core/cluster_traffic_policy.go`, `cluster_builder.go`,
 //! `loadbalancer/loadbalancer.go`).
 
-use meshroute::config::{Bundle, Resource, Settings};
-use meshroute::crd;
-use meshroute::host;
+use crate::config::{Bundle, Resource, Settings};
+use crate::crd;
+use crate::host;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -161,7 +161,7 @@ impl<'a> Builder<'a> {
     /// Every cluster this proxy has, as istiod would give it: the ones routes name, plus the
     /// default and subset clusters of every ServiceEntry host and port — limited to what the
     /// Sidecar imports.
-    pub fn wanted(&self, routed: &[meshroute::compile::ClusterRef]) -> Vec<Want> {
+    pub fn wanted(&self, routed: &[crate::compile::ClusterRef]) -> Vec<Want> {
         let mut out: BTreeMap<String, Want> = BTreeMap::new();
         for c in routed {
             out.entry(c.name.clone()).or_insert_with(|| Want {
@@ -195,12 +195,12 @@ impl<'a> Builder<'a> {
             }
         }
         let sidecar =
-            if self.settings.gateway == "mesh" { meshroute::compile::applicable_sidecar(self.bundle) } else { None };
+            if self.settings.gateway == "mesh" { crate::compile::applicable_sidecar(self.bundle) } else { None };
         out.into_values()
             .filter(|w| match sidecar {
                 None => true,
                 Some((sres, sc)) => {
-                    meshroute::compile::sidecar_imports(sc, &sres.namespace, &self.host_namespace(&w.host), &w.host)
+                    crate::compile::sidecar_imports(sc, &sres.namespace, &self.host_namespace(&w.host), &w.host)
                 }
             })
             .collect()
@@ -896,7 +896,7 @@ fn slow_start(lb: &crd::LoadBalancerSettings) -> Option<Value> {
 }
 
 fn parse_duration(s: &str) -> Option<Duration> {
-    meshroute::duration::parse(s).ok()
+    crate::duration::parse(s).ok()
 }
 
 /// A Go duration string as a protobuf-JSON duration (`"1.5s"`).

@@ -1,97 +1,22 @@
-//! `meshroute envoy`: a complete Envoy bootstrap (v3) running the meshroute filter — the sidecar's
-//! outbound HTTP listener, or one listener per port of the Gateway the proxy implements — and a
-//! cluster per destination with the DestinationRule traffic policy applied like istiod.
+//! Envoy configuration from Istio resources, as istiod would translate them: a complete bootstrap
+//! (v3) running the meshroute filter — the sidecar's outbound HTTP listener, or one listener per port
+//! of the Gateway the proxy implements — and a cluster per destination with the DestinationRule
+//! traffic policy applied (load balancer, consistent hash, locality, connection pool, outlier
+//! detection, upstream TLS) and endpoints from ServiceEntry/WorkloadEntry.
+//!
+//! Library code (feature `envoy`, never in the .wasm) so that the CLI's `envoy`, `apply` and any
+//! other user of the crate share one translation and one cluster-name contract.
 
 pub mod cluster;
-pub mod emit;
 
-use crate::{InputArgs, Loaded};
-use clap::Args;
+use crate::config::Bundle;
+use crate::crd;
 use cluster::{address, Builder, Want};
-use meshroute::config::Bundle;
-use meshroute::crd;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::ExitCode;
-
-/// Generate a complete envoy.yaml (v3 API) that runs the meshroute Wasm filter with the compiled
-/// configuration, plus a cluster per destination with the DestinationRule traffic policy applied
-/// the way istiod does (load balancer, consistent hash, locality, connection pool, outlier
-/// detection, upstream TLS) and endpoints from ServiceEntry/WorkloadEntry.
-#[derive(Args)]
-#[command(after_help = "Listeners: a sidecar (settings.gateway `mesh`, the default) gets one outbound HTTP listener on
---listen. A proxy acting as a Gateway (--gateway ns/name or settings.gateway) gets one listener per
-server port of that Gateway on the --listen IP: HTTP (httpsRedirect → 301 to https) and HTTPS with
-tls.mode SIMPLE (or MUTUAL). Certificates: serverCertificate/privateKey(/caCertificates) are file
-paths; credentialName NAME means the files DIR/NAME.crt, DIR/NAME.key (and DIR/NAME-cacert.crt for
-MUTUAL) in --credentials-dir DIR. The proxy's locality (for localityLbSetting) is settings.locality,
-`region/zone/subzone`.
-
-Everything that cannot be expressed (ISTIO_MUTUAL, PASSTHROUGH without iptables, hosts without a
-ServiceEntry, ...) is printed as a warning and written as a comment at the top of the file.
-
-Examples:
-  meshroute envoy -f examples/ --wasm target/wasm32-wasip1/release/meshroute_filter.wasm -o envoy.yaml
-  envoy --mode validate -c envoy.yaml
-  meshroute envoy -f gateway.yaml -f vs.yaml --gateway istio-system/public-gateway \\
-      --credentials-dir ./certs --wasm meshroute.wasm -o gw.yaml")]
-pub struct EnvoyArgs {
-    #[command(flatten)]
-    input: InputArgs,
-    /// The meshroute filter (.wasm) Envoy loads.
-    #[arg(long, value_name = "FILE")]
-    wasm: PathBuf,
-    /// Output file (default: standard output).
-    #[arg(short = 'o', long = "output", value_name = "FILE")]
-    output: Option<PathBuf>,
-    /// Address of the sidecar's outbound HTTP listener; a Gateway's listeners use its IP.
-    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:15001")]
-    listen: SocketAddr,
-    /// Address of Envoy's admin interface.
-    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:15000")]
-    admin: SocketAddr,
-    /// Directory holding NAME.crt / NAME.key files for `credentialName: NAME`.
-    #[arg(long, value_name = "DIR")]
-    credentials_dir: Option<PathBuf>,
-}
-
-pub fn run(args: &EnvoyArgs) -> ExitCode {
-    let loaded = match Loaded::read(&args.input, false) {
-        Ok(l) => l,
-        Err(code) => return code,
-    };
-    let table = match loaded.require_table() {
-        Ok(t) => t,
-        Err(code) => return code,
-    };
-    let wasm = std::fs::canonicalize(&args.wasm).unwrap_or_else(|_| args.wasm.clone());
-    if !wasm.exists() {
-        eprintln!(
-            "warning: the Wasm file {} does not exist (yet); Envoy will fail to start without it",
-            wasm.display()
-        );
-    }
-    // Envoy resolves relative file names against its own working directory, not ours.
-    let credentials_dir = args.credentials_dir.as_ref().map(|d| std::fs::canonicalize(d).unwrap_or_else(|_| d.clone()));
-    let plugin_config = loaded.inputs.plugin_config(args.input.gateway.as_deref());
-    let opts =
-        Options { wasm: &wasm, listen: args.listen, admin: args.admin, credentials_dir: credentials_dir.as_deref() };
-    let generated = match generate(&loaded.bundle, &table.clusters, &plugin_config, &opts) {
-        Ok(g) => g,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    for n in &generated.notes {
-        eprintln!("warning: {n}");
-    }
-    let mut header = vec!["Generated by `meshroute envoy`; do not edit, regenerate.".to_string()];
-    header.extend(generated.notes.iter().map(|n| format!("warning: {n}")));
-    crate::output::emit(args.output.as_deref(), &emit::to_yaml(&generated.config, &header))
-}
+use std::path::Path;
 
 pub struct Options<'a> {
     pub wasm: &'a Path,
@@ -105,19 +30,39 @@ pub struct Generated {
     pub notes: Vec<String>,
 }
 
+/// Why no bootstrap can be built at all (everything less is a note).
+#[derive(Debug)]
+pub enum InvalidEnvoyConfig {
+    /// `settings.gateway` names a Gateway the input does not define.
+    UnknownGateway(String),
+    /// The plugin configuration could not be serialised.
+    PluginConfig(serde_json::Error),
+}
+
+impl fmt::Display for InvalidEnvoyConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UnknownGateway(g) => write!(f, "settings.gateway {g:?} names no Gateway in the input"),
+            Self::PluginConfig(e) => write!(f, "the plugin configuration cannot be serialised: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for InvalidEnvoyConfig {}
+
 /// Builds the bootstrap. Errors are things that make a listener impossible (the named Gateway
 /// does not exist).
 pub fn generate(
     bundle: &Bundle,
-    routed: &[meshroute::compile::ClusterRef],
+    routed: &[crate::compile::ClusterRef],
     plugin_config: &Value,
     opts: &Options<'_>,
-) -> Result<Generated, String> {
+) -> Result<Generated, InvalidEnvoyConfig> {
     let mut b = Builder::new(bundle, opts.credentials_dir);
     let wanted = b.wanted(routed);
     let clusters: Vec<Value> = wanted.iter().map(|w| b.cluster(w)).collect();
     let routes = routes(&mut b, &wanted);
-    let configuration = serde_json::to_string(plugin_config).map_err(|e| e.to_string())?;
+    let configuration = serde_json::to_string(plugin_config).map_err(InvalidEnvoyConfig::PluginConfig)?;
     let wasm_filter = json!({
         "name": "envoy.filters.http.wasm",
         "typed_config": {
@@ -146,7 +91,7 @@ pub fn generate(
         let (_, gw) = bundle
             .gateways()
             .find(|(r, _)| r.key() == settings.gateway)
-            .ok_or_else(|| format!("settings.gateway {:?} names no Gateway in the input", settings.gateway))?;
+            .ok_or_else(|| InvalidEnvoyConfig::UnknownGateway(settings.gateway.clone()))?;
         gateway_listeners(&mut b, gw, opts, &routes, &wasm_filter)
     };
     let config = json!({
@@ -424,9 +369,9 @@ mod tests {
 
     fn build(resources: Value, settings: Value) -> Generated {
         let cfg = json!({"resources": resources, "settings": settings});
-        let (bundle, diags) = meshroute::load_value(cfg.clone());
+        let (bundle, diags) = crate::load_value(cfg.clone());
         assert!(diags.is_empty(), "{diags}");
-        let compiled = meshroute::compile(&bundle, diags);
+        let compiled = crate::compile(&bundle, diags);
         let table = compiled.table.unwrap_or_else(|| panic!("{}", compiled.diagnostics));
         let opts = Options {
             wasm: Path::new("/m.wasm"),
