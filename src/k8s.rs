@@ -106,11 +106,28 @@ pub struct Workload {
 pub struct EndpointSet {
     pub service: String,
     pub namespace: String,
-    /// (address, ready).
-    pub addresses: Vec<(String, bool)>,
+    pub addresses: Vec<Address>,
     /// (port name, port number).
     pub ports: Vec<(String, u32)>,
     pub origin: Option<ResourceRef>,
+}
+
+/// One endpoint address.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Address {
+    pub ip: String,
+    pub ready: bool,
+    /// `targetRef` naming a Pod: whose labels the endpoint carries.
+    pub pod: Option<String>,
+}
+
+fn address(ip: Option<&Value>, ready: bool, target: Option<&Value>) -> Option<Address> {
+    let pod = target.filter(|t| t.get("kind").and_then(Value::as_str).is_none_or(|k| k == "Pod"));
+    Some(Address {
+        ip: ip?.as_str()?.to_string(),
+        ready,
+        pod: pod.and_then(|t| t.get("name")?.as_str()).map(str::to_string),
+    })
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -410,7 +427,7 @@ fn read_endpoints(v: &Value, r: ResourceRef, reg: &mut Registry) {
         for s in subsets {
             for (field, ready) in [("addresses", true), ("notReadyAddresses", false)] {
                 if let Some(Value::Array(a)) = s.get(field) {
-                    set.addresses.extend(a.iter().filter_map(|e| Some((e.get("ip")?.as_str()?.to_string(), ready))));
+                    set.addresses.extend(a.iter().filter_map(|e| address(e.get("ip"), ready, e.get("targetRef"))));
                 }
             }
             if let Some(Value::Array(ps)) = s.get("ports") {
@@ -451,7 +468,7 @@ fn read_endpoint_slice(
             // Kubernetes: a missing `ready` condition means ready.
             let ready = e.get("conditions").and_then(|c| c.get("ready")).and_then(Value::as_bool).unwrap_or(true);
             if let Some(Value::Array(a)) = e.get("addresses") {
-                set.addresses.extend(a.iter().filter_map(|x| Some((x.as_str()?.to_string(), ready))));
+                set.addresses.extend(a.iter().filter_map(|x| address(Some(x), ready, e.get("targetRef"))));
             }
         }
     }
