@@ -102,6 +102,40 @@ fn time(tag: u8, s: &[u8]) -> Option<i64> {
     Some(days_from_civil(year, month, day) * 86_400 + hour * 3600 + min * 60 + sec)
 }
 
+/// `YYYY-MM-DDTHH:MM:SSZ` of seconds since the Unix epoch.
+pub fn format_time(t: i64) -> String {
+    let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
+    // Inverse of days_from_civil (Howard Hinnant's civil_from_days).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
+}
+
+/// Why a certificate chain (PEM) is not usable at `now`, if it is not.
+pub fn problem(pem: &[u8], now: Option<i64>) -> Option<String> {
+    let Some(certs) = pem_certificates(pem) else {
+        return Some("is not a PEM certificate (no -----BEGIN CERTIFICATE----- block that decodes)".into());
+    };
+    for (i, der) in certs.iter().enumerate() {
+        let Some((nb, na)) = validity(der) else {
+            return Some(format!("certificate #{i} does not parse as X.509"));
+        };
+        match now {
+            Some(t) if t > na => return Some(format!("certificate #{i} expired at {}", format_time(na))),
+            Some(t) if t < nb => return Some(format!("certificate #{i} is not valid before {}", format_time(nb))),
+            _ => {}
+        }
+    }
+    None
+}
+
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
@@ -128,5 +162,8 @@ mod tests {
         assert_eq!(time(0x17, b"000301000000Z"), Some(11_017 * 86_400));
         assert_eq!(time(0x18, b"20000301000001Z"), Some(11_017 * 86_400 + 1));
         assert_eq!(pem_certificates(b"not pem"), None);
+        assert_eq!(format_time(11_017 * 86_400 + 3_661), "2000-03-01T01:01:01Z");
+        assert_eq!(format_time(0), "1970-01-01T00:00:00Z");
+        assert!(problem(b"junk", None).is_some_and(|p| p.contains("not a PEM")));
     }
 }

@@ -26,6 +26,38 @@ pub(super) fn run(cx: &mut Ctx<'_>) {
     sidecar_selectors(cx);
     service_selectors(cx);
     orphan_endpoints(cx);
+    secret_certificates(cx);
+}
+
+/// MR0105: a Secret holding a certificate (`tls.crt`, or `cert` with `key`) that is not PEM, does
+/// not parse, or is outside its validity at the CLI's clock — said on the Secret, with the key,
+/// where IST0161 only says the Gateway's credential is invalid.
+fn secret_certificates(cx: &mut Ctx<'_>) {
+    let reg = &cx.bundle.registry;
+    let mut found = Vec::new();
+    for s in &reg.secrets {
+        let key = if s.keys.contains("cert") && s.keys.contains("key") { "cert" } else { "tls.crt" };
+        if !s.keys.contains(key) {
+            if s.secret_type == "kubernetes.io/tls" {
+                found.push((
+                    s.origin.clone(),
+                    "data".to_string(),
+                    "a kubernetes.io/tls Secret needs tls.crt and tls.key".to_string(),
+                ));
+            }
+            continue;
+        }
+        let problem = match &s.cert_pem {
+            None => Some("is not valid base64".to_string()),
+            Some(pem) => crate::pem::problem(pem, reg.now),
+        };
+        if let Some(p) = problem {
+            found.push((s.origin.clone(), format!("data.{key}"), format!("{key} {p}")));
+        }
+    }
+    for (origin, path, msg) in found {
+        push_on(cx, origin, Severity::Warning, "MR0105", &path, msg);
+    }
 }
 
 fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
