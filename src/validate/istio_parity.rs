@@ -104,10 +104,13 @@ fn export_scopes(export_to: &[String], ns: &str) -> BTreeSet<String> {
     export_to.iter().map(|e| if e == "." { ns.to_string() } else { e.clone() }).collect()
 }
 
+/// (export scope, host as written, port number).
+type ScopedPort = (String, String, u32);
+
 fn service_entry_protocols(cx: &mut Ctx<'_>) {
     let bundle = cx.bundle;
     // (scope, host, port) → (protocol, ServiceEntry), in input order.
-    let mut index: BTreeMap<(String, String, u32), Vec<(String, &Resource)>> = BTreeMap::new();
+    let mut index: BTreeMap<ScopedPort, Vec<(String, &Resource)>> = BTreeMap::new();
     for (r, se) in bundle.service_entries() {
         for scope in export_scopes(&se.export_to, &r.namespace) {
             for h in &se.hosts {

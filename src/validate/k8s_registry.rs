@@ -42,7 +42,10 @@ fn secret_certificates(cx: &mut Ctx<'_>) {
                 found.push((
                     s.origin.clone(),
                     "data".to_string(),
-                    "a kubernetes.io/tls Secret needs tls.crt and tls.key".to_string(),
+                    format!(
+                        "a kubernetes.io/tls Secret needs non-empty tls.crt and tls.key; found [{}]",
+                        s.keys.iter().chain(&s.empty_keys).cloned().collect::<Vec<_>>().join(" ")
+                    ),
                 ));
             }
             continue;
