@@ -17,7 +17,7 @@ use crate::crd;
 use crate::diag::{Diagnostic, ResourceRef, Severity};
 use crate::host;
 use crate::k8s::{Service, Workload};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 pub(super) fn run(cx: &mut Ctx<'_>) {
     destination_hosts(cx);
@@ -85,23 +85,50 @@ fn service<'a>(cx: &Ctx<'a>, fqdn: &str) -> Option<&'a Service> {
     cx.bundle.registry.service(fqdn, cx.domain_suffix())
 }
 
-/// Is `fqdn` a ServiceEntry host visible from a VirtualService in `ns` with `export_to`
-/// (istioctl `util.GetDestinationHost`: ServiceEntries exported to all namespaces, then to the
-/// VirtualService's own scopes, then wildcard hosts exported to all or to `ns`)?
-fn service_entry_host(cx: &Ctx<'_>, ns: &str, export_to: &[String], fqdn: &str) -> bool {
-    let vs_scopes = vs_scopes(ns, export_to);
-    cx.bundle.service_entries().any(|(r, se)| {
-        let se_scopes = export_scopes(&se.export_to, &r.namespace);
-        se.hosts.iter().any(|h| {
-            let h = host::resolve(h, &r.namespace, cx.domain_suffix());
-            if let Some(suffix) = h.strip_prefix('*') {
-                let visible = se_scopes.iter().any(|s| *s == "*" || *s == ns);
-                visible && fqdn.trim_start_matches('*').ends_with(suffix)
-            } else {
-                h.eq_ignore_ascii_case(fqdn) && se_scopes.iter().any(|s| *s == "*" || vs_scopes.contains(s))
+/// Services and ServiceEntry hosts indexed once, so that checking every destination costs one
+/// lookup (plus the wildcard hosts, usually few) instead of a scan of the registry.
+struct HostIndex<'a> {
+    /// FQDN → Services with that host (the first wins, as in istiod's service index).
+    services: HashMap<String, &'a Service>,
+    /// Lower-cased exact ServiceEntry host → the export scopes of each ServiceEntry declaring it.
+    exact: HashMap<String, Vec<Vec<&'a str>>>,
+    /// (`.suffix`, export scopes) of wildcard ServiceEntry hosts.
+    wildcards: Vec<(String, Vec<&'a str>)>,
+}
+
+impl<'a> HostIndex<'a> {
+    fn new(cx: &Ctx<'a>) -> HostIndex<'a> {
+        let bundle = cx.bundle;
+        let suffix = cx.domain_suffix();
+        let mut services = HashMap::new();
+        for svc in &bundle.registry.services {
+            services.entry(svc.host(suffix)).or_insert(svc);
+        }
+        let (mut exact, mut wildcards) = (HashMap::<String, Vec<Vec<&str>>>::new(), Vec::new());
+        for (r, se) in bundle.service_entries() {
+            let scopes = export_scopes(&se.export_to, &r.namespace);
+            for h in &se.hosts {
+                let h = host::resolve(h, &r.namespace, suffix);
+                match h.strip_prefix('*') {
+                    Some(rest) => wildcards.push((rest.to_string(), scopes.clone())),
+                    None => exact.entry(h).or_default().push(scopes.clone()),
+                }
             }
-        })
-    })
+        }
+        HostIndex { services, exact, wildcards }
+    }
+
+    /// Is `fqdn` a ServiceEntry host visible from a VirtualService in `ns` with `export_to`
+    /// (istioctl `util.GetDestinationHost`: ServiceEntries exported to all namespaces, then to
+    /// the VirtualService's own scopes, then wildcard hosts exported to all or to `ns`)?
+    fn service_entry_host(&self, ns: &str, export_to: &[String], fqdn: &str) -> bool {
+        let vs_scopes = vs_scopes(ns, export_to);
+        let visible = |scopes: &Vec<&str>| scopes.iter().any(|s| *s == "*" || vs_scopes.contains(s));
+        self.exact.get(&fqdn.to_ascii_lowercase()).is_some_and(|list| list.iter().any(visible))
+            || self.wildcards.iter().any(|(suffix, scopes)| {
+                scopes.iter().any(|s| *s == "*" || *s == ns) && fqdn.trim_start_matches('*').ends_with(suffix.as_str())
+            })
+    }
 }
 
 /// The scopes a VirtualService looks services up in: its own namespace, or its `exportTo`.
@@ -148,6 +175,7 @@ fn destination_hosts(cx: &mut Ctx<'_>) {
     if bundle.registry.services.is_empty() {
         return;
     }
+    let index = HostIndex::new(cx);
     for (r, vs) in bundle.virtual_services() {
         let at = Place(Some(r));
         for (path, what, dest) in destinations(vs) {
@@ -163,12 +191,14 @@ fn destination_hosts(cx: &mut Ctx<'_>) {
             };
             let fqdn = host::resolve(&dest.host, &r.namespace, cx.domain_suffix());
             // ServiceEntry hosts are analyzer::destination_ports' (IST0112, host:port).
-            if service_entry_host(cx, &r.namespace, &vs.export_to, &fqdn) {
+            if index.service_entry_host(&r.namespace, &vs.export_to, &fqdn) {
                 continue;
             }
             let scopes = vs_scopes(&r.namespace, &vs.export_to);
-            let svc = service(cx, &fqdn)
-                .filter(|s| export_scopes(&s.export_to, &s.namespace).iter().any(|e| *e == "*" || scopes.contains(e)));
+            let svc =
+                index.services.get(&fqdn).copied().filter(|s| {
+                    export_scopes(&s.export_to, &s.namespace).iter().any(|e| *e == "*" || scopes.contains(e))
+                });
             let Some(svc) = svc else {
                 cx.push(
                     Severity::Error,
