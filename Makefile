@@ -40,7 +40,7 @@ WASM_TEST_CRATES ?= $(shell $(CARGO) metadata --no-deps --format-version 1 2>/de
 # Root is needed for apt-get; use sudo only when not root.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: tools tools-rust tools-envoy tools-wasm-bindgen tools-bench \
+.PHONY: lifecycle tools tools-rust tools-envoy tools-wasm-bindgen tools-bench \
         wasm lint fmt-check clippy clippy-wasm test test-native test-wasm \
         bench bench-e2e clean-tools run
 
@@ -134,6 +134,11 @@ test-wasm: tools
 	  PATH=$(WASM_BINDGEN_ROOT)/bin:$$PATH \
 	    $(CARGO) test --target wasm32-unknown-unknown --lib $(addprefix -p ,$(WASM_TEST_CRATES)); \
 	fi
+
+## lifecycle: the full apply/rollback round through a real Envoy (50 applies, 10 invalid,
+## 10 rollbacks under load; make test runs a short round)
+lifecycle: tools-envoy wasm
+	$(CARGO) test --features cli --test lifecycle -- --ignored --nocapture
 
 ## bench: micro-benchmarks (cargo bench)
 bench:

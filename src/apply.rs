@@ -347,15 +347,19 @@ pub fn route_metric_name(vs_name: &str, rule: &Rule, dest: Option<&Dest>) -> Str
         (Action::Forward { .. }, None) => "none",
     };
     let vs: String = vs_name.chars().map(|c| if c == '.' { '_' } else { c }).collect();
-    format!("meshroute.route.vs.{vs}.rule.{}.dest.{d}", rule.index)
+    format!("{}{vs}.rule.{}.dest.{d}", crate::metrics::ROUTE_PREFIX, rule.index)
 }
 
 /// One line for the log when a configuration is applied.
 pub fn summary(table: &RouteTable) -> String {
     let rules: usize = table.virtual_services.iter().map(|v| v.rules.len()).sum();
     let hosts: usize = table.virtual_services.iter().map(|v| v.hosts.len()).sum();
+    let revision = match &table.revision {
+        Some(r) => format!("revision {r}: "),
+        None => String::new(),
+    };
     format!(
-        "{} VirtualService(s), {} host(s), {} rule(s), {} cluster(s); routing header {}, mirror body limit {} B, \
+        "{revision}{} VirtualService(s), {} host(s), {} rule(s), {} cluster(s); routing header {}, mirror body limit {} B, \
          mirror timeout {} ms",
         table.virtual_services.len(),
         hosts,

@@ -11,7 +11,7 @@ use crate::matcher::{MatchBlock, StrMatch};
 use crate::request::PPM;
 use crate::validate::{grpc_status_code, RETRY_ON_GRPC};
 use regex_lite::Regex;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 /// Istio's retry policy for routes that set none (istio `retry.DefaultPolicy`): 2 retries on
@@ -37,6 +37,9 @@ pub struct RouteTable {
     pub routing_header: String,
     pub mirror_body_limit: u64,
     pub mirror_timeout_ms: u64,
+    /// `settings.revision` and whether responses carry it (`settings.revisionHeader`).
+    pub revision: Option<crate::config::Revision>,
+    pub revision_header: bool,
     /// Every cluster a decision may name, for the CLI's Envoy config and for sanity checks.
     pub clusters: Vec<ClusterRef>,
 }
@@ -256,7 +259,7 @@ pub struct Compiled {
 /// Validates, then compiles. Any error refuses the whole configuration (an atomic apply), so a
 /// broken change never half-applies.
 pub fn compile(bundle: &Bundle, mut diagnostics: Diagnostics) -> Compiled {
-    diagnostics.0.extend(crate::validate::validate(bundle).0);
+    diagnostics.append(crate::validate::validate(bundle));
     if diagnostics.has_errors() {
         return Compiled { table: None, diagnostics };
     }
@@ -369,6 +372,8 @@ impl RouteTable {
             routing_header: settings.routing_header.clone(),
             mirror_body_limit: settings.mirror_body_limit,
             mirror_timeout_ms: settings.mirror_timeout_ms,
+            revision: settings.revision.clone(),
+            revision_header: settings.revision_header,
             clusters: Vec::new(),
         };
         for (res, vs) in bundle.virtual_services() {
@@ -396,6 +401,9 @@ impl RouteTable {
             }
             table.virtual_services.push(compiled);
         }
+        // The first VirtualService claiming a wildcard suffix keeps it.
+        let mut seen = HashSet::new();
+        table.wildcard_hosts.retain(|(suffix, _)| seen.insert(suffix.clone()));
         table.wildcard_hosts.sort_by_key(|(suffix, _)| std::cmp::Reverse(suffix.len()));
         table.clusters = ctx.clusters.into_values().collect();
         table
@@ -405,9 +413,8 @@ impl RouteTable {
         if h == "*" {
             self.any_host.get_or_insert(id);
         } else if let Some(suffix) = h.strip_prefix('*') {
-            if !self.wildcard_hosts.iter().any(|(s, _)| s == suffix) {
-                self.wildcard_hosts.push((suffix.to_string(), id));
-            }
+            // Repeats are dropped once all are in (`build`), so many wildcard hosts stay linear.
+            self.wildcard_hosts.push((suffix.to_string(), id));
         } else {
             for name in host::alt_names(h, &settings.namespace, &settings.domain_suffix) {
                 // Sidecars do not merge hosts: the first VirtualService to claim one keeps it.
@@ -514,8 +521,10 @@ fn compile_vs(
     hosts: &[String],
 ) -> CompiledVs {
     let settings = ctx.settings;
-    let mut rules = Vec::new();
-    let mut entries = Vec::new();
+    // Sized up front and trimmed at the end: doubling growth would leave up to half of each
+    // list unused (and, in a Wasm VM whose memory never shrinks, the peak of each regrowth).
+    let mut rules = Vec::with_capacity(vs.http.len());
+    let mut entries = Vec::with_capacity(vs.http.iter().map(|r| r.matches.len().max(1)).sum());
     let mut index = PathIndex::default();
     let mut catch_all_seen = false;
     for (ri, route) in vs.http.iter().enumerate() {
@@ -566,6 +575,9 @@ fn compile_vs(
             rules.push(rule);
         }
     }
+    rules.shrink_to_fit();
+    entries.shrink_to_fit();
+    index.shrink_to_fit();
     CompiledVs { name: res.key(), hosts: hosts.to_vec(), rules, entries, index }
 }
 

@@ -7,7 +7,7 @@ use crate::diag::{Diagnostic, Diagnostics, ResourceRef};
 use crate::k8s::{self, KindClass, Registry};
 use serde::Deserialize;
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 pub const DEFAULT_CLUSTER_TEMPLATE: &str = "outbound|{port}|{subset}|{host}";
 pub const DEFAULT_ROUTING_HEADER: &str = "x-meshroute-cluster";
@@ -42,6 +42,27 @@ pub struct Settings {
     pub mirror_body_limit: u64,
     /// Per-request timeout of a mirror call, milliseconds.
     pub mirror_timeout_ms: u64,
+    /// The revision this configuration is (`meshroute apply` stamps it): the filter logs it on
+    /// load and exposes its number as the gauge `meshroute.config.revision`.
+    pub revision: Option<Revision>,
+    /// Tag every response with `x-meshroute-revision: <number>-<hash>` (off by default: it tells
+    /// clients about the proxy's configuration).
+    pub revision_header: bool,
+}
+
+/// A revision of the configuration, as `meshroute apply` numbers it.
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Revision {
+    pub number: u64,
+    /// Content hash of the configuration without its revision stamp.
+    pub hash: String,
+}
+
+impl std::fmt::Display for Revision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.number, self.hash)
+    }
 }
 
 impl Default for Settings {
@@ -58,6 +79,8 @@ impl Default for Settings {
             locality: None,
             mirror_body_limit: 64 * 1024,
             mirror_timeout_ms: 5_000,
+            revision: None,
+            revision_header: false,
         }
     }
 }
@@ -213,16 +236,17 @@ pub fn load_value(v: Value) -> (Bundle, Diagnostics) {
         }
         other => flatten(other, &mut raw),
     }
-    let mut resources: Vec<Resource> = Vec::with_capacity(raw.len());
+    // Slots in input order; a redefinition empties the earlier slot. The slot of each
+    // kind/namespace/name is looked up by hash, so many resources load in linear time.
+    let mut slots: Vec<Option<Resource>> = Vec::with_capacity(raw.len());
+    let mut slot_of: HashMap<(String, String, String), usize> = HashMap::with_capacity(raw.len());
     let mut skipped = Skipped::default();
     for (index, value) in raw.into_iter().enumerate() {
         if let Some(r) = parse_resource(index, value, &mut registry, &mut skipped, &mut diags) {
             // The same kind/namespace/name again replaces the earlier one, as `kubectl apply`
             // of the same files would (docs/semantics.md R5).
-            if let Some(pos) =
-                resources.iter().position(|o| o.kind == r.kind && o.namespace == r.namespace && o.name == r.name)
-            {
-                let old = resources.remove(pos);
+            let key = (r.kind.clone(), r.namespace.clone(), r.name.clone());
+            if let Some(old) = slot_of.insert(key, slots.len()).and_then(|pos| slots.get_mut(pos)?.take()) {
                 diags.push(
                     Diagnostic::warning(
                         Some(old.reference()),
@@ -237,9 +261,10 @@ pub fn load_value(v: Value) -> (Bundle, Diagnostics) {
                     .with_code("MR0001"),
                 );
             }
-            resources.push(r);
+            slots.push(Some(r));
         }
     }
+    let resources: Vec<Resource> = slots.into_iter().flatten().collect();
     skipped.report(&mut diags);
     (Bundle { resources, settings, registry }, diags)
 }
@@ -366,7 +391,9 @@ fn typed<T: for<'de> Deserialize<'de>>(spec: Value, r: &ResourceRef, diags: &mut
     let mut ignored = Vec::new();
     let result = {
         let mut on_ignored = |p: serde_ignored::Path<'_>| ignored.push(render_path(&p));
-        let de = serde_ignored::Deserializer::new(&spec, &mut on_ignored);
+        // By value: each part of the JSON tree is freed as soon as it is converted, so a big
+        // spec is never held twice (a Wasm VM keeps its peak memory for good).
+        let de = serde_ignored::Deserializer::new(spec, &mut on_ignored);
         serde_path_to_error::deserialize::<_, T>(de)
     };
     match result {

@@ -78,7 +78,7 @@ pub struct HttpRoute {
     pub headers: Option<Headers>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpMatchRequest {
     #[serde(default)]
@@ -113,7 +113,7 @@ pub struct HttpMatchRequest {
 
 /// A oneof in the API: exactly one of the three should be set; none set means "present" for
 /// header and query-parameter matches.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq, Hash)]
 pub struct StringMatch {
     #[serde(default)]
     pub exact: Option<String>,

@@ -63,6 +63,14 @@ impl Trie {
         self.nodes[node].entries.push(entry);
     }
 
+    fn shrink_to_fit(&mut self) {
+        self.nodes.shrink_to_fit();
+        for n in &mut self.nodes {
+            n.children.shrink_to_fit();
+            n.entries.shrink_to_fit();
+        }
+    }
+
     /// Calls `visit` with the entry list of every stored prefix of `path`, shortest first.
     fn walk<'a>(&'a self, path: impl Iterator<Item = u8>, mut visit: impl FnMut(&'a [u32])) {
         let Some(mut node) = self.nodes.first() else { return };
@@ -118,6 +126,19 @@ impl PathIndex {
             }
             Key::Rest => self.rest.push(entry),
         }
+    }
+
+    /// Gives back the spare capacity of every list once all entries are in.
+    pub fn shrink_to_fit(&mut self) {
+        for map in [&mut self.exact, &mut self.exact_ci].into_iter().chain(self.headers.iter_mut().map(|(_, m)| m)) {
+            map.shrink_to_fit();
+            map.values_mut().for_each(Vec::shrink_to_fit);
+        }
+        for trie in [&mut self.prefix, &mut self.prefix_ci, &mut self.suffix] {
+            trie.shrink_to_fit();
+        }
+        self.headers.shrink_to_fit();
+        self.rest.shrink_to_fit();
     }
 
     /// The lowest entry for which `matches` holds, among those whose key fits the request.

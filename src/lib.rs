@@ -13,6 +13,7 @@ pub mod duration;
 pub mod envoy;
 pub mod host;
 pub mod k8s;
+pub mod metrics;
 pub mod pem;
 
 pub use config::{load_json, load_value, Bundle, Resource, Settings, Spec};

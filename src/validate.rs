@@ -129,14 +129,9 @@ pub fn validate(bundle: &Bundle) -> Diagnostics {
     analyze::run(&mut cx);
     k8s_registry::run(&mut cx);
     istio_parity::run(&mut cx);
-    // Identical findings are reported once (as istioctl's `SortedDedupedCopy`).
-    let mut out = Diagnostics::default();
-    for d in cx.out.0 {
-        if !out.iter().any(|o| *o == d) {
-            out.push(d);
-        }
-    }
-    out
+    // Identical findings are reported once (as istioctl's `SortedDedupedCopy`): `Diagnostics`
+    // drops repeats as they are pushed.
+    cx.out
 }
 
 /// Where a diagnostic points: a resource, or (for `None`) the plugin settings.

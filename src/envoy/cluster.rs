@@ -112,12 +112,9 @@ impl<'a> Builder<'a> {
         host::resolve(h, ns, &self.settings.domain_suffix)
     }
 
+    /// The one cluster-name function (`compile::cluster_name`), so the table and Envoy agree.
     pub fn cluster_name(&self, host: &str, subset: Option<&str>, port: u32) -> String {
-        self.settings
-            .cluster_template
-            .replace("{port}", &port.to_string())
-            .replace("{subset}", subset.unwrap_or(""))
-            .replace("{host}", host)
+        crate::compile::cluster_name(&self.settings.cluster_template, port, subset, host)
     }
 
     /// The ServiceEntry declaring `host`: an exact host first, then the longest wildcard.

@@ -7,16 +7,21 @@
 //! Library code (feature `envoy`, never in the .wasm) so that the CLI's `envoy`, `apply` and any
 //! other user of the crate share one translation and one cluster-name contract.
 
+pub mod bootstrap;
 pub mod cluster;
+pub mod files;
 
 use crate::config::Bundle;
 use crate::crd;
+use crate::diag::{Diagnostic, Diagnostics};
 use cluster::{address, Builder, Want};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
+
+pub use crate::compile::cluster_name;
 
 pub struct Options<'a> {
     pub wasm: &'a Path,
@@ -25,10 +30,44 @@ pub struct Options<'a> {
     pub credentials_dir: Option<&'a Path>,
 }
 
+/// The static bootstrap (`meshroute envoy`) and the notes of its translation.
 pub struct Generated {
     pub config: Value,
-    pub notes: Vec<String>,
+    pub notes: Diagnostics,
 }
+
+/// What istiod would push to one proxy, as structured resources: every view (the static
+/// bootstrap, xDS files) is rendered from this one translation.
+#[derive(Debug, Clone)]
+pub struct Resources {
+    pub listeners: Vec<Listener>,
+    /// Envoy `Cluster`s, one per destination the table can name.
+    pub clusters: Vec<Value>,
+    /// The meshroute filter's configuration as an Envoy `TypedExtensionConfig`
+    /// (`{name, typed_config}`): the static view inlines it, the xDS view serves it through ECDS.
+    pub filter: Value,
+    /// Everything istiod would do that this translation cannot (warnings, never errors).
+    pub notes: Diagnostics,
+}
+
+/// One Envoy listener with an HTTP connection manager. Its route configuration and the filter
+/// are kept apart from the listener so that the xDS view can serve them separately (RDS, ECDS):
+/// a routing change then never replaces, and so never drains, the listener.
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub name: String,
+    pub stat_prefix: String,
+    pub address: SocketAddr,
+    /// An Envoy `RouteConfiguration`; its name is the listener's.
+    pub route_config: Value,
+    /// Whether the meshroute filter runs here (a port that only redirects to HTTPS needs none).
+    pub with_filter: bool,
+    /// TLS filter chains (server names, `DownstreamTlsContext`); `None` is one plain chain.
+    pub tls_chains: Option<Vec<(Vec<String>, Value)>>,
+}
+
+/// The filter's name in listeners and in ECDS.
+pub const FILTER_NAME: &str = "meshroute";
 
 /// Why no bootstrap can be built at all (everything less is a note).
 #[derive(Debug)]
@@ -50,30 +89,62 @@ impl fmt::Display for InvalidEnvoyConfig {
 
 impl std::error::Error for InvalidEnvoyConfig {}
 
-/// Builds the bootstrap. Errors are things that make a listener impossible (the named Gateway
-/// does not exist).
+/// Builds the static bootstrap. Errors are things that make a listener impossible (the named
+/// Gateway does not exist).
 pub fn generate(
     bundle: &Bundle,
     routed: &[crate::compile::ClusterRef],
     plugin_config: &Value,
     opts: &Options<'_>,
 ) -> Result<Generated, InvalidEnvoyConfig> {
+    let r = resources(bundle, routed, plugin_config, opts)?;
+    Ok(Generated { config: bootstrap::static_bootstrap(&r, opts.admin), notes: r.notes })
+}
+
+/// Translates the input into Envoy resources.
+pub fn resources(
+    bundle: &Bundle,
+    routed: &[crate::compile::ClusterRef],
+    plugin_config: &Value,
+    opts: &Options<'_>,
+) -> Result<Resources, InvalidEnvoyConfig> {
     let mut b = Builder::new(bundle, opts.credentials_dir);
     let wanted = b.wanted(routed);
     let clusters: Vec<Value> = wanted.iter().map(|w| b.cluster(w)).collect();
     let routes = routes(&mut b, &wanted);
+    let filter = filter_config(plugin_config, opts.wasm)?;
+    let settings = &bundle.settings;
+    let listeners = if settings.gateway == "mesh" {
+        let vhost = json!({"name": "meshroute", "domains": ["*"], "routes": routes});
+        vec![listener("meshroute_outbound", "outbound", opts.listen, vec![vhost], true, None)]
+    } else {
+        let (_, gw) = bundle
+            .gateways()
+            .find(|(r, _)| r.key() == settings.gateway)
+            .ok_or_else(|| InvalidEnvoyConfig::UnknownGateway(settings.gateway.clone()))?;
+        gateway_listeners(&mut b, gw, opts, &routes)
+    };
+    let mut notes = Diagnostics::default();
+    for n in b.notes {
+        notes.push(Diagnostic::warning(None, "", n));
+    }
+    Ok(Resources { listeners, clusters, filter, notes })
+}
+
+/// The Wasm filter running meshroute with this plugin configuration, as a `TypedExtensionConfig`.
+pub fn filter_config(plugin_config: &Value, wasm: &Path) -> Result<Value, InvalidEnvoyConfig> {
     let configuration = serde_json::to_string(plugin_config).map_err(InvalidEnvoyConfig::PluginConfig)?;
-    let wasm_filter = json!({
-        "name": "envoy.filters.http.wasm",
+    Ok(json!({
+        "name": FILTER_NAME,
         "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "@type": WASM_TYPE,
             "config": {
                 "name": "meshroute",
                 "root_id": "meshroute",
                 "vm_config": {
                     "vm_id": "meshroute",
                     "runtime": "envoy.wasm.runtime.v8",
-                    "code": {"local": {"filename": opts.wasm.display().to_string()}},
+                    "code": {"local": {"filename": wasm.display().to_string()}},
                 },
                 "configuration": {
                     "@type": "type.googleapis.com/google.protobuf.StringValue",
@@ -82,38 +153,10 @@ pub fn generate(
                 "failure_policy": "FAIL_CLOSED",
             },
         },
-    });
-    let settings = &bundle.settings;
-    let listeners = if settings.gateway == "mesh" {
-        let vhost = json!({"name": "meshroute", "domains": ["*"], "routes": routes});
-        vec![listener("meshroute_outbound", "outbound", opts.listen, &[vhost], true, &wasm_filter, None)]
-    } else {
-        let (_, gw) = bundle
-            .gateways()
-            .find(|(r, _)| r.key() == settings.gateway)
-            .ok_or_else(|| InvalidEnvoyConfig::UnknownGateway(settings.gateway.clone()))?;
-        gateway_listeners(&mut b, gw, opts, &routes, &wasm_filter)
-    };
-    let config = json!({
-        "node": {"id": "meshroute", "cluster": "meshroute"},
-        "admin": {"address": address(&opts.admin.ip().to_string(), u32::from(opts.admin.port()))},
-        "stats_config": {"stats_tags": route_stats_tags()},
-        "static_resources": {"listeners": listeners, "clusters": clusters},
-    });
-    Ok(Generated { config, notes: b.notes })
+    }))
 }
 
-/// Tags that turn the filter's per-route counters
-/// `wasmcustom.meshroute.route.vs.<ns>/<name>.rule.<N>.dest.<cluster>` into one Prometheus family,
-/// `meshroute_route{vs="ns/name",rule="N",dest="cluster"}` (the same tags as envoy/sidecar.yaml).
-/// Each regex's first group is cut from the name, its second is the tag's value.
-fn route_stats_tags() -> Value {
-    json!([
-        {"tag_name": "vs", "regex": r"^wasmcustom\.meshroute\.route(\.vs\.([^.]+))\.rule\."},
-        {"tag_name": "rule", "regex": r"^wasmcustom\.meshroute\.route\.vs\.[^.]+(\.rule\.([0-9]+))\.dest\."},
-        {"tag_name": "dest", "regex": r"^wasmcustom\.meshroute\.route\.vs\.[^.]+\.rule\.[0-9]+(\.dest\.(.+))$"},
-    ])
-}
+pub const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
 
 /// The vhost routes: one per consistent-hash cluster (matched on the routing header the filter
 /// writes, so that its `hash_policy` applies only to it, as istiod's per-destination hash
@@ -142,65 +185,75 @@ fn routes(b: &mut Builder<'_>, wanted: &[Want]) -> Vec<Value> {
 fn listener(
     name: &str,
     stat_prefix: &str,
-    addr: SocketAddr,
-    vhosts: &[Value],
+    address: SocketAddr,
+    vhosts: Vec<Value>,
     with_filter: bool,
-    wasm_filter: &Value,
     tls_chains: Option<Vec<(Vec<String>, Value)>>,
-) -> Value {
-    let mut filters = Vec::new();
-    if with_filter {
-        filters.push(wasm_filter.clone());
+) -> Listener {
+    Listener {
+        name: name.into(),
+        stat_prefix: stat_prefix.into(),
+        address,
+        route_config: json!({"name": name, "virtual_hosts": vhosts, "ignore_port_in_host_matching": true}),
+        with_filter,
+        tls_chains,
     }
-    filters.push(json!({
-        "name": "envoy.filters.http.router",
-        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
-    }));
-    let hcm = json!({
-        "name": "envoy.filters.network.http_connection_manager",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-            "stat_prefix": stat_prefix,
-            "codec_type": "AUTO",
-            "route_config": {"name": name, "virtual_hosts": vhosts, "ignore_port_in_host_matching": true},
-            "http_filters": filters,
-        },
-    });
-    let chains: Vec<Value> = match tls_chains {
-        None => vec![json!({"filters": [hcm]})],
-        Some(chains) => chains
-            .into_iter()
-            .map(|(server_names, tls)| {
-                let mut c = Map::new();
-                if !server_names.is_empty() {
-                    c.insert("filter_chain_match".into(), json!({"server_names": server_names}));
-                }
-                c.insert("filters".into(), json!([hcm]));
-                c.insert(
-                    "transport_socket".into(),
-                    json!({"name": "envoy.transport_sockets.tls", "typed_config": tls}),
-                );
-                Value::Object(c)
-            })
-            .collect(),
-    };
-    json!({
-        "name": name,
-        "address": address(&addr.ip().to_string(), u32::from(addr.port())),
-        "filter_chains": chains,
-    })
+}
+
+impl Listener {
+    /// The Envoy `Listener`, with the route configuration and the filter given by the view: inline
+    /// for the static bootstrap, discovery references for xDS.
+    pub fn render(&self, route: (&str, Value), filter: Option<Value>) -> Value {
+        let mut filters = Vec::new();
+        if self.with_filter {
+            filters.extend(filter);
+        }
+        filters.push(json!({
+            "name": "envoy.filters.http.router",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+        }));
+        let mut hcm = Map::new();
+        hcm.insert(
+            "@type".into(),
+            json!(
+                "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+            ),
+        );
+        hcm.insert("stat_prefix".into(), json!(self.stat_prefix));
+        hcm.insert("codec_type".into(), json!("AUTO"));
+        hcm.insert(route.0.into(), route.1);
+        hcm.insert("http_filters".into(), json!(filters));
+        let hcm = json!({"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm});
+        let chains: Vec<Value> = match &self.tls_chains {
+            None => vec![json!({"filters": [hcm]})],
+            Some(chains) => chains
+                .iter()
+                .map(|(server_names, tls)| {
+                    let mut c = Map::new();
+                    if !server_names.is_empty() {
+                        c.insert("filter_chain_match".into(), json!({"server_names": server_names}));
+                    }
+                    c.insert("filters".into(), json!([hcm]));
+                    c.insert(
+                        "transport_socket".into(),
+                        json!({"name": "envoy.transport_sockets.tls", "typed_config": tls}),
+                    );
+                    Value::Object(c)
+                })
+                .collect(),
+        };
+        json!({
+            "name": self.name,
+            "address": address(&self.address.ip().to_string(), u32::from(self.address.port())),
+            "filter_chains": chains,
+        })
+    }
 }
 
 /// One listener per server port (istiod merges servers on a port). HTTP servers become virtual
 /// hosts (`httpsRedirect` → `require_tls: ALL`); HTTPS servers become TLS filter chains (by SNI
 /// when a port has several).
-fn gateway_listeners(
-    b: &mut Builder<'_>,
-    gw: &crd::Gateway,
-    opts: &Options<'_>,
-    routes: &[Value],
-    wasm_filter: &Value,
-) -> Vec<Value> {
+fn gateway_listeners(b: &mut Builder<'_>, gw: &crd::Gateway, opts: &Options<'_>, routes: &[Value]) -> Vec<Listener> {
     let mut by_port: BTreeMap<u32, Vec<&crd::Server>> = BTreeMap::new();
     for s in &gw.servers {
         if let Some(p) = &s.port {
@@ -239,9 +292,8 @@ fn gateway_listeners(
                     &format!("gateway_{port}"),
                     &format!("gateway_{port}"),
                     addr,
-                    &vhosts,
+                    vhosts,
                     !all_redirect,
-                    wasm_filter,
                     None,
                 ));
             }
@@ -267,9 +319,8 @@ fn gateway_listeners(
                     &format!("gateway_{port}"),
                     &format!("gateway_{port}"),
                     addr,
-                    &[vhost],
+                    vec![vhost],
                     true,
-                    wasm_filter,
                     Some(chains),
                 ));
             }
@@ -595,6 +646,6 @@ mod tests {
             json!({"address": "10.9.9.9", "port_value": 9090})
         );
         assert!(vm.get("transport_socket").is_none());
-        assert!(g.notes.iter().any(|n| n.contains("ISTIO_MUTUAL")), "{:?}", g.notes);
+        assert!(g.notes.iter().any(|n| n.message.contains("ISTIO_MUTUAL")), "{:?}", g.notes);
     }
 }

@@ -9,7 +9,7 @@ use super::{is_catch_all, retriable_status_code, Ctx, Place, RETRY_ON_GRPC, RETR
 use crate::crd::{self, HttpMatchRequest, HttpRoute, StringMatch};
 use crate::diag::Severity;
 use crate::host;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 const KB: usize = 1024;
 const MB: usize = 1024 * KB;
@@ -917,16 +917,14 @@ fn covered(a: &PrefixBlock, b: &PrefixBlock) -> bool {
 /// for rules hidden by a catch-all match block, which istiod never emits (`IsCatchAllRoute`)
 /// but the webhook does not notice.
 fn analyze_unreachable_rules(cx: &mut Ctx<'_>, at: &Place<'_>, rules: &[HttpRoute]) {
-    let mut seen: Vec<(usize, HttpMatchRequest)> = Vec::new();
-    // `seen` positions by URI match: equal blocks have equal URIs, so the duplicate search
-    // stays linear on tables of thousands of rules.
-    let mut seen_by_uri: HashMap<String, Vec<usize>> = HashMap::new();
+    // The first rule of each distinct match block (its name aside), hashed, so the duplicate
+    // search stays linear on tables of thousands of rules whatever the blocks match on.
+    let mut seen: HashMap<HttpMatchRequest, usize> = HashMap::new();
     let mut empty_match_rule: Option<usize> = None;
     let mut prefix_blocks: Vec<PrefixBlock> = Vec::new();
-    let mut reported_unused: Vec<usize> = Vec::new();
+    let mut reported_unused: HashSet<usize> = HashSet::new();
     let mut unreachable = |cx: &mut Ctx<'_>, i: usize, reason: &str| {
-        if !reported_unused.contains(&i) {
-            reported_unused.push(i);
+        if reported_unused.insert(i) {
             cx.push(
                 Severity::Warning,
                 Some("IST0130"),
@@ -951,9 +949,7 @@ fn analyze_unreachable_rules(cx: &mut Ctx<'_>, at: &Place<'_>, rules: &[HttpRout
         let mut duplicates = 0;
         for (j, m) in r.matches.iter().enumerate() {
             let key = HttpMatchRequest { name: None, ..m.clone() };
-            let uri = format!("{:?}", key.uri);
-            let bucket = seen_by_uri.get(&uri).map(Vec::as_slice).unwrap_or_default();
-            if let Some((k, _)) = bucket.iter().filter_map(|&s| seen.get(s)).find(|(_, e)| *e == key) {
+            if let Some(k) = seen.get(&key) {
                 duplicates += 1;
                 cx.push(
                     Severity::Info,
@@ -969,8 +965,7 @@ fn analyze_unreachable_rules(cx: &mut Ctx<'_>, at: &Place<'_>, rules: &[HttpRout
                 );
                 continue;
             }
-            seen_by_uri.entry(uri).or_default().push(seen.len());
-            seen.push((i, key));
+            seen.insert(key, i);
             prefix_blocks.extend(prefix_block(rules, i, j, m));
         }
         if duplicates == r.matches.len() {

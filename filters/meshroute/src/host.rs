@@ -72,6 +72,12 @@ pub fn edit_response_headers(ops: &[HeaderOp]) {
     edit_headers(MapType::HttpResponseHeaders, ops);
 }
 
+pub fn set_response_header(name: &str, value: &str) {
+    if let Err(s) = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(value)) {
+        log::error!("meshroute: setting response header {name} failed: {s:?}");
+    }
+}
+
 fn edit_headers(map: MapType, ops: &[HeaderOp]) {
     for op in ops {
         let (what, r) = match op {
@@ -193,6 +199,25 @@ pub fn define_counter(name: &str) -> Option<u32> {
         Err(s) => {
             log::error!("meshroute: defining metric {name} failed: {s:?}");
             None
+        }
+    }
+}
+
+/// A gauge id, `None` if the host refused.
+pub fn define_gauge(name: &str) -> Option<u32> {
+    match hostcalls::define_metric(MetricType::Gauge, name) {
+        Ok(id) => Some(id),
+        Err(s) => {
+            log::error!("meshroute: defining metric {name} failed: {s:?}");
+            None
+        }
+    }
+}
+
+pub fn set_gauge(id: Option<u32>, value: u64) {
+    if let Some(id) = id {
+        if let Err(s) = hostcalls::record_metric(id, value) {
+            log::warn!("meshroute: recording metric {id} failed: {s:?}");
         }
     }
 }

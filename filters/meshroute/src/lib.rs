@@ -16,7 +16,7 @@ mod host;
 
 use meshroute::apply::{self, BodyBuffer, DelayQueue, HeaderOp, LocalReply, Plan};
 use meshroute::compile::{Action, Dest, Rule};
-use meshroute::{Decision, Request, RouteTable, SplitMix64};
+use meshroute::{metrics, Decision, Request, RouteTable, SplitMix64};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action as Flow, ContextType, LogLevel};
 use std::cell::{Cell, RefCell};
@@ -32,6 +32,8 @@ const BUILD: &str = match option_env!("MESHROUTE_BUILD") {
 };
 /// Asked-for timer period while requests are held; Envoy's timer is quantised to ~4 ms anyway.
 const TICK: Duration = Duration::from_millis(1);
+/// Response header naming the revision that decided the request (`settings.revisionHeader`).
+const REVISION_HEADER: &str = "x-meshroute-revision";
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -56,6 +58,7 @@ struct Metrics {
     mirrors_failed: Option<u32>,
     config_loaded: Option<u32>,
     config_rejected: Option<u32>,
+    config_revision: Option<u32>,
 }
 
 impl Metrics {
@@ -72,8 +75,9 @@ impl Metrics {
             mirrors_sent: c("meshroute.mirrors.sent"),
             mirrors_skipped: c("meshroute.mirrors.skipped"),
             mirrors_failed: c("meshroute.mirrors.failed"),
-            config_loaded: c("meshroute.config.loaded"),
-            config_rejected: c("meshroute.config.rejected"),
+            config_loaded: c(metrics::CONFIG_LOADED),
+            config_rejected: c(metrics::CONFIG_REJECTED),
+            config_revision: host::define_gauge(metrics::CONFIG_REVISION),
         }
     }
 }
@@ -84,6 +88,8 @@ struct Active {
     /// Keyed by the rule's address (stable while the table lives), one id per destination
     /// (or a single id for rules that do not forward).
     route_counters: HashMap<usize, Vec<Option<u32>>>,
+    /// `x-meshroute-revision`'s value when `settings.revisionHeader` asks for it.
+    revision_header: Option<String>,
 }
 
 impl Active {
@@ -101,7 +107,8 @@ impl Active {
                 route_counters.insert(rule as *const Rule as usize, ids);
             }
         }
-        Active { table, route_counters }
+        let revision_header = table.revision.as_ref().filter(|_| table.revision_header).map(|r| r.to_string());
+        Active { table, route_counters, revision_header }
     }
 
     fn route_counter(&self, rule: &Rule, dest: Option<&Dest>) -> Option<u32> {
@@ -208,10 +215,14 @@ impl RootContext for Root {
             for d in compiled.diagnostics.errors() {
                 log::error!("meshroute: config rejected: {d}");
             }
+            if let Some(rest) = compiled.diagnostics.omitted_summary() {
+                log::error!("meshroute: config rejected: {rest}");
+            }
             host::increment(metrics.config_rejected);
             return false;
         };
         log::info!("meshroute {VERSION} ({BUILD}) root {}: config loaded: {}", self.id, apply::summary(&table));
+        host::set_gauge(metrics.config_revision, table.revision.as_ref().map_or(0, |r| r.number));
         *self.shared.active.borrow_mut() = Some(Rc::new(Active::new(table)));
         host::increment(metrics.config_loaded);
         true
@@ -431,6 +442,9 @@ impl HttpContext for Stream {
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Flow {
         if !self.response_ops.is_empty() {
             host::edit_response_headers(&std::mem::take(&mut self.response_ops));
+        }
+        if let Some(rev) = self.active.as_ref().and_then(|a| a.revision_header.as_deref()) {
+            host::set_response_header(REVISION_HEADER, rev);
         }
         Flow::Continue
     }

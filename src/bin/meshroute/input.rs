@@ -353,7 +353,10 @@ impl Inputs {
             }
             eprintln!("{}", self.render(d));
         }
-        (e, w)
+        if let Some(rest) = diags.omitted_summary() {
+            eprintln!("meshroute: {rest}");
+        }
+        (e + diags.omitted(Severity::Error), w + diags.omitted(Severity::Warning))
     }
 }
 

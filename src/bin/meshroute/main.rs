@@ -8,12 +8,13 @@ mod emit;
 mod envoy;
 mod explain;
 mod input;
+mod lifecycle;
 mod output;
 mod yaml;
 
 use clap::{Args, Parser, Subcommand};
 use input::Inputs;
-use meshroute::{compile, load_value, Compiled};
+use meshroute::{compile, load_value, Compiled, Severity};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -45,6 +46,12 @@ enum Command {
     Compile(CompileArgs),
     Envoy(envoy::EnvoyArgs),
     Explain(explain::ExplainArgs),
+    Apply(lifecycle::commands::ApplyArgs),
+    Up(lifecycle::up::UpArgs),
+    History(lifecycle::commands::HistoryArgs),
+    Rollback(lifecycle::commands::RollbackArgs),
+    Diff(lifecycle::commands::DiffArgs),
+    Status(lifecycle::status::StatusArgs),
 }
 
 /// Where the resources come from and who the proxy is.
@@ -144,6 +151,16 @@ impl Loaded {
                 eprintln!("{line}");
             }
         }
+        let diags = &self.compiled.diagnostics;
+        if let Some(rest) = diags.omitted_summary() {
+            if to_stdout {
+                println!("meshroute: {rest}");
+            } else {
+                eprintln!("meshroute: {rest}");
+            }
+        }
+        e += diags.omitted(Severity::Error);
+        w += diags.omitted(Severity::Warning) + diags.omitted(Severity::Info);
         (e, w)
     }
 
@@ -206,5 +223,11 @@ fn main() -> ExitCode {
         Command::Compile(a) => compile_cmd(a),
         Command::Envoy(a) => envoy::run(a),
         Command::Explain(a) => explain::run(a),
+        Command::Apply(a) => lifecycle::commands::run_apply(a),
+        Command::Up(a) => lifecycle::up::run(a),
+        Command::History(a) => lifecycle::commands::run_history(a),
+        Command::Rollback(a) => lifecycle::commands::run_rollback(a),
+        Command::Diff(a) => lifecycle::commands::run_diff(a),
+        Command::Status(a) => lifecycle::status::run(a),
     }
 }

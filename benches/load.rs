@@ -1,0 +1,336 @@
+//! Configuration loading (`compile_json`: JSON → load → validate → compile) at 10,000 and
+//! 20,000 rules for every match kind, for many VirtualServices and for the error paths, plus
+//! 100,000 mixed rules. Run with `make bench` (or `cargo bench --bench load`);
+//! `docs/benchmarks.md` explains the numbers.
+//!
+//! Loading must be linear: after divan's table, a summary measures each shape at both sizes in
+//! the same run and prints the ratio 20k / 10k (goal ≤ 2.2), the time of 10,000 mixed rules
+//! (goal ≤ 300 ms) and of 100,000 (goal ≤ 2 s), and heap use counted by this binary's allocator:
+//! the peak during a load and what the finished table keeps (goal: peak ≤ 2 × the table, since
+//! Wasm memory never shrinks and the peak is what a VM keeps).
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use divan::{black_box, Bencher};
+use meshroute::compile_json;
+use serde_json::{json, Value};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const SIZES: &[usize] = &[10_000, 20_000];
+
+/// What one configuration looks like; each is one VirtualService of N rules unless named
+/// otherwise.
+#[derive(Clone, Copy, Debug)]
+enum Shape {
+    /// `uri.exact: /e/<i>`
+    Exact,
+    /// `uri.prefix: /p/<i>/`
+    Prefix,
+    /// `uri.regex: /g/<i>/[0-9]+`
+    Regex,
+    /// `headers: {x-t: {exact: t<i>}}`
+    Headers,
+    /// `queryParams: {q: {exact: v<i>}}`
+    Query,
+    /// Every other rule a prefix, the others a header (the "mixed").
+    Mixed,
+    /// N VirtualServices of one prefix rule each, one host each.
+    ManyVs,
+    /// Every rule has two destinations with weights -1 and 0 (errors).
+    BadWeights,
+    /// Every rule's regex is unterminated (errors).
+    BadRegexes,
+}
+
+const SHAPES: &[Shape] = &[
+    Shape::Exact,
+    Shape::Prefix,
+    Shape::Regex,
+    Shape::Headers,
+    Shape::Query,
+    Shape::Mixed,
+    Shape::ManyVs,
+    Shape::BadWeights,
+    Shape::BadRegexes,
+];
+
+impl Shape {
+    fn is_error(self) -> bool {
+        matches!(self, Shape::BadWeights | Shape::BadRegexes)
+    }
+}
+
+fn main() {
+    // `LOAD_HEAP_BY_SHAPE=1 cargo bench --bench load`: only the heap per rule of each shape.
+    if let Some(only) = std::env::var_os("LOAD_HEAP_BY_SHAPE") {
+        for &shape in SHAPES.iter().filter(|s| only == "1" || only == format!("{s:?}").as_str()) {
+            let (peak, kept) = heap_of_load(&config(shape, 10_000));
+            println!("{shape:?}: peak {} B/rule, table {} B/rule", peak / 10_000, kept / 10_000);
+            let json = config(shape, 10_000);
+            let stage = |f: &dyn Fn()| {
+                let before = LIVE.load(Ordering::Relaxed);
+                PEAK.store(before, Ordering::Relaxed);
+                f();
+                PEAK.load(Ordering::Relaxed).saturating_sub(before) / 10_000
+            };
+            let value = stage(&|| drop(black_box(serde_json::from_slice::<Value>(&json).unwrap())));
+            let loaded = stage(&|| drop(black_box(meshroute::config::load_json(&json))));
+            let before = LIVE.load(Ordering::Relaxed);
+            let (bundle, _) = meshroute::config::load_json(&json);
+            println!("  bundle keeps {} B/rule", (LIVE.load(Ordering::Relaxed) - before) / 10_000);
+            let validated = stage(&|| drop(black_box(meshroute::validate::validate(&bundle))));
+            println!("  value {value}, load_json {loaded}, validate {validated} B/rule");
+        }
+        return;
+    }
+    divan::main();
+    summary();
+}
+
+// === Workload ===
+
+fn rule(shape: Shape, i: usize) -> Value {
+    let dest = json!([{"destination": {"host": "backend", "subset": format!("v{}", i % 3)}}]);
+    let m = match shape {
+        Shape::Exact => json!({"uri": {"exact": format!("/e/{i}")}}),
+        Shape::Prefix | Shape::ManyVs | Shape::BadWeights => json!({"uri": {"prefix": format!("/p/{i}/")}}),
+        Shape::Regex => json!({"uri": {"regex": format!("/g/{i}/[0-9]+")}}),
+        Shape::Headers => json!({"headers": {"x-t": {"exact": format!("t{i}")}}}),
+        Shape::Query => json!({"queryParams": {"q": {"exact": format!("v{i}")}}}),
+        Shape::Mixed if i % 2 == 0 => json!({"uri": {"prefix": format!("/p/{i}/")}}),
+        Shape::Mixed => json!({"headers": {"x-t": {"exact": format!("t{i}")}}}),
+        Shape::BadRegexes => json!({"uri": {"regex": format!("/g/{i}/[0-9")}}),
+    };
+    let route = match shape {
+        Shape::BadWeights => json!([
+            {"destination": {"host": "backend", "subset": "v0"}, "weight": -1},
+            {"destination": {"host": "backend", "subset": "v1"}, "weight": 0}
+        ]),
+        _ => dest,
+    };
+    json!({"match": [m], "route": route})
+}
+
+fn virtual_service(name: &str, host: &str, http: Vec<Value>) -> Value {
+    json!({
+        "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"hosts": [host], "http": http}
+    })
+}
+
+/// The plugin configuration for `rules` rules of `shape`, as the filter receives it.
+fn config(shape: Shape, rules: usize) -> Vec<u8> {
+    let mut resources = vec![json!({
+        "apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+        "metadata": {"name": "backend", "namespace": "default"},
+        "spec": {"host": "backend", "subsets": [{"name": "v0", "labels": {"version": "v0"}},
+                                                {"name": "v1", "labels": {"version": "v1"}},
+                                                {"name": "v2", "labels": {"version": "v2"}}]}
+    })];
+    match shape {
+        Shape::ManyVs => resources.extend(
+            (0..rules).map(|i| virtual_service(&format!("vs{i}"), &format!("h{i}.example.com"), vec![rule(shape, i)])),
+        ),
+        _ => resources.push(virtual_service("vs", "shop.example.com", (0..rules).map(|i| rule(shape, i)).collect())),
+    }
+    json!({ "resources": resources }).to_string().into_bytes()
+}
+
+/// Loads and checks the outcome: a table for the valid shapes, a refusal for the error ones.
+fn load(shape: Shape, json: &[u8]) -> bool {
+    let compiled = compile_json(json);
+    assert_eq!(compiled.table.is_none(), shape.is_error(), "{shape:?}: {}", compiled.diagnostics);
+    compiled.table.is_some()
+}
+
+// === Benchmarks ===
+
+fn bench_load(b: Bencher, shape: Shape, rules: usize) {
+    let json = config(shape, rules);
+    load(shape, &json);
+    b.bench_local(|| load(shape, black_box(&json)));
+}
+
+#[divan::bench_group(sample_count = 5, sample_size = 1)]
+mod load {
+    use super::*;
+
+    #[divan::bench(args = SIZES)]
+    fn exact(b: Bencher, rules: usize) {
+        bench_load(b, Shape::Exact, rules);
+    }
+
+    #[divan::bench(args = SIZES)]
+    fn prefix(b: Bencher, rules: usize) {
+        bench_load(b, Shape::Prefix, rules);
+    }
+
+    #[divan::bench(args = SIZES)]
+    fn regex(b: Bencher, rules: usize) {
+        bench_load(b, Shape::Regex, rules);
+    }
+
+    #[divan::bench(args = SIZES)]
+    fn headers(b: Bencher, rules: usize) {
+        bench_load(b, Shape::Headers, rules);
+    }
+
+    #[divan::bench(args = SIZES)]
+    fn query_params(b: Bencher, rules: usize) {
+        bench_load(b, Shape::Query, rules);
+    }
+
+    #[divan::bench(args = SIZES)]
+    fn mixed(b: Bencher, rules: usize) {
+        bench_load(b, Shape::Mixed, rules);
+    }
+
+    #[divan::bench(args = SIZES)]
+    fn many_virtual_services(b: Bencher, rules: usize) {
+        bench_load(b, Shape::ManyVs, rules);
+    }
+
+    #[divan::bench(args = SIZES)]
+    fn bad_weights(b: Bencher, rules: usize) {
+        bench_load(b, Shape::BadWeights, rules);
+    }
+
+    #[divan::bench(args = SIZES)]
+    fn bad_regexes(b: Bencher, rules: usize) {
+        bench_load(b, Shape::BadRegexes, rules);
+    }
+}
+
+// === Heap accounting ===
+
+/// The system allocator, counting live bytes and their peak, so the summary can say what a load
+/// needs at most and what the finished table keeps.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is forwarded unchanged to `System`; only counters are added.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: same contract as the caller's.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK.fetch_max(live, Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: same contract as the caller's.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            let live = LIVE.fetch_add(new_size, Ordering::Relaxed) + new_size;
+            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+            PEAK.fetch_max(live, Ordering::Relaxed);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// Heap bytes a load needs at its peak and those its table keeps, both above what was live
+/// before (the input text stays live throughout, as in the filter).
+fn heap_of_load(json: &[u8]) -> (usize, usize) {
+    let before = LIVE.load(Ordering::Relaxed);
+    PEAK.store(before, Ordering::Relaxed);
+    let compiled = compile_json(json);
+    let kept = LIVE.load(Ordering::Relaxed).saturating_sub(before);
+    let peak = PEAK.load(Ordering::Relaxed).saturating_sub(before);
+    drop(compiled);
+    (peak, kept)
+}
+
+// === Summary ===
+
+/// Median wall time of a few loads.
+fn median_load(shape: Shape, json: &[u8], runs: usize) -> Duration {
+    let mut times: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            black_box(load(shape, black_box(json)));
+            t.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[times.len() / 2]
+}
+
+fn mib(bytes: usize) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met {
+        "met"
+    } else {
+        "NOT MET"
+    }
+}
+
+fn summary() {
+    // `cargo bench -- <filter>` and `--list` skip the summary (it takes ~30 s).
+    if std::env::args().skip(1).any(|a| !a.starts_with('-') || a == "--list") {
+        return;
+    }
+    println!("\nLoad summary (medians of 5 loads, same run; ratios are what the goals bound)");
+    println!("{:<24} {:>10} {:>10} {:>8}  goal ≤ 2.2", "shape", "10k rules", "20k rules", "ratio");
+    let mut mixed_10k = Duration::ZERO;
+    for &shape in SHAPES {
+        let small = median_load(shape, &config(shape, 10_000), 5);
+        let large = median_load(shape, &config(shape, 20_000), 5);
+        let ratio = large.as_secs_f64() / small.as_secs_f64();
+        if matches!(shape, Shape::Mixed) {
+            mixed_10k = small;
+        }
+        println!(
+            "{:<24} {:>8.1}ms {:>8.1}ms {:>8.2}  {}",
+            format!("{shape:?}"),
+            small.as_secs_f64() * 1e3,
+            large.as_secs_f64() * 1e3,
+            ratio,
+            verdict(ratio <= 2.2)
+        );
+    }
+    let big = config(Shape::Mixed, 100_000);
+    let t100k = median_load(Shape::Mixed, &big, 3);
+    println!(
+        "10,000 mixed rules: {:.1} ms (goal ≤ 300 ms: {}); 100,000: {:.0} ms (goal ≤ 2 s: {})",
+        mixed_10k.as_secs_f64() * 1e3,
+        verdict(mixed_10k <= Duration::from_millis(300)),
+        t100k.as_secs_f64() * 1e3,
+        verdict(t100k <= Duration::from_secs(2))
+    );
+    println!("{:<24} {:>10} {:>10} {:>8}  goal ≤ 2", "heap (input excluded)", "peak", "table", "ratio");
+    for (name, json) in [
+        ("10 mixed rules", config(Shape::Mixed, 10)),
+        ("10,000 mixed rules", config(Shape::Mixed, 10_000)),
+        ("100,000 mixed rules", big),
+    ] {
+        let (peak, kept) = heap_of_load(&json);
+        let ratio = peak as f64 / kept.max(1) as f64;
+        println!(
+            "{name:<24} {:>7.1}MiB {:>7.1}MiB {ratio:>8.2}  {} (input {:.1} MiB)",
+            mib(peak),
+            mib(kept),
+            verdict(ratio <= 2.0),
+            mib(json.len())
+        );
+    }
+}

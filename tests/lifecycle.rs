@@ -1,0 +1,364 @@
+//! The configuration lifecycle through a real Envoy: `meshroute up` starts it on a state
+//! directory, then `apply` / `rollback` alternate revisions under load while invalid ones
+//! (refused by meshroute) and ones Envoy itself refuses are mixed in. No request may fail, every
+//! response must come from a cluster of a revision live at that moment, and `history` /
+//! `status` must tell exactly what happened.
+//!
+//! `make test` runs a short round; the issue's full round (50 applies, 10 invalid, 10
+//! rollbacks) is `cargo test --features cli --test lifecycle -- --ignored` (`make lifecycle`).
+//!
+//! Skips loudly without Envoy or the filter's Wasm module locally; fails under `CI=true`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+use support::*;
+
+fn meshroute(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_meshroute")).args(args).current_dir(repo_root()).output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// Resources routing all of reviews.internal to `subset` (v1, v2, v3 are upstreams), with an
+/// optional extra DestinationRule trafficPolicy.
+fn config(ports: &[(&str, u16)], route: &str, policy: &str) -> String {
+    let endpoints: String = ports
+        .iter()
+        .map(|(v, p)| format!("  - {{address: 127.0.0.1, ports: {{http: {p}}}, labels: {{version: {v}}}}}\n"))
+        .collect();
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: reviews, namespace: default}}
+spec:
+  hosts: [reviews.internal]
+  resolution: STATIC
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  endpoints:
+{endpoints}---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: reviews, namespace: default}}
+spec:
+  host: reviews.internal
+{policy}  subsets: [{{name: v1, labels: {{version: v1}}}}, {{name: v2, labels: {{version: v2}}}}, {{name: v3, labels: {{version: v3}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: reviews, namespace: default}}
+spec:
+  hosts: [reviews.internal]
+  http:
+  - route:
+    - {{destination: {{host: reviews.internal, subset: {route}}}}}
+"
+    )
+}
+
+/// Stops the Envoy `up --detach` started (by the id in DIR/envoy.pid) when the test ends.
+struct Stop(PathBuf);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.0.join("envoy.pid")) {
+            let _ = Command::new("kill").arg(pid.trim()).status();
+        }
+    }
+}
+
+/// One operation: when it ran and which upstreams may answer once it is over.
+struct Op {
+    start: Instant,
+    end: Instant,
+    live_after: BTreeSet<&'static str>,
+}
+
+struct Seen {
+    sent: Instant,
+    received: Instant,
+    upstream: String,
+}
+
+/// Envoy's resident memory, kB (`VmRSS` of the process `up` started).
+fn envoy_rss(state: &std::path::Path) -> u64 {
+    let pid = std::fs::read_to_string(state.join("envoy.pid")).unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+fn round(test: &str, valid: usize, invalid: usize, rollbacks: usize) {
+    let Some((_, wasm)) = envoy_and_filter(test) else { return };
+    let ups: Vec<Upstream> = ["v1", "v2", "v3"].iter().map(|n| Upstream::named(n)).collect();
+    let ports: Vec<(&str, u16)> = vec![("v1", ups[0].port()), ("v2", ups[1].port()), ("v3", ups[2].port())];
+    let dir = std::env::temp_dir().join(format!("meshroute-lifecycle-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let state = dir.join("state");
+    let write = |name: &str, body: String| {
+        let p = dir.join(name);
+        std::fs::write(&p, body).unwrap();
+        p.display().to_string()
+    };
+    let a = write("a.yaml", config(&ports, "v1", ""));
+    let b = write("b.yaml", config(&ports, "v2", ""));
+    // Refused by meshroute: the subset exists nowhere (IST0101).
+    let invalid_file = write("invalid.yaml", config(&ports, "v9", ""));
+    // Accepted by meshroute, refused by Envoy: the CA file does not exist.
+    let rejected_file = write(
+        "rejected.yaml",
+        config(&ports, "v3", "  trafficPolicy: {tls: {mode: SIMPLE, caCertificates: /nonexistent/meshroute/ca.pem}}\n"),
+    );
+    let (listen, admin) = (free_port(), free_port());
+    let (listen_s, admin_s) = (format!("127.0.0.1:{listen}"), format!("127.0.0.1:{admin}"));
+    let st = state.display().to_string();
+    let t0 = Instant::now();
+    let up = meshroute(&[
+        "up",
+        "--state",
+        &st,
+        "--wasm",
+        wasm.to_str().unwrap(),
+        "--listen",
+        &listen_s,
+        "--admin",
+        &admin_s,
+        "--detach",
+        "-f",
+        &a,
+        "-m",
+        "first",
+    ]);
+    let _stop = Stop(state.clone());
+    assert!(up.status.success(), "up: {}", text(&up));
+    let rss_start = envoy_rss(&state);
+    let mut ops = vec![Op { start: t0, end: Instant::now(), live_after: BTreeSet::from(["v1"]) }];
+
+    // Load: one keep-alive client (a listener that drained would show as a failed request).
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Mutex::new(Vec::<Seen>::new()));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let load = {
+        let (stop, seen, failures) = (stop.clone(), seen.clone(), failures.clone());
+        thread::spawn(move || {
+            let mut conn = Conn::open(listen, Duration::from_secs(5)).unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                let sent = Instant::now();
+                match conn.request("GET", "/", &[("host", "reviews.internal")], b"", Duration::from_secs(5)) {
+                    Ok(r) if r.status == 200 => seen.lock().unwrap().push(Seen {
+                        sent,
+                        received: Instant::now(),
+                        upstream: r.header("x-upstream").unwrap_or("?").to_string(),
+                    }),
+                    Ok(r) => failures.lock().unwrap().push(format!("status {} {:?}", r.status, r.headers)),
+                    Err(e) => {
+                        failures.lock().unwrap().push(format!("error {e}"));
+                        conn = Conn::open(listen, Duration::from_secs(5)).unwrap();
+                    }
+                }
+                thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+
+    // The plan: valid applies alternate a/b; invalid and Envoy-rejected ones and rollbacks are
+    // spread among them.
+    let mut live: BTreeSet<&'static str> = BTreeSet::from(["v1"]);
+    let mut expect = vec![("applied", "first".to_string())];
+    let (mut n_invalid, mut n_rollback) = (0, 0);
+    let every = (valid / invalid.max(rollbacks).max(1)).max(2);
+    for i in 0..valid {
+        // Always the other one of the pair, so every apply changes something.
+        let (file, to) = if live.contains("v1") { (&b, "v2") } else { (&a, "v1") };
+        let start = Instant::now();
+        let o = meshroute(&["apply", "-f", file, "--state", &st, "-m", &format!("valid {i}")]);
+        assert!(o.status.success(), "apply {i}: {}", text(&o));
+        live = BTreeSet::from([to]);
+        ops.push(Op { start, end: Instant::now(), live_after: live.clone() });
+        expect.push(("applied", format!("valid {i}")));
+        if n_invalid < invalid && i % every == 0 {
+            n_invalid += 1;
+            // Alternate: refused before Envoy sees it (exit 1, no revision) and refused by Envoy
+            // (exit 3, a rejected revision, the last good one restored).
+            let start = Instant::now();
+            if n_invalid % 2 == 1 {
+                let o = meshroute(&["apply", "-f", &invalid_file, "--state", &st, "-m", "invalid"]);
+                assert_eq!(o.status.code(), Some(1), "invalid apply: {}", text(&o));
+                assert!(text(&o).contains("IST0101"), "{}", text(&o));
+            } else {
+                let o = meshroute(&["apply", "-f", &rejected_file, "--state", &st, "-m", "rejected"]);
+                assert_eq!(o.status.code(), Some(3), "Envoy-rejected apply: {}", text(&o));
+                assert!(text(&o).contains("update_rejected"), "{}", text(&o));
+                expect.push(("rejected", "rejected".into()));
+            }
+            ops.push(Op { start, end: Instant::now(), live_after: live.clone() });
+        }
+        if n_rollback < rollbacks && i % every == 1 {
+            n_rollback += 1;
+            let start = Instant::now();
+            let o = meshroute(&["rollback", "--state", &st]);
+            assert!(o.status.success(), "rollback: {}", text(&o));
+            // The previous applied revision is the other one of the pair.
+            live = if live.contains("v1") { BTreeSet::from(["v2"]) } else { BTreeSet::from(["v1"]) };
+            ops.push(Op { start, end: Instant::now(), live_after: live.clone() });
+            expect.push(("applied", "rollback to".into()));
+        }
+    }
+    // Nothing changed → no new revision.
+    let again = meshroute(&["apply", "-f", if live.contains("v1") { &a } else { &b }, "--state", &st]);
+    assert!(again.status.success() && text(&again).contains("nothing changed"), "{}", text(&again));
+    thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    load.join().unwrap();
+
+    let failures = failures.lock().unwrap();
+    let seen = seen.lock().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} failed request(s) of {}: {:?}",
+        failures.len(),
+        seen.len() + failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(seen.len() > 50, "too little load: {}", seen.len());
+    // Every response came from an upstream allowed by a revision live at some moment between
+    // sending and receiving: the one before an operation and the one after it, while it ran.
+    for s in seen.iter() {
+        let mut allowed: BTreeSet<&str> = BTreeSet::new();
+        for (k, op) in ops.iter().enumerate() {
+            let next_start = ops.get(k + 1).map_or(Instant::now(), |n| n.start);
+            // After op k ended and until op k+1 ended, op k's revision may be live.
+            let until = ops.get(k + 1).map_or(next_start, |n| n.end);
+            if s.sent <= until && s.received >= op.start {
+                allowed.extend(op.live_after.iter().copied());
+            }
+        }
+        assert!(allowed.contains(s.upstream.as_str()), "response from {} while only {allowed:?} were live", s.upstream);
+        assert_ne!(s.upstream, "v3", "the refused revisions' upstream answered");
+    }
+
+    // history shows exactly what happened.
+    let h = meshroute(&["history", "--state", &st]);
+    assert!(h.status.success(), "{}", text(&h));
+    let out = String::from_utf8_lossy(&h.stdout).to_string();
+    let rows: Vec<&str> = out.lines().skip(1).filter(|l| !l.starts_with("      ")).collect();
+    assert_eq!(rows.len(), expect.len(), "history:\n{out}");
+    for (row, (result, msg)) in rows.iter().zip(&expect) {
+        assert!(row.contains(result) && row.contains(msg.as_str()), "row {row:?} should be {result} {msg:?}\n{out}");
+    }
+    assert!(rows.last().unwrap().starts_with('*'), "the last revision is live:\n{out}");
+    let s = meshroute(&["status", "--state", &st, "--window", "0"]);
+    assert!(s.status.success(), "status: {}", text(&s));
+    let last = expect.len();
+    assert!(text(&s).contains(&format!("filter revision gauge {last}")), "{}", text(&s));
+    let rss_end = envoy_rss(&state);
+    eprintln!(
+        "{test}: {} requests, 0 failed, {} operations in {:?}; Envoy RSS {rss_start} kB → {rss_end} kB",
+        seen.len(),
+        ops.len(),
+        t0.elapsed()
+    );
+    // Bounded: each revision replaces the previous filter instance instead of piling up.
+    assert!(rss_end < rss_start * 2, "Envoy's RSS grew from {rss_start} kB to {rss_end} kB");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The seed's canary stages: `diff` prints the share changes exactly, exit 1; equal inputs exit 0.
+#[test]
+fn diff_of_the_canary_stages_prints_the_share_changes() {
+    let subsets = "tests/fixtures/seed-subsets.yaml";
+    let stage = |from: &str, to: &str| {
+        let o = meshroute(&["diff", "-f", to, subsets, "--from", from, subsets]);
+        (o.status.code(), String::from_utf8_lossy(&o.stdout).to_string())
+    };
+    let (code, out) = stage("examples/canary-10.yaml", "examples/canary-50.yaml");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(
+            "default/recommendation-service rule 0: recommendation-service v1 90% → 50%, recommendation-service v2 10% → 50%"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("spec.http[0].route[0].weight: 90 → 50"), "{out}");
+    let (code, out) = stage("examples/canary-50.yaml", "examples/canary-100.yaml");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(
+            "default/recommendation-service rule 0: recommendation-service v1 50% → 0%, recommendation-service v2 50% → 100%"
+        ),
+        "{out}"
+    );
+    let (code, out) = stage("examples/canary-50.yaml", "examples/canary-50.yaml");
+    assert_eq!((code, out.as_str()), (Some(0), ""));
+    let o = meshroute(&["diff", "-f", "examples/canary-50.yaml", subsets]);
+    assert_eq!(o.status.code(), Some(2), "no old side is an error: {}", text(&o));
+}
+
+#[test]
+fn a_directory_that_is_not_ours_is_refused_and_left_alone() {
+    let dir = std::env::temp_dir().join(format!("meshroute-notours-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("precious.txt"), "keep").unwrap();
+    let d = dir.display().to_string();
+    let o = meshroute(&[
+        "apply",
+        "-f",
+        "examples/canary-50.yaml",
+        "tests/fixtures/seed-subsets.yaml",
+        "--state",
+        &d,
+        "--wasm",
+        "/m.wasm",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("is not a meshroute state directory"), "{}", text(&o));
+    let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("precious.txt")]);
+    // Envoy not running: clear error, nothing written.
+    let fresh = dir.join("fresh").display().to_string();
+    let port = free_port().to_string();
+    let admin = format!("127.0.0.1:{port}");
+    let o = meshroute(&[
+        "apply",
+        "-f",
+        "examples/canary-50.yaml",
+        "tests/fixtures/seed-subsets.yaml",
+        "--state",
+        &fresh,
+        "--wasm",
+        "/m.wasm",
+        "--admin",
+        &admin,
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("does not answer") && text(&o).contains("nothing was applied"), "{}", text(&o));
+    let revs = std::fs::read_dir(dir.join("fresh/revisions")).unwrap().count();
+    assert_eq!(revs, 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn applies_and_rollbacks_under_load_lose_no_request() {
+    round("lifecycle_short", 6, 2, 2);
+}
+
+#[test]
+#[ignore = "the issue's full round (50 applies, 10 invalid, 10 rollbacks): make lifecycle"]
+fn fifty_applies_ten_invalid_ten_rollbacks_under_load_lose_no_request() {
+    round("lifecycle_full", 50, 10, 10);
+}
