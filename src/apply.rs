@@ -150,13 +150,19 @@ fn matched(table: &RouteTable, m: &Matched<'_>, req: &dyn RequestView, p: &mut P
     // Envoy shadows neither CONNECT nor upgrades (RequestMirrorPolicy).
     let upgrade = req.method() == "CONNECT" || req.header("upgrade").is_some();
     if p.local_reply.is_none() && p.abort.is_none() && !upgrade {
-        p.mirrors = m.mirrors.iter().map(|mi| MirrorTarget { cluster: mi.cluster.clone() }).collect();
+        let port = table.request_port(req);
+        p.mirrors = m
+            .mirrors
+            .iter()
+            .map(|mi| MirrorTarget { cluster: mi.cluster_on(&table.cluster_template, port).into_owned() })
+            .collect();
     }
 }
 
 fn forward_edits(table: &RouteTable, m: &Matched<'_>, dest: &Dest, req: &dyn RequestView, edits: &mut Vec<HeaderOp>) {
     let rule = m.rule;
-    edits.push(HeaderOp::Set(table.routing_header.clone(), dest.cluster.clone()));
+    let cluster = dest.cluster_on(&table.cluster_template, table.request_port(req)).into_owned();
+    edits.push(HeaderOp::Set(table.routing_header.clone(), cluster));
     retry_hints(table, &rule.retry, edits);
     if let Some(t) = rule.timeout {
         edits.push(set("x-envoy-upstream-rq-timeout-ms", millis(t)));
@@ -643,9 +649,11 @@ mod tests {
             .with_header("x-envoy-retry-on", "5xx")
             .with_header("x-user", "u");
         let p = plan_for(&t, &req);
+        // No port in the destination and no registry entry: the request's port (istio
+        // `GetDestinationCluster`).
         assert_eq!(
             p.mirrors,
-            vec![MirrorTarget { cluster: "outbound|80|v2|reviews.default.svc.cluster.local".into() }]
+            vec![MirrorTarget { cluster: "outbound|9080|v2|reviews.default.svc.cluster.local".into() }]
         );
         let h = mirror_headers(&req, &p, &t.routing_header);
         assert_eq!(

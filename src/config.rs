@@ -4,6 +4,7 @@
 
 use crate::crd;
 use crate::diag::{Diagnostic, Diagnostics, ResourceRef};
+use crate::k8s::{self, KindClass, Registry};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
@@ -164,6 +165,8 @@ impl Resource {
 pub struct Bundle {
     pub resources: Vec<Resource>,
     pub settings: Settings,
+    /// Kubernetes Services, workloads, endpoints, Secrets and Namespaces (`crate::k8s`).
+    pub registry: Registry,
 }
 
 impl Bundle {
@@ -244,6 +247,7 @@ pub fn load_value(v: Value) -> (Bundle, Diagnostics) {
     let mut diags = Diagnostics::default();
     let mut raw = Vec::new();
     let mut settings = Settings::default();
+    let mut registry = Registry::default();
     match v {
         Value::Object(mut obj) if obj.contains_key("resources") || obj.contains_key("settings") => {
             if let Some(s) = obj.remove("settings") {
@@ -256,11 +260,21 @@ pub fn load_value(v: Value) -> (Bundle, Diagnostics) {
                     )),
                 }
             }
+            if let Some(r) = obj.remove("registry") {
+                match serde_path_to_error::deserialize::<_, Registry>(r) {
+                    Ok(r) => registry = r,
+                    Err(e) => diags.push(Diagnostic::error(
+                        None,
+                        join_path("registry", &dotted_to_indexed(&e.path().to_string())),
+                        e.inner().to_string(),
+                    )),
+                }
+            }
             for key in obj.keys().filter(|k| *k != "resources") {
                 diags.push(Diagnostic::error(
                     None,
                     key.clone(),
-                    "unknown key in plugin configuration (expected \"resources\" and \"settings\")",
+                    "unknown key in plugin configuration (expected \"resources\", \"settings\" and \"registry\")",
                 ));
             }
             match obj.remove("resources") {
@@ -275,8 +289,9 @@ pub fn load_value(v: Value) -> (Bundle, Diagnostics) {
     // kind/namespace/name is looked up by hash, so many resources load in linear time.
     let mut slots: Vec<Option<Resource>> = Vec::with_capacity(raw.len());
     let mut slot_of: HashMap<(String, String, String), usize> = HashMap::with_capacity(raw.len());
+    let mut skipped = Skipped::default();
     for (index, value) in raw.into_iter().enumerate() {
-        if let Some(r) = parse_resource(index, value, &mut diags) {
+        if let Some(r) = parse_resource(index, value, &mut registry, &mut skipped, &mut diags) {
             // The same kind/namespace/name again replaces the earlier one, as `kubectl apply`
             // of the same files would (docs/semantics.md R5).
             let key = (r.kind.clone(), r.namespace.clone(), r.name.clone());
@@ -299,7 +314,29 @@ pub fn load_value(v: Value) -> (Bundle, Diagnostics) {
         }
     }
     let resources: Vec<Resource> = slots.into_iter().flatten().collect();
-    (Bundle { resources, settings }, diags)
+    skipped.report(&mut diags);
+    (Bundle { resources, settings, registry }, diags)
+}
+
+/// Kinds meshroute does not use, each reported once (on its first object) with a count.
+#[derive(Default)]
+struct Skipped(Vec<(String, ResourceRef, usize)>);
+
+impl Skipped {
+    fn add(&mut self, api_version: &str, r: ResourceRef) {
+        let key = format!("{} ({api_version})", r.kind);
+        match self.0.iter_mut().find(|(k, _, _)| *k == key) {
+            Some((_, _, n)) => *n += 1,
+            None => self.0.push((key, r, 1)),
+        }
+    }
+
+    fn report(self, diags: &mut Diagnostics) {
+        for (key, r, n) in self.0 {
+            let what = if n == 1 { format!("kind {key}") } else { format!("kind {key}, {n} objects,") };
+            diags.push(Diagnostic::info(Some(r), "", format!("{what} not used by meshroute; skipped")));
+        }
+    }
 }
 
 fn flatten(v: Value, out: &mut Vec<Value>) {
@@ -315,7 +352,13 @@ fn flatten(v: Value, out: &mut Vec<Value>) {
     }
 }
 
-fn parse_resource(index: usize, value: Value, diags: &mut Diagnostics) -> Option<Resource> {
+fn parse_resource(
+    index: usize,
+    value: Value,
+    registry: &mut Registry,
+    skipped: &mut Skipped,
+    diags: &mut Diagnostics,
+) -> Option<Resource> {
     let Value::Object(mut obj) = value else {
         diags.push(Diagnostic::error(
             None,
@@ -337,6 +380,17 @@ fn parse_resource(index: usize, value: Value, diags: &mut Diagnostics) -> Option
         namespace: namespace.clone(),
         name: metadata.name.clone(),
     };
+    match k8s::classify(&api_version, &kind) {
+        KindClass::Kubernetes => {
+            k8s::read(&obj, &metadata, reference, registry, diags);
+            return None;
+        }
+        KindClass::NotUsed => {
+            skipped.add(&api_version, reference);
+            return None;
+        }
+        KindClass::Istio => {}
+    }
     let r = Some(reference.clone());
     if !KINDS.contains(&kind.as_str()) {
         let msg = if kind.is_empty() {

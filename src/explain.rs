@@ -352,10 +352,10 @@ impl RouteTable {
                         .mirrors
                         .iter()
                         .map(|m| MirrorExplained {
-                            cluster: m.cluster.clone(),
+                            cluster: m.cluster_on(&self.cluster_template, port).into_owned(),
                             host: m.host.clone(),
                             subset: m.subset.clone(),
-                            port: m.port,
+                            port: m.port_on(port),
                             percent: percent(m.ppm),
                         })
                         .collect(),
@@ -374,7 +374,7 @@ impl RouteTable {
                             destination: Some(DestinationExplained {
                                 host: d.host.clone(),
                                 subset: d.subset.clone(),
-                                port: d.port,
+                                port: d.port_on(port),
                                 weight: d.weight,
                             }),
                             plan: plan_of(Some(d), false),

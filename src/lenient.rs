@@ -92,6 +92,7 @@ pub fn compile_lenient(bundle: &Bundle, load: Diagnostics) -> Option<Lenient> {
             .cloned()
             .collect(),
         settings: bundle.settings.clone(),
+        registry: bundle.registry.clone(),
     };
     // Analyze again without the refused resources: a refused DestinationRule leaves its subsets
     // undefined, and that is what istiod would see.

@@ -12,7 +12,9 @@ pub mod duration;
 #[cfg(feature = "envoy")]
 pub mod envoy;
 pub mod host;
+pub mod k8s;
 pub mod metrics;
+pub mod pem;
 
 pub use config::{load_json, load_value, Bundle, Resource, Settings, Spec};
 pub use diag::{Diagnostic, Diagnostics, ResourceRef, Severity};

@@ -142,7 +142,12 @@ impl Loaded {
                 eprintln!("{e}");
             }
         }
-        let (bundle, diags) = load_value(inputs.plugin_config(args.gateway.as_deref()));
+        let (mut bundle, diags) = load_value(inputs.plugin_config(args.gateway.as_deref()));
+        // Gateway credentials are checked for expiry against this machine's clock.
+        bundle.registry.now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .and_then(|d| i64::try_from(d.as_secs()).ok());
         let compiled = compile(&bundle, diags);
         let loaded = Loaded { inputs, bundle, compiled };
         if !loaded.inputs.errors.is_empty() {
@@ -156,10 +161,10 @@ impl Loaded {
     pub fn print_diagnostics(&self, to_stdout: bool) -> (usize, usize) {
         let (mut e, mut w) = (0, 0);
         for d in self.compiled.diagnostics.iter() {
-            if d.is_error() {
-                e += 1;
-            } else {
-                w += 1;
+            match d.severity {
+                meshroute::Severity::Error => e += 1,
+                meshroute::Severity::Warning => w += 1,
+                meshroute::Severity::Info => {}
             }
             let line = self.inputs.render(d);
             if to_stdout {
@@ -216,7 +221,7 @@ fn compile_cmd(args: &CompileArgs) -> ExitCode {
     if let Err(code) = loaded.require_table() {
         return code;
     }
-    let config = loaded.inputs.plugin_config(args.input.gateway.as_deref());
+    let config = loaded.inputs.compiled_plugin_config(&loaded.bundle, args.input.gateway.as_deref());
     if let Some(kind) = args.as_kind {
         let image = args.image.clone().unwrap_or_else(|| {
             eprintln!("warning: no --image; the manifest names {} (replace it)", manifest::DEFAULT_IMAGE);
