@@ -3,8 +3,8 @@
 //! example, and mutations of it (unknown fields, wrong types, bad values at every leaf), goes
 //! through both loaders.
 
-// Test code: a panic is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use meshroute::compile_json;
 use meshroute::config::as_in_the_filter;
 use serde_json::{json, Value};
