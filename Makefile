@@ -41,8 +41,8 @@ WASM_TEST_CRATES ?= $(shell $(CARGO) metadata --no-deps --format-version 1 2>/de
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: lifecycle tools tools-rust tools-envoy tools-wasm-bindgen tools-bench \
-        wasm lint fmt-check clippy clippy-wasm test test-native test-wasm \
-        bench bench-e2e clean-tools run
+        wasm wasm-crash-test lint fmt-check clippy clippy-wasm test test-native test-wasm \
+        bench bench-e2e clean-tools run graphs test-graph-browser tools-fuzz fuzz-corpus fuzz fuzz-smoke soak
 
 ## tools: everything `make test` needs (idempotent)
 tools: tools-rust tools-envoy tools-wasm-bindgen
@@ -102,6 +102,12 @@ wasm: tools-rust
 	    $(CARGO) build --release --target wasm32-wasip1 $(addprefix -p ,$(FILTER_CRATES)); \
 	fi
 
+## wasm-crash-test: the filter with its test-only `crash-test` feature (profile crash-test, no LTO):
+## a request header makes its VM trap, so tests can prove FAIL_RELOAD recovers (never shipped)
+wasm-crash-test: tools-rust
+	@.ci/host-guard
+	$(CARGO) build --profile crash-test --target wasm32-wasip1 -p meshroute-filter --features crash-test
+
 ## lint: rustfmt check and clippy (host, and the filter crates for Wasm)
 lint: fmt-check clippy clippy-wasm
 
@@ -119,10 +125,66 @@ clippy-wasm: tools-rust
 	  $(CARGO) clippy --target wasm32-wasip1 $(addprefix -p ,$(FILTER_CRATES)) -- -D warnings; \
 	fi
 
-## test: lint, native tests (incl. end-to-end tests against a real Envoy), Wasm tests
-test: tools wasm lint test-native test-wasm
+## test: lint, native tests (incl. end-to-end tests against a real Envoy and the 60 s soak), Wasm
+## tests, a short smoke of every fuzz target
+test: tools wasm lint test-native test-wasm fuzz-smoke
 
-test-native: tools-envoy wasm
+# --- Fuzzing (fuzz/, cargo-fuzz on a nightly toolchain; docs/fuzzing.md) ---
+FUZZ_TARGETS := plugin_config cli_yaml decide regex_index
+## FUZZ_SECS: seconds per target for `make fuzz`; FUZZ_SMOKE_SECS for the smoke in `make test`
+FUZZ_SECS ?= 300
+FUZZ_SMOKE_SECS ?= 5
+# cargo-fuzz is shared by all clones on this machine, like wasm-bindgen-cli's build.
+CARGO_FUZZ_ROOT := $(HOME)/.cache/meshroute/cargo-fuzz
+CARGO_FUZZ_VERSION := 0.13.2
+CARGO_FUZZ := $(CARGO_FUZZ_ROOT)/bin/cargo-fuzz
+
+tools-fuzz:
+	@toolchains="$$(rustup toolchain list)"; \
+	grep -q '^nightly' <<<"$$toolchains" || rustup toolchain install nightly --profile minimal
+	@if [ "$$("$(CARGO_FUZZ)" --version 2>/dev/null)" != "cargo-fuzz $(CARGO_FUZZ_VERSION)" ]; then \
+	  mkdir -p "$(CARGO_FUZZ_ROOT)"; \
+	  flock "$(CARGO_FUZZ_ROOT)/.lock" $(CARGO) install cargo-fuzz --locked --version $(CARGO_FUZZ_VERSION) --root "$(CARGO_FUZZ_ROOT)"; \
+	fi
+
+# Seeds: every example and Istio sample as CLI input, the JSON plugin configs as filter input,
+# the URI regexes of the examples for the regex code. Copied afresh each run (what the fuzzer
+# finds stays in fuzz/corpus/, git-ignored).
+fuzz-corpus:
+	@for t in $(FUZZ_TARGETS); do mkdir -p fuzz/corpus/$$t; done
+	@for f in examples/*.yaml envoy/demo/*.yaml tests/fixtures/*.yaml; do \
+	  [ -f "$$f" ] && cp "$$f" "fuzz/corpus/cli_yaml/seed-$$(echo "$$f" | tr / _)"; done; true
+	@for f in envoy/demo-config.json examples/json/*.json; do \
+	  [ -f "$$f" ] && cp "$$f" "fuzz/corpus/plugin_config/seed-$$(echo "$$f" | tr / _)"; done; true
+	@{ grep -rhoE 'regex: *"?[^"]+' examples tests/fixtures || true; printf '%s\n' '/api/v[0-9]+/.*' '(?i)/a.*' '.*\\.png'; } | \
+	  sed -E 's/regex: *"?//' | sort -u | while IFS= read -r re; do \
+	  printf '%s\n/api/v1/x\n/\n' "$$re" > "fuzz/corpus/regex_index/seed-$$(printf '%s' "$$re" | cksum | cut -d' ' -f1)"; done
+
+## fuzz: every fuzz target for FUZZ_SECS seconds, corpus seeded from examples/ (docs/fuzzing.md)
+fuzz: tools-fuzz fuzz-corpus
+	@.ci/host-guard
+	@for t in $(FUZZ_TARGETS); do \
+	  echo "+ fuzz $$t ($(FUZZ_SECS) s)"; \
+	  (cd fuzz && RUSTUP_TOOLCHAIN=nightly "$(CARGO_FUZZ)" fuzz run $$t corpus/$$t -- -max_total_time=$(FUZZ_SECS) -max_len=65536 -rss_limit_mb=2048) 2>&1 | \
+	    grep -E '^(Done|==|SUMMARY|artifact_prefix|Test unit written)|panicked|ERROR' || true; \
+	  [ -z "$$(ls fuzz/artifacts/$$t 2>/dev/null)" ] || { echo "fuzz $$t: crash saved in fuzz/artifacts/$$t" >&2; exit 1; }; \
+	done
+
+## fuzz-smoke: every fuzz target for FUZZ_SMOKE_SECS seconds (part of `make test`)
+fuzz-smoke: tools-fuzz fuzz-corpus
+	@.ci/host-guard
+	@for t in $(FUZZ_TARGETS); do \
+	  (cd fuzz && RUSTUP_TOOLCHAIN=nightly "$(CARGO_FUZZ)" fuzz run $$t corpus/$$t -- -max_total_time=$(FUZZ_SMOKE_SECS) -max_len=65536 -rss_limit_mb=2048) \
+	    > fuzz/smoke-$$t.log 2>&1 || { tail -40 fuzz/smoke-$$t.log >&2; echo "fuzz-smoke $$t failed (fuzz/artifacts/$$t)" >&2; exit 1; }; \
+	  grep -E '^Done [0-9]+ runs' fuzz/smoke-$$t.log | sed "s/^/fuzz-smoke $$t: /" || true; \
+	done
+
+## soak: 10 minutes of fixed-rate load through Envoy with 100 config pushes, a dead mirror and a
+## flapping upstream (tests/soak.rs; SOAK_SECS overrides the length); `make test` runs 60 s
+soak: tools-envoy wasm
+	$(CARGO) test --release --test soak -- --ignored --nocapture soak_10min
+
+test-native: tools-envoy wasm wasm-crash-test
 	@.ci/host-guard
 	$(CARGO) test --workspace --all-features
 
@@ -150,38 +212,38 @@ bench:
 bench-e2e: tools-envoy tools-bench wasm
 	$(CARGO) test --release --test bench_e2e -- --ignored --nocapture --test-threads 1
 
-## run: the demo: `meshroute validate` and `meshroute envoy` on the demo's CRDs (envoy/demo/) write
-## tmp/demo-envoy.yaml; then the demo upstreams (examples/demo_upstreams.rs) and Envoy on
-## 127.0.0.1:15001 (admin :15000) with the meshroute filter; Ctrl-C stops both
-DEMO_LISTEN := 127.0.0.1:15001
-DEMO_ADMIN := 127.0.0.1:15000
+## graphs: docs/graphs/*.svg — `meshroute graph` of each seed example that has a VirtualService,
+## alone (its mistakes dashed red), and the canary stages with the seed subsets (README)
+graphs:
+	$(CARGO) build --quiet --features cli
+	@target="$$($(CARGO) metadata --no-deps --format-version 1 | $(PYTHON) -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"; \
+	mkdir -p docs/graphs; \
+	for f in examples/*.yaml; do \
+	  grep -q '^kind: VirtualService' "$$f" || continue; \
+	  b="$$(basename "$$f" .yaml)"; \
+	  "$$target/debug/meshroute" graph -f "$$f" --format svg -o "docs/graphs/$$b.svg" 2>/dev/null; \
+	done; \
+	for s in 10 50 100; do \
+	  "$$target/debug/meshroute" graph -f examples/canary-$$s.yaml -f tests/fixtures/seed-subsets.yaml \
+	    --format svg -o docs/graphs/canary-$$s-with-subsets.svg 2>/dev/null; \
+	done; \
+	ls docs/graphs
+
+## test-graph-browser: opens an SVG of `meshroute graph` in headless Debian chromium and checks
+## the screenshot is not blank; installs chromium with apt-get when missing (a large download,
+## so this is not part of `make test`)
+test-graph-browser:
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
+	$(CARGO) test --features cli --test graph -- --ignored
+
+## run: the demo: `meshroute run -f envoy/demo` — Envoy with the meshroute filter and a stub
+## upstream per cluster, every port free and printed with curl lines to try; Ctrl-C stops all
 run: tools-envoy wasm
 	$(CARGO) build --release --features cli
-	@$(CARGO) build --quiet --example demo_upstreams
 	@target="$$($(CARGO) metadata --no-deps --format-version 1 | $(PYTHON) -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"; \
-	meshroute="$$target/release/meshroute"; \
-	mkdir -p tmp; \
-	echo "+ meshroute validate -f envoy/demo"; \
-	"$$meshroute" validate -f envoy/demo; \
-	echo "+ meshroute envoy -f envoy/demo --wasm $$target/wasm32-wasip1/release/meshroute_filter.wasm --listen $(DEMO_LISTEN) --admin $(DEMO_ADMIN) -o tmp/demo-envoy.yaml"; \
-	"$$meshroute" envoy -f envoy/demo --wasm "$$target/wasm32-wasip1/release/meshroute_filter.wasm" \
-	  --listen $(DEMO_LISTEN) --admin $(DEMO_ADMIN) -o tmp/demo-envoy.yaml; \
-	"$$target/debug/examples/demo_upstreams" & upstreams=$$!; \
-	trap 'kill $$upstreams 2>/dev/null || true' EXIT; \
-	sleep 0.3; \
-	kill -0 $$upstreams 2>/dev/null || { echo "make run: the demo upstreams did not start (ports 18080-18085 busy?)" >&2; exit 1; }; \
-	echo; \
-	echo "meshroute demo: Envoy on $(DEMO_LISTEN) (admin $(DEMO_ADMIN)), configuration tmp/demo-envoy.yaml."; \
-	echo "Try these in another terminal (envoy/README.md explains the answers):"; \
-	echo "  curl -s -H 'host: product-service' -H 'x-debug: true' $(DEMO_LISTEN)/   # header route: always product-service-v2"; \
-	echo "  for i in \$$(seq 100); do curl -s -H 'host: product-service' $(DEMO_LISTEN)/; done | sort | uniq -c   # 80/20 split: about 80 v1, 20 v2"; \
-	echo "      (each is mirrored to the canary subset: watch the [product-service-canary (mirror)] lines here)"; \
-	echo "  for i in \$$(seq 10); do curl -s -o /dev/null -w '%{http_code} %{time_total}s\\n' -H 'host: ratings' $(DEMO_LISTEN)/; done   # fault: 50% +1 s, 20% 503"; \
-	echo "  curl -s -H 'host: catalog' $(DEMO_LISTEN)/   # no VirtualService: the ServiceEntry's own cluster answers catalog"; \
-	echo "  curl -s '$(DEMO_ADMIN)/stats?filter=wasmcustom'   # the filter's counters"; \
-	echo "  curl -s $(DEMO_ADMIN)/stats/prometheus | grep meshroute_route   # per VirtualService rule and destination, as labels"; \
-	echo; \
-	"$(ENVOY)" -c tmp/demo-envoy.yaml --concurrency 1 --log-level warn --component-log-level wasm:info
+	echo "+ meshroute run -f envoy/demo"; \
+	ENVOY_BIN="$(ENVOY)" "$$target/release/meshroute" run -f envoy/demo \
+	  --wasm "$$target/wasm32-wasip1/release/meshroute_filter.wasm"
 
 ## clean-tools: forget installed tools (they are reinstalled on demand)
 clean-tools:

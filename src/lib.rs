@@ -12,17 +12,21 @@ pub mod duration;
 #[cfg(feature = "envoy")]
 pub mod envoy;
 pub mod host;
+pub mod k8s;
 pub mod metrics;
+pub mod pem;
 
 pub use config::{load_json, load_value, Bundle, Resource, Settings, Spec};
 pub use diag::{Diagnostic, Diagnostics, ResourceRef, Severity};
 pub mod apply;
+pub mod budget;
 pub mod compile;
 pub mod decide;
 pub mod destination_rules;
 pub mod explain;
 pub mod gateway_binding;
 pub mod index;
+pub mod lenient;
 pub mod matcher;
 pub mod request;
 pub mod validate;
@@ -32,7 +36,7 @@ pub mod visibility;
 mod testutil;
 
 pub use compile::{compile, compile_json, Compiled, RouteTable};
-pub use decide::{Decision, Matched};
+pub use decide::{Decision, Matched, Selection};
 pub use explain::Explanation;
 pub use request::{Random, Request, RequestView, SplitMix64};
 pub use validate::validate;

@@ -18,6 +18,8 @@ mod analyze;
 mod common;
 mod destination_rule;
 mod gateway;
+mod istio_parity;
+mod k8s_registry;
 mod l4_routes;
 mod not_applied;
 mod service_entry;
@@ -131,6 +133,8 @@ pub fn validate(bundle: &Bundle) -> Diagnostics {
     }
     sidecar::check_settings(&mut cx);
     analyze::run(&mut cx);
+    k8s_registry::run(&mut cx);
+    istio_parity::run(&mut cx);
     // Identical findings are reported once (as istioctl's `SortedDedupedCopy`): `Diagnostics`
     // drops repeats as they are pushed.
     cx.out

@@ -64,10 +64,20 @@ struct MeshBuilder {
     upstreams: Vec<(String, Upstream)>,
     /// Clusters that point at a closed port.
     dead: Vec<String>,
+    /// Clusters that point at a given port (e.g. a black hole).
+    at_port: Vec<(String, u16)>,
+    /// The filter module, when not the release build.
+    wasm: Option<std::path::PathBuf>,
 }
 
 fn mesh(resources: Vec<Value>) -> MeshBuilder {
-    MeshBuilder { config: plugin_config(resources), upstreams: Vec::new(), dead: Vec::new() }
+    MeshBuilder {
+        config: plugin_config(resources),
+        upstreams: Vec::new(),
+        dead: Vec::new(),
+        at_port: Vec::new(),
+        wasm: None,
+    }
 }
 
 /// `{"resources": ...}` with a DestinationRule added for every host whose subsets the
@@ -93,12 +103,17 @@ fn plugin_config(mut resources: Vec<Value>) -> Value {
             "metadata": {"name": host.replace('.', "-"), "namespace": "default"},
             "spec": {"host": host, "subsets": subsets}}));
     }
-    json!({"resources": resources})
+    // Counters at every event, so a test can read them right after its request (batching has
+    // its own test, `counters_are_batched_per_vm_and_flushed_exactly`).
+    json!({"resources": resources, "settings": {"counterFlushMs": 0}})
 }
 
 impl MeshBuilder {
+    /// Merged into the settings `plugin_config` starts with.
     fn settings(mut self, settings: Value) -> Self {
-        self.config["settings"] = settings;
+        if let (Some(into), Some(from)) = (self.config["settings"].as_object_mut(), settings.as_object()) {
+            into.extend(from.clone());
+        }
         self
     }
 
@@ -117,15 +132,26 @@ impl MeshBuilder {
         self
     }
 
+    fn cluster_at(mut self, name: &str, port: u16) -> Self {
+        self.at_port.push((name.to_string(), port));
+        self
+    }
+
+    fn wasm(mut self, path: std::path::PathBuf) -> Self {
+        self.wasm = Some(path);
+        self
+    }
+
     fn start(self) -> Mesh {
         let passthrough = Upstream::named("passthrough");
         let mut lines = Vec::new();
         let closed = closed_port();
         let ports = self.upstreams.iter().map(|(n, u)| (n.as_str(), u.port()));
-        for (name, port) in ports.chain(self.dead.iter().map(|n| (n.as_str(), closed))) {
+        let at_port = self.at_port.iter().map(|(n, p)| (n.as_str(), *p));
+        for (name, port) in ports.chain(self.dead.iter().map(|n| (n.as_str(), closed))).chain(at_port) {
             lines.push(cluster_yaml(name, port));
         }
-        let wasm = wasm_path("meshroute_filter").display().to_string();
+        let wasm = self.wasm.unwrap_or_else(|| wasm_path("meshroute_filter")).display().to_string();
         let config = yaml_single_quoted(&self.config.to_string());
         let passthrough_port = passthrough.port().to_string();
         let clusters = lines.join("\n");
@@ -155,9 +181,9 @@ fn yaml_single_quoted(s: &str) -> String {
     s.replace('\'', "''")
 }
 
-/// A port nobody listens on (bound, then released).
+/// A port nobody listens on (and no test can start listening on).
 fn closed_port() -> u16 {
-    free_port()
+    refused_port()
 }
 
 impl Mesh {
@@ -853,9 +879,10 @@ fn a_bad_plugin_config_is_refused_at_startup_with_the_field_named() {
     let dir = std::env::temp_dir().join(format!("meshroute-bad-config-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let vars: HashMap<String, String> = [
-        ("ADMIN_PORT", free_port().to_string()),
-        ("LISTENER_PORT", free_port().to_string()),
-        ("PASSTHROUGH_PORT", free_port().to_string()),
+        // Envoy refuses the config before it binds anything; port 0 cannot collide anyway.
+        ("ADMIN_PORT", "0".to_string()),
+        ("LISTENER_PORT", "0".to_string()),
+        ("PASSTHROUGH_PORT", refused_port().to_string()),
         ("TMP_DIR", dir.display().to_string()),
         ("WASM", wasm_path("meshroute_filter").display().to_string()),
         ("PLUGIN_CONFIG", yaml_single_quoted(&bad_config().to_string())),
@@ -915,13 +942,16 @@ struct Lds {
 
 impl Lds {
     fn start(config: &Value, clusters: &[&str]) -> Lds {
-        let dir = std::env::temp_dir().join(format!("meshroute-lds-{}-{}", std::process::id(), free_port()));
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("meshroute-lds-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("lds dir");
         let mut upstreams: Vec<Upstream> = clusters.iter().map(|c| Upstream::named(c)).collect();
         let lines: Vec<String> = clusters.iter().zip(&upstreams).map(|(c, u)| cluster_yaml(c, u.port())).collect();
         let passthrough = Upstream::named("passthrough");
         let vars: HashMap<String, String> =
-            [("LISTENER_PORT", free_port().to_string()), ("WASM", wasm_path("meshroute_filter").display().to_string())]
+            // Envoy binds the listener's port itself; `get` reads it from the admin.
+            [("LISTENER_PORT", "0".to_string()), ("WASM", wasm_path("meshroute_filter").display().to_string())]
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))
                 .collect();
@@ -941,7 +971,7 @@ impl Lds {
     }
 
     fn get(&self, host: &str) -> Response {
-        http("GET", self.vars["LISTENER_PORT"].parse::<u16>().expect("port"), "/", &[("host", host)], b"")
+        http("GET", self.envoy.listener_port("sidecar"), "/", &[("host", host)], b"")
     }
 }
 
@@ -1057,4 +1087,246 @@ fn sidecar_yaml_embeds_the_demo_config_and_passes_envoy_validation() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(out.status.success(), "envoy --mode validate failed:\n{text}");
     assert!(text.contains("config loaded: 2 VirtualService(s)"), "the filter accepted the demo config:\n{text}");
+}
+
+// === Counters ===
+
+#[test]
+fn counters_are_batched_per_vm_and_flushed_exactly() {
+    let host = "product-service";
+    let (v1, v2) = (cluster(host, "v1"), cluster(host, "v2"));
+    let m = mesh(vec![vs(
+        host,
+        &[host],
+        json!([
+            {"match": [{"uri": {"prefix": "/slow"}}], "route": [dest(host, "v2")],
+             "fault": {"delay": {"percentage": {"value": 100}, "fixedDelay": "20ms"}}},
+            {"route": [dest(host, "v1")]}]),
+    )])
+    .settings(json!({"counterFlushMs": 200}))
+    .cluster(&v1)
+    .cluster(&v2)
+    .start();
+    let _load = shared();
+    for _ in 0..7 {
+        assert_eq!(m.get(host, "/", &[]).header("x-upstream"), Some(v1.as_str()));
+    }
+    // Held requests switch the VM's timer to the delay tick and back; nothing is lost.
+    for _ in 0..3 {
+        assert_eq!(m.get(host, "/slow", &[]).header("x-upstream"), Some(v2.as_str()));
+    }
+    assert_eq!(m.get("unknown.example.com", "/", &[]).status, 200, "passthrough");
+    // Each counter reaches its exact count within a flush period or so, and stays there.
+    let flushed = |name: &str, n: u64| m.envoy.wait_stat(&format!("wasmcustom.{name}"), n, Duration::from_secs(10));
+    let rule = |i: usize, c: &str| format!("meshroute.route.vs.default/{host}.rule.{i}.dest.{c}");
+    assert_eq!(flushed(&rule(1, &v1), 7), 7);
+    assert_eq!(flushed(&rule(0, &v2), 3), 3);
+    assert_eq!(flushed("meshroute.faults.delay", 3), 3);
+    assert_eq!(flushed("meshroute.passthrough", 1), 1);
+    assert_eq!(flushed("meshroute.requests", 11), 11);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(m.counter("meshroute.requests"), 11, "counted once");
+    assert_eq!(m.counter(&rule(1, &v1)), 7, "counted once");
+}
+
+/// What `meshroute.config.loaded` / `rejected` count (docs/operations.md §3): per VM, each time
+/// Envoy hands the filter a configuration — canary, main thread and the worker for new bytes
+/// (3 with `--concurrency 1`), the canary alone for refused ones, nothing for bytes Envoy has
+/// seen. Each step waits on Envoy's own LDS counters and on a later push, never on time.
+#[test]
+fn config_counters_count_each_push_the_filter_sees_per_vm() {
+    let (v1, v2) = (cluster("product-service", "v1"), cluster("product-service", "v2"));
+    let lds = Lds::start(&routed_to("v1"), &[&v1, &v2]);
+    let _load = shared();
+    let e = &lds.envoy;
+    let wait = |name: &str, n: u64| e.wait_stat(name, n, Duration::from_secs(10));
+    let (loaded, rejected) = ("wasmcustom.meshroute.config.loaded", "wasmcustom.meshroute.config.rejected");
+    assert_eq!(wait(loaded, 3), 3, "start: canary, main thread, worker");
+    lds.push(&routed_to("v2"));
+    assert_eq!(wait(loaded, 6), 6, "new bytes: 3 more");
+    // Seen before (the first listener still drains): Envoy reuses what it has.
+    lds.push(&routed_to("v1"));
+    wait("listener_manager.lds.update_success", 3);
+    lds.push(&bad_config());
+    wait("listener_manager.lds.update_rejected", 1);
+    assert_eq!(wait(rejected, 1), 1, "a refused configuration: the canary alone");
+    assert_eq!(e.stat(loaded), Some(6), "re-applying a configuration seen before adds 0");
+    // A repeated bad one is refused from Envoy's cache.
+    lds.push(&bad_config());
+    wait("listener_manager.lds.update_rejected", 2);
+    let mut fresh = routed_to("v2");
+    fresh["settings"]["mirrorTimeoutMs"] = json!(4000);
+    lds.push(&fresh);
+    assert_eq!(wait(loaded, 9), 9, "new bytes again: 3 more");
+    assert_eq!(e.stat(rejected), Some(1), "the repeated bad configuration never reached the filter");
+    assert_eq!(lds.get("product-service").header("x-upstream"), Some(v2.as_str()));
+}
+
+// === Reliability: bounded mirrors, crash recovery (issue 12) ===
+
+/// A TCP peer that accepts connections and never reads or answers: a hung mirror.
+struct BlackHole {
+    port: u16,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl BlackHole {
+    fn start() -> BlackHole {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind black hole");
+        let port = listener.local_addr().expect("addr").port();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for conn in listener.incoming().flatten() {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                held.push(conn); // kept open, never answered, until the test process ends
+            }
+        });
+        BlackHole { port, accepted }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+fn mirrored_vs(host: &str, mirror_subset: &str) -> Value {
+    vs(
+        host,
+        &[host],
+        json!([{"route": [weighted(host, "v1", 100), weighted(host, "v2", 0)],
+                "mirror": {"host": host, "subset": mirror_subset}}]),
+    )
+}
+
+#[test]
+fn a_hung_mirror_holds_at_most_max_in_flight_calls_and_each_counts_as_failed() {
+    let host = "pay";
+    let (v1, hole_cluster) = (cluster(host, "v1"), cluster(host, "hole"));
+    let hole = BlackHole::start();
+    let m = mesh(vec![mirrored_vs(host, "hole")])
+        .settings(json!({"mirrorMaxInFlight": 4, "mirrorTimeoutMs": 1000}))
+        .cluster(&v1)
+        .cluster_at(&hole_cluster, hole.port)
+        .start();
+    let _load = shared();
+
+    // Ten requests: every primary answers; four copies go out, six are skipped (no slot).
+    let counts = m.tally(10, host, "/", &[]);
+    assert_eq!(count(&counts, &v1), 10, "{counts:?}");
+    assert_eq!(m.counter("meshroute.mirrors.sent"), 4);
+    assert_eq!(m.counter("meshroute.mirrors.skipped"), 6);
+    assert!(hole.accepted() <= 4, "at most one connection per open mirror call: {}", hole.accepted());
+
+    // Past the mirror timeout (and its grace) the four calls count as failed and their slots come
+    // back: the next request is mirrored again.
+    std::thread::sleep(Duration::from_millis(2_200));
+    assert_eq!(count(&m.tally(1, host, "/", &[]), &v1), 1);
+    assert_eq!(m.counter("meshroute.mirrors.failed"), 4, "each hung mirror is one failure");
+    assert_eq!(m.counter("meshroute.mirrors.sent"), 5);
+    assert_eq!(m.counter("meshroute.mirrors.skipped"), 6);
+    assert_eq!(m.envoy.stat("wasm.meshroute.vm_reload").unwrap_or(0), 0);
+}
+
+/// Sends the request line, headers and `sent` of `total` body bytes, and leaves the stream open.
+fn partial_post(port: u16, host: &str, path: &str, total: usize, sent: usize) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to Envoy");
+    let head = format!("POST {path} HTTP/1.1\r\nhost: {host}\r\ncontent-length: {total}\r\n\r\n");
+    s.write_all(head.as_bytes()).expect("send headers");
+    s.write_all(&vec![b'a'; sent]).expect("send body");
+    s
+}
+
+/// Sends the rest of the body and reads the status line.
+fn finish_post(mut s: std::net::TcpStream, rest: usize) -> String {
+    use std::io::{Read, Write};
+    s.write_all(&vec![b'b'; rest]).expect("send rest");
+    s.set_read_timeout(Some(HTTP_TIMEOUT)).expect("timeout");
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).expect("read answer");
+    String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or_default().to_string()
+}
+
+#[test]
+fn mirror_bodies_of_all_streams_share_one_budget_per_vm() {
+    let host = "upload";
+    let (v1, shadow) = (cluster(host, "v1"), cluster(host, "shadow"));
+    let m = mesh(vec![mirrored_vs(host, "shadow")])
+        .settings(json!({"mirrorBodyLimit": 200_000, "mirrorBodyBudget": 300_000}))
+        .cluster(&v1)
+        .cluster(&shadow)
+        .start();
+    let _load = shared();
+
+    // Two uploads hold 2 × 120,000 bytes of body in the VM while their clients pause.
+    let before = m.envoy.stat("http.sidecar.downstream_cx_rx_bytes_total").unwrap_or(0);
+    let a = partial_post(m.port(), host, "/a", 150_000, 120_000);
+    let b = partial_post(m.port(), host, "/b", 150_000, 120_000);
+    m.envoy.wait_stat("http.sidecar.downstream_cx_rx_bytes_total", before + 240_000, Duration::from_secs(10));
+    // (Envoy hands bytes to the filter in the same event-loop turn it counts them; the short
+    // pause only lets the router's upstream writes settle.)
+    std::thread::sleep(Duration::from_millis(100));
+
+    // A third one of 150,000 bytes is under mirrorBodyLimit but does not fit in what is left of
+    // the budget (60,000): its primary is answered whole, its copy is skipped.
+    let r = m.request("POST", host, "/c", &[], &vec![b'c'; 150_000]);
+    assert_eq!((r.status, r.header("x-upstream")), (200, Some(v1.as_str())));
+    assert_eq!(m.upstream(&v1).requests().iter().find(|q| q.path == "/c").map(|q| q.body.len()), Some(150_000));
+    assert_eq!(m.counter("meshroute.mirrors.skipped"), 1);
+
+    // The two held uploads complete and are mirrored whole; then the budget is free again.
+    assert!(finish_post(a, 30_000).contains("200"));
+    assert!(finish_post(b, 30_000).contains("200"));
+    let r = m.request("POST", host, "/d", &[], &vec![b'd'; 150_000]);
+    assert_eq!(r.status, 200);
+    let copies = m.upstream(&shadow).wait_for_requests(3, Duration::from_secs(5));
+    let mut paths: Vec<(&str, usize)> = copies.iter().map(|c| (c.path.as_str(), c.body.len())).collect();
+    paths.sort();
+    assert_eq!(paths, vec![("/a", 150_000), ("/b", 150_000), ("/d", 150_000)]);
+    assert_eq!(m.counter("meshroute.mirrors.sent"), 3);
+    assert_eq!(m.counter("meshroute.mirrors.skipped"), 1);
+}
+
+/// The filter built with its test-only `crash-test` feature (`make wasm-crash-test`).
+fn crash_test_wasm() -> std::path::PathBuf {
+    let path = target_dir().join("wasm32-wasip1/crash-test/meshroute_filter.wasm");
+    assert!(path.is_file(), "{} not found: run `make wasm-crash-test`", path.display());
+    path
+}
+
+#[test]
+fn after_a_vm_crash_fail_reload_starts_a_fresh_vm_and_the_worker_serves_again() {
+    let host = "shop";
+    let v1 = cluster(host, "v1");
+    let m = mesh(vec![vs(host, &[host], json!([{"route": [dest(host, "v1")]}]))])
+        .cluster(&v1)
+        .wasm(crash_test_wasm())
+        .start();
+    let _load = shared();
+    assert_eq!(count(&m.tally(3, host, "/", &[]), &v1), 3);
+
+    // The request that traps the VM fails. Envoy replaces the VM on the first request after its
+    // reload backoff (ReloadConfig default: 1 s; until then requests fail closed, 503); from then
+    // on every request is routed by the fresh VM.
+    for round in 1..=2u64 {
+        let r = m.get(host, "/", &[("x-meshroute-crash-test", "1")]);
+        assert_eq!(r.status, 503, "round {round}: the crashing request itself fails closed");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let r = m.get(host, "/", &[]);
+            if r.status == 200 {
+                break;
+            }
+            assert_eq!(r.status, 503, "round {round}: only fail-closed answers while the VM is down");
+            assert!(Instant::now() < deadline, "round {round}: no fresh VM; log:\n{}", m.envoy.log_tail(40));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let counts = m.tally(20, host, "/", &[]);
+        assert_eq!(count(&counts, &v1), 20, "round {round}: {counts:?}");
+        assert_eq!(m.envoy.stat("wasm.meshroute.vm_reload_success").unwrap_or(0), round);
+        assert_eq!(m.envoy.stat("wasm.meshroute.vm_reload_failure").unwrap_or(0), 0);
+    }
+    assert!(m.envoy.log().contains("config loaded"), "the fresh VM loads the configuration again");
 }

@@ -15,6 +15,9 @@ use std::time::Duration;
 /// Istio's default `connectTimeout` (mesh config).
 const DEFAULT_CONNECT_TIMEOUT: &str = "10s";
 const MAX_U32: u64 = u32::MAX as u64;
+/// Connect timeout of a mirror-only cluster whose DestinationRule sets none: a mirror that does
+/// not accept connections is given up on quickly (R162).
+const MIRROR_CONNECT_TIMEOUT: &str = "1s";
 
 /// The cluster to build: where the name came from does not matter any more.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -23,6 +26,8 @@ pub struct Want {
     pub host: String,
     pub subset: Option<String>,
     pub port: u32,
+    /// Only mirrors use it (and it is no service's default route): bounded resources.
+    pub mirror_only: bool,
 }
 
 /// The four blocks a port or subset can override (istio `MergeTrafficPolicy`).
@@ -164,6 +169,7 @@ impl<'a> Builder<'a> {
                 host: c.host.clone(),
                 subset: c.subset.clone(),
                 port: c.port,
+                mirror_only: c.mirror_only,
             });
         }
         for (r, se) in self.visible_service_entries() {
@@ -179,13 +185,39 @@ impl<'a> Builder<'a> {
                 for p in &se.ports {
                     for subset in std::iter::once(None).chain(subsets.iter().map(Some)) {
                         let name = self.cluster_name(&h, subset.map(String::as_str), p.number);
-                        out.entry(name.clone()).or_insert_with(|| Want {
+                        let w = out.entry(name.clone()).or_insert_with(|| Want {
                             name,
                             host: h.clone(),
                             subset: subset.cloned(),
                             port: p.number,
+                            mirror_only: false,
                         });
+                        // A service's subset-less cluster is its default route too.
+                        w.mirror_only &= subset.is_some();
                     }
+                }
+            }
+        }
+        // Kubernetes Services: a cluster per port, and per port and subset (istiod's
+        // BuildSubsetKey for every subset of the host's DestinationRule).
+        for svc in &self.bundle.registry.services {
+            let h = svc.host(&self.settings.domain_suffix);
+            let subsets: Vec<String> = self
+                .destination_rule(&h)
+                .map(|(_, dr)| dr.subsets.iter().map(|s| s.name.clone()).collect())
+                .unwrap_or_default();
+            for p in &svc.ports {
+                for subset in std::iter::once(None).chain(subsets.iter().map(Some)) {
+                    let name = self.cluster_name(&h, subset.map(String::as_str), p.port);
+                    let w = out.entry(name.clone()).or_insert_with(|| Want {
+                        name,
+                        host: h.clone(),
+                        subset: subset.cloned(),
+                        port: p.port,
+                        mirror_only: false,
+                    });
+                    // A service's subset-less cluster is its default route too.
+                    w.mirror_only &= subset.is_some();
                 }
             }
         }
@@ -278,9 +310,13 @@ impl<'a> Builder<'a> {
             _ => None,
         };
 
+        // A Kubernetes Service (when no ServiceEntry declares the host): its endpoints.
+        let bundle = self.bundle;
+        let kube = se.is_none().then(|| bundle.registry.service(&w.host, &self.settings.domain_suffix)).flatten();
         // Discovery type and endpoints.
         let resolution = match se {
             Some((_, se)) => se.resolution.clone().unwrap_or_else(|| "NONE".into()),
+            None if kube.is_some() => "KUBERNETES".into(),
             None => {
                 self.note(format!(
                     "{}: no ServiceEntry declares this host; its clusters resolve the name by DNS and subsets \
@@ -294,6 +330,10 @@ impl<'a> Builder<'a> {
         let mut endpoints = Vec::new();
         let kind = if passthrough_lb || resolution == "NONE" {
             "ORIGINAL_DST"
+        } else if let Some(svc) = kube {
+            let (kind, eps) = self.kube_endpoints(w, svc, subset_labels.as_ref());
+            endpoints = eps;
+            kind
         } else {
             endpoints = self.endpoints(w, se, &resolution);
             // Without a ServiceEntry nothing is known about endpoints' labels: a subset
@@ -336,18 +376,27 @@ impl<'a> Builder<'a> {
         let pool = policy.connection_pool.clone().unwrap_or_default();
         let tcp = pool.tcp.clone().unwrap_or_default();
         let http = pool.http.clone().unwrap_or_default();
+        // A mirror-only cluster: what the DestinationRule leaves unset is bounded, so a mirror
+        // that is dead or black-holed holds at most this many connections and gives up
+        // connecting fast (meshroute's own rule, R162; istiod gives mirrors the defaults).
+        let (default_connect, default_limit, default_retries) = if w.mirror_only {
+            let limit = u64::from(self.settings.mirror_max_in_flight);
+            (MIRROR_CONNECT_TIMEOUT, limit, 0)
+        } else {
+            (DEFAULT_CONNECT_TIMEOUT, MAX_U32, MAX_U32)
+        };
         c.insert(
             "connect_timeout".into(),
-            json!(tcp.connect_timeout.as_deref().and_then(duration).unwrap_or_else(|| DEFAULT_CONNECT_TIMEOUT.into())),
+            json!(tcp.connect_timeout.as_deref().and_then(duration).unwrap_or_else(|| default_connect.into())),
         );
         let positive = |v: Option<i64>| v.filter(|n| *n > 0).map(|n| n.min(MAX_U32 as i64) as u64);
         c.insert(
             "circuit_breakers".into(),
             json!({"thresholds": [{
-                "max_connections": positive(tcp.max_connections).unwrap_or(MAX_U32),
-                "max_pending_requests": positive(http.http1_max_pending_requests).unwrap_or(MAX_U32),
-                "max_requests": positive(http.http2_max_requests).unwrap_or(MAX_U32),
-                "max_retries": positive(http.max_retries).unwrap_or(MAX_U32),
+                "max_connections": positive(tcp.max_connections).unwrap_or(default_limit),
+                "max_pending_requests": positive(http.http1_max_pending_requests).unwrap_or(default_limit),
+                "max_requests": positive(http.http2_max_requests).unwrap_or(default_limit),
+                "max_retries": positive(http.max_retries).unwrap_or(default_retries),
                 "track_remaining": true,
             }]}),
         );
@@ -377,6 +426,7 @@ impl<'a> Builder<'a> {
         let port_protocol = se
             .and_then(|(_, se)| se.ports.iter().find(|p| p.number == w.port))
             .and_then(|p| p.protocol.clone())
+            .or_else(|| kube.and_then(|s| s.ports.iter().find(|p| p.port == w.port)).map(|p| p.protocol.clone()))
             .unwrap_or_default()
             .to_ascii_uppercase();
         let h2 = match http.h2_upgrade_policy.as_deref() {
@@ -471,6 +521,63 @@ impl<'a> Builder<'a> {
             c.insert("transport_socket".into(), ts);
         }
         Value::Object(c)
+    }
+
+    /// A Kubernetes Service's endpoints (istiod's kube registry): the ready addresses of its
+    /// Endpoints/EndpointSlices, on the endpoint port named like the service port (else its
+    /// `targetPort`), labelled by the Pod with that IP so subsets can select them — STATIC. With
+    /// no endpoints given: STRICT_DNS on the service name (ExternalName: the external name), and
+    /// a subset then cannot be told apart from the whole service.
+    fn kube_endpoints(
+        &mut self,
+        w: &Want,
+        svc: &crate::k8s::Service,
+        subset: Option<&BTreeMap<String, String>>,
+    ) -> (&'static str, Vec<Endpoint>) {
+        let reg = &self.bundle.registry;
+        let sp = svc.ports.iter().find(|p| p.port == w.port);
+        let sets: Vec<&crate::k8s::EndpointSet> =
+            reg.endpoints.iter().filter(|e| e.service == svc.name && e.namespace == svc.namespace).collect();
+        if svc.external_name.is_some() || sets.is_empty() {
+            let address = svc.external_name.clone().unwrap_or_else(|| w.host.clone());
+            if subset.is_some() && svc.external_name.is_none() {
+                self.note(format!(
+                    "Service {}/{} has no Endpoints or EndpointSlice: its subset clusters resolve {address} by DNS \
+                     and cannot keep to a subset's pods (give its EndpointSlices and Pods to tell subsets apart)",
+                    svc.namespace, svc.name
+                ));
+            }
+            let port =
+                if svc.external_name.is_some() { w.port } else { sp.and_then(|p| p.target_port).unwrap_or(w.port) };
+            let ep = Endpoint { address, port, labels: BTreeMap::new(), locality: None, weight: 1 };
+            return ("STRICT_DNS", vec![ep]);
+        }
+        let mut out = Vec::new();
+        for set in sets {
+            let port = match (sp, set.ports.as_slice()) {
+                (_, [(_, only)]) => *only,
+                (Some(p), ports) => {
+                    ports.iter().find(|(n, _)| *n == p.name).map(|(_, n)| *n).or(p.target_port).unwrap_or(w.port)
+                }
+                (None, _) => w.port,
+            };
+            for a in &set.addresses {
+                if !a.ready || a.ip.parse::<IpAddr>().is_err() {
+                    continue;
+                }
+                // The Pod named by targetRef, else the Pod with that IP.
+                let pod = reg.workloads.iter().filter(|p| p.namespace == svc.namespace).find(|p| match &a.pod {
+                    Some(name) => p.origin.as_ref().is_some_and(|o| o.kind == "Pod" && o.name == *name),
+                    None => p.ip.as_deref() == Some(a.ip.as_str()),
+                });
+                let labels = pod.map(|p| p.labels.clone()).unwrap_or_default();
+                out.push(Endpoint { address: a.ip.clone(), port, labels, locality: None, weight: 1 });
+            }
+        }
+        if let Some(labels) = subset {
+            out.retain(|e| labels.iter().all(|(k, v)| e.labels.get(k) == Some(v)));
+        }
+        ("STATIC", out)
     }
 
     fn endpoints(&mut self, w: &Want, se: Option<(&Resource, &crd::ServiceEntry)>, resolution: &str) -> Vec<Endpoint> {

@@ -171,4 +171,67 @@ pub(super) fn check_settings(cx: &mut Ctx<'_>) {
     for (path, e) in label_errors("settings.labels", &s.labels) {
         cx.own_error(&at, path, e);
     }
+    check_mirror_settings(cx, s);
+    if !crate::config::PATH_NORMALIZATIONS.contains(&s.path_normalization.as_str()) {
+        cx.own_error(
+            &at,
+            "settings.pathNormalization",
+            format!(
+                "unknown value {:?} (expected one of {})",
+                s.path_normalization,
+                crate::config::PATH_NORMALIZATIONS.join(", ")
+            ),
+        );
+    }
+}
+
+/// The mirror knobs bound what one VM holds (docs/semantics.md R160): a value outside its range
+/// is refused rather than clamped, so the operator sees the limit.
+fn check_mirror_settings(cx: &mut Ctx<'_>, s: &crate::Settings) {
+    use crate::config::{MAX_MIRROR_BODY_BUDGET, MAX_MIRROR_BODY_LIMIT, MAX_MIRROR_IN_FLIGHT, MAX_MIRROR_TIMEOUT_MS};
+    let at = Place(None);
+    if s.mirror_body_limit > MAX_MIRROR_BODY_LIMIT {
+        cx.own_error(
+            &at,
+            "settings.mirrorBodyLimit",
+            format!(
+                "mirrorBodyLimit {} is above the maximum {MAX_MIRROR_BODY_LIMIT} bytes (8 MiB): bodies are buffered in \
+                 the Wasm VM, whose memory never shrinks",
+                s.mirror_body_limit
+            ),
+        );
+    }
+    if s.mirror_body_budget > MAX_MIRROR_BODY_BUDGET {
+        cx.own_error(
+            &at,
+            "settings.mirrorBodyBudget",
+            format!(
+                "mirrorBodyBudget {} is above the maximum {MAX_MIRROR_BODY_BUDGET} bytes (64 MiB) per VM",
+                s.mirror_body_budget
+            ),
+        );
+    } else if s.mirror_body_budget < s.mirror_body_limit && s.mirror_body_limit <= MAX_MIRROR_BODY_LIMIT {
+        cx.own_error(
+            &at,
+            "settings.mirrorBodyBudget",
+            format!(
+                "mirrorBodyBudget {} is below mirrorBodyLimit {}: a body at the limit could never be mirrored",
+                s.mirror_body_budget, s.mirror_body_limit
+            ),
+        );
+    }
+    if s.mirror_max_in_flight == 0 || s.mirror_max_in_flight > MAX_MIRROR_IN_FLIGHT {
+        cx.own_error(
+            &at,
+            "settings.mirrorMaxInFlight",
+            format!("mirrorMaxInFlight {} must be between 1 and {MAX_MIRROR_IN_FLIGHT}", s.mirror_max_in_flight),
+        );
+    }
+    if s.mirror_timeout_ms == 0 || s.mirror_timeout_ms > MAX_MIRROR_TIMEOUT_MS {
+        cx.own_error(
+            &at,
+            "settings.mirrorTimeoutMs",
+            format!("mirrorTimeoutMs {} must be between 1 and {MAX_MIRROR_TIMEOUT_MS}", s.mirror_timeout_ms),
+        );
+    }
 }

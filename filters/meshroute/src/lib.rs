@@ -15,6 +15,7 @@
 mod host;
 
 use meshroute::apply::{self, BodyBuffer, DelayQueue, HeaderOp, LocalReply, Plan};
+use meshroute::budget::MirrorBudget;
 use meshroute::compile::{Action, Dest, Rule};
 use meshroute::{metrics, Decision, Request, RouteTable, SplitMix64};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -32,6 +33,9 @@ const BUILD: &str = match option_env!("MESHROUTE_BUILD") {
 };
 /// Asked-for timer period while requests are held; Envoy's timer is quantised to ~4 ms anyway.
 const TICK: Duration = Duration::from_millis(1);
+/// How long past its timeout a mirror call keeps its in-flight slot when the host never
+/// reports on it (see `meshroute::budget`): long enough for the host's own timeout to arrive.
+const MIRROR_GRACE: Duration = Duration::from_secs(1);
 /// Response header naming the revision that decided the request (`settings.revisionHeader`).
 const REVISION_HEADER: &str = "x-meshroute-revision";
 
@@ -140,17 +144,60 @@ struct Held {
 struct Shared {
     active: RefCell<Option<Rc<Active>>>,
     held: RefCell<DelayQueue<Held>>,
-    ticking: Cell<bool>,
+    /// The root context's timer period now (zero: off).
+    tick: Cell<Duration>,
     rng: RefCell<SplitMix64>,
     metrics: RefCell<Rc<Metrics>>,
+    /// Mirror bodies held and mirror calls open, across all streams of this VM.
+    budget: RefCell<MirrorBudget>,
+    counters: RefCell<Counters>,
+}
+
+/// Counter increments this VM has not handed to Envoy yet. A host call costs about as much as
+/// all of meshroute's own work on a request (docs/benchmarks-e2e.md), so events are added up
+/// here and flushed on the root context's timer: one call per changed counter per period.
+#[derive(Default)]
+struct Counters {
+    /// Zero: every event goes to Envoy at once (`settings.counterFlushMs: 0`).
+    every: Duration,
+    pending: HashMap<u32, u64>,
+    last_flush_nanos: u64,
 }
 
 impl Shared {
     fn hold(&self, id: u32, delay: Duration, held: Held) {
         let due = host::now_nanos().saturating_add(delay.as_nanos() as u64);
         self.held.borrow_mut().push(id, due, held);
-        if !self.ticking.get() && host::set_tick_period(TICK) {
-            self.ticking.set(true);
+        self.retime();
+    }
+
+    /// One more event on counter `id` (`None`: the host refused to define it).
+    fn count(&self, id: Option<u32>) {
+        let Some(id) = id else { return };
+        let mut c = self.counters.borrow_mut();
+        if c.every.is_zero() {
+            host::add(id, 1);
+        } else {
+            *c.pending.entry(id).or_default() += 1;
+        }
+    }
+
+    /// Hands the pending increments to Envoy.
+    fn flush(&self, now: u64) {
+        let mut c = self.counters.borrow_mut();
+        c.last_flush_nanos = now;
+        for (id, n) in c.pending.drain() {
+            host::add(id, n);
+        }
+    }
+
+    /// The timer: fast while requests are held (their delays end on it), else the flush period
+    /// while counters are batched, else off.
+    fn retime(&self) {
+        let every = self.counters.borrow().every;
+        let want = if !self.held.borrow().is_empty() { TICK } else { every };
+        if want != self.tick.get() && host::set_tick_period(want) {
+            self.tick.set(want);
         }
     }
 }
@@ -159,13 +206,29 @@ fn mirror_timeout(active: &Active) -> Duration {
     Duration::from_millis(active.table.mirror_timeout_ms)
 }
 
-fn send_mirrors(calls: &[MirrorCall], body: Option<&[u8]>, timeout: Duration, m: &Metrics) {
+/// Sends the copies that get an in-flight slot; the others are skipped (counted). Calls past
+/// their deadline free their slots first and count as failed.
+fn send_mirrors(shared: &Shared, calls: &[MirrorCall], body: Option<&[u8]>, timeout: Duration, m: &Metrics) {
+    let now = host::now_nanos();
+    let mut budget = shared.budget.borrow_mut();
+    for _ in 0..budget.expire(now) {
+        shared.count(m.mirrors_failed);
+    }
+    let due = now.saturating_add((timeout + MIRROR_GRACE).as_nanos() as u64);
     for c in calls {
+        if !budget.has_slot() {
+            log::debug!("meshroute: mirror to {} skipped: {} mirror calls in flight", c.cluster, budget.in_flight());
+            shared.count(m.mirrors_skipped);
+            continue;
+        }
         match host::dispatch(&c.cluster, &c.headers, body, timeout) {
-            Ok(_) => host::increment(m.mirrors_sent),
+            Ok(token) => {
+                budget.started(token, due);
+                shared.count(m.mirrors_sent);
+            }
             Err(s) => {
                 log::warn!("meshroute: mirror to {} not sent: {s:?}", c.cluster);
-                host::increment(m.mirrors_failed);
+                shared.count(m.mirrors_failed);
             }
         }
     }
@@ -187,23 +250,33 @@ impl Root {
             shared: Rc::new(Shared {
                 active: RefCell::new(None),
                 held: RefCell::new(DelayQueue::default()),
-                ticking: Cell::new(false),
+                tick: Cell::new(Duration::ZERO),
                 rng: RefCell::new(SplitMix64(seed)),
                 metrics: RefCell::new(Rc::new(Metrics::default())),
+                counters: RefCell::new(Counters::default()),
+                budget: RefCell::new(MirrorBudget::default()),
             }),
         }
     }
 }
 
 impl Context for Root {
-    fn on_http_call_response(&mut self, _token: u32, num_headers: usize, _body: usize, _trailers: usize) {
+    fn on_http_call_response(&mut self, token: u32, num_headers: usize, _body: usize, _trailers: usize) {
         // Mirrors sent when a delay ended are answered here.
-        count_mirror_answer(num_headers, &self.shared.metrics.borrow());
+        count_mirror_answer(&self.shared, token, num_headers, &self.shared.metrics.borrow());
+    }
+
+    fn on_done(&mut self) -> bool {
+        // The VM or this plugin goes away: nothing counted may be lost.
+        self.shared.flush(host::now_nanos());
+        true
     }
 }
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
+        // Counted under the previous configuration's ids: hand them over first.
+        self.shared.flush(host::now_nanos());
         let metrics = Rc::new(Metrics::define());
         *self.shared.metrics.borrow_mut() = metrics.clone();
         let bytes = host::plugin_configuration().unwrap_or_default();
@@ -222,14 +295,19 @@ impl RootContext for Root {
             return false;
         };
         log::info!("meshroute {VERSION} ({BUILD}) root {}: config loaded: {}", self.id, apply::summary(&table));
+        self.shared.counters.borrow_mut().every = Duration::from_millis(table.counter_flush_ms);
+        self.shared.budget.borrow_mut().set_limits(table.mirror_body_budget, table.mirror_max_in_flight);
         host::set_gauge(metrics.config_revision, table.revision.as_ref().map_or(0, |r| r.number));
         *self.shared.active.borrow_mut() = Some(Rc::new(Active::new(table)));
+        // Configuration counters are never batched: `apply` and operators wait on them.
         host::increment(metrics.config_loaded);
+        self.shared.retime();
         true
     }
 
     fn on_tick(&mut self) {
-        let due = self.shared.held.borrow_mut().pop_due(host::now_nanos());
+        let now = host::now_nanos();
+        let due = self.shared.held.borrow_mut().pop_due(now);
         let active = self.shared.active.borrow().clone();
         let metrics = self.shared.metrics.borrow().clone();
         for (id, held) in due {
@@ -240,15 +318,18 @@ impl RootContext for Root {
                 Some(reply) => host::send_reply(reply),
                 None => {
                     if let Some(a) = &active {
-                        send_mirrors(&held.mirrors, None, mirror_timeout(a), &metrics);
+                        send_mirrors(&self.shared, &held.mirrors, None, mirror_timeout(a), &metrics);
                     }
                     host::resume_request();
                 }
             }
         }
-        if self.shared.held.borrow().is_empty() && self.shared.ticking.get() && host::set_tick_period(Duration::ZERO) {
-            self.shared.ticking.set(false);
+        let every = self.shared.counters.borrow().every;
+        let last = self.shared.counters.borrow().last_flush_nanos;
+        if now.saturating_sub(last) >= every.as_nanos() as u64 {
+            self.shared.flush(now);
         }
+        self.shared.retime();
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn proxy_wasm::traits::HttpContext>> {
@@ -260,6 +341,7 @@ impl RootContext for Root {
             response_ops: Vec::new(),
             mirrors: Vec::new(),
             body: None,
+            body_bytes: 0,
             held: false,
         }))
     }
@@ -269,11 +351,14 @@ impl RootContext for Root {
     }
 }
 
-fn count_mirror_answer(num_headers: usize, m: &Metrics) {
+fn count_mirror_answer(shared: &Shared, token: u32, num_headers: usize, m: &Metrics) {
+    if !shared.budget.borrow_mut().answered(token) {
+        return; // already counted as failed when its deadline passed
+    }
     // No headers: reset, timeout or no connection; a 5xx: the mirror (or Envoy for it) failed.
     let failed = num_headers == 0 || host::call_response_status().is_none_or(|s| s >= 500);
     if failed {
-        host::increment(m.mirrors_failed);
+        shared.count(m.mirrors_failed);
     }
 }
 
@@ -289,19 +374,22 @@ struct Stream {
     /// Mirror copies waiting for the end of the request body.
     mirrors: Vec<MirrorCall>,
     body: Option<BodyBuffer>,
+    /// Bytes of `body` reserved in the VM's mirror budget, given back when the body goes.
+    body_bytes: u64,
     held: bool,
 }
 
 impl Stream {
     fn count(&self, decision: &Decision<'_>, active: &Active) {
         let m = &self.metrics;
-        match decision {
-            Decision::Passthrough => host::increment(m.passthrough),
-            Decision::Default(_) => host::increment(m.default_route),
-            Decision::NoRoute { .. } => host::increment(m.noroute),
-            Decision::Blocked => host::increment(m.blocked),
-            Decision::Matched(x) => host::increment(active.route_counter(x.rule, x.destination)),
-        }
+        let id = match decision {
+            Decision::Passthrough => m.passthrough,
+            Decision::Default(_) => m.default_route,
+            Decision::NoRoute { .. } => m.noroute,
+            Decision::Blocked => m.blocked,
+            Decision::Matched(x) => active.route_counter(x.rule, x.destination),
+        };
+        self.shared.count(id);
     }
 
     /// Carries out the plan; returns whether the request goes on now.
@@ -316,9 +404,9 @@ impl Stream {
         };
         let after_delay = plan.abort.clone().or_else(|| plan.local_reply.clone());
         if let Some(delay) = plan.delay {
-            host::increment(m.delay);
+            self.shared.count(m.delay);
             if plan.abort.is_some() {
-                host::increment(m.abort);
+                self.shared.count(m.abort);
             }
             let (now, later) = if end_of_stream { (mirrors, Vec::new()) } else { (Vec::new(), mirrors) };
             self.arm_mirrors(later, active);
@@ -331,14 +419,14 @@ impl Stream {
         }
         if let Some(reply) = after_delay {
             if plan.abort.is_some() {
-                host::increment(m.abort);
+                self.shared.count(m.abort);
             }
             host::send_reply(&reply);
             return Flow::Pause;
         }
         self.response_ops = plan.response_ops;
         if end_of_stream {
-            send_mirrors(&mirrors, None, mirror_timeout(active), &m);
+            send_mirrors(&self.shared, &mirrors, None, mirror_timeout(active), &m);
         } else {
             self.arm_mirrors(mirrors, active);
         }
@@ -358,22 +446,37 @@ impl Stream {
         let calls = std::mem::take(&mut self.mirrors);
         if buf.overflowed() {
             for c in &calls {
-                log::debug!("meshroute: mirror to {} skipped: body over the limit", c.cluster);
-                host::increment(self.metrics.mirrors_skipped);
+                log::debug!("meshroute: mirror to {} skipped: body over the limit or the VM's budget", c.cluster);
+                self.shared.count(self.metrics.mirrors_skipped);
             }
+            self.release_body();
             return;
         }
         let body = buf.take();
         if let Some(a) = &self.active {
             let timeout = mirror_timeout(a);
-            send_mirrors(&calls, (!body.is_empty()).then_some(body.as_slice()), timeout, &self.metrics);
+            // The host copies the body into the call, so the budget is free again right after.
+            send_mirrors(&self.shared, &calls, (!body.is_empty()).then_some(body.as_slice()), timeout, &self.metrics);
         }
+        self.release_body();
+    }
+
+    /// Gives up the copy of the body: too big for the limit or for what the VM has left.
+    fn drop_body(&mut self) {
+        if let Some(buf) = self.body.as_mut() {
+            buf.overflow();
+        }
+        self.release_body();
+    }
+
+    fn release_body(&mut self) {
+        self.shared.budget.borrow_mut().release_bytes(std::mem::take(&mut self.body_bytes));
     }
 }
 
 impl Context for Stream {
-    fn on_http_call_response(&mut self, _token: u32, num_headers: usize, _body: usize, _trailers: usize) {
-        count_mirror_answer(num_headers, &self.metrics);
+    fn on_http_call_response(&mut self, token: u32, num_headers: usize, _body: usize, _trailers: usize) {
+        count_mirror_answer(&self.shared, token, num_headers, &self.metrics);
     }
 
     fn on_done(&mut self) -> bool {
@@ -395,14 +498,20 @@ impl Stream {
 impl Drop for Stream {
     fn drop(&mut self) {
         self.forget();
+        self.release_body();
     }
 }
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Flow {
-        host::increment(self.metrics.requests);
+        self.shared.count(self.metrics.requests);
         let Some(active) = self.active.clone() else { return Flow::Continue };
         let Some(pairs) = host::request_headers() else { return Flow::Continue };
+        #[cfg(feature = "crash-test")]
+        if pairs.iter().any(|(k, _)| k == "x-meshroute-crash-test") {
+            // What running out of memory does: the VM traps (`unreachable`).
+            std::process::abort();
+        }
         let req = Request::from_pairs(pairs);
         let decision = {
             let mut rng = self.shared.rng.borrow_mut();
@@ -414,22 +523,22 @@ impl HttpContext for Stream {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Flow {
-        if let Some(buf) = self.body.as_mut() {
-            if !buf.overflowed() {
-                if buf.fits(body_size) {
-                    match host::request_body_chunk(body_size) {
-                        Some(chunk) => {
-                            buf.push(&chunk);
-                        }
-                        None => buf.overflow(),
-                    }
-                } else {
-                    buf.overflow();
+        let Some(buf) = self.body.as_mut() else { return Flow::Continue };
+        if !buf.overflowed() {
+            // Room is taken from the VM's budget before the chunk is read into the VM.
+            let room = buf.fits(body_size) && self.shared.budget.borrow_mut().reserve_bytes(body_size as u64);
+            if room {
+                self.body_bytes += body_size as u64;
+                match host::request_body_chunk(body_size) {
+                    Some(chunk) if buf.push(&chunk) => {}
+                    _ => self.drop_body(),
                 }
+            } else {
+                self.drop_body();
             }
-            if end_of_stream {
-                self.finish_mirrors();
-            }
+        }
+        if end_of_stream {
+            self.finish_mirrors();
         }
         Flow::Continue
     }

@@ -50,6 +50,8 @@ pub struct Inputs {
     pub resources: Vec<Loaded>,
     /// `--settings`, else a `settings` object found in a plugin-config input.
     pub settings: Option<SettingsSource>,
+    /// A compact `registry` found in a plugin-config input (what `meshroute compile` wrote).
+    pub registry: Option<Value>,
     pub errors: Vec<InputError>,
 }
 
@@ -67,7 +69,7 @@ impl Inputs {
             let name = sp.display().to_string();
             match read_file(sp) {
                 Ok(text) => inputs.add_settings_file(&name, &text),
-                Err(e) => inputs.errors.push(InputError { file: name, line: None, col: None, message: e }),
+                Err(e) => inputs.errors.push(e.in_file(&name)),
             }
         }
         inputs
@@ -76,11 +78,16 @@ impl Inputs {
     /// `(display name, text)` of every file a path stands for.
     fn expand(&mut self, p: &str) -> Vec<(String, String)> {
         if p == "-" {
-            let mut text = String::new();
-            return match std::io::stdin().read_to_string(&mut text) {
-                Ok(_) => vec![("<stdin>".to_string(), text)],
+            let mut bytes = Vec::new();
+            let read = std::io::stdin()
+                .take(MAX_INPUT_BYTES + 1)
+                .read_to_end(&mut bytes)
+                .map_err(|e| ReadError::from(format!("cannot read standard input: {e}")))
+                .and_then(|_| decode(bytes));
+            return match read {
+                Ok(text) => vec![("<stdin>".to_string(), text)],
                 Err(e) => {
-                    self.error(p, format!("cannot read standard input: {e}"));
+                    self.errors.push(e.in_file("<stdin>"));
                     Vec::new()
                 }
             };
@@ -102,7 +109,7 @@ impl Inputs {
                 let name = f.display().to_string();
                 match read_file(&f) {
                     Ok(t) => out.push((name, t)),
-                    Err(e) => self.error(&name, e),
+                    Err(e) => self.errors.push(e.in_file(&name)),
                 }
             }
             return out;
@@ -110,14 +117,14 @@ impl Inputs {
         match read_file(&path) {
             Ok(t) => vec![(p.to_string(), t)],
             Err(e) => {
-                self.error(p, e);
+                self.errors.push(e.in_file(p));
                 Vec::new()
             }
         }
     }
 
     fn error(&mut self, file: &str, message: String) {
-        self.errors.push(InputError { file: file.to_string(), line: None, col: None, message });
+        self.errors.push(ReadError::from(message).in_file(file));
     }
 
     /// Adds the documents of one file.
@@ -148,6 +155,7 @@ impl Inputs {
         for (key, line, node) in entries {
             match key.as_str() {
                 "resources" => self.flatten(file, node),
+                "registry" => self.registry = Some(node.to_value()),
                 "settings" => {
                     // `--settings` wins over settings embedded in an input.
                     if self.settings.is_none() {
@@ -158,7 +166,9 @@ impl Inputs {
                     file: file.to_string(),
                     line: Some(line),
                     col: None,
-                    message: format!("unknown key {other:?} in a plugin configuration (expected resources, settings)"),
+                    message: format!(
+                        "unknown key {other:?} in a plugin configuration (expected resources, settings, registry)"
+                    ),
                 }),
             }
         }
@@ -244,6 +254,35 @@ impl Inputs {
         let mut m = Map::new();
         m.insert("resources".into(), Value::Array(self.resources.iter().map(|r| r.value.clone()).collect()));
         m.insert("settings".into(), Value::Object(self.settings_value(gateway)));
+        if let Some(r) = &self.registry {
+            m.insert("registry".into(), r.clone());
+        }
+        Value::Object(m)
+    }
+
+    /// What `meshroute compile` writes: the Istio resources as read, and the Kubernetes objects
+    /// folded into the compact registry the filter needs (hosts, ports, protocols, workload
+    /// labels) instead of whole Deployments, Secrets and Pods.
+    pub fn compiled_plugin_config(&self, bundle: &meshroute::Bundle, gateway: Option<&str>) -> Value {
+        let istio: Vec<Value> = self
+            .resources
+            .iter()
+            .filter(|r| {
+                let api = r.value.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
+                let kind = r.value.get("kind").and_then(Value::as_str).unwrap_or_default();
+                meshroute::k8s::classify(api, kind) == meshroute::k8s::KindClass::Istio
+            })
+            .map(|r| r.value.clone())
+            .collect();
+        let mut m = Map::new();
+        m.insert("resources".into(), Value::Array(istio));
+        m.insert("settings".into(), Value::Object(self.settings_value(gateway)));
+        let compact = bundle.registry.compact();
+        if !compact.is_empty() {
+            if let Ok(v) = serde_json::to_value(&compact) {
+                m.insert("registry".into(), v);
+            }
+        }
         Value::Object(m)
     }
 
@@ -339,9 +378,58 @@ fn is_config_file(p: &Path) -> bool {
     matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"))
 }
 
-fn read_file(p: &Path) -> Result<String, String> {
-    let bytes = std::fs::read(p).map_err(|e| format!("cannot read: {e}"))?;
-    String::from_utf8(bytes).map_err(|e| format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()))
+/// Largest input file (or standard input) read: far above any real mesh configuration (27,531
+/// VirtualServices are ~10 MB), and a bound on what one file can make the CLI allocate.
+pub const MAX_INPUT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Why a file could not be read, and where in it when that is known.
+#[derive(Debug)]
+struct ReadError {
+    message: String,
+    line: Option<usize>,
+    col: Option<usize>,
+}
+
+impl From<String> for ReadError {
+    fn from(message: String) -> Self {
+        ReadError { message, line: None, col: None }
+    }
+}
+
+impl ReadError {
+    fn in_file(self, file: &str) -> InputError {
+        InputError { file: file.to_string(), line: self.line, col: self.col, message: self.message }
+    }
+}
+
+fn read_file(p: &Path) -> Result<String, ReadError> {
+    let size = std::fs::metadata(p).map_err(|e| format!("cannot read: {e}"))?.len();
+    if size > MAX_INPUT_BYTES {
+        return Err(format!("file is {size} bytes, over the limit of {MAX_INPUT_BYTES} (64 MiB)").into());
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(p)
+        .and_then(|f| f.take(MAX_INPUT_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| format!("cannot read: {e}"))?;
+    decode(bytes)
+}
+
+/// UTF-8 text, or an error at the line and column (in characters) of the first bad byte.
+fn decode(bytes: Vec<u8>) -> Result<String, ReadError> {
+    if bytes.len() as u64 > MAX_INPUT_BYTES {
+        return Err(format!("input is over the limit of {MAX_INPUT_BYTES} bytes (64 MiB)").into());
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let good = &e.as_bytes()[..at];
+        let line_start = good.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let col = String::from_utf8_lossy(&good[line_start..]).chars().count() + 1;
+        ReadError {
+            message: format!("not UTF-8 text: invalid byte 0x{:02x} at offset {at}", e.as_bytes()[at]),
+            line: Some(good.iter().filter(|&&b| b == b'\n').count() + 1),
+            col: Some(col),
+        }
+    })
 }
 
 #[cfg(test)]
@@ -350,6 +438,14 @@ mod tests {
 
     const VS: &str =
         "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: a\nspec:\n  hosts: [a]\n";
+
+    #[test]
+    fn non_utf8_input_is_reported_at_its_line_and_column() {
+        let e = decode(b"a: 1\nb: caf\xe9\n".to_vec()).unwrap_err().in_file("x.yaml");
+        assert_eq!((e.line, e.col), (Some(2), Some(7)));
+        assert_eq!(e.to_string(), "error: x.yaml:2:7: not UTF-8 text: invalid byte 0xe9 at offset 11");
+        assert_eq!(decode("é: ü".as_bytes().to_vec()).ok().as_deref(), Some("é: ü"));
+    }
 
     #[test]
     fn documents_lists_and_plugin_configs_flatten_in_order() {

@@ -3,7 +3,9 @@
 //!
 //! Scalars are resolved with the YAML 1.2 core schema (`true`, `null`, `80`, `1.5`); quoted
 //! scalars are always strings. Anchors, aliases and `<<` merge keys are supported because
-//! hand-written Kubernetes YAML uses them.
+//! hand-written Kubernetes YAML uses them. Aliases are expanded (JSON has no references), so
+//! the nodes they add are capped at [`MAX_ALIAS_NODES`]: a few hundred bytes of nested aliases
+//! (a "billion laughs" bomb) would otherwise expand to billions of nodes.
 
 use saphyr_parser::{Event, Parser, ScalarStyle, Span};
 use serde_json::{Map, Number, Value};
@@ -120,34 +122,55 @@ impl LineMap {
     }
 }
 
+/// Most nodes all alias expansions of one input may add. Real configurations use aliases for a
+/// shared label set or route block; a million nodes is ~100× the largest seen.
+pub const MAX_ALIAS_NODES: usize = 1_000_000;
+
 /// Parses every document of a YAML stream. Empty documents come back as null scalars.
 pub fn parse_documents(text: &str) -> Result<Vec<Node>, SyntaxError> {
-    let mut b = Builder { stack: Vec::new(), anchors: HashMap::new(), docs: Vec::new() };
+    let mut b = Builder { stack: Vec::new(), anchors: HashMap::new(), docs: Vec::new(), alias_nodes: 0 };
     let parser = Parser::new_from_str(text);
     for item in parser {
         match item {
-            Ok((event, span)) => b.event(event, span)?,
+            Ok((event, span)) => b.event(event, span).map_err(|e| within(text, e))?,
             Err(e) => {
-                return Err(SyntaxError {
-                    line: e.marker().line(),
-                    col: e.marker().col() + 1,
-                    message: format!("YAML syntax error: {}", e.info()),
-                })
+                return Err(within(
+                    text,
+                    SyntaxError {
+                        line: e.marker().line(),
+                        col: e.marker().col() + 1,
+                        message: format!("YAML syntax error: {}", e.info()),
+                    },
+                ))
             }
         }
     }
     Ok(b.docs)
 }
 
+/// The parser reports an error at the end of the input on the line after the last newline,
+/// which an editor does not show: point at the end of the last line instead.
+fn within(text: &str, mut e: SyntaxError) -> SyntaxError {
+    let lines = text.lines().count().max(1);
+    if e.line > lines {
+        e.line = lines;
+        e.col = text.lines().last().map_or(0, |l| l.chars().count()) + 1;
+    }
+    e
+}
+
 enum Frame {
     Seq {
         line: usize,
         anchor: usize,
+        /// Nodes in this collection so far, itself included (for alias accounting).
+        size: usize,
         items: Vec<Node>,
     },
     Map {
         line: usize,
         anchor: usize,
+        size: usize,
         entries: Vec<(String, usize, Node)>,
         key: Option<(String, usize)>,
         /// Keys that came from a `<<` merge: an explicit key replaces them.
@@ -157,8 +180,11 @@ enum Frame {
 
 struct Builder {
     stack: Vec<Frame>,
-    anchors: HashMap<usize, Node>,
+    /// Anchored nodes and their size in nodes.
+    anchors: HashMap<usize, (Node, usize)>,
     docs: Vec<Node>,
+    /// Nodes added by alias expansion so far.
+    alias_nodes: usize,
 }
 
 impl Builder {
@@ -169,55 +195,76 @@ impl Builder {
             Event::Scalar(text, style, anchor, tag) => {
                 let tag = tag.map(|t| t.suffix.clone());
                 let node = Node { line, kind: NodeKind::Scalar(resolve_scalar(&text, style, tag.as_deref())) };
-                self.remember(anchor, &node);
-                self.push(node, Some(text.into_owned()), col)?;
+                self.remember(anchor, &node, 1);
+                self.push(node, 1, Some(text.into_owned()), col)?;
             }
             Event::Alias(id) => {
-                let Some(target) = self.anchors.get(&id) else {
+                let Some((target, size)) = self.anchors.get(&id) else {
                     return Err(SyntaxError { line, col, message: "alias to an unknown anchor".into() });
                 };
+                let size = *size;
+                // Checked before the copy is made: the copy is what would exhaust memory.
+                self.alias_nodes = self.alias_nodes.saturating_add(size);
+                if self.alias_nodes > MAX_ALIAS_NODES {
+                    return Err(SyntaxError {
+                        line,
+                        col,
+                        message: format!(
+                            "aliases expand to more than {MAX_ALIAS_NODES} nodes (nested aliases multiply); \
+                             write the repeated parts out or use fewer levels of aliases"
+                        ),
+                    });
+                }
                 let node = Node { line, kind: target.kind.clone() };
                 let key_text = node.as_str().map(str::to_string);
-                self.push(node, key_text, col)?;
+                self.push(node, size, key_text, col)?;
             }
-            Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq { line, anchor, items: Vec::new() }),
-            Event::MappingStart(anchor, _) => {
-                self.stack.push(Frame::Map { line, anchor, entries: Vec::new(), key: None, merged: Vec::new() })
-            }
+            Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq { line, anchor, size: 1, items: Vec::new() }),
+            Event::MappingStart(anchor, _) => self.stack.push(Frame::Map {
+                line,
+                anchor,
+                size: 1,
+                entries: Vec::new(),
+                key: None,
+                merged: Vec::new(),
+            }),
             Event::SequenceEnd | Event::MappingEnd => {
-                let node = match self.stack.pop() {
-                    Some(Frame::Seq { line, anchor, items }) => {
+                let (node, size) = match self.stack.pop() {
+                    Some(Frame::Seq { line, anchor, size, items }) => {
                         let n = Node { line, kind: NodeKind::Seq(items) };
-                        self.remember(anchor, &n);
-                        n
+                        self.remember(anchor, &n, size);
+                        (n, size)
                     }
-                    Some(Frame::Map { line, anchor, entries, .. }) => {
+                    Some(Frame::Map { line, anchor, size, entries, .. }) => {
                         let n = Node { line, kind: NodeKind::Map(entries) };
-                        self.remember(anchor, &n);
-                        n
+                        self.remember(anchor, &n, size);
+                        (n, size)
                     }
                     None => return Err(SyntaxError { line, col, message: "unbalanced YAML events".into() }),
                 };
-                self.push(node, None, col)?;
+                self.push(node, size, None, col)?;
             }
             Event::StreamStart | Event::StreamEnd | Event::DocumentStart(_) | Event::DocumentEnd | Event::Nothing => {}
         }
         Ok(())
     }
 
-    fn remember(&mut self, anchor: usize, node: &Node) {
+    fn remember(&mut self, anchor: usize, node: &Node, size: usize) {
         if anchor != 0 {
-            self.anchors.insert(anchor, node.clone());
+            self.anchors.insert(anchor, (node.clone(), size));
         }
     }
 
-    /// Adds a finished node to its parent (or as a document). `key_text` is the scalar's source
-    /// text, used when the node is a mapping key.
-    fn push(&mut self, node: Node, key_text: Option<String>, col: usize) -> Result<(), SyntaxError> {
+    /// Adds a finished node of `size` nodes to its parent (or as a document). `key_text` is the
+    /// scalar's source text, used when the node is a mapping key.
+    fn push(&mut self, node: Node, size: usize, key_text: Option<String>, col: usize) -> Result<(), SyntaxError> {
         match self.stack.last_mut() {
             None => self.docs.push(node),
-            Some(Frame::Seq { items, .. }) => items.push(node),
-            Some(Frame::Map { entries, key, merged, .. }) => match key.take() {
+            Some(Frame::Seq { items, size: total, .. }) => {
+                *total = total.saturating_add(size);
+                items.push(node)
+            }
+            Some(Frame::Map { entries, key, merged, size: total, .. }) => match key.take() {
                 None => {
                     let Some(k) = key_text.filter(|_| matches!(node.kind, NodeKind::Scalar(_))) else {
                         return Err(SyntaxError {
@@ -226,10 +273,15 @@ impl Builder {
                             message: "a mapping key must be a scalar (complex keys cannot become JSON)".into(),
                         });
                     };
+                    *total = total.saturating_add(size);
                     *key = Some((k, node.line));
                 }
-                Some((k, _)) if k == "<<" => merge(entries, merged, node),
+                Some((k, _)) if k == "<<" => {
+                    *total = total.saturating_add(size);
+                    merge(entries, merged, node)
+                }
                 Some((k, kline)) => {
+                    *total = total.saturating_add(size);
                     if merged.contains(&k) {
                         merged.retain(|m| *m != k);
                         entries.retain(|(e, _, _)| *e != k);
@@ -386,6 +438,33 @@ mod tests {
             docs[0].to_value(),
             json!({"base": {"x": 1, "y": 2}, "other": {"x": 1, "y": 3}, "ref": {"x": 1, "y": 2}})
         );
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused_before_it_expands() {
+        // 9 levels of 9 aliases each: 9^9 = 387 million strings from about 500 bytes.
+        let mut text = String::from("a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+        for i in 1..=9 {
+            let p = format!("*a{}", i - 1);
+            text.push_str(&format!("a{i}: &a{i} [{}]\n", [p.as_str(); 9].join(", ")));
+        }
+        assert!(text.len() < 600, "{}", text.len());
+        let e = parse_documents(&text).unwrap_err();
+        assert!(e.message.contains("aliases expand to more than 1000000 nodes"), "{e}");
+        assert!(e.line >= 6, "points at the alias that went over: {e}");
+        // Moderate reuse is fine.
+        let ok = "base: &b {x: [1, 2, 3]}\n".to_string() + &(0..100).map(|i| format!("k{i}: *b\n")).collect::<String>();
+        assert_eq!(parse_documents(&ok).unwrap()[0].to_value()["k99"], json!({"x": [1, 2, 3]}));
+    }
+
+    #[test]
+    fn an_error_at_the_end_of_the_input_points_at_the_last_line() {
+        let text = "a: 1\nb: [1, 2\n";
+        let e = parse_documents(text).unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        assert_eq!(e.col, 9, "just after the last character: {e}");
+        let e = parse_documents("a: \"open\n").unwrap_err();
+        assert_eq!(e.line, 1, "{e}");
     }
 
     #[test]
