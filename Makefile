@@ -42,7 +42,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: lifecycle tools tools-rust tools-envoy tools-wasm-bindgen tools-bench \
         wasm wasm-crash-test lint fmt-check clippy clippy-wasm test test-native test-wasm \
-        bench bench-e2e clean-tools run tools-fuzz fuzz-corpus fuzz fuzz-smoke soak
+        bench bench-e2e clean-tools run graphs test-graph-browser tools-fuzz fuzz-corpus fuzz fuzz-smoke soak
 
 ## tools: everything `make test` needs (idempotent)
 tools: tools-rust tools-envoy tools-wasm-bindgen
@@ -212,38 +212,38 @@ bench:
 bench-e2e: tools-envoy tools-bench wasm
 	$(CARGO) test --release --test bench_e2e -- --ignored --nocapture --test-threads 1
 
-## run: the demo: `meshroute validate` and `meshroute envoy` on the demo's CRDs (envoy/demo/) write
-## tmp/demo-envoy.yaml; then the demo upstreams (examples/demo_upstreams.rs) and Envoy on
-## 127.0.0.1:15001 (admin :15000) with the meshroute filter; Ctrl-C stops both
-DEMO_LISTEN := 127.0.0.1:15001
-DEMO_ADMIN := 127.0.0.1:15000
+## graphs: docs/graphs/*.svg — `meshroute graph` of each seed example that has a VirtualService,
+## alone (its mistakes dashed red), and the canary stages with the seed subsets (README)
+graphs:
+	$(CARGO) build --quiet --features cli
+	@target="$$($(CARGO) metadata --no-deps --format-version 1 | $(PYTHON) -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"; \
+	mkdir -p docs/graphs; \
+	for f in examples/*.yaml; do \
+	  grep -q '^kind: VirtualService' "$$f" || continue; \
+	  b="$$(basename "$$f" .yaml)"; \
+	  "$$target/debug/meshroute" graph -f "$$f" --format svg -o "docs/graphs/$$b.svg" 2>/dev/null; \
+	done; \
+	for s in 10 50 100; do \
+	  "$$target/debug/meshroute" graph -f examples/canary-$$s.yaml -f tests/fixtures/seed-subsets.yaml \
+	    --format svg -o docs/graphs/canary-$$s-with-subsets.svg 2>/dev/null; \
+	done; \
+	ls docs/graphs
+
+## test-graph-browser: opens an SVG of `meshroute graph` in headless Debian chromium and checks
+## the screenshot is not blank; installs chromium with apt-get when missing (a large download,
+## so this is not part of `make test`)
+test-graph-browser:
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
+	$(CARGO) test --features cli --test graph -- --ignored
+
+## run: the demo: `meshroute run -f envoy/demo` — Envoy with the meshroute filter and a stub
+## upstream per cluster, every port free and printed with curl lines to try; Ctrl-C stops all
 run: tools-envoy wasm
 	$(CARGO) build --release --features cli
-	@$(CARGO) build --quiet --example demo_upstreams
 	@target="$$($(CARGO) metadata --no-deps --format-version 1 | $(PYTHON) -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"; \
-	meshroute="$$target/release/meshroute"; \
-	mkdir -p tmp; \
-	echo "+ meshroute validate -f envoy/demo"; \
-	"$$meshroute" validate -f envoy/demo; \
-	echo "+ meshroute envoy -f envoy/demo --wasm $$target/wasm32-wasip1/release/meshroute_filter.wasm --listen $(DEMO_LISTEN) --admin $(DEMO_ADMIN) -o tmp/demo-envoy.yaml"; \
-	"$$meshroute" envoy -f envoy/demo --wasm "$$target/wasm32-wasip1/release/meshroute_filter.wasm" \
-	  --listen $(DEMO_LISTEN) --admin $(DEMO_ADMIN) -o tmp/demo-envoy.yaml; \
-	"$$target/debug/examples/demo_upstreams" & upstreams=$$!; \
-	trap 'kill $$upstreams 2>/dev/null || true' EXIT; \
-	sleep 0.3; \
-	kill -0 $$upstreams 2>/dev/null || { echo "make run: the demo upstreams did not start (ports 18080-18085 busy?)" >&2; exit 1; }; \
-	echo; \
-	echo "meshroute demo: Envoy on $(DEMO_LISTEN) (admin $(DEMO_ADMIN)), configuration tmp/demo-envoy.yaml."; \
-	echo "Try these in another terminal (envoy/README.md explains the answers):"; \
-	echo "  curl -s -H 'host: product-service' -H 'x-debug: true' $(DEMO_LISTEN)/   # header route: always product-service-v2"; \
-	echo "  for i in \$$(seq 100); do curl -s -H 'host: product-service' $(DEMO_LISTEN)/; done | sort | uniq -c   # 80/20 split: about 80 v1, 20 v2"; \
-	echo "      (each is mirrored to the canary subset: watch the [product-service-canary (mirror)] lines here)"; \
-	echo "  for i in \$$(seq 10); do curl -s -o /dev/null -w '%{http_code} %{time_total}s\\n' -H 'host: ratings' $(DEMO_LISTEN)/; done   # fault: 50% +1 s, 20% 503"; \
-	echo "  curl -s -H 'host: catalog' $(DEMO_LISTEN)/   # no VirtualService: the ServiceEntry's own cluster answers catalog"; \
-	echo "  curl -s '$(DEMO_ADMIN)/stats?filter=wasmcustom'   # the filter's counters"; \
-	echo "  curl -s $(DEMO_ADMIN)/stats/prometheus | grep meshroute_route   # per VirtualService rule and destination, as labels"; \
-	echo; \
-	"$(ENVOY)" -c tmp/demo-envoy.yaml --concurrency 1 --log-level warn --component-log-level wasm:info
+	echo "+ meshroute run -f envoy/demo"; \
+	ENVOY_BIN="$(ENVOY)" "$$target/release/meshroute" run -f envoy/demo \
+	  --wasm "$$target/wasm32-wasip1/release/meshroute_filter.wasm"
 
 ## clean-tools: forget installed tools (they are reinstalled on demand)
 clean-tools:

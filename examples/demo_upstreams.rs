@@ -1,4 +1,5 @@
-//! Demo upstreams for `make run`: one tiny HTTP/1.1 server per endpoint of the demo's
+//! Demo upstreams for envoy/sidecar.yaml and a hand-run `meshroute envoy -f envoy/demo` (`make
+//! run` uses the stubs of `meshroute run` instead): one tiny HTTP/1.1 server per endpoint of the demo's
 //! ServiceEntries (envoy/demo/*.yaml) and for envoy/sidecar.yaml's clusters, each answering
 //! `<name>\n` with an `x-upstream: <name>` header and printing every request it receives (so a
 //! mirror's copies show up on the terminal).

@@ -100,7 +100,7 @@ pub fn plan(table: &RouteTable, decision: &Decision<'_>, req: &dyn RequestView) 
         // A registry host without a VirtualService: istiod's default route to its cluster.
         Decision::Default(d) => {
             edits.push(HeaderOp::Set(table.routing_header.clone(), d.cluster.clone()));
-            retry_hints(&d.retry, &mut edits);
+            retry_hints(table, &d.retry, &mut edits);
         }
         Decision::Blocked => p.local_reply = Some(empty_reply(502)),
         Decision::NoRoute { .. } => p.local_reply = Some(empty_reply(404)),
@@ -150,14 +150,20 @@ fn matched(table: &RouteTable, m: &Matched<'_>, req: &dyn RequestView, p: &mut P
     // Envoy shadows neither CONNECT nor upgrades (RequestMirrorPolicy).
     let upgrade = req.method() == "CONNECT" || req.header("upgrade").is_some();
     if p.local_reply.is_none() && p.abort.is_none() && !upgrade {
-        p.mirrors = m.mirrors.iter().map(|mi| MirrorTarget { cluster: mi.cluster.clone() }).collect();
+        let port = table.request_port(req);
+        p.mirrors = m
+            .mirrors
+            .iter()
+            .map(|mi| MirrorTarget { cluster: mi.cluster_on(&table.cluster_template, port).into_owned() })
+            .collect();
     }
 }
 
 fn forward_edits(table: &RouteTable, m: &Matched<'_>, dest: &Dest, req: &dyn RequestView, edits: &mut Vec<HeaderOp>) {
     let rule = m.rule;
-    edits.push(HeaderOp::Set(table.routing_header.clone(), dest.cluster.clone()));
-    retry_hints(&rule.retry, edits);
+    let cluster = dest.cluster_on(&table.cluster_template, table.request_port(req)).into_owned();
+    edits.push(HeaderOp::Set(table.routing_header.clone(), cluster));
+    retry_hints(table, &rule.retry, edits);
     if let Some(t) = rule.timeout {
         edits.push(set("x-envoy-upstream-rq-timeout-ms", millis(t)));
     }
@@ -170,9 +176,16 @@ fn forward_edits(table: &RouteTable, m: &Matched<'_>, dest: &Dest, req: &dyn Req
     edits.extend(ops_in_order(Some(&dest.request_headers), &rule.request_headers));
 }
 
-/// The route has no retry policy of its own (the Envoy config keeps routes trivial), so the
-/// hints carry all of Istio's: `x-envoy-max-retries: 0` where retries are off.
-fn retry_hints(r: &RetryPolicy, edits: &mut Vec<HeaderOp>) {
+/// Retries as router hints: `x-envoy-max-retries` (0 where retries are off) and the conditions.
+/// With `retryPolicyOnRoute` the route already carries Istio's default policy for requests
+/// without `x-envoy-max-retries` (a client's copy is stripped), so the default writes nothing;
+/// any other policy writes `x-envoy-max-retries`, which selects the route without a policy,
+/// and the hints say all of it. Without the setting the route has no policy and every request
+/// carries its hints.
+fn retry_hints(table: &RouteTable, r: &RetryPolicy, edits: &mut Vec<HeaderOp>) {
+    if table.retry_policy_on_route && r.is_default {
+        return;
+    }
     edits.push(set("x-envoy-max-retries", r.attempts.to_string()));
     if r.attempts == 0 {
         return;
@@ -460,6 +473,24 @@ mod tests {
 
     #[cfg_attr(not(target_arch = "wasm32"), test)]
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    fn with_the_default_retry_policy_on_the_route_only_other_policies_write_hints() {
+        let on_route = json!({"retryPolicyOnRoute": true});
+        let v1 = json!([{"destination": {"host": "reviews", "subset": "v1"}}]);
+        // The default: only the routing header; a client's hint is still stripped.
+        let t = table_with(json!([{"route": v1}]), on_route.clone());
+        let p = plan_for(&t, &Request::new("GET", "reviews", "/").with_header("x-envoy-max-retries", "9"));
+        assert_eq!(p.request_ops, vec![r("x-envoy-max-retries"), s("x-meshroute-cluster", V1)]);
+        // Any policy of the rule's own is hinted in full (and so takes the route without one).
+        let t = table_with(json!([{"route": v1, "retries": {"attempts": 3}}]), on_route.clone());
+        let p = plan_for(&t, &Request::new("GET", "reviews", "/"));
+        assert_eq!(p.request_ops[1], s("x-envoy-max-retries", "3"));
+        let t = table_with(json!([{"route": v1, "retries": {"attempts": 0}, "timeout": "1s"}]), on_route);
+        let p = plan_for(&t, &Request::new("GET", "reviews", "/"));
+        assert_eq!(p.request_ops[1..], [s("x-envoy-max-retries", "0"), s("x-envoy-upstream-rq-timeout-ms", "1000")]);
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn client_routing_and_hint_headers_are_removed_on_every_path() {
         let t = table(json!([{"match": [{"uri": {"prefix": "/a"}}],
                                "route": [{"destination": {"host": "reviews", "subset": "v1"}}]}]));
@@ -618,9 +649,11 @@ mod tests {
             .with_header("x-envoy-retry-on", "5xx")
             .with_header("x-user", "u");
         let p = plan_for(&t, &req);
+        // No port in the destination and no registry entry: the request's port (istio
+        // `GetDestinationCluster`).
         assert_eq!(
             p.mirrors,
-            vec![MirrorTarget { cluster: "outbound|80|v2|reviews.default.svc.cluster.local".into() }]
+            vec![MirrorTarget { cluster: "outbound|9080|v2|reviews.default.svc.cluster.local".into() }]
         );
         let h = mirror_headers(&req, &p, &t.routing_header);
         assert_eq!(

@@ -32,11 +32,17 @@ pub struct RouteTable {
     registry_exact: HashMap<String, Vec<DefaultRoute>>,
     registry_wildcards: Vec<String>,
     pub default_port: u32,
+    /// `settings.clusterTemplate`, for destinations whose port is the request's.
+    pub cluster_template: String,
     pub routing_header: String,
     pub mirror_body_limit: u64,
     pub mirror_body_budget: u64,
     pub mirror_max_in_flight: u32,
     pub mirror_timeout_ms: u64,
+    /// `settings.retryPolicyOnRoute`: Istio's default retry policy needs no hints.
+    pub retry_policy_on_route: bool,
+    /// `settings.counterFlushMs`.
+    pub counter_flush_ms: u64,
     /// `settings.revision` and whether responses carry it (`settings.revisionHeader`).
     pub revision: Option<crate::config::Revision>,
     pub revision_header: bool,
@@ -109,10 +115,17 @@ pub enum Action {
 
 #[derive(Debug, Clone)]
 pub struct Dest {
+    /// Position in the rule's `route` list (weight-0 entries are dropped, so it may skip).
+    pub route_index: usize,
+    /// The cluster; when `port_from_request`, the one on `settings.defaultPort` (what the
+    /// Envoy generator declares) — per request use [`Dest::cluster_on`].
     pub cluster: String,
     pub host: String,
     pub subset: Option<String>,
     pub port: u32,
+    /// Neither the destination nor the registry fixes the port: the request's port decides
+    /// (istio `GetDestinationCluster` falls back to the listener port).
+    pub port_from_request: bool,
     pub weight: u32,
     pub request_headers: HeaderOps,
     pub response_headers: HeaderOps,
@@ -202,6 +215,8 @@ pub struct Mirror {
     pub host: String,
     pub subset: Option<String>,
     pub port: u32,
+    /// As [`Dest::port_from_request`].
+    pub port_from_request: bool,
     pub ppm: u32,
 }
 
@@ -284,14 +299,45 @@ impl RouteTable {
     pub fn build(bundle: &Bundle, diags: &mut Diagnostics) -> RouteTable {
         let settings = &bundle.settings;
         let mut service_ports: HashMap<String, Vec<u32>> = HashMap::new();
+        // Kubernetes Services and ServiceEntries declaring one host merge their ports, the
+        // Service's first (istiod's registries: Kubernetes before ServiceEntries).
+        for svc in &bundle.registry.services {
+            service_ports
+                .entry(svc.host(&settings.domain_suffix))
+                .or_default()
+                .extend(svc.ports.iter().map(|p| p.port));
+        }
         for (_, se) in bundle.service_entries() {
             for h in &se.hosts {
                 service_ports.entry(h.to_ascii_lowercase()).or_default().extend(se.ports.iter().map(|p| p.number));
             }
         }
+        for ports in service_ports.values_mut() {
+            ports.sort_unstable();
+            ports.dedup();
+        }
         let sidecar = applicable_sidecar(bundle);
         let mut registry_exact: HashMap<String, Vec<DefaultRoute>> = HashMap::new();
         let mut registry_wildcards = Vec::new();
+        for svc in &bundle.registry.services {
+            let h = svc.host(&settings.domain_suffix);
+            if !sidecar.is_none_or(|(sres, s)| sidecar_imports(s, &sres.namespace, &svc.namespace, &h)) {
+                continue;
+            }
+            let routes: Vec<DefaultRoute> = svc
+                .ports
+                .iter()
+                .map(|p| DefaultRoute {
+                    host: h.clone(),
+                    port: p.port,
+                    cluster: cluster_name(&settings.cluster_template, p.port, None, &h),
+                    retry: RetryPolicy::istio_default(),
+                })
+                .collect();
+            for name in host::alt_names(&h, &settings.namespace, &settings.domain_suffix) {
+                registry_exact.entry(name).or_default().extend(routes.iter().cloned());
+            }
+        }
         for (res, se) in bundle.service_entries() {
             for h in &se.hosts {
                 let h = h.to_ascii_lowercase();
@@ -333,11 +379,14 @@ impl RouteTable {
             registry_exact,
             registry_wildcards,
             default_port: settings.default_port,
+            cluster_template: settings.cluster_template.clone(),
             routing_header: settings.routing_header.clone(),
             mirror_body_limit: settings.mirror_body_limit,
             mirror_body_budget: settings.mirror_body_budget,
             mirror_max_in_flight: settings.mirror_max_in_flight,
             mirror_timeout_ms: settings.mirror_timeout_ms,
+            retry_policy_on_route: settings.retry_policy_on_route,
+            counter_flush_ms: settings.counter_flush_ms,
             revision: settings.revision.clone(),
             revision_header: settings.revision_header,
             clusters: Vec::new(),
@@ -681,7 +730,7 @@ fn compile_rule(ctx: &mut Ctx<'_>, res: &Resource, r: &crd::HttpRoute, index: us
     } else {
         let single = r.route.len() == 1;
         let mut destinations = Vec::new();
-        for d in &r.route {
+        for (route_index, d) in r.route.iter().enumerate() {
             let Some(dest) = &d.destination else { continue };
             // One destination takes all traffic whatever its weight; otherwise weight 0 (or
             // unset) never receives any (istio `applyHTTPRouteDestination`).
@@ -689,13 +738,15 @@ fn compile_rule(ctx: &mut Ctx<'_>, res: &Resource, r: &crd::HttpRoute, index: us
             if weight == 0 {
                 continue;
             }
-            let (cluster, host, port) = ctx.cluster_for(dest, &res.namespace, false);
+            let (cluster, host, port, port_from_request) = ctx.cluster_for(dest, &res.namespace, false);
             let (rq, rs) = header_ops(d.headers.as_ref());
             destinations.push(Dest {
+                route_index,
                 cluster,
                 host,
                 subset: dest.subset.clone().filter(|s| !s.is_empty()),
                 port,
+                port_from_request,
                 weight,
                 request_headers: rq,
                 response_headers: rs,
@@ -782,13 +833,14 @@ fn compile_rule(ctx: &mut Ctx<'_>, res: &Resource, r: &crd::HttpRoute, index: us
 impl Ctx<'_> {
     /// Cluster name, FQDN and port of a destination (istio `GetDestinationCluster`): the port is
     /// the destination's, else the service's only port, else the listener's.
-    fn cluster_for(&mut self, d: &crd::Destination, ns: &str, for_mirror: bool) -> (String, String, u32) {
+    /// The last value says the port is the request's (`port` is then `settings.defaultPort`).
+    fn cluster_for(&mut self, d: &crd::Destination, ns: &str, for_mirror: bool) -> (String, String, u32, bool) {
         let h = host::resolve(&d.host, ns, &self.settings.domain_suffix);
-        let port = match d.port.as_ref().map(|p| p.number).filter(|p| *p != 0) {
-            Some(p) => p,
+        let (port, from_request) = match d.port.as_ref().map(|p| p.number).filter(|p| *p != 0) {
+            Some(p) => (p, false),
             None => match self.service_ports.get(&h).map(Vec::as_slice) {
-                Some([only]) => *only,
-                _ => self.settings.default_port,
+                Some([only]) => (*only, false),
+                _ => (self.settings.default_port, true),
             },
         };
         let subset = d.subset.clone().filter(|s| !s.is_empty());
@@ -801,12 +853,58 @@ impl Ctx<'_> {
             mirror_only: for_mirror,
         });
         c.mirror_only &= for_mirror;
-        (name, h, port)
+        (name, h, port, from_request)
     }
 
     fn mirror(&mut self, d: &crd::Destination, ns: &str, ppm: u32) -> Mirror {
-        let (cluster, host, port) = self.cluster_for(d, ns, true);
-        Mirror { cluster, host, subset: d.subset.clone().filter(|s| !s.is_empty()), port, ppm }
+        let (cluster, host, port, port_from_request) = self.cluster_for(d, ns, true);
+        Mirror { cluster, host, subset: d.subset.clone().filter(|s| !s.is_empty()), port, port_from_request, ppm }
+    }
+}
+
+/// The cluster of a destination for a request on `request_port`.
+fn cluster_on<'a>(
+    template: &str,
+    cluster: &'a str,
+    from_request: bool,
+    host: &str,
+    subset: Option<&str>,
+    request_port: u32,
+) -> std::borrow::Cow<'a, str> {
+    if from_request {
+        std::borrow::Cow::Owned(cluster_name(template, request_port, subset, host))
+    } else {
+        std::borrow::Cow::Borrowed(cluster)
+    }
+}
+
+impl Dest {
+    /// The cluster for a request on `request_port` (`template` is the table's).
+    pub fn cluster_on(&self, template: &str, request_port: u32) -> std::borrow::Cow<'_, str> {
+        cluster_on(template, &self.cluster, self.port_from_request, &self.host, self.subset.as_deref(), request_port)
+    }
+
+    pub fn port_on(&self, request_port: u32) -> u32 {
+        if self.port_from_request {
+            request_port
+        } else {
+            self.port
+        }
+    }
+}
+
+impl Mirror {
+    /// As [`Dest::cluster_on`].
+    pub fn cluster_on(&self, template: &str, request_port: u32) -> std::borrow::Cow<'_, str> {
+        cluster_on(template, &self.cluster, self.port_from_request, &self.host, self.subset.as_deref(), request_port)
+    }
+
+    pub fn port_on(&self, request_port: u32) -> u32 {
+        if self.port_from_request {
+            request_port
+        } else {
+            self.port
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 
 use crate::crd;
 use crate::diag::{Diagnostic, Diagnostics, ResourceRef};
+use crate::k8s::{self, KindClass, Registry};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
@@ -49,6 +50,15 @@ pub struct Settings {
     /// Per-request timeout of a mirror call, milliseconds; a mirror that has not answered by then
     /// counts as failed.
     pub mirror_timeout_ms: u64,
+    /// The Envoy route that reads the routing header carries Istio's default retry policy for
+    /// requests without `x-envoy-max-retries` (what `meshroute envoy`, envoy/sidecar.yaml and
+    /// deploy/istio write). The filter then writes retry hints only for rules whose retries are
+    /// not the default, and a rule with the default policy costs no header writes for it.
+    pub retry_policy_on_route: bool,
+    /// How often the filter hands its counters to Envoy, milliseconds: each VM adds up its
+    /// increments and flushes them on its timer, one host call per changed counter instead of
+    /// one per event. `/stats` is exact up to this much behind; 0 = at every event.
+    pub counter_flush_ms: u64,
     /// MeshConfig `pathNormalization.normalization` for the generated HTTP connection managers:
     /// `NONE`, `BASE` (the default), `MERGE_SLASHES`, `DECODE_AND_MERGE_SLASHES`. The filter
     /// itself decides on the path Envoy has normalized.
@@ -104,6 +114,8 @@ impl Default for Settings {
             mirror_body_budget: 8 * 1024 * 1024,
             mirror_max_in_flight: 256,
             mirror_timeout_ms: 5_000,
+            retry_policy_on_route: false,
+            counter_flush_ms: 1_000,
             path_normalization: "BASE".into(),
             revision: None,
             revision_header: false,
@@ -153,6 +165,8 @@ impl Resource {
 pub struct Bundle {
     pub resources: Vec<Resource>,
     pub settings: Settings,
+    /// Kubernetes Services, workloads, endpoints, Secrets and Namespaces (`crate::k8s`).
+    pub registry: Registry,
 }
 
 impl Bundle {
@@ -233,6 +247,7 @@ pub fn load_value(v: Value) -> (Bundle, Diagnostics) {
     let mut diags = Diagnostics::default();
     let mut raw = Vec::new();
     let mut settings = Settings::default();
+    let mut registry = Registry::default();
     match v {
         Value::Object(mut obj) if obj.contains_key("resources") || obj.contains_key("settings") => {
             if let Some(s) = obj.remove("settings") {
@@ -245,11 +260,21 @@ pub fn load_value(v: Value) -> (Bundle, Diagnostics) {
                     )),
                 }
             }
+            if let Some(r) = obj.remove("registry") {
+                match serde_path_to_error::deserialize::<_, Registry>(r) {
+                    Ok(r) => registry = r,
+                    Err(e) => diags.push(Diagnostic::error(
+                        None,
+                        join_path("registry", &dotted_to_indexed(&e.path().to_string())),
+                        e.inner().to_string(),
+                    )),
+                }
+            }
             for key in obj.keys().filter(|k| *k != "resources") {
                 diags.push(Diagnostic::error(
                     None,
                     key.clone(),
-                    "unknown key in plugin configuration (expected \"resources\" and \"settings\")",
+                    "unknown key in plugin configuration (expected \"resources\", \"settings\" and \"registry\")",
                 ));
             }
             match obj.remove("resources") {
@@ -264,8 +289,9 @@ pub fn load_value(v: Value) -> (Bundle, Diagnostics) {
     // kind/namespace/name is looked up by hash, so many resources load in linear time.
     let mut slots: Vec<Option<Resource>> = Vec::with_capacity(raw.len());
     let mut slot_of: HashMap<(String, String, String), usize> = HashMap::with_capacity(raw.len());
+    let mut skipped = Skipped::default();
     for (index, value) in raw.into_iter().enumerate() {
-        if let Some(r) = parse_resource(index, value, &mut diags) {
+        if let Some(r) = parse_resource(index, value, &mut registry, &mut skipped, &mut diags) {
             // The same kind/namespace/name again replaces the earlier one, as `kubectl apply`
             // of the same files would (docs/semantics.md R5).
             let key = (r.kind.clone(), r.namespace.clone(), r.name.clone());
@@ -288,7 +314,29 @@ pub fn load_value(v: Value) -> (Bundle, Diagnostics) {
         }
     }
     let resources: Vec<Resource> = slots.into_iter().flatten().collect();
-    (Bundle { resources, settings }, diags)
+    skipped.report(&mut diags);
+    (Bundle { resources, settings, registry }, diags)
+}
+
+/// Kinds meshroute does not use, each reported once (on its first object) with a count.
+#[derive(Default)]
+struct Skipped(Vec<(String, ResourceRef, usize)>);
+
+impl Skipped {
+    fn add(&mut self, api_version: &str, r: ResourceRef) {
+        let key = format!("{} ({api_version})", r.kind);
+        match self.0.iter_mut().find(|(k, _, _)| *k == key) {
+            Some((_, _, n)) => *n += 1,
+            None => self.0.push((key, r, 1)),
+        }
+    }
+
+    fn report(self, diags: &mut Diagnostics) {
+        for (key, r, n) in self.0 {
+            let what = if n == 1 { format!("kind {key}") } else { format!("kind {key}, {n} objects,") };
+            diags.push(Diagnostic::info(Some(r), "", format!("{what} not used by meshroute; skipped")));
+        }
+    }
 }
 
 fn flatten(v: Value, out: &mut Vec<Value>) {
@@ -304,7 +352,13 @@ fn flatten(v: Value, out: &mut Vec<Value>) {
     }
 }
 
-fn parse_resource(index: usize, value: Value, diags: &mut Diagnostics) -> Option<Resource> {
+fn parse_resource(
+    index: usize,
+    value: Value,
+    registry: &mut Registry,
+    skipped: &mut Skipped,
+    diags: &mut Diagnostics,
+) -> Option<Resource> {
     let Value::Object(mut obj) = value else {
         diags.push(Diagnostic::error(
             None,
@@ -326,6 +380,17 @@ fn parse_resource(index: usize, value: Value, diags: &mut Diagnostics) -> Option
         namespace: namespace.clone(),
         name: metadata.name.clone(),
     };
+    match k8s::classify(&api_version, &kind) {
+        KindClass::Kubernetes => {
+            k8s::read(&obj, &metadata, reference, registry, diags);
+            return None;
+        }
+        KindClass::NotUsed => {
+            skipped.add(&api_version, reference);
+            return None;
+        }
+        KindClass::Istio => {}
+    }
     let r = Some(reference.clone());
     if !KINDS.contains(&kind.as_str()) {
         let msg = if kind.is_empty() {
@@ -369,17 +434,44 @@ fn parse_resource(index: usize, value: Value, diags: &mut Diagnostics) -> Option
     Some(Resource { index, api_version, kind, name: metadata.name.clone(), namespace, metadata, spec })
 }
 
+#[cfg(feature = "unknown-field-warnings")]
+thread_local! {
+    static REPORT_UNKNOWN_FIELDS: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// Runs `f` with the loader the filter is built with (no `unknown-field-warnings`: no MR0002),
+/// so that a test can check that both refuse the same configurations. Not for production use.
+#[doc(hidden)]
+pub fn as_in_the_filter<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(feature = "unknown-field-warnings")]
+    {
+        let before = REPORT_UNKNOWN_FIELDS.with(|c| c.replace(false));
+        let r = f();
+        REPORT_UNKNOWN_FIELDS.with(|c| c.set(before));
+        r
+    }
+    #[cfg(not(feature = "unknown-field-warnings"))]
+    f()
+}
+
 /// Deserialises a spec, reporting a type error with its field path and every field the type does
 /// not know as a warning.
 fn typed<T: for<'de> Deserialize<'de>>(spec: Value, r: &ResourceRef, diags: &mut Diagnostics) -> Option<T> {
-    let mut ignored = Vec::new();
-    let result = {
+    #[cfg_attr(not(feature = "unknown-field-warnings"), allow(unused_mut))]
+    let mut ignored: Vec<String> = Vec::new();
+    #[cfg(feature = "unknown-field-warnings")]
+    let result = if REPORT_UNKNOWN_FIELDS.with(std::cell::Cell::get) {
         let mut on_ignored = |p: serde_ignored::Path<'_>| ignored.push(render_path(&p));
         // By value: each part of the JSON tree is freed as soon as it is converted, so a big
         // spec is never held twice (a Wasm VM keeps its peak memory for good).
         let de = serde_ignored::Deserializer::new(spec, &mut on_ignored);
         serde_path_to_error::deserialize::<_, T>(de)
+    } else {
+        serde_path_to_error::deserialize::<_, T>(spec)
     };
+    // What the filter runs: unknown fields pass unreported (they were only ever a warning).
+    #[cfg(not(feature = "unknown-field-warnings"))]
+    let result = serde_path_to_error::deserialize::<_, T>(spec);
     match result {
         Ok(t) => {
             for p in ignored {
@@ -403,6 +495,7 @@ fn typed<T: for<'de> Deserialize<'de>>(spec: Value, r: &ResourceRef, diags: &mut
     }
 }
 
+#[cfg(feature = "unknown-field-warnings")]
 fn render_path(p: &serde_ignored::Path<'_>) -> String {
     use serde_ignored::Path;
     match p {

@@ -38,22 +38,76 @@ pub struct Matched<'t> {
     pub mirrors: Vec<&'t Mirror>,
 }
 
+/// The part of a decision that involves no dice: which route serves the request. `decide` is
+/// `select` then `roll`; `explain` starts from the same selection and builds one plan per
+/// possible roll, so the two cannot disagree on the host lookup or the first match.
+#[derive(Debug, Clone, Copy)]
+pub enum Selection<'t> {
+    Passthrough,
+    Default(&'t DefaultRoute),
+    Blocked,
+    NoRoute { vs: &'t CompiledVs },
+    Rule { vs: &'t CompiledVs, rule: &'t Rule, entry: &'t Entry },
+}
+
+impl<'t> Selection<'t> {
+    /// Makes the selection's random choices (destination, fault, mirrors).
+    pub fn roll(self, rng: &mut dyn Random) -> Decision<'t> {
+        match self {
+            Selection::Passthrough => Decision::Passthrough,
+            Selection::Default(d) => Decision::Default(d),
+            Selection::Blocked => Decision::Blocked,
+            Selection::NoRoute { vs } => Decision::NoRoute { vs },
+            Selection::Rule { vs, rule, entry } => Decision::Matched(roll(vs, rule, entry, rng)),
+        }
+    }
+
+    /// The decision with these choices made instead of rolled (what `explain` enumerates):
+    /// `destination` must be one of the rule's; `fault` applies the delay and abort the rule
+    /// has; `mirrors` sends every mirror.
+    pub fn with_choices(self, destination: Option<&'t Dest>, fault: bool, mirrors: bool) -> Decision<'t> {
+        match self {
+            Selection::Rule { vs, rule, entry } => {
+                let f = rule.fault.as_ref().filter(|_| fault);
+                Decision::Matched(Matched {
+                    vs,
+                    rule,
+                    entry,
+                    destination,
+                    delay: f.and_then(|f| f.delay.map(|(d, _)| d)),
+                    abort: f.and_then(|f| f.abort.as_ref().map(|(a, _)| a)),
+                    mirrors: if mirrors { rule.mirrors.iter().collect() } else { Vec::new() },
+                })
+            }
+            Selection::Passthrough => Decision::Passthrough,
+            Selection::Default(d) => Decision::Default(d),
+            Selection::Blocked => Decision::Blocked,
+            Selection::NoRoute { vs } => Decision::NoRoute { vs },
+        }
+    }
+}
+
 impl RouteTable {
     pub fn decide<'t>(&'t self, req: &dyn RequestView, rng: &mut dyn Random) -> Decision<'t> {
+        self.select(req).roll(rng)
+    }
+
+    /// Which route serves `req`: the host lookup and Istio's first match, nothing random.
+    pub fn select<'t>(&'t self, req: &dyn RequestView) -> Selection<'t> {
         let port = self.request_port(req);
         let Some(vs) = self.find_vs(req.authority()) else {
             if let Some(d) = self.default_route(req.authority(), port) {
-                return Decision::Default(d);
+                return Selection::Default(d);
             }
             return if self.registry_only && !self.in_registry(req.authority()) {
-                Decision::Blocked
+                Selection::Blocked
             } else {
-                Decision::Passthrough
+                Selection::Passthrough
             };
         };
-        let Some(entry) = vs.first_match(req, port) else { return Decision::NoRoute { vs } };
-        let Some(rule) = vs.rules.get(entry.rule) else { return Decision::NoRoute { vs } };
-        Decision::Matched(roll(vs, rule, entry, rng))
+        let Some(entry) = vs.first_match(req, port) else { return Selection::NoRoute { vs } };
+        let Some(rule) = vs.rules.get(entry.rule) else { return Selection::NoRoute { vs } };
+        Selection::Rule { vs, rule, entry }
     }
 
     /// The port the request addresses: the authority's, else the scheme's default, else the

@@ -60,6 +60,10 @@ impl Diagnostic {
         Diagnostic { severity: Severity::Warning, code: None, resource, path: path.into(), message: message.into() }
     }
 
+    pub fn info(resource: Option<ResourceRef>, path: impl Into<String>, message: impl Into<String>) -> Self {
+        Diagnostic { severity: Severity::Info, code: None, resource, path: path.into(), message: message.into() }
+    }
+
     pub fn with_code(mut self, code: &'static str) -> Self {
         self.code = Some(code);
         self

@@ -1,9 +1,18 @@
 //! `explain`: what the route table does with one request and why — which VirtualService claims
-//! the host, each rule tried in Istio's order with the condition that failed, and everything the
-//! matching rule will do (destinations with their probabilities, fault, retries, timeout,
-//! mirrors, redirect, direct response, rewrite). Pure data, serialisable; printing is the CLI's.
+//! the host, each rule tried in Istio's order with the condition that failed, and what the proxy
+//! will do.
+//!
+//! What the proxy does is not described here but computed: `explain` takes the same
+//! [`RouteTable::select`] as `decide`, makes each possible choice in turn
+//! ([`Selection::with_choices`]) and hands every resulting decision to the filter's own
+//! [`apply::plan`]. Its destinations, header edits and replies are the plan's, so explain and the
+//! filter cannot disagree. The per-rule "why not" trace and the descriptive parts (retries,
+//! timeout, percentages) are added on top. Pure data, serialisable; printing is the CLI's.
 
-use crate::compile::{Abort, Action, HeaderOps, RetryPolicy, RouteTable, Rule};
+use crate::apply::{self, HeaderOp, LocalReply, Plan};
+use crate::compile::{Abort, Action, Dest, RetryPolicy, RouteTable};
+use crate::decide::Selection;
+use crate::lenient::{Consequence, Tolerance};
 use crate::request::{RequestView, PPM};
 use serde::Serialize;
 use std::time::Duration;
@@ -18,6 +27,13 @@ pub struct Explanation {
     /// Every match block tried, in order, up to and including the one that matched.
     pub evaluated: Vec<RuleCheck>,
     pub matched: Option<MatchedRule>,
+    /// What the proxy does: one branch per destination a roll may choose (one branch when there
+    /// is no choice), each the filter's plan for that choice, without fault (see
+    /// [`MatchedRule::fault`]); mirrors are all shown, with their chance in `matched`.
+    pub branches: Vec<Branch>,
+    /// What happens to the request whatever the branch, because of an error in the
+    /// configuration (a Gateway that does not exist).
+    pub consequence: Option<Consequence>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -64,45 +80,72 @@ pub struct MatchedRule {
     pub rule: usize,
     pub name: Option<String>,
     pub match_index: Option<usize>,
-    pub action: ActionExplained,
-    pub rewrite: Option<RewriteExplained>,
+    /// `forward`, `redirect` or `direct_response`.
+    pub action: &'static str,
     pub fault: Option<FaultExplained>,
     pub retries: RetryExplained,
     /// `None`: no timeout (Istio's default).
     pub timeout_ms: Option<u64>,
     pub mirrors: Vec<MirrorExplained>,
-    pub request_headers: HeaderOpsExplained,
-    pub response_headers: HeaderOpsExplained,
     pub cors: bool,
-    /// Envoy router headers the filter adds so that the router retries and times out as Istio
-    /// would (`x-envoy-retry-on`, `x-envoy-upstream-rq-timeout-ms`, ...).
-    pub router_hints: Vec<Hint>,
+    /// Errors in this rule that istiod serves anyway (only with a configuration that has errors).
+    pub findings: Vec<String>,
 }
 
+/// One possible fate of the request.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum ActionExplained {
-    Forward { destinations: Vec<DestinationExplained> },
-    Redirect { code: u32, location: String },
-    DirectResponse { status: u32, body_bytes: usize, body: String },
+pub struct Branch {
+    /// Chance of this branch, in percent.
+    pub percent: f64,
+    /// The destination chosen, for a forwarding rule.
+    pub destination: Option<DestinationExplained>,
+    /// What the filter does (its plan).
+    pub plan: PlanExplained,
+    /// What Envoy then does because of an error in the configuration (a cluster that does not
+    /// exist); `None` when the plan is the whole story.
+    pub consequence: Option<Consequence>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DestinationExplained {
-    pub cluster: String,
     pub host: String,
     pub subset: Option<String>,
     pub port: u32,
     pub weight: u32,
-    /// weight / total weight, in percent.
-    pub percent: f64,
+}
+
+/// A [`Plan`] in serialisable form.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PlanExplained {
+    /// The cluster the routing header names: where Envoy's router sends the request.
+    pub cluster: Option<String>,
+    /// Request header edits, in order (the routing header and router hints included).
+    pub request_headers: Vec<HeaderEdit>,
+    /// The reply the proxy makes instead of forwarding.
+    pub reply: Option<ReplyExplained>,
+    pub delay_ms: Option<u64>,
+    pub abort: Option<ReplyExplained>,
+    /// Mirror clusters a copy goes to.
+    pub mirrors: Vec<String>,
+    pub response_headers: Vec<HeaderEdit>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RewriteExplained {
-    /// The path the upstream will see (query kept).
-    pub path: Option<String>,
-    pub authority: Option<String>,
+pub struct HeaderEdit {
+    /// `set`, `add` or `remove`.
+    pub op: &'static str,
+    pub name: String,
+    pub value: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReplyExplained {
+    /// The HTTP status the client sees.
+    pub status: u32,
+    /// For a gRPC reply: the `grpc-status`.
+    pub grpc_status: Option<u32>,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -122,6 +165,8 @@ pub struct AbortExplained {
     pub http_status: Option<u32>,
     pub grpc_status: Option<u32>,
     pub percent: f64,
+    /// The reply, as the filter's plan makes it for this request.
+    pub reply: Option<ReplyExplained>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -146,23 +191,64 @@ pub struct MirrorExplained {
     pub percent: f64,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct HeaderOpsExplained {
-    pub set: Vec<(String, String)>,
-    pub add: Vec<(String, String)>,
-    pub remove: Vec<String>,
+impl PlanExplained {
+    /// `routing_header` names the header whose value is the cluster.
+    pub fn new(p: &Plan, routing_header: &str) -> Self {
+        let cluster = p.request_ops.iter().find_map(|op| match op {
+            HeaderOp::Set(k, v) if k == routing_header => Some(v.clone()),
+            _ => None,
+        });
+        PlanExplained {
+            cluster,
+            request_headers: p.request_ops.iter().map(HeaderEdit::from).collect(),
+            reply: p.local_reply.as_ref().map(ReplyExplained::from),
+            delay_ms: p.delay.map(ms),
+            abort: p.abort.as_ref().map(ReplyExplained::from),
+            mirrors: p.mirrors.iter().map(|m| m.cluster.clone()).collect(),
+            response_headers: p.response_ops.iter().map(HeaderEdit::from).collect(),
+        }
+    }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Hint {
-    pub name: String,
-    pub value: String,
+impl From<&HeaderOp> for HeaderEdit {
+    fn from(op: &HeaderOp) -> Self {
+        match op {
+            HeaderOp::Set(k, v) => HeaderEdit { op: "set", name: k.clone(), value: Some(v.clone()) },
+            HeaderOp::Add(k, v) => HeaderEdit { op: "add", name: k.clone(), value: Some(v.clone()) },
+            HeaderOp::Remove(k) => HeaderEdit { op: "remove", name: k.clone(), value: None },
+        }
+    }
+}
+
+impl From<&LocalReply> for ReplyExplained {
+    fn from(r: &LocalReply) -> Self {
+        match r {
+            LocalReply::Http { status, headers, body } => ReplyExplained {
+                status: *status,
+                grpc_status: None,
+                headers: headers.clone(),
+                body: String::from_utf8_lossy(body).into_owned(),
+            },
+            LocalReply::Grpc { status, message } => ReplyExplained {
+                status: r.http_status(),
+                grpc_status: Some(*status),
+                headers: vec![("grpc-message".into(), message.clone())],
+                body: String::new(),
+            },
+        }
+    }
 }
 
 impl RouteTable {
-    /// Explains what [`RouteTable::decide`] does with `req`, without rolling any dice: every
-    /// probability is reported instead.
+    /// Explains what [`RouteTable::decide`] and [`apply::plan`] do with `req`, without rolling
+    /// any dice: every choice is shown with its probability.
     pub fn explain(&self, req: &dyn RequestView) -> Explanation {
+        self.explain_with(req, &Tolerance::default())
+    }
+
+    /// As [`RouteTable::explain`], for a table built by [`crate::lenient::compile_lenient`]:
+    /// each branch that an error decides carries its consequence.
+    pub fn explain_with(&self, req: &dyn RequestView, tolerated: &Tolerance) -> Explanation {
         let port = self.request_port(req);
         let request = RequestSummary {
             method: req.method().to_string(),
@@ -171,174 +257,175 @@ impl RouteTable {
             path: req.path().to_string(),
             port,
         };
-        let Some(vs) = self.find_vs(req.authority()) else {
-            if let Some(d) = self.default_route(req.authority(), port) {
-                let matched = MatchedRule {
+        let selection = self.select(req);
+        let plan_of = |destination: Option<&Dest>, fault: bool| {
+            let decision = selection.with_choices(destination, fault, !fault);
+            PlanExplained::new(&apply::plan(self, &decision, req), &self.routing_header)
+        };
+        let single = |plan: PlanExplained| vec![Branch { percent: 100.0, destination: None, plan, consequence: None }];
+        let mut e = Explanation {
+            request,
+            outcome: Outcome::Passthrough,
+            virtual_service: None,
+            hosts: Vec::new(),
+            evaluated: Vec::new(),
+            matched: None,
+            branches: Vec::new(),
+            consequence: tolerated.request_consequence(),
+        };
+        match selection {
+            Selection::Passthrough => e.branches = single(plan_of(None, false)),
+            Selection::Blocked => {
+                e.outcome = Outcome::Blocked;
+                e.branches = single(plan_of(None, false));
+            }
+            Selection::Default(d) => {
+                e.outcome = Outcome::DefaultRoute;
+                e.hosts = vec![d.host.clone()];
+                e.matched = Some(MatchedRule {
                     rule: 0,
                     name: None,
                     match_index: None,
-                    action: ActionExplained::Forward {
-                        destinations: vec![DestinationExplained {
-                            cluster: d.cluster.clone(),
-                            host: d.host.clone(),
-                            subset: None,
-                            port: d.port,
-                            weight: 1,
-                            percent: 100.0,
-                        }],
-                    },
-                    rewrite: None,
+                    action: "forward",
                     fault: None,
                     retries: retry(&d.retry),
                     timeout_ms: None,
                     mirrors: Vec::new(),
-                    request_headers: HeaderOpsExplained::default(),
-                    response_headers: HeaderOpsExplained::default(),
                     cors: false,
-                    router_hints: router_hints(&d.retry, None),
-                };
-                return Explanation {
-                    request,
-                    outcome: Outcome::DefaultRoute,
-                    virtual_service: None,
-                    hosts: vec![d.host.clone()],
-                    evaluated: Vec::new(),
-                    matched: Some(matched),
-                };
+                    findings: Vec::new(),
+                });
+                e.branches = vec![Branch {
+                    percent: 100.0,
+                    destination: Some(DestinationExplained {
+                        host: d.host.clone(),
+                        subset: None,
+                        port: d.port,
+                        weight: 1,
+                    }),
+                    plan: plan_of(None, false),
+                    consequence: None,
+                }];
             }
-            let outcome = if self.registry_only && !self.in_registry(req.authority()) {
-                Outcome::Blocked
-            } else {
-                Outcome::Passthrough
-            };
-            return Explanation {
-                request,
-                outcome,
-                virtual_service: None,
-                hosts: Vec::new(),
-                evaluated: Vec::new(),
-                matched: None,
-            };
-        };
-        let mut evaluated = Vec::new();
-        let mut matched = None;
-        for entry in &vs.entries {
-            let Some(rule) = vs.rules.get(entry.rule) else { continue };
-            let result = entry.block.check(req, port);
-            evaluated.push(RuleCheck {
-                rule: rule.index,
-                rule_name: rule.name.clone(),
-                match_index: entry.match_index,
-                match_name: entry.block.name.clone(),
-                matched: result.is_ok(),
-                reason: result.err().map(|m| m.0),
-            });
-            if evaluated.last().is_some_and(|c| c.matched) {
-                matched = Some(explain_rule(rule, entry, req));
-                break;
+            Selection::NoRoute { vs } => {
+                e.outcome = Outcome::NoRoute;
+                e.virtual_service = Some(vs.name.clone());
+                e.hosts = vs.hosts.clone();
+                e.evaluated = trace(vs, req, port, None);
+                e.branches = single(plan_of(None, false));
+            }
+            Selection::Rule { vs, rule, entry } => {
+                e.outcome = Outcome::Matched;
+                e.virtual_service = Some(vs.name.clone());
+                e.hosts = vs.hosts.clone();
+                e.evaluated = trace(vs, req, port, Some(entry));
+                let fault = rule.fault.as_ref().map(|f| {
+                    let forced = plan_of(first_destination(&rule.action), true);
+                    FaultExplained {
+                        delay: f.delay.map(|(d, ppm)| DelayExplained { fixed_delay_ms: ms(d), percent: percent(ppm) }),
+                        abort: f.abort.as_ref().map(|(a, ppm)| AbortExplained {
+                            http_status: match a {
+                                Abort::Http(s) => Some(*s),
+                                Abort::Grpc(_) => None,
+                            },
+                            grpc_status: match a {
+                                Abort::Grpc(s) => Some(*s),
+                                Abort::Http(_) => None,
+                            },
+                            percent: percent(*ppm),
+                            reply: forced.abort.clone(),
+                        }),
+                    }
+                });
+                e.matched = Some(MatchedRule {
+                    rule: rule.index,
+                    name: rule.name.clone(),
+                    match_index: entry.match_index,
+                    action: match rule.action {
+                        Action::Forward { .. } => "forward",
+                        Action::Redirect(_) => "redirect",
+                        Action::DirectResponse { .. } => "direct_response",
+                    },
+                    fault,
+                    retries: retry(&rule.retry),
+                    timeout_ms: rule.timeout.map(ms),
+                    mirrors: rule
+                        .mirrors
+                        .iter()
+                        .map(|m| MirrorExplained {
+                            cluster: m.cluster_on(&self.cluster_template, port).into_owned(),
+                            host: m.host.clone(),
+                            subset: m.subset.clone(),
+                            port: m.port_on(port),
+                            percent: percent(m.ppm),
+                        })
+                        .collect(),
+                    cors: rule.cors.is_some(),
+                    findings: tolerated.rule_findings(&vs.name, rule.index).iter().map(|d| d.to_string()).collect(),
+                });
+                e.branches = match &rule.action {
+                    Action::Forward { destinations, total_weight } if !destinations.is_empty() => destinations
+                        .iter()
+                        .map(|d| Branch {
+                            percent: if destinations.len() == 1 || *total_weight == 0 {
+                                100.0
+                            } else {
+                                f64::from(d.weight) * 100.0 / *total_weight as f64
+                            },
+                            destination: Some(DestinationExplained {
+                                host: d.host.clone(),
+                                subset: d.subset.clone(),
+                                port: d.port_on(port),
+                                weight: d.weight,
+                            }),
+                            plan: plan_of(Some(d), false),
+                            consequence: tolerated.forward_consequence(&vs.name, rule.index, d),
+                        })
+                        .collect(),
+                    _ => single(plan_of(None, false)),
+                };
+                // A finding that already marks a branch is not repeated on the rule.
+                if let Some(m) = e.matched.as_mut() {
+                    m.findings.retain(|f| {
+                        !e.branches.iter().any(|b| b.consequence.as_ref().is_some_and(|c| &c.finding == f))
+                    });
+                }
             }
         }
-        Explanation {
-            request,
-            outcome: if matched.is_some() { Outcome::Matched } else { Outcome::NoRoute },
-            virtual_service: Some(vs.name.clone()),
-            hosts: vs.hosts.clone(),
-            evaluated,
-            matched,
-        }
+        e
     }
 }
 
-fn explain_rule(rule: &Rule, entry: &crate::compile::Entry, req: &dyn RequestView) -> MatchedRule {
-    let action = match &rule.action {
-        Action::Forward { destinations, total_weight } => ActionExplained::Forward {
-            destinations: destinations
-                .iter()
-                .map(|d| DestinationExplained {
-                    cluster: d.cluster.clone(),
-                    host: d.host.clone(),
-                    subset: d.subset.clone(),
-                    port: d.port,
-                    weight: d.weight,
-                    percent: if *total_weight == 0 { 0.0 } else { f64::from(d.weight) * 100.0 / *total_weight as f64 },
-                })
-                .collect(),
-        },
-        Action::Redirect(r) => ActionExplained::Redirect { code: r.code, location: r.location(req) },
-        Action::DirectResponse { status, body } => ActionExplained::DirectResponse {
-            status: *status,
-            body_bytes: body.len(),
-            body: String::from_utf8_lossy(body).into_owned(),
-        },
-    };
-    let rewrite = rule.rewrite.as_ref().map(|rw| RewriteExplained {
-        path: rule.rewritten_path(&entry.block, req.path()),
-        authority: rw.authority.clone(),
-    });
-    let fault = rule.fault.as_ref().map(|f| FaultExplained {
-        delay: f.delay.map(|(d, ppm)| DelayExplained { fixed_delay_ms: ms(d), percent: percent(ppm) }),
-        abort: f.abort.as_ref().map(|(a, ppm)| AbortExplained {
-            http_status: match a {
-                Abort::Http(s) => Some(*s),
-                Abort::Grpc(_) => None,
-            },
-            grpc_status: match a {
-                Abort::Grpc(s) => Some(*s),
-                Abort::Http(_) => None,
-            },
-            percent: percent(*ppm),
-        }),
-    });
-    let r = &rule.retry;
-    MatchedRule {
-        rule: rule.index,
-        name: rule.name.clone(),
-        match_index: entry.match_index,
-        action,
-        rewrite,
-        fault,
-        retries: retry(r),
-        timeout_ms: rule.timeout.map(ms),
-        mirrors: rule
-            .mirrors
-            .iter()
-            .map(|m| MirrorExplained {
-                cluster: m.cluster.clone(),
-                host: m.host.clone(),
-                subset: m.subset.clone(),
-                port: m.port,
-                percent: percent(m.ppm),
-            })
-            .collect(),
-        request_headers: ops(&rule.request_headers),
-        response_headers: ops(&rule.response_headers),
-        cors: rule.cors.is_some(),
-        router_hints: router_hints(&rule.retry, rule.timeout),
+fn first_destination(a: &Action) -> Option<&Dest> {
+    match a {
+        Action::Forward { destinations, .. } => destinations.first(),
+        _ => None,
     }
 }
 
-/// The Envoy router request headers that carry a rule's retry and timeout policy (the route
-/// itself says `timeout: 0s` and no retries, as the CLI's Envoy config does).
-pub fn router_hints(retry: &RetryPolicy, timeout: Option<Duration>) -> Vec<Hint> {
+/// The "why not" trace: every entry before the selected one with the condition that failed,
+/// then the selected one (`None`: none matched, so every entry).
+fn trace(
+    vs: &crate::compile::CompiledVs,
+    req: &dyn RequestView,
+    port: u32,
+    selected: Option<&crate::compile::Entry>,
+) -> Vec<RuleCheck> {
     let mut out = Vec::new();
-    let mut hint = |name: &str, value: String| out.push(Hint { name: name.to_string(), value });
-    if retry.attempts > 0 {
-        if !retry.retry_on.is_empty() {
-            hint("x-envoy-retry-on", retry.retry_on.clone());
+    for entry in &vs.entries {
+        let Some(rule) = vs.rules.get(entry.rule) else { continue };
+        let chosen = selected.is_some_and(|s| std::ptr::eq(s, entry));
+        let reason = if chosen { None } else { entry.block.check(req, port).err().map(|m| m.0) };
+        out.push(RuleCheck {
+            rule: rule.index,
+            rule_name: rule.name.clone(),
+            match_index: entry.match_index,
+            match_name: entry.block.name.clone(),
+            matched: chosen,
+            reason,
+        });
+        if chosen {
+            break;
         }
-        if !retry.grpc_retry_on.is_empty() {
-            hint("x-envoy-retry-grpc-on", retry.grpc_retry_on.clone());
-        }
-        hint("x-envoy-max-retries", retry.attempts.to_string());
-        if !retry.retriable_status_codes.is_empty() {
-            hint("x-envoy-retriable-status-codes", retry.retriable_status_codes.clone());
-        }
-        if let Some(p) = retry.per_try_timeout {
-            hint("x-envoy-upstream-rq-per-try-timeout-ms", ms(p).to_string());
-        }
-    }
-    if let Some(t) = timeout {
-        hint("x-envoy-upstream-rq-timeout-ms", ms(t).to_string());
     }
     out
 }
@@ -353,10 +440,6 @@ fn retry(r: &RetryPolicy) -> RetryExplained {
         retry_remote_localities: r.retry_remote_localities,
         istio_default: r.is_default,
     }
-}
-
-fn ops(h: &HeaderOps) -> HeaderOpsExplained {
-    HeaderOpsExplained { set: h.set.clone(), add: h.add.clone(), remove: h.remove.clone() }
 }
 
 fn ms(d: Duration) -> u64 {
@@ -379,6 +462,10 @@ mod tests {
         crate::testutil::reviews_table(http, json!({}))
     }
 
+    fn set(plan: &PlanExplained, name: &str) -> Option<String> {
+        plan.request_headers.iter().find(|h| h.op == "set" && h.name == name).and_then(|h| h.value.clone())
+    }
+
     #[cfg_attr(not(target_arch = "wasm32"), test)]
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn earlier_rules_say_why_they_did_not_match() {
@@ -396,7 +483,17 @@ mod tests {
         let m = e.matched.expect("matched");
         assert_eq!(m.rule, 1);
         assert!(m.retries.istio_default);
-        assert_eq!(m.router_hints[0].name, "x-envoy-retry-on");
+        assert_eq!(set(&e.branches[0].plan, "x-envoy-max-retries").as_deref(), Some("2"));
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    fn disabled_retries_show_the_zero_the_filter_writes() {
+        // Issue 8 item 9: the filter writes `x-envoy-max-retries: 0`; explain used to show none.
+        let t = table(json!([{"retries": {"attempts": 0}, "route": [{"destination": {"host": "reviews"}}]}]));
+        let e = t.explain(&Request::new("GET", "reviews", "/"));
+        assert_eq!(e.matched.expect("matched").retries.attempts, 0);
+        assert_eq!(set(&e.branches[0].plan, "x-envoy-max-retries").as_deref(), Some("0"));
     }
 
     #[cfg_attr(not(target_arch = "wasm32"), test)]
@@ -407,14 +504,27 @@ mod tests {
             {"destination": {"host": "reviews", "subset": "v2"}, "weight": 20}],
             "timeout": "5s", "fault": {"abort": {"httpStatus": 500, "percentage": {"value": 5}}}}]));
         let e = t.explain(&Request::new("GET", "reviews", "/"));
-        let m = e.matched.expect("matched");
-        let ActionExplained::Forward { destinations } = &m.action else { panic!("{:?}", m.action) };
-        let pct: Vec<f64> = destinations.iter().map(|d| d.percent).collect();
+        let pct: Vec<f64> = e.branches.iter().map(|b| b.percent).collect();
         assert_eq!(pct, vec![80.0, 20.0]);
+        assert_eq!(e.branches[1].plan.cluster.as_deref(), Some("outbound|80|v2|reviews.default.svc.cluster.local"));
+        assert_eq!(set(&e.branches[0].plan, "x-envoy-upstream-rq-timeout-ms").as_deref(), Some("5000"));
+        // Branches are the plans without fault; the fault is shown with the reply it makes.
+        assert!(e.branches.iter().all(|b| b.plan.abort.is_none()));
+        let m = e.matched.expect("matched");
         assert_eq!(m.timeout_ms, Some(5000));
-        assert!(m.router_hints.iter().any(|h| h.name == "x-envoy-upstream-rq-timeout-ms" && h.value == "5000"));
         let abort = m.fault.and_then(|f| f.abort).expect("abort");
         assert_eq!((abort.http_status, abort.percent), (Some(500), 5.0));
+        assert_eq!(abort.reply.map(|r| (r.status, r.body)), Some((500, "fault filter abort".into())));
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    fn redirects_show_the_location_the_plan_replies_with() {
+        let t = table(json!([{"redirect": {"uri": "/moved", "authority": "new.example.com"}}]));
+        let e = t.explain(&Request::new("GET", "reviews", "/old?a=1"));
+        let reply = e.branches[0].plan.reply.clone().expect("reply");
+        assert_eq!(reply.status, 301);
+        assert_eq!(reply.headers, vec![("location".to_string(), "http://new.example.com/moved?a=1".to_string())]);
     }
 
     #[cfg_attr(not(target_arch = "wasm32"), test)]
@@ -429,20 +539,20 @@ mod tests {
         let t = c.table.expect("table");
         let e = t.explain(&Request::new("GET", "weather.example.com", "/"));
         assert_eq!(e.outcome, Outcome::DefaultRoute);
-        let m = e.matched.expect("default route");
-        assert!(
-            matches!(&m.action, ActionExplained::Forward { destinations } if destinations[0].cluster == "outbound|80||weather.example.com")
-        );
-        assert!(m.retries.istio_default);
+        assert_eq!(e.branches[0].plan.cluster.as_deref(), Some("outbound|80||weather.example.com"));
+        assert!(e.matched.expect("default route").retries.istio_default);
     }
 
     #[cfg_attr(not(target_arch = "wasm32"), test)]
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn unknown_host_is_passthrough_and_unmatched_is_no_route() {
         let t = table(json!([{"match": [{"uri": {"prefix": "/a"}}], "route": [{"destination": {"host": "reviews"}}]}]));
-        assert_eq!(t.explain(&Request::new("GET", "other", "/")).outcome, Outcome::Passthrough);
+        let e = t.explain(&Request::new("GET", "other", "/"));
+        assert_eq!(e.outcome, Outcome::Passthrough);
+        assert_eq!(e.branches[0].plan, PlanExplained::default());
         let e = t.explain(&Request::new("GET", "reviews", "/b"));
         assert_eq!(e.outcome, Outcome::NoRoute);
         assert_eq!(e.evaluated[0].reason.as_deref(), Some("uri \"/b\" does not match prefix \"/a\""));
+        assert_eq!(e.branches[0].plan.reply.as_ref().map(|r| r.status), Some(404));
     }
 }

@@ -12,7 +12,9 @@ pub mod duration;
 #[cfg(feature = "envoy")]
 pub mod envoy;
 pub mod host;
+pub mod k8s;
 pub mod metrics;
+pub mod pem;
 
 pub use config::{load_json, load_value, Bundle, Resource, Settings, Spec};
 pub use diag::{Diagnostic, Diagnostics, ResourceRef, Severity};
@@ -22,6 +24,7 @@ pub mod compile;
 pub mod decide;
 pub mod explain;
 pub mod index;
+pub mod lenient;
 pub mod matcher;
 pub mod request;
 pub mod validate;
@@ -30,7 +33,7 @@ pub mod validate;
 mod testutil;
 
 pub use compile::{compile, compile_json, Compiled, RouteTable};
-pub use decide::{Decision, Matched};
+pub use decide::{Decision, Matched, Selection};
 pub use explain::Explanation;
 pub use request::{Random, Request, RequestView, SplitMix64};
 pub use validate::validate;

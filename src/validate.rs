@@ -18,6 +18,8 @@ mod analyze;
 mod common;
 mod destination_rule;
 mod gateway;
+mod istio_parity;
+mod k8s_registry;
 mod service_entry;
 mod sidecar;
 mod virtual_service;
@@ -125,6 +127,8 @@ pub fn validate(bundle: &Bundle) -> Diagnostics {
     }
     sidecar::check_settings(&mut cx);
     analyze::run(&mut cx);
+    k8s_registry::run(&mut cx);
+    istio_parity::run(&mut cx);
     // Identical findings are reported once (as istioctl's `SortedDedupedCopy`): `Diagnostics`
     // drops repeats as they are pushed.
     cx.out

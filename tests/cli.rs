@@ -470,7 +470,9 @@ fn explain_header_route_says_why_the_first_rule_did_not_match() {
     let v: Value = serde_json::from_str(&dbg.stdout).expect("JSON");
     assert_eq!(v["outcome"], "matched");
     assert_eq!(v["matched"]["rule"], 0);
-    assert_eq!(v["matched"]["action"]["destinations"][0]["subset"], "v2");
+    assert_eq!(v["branches"][0]["destination"]["subset"], "v2");
+    assert_eq!(v["branches"][0]["plan"]["cluster"], "outbound|80|v2|product-service.default.svc.cluster.local");
+    assert!(v["findings"].as_array().expect("findings").iter().all(|f| f["severity"] != "error"), "{}", dbg.stdout);
     let wrong = meshroute(&[
         "explain",
         "-f",
@@ -505,12 +507,8 @@ fn explain_canary_split_gives_80_and_20_percent() {
         "--json",
     ]);
     let v: Value = serde_json::from_str(&json.stdout).expect("JSON");
-    let pct: Vec<f64> = v["matched"]["action"]["destinations"]
-        .as_array()
-        .expect("destinations")
-        .iter()
-        .map(|d| d["percent"].as_f64().expect("percent"))
-        .collect();
+    let pct: Vec<f64> =
+        v["branches"].as_array().expect("branches").iter().map(|b| b["percent"].as_f64().expect("percent")).collect();
     assert_eq!(pct, vec![80.0, 20.0]);
 }
 
@@ -522,7 +520,11 @@ fn explain_shows_fault_retries_timeout_and_mirrors() {
     let retry =
         meshroute(&["explain", "-f", SUBSETS, "-f", "examples/retry-config.yaml", "GET", "http://order-service/"]);
     assert!(retry.stdout.contains("retries: 3 attempts on"), "{}", retry.stdout);
-    assert!(retry.stdout.contains("x-envoy-upstream-rq-per-try-timeout-ms: 2000"), "{}", retry.stdout);
+    assert!(
+        retry.stdout.contains("request header set x-envoy-upstream-rq-per-try-timeout-ms: 2000"),
+        "{}",
+        retry.stdout
+    );
     let timeout =
         meshroute(&["explain", "-f", SUBSETS, "-f", "examples/timeout-config.yaml", "GET", "http://checkout-service/"]);
     assert!(timeout.stdout.contains("timeout: 30000 ms"), "{}", timeout.stdout);
@@ -539,6 +541,70 @@ fn explain_shows_fault_retries_timeout_and_mirrors() {
     assert!(none.stdout.contains("result: no rule matches: 404"), "{}", none.stdout);
     let pass = meshroute(&["explain", "-f", SUBSETS, "-f", "examples/uri-route.yaml", "GET", "http://elsewhere/"]);
     assert!(pass.stdout.contains("no VirtualService claims host"), "{}", pass.stdout);
+}
+
+#[test]
+fn explain_on_a_broken_configuration_prints_findings_then_each_consequence() {
+    // Without the DestinationRules the canary's subsets are undefined (IST0101): istiod serves it
+    // anyway, and every request ends in Envoy's 503.
+    let out = meshroute(&["explain", "-f", "examples/weight-route.yaml", "GET", "http://product-service/"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stdout.starts_with("findings: 2 error(s)"), "{}", out.stdout);
+    let findings_end = out.stdout.find("request: GET").expect("explanation after the findings");
+    assert!(out.stdout[..findings_end].contains("examples/weight-route.yaml:12:"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("→ 503 (no healthy upstream: subset v1 is defined by no DestinationRule)"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains(" 20.00%  outbound|80|v2|product-service"), "{}", out.stdout);
+
+    let json = meshroute(&["explain", "-f", "examples/weight-route.yaml", "GET", "http://product-service/", "--json"]);
+    assert_eq!(json.code, 1);
+    let v: Value = serde_json::from_str(&json.stdout).expect("JSON");
+    let errors: Vec<&Value> =
+        v["findings"].as_array().expect("findings").iter().filter(|f| f["severity"] == "error").collect();
+    assert_eq!(errors.len(), 2);
+    assert_eq!(errors[0]["code"], "IST0101");
+    for b in v["branches"].as_array().expect("branches") {
+        assert_eq!(b["consequence"]["status"], 503, "{b}");
+    }
+
+    // A resource the webhook refuses is left out: its host falls back to passthrough.
+    let dir = temp_dir("explain-broken");
+    let bad = write(&dir, "bad.yaml", "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a}\nspec:\n  hosts: [a]\n  http:\n  - route:\n    - destination: {host: a}\n      weight: -5\n    - destination: {host: b}\n      weight: 105\n");
+    let out = meshroute(&["explain", "-f", &bad, "GET", "http://a/"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stdout.contains("refused by Istio's admission webhook"), "{}", out.stdout);
+    assert!(out.stdout.contains("no VirtualService claims host \"a\""), "{}", out.stdout);
+
+    // Acting as a Gateway that does not exist: no request reaches the routes at all.
+    let out = meshroute(&[
+        "explain",
+        "-f",
+        "examples/gateway-vs-binding.yaml",
+        "-f",
+        SUBSETS,
+        "--gateway",
+        "default/public-gateway",
+        "GET",
+        "http://api.example.com/products",
+        "--json",
+    ]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let v: Value = serde_json::from_str(&out.stdout).expect("JSON");
+    assert!(
+        v["consequence"]["reason"].as_str().is_some_and(|r| r.starts_with("no Gateway default/public-gateway exists")),
+        "{}",
+        out.stdout
+    );
+
+    // compile and envoy keep refusing.
+    for cmd in [&["compile"][..], &["envoy", "--wasm", "meshroute.wasm"]] {
+        let out = meshroute(&[cmd, &["-f", "examples/weight-route.yaml"]].concat());
+        assert_eq!(out.code, 1, "{cmd:?}: {}", out.stderr);
+        assert!(out.stdout.is_empty(), "{cmd:?}: {}", out.stdout);
+    }
 }
 
 #[test]
@@ -722,4 +788,29 @@ mod support_tls {
             .expect("the openssl command is needed for TLS tests");
         assert!(status.success(), "openssl failed");
     }
+}
+
+#[test]
+fn beyond_a_thousand_errors_the_rest_are_counted_not_printed() {
+    let rules: Vec<String> = (0..1005)
+        .map(|i| {
+            format!("  - match: [{{uri: {{regex: \"/g/{i}/[0-9\"}}}}]\n    route: [{{destination: {{host: backend}}}}]")
+        })
+        .collect();
+    let yaml = format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: many, namespace: default}}\nspec:\n  hosts: [shop]\n  http:\n{}\n",
+        rules.join("\n")
+    );
+    let dir = temp_dir("cap");
+    let file = write(&dir, "many.yaml", &yaml);
+    let out = meshroute(&["validate", "-f", &file]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let errors = out.stdout.lines().filter(|l| l.starts_with("error: ")).count();
+    assert_eq!(errors, 1000, "{}", out.stdout);
+    assert!(
+        out.stdout.contains("meshroute: 5 more errors not shown (the first 1000 of each severity are kept)"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stderr.contains("1005 error(s)"), "{}", out.stderr);
 }

@@ -38,14 +38,28 @@ struct Proxy {
 }
 
 fn start(wasm: &Path, tag: &str, resources: &str, settings: Option<&str>, extra: &[&str]) -> Proxy {
+    start_moved(wasm, tag, resources, settings, extra, &[])
+}
+
+/// Like [`start`], with the Gateway listener ports `moved` (which must occur as `port_value: N`
+/// in the generated config) rewritten to 0 before Envoy starts: the CRDs name fixed ports and
+/// Envoy binds free ones, read back with `Proxy::gateway_port`.
+fn start_moved(
+    wasm: &Path,
+    tag: &str,
+    resources: &str,
+    settings: Option<&str>,
+    extra: &[&str],
+    moved: &[u16],
+) -> Proxy {
     let dir = temp_dir(tag);
     let res = dir.join("resources.yaml");
     std::fs::write(&res, resources).expect("write resources");
-    let (listen, admin) = (free_port(), free_port());
+    // Envoy binds both itself (port 0); the harness reads them back.
     let out = dir.join("envoy.yaml");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshroute"));
     cmd.arg("envoy").arg("-f").arg(&res).arg("--wasm").arg(wasm).arg("-o").arg(&out);
-    cmd.args(["--listen", &format!("127.0.0.1:{listen}"), "--admin", &format!("127.0.0.1:{admin}")]);
+    cmd.args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]);
     if let Some(s) = settings {
         let sp = dir.join("settings.yaml");
         std::fs::write(&sp, s).expect("write settings");
@@ -54,9 +68,23 @@ fn start(wasm: &Path, tag: &str, resources: &str, settings: Option<&str>, extra:
     cmd.args(extra);
     let o = cmd.output().expect("run meshroute");
     assert!(o.status.success(), "meshroute envoy failed:\n{}", String::from_utf8_lossy(&o.stderr));
-    let yaml = std::fs::read_to_string(&out).expect("generated config");
-    let envoy = Envoy::start(&yaml, &[("ADMIN_PORT", &admin.to_string())]);
-    Proxy { envoy, port: listen }
+    let mut yaml = std::fs::read_to_string(&out).expect("generated config");
+    for port in moved {
+        let needle = format!("port_value: {port}\n");
+        assert!(yaml.contains(&needle), "the generated config listens on {port}:\n{yaml}");
+        yaml = yaml.replace(&needle, "port_value: 0\n");
+    }
+    let envoy = Envoy::start(&yaml, &[]);
+    // A Gateway's listeners are on its server ports; the sidecar's is the one bound here.
+    let port = envoy.listener_ports().expect("listeners").get("meshroute_outbound").copied().unwrap_or(0);
+    Proxy { envoy, port }
+}
+
+impl Proxy {
+    /// The port Envoy bound for the listener of the Gateway server port `number`.
+    fn gateway_port(&self, number: u16) -> u16 {
+        self.envoy.listener_port(&format!("gateway_{number}"))
+    }
 }
 
 fn get(port: u16, host: &str, path: &str, headers: &[(&str, &str)]) -> Response {
@@ -330,20 +358,23 @@ fn gateway_redirects_http_terminates_tls_and_its_virtual_service_is_not_in_the_m
         .output()
         .expect("openssl is needed for the TLS test");
     assert!(status.status.success());
-    let (http_port, https_port) = (free_port(), free_port());
+    // Labels only: the generated listeners are moved to ports Envoy binds itself.
+    let (http_port, https_port) = (7080, 7443);
     let resources = format!(
         "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: istio-system}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n  - port: {{number: {http_port}, name: http, protocol: HTTP}}\n    hosts: [\"*.example.com\"]\n    tls: {{httpsRedirect: true}}\n  - port: {{number: {https_port}, name: https, protocol: HTTPS}}\n    hosts: [\"*.example.com\"]\n    tls: {{mode: SIMPLE, credentialName: shop-tls}}\n---\n\
          {}\
          apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: shop, namespace: default}}\nspec:\n  hosts: [shop.example.com]\n  gateways: [istio-system/gw]\n  http:\n  - match: [{{uri: {{prefix: /products}}}}]\n    route:\n    - destination: {{host: products.internal}}\n",
         service_entry("products", "products.internal", &[(&up, None)])
     );
-    let gw = start(
+    let gw = start_moved(
         &wasm,
         "gw",
         &resources,
         None,
         &["--gateway", "istio-system/gw", "--credentials-dir", &dir.display().to_string()],
+        &[http_port, https_port],
     );
+    let (http_port, https_port) = (gw.gateway_port(http_port), gw.gateway_port(https_port));
     let r = get(http_port, "shop.example.com", "/products/1", &[]);
     assert_eq!(r.status, 301, "httpsRedirect");
     assert!(r.header("location").is_some_and(|l| l.starts_with("https://shop.example.com")), "{:?}", r.headers);
@@ -388,6 +419,48 @@ fn sidecar_egress_hosts_limit_what_is_reachable() {
 
 fn which(cmd: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(cmd)).find(|p| p.is_file())
+}
+
+// === Retries on the route ===
+
+/// A ServiceEntry whose only endpoint refuses connections.
+fn dead_service_entry(name: &str, host: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  hosts: [{host}]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports:\n  - {{number: 80, name: http, protocol: HTTP}}\n  endpoints:\n  - address: 127.0.0.1\n    ports: {{http: {}}}\n---\n",
+        refused_port()
+    )
+}
+
+#[test]
+fn istios_default_retry_policy_comes_from_the_route_and_a_client_cannot_change_it() {
+    let Some(wasm) = available("istios_default_retry_policy_comes_from_the_route_and_a_client_cannot_change_it") else {
+        return;
+    };
+    let resources = format!(
+        "{}{}apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: d, namespace: default}}\nspec:\n  hosts: [dead.internal]\n  http:\n  - route:\n    - destination: {{host: dead.internal}}\n---\n{}",
+        dead_service_entry("dead", "dead.internal"),
+        dead_service_entry("off", "off.internal"),
+        no_retry_route("off.internal"),
+    );
+    let p = start(&wasm, "retry-route", &resources, None, &[]);
+    let retries = |host: &str| p.envoy.stat(&format!("cluster.outbound|80||{host}.upstream_rq_retry")).unwrap_or(0);
+    // No retries in the VirtualService: Istio's default, 2 retries of a refused connection.
+    assert_eq!(get(p.port, "dead.internal", "/", &[]).status, 503);
+    assert_eq!(retries("dead.internal"), 2);
+    // A client's hints change nothing: the filter strips them before the route is chosen.
+    let hints = [("x-envoy-max-retries", "9"), ("x-envoy-retry-on", "5xx")];
+    assert_eq!(get(p.port, "dead.internal", "/", &hints).status, 503);
+    assert_eq!(retries("dead.internal"), 4);
+    // `attempts: 0`: the filter's hint selects the route without a policy; no retry.
+    for headers in [&[][..], &hints[..]] {
+        assert_eq!(get(p.port, "off.internal", "/", headers).status, 503);
+    }
+    assert_eq!(retries("off.internal"), 0);
+    assert_eq!(
+        p.envoy.stat("cluster.outbound|80||off.internal.upstream_rq_total").unwrap_or(0),
+        0,
+        "refused: no request"
+    );
 }
 
 // === path normalization (MeshConfig pathNormalization, issue 12 item 5) ===

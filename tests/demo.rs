@@ -1,5 +1,6 @@
-//! The `make run` demo: envoy/demo/ (the demo's CRDs) → `meshroute validate` and `meshroute envoy`
-//! with the arguments the Makefile uses → a real Envoy. The generated configuration must pass
+//! The demo: envoy/demo/ (the demo's CRDs) → `meshroute validate` and `meshroute envoy` with
+//! fixed ports (as envoy/README.md runs it by hand; `make run` is `meshroute run`, which generates
+//! the same configuration on free ports, tests/harness.rs) → a real Envoy. The generated configuration must pass
 //! `envoy --mode validate` as written, and, with its ports moved to free ones and the demo
 //! upstreams (examples/demo_upstreams.rs) replaced by the harness's, answer what
 //! envoy/README.md promises. Needs `--features cli` (Cargo.toml `[[test]] required-features`).
@@ -16,7 +17,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 use support::*;
 
-/// The Makefile's `run` target passes these.
+/// The fixed ports of a hand-run demo (envoy/README.md, Running it elsewhere).
 const LISTEN: &str = "127.0.0.1:15001";
 const ADMIN: &str = "127.0.0.1:15000";
 
@@ -45,7 +46,7 @@ fn temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
-/// `meshroute envoy -f envoy/demo` as `make run` calls it; the generated YAML.
+/// `meshroute envoy -f envoy/demo` with the fixed ports; the generated YAML.
 fn generate(wasm: &Path, out: &Path) -> String {
     let o = meshroute(&[
         "envoy",
@@ -131,16 +132,16 @@ fn the_generated_demo_config_routes_like_the_demo_promises() {
     let mut yaml = generate(&wasm, &dir.join("demo-envoy.yaml"));
     let _ = std::fs::remove_dir_all(&dir);
 
-    // The generated config, with its ports moved: Envoy's to free ones, each demo upstream's to
-    // a harness upstream of the same name.
-    yaml = move_port(&yaml, 15000, "{{ADMIN_PORT}}");
-    yaml = move_port(&yaml, 15001, "{{LISTENER_PORT}}");
+    // The generated config, with its ports moved: Envoy's to 0 (Envoy binds them itself and the
+    // harness reads them back), each demo upstream's to a harness upstream of the same name.
+    yaml = move_port(&yaml, 15000, "0");
+    yaml = move_port(&yaml, 15001, "0");
     let upstreams: Vec<Upstream> = ENDPOINTS.iter().map(|(name, _)| Upstream::named(name)).collect();
     for ((_, port), u) in ENDPOINTS.iter().zip(&upstreams) {
         yaml = move_port(&yaml, *port, &u.port().to_string());
     }
     let envoy = Envoy::start(&yaml, &[]);
-    let port = envoy.port("LISTENER_PORT");
+    let port = envoy.listener_port("meshroute_outbound");
     let get = |host: &str, headers: &[(&str, &str)]| {
         let mut h = vec![("Host", host)];
         h.extend_from_slice(headers);
@@ -173,11 +174,14 @@ fn the_generated_demo_config_routes_like_the_demo_promises() {
     // PassthroughCluster for it (envoy/README.md).
     let r = get("example.com", &[]);
     assert_eq!(r.status, 503, "{}", r.text());
-    assert_eq!(envoy.stat("wasmcustom.meshroute.passthrough"), Some(1));
+    // The filter hands its counters to Envoy once a second (settings.counterFlushMs).
+    let flushed = |name: &str, n: u64| envoy.wait_stat(name, n, Duration::from_secs(10)) == n;
+    assert!(flushed("wasmcustom.meshroute.passthrough", 1));
+    assert!(flushed("wasmcustom.meshroute.default_route", 1));
+    assert!(flushed("wasmcustom.meshroute.route.vs.default/product-service.rule.0.dest.outbound|80|v2|product-service.default.svc.cluster.local", 20));
 
     let prom = envoy.admin_get("/stats/prometheus");
     let line = "meshroute_route{vs=\"default/product-service\",rule=\"0\",\
                 dest=\"outbound|80|v2|product-service.default.svc.cluster.local\"} 20";
     assert!(prom.lines().any(|l| l == line), "{line} in /stats/prometheus:\n{prom}");
-    assert_eq!(envoy.stat("wasmcustom.meshroute.default_route"), Some(1));
 }

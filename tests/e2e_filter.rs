@@ -103,12 +103,17 @@ fn plugin_config(mut resources: Vec<Value>) -> Value {
             "metadata": {"name": host.replace('.', "-"), "namespace": "default"},
             "spec": {"host": host, "subsets": subsets}}));
     }
-    json!({"resources": resources})
+    // Counters at every event, so a test can read them right after its request (batching has
+    // its own test, `counters_are_batched_per_vm_and_flushed_exactly`).
+    json!({"resources": resources, "settings": {"counterFlushMs": 0}})
 }
 
 impl MeshBuilder {
+    /// Merged into the settings `plugin_config` starts with.
     fn settings(mut self, settings: Value) -> Self {
-        self.config["settings"] = settings;
+        if let (Some(into), Some(from)) = (self.config["settings"].as_object_mut(), settings.as_object()) {
+            into.extend(from.clone());
+        }
         self
     }
 
@@ -176,9 +181,9 @@ fn yaml_single_quoted(s: &str) -> String {
     s.replace('\'', "''")
 }
 
-/// A port nobody listens on (bound, then released).
+/// A port nobody listens on (and no test can start listening on).
 fn closed_port() -> u16 {
-    free_port()
+    refused_port()
 }
 
 impl Mesh {
@@ -874,9 +879,10 @@ fn a_bad_plugin_config_is_refused_at_startup_with_the_field_named() {
     let dir = std::env::temp_dir().join(format!("meshroute-bad-config-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let vars: HashMap<String, String> = [
-        ("ADMIN_PORT", free_port().to_string()),
-        ("LISTENER_PORT", free_port().to_string()),
-        ("PASSTHROUGH_PORT", free_port().to_string()),
+        // Envoy refuses the config before it binds anything; port 0 cannot collide anyway.
+        ("ADMIN_PORT", "0".to_string()),
+        ("LISTENER_PORT", "0".to_string()),
+        ("PASSTHROUGH_PORT", refused_port().to_string()),
         ("TMP_DIR", dir.display().to_string()),
         ("WASM", wasm_path("meshroute_filter").display().to_string()),
         ("PLUGIN_CONFIG", yaml_single_quoted(&bad_config().to_string())),
@@ -936,13 +942,16 @@ struct Lds {
 
 impl Lds {
     fn start(config: &Value, clusters: &[&str]) -> Lds {
-        let dir = std::env::temp_dir().join(format!("meshroute-lds-{}-{}", std::process::id(), free_port()));
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("meshroute-lds-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("lds dir");
         let mut upstreams: Vec<Upstream> = clusters.iter().map(|c| Upstream::named(c)).collect();
         let lines: Vec<String> = clusters.iter().zip(&upstreams).map(|(c, u)| cluster_yaml(c, u.port())).collect();
         let passthrough = Upstream::named("passthrough");
         let vars: HashMap<String, String> =
-            [("LISTENER_PORT", free_port().to_string()), ("WASM", wasm_path("meshroute_filter").display().to_string())]
+            // Envoy binds the listener's port itself; `get` reads it from the admin.
+            [("LISTENER_PORT", "0".to_string()), ("WASM", wasm_path("meshroute_filter").display().to_string())]
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))
                 .collect();
@@ -962,7 +971,7 @@ impl Lds {
     }
 
     fn get(&self, host: &str) -> Response {
-        http("GET", self.vars["LISTENER_PORT"].parse::<u16>().expect("port"), "/", &[("host", host)], b"")
+        http("GET", self.envoy.listener_port("sidecar"), "/", &[("host", host)], b"")
     }
 }
 
@@ -1078,6 +1087,79 @@ fn sidecar_yaml_embeds_the_demo_config_and_passes_envoy_validation() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(out.status.success(), "envoy --mode validate failed:\n{text}");
     assert!(text.contains("config loaded: 2 VirtualService(s)"), "the filter accepted the demo config:\n{text}");
+}
+
+// === Counters ===
+
+#[test]
+fn counters_are_batched_per_vm_and_flushed_exactly() {
+    let host = "product-service";
+    let (v1, v2) = (cluster(host, "v1"), cluster(host, "v2"));
+    let m = mesh(vec![vs(
+        host,
+        &[host],
+        json!([
+            {"match": [{"uri": {"prefix": "/slow"}}], "route": [dest(host, "v2")],
+             "fault": {"delay": {"percentage": {"value": 100}, "fixedDelay": "20ms"}}},
+            {"route": [dest(host, "v1")]}]),
+    )])
+    .settings(json!({"counterFlushMs": 200}))
+    .cluster(&v1)
+    .cluster(&v2)
+    .start();
+    let _load = shared();
+    for _ in 0..7 {
+        assert_eq!(m.get(host, "/", &[]).header("x-upstream"), Some(v1.as_str()));
+    }
+    // Held requests switch the VM's timer to the delay tick and back; nothing is lost.
+    for _ in 0..3 {
+        assert_eq!(m.get(host, "/slow", &[]).header("x-upstream"), Some(v2.as_str()));
+    }
+    assert_eq!(m.get("unknown.example.com", "/", &[]).status, 200, "passthrough");
+    // Each counter reaches its exact count within a flush period or so, and stays there.
+    let flushed = |name: &str, n: u64| m.envoy.wait_stat(&format!("wasmcustom.{name}"), n, Duration::from_secs(10));
+    let rule = |i: usize, c: &str| format!("meshroute.route.vs.default/{host}.rule.{i}.dest.{c}");
+    assert_eq!(flushed(&rule(1, &v1), 7), 7);
+    assert_eq!(flushed(&rule(0, &v2), 3), 3);
+    assert_eq!(flushed("meshroute.faults.delay", 3), 3);
+    assert_eq!(flushed("meshroute.passthrough", 1), 1);
+    assert_eq!(flushed("meshroute.requests", 11), 11);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(m.counter("meshroute.requests"), 11, "counted once");
+    assert_eq!(m.counter(&rule(1, &v1)), 7, "counted once");
+}
+
+/// What `meshroute.config.loaded` / `rejected` count (docs/operations.md §3): per VM, each time
+/// Envoy hands the filter a configuration — canary, main thread and the worker for new bytes
+/// (3 with `--concurrency 1`), the canary alone for refused ones, nothing for bytes Envoy has
+/// seen. Each step waits on Envoy's own LDS counters and on a later push, never on time.
+#[test]
+fn config_counters_count_each_push_the_filter_sees_per_vm() {
+    let (v1, v2) = (cluster("product-service", "v1"), cluster("product-service", "v2"));
+    let lds = Lds::start(&routed_to("v1"), &[&v1, &v2]);
+    let _load = shared();
+    let e = &lds.envoy;
+    let wait = |name: &str, n: u64| e.wait_stat(name, n, Duration::from_secs(10));
+    let (loaded, rejected) = ("wasmcustom.meshroute.config.loaded", "wasmcustom.meshroute.config.rejected");
+    assert_eq!(wait(loaded, 3), 3, "start: canary, main thread, worker");
+    lds.push(&routed_to("v2"));
+    assert_eq!(wait(loaded, 6), 6, "new bytes: 3 more");
+    // Seen before (the first listener still drains): Envoy reuses what it has.
+    lds.push(&routed_to("v1"));
+    wait("listener_manager.lds.update_success", 3);
+    lds.push(&bad_config());
+    wait("listener_manager.lds.update_rejected", 1);
+    assert_eq!(wait(rejected, 1), 1, "a refused configuration: the canary alone");
+    assert_eq!(e.stat(loaded), Some(6), "re-applying a configuration seen before adds 0");
+    // A repeated bad one is refused from Envoy's cache.
+    lds.push(&bad_config());
+    wait("listener_manager.lds.update_rejected", 2);
+    let mut fresh = routed_to("v2");
+    fresh["settings"]["mirrorTimeoutMs"] = json!(4000);
+    lds.push(&fresh);
+    assert_eq!(wait(loaded, 9), 9, "new bytes again: 3 more");
+    assert_eq!(e.stat(rejected), Some(1), "the repeated bad configuration never reached the filter");
+    assert_eq!(lds.get("product-service").header("x-upstream"), Some(v2.as_str()));
 }
 
 // === Reliability: bounded mirrors, crash recovery (issue 12) ===

@@ -183,3 +183,33 @@ fn envoy_template_placeholders() {
     assert!(render("{{B}}", &vars).unwrap_err().contains("{{B}}"));
     assert!(envoy_bin().is_file());
 }
+
+#[test]
+fn envoy_binds_its_own_ports_and_the_harness_reads_them_back() {
+    let a = Upstream::named("a");
+    let b = Upstream::named("b");
+    // Two at once: with ports picked and released by the harness these could collide.
+    let (one, two) = (start_envoy(&a, &b), start_envoy(&a, &b));
+    for envoy in [&one, &two] {
+        let config = std::fs::read_to_string(envoy.dir().join("envoy.yaml")).unwrap();
+        assert!(!config.contains("{{"), "every placeholder rendered");
+        assert_eq!(config.matches("port_value: 0 ").count(), 2, "admin and listener left to Envoy:\n{config}");
+        let port = envoy.port("LISTENER_PORT");
+        assert_ne!(port, 0);
+        assert_eq!(envoy.listener_port("main"), port);
+        assert_eq!(http("GET", port, "/", &[], b"").header("x-upstream"), Some("a"));
+        assert!(envoy.admin_get("/server_info").contains("\"state\": \"LIVE\""));
+    }
+    assert_ne!(one.port("LISTENER_PORT"), two.port("LISTENER_PORT"));
+    assert_ne!(one.admin_port(), two.admin_port());
+}
+
+#[test]
+fn a_port_placeholder_outside_a_listener_address_needs_a_value() {
+    let template = "admin: {address: {socket_address: {address: 127.0.0.1, port_value: {{ADMIN_PORT}}}}}\n\
+                    static_resources:\n  clusters:\n  - name: c\n    load_assignment: {cluster_name: c, endpoints: [{lb_endpoints: \
+                    [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: {{C_PORT}}}}}}]}]}\n";
+    let result = std::panic::catch_unwind(|| Envoy::start(template, &[]));
+    let message = *result.err().expect("must fail").downcast::<String>().expect("a message");
+    assert!(message.contains("{{C_PORT}} has no value"), "{message}");
+}

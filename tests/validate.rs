@@ -1729,3 +1729,28 @@ fn seed_examples_report_their_real_mistakes() {
     let d = run(Value::Array(all));
     expect(&d, ERROR, Some("IST0101"), "spec.gateways[0]", &["write \"istio-system/public-gateway\""]);
 }
+
+// === Linear checks on many rules (the hashed searches find what pairwise comparison found) ===
+
+#[test]
+fn header_only_duplicates_among_many_distinct_header_rules_are_found_ist0131() {
+    // Blocks without a URI all looked alike to the old per-URI buckets; the duplicate of rule 3
+    // must still be found among 500 distinct ones, and only it.
+    let mut http: Vec<Value> = (0..500)
+        .map(|i| json!({"match": [{"headers": {"x-t": {"exact": format!("t{i}")}}}], "route": [{"destination": {"host": "a"}}]}))
+        .collect();
+    http.push(json!({"match": [{"name": "again", "headers": {"x-t": {"exact": "t3"}}}], "route": [{"destination": {"host": "b"}}]}));
+    let d = run(vs(json!({"hosts": ["reviews"], "http": http})));
+    expect(&d, INFO, Some("IST0131"), "spec.http[500].match[0]", &["rule #500 match \"again\" is not used", "rule #3"]);
+    expect(&d, WARNING, Some("IST0130"), "spec.http[500]", &["rule #500 not used"]);
+    assert_eq!(d.iter().filter(|x| x.code == Some("IST0131")).count(), 1, "{d}");
+}
+
+#[test]
+fn every_rule_after_a_rule_without_match_is_reported_once_ist0130() {
+    let http: Vec<Value> = (0..300).map(|_| json!({"route": [{"destination": {"host": "a"}}]})).collect();
+    let d = run(vs(json!({"hosts": ["reviews"], "http": http})));
+    let paths: Vec<&str> = d.iter().filter(|x| x.code == Some("IST0130")).map(|x| x.path.as_str()).collect();
+    let want: Vec<String> = (1..300).map(|i| format!("spec.http[{i}]")).collect();
+    assert_eq!(paths, want);
+}

@@ -200,6 +200,29 @@ impl<'a> Builder<'a> {
                 }
             }
         }
+        // Kubernetes Services: a cluster per port, and per port and subset (istiod's
+        // BuildSubsetKey for every subset of the host's DestinationRule).
+        for svc in &self.bundle.registry.services {
+            let h = svc.host(&self.settings.domain_suffix);
+            let subsets: Vec<String> = self
+                .destination_rule(&h)
+                .map(|(_, dr)| dr.subsets.iter().map(|s| s.name.clone()).collect())
+                .unwrap_or_default();
+            for p in &svc.ports {
+                for subset in std::iter::once(None).chain(subsets.iter().map(Some)) {
+                    let name = self.cluster_name(&h, subset.map(String::as_str), p.port);
+                    let w = out.entry(name.clone()).or_insert_with(|| Want {
+                        name,
+                        host: h.clone(),
+                        subset: subset.cloned(),
+                        port: p.port,
+                        mirror_only: false,
+                    });
+                    // A service's subset-less cluster is its default route too.
+                    w.mirror_only &= subset.is_some();
+                }
+            }
+        }
         let sidecar =
             if self.settings.gateway == "mesh" { crate::compile::applicable_sidecar(self.bundle) } else { None };
         out.into_values()
@@ -289,9 +312,13 @@ impl<'a> Builder<'a> {
             _ => None,
         };
 
+        // A Kubernetes Service (when no ServiceEntry declares the host): its endpoints.
+        let bundle = self.bundle;
+        let kube = se.is_none().then(|| bundle.registry.service(&w.host, &self.settings.domain_suffix)).flatten();
         // Discovery type and endpoints.
         let resolution = match se {
             Some((_, se)) => se.resolution.clone().unwrap_or_else(|| "NONE".into()),
+            None if kube.is_some() => "KUBERNETES".into(),
             None => {
                 self.note(format!(
                     "{}: no ServiceEntry declares this host; its clusters resolve the name by DNS and subsets \
@@ -305,6 +332,10 @@ impl<'a> Builder<'a> {
         let mut endpoints = Vec::new();
         let kind = if passthrough_lb || resolution == "NONE" {
             "ORIGINAL_DST"
+        } else if let Some(svc) = kube {
+            let (kind, eps) = self.kube_endpoints(w, svc, subset_labels.as_ref());
+            endpoints = eps;
+            kind
         } else {
             endpoints = self.endpoints(w, se, &resolution);
             // Without a ServiceEntry nothing is known about endpoints' labels: a subset
@@ -397,6 +428,7 @@ impl<'a> Builder<'a> {
         let port_protocol = se
             .and_then(|(_, se)| se.ports.iter().find(|p| p.number == w.port))
             .and_then(|p| p.protocol.clone())
+            .or_else(|| kube.and_then(|s| s.ports.iter().find(|p| p.port == w.port)).map(|p| p.protocol.clone()))
             .unwrap_or_default()
             .to_ascii_uppercase();
         let h2 = match http.h2_upgrade_policy.as_deref() {
@@ -491,6 +523,63 @@ impl<'a> Builder<'a> {
             c.insert("transport_socket".into(), ts);
         }
         Value::Object(c)
+    }
+
+    /// A Kubernetes Service's endpoints (istiod's kube registry): the ready addresses of its
+    /// Endpoints/EndpointSlices, on the endpoint port named like the service port (else its
+    /// `targetPort`), labelled by the Pod with that IP so subsets can select them — STATIC. With
+    /// no endpoints given: STRICT_DNS on the service name (ExternalName: the external name), and
+    /// a subset then cannot be told apart from the whole service.
+    fn kube_endpoints(
+        &mut self,
+        w: &Want,
+        svc: &crate::k8s::Service,
+        subset: Option<&BTreeMap<String, String>>,
+    ) -> (&'static str, Vec<Endpoint>) {
+        let reg = &self.bundle.registry;
+        let sp = svc.ports.iter().find(|p| p.port == w.port);
+        let sets: Vec<&crate::k8s::EndpointSet> =
+            reg.endpoints.iter().filter(|e| e.service == svc.name && e.namespace == svc.namespace).collect();
+        if svc.external_name.is_some() || sets.is_empty() {
+            let address = svc.external_name.clone().unwrap_or_else(|| w.host.clone());
+            if subset.is_some() && svc.external_name.is_none() {
+                self.note(format!(
+                    "Service {}/{} has no Endpoints or EndpointSlice: its subset clusters resolve {address} by DNS \
+                     and cannot keep to a subset's pods (give its EndpointSlices and Pods to tell subsets apart)",
+                    svc.namespace, svc.name
+                ));
+            }
+            let port =
+                if svc.external_name.is_some() { w.port } else { sp.and_then(|p| p.target_port).unwrap_or(w.port) };
+            let ep = Endpoint { address, port, labels: BTreeMap::new(), locality: None, weight: 1 };
+            return ("STRICT_DNS", vec![ep]);
+        }
+        let mut out = Vec::new();
+        for set in sets {
+            let port = match (sp, set.ports.as_slice()) {
+                (_, [(_, only)]) => *only,
+                (Some(p), ports) => {
+                    ports.iter().find(|(n, _)| *n == p.name).map(|(_, n)| *n).or(p.target_port).unwrap_or(w.port)
+                }
+                (None, _) => w.port,
+            };
+            for a in &set.addresses {
+                if !a.ready || a.ip.parse::<IpAddr>().is_err() {
+                    continue;
+                }
+                // The Pod named by targetRef, else the Pod with that IP.
+                let pod = reg.workloads.iter().filter(|p| p.namespace == svc.namespace).find(|p| match &a.pod {
+                    Some(name) => p.origin.as_ref().is_some_and(|o| o.kind == "Pod" && o.name == *name),
+                    None => p.ip.as_deref() == Some(a.ip.as_str()),
+                });
+                let labels = pod.map(|p| p.labels.clone()).unwrap_or_default();
+                out.push(Endpoint { address: a.ip.clone(), port, labels, locality: None, weight: 1 });
+            }
+        }
+        if let Some(labels) = subset {
+            out.retain(|e| labels.iter().all(|(k, v)| e.labels.get(k) == Some(v)));
+        }
+        ("STATIC", out)
     }
 
     fn endpoints(&mut self, w: &Want, se: Option<(&Resource, &crd::ServiceEntry)>, resolution: &str) -> Vec<Endpoint> {

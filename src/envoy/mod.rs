@@ -138,8 +138,16 @@ pub fn resources(
 }
 
 /// The Wasm filter running meshroute with this plugin configuration, as a `TypedExtensionConfig`.
+/// The routes of [`resources`] carry Istio's default retry policy, so the configuration tells the
+/// filter (`settings.retryPolicyOnRoute`), which then writes no hints for it.
 pub fn filter_config(plugin_config: &Value, wasm: &Path) -> Result<Value, InvalidEnvoyConfig> {
-    let configuration = serde_json::to_string(plugin_config).map_err(InvalidEnvoyConfig::PluginConfig)?;
+    let mut plugin_config = plugin_config.clone();
+    if let Some(settings) = plugin_config.as_object_mut().map(|o| o.entry("settings").or_insert_with(|| json!({}))) {
+        if let Some(settings) = settings.as_object_mut() {
+            settings.insert("retryPolicyOnRoute".into(), json!(true));
+        }
+    }
+    let configuration = serde_json::to_string(&plugin_config).map_err(InvalidEnvoyConfig::PluginConfig)?;
     Ok(json!({
         "name": FILTER_NAME,
         "typed_config": {
@@ -169,25 +177,63 @@ pub const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.w
 /// The vhost routes: one per consistent-hash cluster (matched on the routing header the filter
 /// writes, so that its `hash_policy` applies only to it, as istiod's per-destination hash
 /// policies do), then the catch-all. All of them take the cluster from the routing header and
-/// have no timeout (the filter hints Istio's timeout and retries per request).
+/// have no timeout (the filter hints Istio's timeouts per request). Each comes twice: first
+/// with Istio's default retry policy for requests without `x-envoy-max-retries` (the common
+/// case, so the filter writes no retry hints for it: `retryPolicyOnRoute`), then without one
+/// for requests whose rule has its own retries (the filter hints all of them).
 fn routes(b: &mut Builder<'_>, wanted: &[Want]) -> Vec<Value> {
     let header = b.settings.routing_header.clone();
     let mut out = Vec::new();
     for w in wanted {
         if let Some(hash) = b.hash_policy(w) {
-            out.push(json!({
+            let route = json!({
                 "name": format!("hash:{}", w.name),
                 "match": {"prefix": "/", "headers": [{"name": header, "string_match": {"exact": w.name}}]},
                 "route": {"cluster_header": header, "timeout": "0s", "hash_policy": hash},
-            }));
+            });
+            // R57: no previous_hosts predicate for a consistent-hash destination (the hash pins it).
+            out.push(with_default_retries(&route, false));
+            out.push(route);
         }
     }
-    out.push(json!({
+    let route = json!({
         "name": "meshroute",
         "match": {"prefix": "/"},
         "route": {"cluster_header": header, "timeout": "0s"},
-    }));
+    });
+    out.push(with_default_retries(&route, true));
+    out.push(route);
     out
+}
+
+/// Router hint that a rule's own retry policy is on the request (`apply::retry_hints`).
+const MAX_RETRIES_HINT: &str = "x-envoy-max-retries";
+
+/// `route` for requests without `x-envoy-max-retries`, with Istio's built-in default retry
+/// policy (R57: `RETRY` `defaultNumRetries`, `defaultRetryOn`, `newRetryPolicy`).
+fn with_default_retries(route: &Value, previous_hosts: bool) -> Value {
+    let mut twin = route.clone();
+    if let Some(name) = twin["name"].as_str() {
+        twin["name"] = json!(format!("{name}:default-retries"));
+    }
+    let absent = json!({"name": MAX_RETRIES_HINT, "present_match": true, "invert_match": true});
+    match twin["match"]["headers"].as_array_mut() {
+        Some(headers) => headers.push(absent),
+        None => twin["match"]["headers"] = json!([absent]),
+    }
+    let mut policy = json!({
+        "retry_on": "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
+        "num_retries": 2,
+        "host_selection_retry_max_attempts": 5,
+    });
+    if previous_hosts {
+        policy["retry_host_predicate"] = json!([{
+            "name": "envoy.retry_host_predicates.previous_hosts",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"},
+        }]);
+    }
+    twin["route"]["retry_policy"] = policy;
+    twin
 }
 
 /// The HCM's path handling for MeshConfig `pathNormalization` as istiod sets it
@@ -595,10 +641,36 @@ mod tests {
             .as_array()
             .unwrap()
             .clone();
-        assert_eq!(routes.len(), 2);
-        assert_eq!(routes[0]["match"]["headers"][0]["string_match"]["exact"], "outbound|80|v2|a.internal");
-        assert_eq!(routes[0]["route"]["hash_policy"][0]["cookie"], json!({"name": "u", "ttl": "0s"}));
-        assert_eq!(routes[1]["route"], json!({"cluster_header": "x-meshroute-cluster", "timeout": "0s"}));
+        // Each twice: first with Istio's default retries for requests without a retry hint.
+        assert_eq!(routes.len(), 4);
+        for r in &routes[0..2] {
+            assert_eq!(r["match"]["headers"][0]["string_match"]["exact"], "outbound|80|v2|a.internal");
+            assert_eq!(r["route"]["hash_policy"][0]["cookie"], json!({"name": "u", "ttl": "0s"}));
+        }
+        let absent = json!({"name": "x-envoy-max-retries", "present_match": true, "invert_match": true});
+        assert_eq!(routes[0]["match"]["headers"][1], absent);
+        assert_eq!(routes[0]["route"]["retry_policy"]["num_retries"], 2);
+        assert!(routes[0]["route"]["retry_policy"].get("retry_host_predicate").is_none(), "R57: none with a hash");
+        assert!(routes[1]["route"].get("retry_policy").is_none());
+        assert_eq!(routes[2]["match"]["headers"], json!([absent]));
+        assert_eq!(
+            routes[2]["route"]["retry_policy"],
+            json!({
+                "retry_on": "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
+                "num_retries": 2,
+                "host_selection_retry_max_attempts": 5,
+                "retry_host_predicate": [{
+                    "name": "envoy.retry_host_predicates.previous_hosts",
+                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"},
+                }],
+            })
+        );
+        assert_eq!(routes[3]["route"], json!({"cluster_header": "x-meshroute-cluster", "timeout": "0s"}));
+        // ... and the filter is told, so it writes no hints for the default.
+        let wasm = &g.config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+            ["http_filters"][0]["typed_config"]["config"]["configuration"]["value"];
+        let plugin: Value = serde_json::from_str(wasm.as_str().unwrap()).unwrap();
+        assert_eq!(plugin["settings"]["retryPolicyOnRoute"], true);
     }
 
     #[test]

@@ -122,11 +122,25 @@ pub fn fixture(name: &str) -> String {
 }
 
 /// A currently free TCP port on 127.0.0.1 (bind to :0, read, release).
-/// There is a small race with other processes; `Envoy::start` retries on
-/// "address already in use".
+/// Racy: another process may take it before it is used. Prefer letting the
+/// process that listens bind port 0 (what [`Envoy::start`] does for its own
+/// ports) and reading the port back.
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     listener.local_addr().expect("local_addr").port()
+}
+
+/// A port on 127.0.0.1 where connections are refused, for a dead upstream:
+/// a privileged one (below 1024) that nothing listens on. Port-0 binds only
+/// ever get ports from the kernel's ephemeral range and [`free_port`] too, so
+/// no test can start listening there later, as it could on a released port.
+pub fn refused_port() -> u16 {
+    (1..1024)
+        .find(|&port| {
+            TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(1))
+                .is_err_and(|e| e.kind() == io::ErrorKind::ConnectionRefused)
+        })
+        .expect("some port below 1024 on 127.0.0.1 refuses connections")
 }
 
 static UNIQUE: AtomicU32 = AtomicU32::new(0);
@@ -198,6 +212,32 @@ pub fn render(template: &str, vars: &HashMap<String, String>) -> Result<String, 
     Ok(out)
 }
 
+/// The name of the listener whose address holds `{{placeholder}}`: the
+/// `name:` right before it, with nothing in between but the address's own
+/// keys (`address:`, `socket_address:`, `port_value:`) — anything else (a
+/// cluster's endpoint, a listener named after its address) is not guessed.
+fn listener_named_before(template: &str, placeholder: &str) -> Option<String> {
+    let at = template.find(&format!("{{{{{placeholder}}}}}"))?;
+    let before = &template[..at];
+    let mut search = before.len();
+    let key = loop {
+        let found = before[..search].rfind("name:")?;
+        if before[..found].chars().next_back().is_none_or(|c| !(c.is_alphanumeric() || c == '_')) {
+            break found;
+        }
+        search = found;
+    };
+    let value = before[key + "name:".len()..].trim_start();
+    let end = value.find([',', '}', '\n']).unwrap_or(value.len());
+    let name = value[..end].trim().trim_matches(['"', '\'']);
+    let between = &value[end..];
+    let only_address_keys = between
+        .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
+        .filter(|word| word.ends_with(':') && word.len() > 1)
+        .all(|k| matches!(k, "address:" | "socket_address:" | "port_value:"));
+    (only_address_keys && !name.is_empty()).then(|| name.to_string())
+}
+
 /// Names of the `{{NAME}}` placeholders in a template.
 fn placeholders(template: &str) -> Vec<String> {
     let mut names = Vec::new();
@@ -221,12 +261,17 @@ impl Envoy {
     /// answers 200.
     ///
     /// Placeholders filled automatically unless given in `vars`:
-    /// * `{{ADMIN_PORT}}` and every other `{{..._PORT}}`: a free port (read
-    ///   them back with [`Envoy::port`]);
+    /// * `{{ADMIN_PORT}}` and every other `{{..._PORT}}`: `0`, so Envoy binds
+    ///   a port itself and nothing can take it in between (a port picked here
+    ///   and released would race with every other process). The admin port is
+    ///   read from `--admin-address-path`, a listener's from the admin's
+    ///   `/listeners`; read them back with [`Envoy::port`]. A `{{..._PORT}}`
+    ///   left to this must be a listener's port and the listener's `name:`
+    ///   must come before it in the template (as in every fixture);
     /// * `{{TMP_DIR}}`: the instance's temp dir (for access logs etc.).
     ///
-    /// Any other placeholder without a value is an error. Retries (with new
-    /// ports) when a port turned out to be taken.
+    /// Any other placeholder without a value is an error. Retries when a port
+    /// given in `vars` (or written into the template) turned out to be taken.
     pub fn start_with(yaml_template: &str, vars: &[(&str, &str)], opts: EnvoyOptions) -> Envoy {
         let bin = envoy_bin();
         let mut last_error = String::new();
@@ -253,14 +298,24 @@ impl Envoy {
         let dir = unique_temp_dir("meshroute-envoy");
         let mut map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         map.entry("TMP_DIR".into()).or_insert_with(|| dir.display().to_string());
-        map.entry("ADMIN_PORT".into()).or_insert_with(|| free_port().to_string());
+        // Placeholder → listener name, for the ports Envoy binds itself.
+        let mut bound_by_envoy: Vec<(String, String)> = Vec::new();
+        map.entry("ADMIN_PORT".into()).or_insert_with(|| "0".to_string());
         for name in placeholders(template) {
             if name.ends_with("_PORT") && !map.contains_key(&name) {
-                map.insert(name, free_port().to_string());
+                let listener = listener_named_before(template, &name).ok_or_else(|| {
+                    (
+                        format!(
+                            "{{{{{name}}}}} has no value and no listener `name:` before it: give it a value, or put \
+                             it in a listener's address after the listener's name"
+                        ),
+                        false,
+                    )
+                })?;
+                bound_by_envoy.push((name.clone(), listener));
+                map.insert(name, "0".to_string());
             }
         }
-        let admin_port: u16 =
-            map["ADMIN_PORT"].parse().map_err(|e| (format!("ADMIN_PORT is not a port: {e}"), false))?;
         let yaml = render(template, &map).map_err(|e| (e, false))?;
         let config = dir.join("envoy.yaml");
         std::fs::write(&config, yaml).map_err(|e| (format!("write config: {e}"), false))?;
@@ -286,8 +341,11 @@ impl Envoy {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr);
+        // Envoy writes the admin address it bound here (the only way to learn port 0's).
+        let admin_address_path = dir.join("admin.address");
+        cmd.arg("--admin-address-path").arg(&admin_address_path);
         let child = cmd.spawn().map_err(|e| (format!("cannot run {}: {e}", bin.display()), false))?;
-        let mut envoy = Envoy { child, dir, vars: map, admin_port };
+        let mut envoy = Envoy { child, dir, vars: map, admin_port: 0 };
         let deadline = Instant::now() + opts.ready_timeout;
         loop {
             if let Ok(Some(status)) = envoy.child.try_wait() {
@@ -295,11 +353,30 @@ impl Envoy {
                 let retry = log.contains("ddress already in use");
                 return Err((format!("Envoy exited during startup ({status}); log tail:\n{log}"), retry));
             }
-            if let Ok(resp) = try_http("GET", admin_port, "/ready", &[], b"", Duration::from_millis(500)) {
-                // The answer may come from another Envoy that holds the admin port this one
-                // failed to bind (free ports race between parallel tests): check it is ours by
-                // its unique base id.
-                if resp.status == 200 && envoy.admin_is_ours(base_id) {
+            if envoy.admin_port == 0 {
+                envoy.admin_port = std::fs::read_to_string(&admin_address_path)
+                    .ok()
+                    .and_then(|a| a.trim().rsplit_once(':').and_then(|(_, p)| p.parse().ok()))
+                    .unwrap_or(0);
+            }
+            if envoy.admin_port != 0 {
+                let ready = try_http("GET", envoy.admin_port, "/ready", &[], b"", Duration::from_millis(500));
+                // With a given admin port, the answer may come from another Envoy that holds
+                // it (this one then failed to bind it): check it is ours by its unique base id.
+                if ready.is_ok_and(|r| r.status == 200) && envoy.admin_is_ours(base_id) {
+                    let ports = envoy.listener_ports().map_err(|e| (e, false))?;
+                    for (placeholder, listener) in bound_by_envoy {
+                        let port = ports.get(&listener).ok_or_else(|| {
+                            (
+                                format!(
+                                    "{{{{{placeholder}}}}} was bound by Envoy, but it has no listener \
+                                     `{listener}` (listeners: {ports:?})"
+                                ),
+                                false,
+                            )
+                        })?;
+                        envoy.vars.insert(placeholder, port.to_string());
+                    }
                     return Ok(envoy);
                 }
             }
@@ -311,6 +388,30 @@ impl Envoy {
             }
             thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Each listener's bound port, by listener name (admin `/listeners` prints
+    /// `name::ip:port` lines; a listener with several addresses lists them
+    /// comma-separated, the first is taken).
+    pub fn listener_ports(&self) -> Result<HashMap<String, u16>, String> {
+        let resp = try_http("GET", self.admin_port, "/listeners", &[], b"", Duration::from_secs(5))
+            .map_err(|e| format!("admin /listeners: {e}"))?;
+        let mut ports = HashMap::new();
+        for line in resp.text().lines() {
+            let Some((name, addrs)) = line.split_once("::") else { continue };
+            let first = addrs.split(',').next().unwrap_or("");
+            if let Some(port) = first.rsplit_once(':').and_then(|(_, p)| p.trim().parse::<u16>().ok()) {
+                ports.insert(name.to_string(), port);
+            }
+        }
+        Ok(ports)
+    }
+
+    /// The port a listener is bound to now (read from the admin each call, so
+    /// it follows listeners that LDS replaced).
+    pub fn listener_port(&self, listener: &str) -> u16 {
+        let ports = self.listener_ports().unwrap_or_else(|e| panic!("{e}"));
+        *ports.get(listener).unwrap_or_else(|| panic!("Envoy has no listener {listener}; it has {ports:?}"))
     }
 
     fn admin_is_ours(&self, base_id: u32) -> bool {

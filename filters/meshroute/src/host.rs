@@ -224,8 +224,14 @@ pub fn set_gauge(id: Option<u32>, value: u64) {
 
 pub fn increment(id: Option<u32>) {
     if let Some(id) = id {
-        if let Err(s) = hostcalls::increment_metric(id, 1) {
-            log::warn!("meshroute: incrementing metric {id} failed: {s:?}");
-        }
+        add(id, 1);
+    }
+}
+
+/// Adds `n` to counter `id`.
+pub fn add(id: u32, n: u64) {
+    let Ok(n) = i64::try_from(n) else { return };
+    if let Err(s) = hostcalls::increment_metric(id, n) {
+        log::warn!("meshroute: adding {n} to metric {id} failed: {s:?}");
     }
 }

@@ -144,19 +144,60 @@ struct Held {
 struct Shared {
     active: RefCell<Option<Rc<Active>>>,
     held: RefCell<DelayQueue<Held>>,
-    ticking: Cell<bool>,
+    /// The root context's timer period now (zero: off).
+    tick: Cell<Duration>,
     rng: RefCell<SplitMix64>,
     metrics: RefCell<Rc<Metrics>>,
     /// Mirror bodies held and mirror calls open, across all streams of this VM.
     budget: RefCell<MirrorBudget>,
+    counters: RefCell<Counters>,
+}
+
+/// Counter increments this VM has not handed to Envoy yet. A host call costs about as much as
+/// all of meshroute's own work on a request (docs/benchmarks-e2e.md), so events are added up
+/// here and flushed on the root context's timer: one call per changed counter per period.
+#[derive(Default)]
+struct Counters {
+    /// Zero: every event goes to Envoy at once (`settings.counterFlushMs: 0`).
+    every: Duration,
+    pending: HashMap<u32, u64>,
+    last_flush_nanos: u64,
 }
 
 impl Shared {
     fn hold(&self, id: u32, delay: Duration, held: Held) {
         let due = host::now_nanos().saturating_add(delay.as_nanos() as u64);
         self.held.borrow_mut().push(id, due, held);
-        if !self.ticking.get() && host::set_tick_period(TICK) {
-            self.ticking.set(true);
+        self.retime();
+    }
+
+    /// One more event on counter `id` (`None`: the host refused to define it).
+    fn count(&self, id: Option<u32>) {
+        let Some(id) = id else { return };
+        let mut c = self.counters.borrow_mut();
+        if c.every.is_zero() {
+            host::add(id, 1);
+        } else {
+            *c.pending.entry(id).or_default() += 1;
+        }
+    }
+
+    /// Hands the pending increments to Envoy.
+    fn flush(&self, now: u64) {
+        let mut c = self.counters.borrow_mut();
+        c.last_flush_nanos = now;
+        for (id, n) in c.pending.drain() {
+            host::add(id, n);
+        }
+    }
+
+    /// The timer: fast while requests are held (their delays end on it), else the flush period
+    /// while counters are batched, else off.
+    fn retime(&self) {
+        let every = self.counters.borrow().every;
+        let want = if !self.held.borrow().is_empty() { TICK } else { every };
+        if want != self.tick.get() && host::set_tick_period(want) {
+            self.tick.set(want);
         }
     }
 }
@@ -171,23 +212,23 @@ fn send_mirrors(shared: &Shared, calls: &[MirrorCall], body: Option<&[u8]>, time
     let now = host::now_nanos();
     let mut budget = shared.budget.borrow_mut();
     for _ in 0..budget.expire(now) {
-        host::increment(m.mirrors_failed);
+        shared.count(m.mirrors_failed);
     }
     let due = now.saturating_add((timeout + MIRROR_GRACE).as_nanos() as u64);
     for c in calls {
         if !budget.has_slot() {
             log::debug!("meshroute: mirror to {} skipped: {} mirror calls in flight", c.cluster, budget.in_flight());
-            host::increment(m.mirrors_skipped);
+            shared.count(m.mirrors_skipped);
             continue;
         }
         match host::dispatch(&c.cluster, &c.headers, body, timeout) {
             Ok(token) => {
                 budget.started(token, due);
-                host::increment(m.mirrors_sent);
+                shared.count(m.mirrors_sent);
             }
             Err(s) => {
                 log::warn!("meshroute: mirror to {} not sent: {s:?}", c.cluster);
-                host::increment(m.mirrors_failed);
+                shared.count(m.mirrors_failed);
             }
         }
     }
@@ -209,9 +250,10 @@ impl Root {
             shared: Rc::new(Shared {
                 active: RefCell::new(None),
                 held: RefCell::new(DelayQueue::default()),
-                ticking: Cell::new(false),
+                tick: Cell::new(Duration::ZERO),
                 rng: RefCell::new(SplitMix64(seed)),
                 metrics: RefCell::new(Rc::new(Metrics::default())),
+                counters: RefCell::new(Counters::default()),
                 budget: RefCell::new(MirrorBudget::default()),
             }),
         }
@@ -223,10 +265,18 @@ impl Context for Root {
         // Mirrors sent when a delay ended are answered here.
         count_mirror_answer(&self.shared, token, num_headers, &self.shared.metrics.borrow());
     }
+
+    fn on_done(&mut self) -> bool {
+        // The VM or this plugin goes away: nothing counted may be lost.
+        self.shared.flush(host::now_nanos());
+        true
+    }
 }
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
+        // Counted under the previous configuration's ids: hand them over first.
+        self.shared.flush(host::now_nanos());
         let metrics = Rc::new(Metrics::define());
         *self.shared.metrics.borrow_mut() = metrics.clone();
         let bytes = host::plugin_configuration().unwrap_or_default();
@@ -245,15 +295,19 @@ impl RootContext for Root {
             return false;
         };
         log::info!("meshroute {VERSION} ({BUILD}) root {}: config loaded: {}", self.id, apply::summary(&table));
+        self.shared.counters.borrow_mut().every = Duration::from_millis(table.counter_flush_ms);
         self.shared.budget.borrow_mut().set_limits(table.mirror_body_budget, table.mirror_max_in_flight);
         host::set_gauge(metrics.config_revision, table.revision.as_ref().map_or(0, |r| r.number));
         *self.shared.active.borrow_mut() = Some(Rc::new(Active::new(table)));
+        // Configuration counters are never batched: `apply` and operators wait on them.
         host::increment(metrics.config_loaded);
+        self.shared.retime();
         true
     }
 
     fn on_tick(&mut self) {
-        let due = self.shared.held.borrow_mut().pop_due(host::now_nanos());
+        let now = host::now_nanos();
+        let due = self.shared.held.borrow_mut().pop_due(now);
         let active = self.shared.active.borrow().clone();
         let metrics = self.shared.metrics.borrow().clone();
         for (id, held) in due {
@@ -270,9 +324,12 @@ impl RootContext for Root {
                 }
             }
         }
-        if self.shared.held.borrow().is_empty() && self.shared.ticking.get() && host::set_tick_period(Duration::ZERO) {
-            self.shared.ticking.set(false);
+        let every = self.shared.counters.borrow().every;
+        let last = self.shared.counters.borrow().last_flush_nanos;
+        if now.saturating_sub(last) >= every.as_nanos() as u64 {
+            self.shared.flush(now);
         }
+        self.shared.retime();
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn proxy_wasm::traits::HttpContext>> {
@@ -301,7 +358,7 @@ fn count_mirror_answer(shared: &Shared, token: u32, num_headers: usize, m: &Metr
     // No headers: reset, timeout or no connection; a 5xx: the mirror (or Envoy for it) failed.
     let failed = num_headers == 0 || host::call_response_status().is_none_or(|s| s >= 500);
     if failed {
-        host::increment(m.mirrors_failed);
+        shared.count(m.mirrors_failed);
     }
 }
 
@@ -325,13 +382,14 @@ struct Stream {
 impl Stream {
     fn count(&self, decision: &Decision<'_>, active: &Active) {
         let m = &self.metrics;
-        match decision {
-            Decision::Passthrough => host::increment(m.passthrough),
-            Decision::Default(_) => host::increment(m.default_route),
-            Decision::NoRoute { .. } => host::increment(m.noroute),
-            Decision::Blocked => host::increment(m.blocked),
-            Decision::Matched(x) => host::increment(active.route_counter(x.rule, x.destination)),
-        }
+        let id = match decision {
+            Decision::Passthrough => m.passthrough,
+            Decision::Default(_) => m.default_route,
+            Decision::NoRoute { .. } => m.noroute,
+            Decision::Blocked => m.blocked,
+            Decision::Matched(x) => active.route_counter(x.rule, x.destination),
+        };
+        self.shared.count(id);
     }
 
     /// Carries out the plan; returns whether the request goes on now.
@@ -346,9 +404,9 @@ impl Stream {
         };
         let after_delay = plan.abort.clone().or_else(|| plan.local_reply.clone());
         if let Some(delay) = plan.delay {
-            host::increment(m.delay);
+            self.shared.count(m.delay);
             if plan.abort.is_some() {
-                host::increment(m.abort);
+                self.shared.count(m.abort);
             }
             let (now, later) = if end_of_stream { (mirrors, Vec::new()) } else { (Vec::new(), mirrors) };
             self.arm_mirrors(later, active);
@@ -361,7 +419,7 @@ impl Stream {
         }
         if let Some(reply) = after_delay {
             if plan.abort.is_some() {
-                host::increment(m.abort);
+                self.shared.count(m.abort);
             }
             host::send_reply(&reply);
             return Flow::Pause;
@@ -389,7 +447,7 @@ impl Stream {
         if buf.overflowed() {
             for c in &calls {
                 log::debug!("meshroute: mirror to {} skipped: body over the limit or the VM's budget", c.cluster);
-                host::increment(self.metrics.mirrors_skipped);
+                self.shared.count(self.metrics.mirrors_skipped);
             }
             self.release_body();
             return;
@@ -446,7 +504,7 @@ impl Drop for Stream {
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Flow {
-        host::increment(self.metrics.requests);
+        self.shared.count(self.metrics.requests);
         let Some(active) = self.active.clone() else { return Flow::Continue };
         let Some(pairs) = host::request_headers() else { return Flow::Continue };
         #[cfg(feature = "crash-test")]

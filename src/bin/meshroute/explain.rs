@@ -2,8 +2,11 @@
 
 use crate::{InputArgs, Loaded};
 use clap::{ArgAction, Args};
-use meshroute::explain::{ActionExplained, Explanation, MatchedRule, Outcome};
+use meshroute::explain::{
+    Branch, Explanation, HeaderEdit, MatchedRule, Outcome, PlanExplained, ReplyExplained, RuleCheck,
+};
 use meshroute::Request;
+use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,13 +58,51 @@ pub fn run(args: &ExplainArgs) -> ExitCode {
         Ok(l) => l,
         Err(code) => return code,
     };
-    let table = match loaded.require_table() {
-        Ok(t) => t,
-        Err(code) => return code,
+    let diags = &loaded.compiled.diagnostics;
+    // A clean configuration: the filter's own table. One with errors: the table istiod + Envoy
+    // would serve (the filter, `compile` and `envoy` refuse it), findings printed first.
+    let lenient;
+    let (table, tolerated, code) = match &loaded.compiled.table {
+        Some(t) if !diags.has_errors() => {
+            loaded.print_diagnostics(false);
+            (t, None, ExitCode::SUCCESS)
+        }
+        _ => match meshroute::lenient::compile_lenient(&loaded.bundle, meshroute::Diagnostics::default()) {
+            Some(l) if !diags.errors().any(|d| d.resource.is_none()) => {
+                lenient = l;
+                (&lenient.table, Some(&lenient.tolerated), ExitCode::from(1))
+            }
+            _ => {
+                return match loaded.require_table() {
+                    Ok(_) => ExitCode::from(1),
+                    Err(code) => code,
+                };
+            }
+        },
     };
-    let e = table.explain(&req);
+    let e = match tolerated {
+        Some(t) => table.explain_with(&req, t),
+        None => table.explain(&req),
+    };
+    let findings: Vec<Finding> = diags
+        .iter()
+        .map(|d| Finding { severity: d.severity.as_str(), code: d.code, text: loaded.inputs.render(d) })
+        .collect();
+    let refused: Vec<Refused> = tolerated
+        .map(|t| {
+            t.refused
+                .iter()
+                .map(|r| Refused {
+                    resource: r.resource.to_string(),
+                    by_istio: r.by_istio,
+                    finding: loaded.inputs.render(&r.finding),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let text = if args.json {
-        match serde_json::to_string_pretty(&e) {
+        let out = JsonOut { findings: &findings, refused: &refused, explanation: &e };
+        match serde_json::to_string_pretty(&out) {
             Ok(t) => t + "\n",
             Err(err) => {
                 eprintln!("meshroute: {err}");
@@ -69,9 +110,70 @@ pub fn run(args: &ExplainArgs) -> ExitCode {
             }
         }
     } else {
-        render(&e, &table.routing_header)
+        let mut out = String::new();
+        if tolerated.is_some() {
+            render_findings(&mut out, &findings, &refused);
+        }
+        out + &render(&e, &table.routing_header)
     };
-    crate::output::emit(None, &text)
+    match crate::output::emit(None, &text) {
+        c if c == ExitCode::SUCCESS => code,
+        c => c,
+    }
+}
+
+/// One finding of `validate`, for `explain`'s own report.
+#[derive(Serialize)]
+struct Finding {
+    severity: &'static str,
+    code: Option<&'static str>,
+    /// As `validate` prints it (file and line included).
+    text: String,
+}
+
+/// A resource the explanation leaves out.
+#[derive(Serialize)]
+struct Refused {
+    resource: String,
+    /// true: Istio's admission webhook refuses it (kubectl apply fails, istiod never sees it);
+    /// false: Istio would accept it but meshroute cannot model it.
+    by_istio: bool,
+    finding: String,
+}
+
+#[derive(Serialize)]
+struct JsonOut<'a> {
+    /// Every finding of `validate`; with an error among them, the explanation is what istiod +
+    /// Envoy would do, and each consequence of an error is marked in it.
+    findings: &'a [Finding],
+    /// Resources left out of the explanation.
+    refused: &'a [Refused],
+    #[serde(flatten)]
+    explanation: &'a Explanation,
+}
+
+fn render_findings(out: &mut String, findings: &[Finding], refused: &[Refused]) {
+    let errors = findings.iter().filter(|f| f.severity == "error").count();
+    let _ = writeln!(
+        out,
+        "findings: {errors} error(s) — `compile` and `envoy` refuse this configuration; below is what istiod + Envoy would do with it"
+    );
+    for f in findings {
+        let _ = writeln!(out, "  {}", f.text);
+    }
+    for (by_istio, title) in [
+        (true, "refused by Istio's admission webhook (kubectl apply fails, istiod never sees them):"),
+        (false, "left out: Istio would accept them, meshroute cannot model them (their traffic is not shown):"),
+    ] {
+        let these: Vec<&Refused> = refused.iter().filter(|r| r.by_istio == by_istio).collect();
+        if !these.is_empty() {
+            let _ = writeln!(out, "{title}");
+        }
+        for r in these {
+            let _ = writeln!(out, "  {}", r.resource);
+        }
+    }
+    let _ = writeln!(out);
 }
 
 /// Splits a URL into scheme, authority and path; `-H host:` overrides the authority.
@@ -112,6 +214,10 @@ pub fn render(e: &Explanation, routing_header: &str) -> String {
     let mut out = String::new();
     let r = &e.request;
     let _ = writeln!(out, "request: {} {}://{}{} (port {})", r.method, r.scheme, r.authority, r.path, r.port);
+    if let Some(c) = &e.consequence {
+        let _ = writeln!(out, "→ {}", c.reason);
+        let _ = writeln!(out, "  because: {}", c.finding);
+    }
     match e.outcome {
         Outcome::Passthrough => {
             let _ = writeln!(
@@ -119,7 +225,6 @@ pub fn render(e: &Explanation, routing_header: &str) -> String {
                 "no VirtualService claims host {:?}: the filter lets the request through unchanged",
                 r.authority
             );
-            return out;
         }
         Outcome::Blocked => {
             let _ = writeln!(
@@ -127,7 +232,6 @@ pub fn render(e: &Explanation, routing_header: &str) -> String {
                 "host {:?} is not in the registry and the outbound policy is REGISTRY_ONLY: 502",
                 r.authority
             );
-            return out;
         }
         Outcome::DefaultRoute => {
             let _ = writeln!(
@@ -135,21 +239,36 @@ pub fn render(e: &Explanation, routing_header: &str) -> String {
                 "no VirtualService claims host {:?}; a ServiceEntry declares it: Istio's default route",
                 r.authority
             );
-            if let Some(m) = &e.matched {
-                render_matched(&mut out, m, routing_header, false);
-            }
-            return out;
         }
-        _ => {}
+        Outcome::Matched | Outcome::NoRoute => {
+            let _ = writeln!(
+                out,
+                "virtual service: {} (hosts: {})",
+                e.virtual_service.as_deref().unwrap_or("?"),
+                e.hosts.join(", ")
+            );
+            let _ = writeln!(out, "rules, in order:");
+            render_trace(&mut out, &e.evaluated);
+        }
     }
-    let _ = writeln!(
-        out,
-        "virtual service: {} (hosts: {})",
-        e.virtual_service.as_deref().unwrap_or("?"),
-        e.hosts.join(", ")
-    );
-    let _ = writeln!(out, "rules, in order:");
-    for c in &e.evaluated {
+    match (&e.matched, e.outcome) {
+        (None, Outcome::NoRoute) => {
+            let _ = writeln!(out, "result: no rule matches: 404 (Envoy NR)");
+        }
+        (Some(m), Outcome::Matched) => {
+            let name = m.name.as_ref().map(|n| format!(" ({n})")).unwrap_or_default();
+            let _ = writeln!(out, "result: rule spec.http[{}]{name}", m.rule);
+            render_matched(&mut out, m);
+        }
+        (Some(m), _) => render_matched(&mut out, m),
+        (None, _) => {}
+    }
+    render_branches(&mut out, &e.branches, routing_header);
+    out
+}
+
+fn render_trace(out: &mut String, evaluated: &[RuleCheck]) {
+    for c in evaluated {
         let mut loc = format!("spec.http[{}]", c.rule);
         if let Some(m) = c.match_index {
             loc.push_str(&format!(".match[{m}]"));
@@ -169,50 +288,12 @@ pub fn render(e: &Explanation, routing_header: &str) -> String {
             }
         }
     }
-    match &e.matched {
-        None => {
-            let _ = writeln!(out, "result: no rule matches: 404 (Envoy NR)");
-        }
-        Some(m) => render_matched(&mut out, m, routing_header, true),
-    }
-    out
 }
 
-fn render_matched(out: &mut String, m: &MatchedRule, routing_header: &str, from_rule: bool) {
-    if from_rule {
-        let name = m.name.as_ref().map(|n| format!(" ({n})")).unwrap_or_default();
-        let _ = writeln!(out, "result: rule spec.http[{}]{name}", m.rule);
-    }
-    match &m.action {
-        ActionExplained::Forward { destinations } if destinations.is_empty() => {
-            let _ = writeln!(out, "  route: no destination with a weight above 0 (503)");
-        }
-        ActionExplained::Forward { destinations } => {
-            let _ = writeln!(out, "  route ({routing_header} set to the chosen cluster):");
-            for d in destinations {
-                let subset = d.subset.as_ref().map(|s| format!(" subset {s}")).unwrap_or_default();
-                let _ = writeln!(
-                    out,
-                    "    {:>6.2}%  {}  (host {}{subset}, port {}, weight {})",
-                    d.percent, d.cluster, d.host, d.port, d.weight
-                );
-            }
-        }
-        ActionExplained::Redirect { code, location } => {
-            let _ = writeln!(out, "  redirect: {code} to {location}");
-        }
-        ActionExplained::DirectResponse { status, body_bytes, body } => {
-            let preview: String = body.chars().take(60).collect();
-            let _ = writeln!(out, "  direct response: {status}, body {body_bytes} bytes {preview:?}");
-        }
-    }
-    if let Some(rw) = &m.rewrite {
-        if let Some(p) = &rw.path {
-            let _ = writeln!(out, "  rewrite path: {p}");
-        }
-        if let Some(a) = &rw.authority {
-            let _ = writeln!(out, "  rewrite authority: {a}");
-        }
+/// The rule's policies, described (what they do to the request is in the branches).
+fn render_matched(out: &mut String, m: &MatchedRule) {
+    for f in &m.findings {
+        let _ = writeln!(out, "  finding in this rule: {f}");
     }
     match &m.fault {
         None => {
@@ -229,6 +310,9 @@ fn render_matched(out: &mut String, m: &MatchedRule, routing_header: &str, from_
                     _ => "abort".into(),
                 };
                 let _ = writeln!(out, "  fault abort: {what} for {}% of requests", fmt_pct(a.percent));
+                if let Some(reply) = &a.reply {
+                    render_reply(out, "    ", "abort reply", reply);
+                }
             }
         }
     }
@@ -261,25 +345,77 @@ fn render_matched(out: &mut String, m: &MatchedRule, routing_header: &str, from_
     for mr in &m.mirrors {
         let _ = writeln!(out, "  mirror: {}% of requests to {}", fmt_pct(mr.percent), mr.cluster);
     }
-    for (what, ops) in [("request", &m.request_headers), ("response", &m.response_headers)] {
-        for (k, v) in &ops.set {
-            let _ = writeln!(out, "  {what} header set: {k}: {v}");
-        }
-        for (k, v) in &ops.add {
-            let _ = writeln!(out, "  {what} header add: {k}: {v}");
-        }
-        for k in &ops.remove {
-            let _ = writeln!(out, "  {what} header remove: {k}");
-        }
-    }
     if m.cors {
         let _ = writeln!(out, "  cors: policy applies");
     }
-    if !m.router_hints.is_empty() {
-        let _ = writeln!(out, "  router hints the filter adds:");
-        for h in &m.router_hints {
-            let _ = writeln!(out, "    {}: {}", h.name, h.value);
+}
+
+/// What the filter does, branch by branch: every line below is the filter's plan (`set`, `add`,
+/// `remove` request headers in order, the local reply, mirrors, response headers).
+fn render_branches(out: &mut String, branches: &[Branch], routing_header: &str) {
+    if branches.iter().any(|b| b.plan.cluster.is_some()) {
+        let _ = writeln!(out, "route ({routing_header} set to the chosen cluster):");
+    } else {
+        let _ = writeln!(out, "what the filter does:");
+    }
+    for b in branches {
+        match (&b.plan.cluster, &b.destination) {
+            (Some(c), Some(d)) => {
+                let subset = d.subset.as_ref().map(|s| format!(" subset {s}")).unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "  {:>6.2}%  {c}  (host {}{subset}, port {}, weight {})",
+                    b.percent, d.host, d.port, d.weight
+                );
+            }
+            (Some(c), None) => {
+                let _ = writeln!(out, "  {:>6.2}%  {c}", b.percent);
+            }
+            (None, _) => {}
         }
+        if let Some(c) = &b.consequence {
+            let _ = writeln!(out, "    → {} ({})", c.status, c.reason);
+            let _ = writeln!(out, "      because: {}", c.finding);
+        }
+        let p = &b.plan;
+        for h in &p.request_headers {
+            render_edit(out, "request header", h);
+        }
+        if let Some(reply) = &p.reply {
+            render_reply(out, "    ", "reply", reply);
+        }
+        for m in &p.mirrors {
+            let _ = writeln!(out, "    mirror copy to: {m}");
+        }
+        for h in &p.response_headers {
+            render_edit(out, "response header", h);
+        }
+        if p == &PlanExplained::default() {
+            let _ = writeln!(out, "    nothing: the request goes on unchanged");
+        }
+    }
+}
+
+fn render_edit(out: &mut String, what: &str, h: &HeaderEdit) {
+    match &h.value {
+        Some(v) => {
+            let _ = writeln!(out, "    {what} {} {}: {v}", h.op, h.name);
+        }
+        None => {
+            let _ = writeln!(out, "    {what} {} {}", h.op, h.name);
+        }
+    }
+}
+
+fn render_reply(out: &mut String, indent: &str, what: &str, r: &ReplyExplained) {
+    let grpc = r.grpc_status.map(|g| format!(" (grpc-status {g})")).unwrap_or_default();
+    let _ = writeln!(out, "{indent}{what}: {}{grpc}", r.status);
+    for (k, v) in &r.headers {
+        let _ = writeln!(out, "{indent}{what} header: {k}: {v}");
+    }
+    if !r.body.is_empty() {
+        let preview: String = r.body.chars().take(60).collect();
+        let _ = writeln!(out, "{indent}{what} body: {} bytes {preview:?}", r.body.len());
     }
 }
 
@@ -287,6 +423,9 @@ fn fmt_pct(p: f64) -> String {
     let s = format!("{p:.4}");
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
+
+#[cfg(test)]
+mod props;
 
 #[cfg(test)]
 mod tests {

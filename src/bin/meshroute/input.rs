@@ -50,6 +50,8 @@ pub struct Inputs {
     pub resources: Vec<Loaded>,
     /// `--settings`, else a `settings` object found in a plugin-config input.
     pub settings: Option<SettingsSource>,
+    /// A compact `registry` found in a plugin-config input (what `meshroute compile` wrote).
+    pub registry: Option<Value>,
     pub errors: Vec<InputError>,
 }
 
@@ -153,6 +155,7 @@ impl Inputs {
         for (key, line, node) in entries {
             match key.as_str() {
                 "resources" => self.flatten(file, node),
+                "registry" => self.registry = Some(node.to_value()),
                 "settings" => {
                     // `--settings` wins over settings embedded in an input.
                     if self.settings.is_none() {
@@ -163,7 +166,9 @@ impl Inputs {
                     file: file.to_string(),
                     line: Some(line),
                     col: None,
-                    message: format!("unknown key {other:?} in a plugin configuration (expected resources, settings)"),
+                    message: format!(
+                        "unknown key {other:?} in a plugin configuration (expected resources, settings, registry)"
+                    ),
                 }),
             }
         }
@@ -249,6 +254,35 @@ impl Inputs {
         let mut m = Map::new();
         m.insert("resources".into(), Value::Array(self.resources.iter().map(|r| r.value.clone()).collect()));
         m.insert("settings".into(), Value::Object(self.settings_value(gateway)));
+        if let Some(r) = &self.registry {
+            m.insert("registry".into(), r.clone());
+        }
+        Value::Object(m)
+    }
+
+    /// What `meshroute compile` writes: the Istio resources as read, and the Kubernetes objects
+    /// folded into the compact registry the filter needs (hosts, ports, protocols, workload
+    /// labels) instead of whole Deployments, Secrets and Pods.
+    pub fn compiled_plugin_config(&self, bundle: &meshroute::Bundle, gateway: Option<&str>) -> Value {
+        let istio: Vec<Value> = self
+            .resources
+            .iter()
+            .filter(|r| {
+                let api = r.value.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
+                let kind = r.value.get("kind").and_then(Value::as_str).unwrap_or_default();
+                meshroute::k8s::classify(api, kind) == meshroute::k8s::KindClass::Istio
+            })
+            .map(|r| r.value.clone())
+            .collect();
+        let mut m = Map::new();
+        m.insert("resources".into(), Value::Array(istio));
+        m.insert("settings".into(), Value::Object(self.settings_value(gateway)));
+        let compact = bundle.registry.compact();
+        if !compact.is_empty() {
+            if let Ok(v) = serde_json::to_value(&compact) {
+                m.insert("registry".into(), v);
+            }
+        }
         Value::Object(m)
     }
 

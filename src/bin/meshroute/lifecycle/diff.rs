@@ -3,7 +3,8 @@
 //! removed or reordered. `summary` is the one line `history` shows.
 
 use meshroute::compile::{Action, CompiledVs, Rule};
-use meshroute::RouteTable;
+use meshroute::explain::Outcome;
+use meshroute::{Explanation, Request, RouteTable};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -59,17 +60,24 @@ pub struct Report {
     pub resources: Vec<String>,
     pub shares: Vec<String>,
     pub rules: Vec<String>,
+    /// Requests (built from the rules' own match conditions) whose fate differs.
+    pub requests: Vec<String>,
 }
 
 impl Report {
     pub fn is_empty(&self) -> bool {
-        self.resources.is_empty() && self.shares.is_empty() && self.rules.is_empty()
+        self.resources.is_empty() && self.shares.is_empty() && self.rules.is_empty() && self.requests.is_empty()
     }
 }
 
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (title, lines) in [("resources", &self.resources), ("traffic", &self.shares), ("rules", &self.rules)] {
+        for (title, lines) in [
+            ("resources", &self.resources),
+            ("traffic", &self.shares),
+            ("rules", &self.rules),
+            ("requests whose fate changes", &self.requests),
+        ] {
             if !lines.is_empty() {
                 writeln!(f, "{title}:")?;
                 for l in lines {
@@ -105,7 +113,11 @@ pub fn report(old: Option<&Value>, new: &Value, old_table: Option<&RouteTable>, 
         resources.extend(f.into_iter().map(|l| format!("~ {l}")));
     }
     let (shares, rules) = tables(old, new, old_table, new_table);
-    Report { resources, shares, rules }
+    let requests = match old_table {
+        Some(ot) => fates(old, new, ot, new_table),
+        None => Vec::new(),
+    };
+    Report { resources, shares, rules, requests }
 }
 
 /// A rule's identity across revisions: its name, else its match conditions.
@@ -235,5 +247,196 @@ pub fn summary(old: Option<&Value>, new: &Value) -> String {
         "no change".into()
     } else {
         heads.iter().copied().chain(r.rules.iter().map(String::as_str)).collect::<Vec<_>>().join("; ")
+    }
+}
+
+/// One request per match block of every VirtualService rule on either side (method, path from
+/// `uri` exact/prefix, headers and query parameters from exact/prefix values; blocks with regex
+/// conditions are skipped), plus `GET /` per host. Each is explained against both tables; the
+/// ones whose fate (outcome, action, fault, retries, timeout, mirrors, header operations)
+/// differs are listed with explain's wording, old ⇒ new.
+fn fates(old: Option<&Value>, new: &Value, ot: &RouteTable, nt: &RouteTable) -> Vec<String> {
+    let mut requests: Vec<(String, Request)> = Vec::new();
+    for cfg in old.into_iter().chain(std::iter::once(new)) {
+        for r in cfg["resources"].as_array().into_iter().flatten().filter(|r| r["kind"] == "VirtualService") {
+            let Some(host) = r["spec"]["hosts"].as_array().and_then(|h| h.first()).and_then(Value::as_str) else {
+                continue;
+            };
+            let host = host.replacen("*.", "any.", 1).replace('*', "any.host");
+            let mut blocks: Vec<Value> = vec![Value::Null];
+            for rule in r["spec"]["http"].as_array().into_iter().flatten() {
+                blocks.extend(rule["match"].as_array().into_iter().flatten().cloned());
+            }
+            for b in blocks {
+                if let Some(req) = request_for(&host, &b) {
+                    let key = describe(&req);
+                    if !requests.iter().any(|(k, _)| *k == key) {
+                        requests.push((key, req));
+                    }
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (key, req) in requests {
+        let (a, b) = (ot.explain(&req), nt.explain(&req));
+        if fate(&a) != fate(&b) {
+            out.push(format!("{key}: {} ⇒ {}", one_line(&a), one_line(&b)));
+        }
+    }
+    out
+}
+
+fn exact_or_prefix(m: &Value) -> Option<String> {
+    m["exact"].as_str().or_else(|| m["prefix"].as_str()).map(str::to_string)
+}
+
+fn request_for(host: &str, block: &Value) -> Option<Request> {
+    if block.is_null() {
+        return Some(Request::new("GET", host, "/"));
+    }
+    let has_regex = |m: &Value| m.get("regex").is_some();
+    let method = match block.get("method") {
+        Some(m) if has_regex(m) => return None,
+        Some(m) => exact_or_prefix(m)?,
+        None => "GET".into(),
+    };
+    let mut path = match block.get("uri") {
+        Some(m) if has_regex(m) => return None,
+        Some(m) => exact_or_prefix(m)?,
+        None => "/".into(),
+    };
+    let mut query = Vec::new();
+    for (k, m) in block["queryParams"].as_object().into_iter().flatten() {
+        if has_regex(m) {
+            return None;
+        }
+        query.push(format!("{k}={}", exact_or_prefix(m).unwrap_or_default()));
+    }
+    if !query.is_empty() {
+        path = format!("{path}?{}", query.join("&"));
+    }
+    let mut req = Request::new(&method, host, &path);
+    for (k, m) in block["headers"].as_object().into_iter().flatten() {
+        if has_regex(m) {
+            return None;
+        }
+        req = req.with_header(k, &exact_or_prefix(m).unwrap_or_default());
+    }
+    Some(req)
+}
+
+fn describe(r: &Request) -> String {
+    let mut s = format!("{} http://{}{}", r.method, r.authority, r.path);
+    for (k, v) in &r.headers {
+        let _ = write!(s, " -H '{k}: {v}'");
+    }
+    s
+}
+
+/// What happens to the request, without the rule's position (a reorder alone is not a change).
+fn fate(e: &Explanation) -> Value {
+    let mut m = serde_json::to_value(&e.matched).unwrap_or_default();
+    if let Some(o) = m.as_object_mut() {
+        for k in ["rule", "name", "match_index"] {
+            o.remove(k);
+        }
+    }
+    // Where the request goes (destinations, their shares, the filter's plan) lives in the branches.
+    let branches = serde_json::to_value(&e.branches).unwrap_or_default();
+    serde_json::json!({"outcome": serde_json::to_value(e.outcome).unwrap_or_default(), "matched": m, "branches": branches})
+}
+
+/// explain's wording, on one line: the rule and what it does.
+fn one_line(e: &Explanation) -> String {
+    let Some(m) = &e.matched else {
+        return match e.outcome {
+            Outcome::NoRoute => "no rule matches: 404".into(),
+            Outcome::Passthrough => "no VirtualService: passed through unchanged".into(),
+            Outcome::Blocked => "not in the registry (REGISTRY_ONLY): 502".into(),
+            Outcome::DefaultRoute => "Istio's default route".into(),
+            Outcome::Matched => "matched".into(),
+        };
+    };
+    let rule = match &m.name {
+        Some(n) => format!("rule {} ({n})", m.rule),
+        None => format!("rule {}", m.rule),
+    };
+    let reply = || e.branches.first().and_then(|b| b.plan.reply.as_ref());
+    let what = match m.action {
+        "redirect" => match reply() {
+            Some(r) => {
+                let location = r.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("location"));
+                format!("redirect {} to {}", r.status, location.map_or("", |(_, v)| v.as_str()))
+            }
+            None => "redirect".into(),
+        },
+        "direct_response" => {
+            reply().map_or_else(|| "direct response".into(), |r| format!("direct response {}", r.status))
+        }
+        _ => e
+            .branches
+            .iter()
+            .filter_map(|b| Some((b.destination.as_ref()?, b.percent)))
+            .map(|(d, percent)| {
+                let host = d.host.split('.').next().unwrap_or(&d.host);
+                let p = if percent.fract() == 0.0 { format!("{percent}%") } else { format!("{percent:.2}%") };
+                match &d.subset {
+                    Some(s) => format!("{host} {s} {p}"),
+                    None => format!("{host} {p}"),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    let mut extra = String::new();
+    if m.fault.is_some() {
+        extra.push_str(", fault");
+    }
+    if let Some(t) = m.timeout_ms {
+        let _ = write!(extra, ", timeout {t} ms");
+    }
+    format!("{rule} → {what}{extra}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cfg(http: Value) -> Value {
+        json!({"resources": [
+            {"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry", "metadata": {"name": "r", "namespace": "default"},
+             "spec": {"hosts": ["reviews.internal"], "resolution": "STATIC", "ports": [{"number": 80, "name": "http", "protocol": "HTTP"}],
+                      "endpoints": [{"address": "10.0.0.1", "labels": {"v": "1"}}, {"address": "10.0.0.2", "labels": {"v": "2"}}]}},
+            {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule", "metadata": {"name": "r", "namespace": "default"},
+             "spec": {"host": "reviews.internal", "subsets": [{"name": "v1", "labels": {"v": "1"}}, {"name": "v2", "labels": {"v": "2"}}]}},
+            {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": {"name": "reviews", "namespace": "default"},
+             "spec": {"hosts": ["reviews.internal"], "http": http}}], "settings": {}})
+    }
+
+    fn table(c: &Value) -> RouteTable {
+        let (b, d) = meshroute::load_value(c.clone());
+        let compiled = meshroute::compile(&b, d);
+        compiled.table.unwrap_or_else(|| panic!("{}", compiled.diagnostics))
+    }
+
+    #[test]
+    fn a_reordered_rule_and_the_requests_it_steals_are_reported() {
+        let jason = json!({"match": [{"headers": {"end-user": {"exact": "jason"}}}],
+                           "route": [{"destination": {"host": "reviews.internal", "subset": "v2"}}]});
+        let rest = json!({"match": [{"headers": {"end-user": {"prefix": "j"}}}],
+                          "route": [{"destination": {"host": "reviews.internal", "subset": "v1"}}]});
+        let old = cfg(json!([jason, rest]));
+        let new = cfg(json!([rest, jason]));
+        let r = report(Some(&old), &new, Some(&table(&old)), &table(&new));
+        assert!(r.rules.iter().any(|l| l.starts_with("reordered default/reviews")), "{:?}", r.rules);
+        assert_eq!(
+            r.requests,
+            vec!["GET http://reviews.internal/ -H 'end-user: jason': rule 0 → reviews v2 100% ⇒ rule 0 → reviews v1 100%"]
+        );
+        assert!(r.shares.is_empty(), "{:?}", r.shares);
+        let same = report(Some(&old), &old, Some(&table(&old)), &table(&old));
+        assert!(same.is_empty());
     }
 }

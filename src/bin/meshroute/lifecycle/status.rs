@@ -120,7 +120,7 @@ pub fn run(args: &StatusArgs) -> ExitCode {
 }
 
 /// (vs, rule, cluster) → requests, as a difference to `before` when given.
-fn route_counts(now: &Stats, before: Option<&Stats>) -> BTreeMap<(String, usize, String), u64> {
+pub fn route_counts(now: &Stats, before: Option<&Stats>) -> BTreeMap<(String, usize, String), u64> {
     let mut out = BTreeMap::new();
     for (name, v) in &now.numbers {
         if let Some((vs, rule, dest)) = metrics::parse_route_stat(name) {

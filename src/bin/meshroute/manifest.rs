@@ -1,0 +1,86 @@
+//! `meshroute compile --as wasmplugin|trafficextension`: the Istio resource that attaches the
+//! filter to workloads, with the compiled configuration as `pluginConfig` — the distributed case
+//! becomes `kubectl apply`, and its history is the manifest's history in git. The shape follows
+//! deploy/istio/wasmplugin.yaml and trafficextension.yaml (istio/api extensions/v1alpha1).
+
+use clap::ValueEnum;
+use serde_json::{json, Map, Value};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Kind {
+    /// extensions.istio.io/v1alpha1 WasmPlugin.
+    Wasmplugin,
+    /// extensions.istio.io/v1alpha1 TrafficExtension (Istio 1.30+, supersedes WasmPlugin).
+    Trafficextension,
+}
+
+pub const DEFAULT_IMAGE: &str = "oci://registry.example.com/meshroute:0.1.0";
+
+/// The manifest for `plugin_config` (`{"resources", "settings"}`): namespace and selector from
+/// the settings (the proxy's namespace and labels); outbound (CLIENT) traffic only for a sidecar.
+pub fn manifest(kind: Kind, plugin_config: &Value, image: &str, name: &str) -> Value {
+    let settings = &plugin_config["settings"];
+    let namespace = settings["namespace"].as_str().unwrap_or("default");
+    let sidecar = settings["gateway"].as_str().is_none_or(|g| g == "mesh");
+    let mut spec = Map::new();
+    if let Some(labels) = settings["labels"].as_object().filter(|l| !l.is_empty()) {
+        spec.insert("selector".into(), json!({"matchLabels": labels}));
+    }
+    if sidecar {
+        spec.insert("match".into(), json!([{"mode": "CLIENT"}]));
+    }
+    // Right before the router, after Istio's own filters.
+    spec.insert("phase".into(), json!("UNSPECIFIED_PHASE"));
+    // A filter that cannot load must not let traffic bypass the routing decisions.
+    let module = json!({
+        "url": image,
+        "imagePullPolicy": "IfNotPresent",
+        "failStrategy": "FAIL_CLOSE",
+        "type": "HTTP",
+        "pluginConfig": plugin_config,
+    });
+    let (kind_name, spec) = match kind {
+        Kind::Wasmplugin => {
+            if let Value::Object(m) = module {
+                spec.extend(m);
+            }
+            ("WasmPlugin", spec)
+        }
+        Kind::Trafficextension => {
+            spec.insert("wasm".into(), module);
+            ("TrafficExtension", spec)
+        }
+    };
+    json!({
+        "apiVersion": "extensions.istio.io/v1alpha1",
+        "kind": kind_name,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plugin_config_and_the_proxy_identity_fill_the_manifest() {
+        let cfg = json!({"resources": [], "settings": {"namespace": "shop", "labels": {"app": "frontend"}}});
+        let w = manifest(Kind::Wasmplugin, &cfg, "oci://r/m:1", "meshroute");
+        assert_eq!(w["kind"], "WasmPlugin");
+        assert_eq!(w["metadata"]["namespace"], "shop");
+        assert_eq!(w["spec"]["selector"]["matchLabels"]["app"], "frontend");
+        assert_eq!(w["spec"]["pluginConfig"], cfg);
+        assert_eq!(w["spec"]["failStrategy"], "FAIL_CLOSE");
+        assert_eq!(w["spec"]["match"][0]["mode"], "CLIENT");
+        let t = manifest(Kind::Trafficextension, &cfg, "oci://r/m:1", "meshroute");
+        assert_eq!(t["kind"], "TrafficExtension");
+        assert_eq!(t["spec"]["wasm"]["pluginConfig"], cfg);
+        assert_eq!(t["spec"]["wasm"]["url"], "oci://r/m:1");
+        assert!(t["spec"].get("url").is_none());
+        let gw = json!({"resources": [], "settings": {"gateway": "istio-system/gw"}});
+        let g = manifest(Kind::Wasmplugin, &gw, "oci://r/m:1", "meshroute");
+        assert!(g["spec"].get("match").is_none() && g["spec"].get("selector").is_none());
+        assert_eq!(g["metadata"]["namespace"], "default");
+    }
+}

@@ -1,0 +1,177 @@
+//! Istio's Bookinfo sample, its real manifests (`tests/fixtures/bookinfo/`, see SOURCE.md), through
+//! `meshroute envoy` and a real Envoy with the filter: the request-routing, traffic-shifting,
+//! fault-injection (abort) and ingress-gateway tasks of istio.io, with the Services on port 9080.
+//!
+//! The Kubernetes Services and Deployments come from `bookinfo.yaml` unchanged; what a cluster
+//! would add — Pods and EndpointSlices — is generated here, pointing at scriptable upstreams on
+//! 127.0.0.1 (one EndpointSlice per version, each with its upstream's port; the Pods carry the
+//! Deployments' labels, so subsets select them through `targetRef`).
+//!
+//! Skips loudly without Envoy or the filter's Wasm module locally; fails under `CI=true`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use support::*;
+
+const VERSIONS: &[(&str, &str)] = &[
+    ("productpage", "v1"),
+    ("details", "v1"),
+    ("ratings", "v1"),
+    ("reviews", "v1"),
+    ("reviews", "v2"),
+    ("reviews", "v3"),
+];
+
+fn bookinfo(name: &str) -> String {
+    fixture(&format!("bookinfo/{name}"))
+}
+
+/// One upstream per version, and the Pods and EndpointSlices a cluster would hold for them.
+struct Workloads {
+    upstreams: HashMap<String, Upstream>,
+    yaml: String,
+}
+
+fn workloads() -> Workloads {
+    let mut upstreams = HashMap::new();
+    let mut yaml = String::new();
+    for (app, version) in VERSIONS {
+        let name = format!("{app}-{version}");
+        let u = Upstream::named(&name);
+        yaml.push_str(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}-pod, namespace: default, labels: {{app: {app}, version: {version}}}}}\n\
+             status: {{podIP: 127.0.0.1}}\n---\n\
+             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+             metadata: {{name: {name}-slice, namespace: default, labels: {{kubernetes.io/service-name: {app}}}}}\n\
+             addressType: IPv4\nports: [{{name: http, port: {port}, protocol: TCP}}]\n\
+             endpoints: [{{addresses: [127.0.0.1], conditions: {{ready: true}}, targetRef: {{kind: Pod, name: {name}-pod}}}}]\n---\n",
+            port = u.port()
+        ));
+        upstreams.insert(name, u);
+    }
+    Workloads { upstreams, yaml }
+}
+
+struct Proxy {
+    _envoy: Envoy,
+    port: u16,
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("meshroute-bookinfo-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    dir
+}
+
+/// `meshroute validate` must pass with no error, then `meshroute envoy` runs the result.
+fn start(wasm: &Path, tag: &str, files: &[(&str, String)], extra: &[&str]) -> Proxy {
+    let dir = temp_dir(tag);
+    let mut args = Vec::new();
+    for (name, text) in files {
+        let p = dir.join(name);
+        std::fs::write(&p, text).expect("write");
+        args.push("-f".to_string());
+        args.push(p.display().to_string());
+    }
+    let v = Command::new(env!("CARGO_BIN_EXE_meshroute")).arg("validate").args(&args).output().expect("validate");
+    assert!(v.status.success(), "validate failed:\n{}", String::from_utf8_lossy(&v.stdout));
+    let (port, admin) = (free_port(), free_port());
+    let out = dir.join("envoy.yaml");
+    let o = Command::new(env!("CARGO_BIN_EXE_meshroute"))
+        .arg("envoy")
+        .args(&args)
+        .arg("--wasm")
+        .arg(wasm)
+        .arg("-o")
+        .arg(&out)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--admin", &format!("127.0.0.1:{admin}")])
+        .args(extra)
+        .output()
+        .expect("run meshroute envoy");
+    assert!(o.status.success(), "meshroute envoy failed:\n{}", String::from_utf8_lossy(&o.stderr));
+    let yaml = std::fs::read_to_string(&out).expect("generated config");
+    Proxy { _envoy: Envoy::start(&yaml, &[("ADMIN_PORT", &admin.to_string())]), port }
+}
+
+fn who(port: u16, host: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut h = vec![("Host", host)];
+    h.extend_from_slice(headers);
+    let r = http("GET", port, path, &h, b"");
+    (r.status, r.header("x-upstream").unwrap_or("-").to_string())
+}
+
+#[test]
+fn request_routing_and_fault_injection_as_the_istio_tasks_describe() {
+    let Some((_, wasm)) = envoy_and_filter("bookinfo request routing") else { return };
+    let w = workloads();
+    // request-routing: virtual-service-all-v1, then reviews-test-v2 replaces the reviews rule;
+    // fault-injection: ratings-test-abort replaces the ratings rule (later files win, MR0001).
+    let files = [
+        ("bookinfo.yaml", bookinfo("bookinfo.yaml")),
+        ("workloads.yaml", w.yaml.clone()),
+        ("destination-rule-all.yaml", bookinfo("destination-rule-all.yaml")),
+        ("virtual-service-all-v1.yaml", bookinfo("virtual-service-all-v1.yaml")),
+        ("virtual-service-reviews-test-v2.yaml", bookinfo("virtual-service-reviews-test-v2.yaml")),
+        ("virtual-service-ratings-test-abort.yaml", bookinfo("virtual-service-ratings-test-abort.yaml")),
+    ];
+    let p = start(&wasm, "routing", &files, &[]);
+    for _ in 0..5 {
+        assert_eq!(who(p.port, "productpage:9080", "/productpage", &[]), (200, "productpage-v1".into()));
+        assert_eq!(who(p.port, "details:9080", "/details/0", &[]), (200, "details-v1".into()));
+        assert_eq!(who(p.port, "reviews:9080", "/reviews/0", &[]), (200, "reviews-v1".into()));
+        assert_eq!(who(p.port, "reviews:9080", "/reviews/0", &[("end-user", "jason")]), (200, "reviews-v2".into()));
+        assert_eq!(who(p.port, "ratings:9080", "/ratings/0", &[]), (200, "ratings-v1".into()));
+        // "the ratings service is unavailable" for jason: the abort answers 500 itself.
+        assert_eq!(who(p.port, "ratings:9080", "/ratings/0", &[("end-user", "jason")]).0, 500);
+        // The full name routes the same as the short one.
+        let fqdn = "reviews.default.svc.cluster.local:9080";
+        assert_eq!(who(p.port, fqdn, "/reviews/0", &[("end-user", "jason")]), (200, "reviews-v2".into()));
+    }
+    assert!(w.upstreams["reviews-v3"].requests().is_empty(), "nothing may reach reviews v3");
+    assert_eq!(w.upstreams["ratings-v1"].requests().len(), 5, "the aborted requests never reach ratings");
+}
+
+#[test]
+fn traffic_shifting_fifty_fifty_and_the_ingress_gateway() {
+    let Some((_, wasm)) = envoy_and_filter("bookinfo traffic shifting") else { return };
+    let w = workloads();
+    let files = [
+        ("bookinfo.yaml", bookinfo("bookinfo.yaml")),
+        ("workloads.yaml", w.yaml.clone()),
+        ("destination-rule-all.yaml", bookinfo("destination-rule-all.yaml")),
+        ("virtual-service-reviews-50-v3.yaml", bookinfo("virtual-service-reviews-50-v3.yaml")),
+    ];
+    let p = start(&wasm, "shifting", &files, &[]);
+    let n: u64 = 100;
+    let mut c: HashMap<String, usize> = HashMap::new();
+    for _ in 0..n {
+        let (status, u) = who(p.port, "reviews:9080", "/reviews/0", &[]);
+        assert_eq!(status, 200);
+        *c.entry(u).or_insert(0) += 1;
+    }
+    assert_eq!(c.len(), 2, "only v1 and v3: {c:?}");
+    assert_binomial("reviews v3", c.get("reviews-v3").copied().unwrap_or(0) as u64, n, 0.5);
+    drop(p);
+
+    // The ingress gateway (bookinfo-gateway.yaml), its port moved from 8080 to a free one.
+    let gw_port = free_port();
+    let gateway = bookinfo("bookinfo-gateway.yaml").replace("number: 8080", &format!("number: {gw_port}"));
+    let ingress =
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: ingress, namespace: default, labels: {istio: ingressgateway}}\n";
+    let files = [
+        ("bookinfo.yaml", bookinfo("bookinfo.yaml")),
+        ("workloads.yaml", format!("{}{ingress}", w.yaml)),
+        ("destination-rule-all.yaml", bookinfo("destination-rule-all.yaml")),
+        ("bookinfo-gateway.yaml", gateway),
+    ];
+    let _g = start(&wasm, "gateway", &files, &["--gateway", "default/bookinfo-gateway"]);
+    assert_eq!(who(gw_port, "bookinfo.example.com", "/productpage", &[]), (200, "productpage-v1".into()));
+    assert_eq!(who(gw_port, "bookinfo.example.com", "/api/v1/products", &[]), (200, "productpage-v1".into()));
+    assert_eq!(who(gw_port, "bookinfo.example.com", "/admin", &[]).0, 404, "no rule for /admin");
+}
