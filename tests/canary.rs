@@ -179,10 +179,6 @@ fn canary(r: &Rig, extra: &[&str]) -> (Output, Value) {
         "v1",
         "--canary",
         "v2",
-        "--steps",
-        "50,100",
-        "--interval",
-        "1s",
         "--max-error-rate",
         "1%",
         "--min-requests",
@@ -190,6 +186,9 @@ fn canary(r: &Rig, extra: &[&str]) -> (Output, Value) {
         "--json",
     ];
     args.extend_from_slice(extra);
+    if !extra.contains(&"--steps") {
+        args.extend_from_slice(&["--steps", "50,100", "--interval", "1s"]);
+    }
     let o = meshroute(&args);
     let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
     (o, v)
@@ -292,4 +291,21 @@ fn no_traffic_holds_the_step_and_stops_without_promoting() {
     assert_eq!(h.len(), 2, "no revision beyond the held step: {h:?}");
     assert_eq!(h[1].1, "canary reviews.internal 50%");
     assert_eq!(current(&r.state), 2);
+}
+
+/// Envoy merges histograms at its stats flush (every 5 s), so this step is watched for 6 s: the
+/// canary answers after 40 ms, above `--max-p99 20ms`, and is rolled back.
+#[test]
+fn a_slow_canary_is_rolled_back_on_its_p99() {
+    let Some(r) = rig("slow", Behaviour::named("v2").delay(Duration::from_millis(40))) else { return };
+    let load = Load::start(r.listen);
+    let (o, v) = canary(&r, &["--steps", "100", "--interval", "6s", "--max-p99", "20ms"]);
+    eprintln!("canary report: {v}");
+    load.finish();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(verdicts(&v), [(100, "failed".to_string())], "{v}");
+    assert_eq!(v["steps"][0]["errors"], 0, "{v}");
+    assert!(v["steps"][0]["p99Ms"].as_f64().unwrap() > 20.0, "{v}");
+    assert_eq!(current(&r.state), 3);
+    assert_eq!(get(r.listen), (200, "v1".to_string()));
 }

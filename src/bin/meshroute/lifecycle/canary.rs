@@ -196,7 +196,8 @@ fn counts(s: &Stats, clusters: &[String]) -> Counts {
 }
 
 /// The highest p99 (ms) of the clusters' `upstream_rq_time` histograms: the last stats-flush
-/// interval's value when Envoy has one, else the cumulative one. None when Envoy has no sample.
+/// interval's value when Envoy has one, else the cumulative one (the cluster's lifetime). None
+/// before Envoy's first stats flush (every 5 s) with a sample.
 fn p99(admin: &Admin, clusters: &[String]) -> Option<f64> {
     let (status, body) = admin.get("/stats?format=json&filter=upstream_rq_time").ok()?;
     if status != 200 {
@@ -314,11 +315,14 @@ fn watch(admin: &Admin, args: &CanaryArgs, clusters: &[String], weight: u32, rev
         }
         step.p99_ms = p99(admin, clusters);
         if enough {
-            if let (Some(max), Some(p)) = (args.max_p99, step.p99_ms) {
-                if p > max.as_secs_f64() * 1000.0 {
+            match (args.max_p99, step.p99_ms) {
+                (Some(max), Some(p)) if p > max.as_secs_f64() * 1000.0 => {
                     step.verdict = Verdict::Failed;
                     step.why = format!("p99 {p:.1}ms above {}ms", max.as_millis());
                 }
+                // Envoy merges histograms at its stats flush (every 5 s): none yet, not judged.
+                (Some(_), None) => step.why = "p99 not known yet (Envoy merges histograms every 5 s)".into(),
+                _ => {}
             }
             return Ok(step);
         }
@@ -367,6 +371,11 @@ pub fn run(args: &CanaryArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
+    if args.max_p99.is_some() && args.interval < Duration::from_secs(5) {
+        eprintln!(
+            "meshroute: warning: Envoy merges its histograms every 5 s; with --interval under 5s --max-p99 may not be checked"
+        );
+    }
     let admin = Admin::new(state.proxy.admin);
     let mut done: Vec<Step> = Vec::new();
     let mut result = "promoted";
