@@ -273,6 +273,9 @@ fn a_failing_canary_is_rolled_back_at_its_first_step() {
     assert_eq!(current(&r.state), 3);
     // The canary answered 500 while it was live; after the rollback, only stable answers.
     assert!(seen.iter().any(|(s, u)| *s == 500 && u == "v2"), "the canary never answered");
+    // No request is lost to the steps or the rollback themselves: only the canary failed.
+    let lost: Vec<_> = seen.iter().filter(|(s, u)| *s != 200 && u != "v2").collect();
+    assert!(lost.is_empty(), "{lost:?}");
     for _ in 0..30 {
         assert_eq!(get(r.listen), (200, "v1".to_string()));
     }
@@ -308,4 +311,27 @@ fn a_slow_canary_is_rolled_back_on_its_p99() {
     assert!(v["steps"][0]["p99Ms"].as_f64().unwrap() > 20.0, "{v}");
     assert_eq!(current(&r.state), 3);
     assert_eq!(get(r.listen), (200, "v1".to_string()));
+}
+
+/// Bad arguments are refused before anything is applied (no Envoy needed).
+#[test]
+fn bad_steps_and_a_host_without_the_subsets_are_refused() {
+    let dir = std::env::temp_dir().join(format!("meshroute-canary-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("reviews.yaml");
+    std::fs::write(&file, config(1, 2)).unwrap();
+    let (f, st) = (file.to_str().unwrap(), dir.join("state"));
+    let run = |extra: &[&str]| {
+        let mut a = vec!["canary", "--state", st.to_str().unwrap(), "-f", f, "--host", "reviews.internal"];
+        a.extend_from_slice(extra);
+        meshroute(&a)
+    };
+    let o = run(&["--stable", "v1", "--canary", "v2", "--steps", "50,10"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("increasing weights"), "{}", text(&o));
+    let o = run(&["--stable", "v7", "--canary", "v8"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("no VirtualService http route for host reviews.internal"), "{}", text(&o));
+    assert!(!st.exists(), "nothing may be written");
+    let _ = std::fs::remove_dir_all(&dir);
 }
