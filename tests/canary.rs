@@ -77,7 +77,7 @@ struct Rig {
     file: String,
     listen: u16,
     _stop: Stop,
-    _ups: Vec<Upstream>,
+    ups: Vec<Upstream>,
 }
 
 impl Drop for Rig {
@@ -120,7 +120,7 @@ fn rig(test: &str, canary: Behaviour) -> Option<Rig> {
         file: file.display().to_string(),
         listen,
         _stop: stop,
-        _ups: ups,
+        ups,
     })
 }
 
@@ -334,4 +334,42 @@ fn bad_steps_and_a_host_without_the_subsets_are_refused() {
     assert!(text(&o).contains("no VirtualService http route for host reviews.internal"), "{}", text(&o));
     assert!(!st.exists(), "nothing may be written");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The case: the canary is healthy at 50 % and starts failing once the 100 % step is live
+/// (revision 3); that step is judged failed as soon as it has its requests, without a hold, and
+/// stable takes all traffic again.
+#[test]
+fn a_canary_failing_at_step_2_is_rolled_back() {
+    let Some(r) = rig("step2", Behaviour::named("v2")) else { return };
+    let load = Load::start(r.listen);
+    let done = AtomicBool::new(false);
+    let (o, v) = thread::scope(|s| {
+        s.spawn(|| {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !done.load(Ordering::Relaxed) && Instant::now() < deadline {
+                if std::fs::read_to_string(Path::new(&r.state).join("current")).is_ok_and(|c| c.trim() == "3") {
+                    r.ups[1].set_behaviour(Behaviour::named("v2").status(500));
+                    return;
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+        });
+        let out = canary(&r, &[]);
+        done.store(true, Ordering::Relaxed);
+        out
+    });
+    eprintln!("canary report: {v}");
+    let seen = load.finish();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(verdicts(&v), [(50, "healthy".to_string()), (100, "failed".to_string())], "{v}");
+    assert_eq!(v["steps"][0]["errors"], 0, "{v}");
+    assert_eq!(v["steps"][1]["holds"], 0, "{v}");
+    assert_eq!(v["rollbackRevision"], 4, "{v}");
+    assert_eq!(current(&r.state), 4);
+    let lost: Vec<_> = seen.iter().filter(|(s, u)| *s != 200 && u != "v2").collect();
+    assert!(lost.is_empty(), "{lost:?}");
+    for _ in 0..20 {
+        assert_eq!(get(r.listen), (200, "v1".to_string()));
+    }
 }
