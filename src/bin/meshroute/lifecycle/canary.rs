@@ -42,8 +42,10 @@ pub struct CanaryArgs {
     /// The VirtualService host whose routes are shifted.
     #[arg(long, value_name = "HOST")]
     pub host: String,
+    /// The subset that serves today (what a rollback restores to 100 %).
     #[arg(long, value_name = "SUBSET")]
     pub stable: String,
+    /// The subset being introduced; its clusters' stats are judged.
     #[arg(long, value_name = "SUBSET")]
     pub canary: String,
     /// Canary weights in percent, increasing, each 1..=100.
