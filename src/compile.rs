@@ -5,13 +5,15 @@ use crate::config::{Bundle, Resource, Settings};
 use crate::crd;
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::duration;
+use crate::gateway_binding;
 use crate::host;
 use crate::index::{regex_literals, Key, PathIndex, RegexLiterals};
 use crate::matcher::{MatchBlock, StrMatch};
 use crate::request::PPM;
 use crate::validate::{grpc_status_code, RETRY_ON_GRPC};
+use crate::visibility;
 use regex_lite::Regex;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 /// Istio's retry policy for routes that set none (istio `retry.DefaultPolicy`): 2 retries on
@@ -22,10 +24,13 @@ const DEFAULT_RETRY_ON: &str = "connect-failure,refused-stream,unavailable,cance
 #[derive(Debug, Clone)]
 pub struct RouteTable {
     pub virtual_services: Vec<CompiledVs>,
-    exact_hosts: HashMap<String, usize>,
-    /// (`.suffix`, vs), longest suffix first: Envoy's domain search order.
-    wildcard_hosts: Vec<(String, usize)>,
-    any_host: Option<usize>,
+    /// Each domain's candidate VirtualServices in claim order; the first that has routes on the
+    /// request's port serves it (istiod builds one route configuration per port, and a
+    /// VirtualService without routes on a port is left out of it).
+    exact_hosts: HashMap<String, Vec<usize>>,
+    /// (`.suffix`, candidates), longest suffix first: Envoy's domain search order.
+    wildcard_hosts: Vec<(String, Vec<usize>)>,
+    any_host: Vec<usize>,
     pub registry_only: bool,
     /// Hosts the registry (ServiceEntry) knows, with the default route istiod gives a service
     /// that no VirtualService claims: its `outbound|port||host` cluster.
@@ -79,6 +84,8 @@ pub struct CompiledVs {
     pub rules: Vec<Rule>,
     pub entries: Vec<Entry>,
     index: PathIndex,
+    /// The ports some entry matches on; `None` when an entry matches every port.
+    ports: Option<Vec<u32>>,
 }
 
 /// One match block of one rule; entries are numbered in Istio's evaluation order.
@@ -92,6 +99,9 @@ pub struct Entry {
 
 #[derive(Debug, Clone)]
 pub struct Rule {
+    /// `namespace/name` of the VirtualService that declares the rule (a gateway host can merge
+    /// several).
+    pub virtual_service: String,
     /// Position in `spec.http`.
     pub index: usize,
     pub name: Option<String>,
@@ -299,6 +309,9 @@ impl RouteTable {
     pub fn build(bundle: &Bundle, diags: &mut Diagnostics) -> RouteTable {
         let settings = &bundle.settings;
         let mut service_ports: HashMap<String, Vec<u32>> = HashMap::new();
+        let se_visible = |res: &Resource, se: &crd::ServiceEntry| {
+            visibility::visible(&se.export_to, &settings.default_service_export_to, &res.namespace, &settings.namespace)
+        };
         // Kubernetes Services and ServiceEntries declaring one host merge their ports, the
         // Service's first (istiod's registries: Kubernetes before ServiceEntries).
         for svc in &bundle.registry.services {
@@ -307,7 +320,7 @@ impl RouteTable {
                 .or_default()
                 .extend(svc.ports.iter().map(|p| p.port));
         }
-        for (_, se) in bundle.service_entries() {
+        for (_, se) in bundle.service_entries().filter(|(r, se)| se_visible(r, se)) {
             for h in &se.hosts {
                 service_ports.entry(h.to_ascii_lowercase()).or_default().extend(se.ports.iter().map(|p| p.number));
             }
@@ -338,7 +351,7 @@ impl RouteTable {
                 registry_exact.entry(name).or_default().extend(routes.iter().cloned());
             }
         }
-        for (res, se) in bundle.service_entries() {
+        for (res, se) in bundle.service_entries().filter(|(r, se)| se_visible(r, se)) {
             for h in &se.hosts {
                 let h = h.to_ascii_lowercase();
                 if !sidecar.is_none_or(|(sres, s)| sidecar_imports(s, &sres.namespace, &res.namespace, &h)) {
@@ -374,7 +387,7 @@ impl RouteTable {
             virtual_services: Vec::new(),
             exact_hosts: HashMap::new(),
             wildcard_hosts: Vec::new(),
-            any_host: None,
+            any_host: Vec::new(),
             registry_only,
             registry_exact,
             registry_wildcards,
@@ -391,15 +404,44 @@ impl RouteTable {
             revision_header: settings.revision_header,
             clusters: Vec::new(),
         };
-        for (res, vs) in bundle.virtual_services() {
+        let is_gateway = settings.gateway != "mesh";
+        let server_hosts = if is_gateway { gateway_binding::server_hosts(bundle, &settings.gateway) } else { None };
+        let mut bound: Vec<(&Resource, &crd::VirtualService)> = bundle
+            .virtual_services()
+            .filter(|(res, vs)| {
+                visibility::visible(
+                    &vs.export_to,
+                    &settings.default_virtual_service_export_to,
+                    &res.namespace,
+                    &settings.namespace,
+                )
+            })
+            .collect();
+        if is_gateway {
+            // Stable: input order within each rank.
+            bound.sort_by_key(|(res, vs)| {
+                visibility::gateway_rank(
+                    &vs.export_to,
+                    &settings.default_virtual_service_export_to,
+                    &res.namespace,
+                    &settings.namespace,
+                )
+            });
+        }
+        // (domain, vs) in claim order.
+        let mut claims: Vec<(String, usize)> = Vec::new();
+        for (res, vs) in bound {
             let gateways = vs_gateways(&vs.gateways, &res.namespace);
             let applies_to_proxy = gateways.contains(&settings.gateway);
-            let hosts: Vec<String> = vs
+            let mut hosts: Vec<String> = vs
                 .hosts
                 .iter()
                 .map(|h| host::resolve(h, &res.namespace, &settings.domain_suffix))
                 .filter(|h| sidecar.is_none_or(|(sres, s)| sidecar_imports(s, &sres.namespace, &res.namespace, h)))
                 .collect();
+            if let Some(servers) = &server_hosts {
+                hosts = gateway_binding::bound_hosts(servers, &res.namespace, &hosts);
+            }
             // A match-level `gateways` can select this proxy even when the top level does not.
             let any_match_selects = vs
                 .http
@@ -410,46 +452,121 @@ impl RouteTable {
                 continue;
             }
             let compiled = compile_vs(&mut ctx, res, vs, &gateways, &hosts);
-            let id = table.virtual_services.len();
-            for h in &hosts {
-                table.add_host(h, id, settings);
+            // istiod leaves out a VirtualService that yields no route for this proxy, so its
+            // hosts keep their default route (`ROUTE buildSidecarVirtualHostsForVirtualService`).
+            if compiled.entries.is_empty() {
+                continue;
             }
+            let id = table.virtual_services.len();
+            claims.extend(hosts.iter().map(|h| (h.clone(), id)));
             table.virtual_services.push(compiled);
         }
-        // The first VirtualService claiming a wildcard suffix keeps it.
-        let mut seen = HashSet::new();
-        table.wildcard_hosts.retain(|(suffix, _)| seen.insert(suffix.clone()));
+        if is_gateway {
+            // Gateways merge the VirtualServices of one host into one virtual host.
+            let mut by_host: Vec<(String, Vec<usize>)> = Vec::new();
+            let mut at: HashMap<String, usize> = HashMap::new();
+            for (h, id) in claims {
+                let slot = *at.entry(h.clone()).or_insert_with(|| {
+                    by_host.push((h, Vec::new()));
+                    by_host.len() - 1
+                });
+                if let Some((_, ids)) = by_host.get_mut(slot) {
+                    ids.push(id);
+                }
+            }
+            let mut merged: HashMap<Vec<usize>, usize> = HashMap::new();
+            for (h, ids) in by_host {
+                let id = match ids.as_slice() {
+                    [only] => *only,
+                    _ => match merged.get(&ids) {
+                        Some(id) => *id,
+                        None => {
+                            let parts: Vec<&CompiledVs> =
+                                ids.iter().filter_map(|i| table.virtual_services.get(*i)).collect();
+                            let vs = merge_gateway_vs(&parts);
+                            table.virtual_services.push(vs);
+                            merged.insert(ids, table.virtual_services.len() - 1);
+                            table.virtual_services.len() - 1
+                        }
+                    },
+                };
+                table.add_host(&h, id, settings);
+            }
+        } else {
+            for (h, id) in claims {
+                table.add_host(&h, id, settings);
+            }
+        }
+        // Repeated wildcard suffixes merge their claimants, in claim order (linear: one pass).
+        let mut at: HashMap<String, usize> = HashMap::new();
+        let mut merged_wild: Vec<(String, Vec<usize>)> = Vec::new();
+        for (suffix, ids) in std::mem::take(&mut table.wildcard_hosts) {
+            match at.get(&suffix) {
+                Some(&i) => {
+                    if let Some((_, existing)) = merged_wild.get_mut(i) {
+                        for id in ids {
+                            if !existing.contains(&id) {
+                                existing.push(id);
+                            }
+                        }
+                    }
+                }
+                None => {
+                    at.insert(suffix.clone(), merged_wild.len());
+                    merged_wild.push((suffix, ids));
+                }
+            }
+        }
+        table.wildcard_hosts = merged_wild;
         table.wildcard_hosts.sort_by_key(|(suffix, _)| std::cmp::Reverse(suffix.len()));
         table.clusters = ctx.clusters.into_values().collect();
         table
     }
 
     fn add_host(&mut self, h: &str, id: usize, settings: &Settings) {
+        let push = |ids: &mut Vec<usize>| {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        };
         if h == "*" {
-            self.any_host.get_or_insert(id);
+            push(&mut self.any_host);
         } else if let Some(suffix) = h.strip_prefix('*') {
-            // Repeats are dropped once all are in (`build`), so many wildcard hosts stay linear.
-            self.wildcard_hosts.push((suffix.to_string(), id));
+            // Repeats are merged once all are in (`build`), so many wildcard hosts stay linear.
+            self.wildcard_hosts.push((suffix.to_string(), vec![id]));
         } else {
             for name in host::alt_names(h, &settings.namespace, &settings.domain_suffix) {
                 // Sidecars do not merge hosts: the first VirtualService to claim one keeps it.
-                self.exact_hosts.entry(name).or_insert(id);
+                push(self.exact_hosts.entry(name).or_default());
             }
         }
     }
 
-    /// The VirtualService serving a request host (port stripped, case-insensitive).
+    /// The VirtualService serving a request host (port stripped, case-insensitive), whatever
+    /// the port.
     pub fn find_vs(&self, authority: &str) -> Option<&CompiledVs> {
+        self.candidates(authority).first().and_then(|id| self.virtual_services.get(*id))
+    }
+
+    /// The VirtualService serving a request host on `port`: the first claimant with a route on
+    /// that port.
+    pub fn find_vs_on(&self, authority: &str, port: u32) -> Option<&CompiledVs> {
+        self.candidates(authority)
+            .iter()
+            .filter_map(|id| self.virtual_services.get(*id))
+            .find(|vs| vs.ports.as_ref().is_none_or(|ps| ps.contains(&port)))
+    }
+
+    fn candidates(&self, authority: &str) -> &[usize] {
         let h = host::request_host(authority);
         let h = h.as_ref();
-        let id = self.exact_hosts.get(h).copied().or_else(|| {
-            self.wildcard_hosts
-                .iter()
-                .find(|(suffix, _)| h.len() > suffix.len() && h.ends_with(suffix.as_str()))
-                .map(|(_, id)| *id)
-                .or(self.any_host)
-        })?;
-        self.virtual_services.get(id)
+        if let Some(ids) = self.exact_hosts.get(h) {
+            return ids;
+        }
+        self.wildcard_hosts
+            .iter()
+            .find(|(suffix, _)| h.len() > suffix.len() && h.ends_with(suffix.as_str()))
+            .map_or(self.any_host.as_slice(), |(_, ids)| ids.as_slice())
     }
 
     /// Is the host known to the registry (for REGISTRY_ONLY)?
@@ -593,7 +710,57 @@ fn compile_vs(
     rules.shrink_to_fit();
     entries.shrink_to_fit();
     index.shrink_to_fit();
-    CompiledVs { name: res.key(), hosts: hosts.to_vec(), rules, entries, index }
+    let ports = entry_ports(&entries);
+    CompiledVs { name: res.key(), hosts: hosts.to_vec(), rules, entries, index, ports }
+}
+
+fn entry_ports(entries: &[Entry]) -> Option<Vec<u32>> {
+    let mut ports = Vec::new();
+    for e in entries {
+        match e.block.port {
+            None => return None,
+            Some(p) if !ports.contains(&p) => ports.push(p),
+            Some(_) => {}
+        }
+    }
+    Some(ports)
+}
+
+/// One gateway virtual host from several VirtualServices: their routes in order, the
+/// catch-all routes moved to the end (`GW buildGatewayHTTPRouteConfig` appends each
+/// VirtualService's routes, `ROUTE SortVHostRoutes` then moves catch-alls last).
+fn merge_gateway_vs(parts: &[&CompiledVs]) -> CompiledVs {
+    let mut rules = Vec::new();
+    let mut specific = Vec::new();
+    let mut catch_all = Vec::new();
+    for vs in parts {
+        let base = rules.len();
+        rules.extend(vs.rules.iter().cloned());
+        for e in &vs.entries {
+            let e = Entry { rule: e.rule + base, match_index: e.match_index, block: e.block.clone() };
+            if e.block.is_catch_all() {
+                catch_all.push(e);
+            } else {
+                specific.push(e);
+            }
+        }
+    }
+    let entries: Vec<Entry> = specific.into_iter().chain(catch_all).collect();
+    let mut index = PathIndex::default();
+    for (i, e) in entries.iter().enumerate() {
+        for key in index_keys(&e.block) {
+            index.add(i as u32, key);
+        }
+    }
+    let mut hosts: Vec<String> = Vec::new();
+    for h in parts.iter().flat_map(|vs| &vs.hosts) {
+        if !hosts.contains(h) {
+            hosts.push(h.clone());
+        }
+    }
+    let name = parts.iter().map(|vs| vs.name.as_str()).collect::<Vec<_>>().join(" + ");
+    let ports = entry_ports(&entries);
+    CompiledVs { name, hosts, rules, entries, index, ports }
 }
 
 /// Config-time selectors (istiod `sourceMatchHTTP`): a match-level `gateways` list replaces the
@@ -816,6 +983,7 @@ fn compile_rule(ctx: &mut Ctx<'_>, res: &Resource, r: &crd::HttpRoute, index: us
     }
     let cors = r.cors_policy.as_ref().map(compile_cors);
     Some(Rule {
+        virtual_service: res.key(),
         index,
         name: r.name.clone(),
         action,

@@ -50,6 +50,13 @@ pub struct Settings {
     /// Per-request timeout of a mirror call, milliseconds; a mirror that has not answered by then
     /// counts as failed.
     pub mirror_timeout_ms: u64,
+    /// MeshConfig `defaultVirtualServiceExportTo`: the `exportTo` of a VirtualService that sets
+    /// none (empty = `*`).
+    pub default_virtual_service_export_to: Vec<String>,
+    /// MeshConfig `defaultDestinationRuleExportTo` (empty = `*`).
+    pub default_destination_rule_export_to: Vec<String>,
+    /// MeshConfig `defaultServiceExportTo`, for ServiceEntries (empty = `*`).
+    pub default_service_export_to: Vec<String>,
     /// The Envoy route that reads the routing header carries Istio's default retry policy for
     /// requests without `x-envoy-max-retries` (what `meshroute envoy`, envoy/sidecar.yaml and
     /// deploy/istio write). The filter then writes retry hints only for rules whose retries are
@@ -114,6 +121,9 @@ impl Default for Settings {
             mirror_body_budget: 8 * 1024 * 1024,
             mirror_max_in_flight: 256,
             mirror_timeout_ms: 5_000,
+            default_virtual_service_export_to: Vec::new(),
+            default_destination_rule_export_to: Vec::new(),
+            default_service_export_to: Vec::new(),
             retry_policy_on_route: false,
             counter_flush_ms: 1_000,
             path_normalization: "BASE".into(),

@@ -680,14 +680,38 @@ pub struct ServerTlsSettings {
     pub ca_certificates: Option<String>,
     #[serde(default)]
     pub credential_name: Option<String>,
+    /// Istio 1.26+: up to two Secrets (an RSA and an ECDSA certificate), fetched by SDS.
+    #[serde(default)]
+    pub credential_names: Vec<String>,
+    /// Istio 1.26+: up to two file-mounted certificate/key pairs.
+    #[serde(default)]
+    pub tls_certificates: Vec<TlsCertificate>,
+    #[serde(default)]
+    pub ca_crl: Option<String>,
     #[serde(default)]
     pub subject_alt_names: Vec<String>,
+    #[serde(default)]
+    pub verify_certificate_spki: Vec<String>,
+    #[serde(default)]
+    pub verify_certificate_hash: Vec<String>,
     #[serde(default)]
     pub min_protocol_version: Option<String>,
     #[serde(default)]
     pub max_protocol_version: Option<String>,
     #[serde(default)]
     pub cipher_suites: Vec<String>,
+}
+
+/// `ServerTLSSettings.TLSCertificate` (gateway.proto).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsCertificate {
+    #[serde(default)]
+    pub server_certificate: Option<String>,
+    #[serde(default)]
+    pub private_key: Option<String>,
+    #[serde(default)]
+    pub ca_certificates: Option<String>,
 }
 
 // === Sidecar ===

@@ -95,7 +95,7 @@ impl RouteTable {
     /// Which route serves `req`: the host lookup and Istio's first match, nothing random.
     pub fn select<'t>(&'t self, req: &dyn RequestView) -> Selection<'t> {
         let port = self.request_port(req);
-        let Some(vs) = self.find_vs(req.authority()) else {
+        let Some(vs) = self.find_vs_on(req.authority(), port) else {
             if let Some(d) = self.default_route(req.authority(), port) {
                 return Selection::Default(d);
             }
@@ -183,16 +183,25 @@ impl Redirect {
             }
             None => (orig_host.to_string(), orig_port),
         };
-        if let Some(p) = self.port {
+        // Both forms are an explicit `port_redirect` in istiod (route.go `translateRedirect`):
+        // FROM_REQUEST_PORT writes the port the request came in on, which survives a scheme
+        // change (`http://h/` → `https://h:80/`).
+        let explicit = self.port.or_else(|| {
+            self.derive_port_from_request.then(|| {
+                orig_port.unwrap_or(match req.scheme() {
+                    "https" => 443,
+                    _ => 80,
+                })
+            })
+        });
+        if let Some(p) = explicit {
             port = Some(p);
-        } else if self.derive_port_from_request {
-            port = orig_port;
         }
         if (scheme == "http" && port == Some(80)) || (scheme == "https" && port == Some(443)) {
             port = None;
         }
         // A scheme change drops the old scheme's port unless one was asked for.
-        if self.scheme.is_some() && self.port.is_none() && Some(scheme) != Some(req.scheme()) {
+        if self.scheme.is_some() && explicit.is_none() && Some(scheme) != Some(req.scheme()) {
             port = None;
         }
         let path = req.path();
@@ -386,5 +395,24 @@ mod tests {
         };
         let req = Request::new("GET", "old.example.com:80", "/v1?a=b");
         assert_eq!(r.location(&req), "https://new.example.com/v2?a=b");
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    fn derive_port_from_request_keeps_the_request_port_across_a_scheme_change() {
+        let r = Redirect {
+            uri: None,
+            authority: None,
+            port: None,
+            derive_port_from_request: true,
+            scheme: Some("https".into()),
+            code: 301,
+        };
+        assert_eq!(r.location(&Request::new("GET", "shop.example.com:8080", "/a")), "https://shop.example.com:8080/a");
+        // No port in the authority: the listener's (scheme default) port, now explicit under https.
+        assert_eq!(r.location(&Request::new("GET", "shop.example.com", "/a")), "https://shop.example.com:80/a");
+        // Without derivePort the scheme change drops the old port, as Envoy does.
+        let plain = Redirect { derive_port_from_request: false, ..r };
+        assert_eq!(plain.location(&Request::new("GET", "shop.example.com:8080", "/a")), "https://shop.example.com/a");
     }
 }

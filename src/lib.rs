@@ -22,12 +22,15 @@ pub mod apply;
 pub mod budget;
 pub mod compile;
 pub mod decide;
+pub mod destination_rules;
 pub mod explain;
+pub mod gateway_binding;
 pub mod index;
 pub mod lenient;
 pub mod matcher;
 pub mod request;
 pub mod validate;
+pub mod visibility;
 
 #[cfg(test)]
 mod testutil;

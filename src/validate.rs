@@ -20,6 +20,8 @@ mod destination_rule;
 mod gateway;
 mod istio_parity;
 mod k8s_registry;
+mod l4_routes;
+mod not_applied;
 mod service_entry;
 mod sidecar;
 mod virtual_service;
@@ -124,6 +126,10 @@ pub fn validate(bundle: &Bundle) -> Diagnostics {
             Spec::Gateway(gw) => gateway::check(&mut cx, &at, gw),
             Spec::Sidecar(sc) => sidecar::check(&mut cx, &at, sc),
         }
+        if let Spec::VirtualService(vs) = &r.spec {
+            l4_routes::check(&mut cx, &at, vs);
+        }
+        not_applied::check(&mut cx, &at, &r.spec);
     }
     sidecar::check_settings(&mut cx);
     analyze::run(&mut cx);

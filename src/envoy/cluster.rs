@@ -122,10 +122,22 @@ impl<'a> Builder<'a> {
         crate::compile::cluster_name(&self.settings.cluster_template, port, subset, host)
     }
 
+    /// The ServiceEntries exported to the proxy's namespace (R150).
+    fn visible_service_entries(&self) -> impl Iterator<Item = (&'a Resource, &'a crd::ServiceEntry)> + '_ {
+        self.bundle.service_entries().filter(|(r, se)| {
+            crate::visibility::visible(
+                &se.export_to,
+                &self.settings.default_service_export_to,
+                &r.namespace,
+                &self.settings.namespace,
+            )
+        })
+    }
+
     /// The ServiceEntry declaring `host`: an exact host first, then the longest wildcard.
     pub fn service_entry(&self, h: &str) -> Option<(&'a Resource, &'a crd::ServiceEntry)> {
         let mut best: Option<(usize, (&Resource, &crd::ServiceEntry))> = None;
-        for (r, se) in self.bundle.service_entries() {
+        for (r, se) in self.visible_service_entries() {
             for sh in &se.hosts {
                 let sh = self.fqdn(sh, &r.namespace);
                 if sh == h {
@@ -139,25 +151,11 @@ impl<'a> Builder<'a> {
         best.map(|(_, x)| x)
     }
 
-    /// The DestinationRule for `host`: exact host, preferring the proxy's namespace, then the
-    /// most specific wildcard (istio: the most specific host wins).
-    pub fn destination_rule(&self, h: &str) -> Option<(&'a Resource, &'a crd::DestinationRule)> {
-        let mut exact: Vec<(&Resource, &crd::DestinationRule)> = Vec::new();
-        let mut best: Option<(usize, (&Resource, &crd::DestinationRule))> = None;
-        for (r, dr) in self.bundle.destination_rules() {
-            let dh = self.fqdn(&dr.host, &r.namespace);
-            if dh == h {
-                exact.push((r, dr));
-            } else if dh.starts_with('*') && host::matches(&dh, h) && best.is_none_or(|(len, _)| dh.len() > len) {
-                best = Some((dh.len(), (r, dr)));
-            }
-        }
-        exact
-            .iter()
-            .find(|(r, _)| r.namespace == self.settings.namespace)
-            .or(exact.first())
-            .copied()
-            .or(best.map(|(_, x)| x))
+    /// The DestinationRule for `host` as this proxy sees it: visibility, lookup order and merging
+    /// of several rules as istiod (`crate::destination_rules`); the first resource it came from.
+    pub fn destination_rule(&self, h: &str) -> Option<(&'a Resource, crd::DestinationRule)> {
+        let c = crate::destination_rules::for_host(self.bundle, h, Some(&self.host_namespace(h)))?;
+        Some((*c.from.first()?, c.rule))
     }
 
     /// Every cluster this proxy has, as istiod would give it: the ones routes name, plus the
@@ -174,7 +172,7 @@ impl<'a> Builder<'a> {
                 mirror_only: c.mirror_only,
             });
         }
-        for (r, se) in self.bundle.service_entries() {
+        for (r, se) in self.visible_service_entries() {
             for h in &se.hosts {
                 let h = self.fqdn(h, &r.namespace);
                 if h.starts_with('*') {

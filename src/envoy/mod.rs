@@ -438,21 +438,45 @@ fn downstream_tls(b: &mut Builder<'_>, s: &crd::Server, port: u32) -> Option<Val
         ));
         return None;
     }
-    let (cert, key, ca) = match &tls.credential_name {
-        Some(name) => b.credential_files(&what, name)?,
-        None => match (&tls.server_certificate, &tls.private_key) {
-            (Some(c), Some(k)) => (c.clone(), k.clone(), tls.ca_certificates.clone()),
+    // Certificate sources (istio `ApplyCredentialSDSToServerCommonTLSContext` for credentials,
+    // `ApplyToCommonTLSContext` for files): `credentialNames`/`tlsCertificates` carry up to two
+    // certificates (RSA and ECDSA). Clients are validated with the first credential's CA, or
+    // with `tls.caCertificates` for files (istiod ignores `tlsCertificates[].caCertificates`).
+    let mut pairs: Vec<(String, String, Option<String>)> = Vec::new();
+    if !tls.credential_names.is_empty() {
+        for name in &tls.credential_names {
+            pairs.push(b.credential_files(&what, name)?);
+        }
+    } else if let Some(name) = &tls.credential_name {
+        pairs.push(b.credential_files(&what, name)?);
+    } else if !tls.tls_certificates.is_empty() {
+        for c in &tls.tls_certificates {
+            match (&c.server_certificate, &c.private_key) {
+                (Some(cert), Some(key)) => pairs.push((cert.clone(), key.clone(), tls.ca_certificates.clone())),
+                _ => {
+                    b.note(format!("{what}: a tlsCertificates entry lacks serverCertificate or privateKey; skipped"));
+                    return None;
+                }
+            }
+        }
+    } else {
+        match (&tls.server_certificate, &tls.private_key) {
+            (Some(c), Some(k)) => pairs.push((c.clone(), k.clone(), tls.ca_certificates.clone())),
             _ => {
-                b.note(format!("{what}: neither credentialName nor serverCertificate/privateKey; skipped"));
+                b.note(format!(
+                    "{what}: neither credentialName(s), tlsCertificates nor serverCertificate/privateKey; skipped"
+                ));
                 return None;
             }
-        },
-    };
+        }
+    }
+    let ca = pairs.first().and_then(|(_, _, ca)| ca.clone());
     let mut common = Map::new();
-    common.insert(
-        "tls_certificates".into(),
-        json!([{"certificate_chain": {"filename": cert}, "private_key": {"filename": key}}]),
-    );
+    let certs: Vec<Value> = pairs
+        .iter()
+        .map(|(cert, key, _)| json!({"certificate_chain": {"filename": cert}, "private_key": {"filename": key}}))
+        .collect();
+    common.insert("tls_certificates".into(), Value::Array(certs));
     let mut params = Map::new();
     for (field, v) in [
         ("tls_minimum_protocol_version", &tls.min_protocol_version),
@@ -473,14 +497,35 @@ fn downstream_tls(b: &mut Builder<'_>, s: &crd::Server, port: u32) -> Option<Val
         "@type".into(),
         json!("type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"),
     );
+    // Client validation: SANs as exact matches; for MUTUAL the CA, plus SPKI and hash pins with
+    // credentials (`ApplyCredentialSDSToServerCommonTLSContext`) or the CRL with files
+    // (`ApplyToCommonTLSContext`); with credentials and no MUTUAL, the SANs alone.
+    let from_credentials = !tls.credential_names.is_empty() || tls.credential_name.is_some();
+    let sans: Vec<Value> = tls.subject_alt_names.iter().map(|n| json!({"exact": n})).collect();
+    let mut validation = Map::new();
+    if !sans.is_empty() && (mode == "MUTUAL" || from_credentials) {
+        validation.insert("match_subject_alt_names".into(), Value::Array(sans));
+    }
     if mode == "MUTUAL" {
         match ca.or_else(|| tls.ca_certificates.clone()) {
             Some(ca) => {
-                common.insert("validation_context".into(), json!({"trusted_ca": {"filename": ca}}));
+                validation.insert("trusted_ca".into(), json!({"filename": ca}));
                 ctx.insert("require_client_certificate".into(), json!(true));
             }
             None => b.note(format!("{what}: MUTUAL without caCertificates; client certificates are not required")),
         }
+        if from_credentials && !tls.verify_certificate_spki.is_empty() {
+            validation.insert("verify_certificate_spki".into(), json!(tls.verify_certificate_spki));
+        }
+        if from_credentials && !tls.verify_certificate_hash.is_empty() {
+            validation.insert("verify_certificate_hash".into(), json!(tls.verify_certificate_hash));
+        }
+        if let Some(crl) = tls.ca_crl.as_ref().filter(|c| !c.is_empty() && !from_credentials) {
+            validation.insert("crl".into(), json!({"filename": crl}));
+        }
+    }
+    if !validation.is_empty() {
+        common.insert("validation_context".into(), Value::Object(validation));
     }
     ctx.insert("common_tls_context".into(), Value::Object(common));
     Some(Value::Object(ctx))

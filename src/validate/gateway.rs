@@ -122,9 +122,16 @@ fn check_server(cx: &mut Ctx<'_>, at: &Place<'_>, p: &str, s: &crd::Server) {
 
 fn has_certificates(t: &crd::ServerTlsSettings) -> bool {
     let set = |s: &Option<String>| s.as_deref().is_some_and(|v| !v.is_empty());
-    set(&t.server_certificate) || set(&t.private_key) || set(&t.ca_certificates)
+    set(&t.server_certificate)
+        || set(&t.private_key)
+        || set(&t.ca_certificates)
+        || set(&t.ca_crl)
+        || !t.tls_certificates.is_empty()
 }
 
+/// Istio `validateTLSOptions` (pkg/config/validation/validation.go), including the Istio 1.26
+/// `credentialNames` and `tlsCertificates` sources: exactly one certificate source, and the
+/// per-certificate checks run on `tlsCertificates` when it is given.
 fn check_server_tls(cx: &mut Ctx<'_>, at: &Place<'_>, p: &str, t: &crd::ServerTlsSettings) {
     let set = |s: &Option<String>| s.as_deref().is_some_and(|v| !v.is_empty());
     let mode = t.mode.as_deref().unwrap_or("PASSTHROUGH");
@@ -144,27 +151,37 @@ fn check_server_tls(cx: &mut Ctx<'_>, at: &Place<'_>, p: &str, t: &crd::ServerTl
             "TLS version below TLSV1_2 require setting compatible ciphers as by default they no longer include compatible ciphers.",
         );
     }
+    let has_names = !t.credential_names.is_empty();
+    let has_list = !t.tls_certificates.is_empty();
     if mode == "ISTIO_MUTUAL" {
-        for (field, v, what) in [
-            ("serverCertificate", &t.server_certificate, "server certificate"),
-            ("privateKey", &t.private_key, "private key"),
-            ("caCertificates", &t.ca_certificates, "CA bundle"),
-            ("credentialName", &t.credential_name, "credentialName"),
+        for (field, present, what) in [
+            ("serverCertificate", set(&t.server_certificate), "server certificate"),
+            ("privateKey", set(&t.private_key), "private key"),
+            ("caCertificates", set(&t.ca_certificates), "CA bundle"),
+            ("tlsCertificates", has_list, "tlsCertificates"),
+            ("credentialName", set(&t.credential_name), "credentialName"),
+            ("credentialNames", has_names, "credentialNames"),
         ] {
-            if set(v) {
+            if present {
                 cx.error(at, format!("{p}.{field}"), format!("ISTIO_MUTUAL TLS cannot have associated {what}"));
             }
         }
         return;
     }
-    if (mode == "PASSTHROUGH" || mode == "AUTO_PASSTHROUGH") && (has_certificates(t) || set(&t.credential_name)) {
+    if (mode == "PASSTHROUGH" || mode == "AUTO_PASSTHROUGH")
+        && (has_certificates(t) || set(&t.credential_name) || has_names)
+    {
         cx.warn(at, p, format!("{mode} mode does not use certificates, they will be ignored"));
     }
-    if set(&t.server_certificate) && set(&t.private_key) && set(&t.credential_name) {
+    let sources = usize::from(set(&t.server_certificate) && set(&t.private_key))
+        + usize::from(set(&t.credential_name))
+        + usize::from(has_names)
+        + usize::from(has_list);
+    if sources > 1 {
         cx.error(at, p, "only one of credential_name, credential_names, server_certificate/private_key, tls_certificates should be specified");
     }
     let terminating = matches!(mode, "SIMPLE" | "MUTUAL" | "OPTIONAL_MUTUAL");
-    if terminating && set(&t.credential_name) {
+    if terminating && (set(&t.credential_name) || has_names) {
         return;
     }
     if terminating {
@@ -172,11 +189,39 @@ fn check_server_tls(cx: &mut Ctx<'_>, at: &Place<'_>, p: &str, t: &crd::ServerTl
         if mode != "SIMPLE" && !set(&t.ca_certificates) {
             cx.error(at, format!("{p}.caCertificates"), format!("{prefix} requires a client CA bundle"));
         }
-        if !set(&t.server_certificate) {
-            cx.error(at, format!("{p}.serverCertificate"), format!("{prefix} requires a server certificate"));
+        if t.tls_certificates.len() > 2 {
+            cx.warn(at, format!("{p}.tlsCertificates"), format!("{prefix} can support up to 2 server certificates"));
         }
-        if !set(&t.private_key) {
-            cx.error(at, format!("{p}.privateKey"), format!("{prefix} requires a private key"));
+        let pairs: Vec<(String, Option<&String>, Option<&String>)> = if has_list {
+            t.tls_certificates
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    (format!("{p}.tlsCertificates[{i}]."), c.server_certificate.as_ref(), c.private_key.as_ref())
+                })
+                .collect()
+        } else {
+            vec![(format!("{p}."), t.server_certificate.as_ref(), t.private_key.as_ref())]
+        };
+        for (at_path, cert, key) in pairs {
+            if cert.is_none_or(|c| c.is_empty()) {
+                cx.error(at, format!("{at_path}serverCertificate"), format!("{prefix} requires a server certificate"));
+            }
+            if key.is_none_or(|k| k.is_empty()) {
+                cx.error(at, format!("{at_path}privateKey"), format!("{prefix} requires a private key"));
+            }
+        }
+    }
+    if set(&t.ca_crl) {
+        if set(&t.credential_name) {
+            cx.error(
+                at,
+                format!("{p}.caCrl"),
+                "CRL is not supported with credentialName. CRL has to be specified in the credential",
+            );
+        }
+        if mode == "SIMPLE" {
+            cx.error(at, format!("{p}.caCrl"), "CRL is not supported with SIMPLE TLS");
         }
     }
 }
