@@ -59,6 +59,7 @@ enum Command {
     Rollback(lifecycle::commands::RollbackArgs),
     Diff(lifecycle::commands::DiffArgs),
     Status(lifecycle::status::StatusArgs),
+    Canary(lifecycle::canary::CanaryArgs),
     Graph(graph::GraphArgs),
 }
 
@@ -262,6 +263,7 @@ fn main() -> ExitCode {
         Command::Rollback(a) => lifecycle::commands::run_rollback(a),
         Command::Diff(a) => lifecycle::commands::run_diff(a),
         Command::Status(a) => lifecycle::status::run(a),
+        Command::Canary(a) => lifecycle::canary::run(a),
         Command::Graph(a) => graph::run(a),
     }
 }

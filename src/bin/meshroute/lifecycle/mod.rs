@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod apply;
+pub mod canary;
 pub mod commands;
 pub mod diff;
 pub mod discover;
