@@ -1,6 +1,7 @@
 //! Istio's Bookinfo sample, its real manifests (`tests/fixtures/bookinfo/`, see SOURCE.md), through
 //! `meshroute envoy` and a real Envoy with the filter: the request-routing, traffic-shifting,
-//! fault-injection (abort) and ingress-gateway tasks of istio.io, with the Services on port 9080.
+//! fault-injection (delay and abort), request-timeouts and ingress-gateway tasks of istio.io, with
+//! the Services on port 9080.
 //!
 //! The Kubernetes Services and Deployments come from `bookinfo.yaml` unchanged; what a cluster
 //! would add — Pods and EndpointSlices — is generated here, pointing at scriptable upstreams on
@@ -16,6 +17,7 @@ mod support;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 use support::*;
 
 const VERSIONS: &[(&str, &str)] = &[
@@ -174,4 +176,128 @@ fn traffic_shifting_fifty_fifty_and_the_ingress_gateway() {
     assert_eq!(who(gw_port, "bookinfo.example.com", "/productpage", &[]), (200, "productpage-v1".into()));
     assert_eq!(who(gw_port, "bookinfo.example.com", "/api/v1/products", &[]), (200, "productpage-v1".into()));
     assert_eq!(who(gw_port, "bookinfo.example.com", "/admin", &[]).0, 404, "no rule for /admin");
+}
+
+/// The filter's counters reach Envoy in batches (`settings.counterFlushMs`, default 1000 ms).
+fn counter(p: &Proxy, name: &str, want: u64) -> u64 {
+    p._envoy.wait_stat(&format!("wasmcustom.{name}"), want, Duration::from_secs(5));
+    // A short settle: a late extra event would show here and fail the exact comparison.
+    std::thread::sleep(Duration::from_millis(1200));
+    p._envoy.stat(&format!("wasmcustom.{name}")).unwrap_or(0)
+}
+
+/// istio.io, tasks/traffic-management/fault-injection, "Injecting an HTTP delay fault":
+/// `virtual-service-ratings-test-delay.yaml` (unchanged) delays ratings by 7 s for the user jason
+/// only, on top of request-routing's all-v1 and reviews-test-v2. The fixture's 7 s is kept, so only
+/// one delayed request is sent; the delay is asserted by the counter and as a lower bound.
+#[test]
+fn fault_injection_delays_ratings_seven_seconds_for_jason_only() {
+    let Some((_, wasm)) = envoy_and_filter("bookinfo fault-injection delay") else { return };
+    let w = workloads();
+    let files = [
+        ("bookinfo.yaml", bookinfo("bookinfo.yaml")),
+        ("workloads.yaml", w.yaml.clone()),
+        ("destination-rule-all.yaml", bookinfo("destination-rule-all.yaml")),
+        ("virtual-service-all-v1.yaml", bookinfo("virtual-service-all-v1.yaml")),
+        ("virtual-service-reviews-test-v2.yaml", bookinfo("virtual-service-reviews-test-v2.yaml")),
+        ("virtual-service-ratings-test-delay.yaml", bookinfo("virtual-service-ratings-test-delay.yaml")),
+    ];
+    let p = start(&wasm, "delay", &files, &[]);
+    let get = |headers: &[(&str, &str)]| {
+        let mut h = vec![("Host", "ratings:9080")];
+        h.extend_from_slice(headers);
+        let r = http("GET", p.port, "/ratings/0", &h, b"");
+        (r.status, r.header("x-upstream").unwrap_or("-").to_string(), r.elapsed)
+    };
+    for _ in 0..5 {
+        let (status, upstream, elapsed) = get(&[]);
+        assert_eq!((status, upstream.as_str()), (200, "ratings-v1"), "others are not delayed");
+        assert!(elapsed < Duration::from_secs(7), "a request without end-user waited {elapsed:?}");
+    }
+    let (status, upstream, elapsed) = get(&[("end-user", "jason")]);
+    // A delay, not an abort: the request still reaches ratings v1, after the fixed delay.
+    assert_eq!((status, upstream.as_str()), (200, "ratings-v1"));
+    assert!(elapsed >= Duration::from_secs(7), "jason's request must wait the 7 s fixedDelay: {elapsed:?}");
+    assert_eq!(counter(&p, "meshroute.faults.delay", 1), 1, "exactly jason's request was delayed");
+    assert_eq!(w.upstreams["ratings-v1"].requests().len(), 6);
+    // reviews-test-v2 still routes jason to v2 next to the delay rule.
+    assert_eq!(who(p.port, "reviews:9080", "/reviews/0", &[("end-user", "jason")]), (200, "reviews-v2".into()));
+}
+
+/// istio.io, tasks/traffic-management/request-timeouts: reviews routed to v2, ratings delayed by
+/// 2 s, then `timeout: 0.5s` on the reviews route — the call to reviews gives up after half a
+/// second. The task applies its VirtualServices inline (they are not files of samples/bookinfo);
+/// they are written here as the task shows them, on top of virtual-service-all-v1.yaml.
+///
+/// One Envoy stands for the whole mesh, so reviews v2's own call to the delayed ratings cannot
+/// go through it: reviews v2's upstream answers after the 2 s ratings would cost it. The 0.5 s is
+/// asserted through Envoy's timeout (504, `upstream_rq_timeout`, and the
+/// `x-envoy-expected-rq-timeout-ms: 500` Envoy derives from the filter's
+/// `x-envoy-upstream-rq-timeout-ms` hint), not by the clock.
+#[test]
+fn request_timeouts_cut_reviews_at_half_a_second() {
+    let Some((_, wasm)) = envoy_and_filter("bookinfo request timeouts") else { return };
+    let w = workloads();
+    w.upstreams["reviews-v2"].set_behaviour(Behaviour::named("reviews-v2").delay(Duration::from_secs(2)));
+    let reviews_v2 = "\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+spec:
+  hosts:
+    - reviews
+  http:
+  - route:
+    - destination:
+        host: reviews
+        subset: v2
+";
+    let ratings_delay = "\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: ratings
+spec:
+  hosts:
+  - ratings
+  http:
+  - fault:
+      delay:
+        percentage:
+          value: 100
+        fixedDelay: 2s
+    route:
+    - destination:
+        host: ratings
+        subset: v1
+";
+    let reviews_timeout = format!("{reviews_v2}    timeout: 0.5s\n");
+    let files = [
+        ("bookinfo.yaml", bookinfo("bookinfo.yaml")),
+        ("workloads.yaml", w.yaml.clone()),
+        ("destination-rule-all.yaml", bookinfo("destination-rule-all.yaml")),
+        ("virtual-service-all-v1.yaml", bookinfo("virtual-service-all-v1.yaml")),
+        ("reviews-v2.yaml", reviews_v2.to_string()),
+        ("ratings-delay.yaml", ratings_delay.to_string()),
+        ("reviews-timeout.yaml", reviews_timeout),
+    ];
+    let p = start(&wasm, "timeouts", &files, &[]);
+    // The ratings delay of the task: one request, the 2 s as a lower bound and the counter.
+    let r = http("GET", p.port, "/ratings/0", &[("Host", "ratings:9080")], b"");
+    assert_eq!((r.status, r.header("x-upstream")), (200, Some("ratings-v1")));
+    assert!(r.elapsed >= Duration::from_secs(2), "ratings delayed by the 2 s fixedDelay: {:?}", r.elapsed);
+    assert_eq!(counter(&p, "meshroute.faults.delay", 1), 1);
+    // reviews → v2 with the 0.5 s timeout: Envoy answers 504 itself.
+    let timeouts = "cluster.outbound|9080|v2|reviews.default.svc.cluster.local.upstream_rq_timeout";
+    for n in 1..=2 {
+        let r = http("GET", p.port, "/reviews/0", &[("Host", "reviews:9080")], b"");
+        assert_eq!(r.status, 504, "reviews timed out: {}", r.text());
+        assert_eq!(r.text(), "upstream request timeout");
+        assert_eq!(p._envoy.wait_stat(timeouts, n, Duration::from_secs(5)), n);
+    }
+    let seen = w.upstreams["reviews-v2"].wait_for_requests(2, Duration::from_secs(5));
+    assert!(seen.iter().all(|r| r.header("x-envoy-expected-rq-timeout-ms") == Some("500")), "{seen:?}");
+    assert!(seen.iter().all(|r| r.header("x-envoy-upstream-rq-timeout-ms").is_none()), "the hint stays in Envoy");
+    assert!(w.upstreams["reviews-v1"].requests().is_empty() && w.upstreams["reviews-v3"].requests().is_empty());
 }
