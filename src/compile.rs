@@ -337,19 +337,7 @@ impl RouteTable {
             if !sidecar.is_none_or(|(sres, s)| sidecar_imports(s, &sres.namespace, &svc.namespace, &h)) {
                 continue;
             }
-            let routes: Vec<DefaultRoute> = svc
-                .ports
-                .iter()
-                .map(|p| DefaultRoute {
-                    host: h.clone(),
-                    port: p.port,
-                    cluster: cluster_name(&settings.cluster_template, p.port, None, &h),
-                    retry: RetryPolicy::istio_default(),
-                })
-                .collect();
-            for name in host::alt_names(&h, &settings.namespace, &settings.domain_suffix) {
-                registry_exact.entry(name).or_default().extend(routes.iter().cloned());
-            }
+            add_default_routes(&mut registry_exact, settings, &h, svc.ports.iter().map(|p| p.port));
         }
         for (res, se) in bundle.service_entries().filter(|(r, se)| se_visible(r, se)) {
             for h in &se.hosts {
@@ -361,19 +349,7 @@ impl RouteTable {
                     registry_wildcards.push(suffix.to_string());
                     continue;
                 }
-                let routes: Vec<DefaultRoute> = se
-                    .ports
-                    .iter()
-                    .map(|p| DefaultRoute {
-                        host: h.clone(),
-                        port: p.number,
-                        cluster: cluster_name(&settings.cluster_template, p.number, None, &h),
-                        retry: RetryPolicy::istio_default(),
-                    })
-                    .collect();
-                for name in host::alt_names(&h, &settings.namespace, &settings.domain_suffix) {
-                    registry_exact.entry(name).or_default().extend(routes.iter().cloned());
-                }
+                add_default_routes(&mut registry_exact, settings, &h, se.ports.iter().map(|p| p.number));
             }
         }
         let mode = settings
@@ -996,6 +972,27 @@ fn compile_rule(ctx: &mut Ctx<'_>, res: &Resource, r: &crd::HttpRoute, index: us
         response_headers,
         cors,
     })
+}
+
+/// istiod's default route for each port of a registry host (a Kubernetes Service or a
+/// ServiceEntry host), filed under every name a proxy may use for the host.
+fn add_default_routes(
+    registry_exact: &mut HashMap<String, Vec<DefaultRoute>>,
+    settings: &Settings,
+    host: &str,
+    ports: impl Iterator<Item = u32>,
+) {
+    let routes: Vec<DefaultRoute> = ports
+        .map(|port| DefaultRoute {
+            host: host.to_string(),
+            port,
+            cluster: cluster_name(&settings.cluster_template, port, None, host),
+            retry: RetryPolicy::istio_default(),
+        })
+        .collect();
+    for name in host::alt_names(host, &settings.namespace, &settings.domain_suffix) {
+        registry_exact.entry(name).or_default().extend(routes.iter().cloned());
+    }
 }
 
 impl Ctx<'_> {
