@@ -21,6 +21,7 @@ pub use diag::{Diagnostic, Diagnostics, ResourceRef, Severity};
 pub mod apply;
 pub mod budget;
 pub mod compile;
+pub mod cors;
 pub mod decide;
 pub mod destination_rules;
 pub mod explain;
