@@ -298,6 +298,9 @@ impl RouteTable {
     /// Builds the table without validating; problems it cannot compile around are pushed to
     /// `diags`. Use [`compile`] unless the bundle was validated already.
     pub fn build(bundle: &Bundle, diags: &mut Diagnostics) -> RouteTable {
+        // Delegates merged into their roots first, as istiod does before reading any route.
+        let merged = crate::delegate::merge(bundle);
+        let bundle = merged.bundle.as_ref().unwrap_or(bundle);
         let settings = &bundle.settings;
         let mut service_ports: HashMap<String, Vec<u32>> = HashMap::new();
         let se_visible = |res: &Resource, se: &crd::ServiceEntry| {

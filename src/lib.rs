@@ -23,6 +23,7 @@ pub mod budget;
 pub mod compile;
 pub mod cors;
 pub mod decide;
+pub mod delegate;
 pub mod destination_rules;
 pub mod explain;
 pub mod gateway_binding;
