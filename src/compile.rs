@@ -297,7 +297,8 @@ pub fn compile_json(text: &[u8]) -> Compiled {
 
 struct Ctx<'a> {
     settings: &'a Settings,
-    /// Single declared port per host (from ServiceEntry), for destinations that name none.
+    /// The ports of each registry host (Kubernetes Services and ServiceEntries), for
+    /// destinations that name none.
     service_ports: HashMap<String, Vec<u32>>,
     clusters: BTreeMap<String, ClusterRef>,
     diags: &'a mut Diagnostics,
@@ -1010,14 +1011,24 @@ impl Ctx<'_> {
         };
         let subset = d.subset.clone().filter(|s| !s.is_empty());
         let name = cluster_name(&self.settings.cluster_template, port, subset.as_deref(), &h);
-        let c = self.clusters.entry(name.clone()).or_insert_with(|| ClusterRef {
-            name: name.clone(),
-            host: h.clone(),
-            subset,
-            port,
-            mirror_only: for_mirror,
-        });
-        c.mirror_only &= for_mirror;
+        // A port taken from the request can be any port of a registry host (istiod builds a
+        // cluster per service port, K13); of a host outside the registry only the default one
+        // is known.
+        let ports: Vec<u32> = match self.service_ports.get(&h) {
+            Some(ports) if from_request && !ports.is_empty() => ports.clone(),
+            _ => vec![port],
+        };
+        for p in ports {
+            let name = cluster_name(&self.settings.cluster_template, p, subset.as_deref(), &h);
+            let c = self.clusters.entry(name.clone()).or_insert_with(|| ClusterRef {
+                name,
+                host: h.clone(),
+                subset: subset.clone(),
+                port: p,
+                mirror_only: for_mirror,
+            });
+            c.mirror_only &= for_mirror;
+        }
         (name, h, port, from_request)
     }
 
