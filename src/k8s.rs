@@ -10,7 +10,7 @@
 use crate::diag::{Diagnostic, Diagnostics, ResourceRef};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// What Kubernetes contributes to the mesh, in input order.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -174,6 +174,15 @@ impl Registry {
     /// The Service whose host is `fqdn`.
     pub fn service(&self, fqdn: &str, domain_suffix: &str) -> Option<&Service> {
         self.services.iter().find(|s| s.host(domain_suffix).eq_ignore_ascii_case(fqdn))
+    }
+
+    /// ExternalName Services as istiod models them since Service aliases (`KSVC ConvertService`:
+    /// resolution `Alias`, K14): each alias FQDN with its `externalName`, lowercased, one hop.
+    pub fn aliases(&self, domain_suffix: &str) -> HashMap<String, String> {
+        self.services
+            .iter()
+            .filter_map(|s| Some((s.host(domain_suffix), s.external_name.as_ref()?.to_ascii_lowercase())))
+            .collect()
     }
 
     /// Compact form for the plugin configuration: services and distinct workload label sets.
