@@ -525,7 +525,7 @@ const CASES: &[Case] = &[
         files: &["destinationrule-subsets-with-topology-labels.yaml"],
         mesh_config: None,
         expected: &[],
-        gap: Some("Nodes are not read, so Pods lack the topology labels istiod adds (label.AugmentLabels)"),
+        gap: None,
     },
     Case {
         name: "DestinationRuleEmptyTopologyLabels",
