@@ -71,11 +71,21 @@ pub(super) fn check(cx: &mut Ctx<'_>, at: &Place<'_>, vs: &crd::VirtualService) 
     if vs.http.is_empty() && vs.tcp.is_empty() && vs.tls.is_empty() {
         cx.error(at, "spec", "http, tcp or tls must be provided in virtual service");
     }
+    // The HTTP filter never sees TCP connections: `meshroute envoy` builds listeners for these
+    // routes (R190), an Istio sidecar gets them from istiod.
     if !vs.tls.is_empty() {
-        cx.own_warn(at, "spec.tls", "meshroute handles HTTP routes only; tls routes are ignored");
+        cx.info(
+            at,
+            "spec.tls",
+            "tls routes are applied by the listeners `meshroute envoy` generates, not by the HTTP filter",
+        );
     }
     if !vs.tcp.is_empty() {
-        cx.own_warn(at, "spec.tcp", "meshroute handles HTTP routes only; tcp routes are ignored");
+        cx.info(
+            at,
+            "spec.tcp",
+            "tcp routes are applied by the listeners `meshroute envoy` generates, not by the HTTP filter",
+        );
     }
     for (i, route) in vs.http.iter().enumerate() {
         check_http_route(cx, at, vs, applies_to_gateway, i, route);
