@@ -439,8 +439,8 @@ fn downstream_tls(b: &mut Builder<'_>, s: &crd::Server, port: u32) -> Option<Val
     let mode = tls.mode.as_deref().unwrap_or("SIMPLE");
     if !matches!(mode, "SIMPLE" | "MUTUAL") {
         b.note(format!(
-            "{what}: tls.mode {mode} is not supported here (SIMPLE and MUTUAL terminate TLS; PASSTHROUGH needs TLS \
-             routing, ISTIO_MUTUAL the mesh's certificates); skipped"
+            "{what}: tls.mode {mode} is not supported here (SIMPLE and MUTUAL terminate TLS; ISTIO_MUTUAL and \
+             OPTIONAL_MUTUAL need the mesh's certificates); skipped"
         ));
         return None;
     }

@@ -73,8 +73,7 @@ fn check_match_port(cx: &mut Ctx<'_>, at: &Place<'_>, mp: &str, port: Option<i64
 /// IPs, most clients never send one).
 fn sni_host(cx: &mut Ctx<'_>, at: &Place<'_>, path: &str, h: &str, vs: &crd::VirtualService) {
     let gateway_bound = !vs.gateways.iter().any(|g| g == "mesh");
-    let checked =
-        if gateway_bound && h.starts_with("outbound_") { auto_generated_sni(h) } else { validate_wildcard_domain(h) };
+    let checked = if gateway_bound { gateway_bound_domain(true, h) } else { validate_wildcard_domain(h) };
     if let Err(e) = checked {
         if is_ip(h) {
             cx.warn(
@@ -99,10 +98,17 @@ fn sni_host(cx: &mut Ctx<'_>, at: &Place<'_>, path: &str, h: &str, vs: &crd::Vir
     }
 }
 
-/// `ValidateWildcardDomainForVirtualServiceBoundToGateway` for `outbound_.<port>_.<subset>_.<host>`.
-fn auto_generated_sni(h: &str) -> Result<(), String> {
+/// `ValidateWildcardDomainForVirtualServiceBoundToGateway`: with `sni`, also the
+/// `outbound_.<port>_.<subset>_.<host>` names AUTO_PASSTHROUGH routes by.
+pub(super) fn gateway_bound_domain(sni: bool, h: &str) -> Result<(), String> {
     if h.len() > 255 {
         return Err(format!("domain name {h:?} too long (max 255)"));
+    }
+    if h.is_empty() {
+        return Err("empty domain name not allowed".into());
+    }
+    if !(sni && h.starts_with("outbound_")) {
+        return validate_wildcard_domain(h);
     }
     let parts: Vec<&str> = h.split('_').collect();
     if parts.len() < 4 {
