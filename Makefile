@@ -209,8 +209,12 @@ bench:
 ## bench-e2e: load through a real Envoy with wrk (HTTP/1.1) and h2load (h2c), loopback only:
 ## meshroute vs native routes vs the Wasm floor, CPU per request (docs/benchmarks-e2e.md);
 ## BENCH_E2E_SECS, BENCH_E2E_ROUNDS, BENCH_E2E_RULES tune it
+BENCH_E2E_LOG ?= $(CURDIR)/target/bench-e2e.log
 bench-e2e: tools-envoy tools-bench wasm
-	$(CARGO) test --release --test bench_e2e -- --ignored --nocapture --test-threads 1
+	@mkdir -p "$(dir $(BENCH_E2E_LOG))"
+	$(CARGO) test --release --test bench_e2e -- --ignored --nocapture --test-threads 1 2>&1 | tee "$(BENCH_E2E_LOG)"
+	@echo; echo "=== Goals, one screen (the whole run: $(BENCH_E2E_LOG)) ==="; \
+	  grep -E 'goal' "$(BENCH_E2E_LOG)" | grep -v '^test ' || true
 
 ## graphs: docs/graphs/*.svg — `meshroute graph` of each seed example that has a VirtualService,
 ## alone (its mistakes dashed red), and the canary stages with the seed subsets (README)
