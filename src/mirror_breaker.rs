@@ -49,6 +49,12 @@ impl MirrorBreakers {
         true
     }
 
+    /// Would a copy to `cluster` be refused now? Like [`allows`](Self::allows) without taking
+    /// the probe: lets a stream drop a copy before queueing it.
+    pub fn paused(&self, cluster: &str, now: u64) -> bool {
+        self.clusters.get(cluster).is_some_and(|s| s.pause != 0 && (s.probing || now < s.open_until))
+    }
+
     /// A copy to `cluster` failed (error status, reset, timeout, refused, or never answered).
     pub fn failed(&mut self, cluster: &str, now: u64) {
         let s = match self.clusters.get_mut(cluster) {
@@ -95,12 +101,15 @@ mod tests {
             b.failed("m", 0);
             assert!(b.allows("m", 0));
         }
+        assert!(!b.paused("m", 0));
         b.failed("m", 0);
+        assert!(b.paused("m", 0) && b.paused("m", S - 1) && !b.paused("m", S));
         assert!(!b.allows("m", 0), "open after the fifth failure");
         assert!(b.allows("other", 0), "other clusters are not affected");
         assert!(!b.allows("m", S - 1));
         assert!(b.allows("m", S), "the probe after the first pause");
         assert!(!b.allows("m", S), "one probe at a time");
+        assert!(b.paused("m", S), "paused while the probe is out");
         b.failed("m", S);
         assert!(!b.allows("m", 3 * S - 1), "the probe failed: twice the pause");
         assert!(b.allows("m", 3 * S));

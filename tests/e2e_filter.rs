@@ -1231,9 +1231,11 @@ fn mirror_bodies_of_all_streams_share_one_budget_per_vm() {
     // The two held uploads complete and are mirrored whole; then the budget is free again.
     assert!(finish_post(a, 30_000).contains("200"));
     assert!(finish_post(b, 30_000).contains("200"));
+    // Their bytes stay taken until the root context has sent both copies (R164).
+    m.upstream(&shadow).wait_for_requests(2, Duration::from_secs(10));
     let r = m.request("POST", host, "/d", &[], &vec![b'd'; 150_000]);
     assert_eq!(r.status, 200);
-    let copies = m.upstream(&shadow).wait_for_requests(3, Duration::from_secs(5));
+    let copies = m.upstream(&shadow).wait_for_requests(3, Duration::from_secs(10));
     let mut paths: Vec<(&str, usize)> = copies.iter().map(|c| (c.path.as_str(), c.body.len())).collect();
     paths.sort();
     assert_eq!(paths, vec![("/a", 150_000), ("/b", 150_000), ("/d", 150_000)]);

@@ -216,8 +216,28 @@ impl<H: Host> Shared<H> {
         }
     }
 
-    /// Queues a request's copies for the root context's next tick.
-    fn queue_mirrors(&self, out: Outgoing) {
+    /// Queues a request's copies for the root context's next tick. Copies that could not go
+    /// now (no slot, or their cluster paused) are skipped at once, so a dead mirror costs no
+    /// queueing and no timer.
+    fn queue_mirrors(&self, mut out: Outgoing, m: &Metrics) {
+        if !out.calls.is_empty() {
+            let now = self.host.now_nanos();
+            let mut budget = self.budget.borrow_mut();
+            let mut breakers = self.breakers.borrow_mut();
+            for cluster in budget.expire(now) {
+                self.count(m.mirrors_failed);
+                breakers.failed(&cluster, now);
+            }
+            let full = !budget.has_slot();
+            out.calls.retain(|c| {
+                let go = !full && !breakers.paused(&c.cluster, now);
+                if !go {
+                    log::debug!("meshroute: mirror to {} skipped: no slot, or it keeps failing", c.cluster);
+                    self.count(m.mirrors_skipped);
+                }
+                go
+            });
+        }
         if out.calls.is_empty() {
             self.budget.borrow_mut().release_bytes(out.reserved);
             return;
@@ -509,12 +529,8 @@ impl<H: Host> Stream<H> {
         }
         self.response_ops = plan.response_ops;
         if end_of_stream {
-            self.shared.queue_mirrors(Outgoing {
-                calls: mirrors,
-                body: None,
-                reserved: 0,
-                timeout: mirror_timeout(active),
-            });
+            let out = Outgoing { calls: mirrors, body: None, reserved: 0, timeout: mirror_timeout(active) };
+            self.shared.queue_mirrors(out, &m);
         } else {
             self.arm_mirrors(mirrors, active);
         }
@@ -545,7 +561,8 @@ impl<H: Host> Stream<H> {
         let reserved = std::mem::take(&mut self.body_bytes);
         match &self.active {
             Some(a) => {
-                self.shared.queue_mirrors(Outgoing { calls, body: Some(body), reserved, timeout: mirror_timeout(a) })
+                let out = Outgoing { calls, body: Some(body), reserved, timeout: mirror_timeout(a) };
+                self.shared.queue_mirrors(out, &self.metrics);
             }
             None => self.shared.budget.borrow_mut().release_bytes(reserved),
         }
