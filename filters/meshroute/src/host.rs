@@ -32,6 +32,14 @@ pub fn plugin_configuration() -> Option<Vec<u8>> {
 }
 
 /// Nanoseconds since the epoch (the host's wall clock), 0 if unavailable.
+/// The VM's linear memory, in bytes (0 outside Wasm, where the filter only builds for clippy).
+pub fn memory_bytes() -> u64 {
+    #[cfg(target_arch = "wasm32")]
+    return core::arch::wasm32::memory_size(0) as u64 * 65_536;
+    #[cfg(not(target_arch = "wasm32"))]
+    0
+}
+
 pub fn now_nanos() -> u64 {
     match hostcalls::get_current_time() {
         Ok(t) => t.duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0),
