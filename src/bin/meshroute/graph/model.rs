@@ -117,6 +117,10 @@ impl Graph {
 
     /// The graph of `bundle`; `only_host` keeps the VirtualServices that serve that host.
     pub fn build(bundle: &Bundle, only_host: Option<&str>) -> Result<Graph, InvalidGraph> {
+        // Rules are drawn from the merged VirtualServices (delegates in their roots), the ones
+        // the tables are compiled from, so that a rule's index names its conditions.
+        let merged = meshroute::delegate::merge(bundle);
+        let bundle = merged.bundle.as_ref().unwrap_or(bundle);
         let mut g = Graph::default();
         for source in sources(bundle) {
             let mut b = bundle.clone();
