@@ -114,6 +114,9 @@ pub struct Rule {
     pub request_headers: HeaderOps,
     pub response_headers: HeaderOps,
     pub cors: Option<Cors>,
+    /// For a rule a delegate brought into its root (R186): where it was written. `index` is
+    /// then the position in the merged `spec.http`, as in istiod's merged VirtualService.
+    pub delegated: Option<crate::delegate::Origin>,
 }
 
 #[derive(Debug, Clone)]
@@ -292,6 +295,7 @@ struct Ctx<'a> {
     service_ports: HashMap<String, Vec<u32>>,
     clusters: BTreeMap<String, ClusterRef>,
     diags: &'a mut Diagnostics,
+    origins: &'a HashMap<(usize, usize), crate::delegate::Origin>,
 }
 
 impl RouteTable {
@@ -352,7 +356,7 @@ impl RouteTable {
             .or_else(|| sidecar.and_then(|(_, s)| s.outbound_traffic_policy.as_ref()?.mode.clone()));
         let registry_only = mode.as_deref() == Some("REGISTRY_ONLY");
 
-        let mut ctx = Ctx { settings, service_ports, clusters: BTreeMap::new(), diags };
+        let mut ctx = Ctx { settings, service_ports, clusters: BTreeMap::new(), diags, origins: &merged.origins };
         let mut table = RouteTable {
             virtual_services: Vec::new(),
             exact_hosts: HashMap::new(),
@@ -965,6 +969,7 @@ fn compile_rule(ctx: &mut Ctx<'_>, res: &Resource, r: &crd::HttpRoute, index: us
         request_headers,
         response_headers,
         cors,
+        delegated: ctx.origins.get(&(res.index, index)).cloned(),
     })
 }
 
