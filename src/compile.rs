@@ -291,8 +291,11 @@ pub fn compile_json(text: &[u8]) -> Compiled {
 
 struct Ctx<'a> {
     settings: &'a Settings,
-    /// Single declared port per host (from ServiceEntry), for destinations that name none.
+    /// The ports of each registry host (Kubernetes Services and ServiceEntries), for
+    /// destinations that name none.
     service_ports: HashMap<String, Vec<u32>>,
+    /// ExternalName Services: alias FQDN → `externalName` (K14).
+    aliases: HashMap<String, String>,
     clusters: BTreeMap<String, ClusterRef>,
     diags: &'a mut Diagnostics,
     origins: &'a HashMap<(usize, usize), crate::delegate::Origin>,
@@ -330,9 +333,13 @@ impl RouteTable {
         let sidecar = applicable_sidecar(bundle);
         let mut registry_exact: HashMap<String, Vec<DefaultRoute>> = HashMap::new();
         let mut registry_wildcards = Vec::new();
+        let aliases = bundle.registry.aliases(&settings.domain_suffix);
         for svc in &bundle.registry.services {
             let h = svc.host(&settings.domain_suffix);
-            if !sidecar.is_none_or(|(sres, s)| sidecar_imports(s, &sres.namespace, &svc.namespace, &h)) {
+            // An ExternalName Service has no route of its own (K14); see `add_alias_routes`.
+            if aliases.contains_key(&h)
+                || !sidecar.is_none_or(|(sres, s)| sidecar_imports(s, &sres.namespace, &svc.namespace, &h))
+            {
                 continue;
             }
             add_default_routes(&mut registry_exact, settings, &h, svc.ports.iter().map(|p| p.port));
@@ -350,13 +357,15 @@ impl RouteTable {
                 add_default_routes(&mut registry_exact, settings, &h, se.ports.iter().map(|p| p.number));
             }
         }
+        add_alias_routes(&mut registry_exact, settings, &aliases);
         let mode = settings
             .outbound_traffic_policy
             .clone()
             .or_else(|| sidecar.and_then(|(_, s)| s.outbound_traffic_policy.as_ref()?.mode.clone()));
         let registry_only = mode.as_deref() == Some("REGISTRY_ONLY");
 
-        let mut ctx = Ctx { settings, service_ports, clusters: BTreeMap::new(), diags, origins: &merged.origins };
+        let mut ctx =
+            Ctx { settings, service_ports, aliases, clusters: BTreeMap::new(), diags, origins: &merged.origins };
         let mut table = RouteTable {
             virtual_services: Vec::new(),
             exact_hosts: HashMap::new(),
@@ -994,6 +1003,49 @@ fn add_default_routes(
     }
 }
 
+/// istiod's Service aliases (`MODEL push_context.go resolveServiceAliases`,
+/// `HTTPROUTE generateVirtualHostDomains`): an ExternalName Service's names are extra domains of
+/// the virtual hosts of the service it names (through any chain of aliases, a loop resolving to
+/// nothing), so a request to the alias takes the concrete service's default route. An alias of a
+/// host outside the registry gets no route at all (istiod builds no virtual host for it).
+fn add_alias_routes(
+    registry_exact: &mut HashMap<String, Vec<DefaultRoute>>,
+    settings: &Settings,
+    aliases: &HashMap<String, String>,
+) {
+    // alias → concrete host (None: a loop), each alias resolved once (linear in the aliases).
+    let mut resolved: BTreeMap<&str, Option<&str>> = BTreeMap::new();
+    for start in aliases.keys() {
+        let mut path: Vec<&str> = Vec::new();
+        let mut on_path: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        let mut at: &str = start;
+        let result = loop {
+            if let Some(r) = resolved.get(at) {
+                break *r;
+            }
+            if !on_path.insert(at) {
+                break None; // a loop: Kubernetes answers NXDOMAIN
+            }
+            match aliases.get(at) {
+                Some(next) => {
+                    path.push(at);
+                    at = next;
+                }
+                None => break Some(at),
+            }
+        };
+        for p in path {
+            resolved.insert(p, result);
+        }
+    }
+    for (alias, concrete) in resolved {
+        let Some(routes) = concrete.and_then(|c| registry_exact.get(c)).cloned() else { continue };
+        for name in host::alt_names(alias, &settings.namespace, &settings.domain_suffix) {
+            registry_exact.entry(name).or_default().extend(routes.iter().cloned());
+        }
+    }
+}
+
 impl Ctx<'_> {
     /// Cluster name, FQDN and port of a destination (istio `GetDestinationCluster`): the port is
     /// the destination's, else the service's only port, else the listener's.
@@ -1007,16 +1059,29 @@ impl Ctx<'_> {
                 _ => (self.settings.default_port, true),
             },
         };
+        // A destination naming an ExternalName Service goes to the cluster of its target, with
+        // the alias's port (`ROUTE GetDestinationCluster`: one hop, as istiod; K14).
+        let h = self.aliases.get(&h).cloned().unwrap_or(h);
         let subset = d.subset.clone().filter(|s| !s.is_empty());
         let name = cluster_name(&self.settings.cluster_template, port, subset.as_deref(), &h);
-        let c = self.clusters.entry(name.clone()).or_insert_with(|| ClusterRef {
-            name: name.clone(),
-            host: h.clone(),
-            subset,
-            port,
-            mirror_only: for_mirror,
-        });
-        c.mirror_only &= for_mirror;
+        // A port taken from the request can be any port of a registry host (istiod builds a
+        // cluster per service port, K13); of a host outside the registry only the default one
+        // is known.
+        let ports: Vec<u32> = match self.service_ports.get(&h) {
+            Some(ports) if from_request && !ports.is_empty() => ports.clone(),
+            _ => vec![port],
+        };
+        for p in ports {
+            let name = cluster_name(&self.settings.cluster_template, p, subset.as_deref(), &h);
+            let c = self.clusters.entry(name.clone()).or_insert_with(|| ClusterRef {
+                name,
+                host: h.clone(),
+                subset: subset.clone(),
+                port: p,
+                mirror_only: for_mirror,
+            });
+            c.mirror_only &= for_mirror;
+        }
         (name, h, port, from_request)
     }
 

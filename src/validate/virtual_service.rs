@@ -31,14 +31,23 @@ pub(super) fn check(cx: &mut Ctx<'_>, at: &Place<'_>, vs: &crd::VirtualService) 
     let applies_to_gateway = !vs.gateways.is_empty() && !vs.gateways.iter().any(|g| g == "mesh");
     check_gateway_names(cx, at, "spec.gateways", &vs.gateways);
 
+    let applies_to_mesh = vs.gateways.is_empty() || vs.gateways.iter().any(|g| g == "mesh");
+    // A gateway-bound VirtualService with SNI matches may name AUTO_PASSTHROUGH's
+    // `outbound_.PORT_.SUBSET_.HOST` hosts (`ValidateWildcardDomainForVirtualServiceBoundToGateway`).
+    let sni = vs.tls.iter().any(|t| t.matches.iter().any(|m| !m.sni_hosts.is_empty()));
     let mut all_hosts_valid = true;
     for (i, h) in vs.hosts.iter().enumerate() {
-        match validate_wildcard_domain(h) {
+        let checked = if applies_to_gateway {
+            super::l4_routes::gateway_bound_domain(sni, h)
+        } else {
+            validate_wildcard_domain(h)
+        };
+        match checked {
             Err(e) if !is_ip(h) => {
                 cx.error(at, format!("spec.hosts[{i}]"), e);
                 all_hosts_valid = false;
             }
-            Ok(()) if !applies_to_gateway && h == "*" => {
+            Ok(()) if applies_to_mesh && h == "*" => {
                 cx.error(
                     at,
                     format!("spec.hosts[{i}]"),
@@ -66,11 +75,21 @@ pub(super) fn check(cx: &mut Ctx<'_>, at: &Place<'_>, vs: &crd::VirtualService) 
     if vs.http.is_empty() && vs.tcp.is_empty() && vs.tls.is_empty() {
         cx.error(at, "spec", "http, tcp or tls must be provided in virtual service");
     }
+    // The HTTP filter never sees TCP connections: `meshroute envoy` builds listeners for these
+    // routes (R190), an Istio sidecar gets them from istiod.
     if !vs.tls.is_empty() {
-        cx.own_warn(at, "spec.tls", "meshroute handles HTTP routes only; tls routes are ignored");
+        cx.info(
+            at,
+            "spec.tls",
+            "tls routes are applied by the listeners `meshroute envoy` generates, not by the HTTP filter",
+        );
     }
     if !vs.tcp.is_empty() {
-        cx.own_warn(at, "spec.tcp", "meshroute handles HTTP routes only; tcp routes are ignored");
+        cx.info(
+            at,
+            "spec.tcp",
+            "tcp routes are applied by the listeners `meshroute envoy` generates, not by the HTTP filter",
+        );
     }
     for (i, route) in vs.http.iter().enumerate() {
         check_http_route(cx, at, vs, applies_to_gateway, i, route);
