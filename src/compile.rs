@@ -117,6 +117,8 @@ pub struct Rule {
     /// For a rule a delegate brought into its root (R186): where it was written. `index` is
     /// then the position in the merged `spec.http`, as in istiod's merged VirtualService.
     pub delegated: Option<crate::delegate::Origin>,
+    /// Position in `spec.http` as written (differs from `index` after a delegating rule).
+    pub written_index: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -299,6 +301,7 @@ struct Ctx<'a> {
     clusters: BTreeMap<String, ClusterRef>,
     diags: &'a mut Diagnostics,
     origins: &'a HashMap<(usize, usize), crate::delegate::Origin>,
+    written: &'a HashMap<(usize, usize), usize>,
 }
 
 impl RouteTable {
@@ -364,8 +367,15 @@ impl RouteTable {
             .or_else(|| sidecar.and_then(|(_, s)| s.outbound_traffic_policy.as_ref()?.mode.clone()));
         let registry_only = mode.as_deref() == Some("REGISTRY_ONLY");
 
-        let mut ctx =
-            Ctx { settings, service_ports, aliases, clusters: BTreeMap::new(), diags, origins: &merged.origins };
+        let mut ctx = Ctx {
+            settings,
+            service_ports,
+            aliases,
+            clusters: BTreeMap::new(),
+            diags,
+            origins: &merged.origins,
+            written: &merged.written,
+        };
         let mut table = RouteTable {
             virtual_services: Vec::new(),
             exact_hosts: HashMap::new(),
@@ -979,6 +989,7 @@ fn compile_rule(ctx: &mut Ctx<'_>, res: &Resource, r: &crd::HttpRoute, index: us
         response_headers,
         cors,
         delegated: ctx.origins.get(&(res.index, index)).cloned(),
+        written_index: ctx.written.get(&(res.index, index)).copied().unwrap_or(index),
     })
 }
 

@@ -35,6 +35,9 @@ pub struct Merged {
     /// Where each merged rule comes from, by (`Resource::index` of the root, position in its
     /// merged `spec.http`).
     pub origins: HashMap<(usize, usize), Origin>,
+    /// A root's own rules whose merged position differs from the written one: (root
+    /// `Resource::index`, merged position) → position in `spec.http` as written.
+    pub written: HashMap<(usize, usize), usize>,
 }
 
 /// A rule of a root VirtualService that came from a delegate.
@@ -69,7 +72,7 @@ pub fn merge(bundle: &Bundle) -> Merged {
     let any_root = bundle.virtual_services().any(|(_, vs)| vs.http.iter().any(|r| r.delegate.is_some()));
     let any_delegate = bundle.virtual_services().any(|(_, vs)| is_delegate(vs));
     if !any_root && !any_delegate {
-        return Merged { bundle: None, dropped: Vec::new(), origins: HashMap::new() };
+        return Merged { bundle: None, dropped: Vec::new(), origins: HashMap::new(), written: HashMap::new() };
     }
     let by_key: HashMap<(&str, &str), (usize, &Resource, &crd::VirtualService)> = bundle
         .resources
@@ -84,6 +87,7 @@ pub fn merge(bundle: &Bundle) -> Merged {
     let mut dropped = Vec::new();
     let mut referenced = vec![false; bundle.resources.len()];
     let mut origins = HashMap::new();
+    let mut written = HashMap::new();
     let mut resources = Vec::with_capacity(bundle.resources.len());
     for (ri, res) in bundle.resources.iter().enumerate() {
         let Spec::VirtualService(vs) = &res.spec else {
@@ -100,6 +104,9 @@ pub fn merge(bundle: &Bundle) -> Merged {
         let mut http = Vec::with_capacity(vs.http.len());
         for (rule, root) in vs.http.iter().enumerate() {
             let Some(d) = &root.delegate else {
+                if http.len() != rule {
+                    written.insert((res.index, http.len()), rule);
+                }
                 http.push(root.clone());
                 continue;
             };
@@ -150,6 +157,7 @@ pub fn merge(bundle: &Bundle) -> Merged {
         bundle: Some(Bundle { resources, settings: bundle.settings.clone(), registry: bundle.registry.clone() }),
         dropped,
         origins,
+        written,
     }
 }
 

@@ -366,7 +366,10 @@ impl RouteTable {
                         .collect(),
                     cors: rule.cors.as_ref().map(|c| c.evaluate(req).describe()),
                     delegated: rule.delegated.as_ref().map(ToString::to_string),
-                    findings: tolerated.rule_findings(&vs.name, rule.index).iter().map(|d| d.to_string()).collect(),
+                    findings: {
+                        let (at, i) = rule.written_at(&vs.name);
+                        tolerated.rule_findings(at, i).iter().map(|d| d.to_string()).collect()
+                    },
                 });
                 e.branches = match &rule.action {
                     Action::Forward { destinations, total_weight } if !destinations.is_empty() => destinations
@@ -390,7 +393,10 @@ impl RouteTable {
                                 }),
                                 plan,
                                 consequence: forwarded
-                                    .then(|| tolerated.forward_consequence(&vs.name, rule.index, d))
+                                    .then(|| {
+                                        let (at, i) = rule.written_at(&vs.name);
+                                        tolerated.forward_consequence(at, i, d)
+                                    })
                                     .flatten(),
                             }
                         })

@@ -513,6 +513,21 @@ fn explain_names_the_delegate_rule_a_request_matched() {
     ] {
         assert!(out.stdout.lines().any(|l| l.starts_with(line)), "{line:?} not in\n{}", out.stdout);
     }
+    // An error in the delegate shows as the consequence of the merged rule in the root.
+    let text = std::fs::read_to_string(&f).unwrap().replace("host: productpage}", "host: productpage, subset: v9}");
+    let bad = write(&dir, "bad.yaml", &text);
+    let out = meshroute(&["explain", "-f", &bad, "GET", "http://bookinfo.example.com/productpage/1"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("    → 503 (no healthy upstream: subset v9 is defined by no DestinationRule)"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("because: error: VirtualService team-a/productpage: spec.http[1].route[0]"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]
