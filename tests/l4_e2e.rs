@@ -439,3 +439,32 @@ fn sidecar_ingress_ports_reach_their_default_endpoints_and_egress_ports_only_the
     // The catch-all egress listener imports other.internal only: port 9000 is its listener.
     assert_eq!(echo_through(envoy.listener_port("127.0.0.1_9000"), "o"), "other o");
 }
+
+#[test]
+fn graph_draws_tcp_and_tls_routes_with_their_shares_of_connections() {
+    let (v1, v2) = (Echo { port: 1 }, Echo { port: 2 });
+    let mut resources = tcp_echo(&v1, &v2, V1_80_V2_20);
+    resources.push_str(
+        "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: sni, namespace: default}\nspec:\n  hosts: [a.example.com]\n  tls:\n  - match: [{port: 443, sniHosts: [a.example.com]}]\n    route:\n    - destination: {host: a.internal, port: {number: 8443}}\n",
+    );
+    let dir = temp_dir("graph");
+    let path = dir.join("r.yaml");
+    std::fs::write(&path, resources).expect("write");
+    let o = Command::new(env!("CARGO_BIN_EXE_meshroute")).arg("graph").arg("-f").arg(&path).output().expect("graph");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    for line in [
+        r#"src__default_tcp_echo_gateway(["Gateway default/tcp-echo-gateway"])"#,
+        r#"rule__default_tcp_echo__tcp__0["TCP #0<br/>port 31400"]"#,
+        r#"rule__default_tcp_echo__tcp__0 -->|"80% · connections"| dst__outbound_9000_v1_tcp_echo_default_svc_cluster_local"#,
+        r#"rule__default_tcp_echo__tcp__0 -->|"20% · connections"| dst__outbound_9000_v2_tcp_echo_default_svc_cluster_local"#,
+        r#"src__mesh --> vs__default_sni"#,
+        r#"rule__default_sni__tls__0["TLS #0<br/>port 443, sni a.example.com"]"#,
+        r#"rule__default_sni__tls__0 -->|"100% · connections"| dst__outbound_8443__a_internal"#,
+    ] {
+        assert!(text.lines().any(|l| l.trim() == line), "no line {line:?} in:\n{text}");
+    }
+    // The Gateway's TCP route is not the mesh's, and the other way round.
+    assert!(!text.contains("src__mesh --> vs__default_tcp_echo"), "{text}");
+    assert!(!text.contains("src__default_tcp_echo_gateway --> vs__default_sni"), "{text}");
+}
