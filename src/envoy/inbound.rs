@@ -1,5 +1,5 @@
 //! Sidecar `ingress` listeners as istiod builds them for a proxy that binds its ports itself
-//! (`LB buildInboundChainConfigs` for `Sidecar.ingress`, `CL buildInboundClustersFromSidecar`):
+//! (`INBOUND buildInboundChainConfigs` for `Sidecar.ingress`, `CLUSTER buildInboundClustersFromSidecar`):
 //! the port is a listener, `defaultEndpoint` the one endpoint of the cluster `inbound|PORT||`;
 //! HTTP ports get an HTTP connection manager routing everything there, the others `tcp_proxy`
 //! (docs/semantics.md R238). Inbound traffic is the workload's own: VirtualServices do not route

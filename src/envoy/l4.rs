@@ -1,8 +1,8 @@
 //! TCP and TLS listeners as istiod builds them (docs/semantics.md R190–R199, R230–R239): the
 //! sidecar's outbound listener per TCP/TLS service port with `tcp_proxy` filter chains from the
-//! VirtualServices' `tcp` and `tls` routes (`LB buildSidecarOutboundListener`,
-//! `TLS buildSidecarOutboundTLSFilterChainOpts`, `TLS buildSidecarOutboundTCPFilterChainOpts`,
-//! `NF buildOutboundNetworkFilters`), Sidecar egress listeners with a port, and a Gateway's TCP,
+//! VirtualServices' `tcp` and `tls` routes (`LISTENER buildSidecarOutboundListener`,
+//! `TLSCHAIN buildSidecarOutboundTLSFilterChainOpts`, `TLSCHAIN buildSidecarOutboundTCPFilterChainOpts`,
+//! `NETFILTER buildOutboundNetworkFilters`), Sidecar egress listeners with a port, and a Gateway's TCP,
 //! TLS and passthrough servers (`GW buildGatewayTCPBasedFilterChains`,
 //! `GW createGatewayTCPFilterChainOpts`, `GW builtAutoPassthroughFilterChains`).
 //!
