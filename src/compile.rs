@@ -260,16 +260,7 @@ impl HeaderOps {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct Cors {
-    pub allow_origins: Vec<StrMatch>,
-    pub allow_methods: String,
-    pub allow_headers: String,
-    pub expose_headers: String,
-    pub max_age_secs: Option<u64>,
-    pub allow_credentials: bool,
-    pub forward_unmatched_preflights: bool,
-}
+pub use crate::cors::Cors;
 
 /// The outcome of compiling a bundle: the table when no error was found, and every diagnostic.
 pub struct Compiled {
@@ -297,8 +288,11 @@ pub fn compile_json(text: &[u8]) -> Compiled {
 
 struct Ctx<'a> {
     settings: &'a Settings,
-    /// Single declared port per host (from ServiceEntry), for destinations that name none.
+    /// The ports of each registry host (Kubernetes Services and ServiceEntries), for
+    /// destinations that name none.
     service_ports: HashMap<String, Vec<u32>>,
+    /// ExternalName Services: alias FQDN → `externalName` (K14).
+    aliases: HashMap<String, String>,
     clusters: BTreeMap<String, ClusterRef>,
     diags: &'a mut Diagnostics,
 }
@@ -307,6 +301,9 @@ impl RouteTable {
     /// Builds the table without validating; problems it cannot compile around are pushed to
     /// `diags`. Use [`compile`] unless the bundle was validated already.
     pub fn build(bundle: &Bundle, diags: &mut Diagnostics) -> RouteTable {
+        // Delegates merged into their roots first, as istiod does before reading any route.
+        let merged = crate::delegate::merge(bundle);
+        let bundle = merged.bundle.as_ref().unwrap_or(bundle);
         let settings = &bundle.settings;
         let mut service_ports: HashMap<String, Vec<u32>> = HashMap::new();
         let se_visible = |res: &Resource, se: &crd::ServiceEntry| {
@@ -332,9 +329,13 @@ impl RouteTable {
         let sidecar = applicable_sidecar(bundle);
         let mut registry_exact: HashMap<String, Vec<DefaultRoute>> = HashMap::new();
         let mut registry_wildcards = Vec::new();
+        let aliases = bundle.registry.aliases(&settings.domain_suffix);
         for svc in &bundle.registry.services {
             let h = svc.host(&settings.domain_suffix);
-            if !sidecar.is_none_or(|(sres, s)| sidecar_imports(s, &sres.namespace, &svc.namespace, &h)) {
+            // An ExternalName Service has no route of its own (K14); see `add_alias_routes`.
+            if aliases.contains_key(&h)
+                || !sidecar.is_none_or(|(sres, s)| sidecar_imports(s, &sres.namespace, &svc.namespace, &h))
+            {
                 continue;
             }
             add_default_routes(&mut registry_exact, settings, &h, svc.ports.iter().map(|p| p.port));
@@ -352,13 +353,14 @@ impl RouteTable {
                 add_default_routes(&mut registry_exact, settings, &h, se.ports.iter().map(|p| p.number));
             }
         }
+        add_alias_routes(&mut registry_exact, settings, &aliases);
         let mode = settings
             .outbound_traffic_policy
             .clone()
             .or_else(|| sidecar.and_then(|(_, s)| s.outbound_traffic_policy.as_ref()?.mode.clone()));
         let registry_only = mode.as_deref() == Some("REGISTRY_ONLY");
 
-        let mut ctx = Ctx { settings, service_ports, clusters: BTreeMap::new(), diags };
+        let mut ctx = Ctx { settings, service_ports, aliases, clusters: BTreeMap::new(), diags };
         let mut table = RouteTable {
             virtual_services: Vec::new(),
             exact_hosts: HashMap::new(),
@@ -957,7 +959,7 @@ fn compile_rule(ctx: &mut Ctx<'_>, res: &Resource, r: &crd::HttpRoute, index: us
         let rw = rewrite.get_or_insert(Rewrite { uri: None, uri_regex: None, authority: None });
         rw.authority.get_or_insert(a);
     }
-    let cors = r.cors_policy.as_ref().map(compile_cors);
+    let cors = r.cors_policy.as_ref().map(Cors::from_crd);
     Some(Rule {
         virtual_service: res.key(),
         index,
@@ -995,6 +997,49 @@ fn add_default_routes(
     }
 }
 
+/// istiod's Service aliases (`MODEL push_context.go resolveServiceAliases`,
+/// `HTTPROUTE generateVirtualHostDomains`): an ExternalName Service's names are extra domains of
+/// the virtual hosts of the service it names (through any chain of aliases, a loop resolving to
+/// nothing), so a request to the alias takes the concrete service's default route. An alias of a
+/// host outside the registry gets no route at all (istiod builds no virtual host for it).
+fn add_alias_routes(
+    registry_exact: &mut HashMap<String, Vec<DefaultRoute>>,
+    settings: &Settings,
+    aliases: &HashMap<String, String>,
+) {
+    // alias → concrete host (None: a loop), each alias resolved once (linear in the aliases).
+    let mut resolved: BTreeMap<&str, Option<&str>> = BTreeMap::new();
+    for start in aliases.keys() {
+        let mut path: Vec<&str> = Vec::new();
+        let mut on_path: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        let mut at: &str = start;
+        let result = loop {
+            if let Some(r) = resolved.get(at) {
+                break *r;
+            }
+            if !on_path.insert(at) {
+                break None; // a loop: Kubernetes answers NXDOMAIN
+            }
+            match aliases.get(at) {
+                Some(next) => {
+                    path.push(at);
+                    at = next;
+                }
+                None => break Some(at),
+            }
+        };
+        for p in path {
+            resolved.insert(p, result);
+        }
+    }
+    for (alias, concrete) in resolved {
+        let Some(routes) = concrete.and_then(|c| registry_exact.get(c)).cloned() else { continue };
+        for name in host::alt_names(alias, &settings.namespace, &settings.domain_suffix) {
+            registry_exact.entry(name).or_default().extend(routes.iter().cloned());
+        }
+    }
+}
+
 impl Ctx<'_> {
     /// Cluster name, FQDN and port of a destination (istio `GetDestinationCluster`): the port is
     /// the destination's, else the service's only port, else the listener's.
@@ -1008,16 +1053,29 @@ impl Ctx<'_> {
                 _ => (self.settings.default_port, true),
             },
         };
+        // A destination naming an ExternalName Service goes to the cluster of its target, with
+        // the alias's port (`ROUTE GetDestinationCluster`: one hop, as istiod; K14).
+        let h = self.aliases.get(&h).cloned().unwrap_or(h);
         let subset = d.subset.clone().filter(|s| !s.is_empty());
         let name = cluster_name(&self.settings.cluster_template, port, subset.as_deref(), &h);
-        let c = self.clusters.entry(name.clone()).or_insert_with(|| ClusterRef {
-            name: name.clone(),
-            host: h.clone(),
-            subset,
-            port,
-            mirror_only: for_mirror,
-        });
-        c.mirror_only &= for_mirror;
+        // A port taken from the request can be any port of a registry host (istiod builds a
+        // cluster per service port, K13); of a host outside the registry only the default one
+        // is known.
+        let ports: Vec<u32> = match self.service_ports.get(&h) {
+            Some(ports) if from_request && !ports.is_empty() => ports.clone(),
+            _ => vec![port],
+        };
+        for p in ports {
+            let name = cluster_name(&self.settings.cluster_template, p, subset.as_deref(), &h);
+            let c = self.clusters.entry(name.clone()).or_insert_with(|| ClusterRef {
+                name,
+                host: h.clone(),
+                subset: subset.clone(),
+                port: p,
+                mirror_only: for_mirror,
+            });
+            c.mirror_only &= for_mirror;
+        }
         (name, h, port, from_request)
     }
 
@@ -1128,20 +1186,6 @@ fn take_authority(ops: &mut HeaderOps) -> Option<String> {
     ops.add.retain(|(k, _)| !k.starts_with(':') && k != "host");
     ops.remove.retain(|k| !k.starts_with(':') && k != "host");
     from_set.or(from_add)
-}
-
-fn compile_cors(c: &crd::CorsPolicy) -> Cors {
-    let mut origins: Vec<StrMatch> = c.allow_origins.iter().filter_map(|o| StrMatch::compile(o, false).ok()).collect();
-    origins.extend(c.allow_origin.iter().map(|o| StrMatch::Exact(o.clone())));
-    Cors {
-        allow_origins: origins,
-        allow_methods: c.allow_methods.join(","),
-        allow_headers: c.allow_headers.join(","),
-        expose_headers: c.expose_headers.join(","),
-        max_age_secs: c.max_age.as_deref().and_then(|d| duration::parse(d).ok()).map(|d| d.as_secs()),
-        allow_credentials: c.allow_credentials.unwrap_or(false),
-        forward_unmatched_preflights: c.unmatched_preflights.as_deref() != Some("IGNORE"),
-    }
 }
 
 /// Envoy's RE2 substitution uses `\1`; regex-lite wants `${1}`.

@@ -324,6 +324,7 @@ pub fn load_value(v: Value) -> (Bundle, Diagnostics) {
         }
     }
     let resources: Vec<Resource> = slots.into_iter().flatten().collect();
+    registry.augment_topology();
     skipped.report(&mut diags);
     (Bundle { resources, settings, registry }, diags)
 }

@@ -122,7 +122,7 @@ pub struct HttpRoute {
     #[serde(default)]
     pub direct_response: Option<HttpDirectResponse>,
     #[serde(default)]
-    pub delegate: Option<Value>,
+    pub delegate: Option<Delegate>,
     #[serde(default)]
     pub rewrite: Option<HttpRewrite>,
     #[serde(default)]
@@ -144,6 +144,16 @@ pub struct HttpRoute {
     pub cors_policy: Option<CorsPolicy>,
     #[serde(default)]
     pub headers: Option<Headers>,
+}
+
+/// `HTTPRoute.delegate`: the VirtualService (without hosts) whose rules replace this one
+/// (`namespace` empty: the root's).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+pub struct Delegate {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq, Hash)]

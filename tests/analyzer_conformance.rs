@@ -217,7 +217,7 @@ const CASES: &[Case] = &[
             ("IST0109", "VirtualService foo/productpage-d"),
             ("IST0109", "VirtualService bar/productpage-d"),
         ],
-        gap: Some("IST0109 ignores exportTo in meshroute: VirtualService exportTo is issue 8 (fidelity); productpage-d pairs are missed"),
+        gap: None,
     },
     Case {
         name: "virtualServiceDestinationHosts",
@@ -525,7 +525,7 @@ const CASES: &[Case] = &[
         files: &["destinationrule-subsets-with-topology-labels.yaml"],
         mesh_config: None,
         expected: &[],
-        gap: Some("Nodes are not read, so Pods lack the topology labels istiod adds (label.AugmentLabels)"),
+        gap: None,
     },
     Case {
         name: "DestinationRuleEmptyTopologyLabels",

@@ -201,6 +201,11 @@ impl<'a> Builder<'a> {
         // Kubernetes Services: a cluster per port, and per port and subset (istiod's
         // BuildSubsetKey for every subset of the host's DestinationRule).
         for svc in &self.bundle.registry.services {
+            // An ExternalName Service is an alias: istiod builds no cluster for it
+            // (`buildOutboundClusters` skips `model.Alias`); its traffic uses its target's (K14).
+            if svc.external_name.is_some() {
+                continue;
+            }
             let h = svc.host(&self.settings.domain_suffix);
             let subsets: Vec<String> = self
                 .destination_rule(&h)

@@ -272,6 +272,10 @@ impl<'a> Cx<'_, 'a> {
             if !crate::visibility::visible(&svc.export_to, &s.default_service_export_to, &svc.namespace, &s.namespace) {
                 continue;
             }
+            // An ExternalName Service is an alias of its target (K14): no listener or cluster of its own.
+            if svc.external_name.is_some() {
+                continue;
+            }
             let h = svc.host(&s.domain_suffix);
             for p in &svc.ports {
                 out.push(SvcPort {

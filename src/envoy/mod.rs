@@ -580,6 +580,79 @@ mod tests {
         json!({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule", "metadata": {"name": host, "namespace": "default"}, "spec": spec})
     }
 
+    /// istiod's Service aliases (K14, `sidecar_simulation_test.go TestExternalNameServices`): an
+    /// ExternalName Service has no cluster; a destination naming it and a request to it use
+    /// the clusters of the service it names.
+    #[test]
+    fn external_name_services_are_aliases_of_their_target_as_in_istiod() {
+        let svc = |name: &str, spec: Value| json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "default"}, "spec": spec});
+        let resources = json!([
+            svc("alias", json!({"type": "ExternalName", "externalName": "concrete.default.svc.cluster.local"})),
+            svc("concrete", json!({"ports": [{"name": "http", "port": 80}, {"name": "http-alt", "port": 81}]})),
+            svc("ext", json!({"type": "ExternalName", "externalName": "api.example.com", "ports": [{"name": "https", "port": 443}]})),
+            svc("loop-a", json!({"type": "ExternalName", "externalName": "loop-b.default.svc.cluster.local"})),
+            svc("loop-b", json!({"type": "ExternalName", "externalName": "loop-a.default.svc.cluster.local"})),
+            {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": {"name": "front", "namespace": "default"},
+             "spec": {"hosts": ["front.example.com"], "http": [
+                {"match": [{"uri": {"prefix": "/ext"}}], "route": [{"destination": {"host": "ext"}}]},
+                {"route": [{"destination": {"host": "alias"}}]}]}},
+        ]);
+        let cfg = json!({"resources": resources, "settings": {}});
+        let (bundle, diags) = crate::load_value(cfg.clone());
+        assert!(!diags.has_errors(), "{diags}");
+        let compiled = crate::compile(&bundle, diags);
+        let table = compiled.table.unwrap_or_else(|| panic!("{}", compiled.diagnostics));
+        let routed = |authority: &str, path: &str| {
+            let req = crate::Request::new("GET", authority, path);
+            let d = table.decide(&req, &mut crate::SplitMix64(1));
+            crate::apply::plan(&table, &d, &req).request_ops.iter().find_map(|op| match op {
+                crate::apply::HeaderOp::Set(k, v) if k == &table.routing_header => Some(v.clone()),
+                _ => None,
+            })
+        };
+        // The alias has no port: the request's, on the target's name.
+        assert_eq!(
+            routed("front.example.com:81", "/").as_deref(),
+            Some("outbound|81||concrete.default.svc.cluster.local")
+        );
+        // The alias's only port, on the target's name.
+        assert_eq!(routed("front.example.com", "/ext").as_deref(), Some("outbound|443||api.example.com"));
+        // A request to the alias takes the concrete service's default route, on each port.
+        for (authority, cluster) in [
+            ("alias", "outbound|80||concrete.default.svc.cluster.local"),
+            ("alias.default.svc.cluster.local:81", "outbound|81||concrete.default.svc.cluster.local"),
+        ] {
+            assert_eq!(routed(authority, "/").as_deref(), Some(cluster), "{authority}");
+        }
+        // An alias of a host outside the registry, or in a loop, has no virtual host: passthrough.
+        assert_eq!(routed("ext", "/"), None);
+        assert_eq!(routed("loop-a", "/"), None);
+
+        let opts = Options {
+            wasm: Path::new("/m.wasm"),
+            listen: "127.0.0.1:15001".parse().unwrap(),
+            admin: "127.0.0.1:15000".parse().unwrap(),
+            credentials_dir: None,
+        };
+        let g = generate(&bundle, &table.clusters, &cfg, &opts).unwrap();
+        let names: Vec<&str> = g.config["static_resources"]["clusters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert!(!names.iter().any(|n| n.contains("alias") || n.contains("|ext.") || n.contains("loop")), "{names:?}");
+        // The target outside the registry: meshroute's DNS cluster on its name (istiod has none).
+        let ext = cluster(&g, "outbound|443||api.example.com");
+        assert_eq!(ext["type"], "STRICT_DNS");
+        assert_eq!(
+            ext["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+                ["address"],
+            "api.example.com"
+        );
+        cluster(&g, "outbound|81||concrete.default.svc.cluster.local");
+    }
+
     #[test]
     fn mirror_only_clusters_get_bounded_circuit_breakers_and_a_short_connect_timeout() {
         let vs = json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",

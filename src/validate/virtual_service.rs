@@ -16,13 +16,8 @@ const MB: usize = 1024 * KB;
 const JWT_CLAIM_PREFIX: &str = "@request.auth.claims";
 
 pub(super) fn check(cx: &mut Ctx<'_>, at: &Place<'_>, vs: &crd::VirtualService) {
+    // No hosts: a delegate, merged into the roots that name it (crate::delegate, R180).
     if vs.hosts.is_empty() {
-        cx.unsupported(
-            at,
-            "spec.hosts",
-            "a VirtualService without hosts (a delegate VirtualService)",
-            "hosts are required; it is not compiled",
-        );
         if !vs.gateways.is_empty() {
             cx.error(at, "spec.gateways", "delegate virtual service must have no gateways specified");
         }
@@ -151,6 +146,9 @@ fn check_http_route(
     let p = &format!("spec.http[{index}]");
     let rule = rule_name(route, index);
     check_route_conflicts(cx, at, p, route);
+    if vs.hosts.is_empty() && route.delegate.is_some() {
+        cx.error(at, format!("{p}.delegate"), "delegate HTTP route cannot contain delegate");
+    }
     for (j, m) in route.matches.iter().enumerate() {
         check_match(cx, at, vs, applies_to_gateway, &format!("{p}.match[{j}]"), m);
     }
@@ -181,11 +179,10 @@ fn check_http_route(
     check_duration(cx, at, &format!("{p}.timeout"), route.timeout.as_deref());
 }
 
-/// Istio `validateHTTPRouteConflict`: exactly one of route, redirect, directResponse (or a
-/// delegate, which meshroute ignores).
+/// Istio `validateHTTPRouteConflict`: exactly one of route, redirect, directResponse, or for a
+/// root rule a delegate and neither route nor redirect.
 fn check_route_conflicts(cx: &mut Ctx<'_>, at: &Place<'_>, p: &str, r: &HttpRoute) {
     if r.delegate.is_some() {
-        cx.own_warn(at, format!("{p}.delegate"), "delegate is not supported by meshroute; the rule is ignored");
         let name = r.name.as_deref().unwrap_or_default();
         if r.redirect.is_some() {
             cx.error(at, format!("{p}.redirect"), format!("root HTTP route {name} must not specify redirect"));
