@@ -108,7 +108,10 @@ pub fn merge(bundle: &Bundle) -> Merged {
         resources.push(merged);
     }
     dropped.extend(
-        by_key.values().filter(|(i, _, _)| !referenced.get(*i).copied().unwrap_or(true)).map(|(i, _, _)| Dropped::Unreferenced { delegate: *i }),
+        by_key
+            .values()
+            .filter(|(i, _, _)| !referenced.get(*i).copied().unwrap_or(true))
+            .map(|(i, _, _)| Dropped::Unreferenced { delegate: *i }),
     );
     dropped.sort_by_key(|d| match d {
         Dropped::NotFound { root, .. } | Dropped::NotExported { root, .. } | Dropped::Conflict { root, .. } => *root,
@@ -252,7 +255,10 @@ fn united<V: Clone>(root: &BTreeMap<String, V>, child: &BTreeMap<String, V>) -> 
 /// a subset of the root's, field by field.)
 pub fn has_conflict(root: &HttpMatchRequest, leaf: &HttpMatchRequest) -> bool {
     let pairs = [(&root.uri, &leaf.uri), (&root.scheme, &leaf.scheme), (&root.method, &leaf.method)];
-    if pairs.into_iter().chain([(&root.authority, &leaf.authority)]).any(|(r, l)| string_conflict(r.as_ref(), l.as_ref()))
+    if pairs
+        .into_iter()
+        .chain([(&root.authority, &leaf.authority)])
+        .any(|(r, l)| string_conflict(r.as_ref(), l.as_ref()))
     {
         return true;
     }

@@ -85,8 +85,10 @@ fn istio_merge_http_routes_delegate_with_empty_match() {
         ]),
     );
     let want = vec![
-        route(json!({"match": [{"uri": {"prefix": "/productpage/v1"}, "headers": {"version": {"exact": "v1"}}, "port": 8080}],
-                     "route": to("v1")})),
+        route(
+            json!({"match": [{"uri": {"prefix": "/productpage/v1"}, "headers": {"version": {"exact": "v1"}}, "port": 8080}],
+                     "route": to("v1")}),
+        ),
         route(json!({"match": [
             {"uri": {"prefix": "/productpage/v2"}, "headers": {"version": {"exact": "v2"}}, "port": 8080},
             {"uri": {"prefix": "/productpage"}, "headers": {"version": {"exact": "v2"}},
@@ -107,8 +109,12 @@ fn istio_merge_http_routes_delegate_with_mirrors() {
         ]),
     );
     let want = vec![
-        route(json!({"match": [{"uri": {"prefix": "/productpage/v1"}}], "mirrors": [{"destination": mirror("v1")}], "route": to("v1")})),
-        route(json!({"match": [{"uri": {"prefix": "/productpage/v2"}}], "mirrors": [{"destination": mirror("v2")}], "route": to("v2")})),
+        route(
+            json!({"match": [{"uri": {"prefix": "/productpage/v1"}}], "mirrors": [{"destination": mirror("v1")}], "route": to("v1")}),
+        ),
+        route(
+            json!({"match": [{"uri": {"prefix": "/productpage/v2"}}], "mirrors": [{"destination": mirror("v2")}], "route": to("v2")}),
+        ),
         route(json!({"mirrors": [{"destination": mirror("v3")}], "route": to("v3")})),
     ];
     assert_eq!(got, want);
@@ -139,39 +145,83 @@ fn istio_merge_http_match_requests() {
                "authority": {"exact": "productpage.com"}})
     };
     let cases: Vec<(&str, Value, Value, Option<Value>)> = vec![
-        ("url match", json!([{"uri": pp}]), json!([{"uri": {"exact": "/productpage/v1"}}]),
-         Some(json!([{"uri": {"exact": "/productpage/v1"}}]))),
-        ("url regex noconflict", json!([{"uri": {"regex": "^/productpage"}}]), json!([{}]),
-         Some(json!([{"uri": {"regex": "^/productpage"}}]))),
+        (
+            "url match",
+            json!([{"uri": pp}]),
+            json!([{"uri": {"exact": "/productpage/v1"}}]),
+            Some(json!([{"uri": {"exact": "/productpage/v1"}}])),
+        ),
+        (
+            "url regex noconflict",
+            json!([{"uri": {"regex": "^/productpage"}}]),
+            json!([{}]),
+            Some(json!([{"uri": {"regex": "^/productpage"}}])),
+        ),
         ("url regex conflict", json!([{"uri": {"regex": "^/productpage"}}]), json!([{"uri": pp}]), None),
-        ("multi url match", json!([{"uri": pp}, {"uri": {"prefix": "/reviews"}}]),
-         json!([{"uri": {"exact": "/productpage/v1"}}, {"uri": {"exact": "/reviews/v1"}}]),
-         Some(json!([{"uri": {"exact": "/productpage/v1"}}, {"uri": {"exact": "/reviews/v1"}}]))),
+        (
+            "multi url match",
+            json!([{"uri": pp}, {"uri": {"prefix": "/reviews"}}]),
+            json!([{"uri": {"exact": "/productpage/v1"}}, {"uri": {"exact": "/reviews/v1"}}]),
+            Some(json!([{"uri": {"exact": "/productpage/v1"}}, {"uri": {"exact": "/reviews/v1"}}])),
+        ),
         ("url mismatch", json!([{"uri": pp}]), json!([{"uri": {"exact": "/reviews"}}]), None),
-        ("url match, one delegate match conflicts", json!([{"uri": pp}]),
-         json!([{"uri": {"exact": "/productpage/v1"}}, {"uri": {"exact": "/reviews"}}]), None),
-        ("headers", json!([{"headers": {"header": {"exact": "h1"}}}]), json!([]),
-         Some(json!([{"headers": {"header": {"exact": "h1"}}}]))),
-        ("headers conflict", json!([{"headers": {"header": {"exact": "h1"}}}]),
-         json!([{"headers": {"header": {"exact": "h2"}}}]), None),
-        ("headers united", json!([{"headers": {"header": {"exact": "h1"}}}]),
-         json!([{"headers": {"header-2": {"exact": "h2"}}}]),
-         Some(json!([{"headers": {"header": {"exact": "h1"}, "header-2": {"exact": "h2"}}}]))),
-        ("complicated merge", complicated_root.clone(),
-         json!([{"uri": {"exact": "/productpage/v1"}}, {"uri": {"exact": "/productpage/v2"}}]),
-         Some(json!([merged_complicated("/productpage/v1"), merged_complicated("/productpage/v2")]))),
-        ("conflicted merge", complicated_root,
-         json!([{"uri": {"exact": "/productpage/v1"}}, {"uri": {"exact": "/productpage/v2"}, "port": 9090}]), None),
-        ("gateway merge", json!([{"uri": pp, "gateways": ["ingress-gateway", "mesh"]}]),
-         json!([{"uri": {"exact": "/productpage/v1"}, "gateways": ["ingress-gateway"]},
+        (
+            "url match, one delegate match conflicts",
+            json!([{"uri": pp}]),
+            json!([{"uri": {"exact": "/productpage/v1"}}, {"uri": {"exact": "/reviews"}}]),
+            None,
+        ),
+        (
+            "headers",
+            json!([{"headers": {"header": {"exact": "h1"}}}]),
+            json!([]),
+            Some(json!([{"headers": {"header": {"exact": "h1"}}}])),
+        ),
+        (
+            "headers conflict",
+            json!([{"headers": {"header": {"exact": "h1"}}}]),
+            json!([{"headers": {"header": {"exact": "h2"}}}]),
+            None,
+        ),
+        (
+            "headers united",
+            json!([{"headers": {"header": {"exact": "h1"}}}]),
+            json!([{"headers": {"header-2": {"exact": "h2"}}}]),
+            Some(json!([{"headers": {"header": {"exact": "h1"}, "header-2": {"exact": "h2"}}}])),
+        ),
+        (
+            "complicated merge",
+            complicated_root.clone(),
+            json!([{"uri": {"exact": "/productpage/v1"}}, {"uri": {"exact": "/productpage/v2"}}]),
+            Some(json!([merged_complicated("/productpage/v1"), merged_complicated("/productpage/v2")])),
+        ),
+        (
+            "conflicted merge",
+            complicated_root,
+            json!([{"uri": {"exact": "/productpage/v1"}}, {"uri": {"exact": "/productpage/v2"}, "port": 9090}]),
+            None,
+        ),
+        (
+            "gateway merge",
+            json!([{"uri": pp, "gateways": ["ingress-gateway", "mesh"]}]),
+            json!([{"uri": {"exact": "/productpage/v1"}, "gateways": ["ingress-gateway"]},
                 {"uri": {"exact": "/productpage/v2"}, "gateways": ["mesh"]}]),
-         Some(json!([{"uri": {"exact": "/productpage/v1"}, "gateways": ["ingress-gateway"]},
-                     {"uri": {"exact": "/productpage/v2"}, "gateways": ["mesh"]}]))),
-        ("gateway conflicted merge", json!([{"uri": pp, "gateways": ["ingress-gateway"]}]),
-         json!([{"uri": {"exact": "/productpage/v1"}, "gateways": ["ingress-gateway"]},
-                {"uri": {"exact": "/productpage/v2"}, "gateways": ["mesh"]}]), None),
-        ("source labels merge", json!([{"sourceLabels": {"app": "test"}}]), json!([{"sourceLabels": {"version": "v1"}}]),
-         Some(json!([{"sourceLabels": {"app": "test", "version": "v1"}}]))),
+            Some(json!([{"uri": {"exact": "/productpage/v1"}, "gateways": ["ingress-gateway"]},
+                     {"uri": {"exact": "/productpage/v2"}, "gateways": ["mesh"]}])),
+        ),
+        (
+            "gateway conflicted merge",
+            json!([{"uri": pp, "gateways": ["ingress-gateway"]}]),
+            json!([{"uri": {"exact": "/productpage/v1"}, "gateways": ["ingress-gateway"]},
+                {"uri": {"exact": "/productpage/v2"}, "gateways": ["mesh"]}]),
+            None,
+        ),
+        (
+            "source labels merge",
+            json!([{"sourceLabels": {"app": "test"}}]),
+            json!([{"sourceLabels": {"version": "v1"}}]),
+            Some(json!([{"sourceLabels": {"app": "test", "version": "v1"}}])),
+        ),
     ];
     for (name, root, delegate, want) in cases {
         let got = merge_matches(&matches(root), &matches(delegate));
@@ -189,8 +239,18 @@ fn istio_has_conflict() {
         ("regex uri", uri("regex", "^/productpage"), uri("prefix", "/productpage/v2"), true),
         ("regex uri in root and delegate does not have uri", uri("regex", "^/productpage"), json!({}), false),
         ("regex uri in delegate and root does not have uri", json!({}), uri("regex", "^/productpage"), false),
-        ("regex uri in root, delegate has a conflicting uri match", uri("regex", "^/productpage"), uri("prefix", "/productpage"), true),
-        ("regex uri in delegate, root has a conflicting uri match", uri("prefix", "/productpage"), uri("regex", "^/productpage"), true),
+        (
+            "regex uri in root, delegate has a conflicting uri match",
+            uri("regex", "^/productpage"),
+            uri("prefix", "/productpage"),
+            true,
+        ),
+        (
+            "regex uri in delegate, root has a conflicting uri match",
+            uri("prefix", "/productpage"),
+            uri("regex", "^/productpage"),
+            true,
+        ),
         ("match uri", uri("prefix", "/productpage"), uri("prefix", "/productpage/v2"), false),
         ("mismatch uri", uri("prefix", "/productpage/v2"), uri("prefix", "/productpage"), true),
         ("match uri exact under prefix", uri("prefix", "/productpage/v2"), uri("exact", "/productpage/v2"), false),
@@ -200,15 +260,23 @@ fn istio_has_conflict() {
         ("headers mismatch", hdr("prefix", "h1"), hdr("exact", "h2"), true),
         ("headers prefix mismatch", hdr("prefix", "h1"), hdr("prefix", "h2"), true),
         ("diff headers", hdr("exact", "h1"), json!({"headers": {"header-2": {"exact": "h2"}}}), false),
-        ("withoutHeaders mismatch", json!({"withoutHeaders": {"header": {"prefix": "h1"}}}),
-         json!({"withoutHeaders": {"header": {"exact": "h2"}}}), true),
+        (
+            "withoutHeaders mismatch",
+            json!({"withoutHeaders": {"header": {"prefix": "h1"}}}),
+            json!({"withoutHeaders": {"header": {"exact": "h2"}}}),
+            true,
+        ),
         ("port 0 in root", json!({"port": 0}), json!({"port": 8080}), false),
         ("port 0 in delegate", json!({"port": 8080}), json!({"port": 0}), false),
         ("ports differ", json!({"port": 8080}), json!({"port": 8090}), true),
         ("sourceLabels mismatch", json!({"sourceLabels": {"a": "b"}}), json!({"sourceLabels": {"a": "c"}}), true),
         ("sourceNamespace mismatch", json!({"sourceNamespace": "test1"}), json!({"sourceNamespace": "test2"}), true),
-        ("root has less gateways than delegate", json!({"gateways": ["ingress-gateway"]}),
-         json!({"gateways": ["ingress-gateway", "mesh"]}), true),
+        (
+            "root has less gateways than delegate",
+            json!({"gateways": ["ingress-gateway"]}),
+            json!({"gateways": ["ingress-gateway", "mesh"]}),
+            true,
+        ),
     ];
     for (name, root, leaf, want) in cases {
         assert_eq!(has_conflict(&one(root), &one(leaf)), want, "{name}");
@@ -253,15 +321,22 @@ fn delegate_rules_replace_the_root_rule_in_order_with_the_match_conjunction() {
             {"route": [{"destination": {"host": "fallback"}}]}
         ])),
         // Short names are the delegate's namespace's (ResolveVirtualServiceShortnames on it).
-        vs("team-a", "productpage", json!({"http": [
-            {"name": "v2", "match": [{"headers": {"end-user": {"exact": "jason"}}}], "route": [{"destination": {"host": "productpage-v2"}}]},
-            {"route": [{"destination": {"host": "productpage"}}]}
-        ]})),
+        vs(
+            "team-a",
+            "productpage",
+            json!({"http": [
+                {"name": "v2", "match": [{"headers": {"end-user": {"exact": "jason"}}}], "route": [{"destination": {"host": "productpage-v2"}}]},
+                {"route": [{"destination": {"host": "productpage"}}]}
+            ]})
+        ),
         // No namespace: the root's.
         vs("default", "reviews", json!({"http": [{"route": [{"destination": {"host": "reviews"}}]}]})),
     ]));
     assert!(!c.diagnostics.has_errors(), "{}", c.diagnostics);
-    assert_eq!(outcome(&c, "/productpage", &[("end-user", "jason")]), "outbound|80||productpage-v2.team-a.svc.cluster.local");
+    assert_eq!(
+        outcome(&c, "/productpage", &[("end-user", "jason")]),
+        "outbound|80||productpage-v2.team-a.svc.cluster.local"
+    );
     assert_eq!(outcome(&c, "/productpage", &[]), "outbound|80||productpage.team-a.svc.cluster.local");
     assert_eq!(outcome(&c, "/reviews/1", &[]), "outbound|80||reviews.default.svc.cluster.local");
     // A request the root's match sends to the delegate but no delegate rule takes falls through
@@ -271,7 +346,10 @@ fn delegate_rules_replace_the_root_rule_in_order_with_the_match_conjunction() {
     let vs = t.find_vs("bookinfo.example.com").unwrap();
     let names: Vec<Option<&str>> = vs.rules.iter().map(|r| r.name.as_deref()).collect();
     assert_eq!(names, [Some("pp-v2"), Some("pp"), None, None], "route names as istiod joins them");
-    assert!(vs.rules.iter().take(2).all(|r| r.timeout == Some(std::time::Duration::from_secs(3))), "root timeout inherited");
+    assert!(
+        vs.rules.iter().take(2).all(|r| r.timeout == Some(std::time::Duration::from_secs(3))),
+        "root timeout inherited"
+    );
 }
 
 #[test]
@@ -284,10 +362,14 @@ fn missing_hidden_and_conflicting_delegates_are_left_out_and_named() {
             {"route": [{"destination": {"host": "fallback"}}]}
         ])),
         vs("team-b", "private", json!({"exportTo": ["."], "http": [{"route": [{"destination": {"host": "secret"}}]}]})),
-        vs("default", "api", json!({"http": [
-            {"match": [{"uri": {"prefix": "/web"}}], "route": [{"destination": {"host": "web"}}]},
-            {"match": [{"uri": {"prefix": "/api/v1"}}], "route": [{"destination": {"host": "api-v1"}}]}
-        ]})),
+        vs(
+            "default",
+            "api",
+            json!({"http": [
+                {"match": [{"uri": {"prefix": "/web"}}], "route": [{"destination": {"host": "web"}}]},
+                {"match": [{"uri": {"prefix": "/api/v1"}}], "route": [{"destination": {"host": "api-v1"}}]}
+            ]})
+        ),
         vs("default", "orphan", json!({"http": [{"route": [{"destination": {"host": "x"}}]}]})),
     ]));
     assert!(!c.diagnostics.has_errors(), "{}", c.diagnostics);
@@ -311,12 +393,20 @@ fn missing_hidden_and_conflicting_delegates_are_left_out_and_named() {
 #[test]
 fn delegate_validation_is_istios() {
     let c = compiled(json!([
-        vs("default", "root", json!({"hosts": ["bookinfo.example.com"], "http": [
-            {"name": "r", "delegate": {"name": "child"}, "route": [{"destination": {"host": "a"}}],
-             "redirect": {"uri": "/x"}}
-        ]})),
-        vs("default", "child", json!({"gateways": ["gw"], "http": [{"delegate": {"name": "grandchild"}}],
-                                      "tcp": [{"route": [{"destination": {"host": "a"}}]}]})),
+        vs(
+            "default",
+            "root",
+            json!({"hosts": ["bookinfo.example.com"], "http": [
+                {"name": "r", "delegate": {"name": "child"}, "route": [{"destination": {"host": "a"}}],
+                 "redirect": {"uri": "/x"}}
+            ]})
+        ),
+        vs(
+            "default",
+            "child",
+            json!({"gateways": ["gw"], "http": [{"delegate": {"name": "grandchild"}}],
+                                      "tcp": [{"route": [{"destination": {"host": "a"}}]}]})
+        ),
     ]));
     let text = c.diagnostics.to_string();
     for want in [

@@ -11,7 +11,8 @@ pub(super) fn run(cx: &mut Ctx<'_>) {
         match d {
             Dropped::NotFound { root, rule, delegate } => {
                 let at = Place(resources.get(root));
-                let msg = format!("delegate virtual service {delegate} not found; the rule is ignored, as istiod ignores it");
+                let msg =
+                    format!("delegate virtual service {delegate} not found; the rule is ignored, as istiod ignores it");
                 cx.own_warn(&at, format!("spec.http[{rule}].delegate"), msg);
             }
             Dropped::NotExported { root, rule, delegate } => {
@@ -33,7 +34,11 @@ pub(super) fn run(cx: &mut Ctx<'_>) {
             }
             Dropped::Unreferenced { delegate } => {
                 let at = Place(resources.get(delegate));
-                cx.info(&at, "spec.hosts", "no VirtualService delegates to this one (it has no hosts); it routes nothing");
+                cx.info(
+                    &at,
+                    "spec.hosts",
+                    "no VirtualService delegates to this one (it has no hosts); it routes nothing",
+                );
             }
         }
     }
