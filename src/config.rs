@@ -76,6 +76,10 @@ pub struct Settings {
     /// Tag every response with `x-meshroute-revision: <number>-<hash>` (off by default: it tells
     /// clients about the proxy's configuration).
     pub revision_header: bool,
+    /// MeshConfig `defaultConfig.proxyMetadata` turns on DNS capture with address
+    /// auto-allocation (`ISTIO_META_DNS_CAPTURE` and `ISTIO_META_DNS_AUTO_ALLOCATE` or
+    /// `PILOT_ENABLE_IP_AUTOALLOCATE` = `"true"`): ServiceEntries need no `addresses` (IST0134, K16).
+    pub dns_auto_allocate: bool,
 }
 
 /// A revision of the configuration, as `meshroute apply` numbers it.
@@ -129,6 +133,7 @@ impl Default for Settings {
             path_normalization: "BASE".into(),
             revision: None,
             revision_header: false,
+            dns_auto_allocate: false,
         }
     }
 }
@@ -153,6 +158,8 @@ pub struct Resource {
     pub namespace: String,
     pub metadata: crd::Metadata,
     pub spec: Spec,
+    /// `status.addresses[].value` (a ServiceEntry's addresses allocated by istiod, K16).
+    pub status_addresses: Vec<String>,
 }
 
 impl Resource {
@@ -434,6 +441,12 @@ fn parse_resource(
         }
     }
     let spec_value = obj.remove("spec").unwrap_or(Value::Object(Default::default()));
+    let status_addresses: Vec<String> = obj
+        .get("status")
+        .and_then(|s| s.get("addresses"))
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|x| x.get("value")?.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
     let spec = match kind.as_str() {
         "VirtualService" => typed(spec_value, &reference, diags).map(Spec::VirtualService),
         "DestinationRule" => typed(spec_value, &reference, diags).map(|d| Spec::DestinationRule(Box::new(d))),
@@ -442,7 +455,16 @@ fn parse_resource(
         "Sidecar" => typed(spec_value, &reference, diags).map(Spec::Sidecar),
         _ => typed(spec_value, &reference, diags).map(Spec::WorkloadEntry),
     }?;
-    Some(Resource { index, api_version, kind, name: metadata.name.clone(), namespace, metadata, spec })
+    Some(Resource {
+        index,
+        api_version,
+        kind,
+        name: metadata.name.clone(),
+        namespace,
+        metadata,
+        spec,
+        status_addresses,
+    })
 }
 
 #[cfg(feature = "unknown-field-warnings")]

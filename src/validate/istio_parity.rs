@@ -4,8 +4,8 @@
 //! * IST0128 / IST0129 (`destinationrule.CaCertificateAnalyzer`): TLS `SIMPLE`/`MUTUAL` without
 //!   `caCertificates` (unless `credentialName` with a `workloadSelector`).
 //! * IST0134 (`serviceentry.ProtocolAddressesAnalyzer`): a ServiceEntry without `addresses`, per
-//!   port whose protocol is TCP or unset (meshroute has no MeshConfig, so DNS auto-allocation is
-//!   taken as off, Istio's default).
+//!   port whose protocol is TCP or unset, unless istiod allocated addresses (`status.addresses`)
+//!   or the MeshConfig turns on DNS auto-allocation (`settings.dnsAutoAllocate`).
 //! * IST0177 (`serviceentry.ConflictingServiceEntryProtocolAnalyzer`).
 //! * IST0145 (`gateway.ConflictingGatewayAnalyzer`).
 //! * IST0138 (`gateway.CertificateAnalyzer`).
@@ -78,8 +78,13 @@ fn ca_certificates(cx: &mut Ctx<'_>) {
 
 fn service_entry_addresses(cx: &mut Ctx<'_>) {
     let bundle = cx.bundle;
+    // `AN serviceentry/protocoladdresses.go`: no finding with addresses, with addresses istiod
+    // allocated (`status.addresses`), or with DNS auto-allocation on in the MeshConfig.
+    if cx.bundle.settings.dns_auto_allocate {
+        return;
+    }
     for (r, se) in bundle.service_entries() {
-        if !se.addresses.is_empty() {
+        if !se.addresses.is_empty() || !r.status_addresses.is_empty() {
             continue;
         }
         for (i, p) in se.ports.iter().enumerate() {

@@ -78,6 +78,11 @@ pub struct InputArgs {
     /// Act as this Gateway (`namespace/name`) instead of a sidecar; overrides settings.gateway.
     #[arg(long, value_name = "NS/NAME")]
     pub gateway: Option<String>,
+    /// Istio's MeshConfig (as `istioctl analyze --meshConfigFile` takes it), or the `istio`
+    /// ConfigMap holding it under `data.mesh`; without it, an `istio-system/istio` ConfigMap among
+    /// the inputs is used. Explicit settings override what it gives.
+    #[arg(long = "mesh-config", value_name = "FILE")]
+    pub mesh_config: Option<PathBuf>,
 }
 
 /// Check resources the way Istio's webhook and `istioctl analyze` would, and print every problem
@@ -135,7 +140,16 @@ pub struct Loaded {
 impl Loaded {
     /// Reads and compiles. Input errors are printed and make the caller exit 2.
     pub fn read(args: &InputArgs, to_stdout: bool) -> Result<Loaded, ExitCode> {
-        let inputs = Inputs::read(&args.files, args.settings.as_deref());
+        let mut inputs = Inputs::read(&args.files, args.settings.as_deref());
+        match &args.mesh_config {
+            Some(m) => inputs.add_mesh_config_file(m),
+            None => inputs.mesh_config_from_inputs(),
+        }
+        if let Some(m) = &inputs.mesh {
+            if !m.config.unused.is_empty() {
+                eprintln!("info: {}: MeshConfig fields not used by meshroute: {}", m.file, m.config.unused.join(", "));
+            }
+        }
         for e in &inputs.errors {
             if to_stdout {
                 println!("{e}");
