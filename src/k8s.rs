@@ -27,6 +27,10 @@ pub struct Registry {
     /// Node labels by Node name, for the topology labels istiod adds to Pods (K15).
     #[serde(skip)]
     pub nodes: BTreeMap<String, BTreeMap<String, String>>,
+    /// `security.istio.io` RequestAuthentications: (namespace, `selector.matchLabels`), for
+    /// IST0149 only (K17).
+    #[serde(skip)]
+    pub request_authentications: Vec<(String, BTreeMap<String, String>)>,
     /// Secrets by name, with the data keys they hold (never their values).
     #[serde(skip)]
     pub secrets: Vec<Secret>,
@@ -274,7 +278,8 @@ pub fn classify(api_version: &str, kind: &str) -> KindClass {
             | ("apps", "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet")
             | ("batch", "Job" | "CronJob")
     );
-    if core && !api_version.is_empty() {
+    // RequestAuthentication: read for IST0149 (which gateway pods validate JWTs), nothing else.
+    if (core || (group == "security.istio.io" && kind == "RequestAuthentication")) && !api_version.is_empty() {
         return KindClass::Kubernetes;
     }
     if kind.is_empty() {
@@ -375,6 +380,9 @@ pub fn read(
         }),
         "Node" => {
             reg.nodes.insert(name, labels.clone());
+        }
+        "RequestAuthentication" => {
+            reg.request_authentications.push((ns, labels_at(&v, &["spec", "selector", "matchLabels"])));
         }
         "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job" => reg.workloads.push(Workload {
             namespace: ns,

@@ -274,7 +274,7 @@ const CASES: &[Case] = &[
         files: &["virtualservice_jwtclaimroute.yaml"],
         mesh_config: None,
         expected: &[("IST0149", "VirtualService foo")],
-        gap: Some("RequestAuthentication is not read and @request.auth.claims matches are MR0007 (unsupported), so IST0149 is never made"),
+        gap: None,
     },
     Case {
         name: "virtualServiceInternalGatewayRef",

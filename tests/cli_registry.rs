@@ -180,3 +180,35 @@ fn mesh_config_comes_from_a_file_or_the_istio_config_map() {
         out.stderr
     );
 }
+
+/// IST0149 (K17) is made for gateway pods no RequestAuthentication selects, and a
+/// RequestAuthentication in istio-system selecting the ingress gateway removes it.
+#[test]
+fn jwt_claim_routing_needs_a_request_authentication_on_the_gateway_pods() {
+    let dir = "tests/fixtures/istio-analyzers/";
+    let base = [
+        "validate".to_string(),
+        "-f".into(),
+        format!("{dir}_default-ingressgateway.yaml"),
+        "-f".into(),
+        format!("{dir}virtualservice_jwtclaimroute.yaml"),
+    ];
+    let args: Vec<&str> = base.iter().map(String::as_str).collect();
+    let without = meshroute(&args);
+    assert!(
+        without.stdout.contains(
+            "(key: @request.auth.claims.foo) but found no request authentication for the gateway (default/foo-gateway)"
+        ),
+        "{}",
+        without.stdout
+    );
+    let ra = write(
+        "ra.yaml",
+        "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: jwt, namespace: istio-system}\n\
+         spec:\n  selector: {matchLabels: {istio: ingressgateway}}\n  jwtRules: [{issuer: https://issuer.example.com}]\n",
+    );
+    let mut with_args = args.clone();
+    with_args.extend(["-f", ra.as_str()]);
+    let with = meshroute(&with_args);
+    assert!(!with.stdout.contains("IST0149"), "{}", with.stdout);
+}
