@@ -266,7 +266,7 @@ const CASES: &[Case] = &[
         files: &["virtualservice_kubernetes_gateways.yaml"],
         mesh_config: None,
         expected: &[("IST0132", "VirtualService default/my-vs-host-mismatch")],
-        gap: Some("Gateway API Gateways (gateway.networking.k8s.io) are skipped as not used by meshroute, so a VirtualService bound to one gets IST0101 and IST0132"),
+        gap: None,
     },
     Case {
         name: "virtualServiceJWTClaimRoute",
