@@ -8,6 +8,7 @@
 //! hints; a fault behaves like Envoy's fault filter (delay, then an independently rolled abort).
 
 use crate::compile::{Abort, Action, Dest, HeaderOps, RetryPolicy, RouteTable, Rule};
+use crate::cors::CorsAction;
 use crate::decide::{Decision, Matched};
 use crate::request::{Request, RequestView};
 use std::time::Duration;
@@ -147,6 +148,28 @@ fn matched(table: &RouteTable, m: &Matched<'_>, req: &dyn RequestView, p: &mut P
     // direct responses too, and an abort means the request never reaches a mirror.
     p.delay = m.delay;
     p.abort = m.abort.map(|a| abort_reply(a, req));
+    // CORS sits between the fault filter and the router (R171): a preflight it answers after
+    // any delay, its response headers go on whatever answers, and an abort (which the adapter
+    // sends before any local reply, like the fault filter) never reaches it. Envoy's CORS
+    // filter skips a route without a route entry: redirects and direct responses.
+    let forwards = matches!(rule.action, Action::Forward { .. });
+    if let (Some(cors), true) = (&rule.cors, forwards) {
+        match cors.evaluate(req) {
+            CorsAction::Preflight { headers, .. } => {
+                edits.clear();
+                p.response_ops.clear();
+                p.local_reply = Some(LocalReply::Http { status: 200, headers, body: Vec::new() });
+            }
+            CorsAction::Response(headers) => {
+                let ops: Vec<HeaderOp> = headers.into_iter().map(|(k, v)| HeaderOp::Set(k, v)).collect();
+                if let Some(LocalReply::Http { headers, .. }) = p.local_reply.as_mut() {
+                    apply_ops(headers, &ops);
+                }
+                p.response_ops.extend(ops);
+            }
+            CorsAction::NotCors | CorsAction::OriginNotAllowed => {}
+        }
+    }
     // Envoy shadows neither CONNECT nor upgrades (RequestMirrorPolicy).
     let upgrade = req.method() == "CONNECT" || req.header("upgrade").is_some();
     if p.local_reply.is_none() && p.abort.is_none() && !upgrade {
@@ -623,6 +646,46 @@ mod tests {
             Some(LocalReply::Http { status: 503, headers: vec![], body: FAULT_ABORT_BODY.as_bytes().to_vec() })
         );
         assert!(p.mirrors.is_empty());
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    fn cors_preflight_is_answered_after_the_fault_delay_and_never_mirrored() {
+        let cors = json!({"allowOrigins": [{"exact": "https://a"}], "allowMethods": ["GET"]});
+        let t = table(json!([
+            {"match": [{"uri": {"prefix": "/abort"}}], "corsPolicy": cors,
+             "fault": {"abort": {"httpStatus": 418, "percentage": {"value": 100}}},
+             "route": [{"destination": {"host": "reviews", "subset": "v1"}}]},
+            {"match": [{"uri": {"prefix": "/direct"}}], "corsPolicy": cors,
+             "directResponse": {"status": 200, "body": {"string": "d"}}},
+            {"corsPolicy": cors, "fault": {"delay": {"fixedDelay": "1s", "percentage": {"value": 100}}},
+             "mirror": {"host": "reviews", "subset": "v2"}, "headers": {"response": {"set": {"x-r": "1"}}},
+             "route": [{"destination": {"host": "reviews", "subset": "v1"}}]}
+        ]));
+        let pre = |path: &str| {
+            Request::new("OPTIONS", "reviews", path)
+                .with_header("origin", "https://a")
+                .with_header("access-control-request-method", "GET")
+        };
+        let p = plan_for(&t, &pre("/"));
+        let allow = vec![
+            ("access-control-allow-origin".to_string(), "https://a".to_string()),
+            ("access-control-allow-methods".to_string(), "GET".to_string()),
+        ];
+        assert_eq!(p.local_reply, Some(LocalReply::Http { status: 200, headers: allow, body: vec![] }));
+        assert_eq!(p.delay, Some(Duration::from_secs(1)));
+        assert!(p.mirrors.is_empty() && p.request_ops.is_empty() && p.response_ops.is_empty());
+        // The actual request: forwarded and mirrored, CORS set after the rule's response headers.
+        let p = plan_for(&t, &Request::new("GET", "reviews", "/").with_header("origin", "https://a"));
+        assert_eq!(p.mirrors.len(), 1);
+        assert_eq!(p.response_ops, vec![s("x-r", "1"), s("access-control-allow-origin", "https://a")]);
+        // An abort is sent instead of anything else, without CORS headers; a direct response
+        // has no route entry.
+        let p = plan_for(&t, &pre("/abort"));
+        assert_eq!(p.abort, Some(abort_reply(&Abort::Http(418), &pre("/abort"))));
+        assert!(p.mirrors.is_empty());
+        let p = plan_for(&t, &pre("/direct"));
+        assert_eq!(p.local_reply, Some(LocalReply::Http { status: 200, headers: vec![], body: b"d".to_vec() }));
     }
 
     #[cfg_attr(not(target_arch = "wasm32"), test)]

@@ -260,16 +260,7 @@ impl HeaderOps {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct Cors {
-    pub allow_origins: Vec<StrMatch>,
-    pub allow_methods: String,
-    pub allow_headers: String,
-    pub expose_headers: String,
-    pub max_age_secs: Option<u64>,
-    pub allow_credentials: bool,
-    pub forward_unmatched_preflights: bool,
-}
+pub use crate::cors::Cors;
 
 /// The outcome of compiling a bundle: the table when no error was found, and every diagnostic.
 pub struct Compiled {
@@ -310,6 +301,9 @@ impl RouteTable {
     /// Builds the table without validating; problems it cannot compile around are pushed to
     /// `diags`. Use [`compile`] unless the bundle was validated already.
     pub fn build(bundle: &Bundle, diags: &mut Diagnostics) -> RouteTable {
+        // Delegates merged into their roots first, as istiod does before reading any route.
+        let merged = crate::delegate::merge(bundle);
+        let bundle = merged.bundle.as_ref().unwrap_or(bundle);
         let settings = &bundle.settings;
         let mut service_ports: HashMap<String, Vec<u32>> = HashMap::new();
         let se_visible = |res: &Resource, se: &crd::ServiceEntry| {
@@ -965,7 +959,7 @@ fn compile_rule(ctx: &mut Ctx<'_>, res: &Resource, r: &crd::HttpRoute, index: us
         let rw = rewrite.get_or_insert(Rewrite { uri: None, uri_regex: None, authority: None });
         rw.authority.get_or_insert(a);
     }
-    let cors = r.cors_policy.as_ref().map(compile_cors);
+    let cors = r.cors_policy.as_ref().map(Cors::from_crd);
     Some(Rule {
         virtual_service: res.key(),
         index,
@@ -1192,20 +1186,6 @@ fn take_authority(ops: &mut HeaderOps) -> Option<String> {
     ops.add.retain(|(k, _)| !k.starts_with(':') && k != "host");
     ops.remove.retain(|k| !k.starts_with(':') && k != "host");
     from_set.or(from_add)
-}
-
-fn compile_cors(c: &crd::CorsPolicy) -> Cors {
-    let mut origins: Vec<StrMatch> = c.allow_origins.iter().filter_map(|o| StrMatch::compile(o, false).ok()).collect();
-    origins.extend(c.allow_origin.iter().map(|o| StrMatch::Exact(o.clone())));
-    Cors {
-        allow_origins: origins,
-        allow_methods: c.allow_methods.join(","),
-        allow_headers: c.allow_headers.join(","),
-        expose_headers: c.expose_headers.join(","),
-        max_age_secs: c.max_age.as_deref().and_then(|d| duration::parse(d).ok()).map(|d| d.as_secs()),
-        allow_credentials: c.allow_credentials.unwrap_or(false),
-        forward_unmatched_preflights: c.unmatched_preflights.as_deref() != Some("IGNORE"),
-    }
 }
 
 /// Envoy's RE2 substitution uses `\1`; regex-lite wants `${1}`.

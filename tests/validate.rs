@@ -336,11 +336,12 @@ fn source_labels_are_ignored_when_the_match_lists_gateways() {
 }
 
 #[test]
-fn tls_and_tcp_routes_are_warned_as_not_handled() {
+fn tls_and_tcp_routes_are_noted_as_applied_by_the_generated_listeners() {
     let d = run(vs(json!({"hosts": ["reviews"], "tcp": [{"route": [{"destination": {"host": "db"}}]}],
                           "tls": [{"match": [{"sniHosts": ["reviews"]}], "route": [{"destination": {"host": "reviews"}}]}]})));
-    expect(&d, WARNING, None, "spec.tcp", &["HTTP routes only"]);
-    expect(&d, WARNING, None, "spec.tls", &["HTTP routes only"]);
+    expect(&d, INFO, None, "spec.tcp", &["listeners `meshroute envoy` generates"]);
+    expect(&d, INFO, None, "spec.tls", &["listeners `meshroute envoy` generates"]);
+    expect_no_error(&d);
 }
 
 #[test]

@@ -123,7 +123,7 @@ impl<'a> Builder<'a> {
     }
 
     /// The ServiceEntries exported to the proxy's namespace (R150).
-    fn visible_service_entries(&self) -> impl Iterator<Item = (&'a Resource, &'a crd::ServiceEntry)> + '_ {
+    pub fn visible_service_entries(&self) -> impl Iterator<Item = (&'a Resource, &'a crd::ServiceEntry)> + '_ {
         self.bundle.service_entries().filter(|(r, se)| {
             crate::visibility::visible(
                 &se.export_to,

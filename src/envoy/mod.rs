@@ -10,6 +10,7 @@
 pub mod bootstrap;
 pub mod cluster;
 pub mod files;
+pub mod l4;
 
 use crate::config::Bundle;
 use crate::crd;
@@ -41,6 +42,8 @@ pub struct Generated {
 #[derive(Debug, Clone)]
 pub struct Resources {
     pub listeners: Vec<Listener>,
+    /// TCP/TLS listeners (`tcp_proxy` filter chains, complete Envoy `Listener`s; `l4`).
+    pub l4_listeners: Vec<Value>,
     /// Envoy `Cluster`s, one per destination the table can name.
     pub clusters: Vec<Value>,
     /// The meshroute filter's configuration as an Envoy `TypedExtensionConfig`
@@ -111,7 +114,10 @@ pub fn resources(
     opts: &Options<'_>,
 ) -> Result<Resources, InvalidEnvoyConfig> {
     let mut b = Builder::new(bundle, opts.credentials_dir);
-    let wanted = b.wanted(routed);
+    // TCP/TLS listeners first: the clusters their tcp_proxy filters name join the routed ones.
+    let l4 = l4::listeners(&mut b, opts.listen.ip(), opts.listen.port());
+    let routed: Vec<crate::compile::ClusterRef> = routed.iter().chain(&l4.clusters).cloned().collect();
+    let wanted = b.wanted(&routed);
     let clusters: Vec<Value> = wanted.iter().map(|w| b.cluster(w)).collect();
     let routes = routes(&mut b, &wanted);
     let filter = filter_config(plugin_config, opts.wasm)?;
@@ -134,7 +140,7 @@ pub fn resources(
     for n in b.notes {
         notes.push(Diagnostic::warning(None, "", n));
     }
-    Ok(Resources { listeners, clusters, filter, notes })
+    Ok(Resources { listeners, l4_listeners: l4.listeners, clusters, filter, notes })
 }
 
 /// The Wasm filter running meshroute with this plugin configuration, as a `TypedExtensionConfig`.
@@ -328,7 +334,8 @@ impl Listener {
 /// when a port has several).
 fn gateway_listeners(b: &mut Builder<'_>, gw: &crd::Gateway, opts: &Options<'_>, routes: &[Value]) -> Vec<Listener> {
     let mut by_port: BTreeMap<u32, Vec<&crd::Server>> = BTreeMap::new();
-    for s in &gw.servers {
+    // TCP, TLS and passthrough servers are network-filter listeners (`l4`).
+    for s in gw.servers.iter().filter(|s| !l4::is_l4_server(s)) {
         if let Some(p) = &s.port {
             by_port.entry(p.number).or_default().push(s);
         }
@@ -398,8 +405,7 @@ fn gateway_listeners(b: &mut Builder<'_>, gw: &crd::Gateway, opts: &Options<'_>,
                 ));
             }
             other => b.note(format!(
-                "Gateway port {port}: protocol {other:?} is not supported by the HTTP filter (HTTP and HTTPS are); \
-                 no listener"
+                "Gateway port {port}: protocol {other:?} gets no listener (HTTP, HTTPS, TCP and TLS do)"
             )),
         }
     }
@@ -433,8 +439,8 @@ fn downstream_tls(b: &mut Builder<'_>, s: &crd::Server, port: u32) -> Option<Val
     let mode = tls.mode.as_deref().unwrap_or("SIMPLE");
     if !matches!(mode, "SIMPLE" | "MUTUAL") {
         b.note(format!(
-            "{what}: tls.mode {mode} is not supported here (SIMPLE and MUTUAL terminate TLS; PASSTHROUGH needs TLS \
-             routing, ISTIO_MUTUAL the mesh's certificates); skipped"
+            "{what}: tls.mode {mode} is not supported here (SIMPLE and MUTUAL terminate TLS; ISTIO_MUTUAL and \
+             OPTIONAL_MUTUAL need the mesh's certificates); skipped"
         ));
         return None;
     }

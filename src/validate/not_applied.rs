@@ -29,6 +29,15 @@ fn warn(cx: &mut Ctx<'_>, at: &Place<'_>, path: String, what: &str, why: &str) {
 }
 
 fn virtual_service(cx: &mut Ctx<'_>, at: &Place<'_>, vs: &crd::VirtualService) {
+    for (i, r) in vs.tcp.iter().enumerate() {
+        for (j, m) in r.matches.iter().enumerate() {
+            if m.source_subnet.is_some() {
+                let path = format!("spec.tcp[{i}].match[{j}].sourceSubnet");
+                // R193: istiod builds no listener match from it either.
+                warn(cx, at, path, "sourceSubnet", "istiod ignores it too (no filter chain matches on it)");
+            }
+        }
+    }
     for (i, r) in vs.http.iter().enumerate() {
         for (j, m) in r.matches.iter().enumerate() {
             if m.stat_prefix.is_some() {

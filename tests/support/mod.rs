@@ -1181,6 +1181,78 @@ fn read_response(reader: &mut HttpReader<'_>, head_request: bool) -> io::Result<
 }
 
 // ---------------------------------------------------------------------------
+// Broken peers (dead, black-holed and refusing upstreams or mirrors)
+// ---------------------------------------------------------------------------
+
+/// A TCP peer that accepts connections and reads them, but never answers: a hung server (a
+/// "dead" mirror). Each connection stays open until its peer closes it or the test process ends.
+pub struct HungPeer {
+    port: u16,
+    accepted: Arc<AtomicUsize>,
+}
+
+impl HungPeer {
+    pub fn start() -> HungPeer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind hung peer");
+        let port = listener.local_addr().expect("hung peer local_addr").port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
+        thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                count.fetch_add(1, Ordering::SeqCst);
+                thread::spawn(move || {
+                    let mut conn = conn;
+                    let mut buf = [0u8; 4096];
+                    while matches!(conn.read(&mut buf), Ok(n) if n > 0) {}
+                });
+            }
+        });
+        HungPeer { port, accepted }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+/// A port on 127.0.0.1 where a connection attempt is never answered, as behind a firewall that
+/// drops packets (a "black-holed" peer): a listener that never accepts, whose accept queue is
+/// filled first. Linux drops a SYN that finds the accept queue full, so later connects hang
+/// until the client's own connect timeout. Held open while this value lives.
+pub struct BlackHoledPort {
+    port: u16,
+    _listener: TcpListener,
+    _queued: Vec<TcpStream>,
+}
+
+impl BlackHoledPort {
+    pub fn start() -> BlackHoledPort {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind black-holed port");
+        let addr = listener.local_addr().expect("black-holed local_addr");
+        let mut queued = Vec::new();
+        // std listens with a backlog of 128; the queue holds one more than that.
+        while queued.len() < 4096 {
+            match TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+                Ok(s) => queued.push(s),
+                Err(_) => {
+                    return BlackHoledPort { port: addr.port(), _listener: listener, _queued: queued };
+                }
+            }
+        }
+        panic!("the accept queue of {addr} never filled: connects are not dropped here");
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Statistics
 // ---------------------------------------------------------------------------
 

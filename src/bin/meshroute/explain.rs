@@ -350,8 +350,8 @@ fn render_matched(out: &mut String, m: &MatchedRule) {
     for mr in &m.mirrors {
         let _ = writeln!(out, "  mirror: {}% of requests to {}", fmt_pct(mr.percent), mr.cluster);
     }
-    if m.cors {
-        let _ = writeln!(out, "  cors: policy applies");
+    if let Some(c) = m.cors {
+        let _ = writeln!(out, "  cors: {c}");
     }
 }
 
