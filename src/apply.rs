@@ -199,18 +199,20 @@ fn forward_edits(table: &RouteTable, m: &Matched<'_>, dest: &Dest, req: &dyn Req
     edits.extend(ops_in_order(Some(&dest.request_headers), &rule.request_headers));
 }
 
-/// Retries. With `retryPolicyOnRoute` (what `meshroute envoy` and the generated EnvoyFilter
-/// write) the route configuration carries every policy in full — back-off, host predicate,
-/// retry priority, `host_selection_retry_max_attempts`, which no hint can carry (R220–R222): Istio's
-/// default is the route taken without the policy header (a client's copy is stripped), so it
-/// writes nothing; any other policy names its route in [`crate::compile::RETRY_POLICY_HEADER`]
-/// and writes no hint. Without the setting the route has no policy and every request carries
-/// its hints: `x-envoy-max-retries` (0 where retries are off) and the conditions.
+/// Retries. With `retryPolicyOnRoute` Istio's default policy is on the route taken without
+/// hints (a client's copies are stripped), so it writes nothing. With `retryPolicyRoutes` too
+/// (what `meshroute envoy` and the generated EnvoyFilter write) every other policy has a route
+/// of its own carrying it in full — back-off, host predicate, retry priority,
+/// `host_selection_retry_max_attempts`, which no hint can carry (R220–R222) — and the filter
+/// names it in [`crate::compile::RETRY_POLICY_HEADER`] and writes no hint. Otherwise a policy is
+/// hinted: `x-envoy-max-retries` (0 where retries are off, selecting a hand-written route without
+/// a policy) and the conditions.
 fn retry_hints(table: &RouteTable, r: &RetryPolicy, edits: &mut Vec<HeaderOp>) {
-    if table.retry_policy_on_route {
-        if !r.is_default {
-            edits.push(set(crate::compile::RETRY_POLICY_HEADER, r.route_id()));
-        }
+    if table.retry_policy_on_route && r.is_default {
+        return;
+    }
+    if table.retry_policy_routes {
+        edits.push(set(crate::compile::RETRY_POLICY_HEADER, r.route_id()));
         return;
     }
     edits.push(set("x-envoy-max-retries", r.attempts.to_string()));
@@ -501,7 +503,7 @@ mod tests {
     #[cfg_attr(not(target_arch = "wasm32"), test)]
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn with_the_default_retry_policy_on_the_route_only_other_policies_write_hints() {
-        let on_route = json!({"retryPolicyOnRoute": true});
+        let on_route = json!({"retryPolicyOnRoute": true, "retryPolicyRoutes": true});
         let v1 = json!([{"destination": {"host": "reviews", "subset": "v1"}}]);
         // The default: only the routing header; a client's hint is still stripped.
         let t = table_with(json!([{"route": v1}]), on_route.clone());
@@ -527,6 +529,10 @@ mod tests {
         assert_ne!(id, off);
         let again = table_with(json!([{"route": v1, "retries": retries}]), json!({"retryPolicyOnRoute": true}));
         assert_eq!(again.virtual_services[0].rules[0].retry.route_id(), id);
+        // A hand-written route configuration with the default policy only: other policies are
+        // hinted, and `x-envoy-max-retries` selects its route without a policy.
+        let p = plan_for(&again, &Request::new("GET", "reviews", "/"));
+        assert_eq!(p.request_ops[1], s("x-envoy-max-retries", "3"));
     }
 
     #[cfg_attr(not(target_arch = "wasm32"), test)]

@@ -46,6 +46,8 @@ pub struct RouteTable {
     pub mirror_timeout_ms: u64,
     /// `settings.retryPolicyOnRoute`: Istio's default retry policy needs no hints.
     pub retry_policy_on_route: bool,
+    /// `settings.retryPolicyRoutes`: every retry policy has its own route (R221).
+    pub retry_policy_routes: bool,
     /// `settings.counterFlushMs`.
     pub counter_flush_ms: u64,
     /// `settings.revision` and whether responses carry it (`settings.revisionHeader`).
@@ -427,6 +429,7 @@ impl RouteTable {
             mirror_max_in_flight: settings.mirror_max_in_flight,
             mirror_timeout_ms: settings.mirror_timeout_ms,
             retry_policy_on_route: settings.retry_policy_on_route,
+            retry_policy_routes: settings.retry_policy_on_route && settings.retry_policy_routes,
             counter_flush_ms: settings.counter_flush_ms,
             revision: settings.revision.clone(),
             revision_header: settings.revision_header,

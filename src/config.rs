@@ -62,6 +62,11 @@ pub struct Settings {
     /// deploy/istio write). The filter then writes retry hints only for rules whose retries are
     /// not the default, and a rule with the default policy costs no header writes for it.
     pub retry_policy_on_route: bool,
+    /// With `retryPolicyOnRoute`: the route configuration also has one route per retry policy of
+    /// the rules, matched on `x-meshroute-retry-policy` (what `meshroute envoy` and `meshroute
+    /// compile --as envoyfilter` write, R221). The filter then names a rule's own policy in that
+    /// header and writes no retry hint at all; without it, it hints the policy.
+    pub retry_policy_routes: bool,
     /// How often the filter hands its counters to Envoy, milliseconds: each VM adds up its
     /// increments and flushes them on its timer, one host call per changed counter instead of
     /// one per event. `/stats` is exact up to this much behind; 0 = at every event.
@@ -129,6 +134,7 @@ impl Default for Settings {
             default_destination_rule_export_to: Vec::new(),
             default_service_export_to: Vec::new(),
             retry_policy_on_route: false,
+            retry_policy_routes: false,
             counter_flush_ms: 1_000,
             path_normalization: "BASE".into(),
             revision: None,

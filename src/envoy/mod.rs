@@ -144,13 +144,15 @@ pub fn resources(
 }
 
 /// The Wasm filter running meshroute with this plugin configuration, as a `TypedExtensionConfig`.
-/// The routes of [`resources`] carry Istio's default retry policy, so the configuration tells the
-/// filter (`settings.retryPolicyOnRoute`), which then writes no hints for it.
+/// The routes of [`resources`] carry Istio's default retry policy and one route per rule policy,
+/// so the configuration tells the filter (`settings.retryPolicyOnRoute`, `retryPolicyRoutes`),
+/// which then writes no retry hints.
 pub fn filter_config(plugin_config: &Value, wasm: &Path) -> Result<Value, InvalidEnvoyConfig> {
     let mut plugin_config = plugin_config.clone();
     if let Some(settings) = plugin_config.as_object_mut().map(|o| o.entry("settings").or_insert_with(|| json!({}))) {
         if let Some(settings) = settings.as_object_mut() {
             settings.insert("retryPolicyOnRoute".into(), json!(true));
+            settings.insert("retryPolicyRoutes".into(), json!(true));
         }
     }
     let configuration = serde_json::to_string(&plugin_config).map_err(InvalidEnvoyConfig::PluginConfig)?;
@@ -895,6 +897,7 @@ mod tests {
             ["http_filters"][0]["typed_config"]["config"]["configuration"]["value"];
         let plugin: Value = serde_json::from_str(wasm.as_str().unwrap()).unwrap();
         assert_eq!(plugin["settings"]["retryPolicyOnRoute"], true);
+        assert_eq!(plugin["settings"]["retryPolicyRoutes"], true);
     }
 
     /// R220–R222: a rule's own retry policy is a route of its own, in full, named by the policy

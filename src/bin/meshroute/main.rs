@@ -239,10 +239,12 @@ fn compile_cmd(args: &CompileArgs) -> ExitCode {
     }
     let config = loaded.inputs.compiled_plugin_config(&loaded.bundle, args.input.gateway.as_deref());
     if args.as_kind == Some(manifest::Kind::Envoyfilter) {
-        if config["settings"]["retryPolicyOnRoute"] != serde_json::Value::Bool(true) {
+        let on = |k: &str| config["settings"][k] == serde_json::Value::Bool(true);
+        if !(on("retryPolicyOnRoute") && on("retryPolicyRoutes")) {
             eprintln!(
                 "warning: these routes carry every retry policy; give the filter settings.retryPolicyOnRoute: true \
-                 (in the WasmPlugin's pluginConfig), or it writes retry hints as well"
+                 and retryPolicyRoutes: true (in the WasmPlugin's pluginConfig), or its own policies lose what \
+                 hints cannot carry"
             );
         }
         let Some(table) = loaded.compiled.table.as_ref() else { return ExitCode::from(1) };
