@@ -8,6 +8,7 @@
 //! hints; a fault behaves like Envoy's fault filter (delay, then an independently rolled abort).
 
 use crate::compile::{Abort, Action, Dest, HeaderOps, RetryPolicy, RouteTable, Rule};
+use crate::cors::CorsAction;
 use crate::decide::{Decision, Matched};
 use crate::request::{Request, RequestView};
 use std::time::Duration;
@@ -109,7 +110,7 @@ pub fn plan(table: &RouteTable, decision: &Decision<'_>, req: &dyn RequestView) 
     // Strip what the client sent, except where the plan writes the header anyway (a set
     // replaces every value, and each host call counts).
     let written = |name: &str| edits.iter().any(|op| matches!(op, HeaderOp::Set(k, _) if k == name));
-    let strip = std::iter::once(table.routing_header.as_str()).chain(HINT_HEADERS);
+    let strip = [table.routing_header.as_str(), crate::compile::RETRY_POLICY_HEADER].into_iter().chain(HINT_HEADERS);
     for name in strip {
         if req.header(name).is_some() && !written(name) {
             p.request_ops.push(HeaderOp::Remove(name.to_string()));
@@ -147,6 +148,28 @@ fn matched(table: &RouteTable, m: &Matched<'_>, req: &dyn RequestView, p: &mut P
     // direct responses too, and an abort means the request never reaches a mirror.
     p.delay = m.delay;
     p.abort = m.abort.map(|a| abort_reply(a, req));
+    // CORS sits between the fault filter and the router (R171): a preflight it answers after
+    // any delay, its response headers go on whatever answers, and an abort (which the adapter
+    // sends before any local reply, like the fault filter) never reaches it. Envoy's CORS
+    // filter skips a route without a route entry: redirects and direct responses.
+    let forwards = matches!(rule.action, Action::Forward { .. });
+    if let (Some(cors), true) = (&rule.cors, forwards) {
+        match cors.evaluate(req) {
+            CorsAction::Preflight { headers, .. } => {
+                edits.clear();
+                p.response_ops.clear();
+                p.local_reply = Some(LocalReply::Http { status: 200, headers, body: Vec::new() });
+            }
+            CorsAction::Response(headers) => {
+                let ops: Vec<HeaderOp> = headers.into_iter().map(|(k, v)| HeaderOp::Set(k, v)).collect();
+                if let Some(LocalReply::Http { headers, .. }) = p.local_reply.as_mut() {
+                    apply_ops(headers, &ops);
+                }
+                p.response_ops.extend(ops);
+            }
+            CorsAction::NotCors | CorsAction::OriginNotAllowed => {}
+        }
+    }
     // Envoy shadows neither CONNECT nor upgrades (RequestMirrorPolicy).
     let upgrade = req.method() == "CONNECT" || req.header("upgrade").is_some();
     if p.local_reply.is_none() && p.abort.is_none() && !upgrade {
@@ -176,14 +199,20 @@ fn forward_edits(table: &RouteTable, m: &Matched<'_>, dest: &Dest, req: &dyn Req
     edits.extend(ops_in_order(Some(&dest.request_headers), &rule.request_headers));
 }
 
-/// Retries as router hints: `x-envoy-max-retries` (0 where retries are off) and the conditions.
-/// With `retryPolicyOnRoute` the route already carries Istio's default policy for requests
-/// without `x-envoy-max-retries` (a client's copy is stripped), so the default writes nothing;
-/// any other policy writes `x-envoy-max-retries`, which selects the route without a policy,
-/// and the hints say all of it. Without the setting the route has no policy and every request
-/// carries its hints.
+/// Retries. With `retryPolicyOnRoute` Istio's default policy is on the route taken without
+/// hints (a client's copies are stripped), so it writes nothing. With `retryPolicyRoutes` too
+/// (what `meshroute envoy` and the generated EnvoyFilter write) every other policy has a route
+/// of its own carrying it in full — back-off, host predicate, retry priority,
+/// `host_selection_retry_max_attempts`, which no hint can carry (R220–R222) — and the filter
+/// names it in [`crate::compile::RETRY_POLICY_HEADER`] and writes no hint. Otherwise a policy is
+/// hinted: `x-envoy-max-retries` (0 where retries are off, selecting a hand-written route without
+/// a policy) and the conditions.
 fn retry_hints(table: &RouteTable, r: &RetryPolicy, edits: &mut Vec<HeaderOp>) {
     if table.retry_policy_on_route && r.is_default {
+        return;
+    }
+    if table.retry_policy_routes {
+        edits.push(set(crate::compile::RETRY_POLICY_HEADER, r.route_id()));
         return;
     }
     edits.push(set("x-envoy-max-retries", r.attempts.to_string()));
@@ -474,19 +503,36 @@ mod tests {
     #[cfg_attr(not(target_arch = "wasm32"), test)]
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn with_the_default_retry_policy_on_the_route_only_other_policies_write_hints() {
-        let on_route = json!({"retryPolicyOnRoute": true});
+        let on_route = json!({"retryPolicyOnRoute": true, "retryPolicyRoutes": true});
         let v1 = json!([{"destination": {"host": "reviews", "subset": "v1"}}]);
         // The default: only the routing header; a client's hint is still stripped.
         let t = table_with(json!([{"route": v1}]), on_route.clone());
         let p = plan_for(&t, &Request::new("GET", "reviews", "/").with_header("x-envoy-max-retries", "9"));
         assert_eq!(p.request_ops, vec![r("x-envoy-max-retries"), s("x-meshroute-cluster", V1)]);
-        // Any policy of the rule's own is hinted in full (and so takes the route without one).
-        let t = table_with(json!([{"route": v1, "retries": {"attempts": 3}}]), on_route.clone());
+        // A policy of the rule's own names its route (R221), whatever the client sent, and
+        // writes no hint: back-off and host predicates live on that route.
+        let retries = json!({"attempts": 3, "backoff": "100ms", "retryIgnorePreviousHosts": false});
+        let t = table_with(json!([{"route": v1, "retries": retries}]), on_route.clone());
+        let id = t.virtual_services[0].rules[0].retry.route_id();
+        let sneaky = Request::new("GET", "reviews", "/").with_header("x-meshroute-retry-policy", "rwhatever");
+        let p = plan_for(&t, &sneaky);
+        assert_eq!(p.request_ops, vec![s("x-meshroute-cluster", V1), s("x-meshroute-retry-policy", &id)]);
+        let t = table_with(json!([{"route": v1, "retries": {"attempts": 0}, "timeout": "1s"}]), on_route.clone());
+        let off = t.virtual_services[0].rules[0].retry.route_id();
         let p = plan_for(&t, &Request::new("GET", "reviews", "/"));
+        assert_eq!(p.request_ops[1..], [s("x-meshroute-retry-policy", &off), s("x-envoy-upstream-rq-timeout-ms", "1000")]);
+        // The default takes the route without the header: a client's copy is removed.
+        let t = table_with(json!([{"route": v1}]), on_route);
+        let p = plan_for(&t, &sneaky);
+        assert_eq!(p.request_ops, vec![r("x-meshroute-retry-policy"), s("x-meshroute-cluster", V1)]);
+        // Ids follow the content alone.
+        assert_ne!(id, off);
+        let again = table_with(json!([{"route": v1, "retries": retries}]), json!({"retryPolicyOnRoute": true}));
+        assert_eq!(again.virtual_services[0].rules[0].retry.route_id(), id);
+        // A hand-written route configuration with the default policy only: other policies are
+        // hinted, and `x-envoy-max-retries` selects its route without a policy.
+        let p = plan_for(&again, &Request::new("GET", "reviews", "/"));
         assert_eq!(p.request_ops[1], s("x-envoy-max-retries", "3"));
-        let t = table_with(json!([{"route": v1, "retries": {"attempts": 0}, "timeout": "1s"}]), on_route);
-        let p = plan_for(&t, &Request::new("GET", "reviews", "/"));
-        assert_eq!(p.request_ops[1..], [s("x-envoy-max-retries", "0"), s("x-envoy-upstream-rq-timeout-ms", "1000")]);
     }
 
     #[cfg_attr(not(target_arch = "wasm32"), test)]
@@ -623,6 +669,46 @@ mod tests {
             Some(LocalReply::Http { status: 503, headers: vec![], body: FAULT_ABORT_BODY.as_bytes().to_vec() })
         );
         assert!(p.mirrors.is_empty());
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    fn cors_preflight_is_answered_after_the_fault_delay_and_never_mirrored() {
+        let cors = json!({"allowOrigins": [{"exact": "https://a"}], "allowMethods": ["GET"]});
+        let t = table(json!([
+            {"match": [{"uri": {"prefix": "/abort"}}], "corsPolicy": cors,
+             "fault": {"abort": {"httpStatus": 418, "percentage": {"value": 100}}},
+             "route": [{"destination": {"host": "reviews", "subset": "v1"}}]},
+            {"match": [{"uri": {"prefix": "/direct"}}], "corsPolicy": cors,
+             "directResponse": {"status": 200, "body": {"string": "d"}}},
+            {"corsPolicy": cors, "fault": {"delay": {"fixedDelay": "1s", "percentage": {"value": 100}}},
+             "mirror": {"host": "reviews", "subset": "v2"}, "headers": {"response": {"set": {"x-r": "1"}}},
+             "route": [{"destination": {"host": "reviews", "subset": "v1"}}]}
+        ]));
+        let pre = |path: &str| {
+            Request::new("OPTIONS", "reviews", path)
+                .with_header("origin", "https://a")
+                .with_header("access-control-request-method", "GET")
+        };
+        let p = plan_for(&t, &pre("/"));
+        let allow = vec![
+            ("access-control-allow-origin".to_string(), "https://a".to_string()),
+            ("access-control-allow-methods".to_string(), "GET".to_string()),
+        ];
+        assert_eq!(p.local_reply, Some(LocalReply::Http { status: 200, headers: allow, body: vec![] }));
+        assert_eq!(p.delay, Some(Duration::from_secs(1)));
+        assert!(p.mirrors.is_empty() && p.request_ops.is_empty() && p.response_ops.is_empty());
+        // The actual request: forwarded and mirrored, CORS set after the rule's response headers.
+        let p = plan_for(&t, &Request::new("GET", "reviews", "/").with_header("origin", "https://a"));
+        assert_eq!(p.mirrors.len(), 1);
+        assert_eq!(p.response_ops, vec![s("x-r", "1"), s("access-control-allow-origin", "https://a")]);
+        // An abort is sent instead of anything else, without CORS headers; a direct response
+        // has no route entry.
+        let p = plan_for(&t, &pre("/abort"));
+        assert_eq!(p.abort, Some(abort_reply(&Abort::Http(418), &pre("/abort"))));
+        assert!(p.mirrors.is_empty());
+        let p = plan_for(&t, &pre("/direct"));
+        assert_eq!(p.local_reply, Some(LocalReply::Http { status: 200, headers: vec![], body: b"d".to_vec() }));
     }
 
     #[cfg_attr(not(target_arch = "wasm32"), test)]

@@ -13,12 +13,12 @@ use crate::request::PPM;
 use crate::validate::{grpc_status_code, RETRY_ON_GRPC};
 use crate::visibility;
 use regex_lite::Regex;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 /// Istio's retry policy for routes that set none (istio `retry.DefaultPolicy`): 2 retries on
 /// connect-failure, refused-stream, unavailable, cancelled and retriable-status-codes.
-const DEFAULT_RETRY_ON: &str = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
+pub const DEFAULT_RETRY_ON: &str = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
 
 /// Everything `decide` needs, resolved ahead of time.
 #[derive(Debug, Clone)]
@@ -46,6 +46,8 @@ pub struct RouteTable {
     pub mirror_timeout_ms: u64,
     /// `settings.retryPolicyOnRoute`: Istio's default retry policy needs no hints.
     pub retry_policy_on_route: bool,
+    /// `settings.retryPolicyRoutes`: every retry policy has its own route (R221).
+    pub retry_policy_routes: bool,
     /// `settings.counterFlushMs`.
     pub counter_flush_ms: u64,
     /// `settings.revision` and whether responses carry it (`settings.revisionHeader`).
@@ -64,6 +66,9 @@ pub struct ClusterRef {
     /// Only mirrors send to it: the Envoy generator bounds its circuit breakers and connect
     /// timeout so a dead mirror cannot hold the primary's resources (docs/semantics.md R162).
     pub mirror_only: bool,
+    /// The retry policies (other than Istio's default) of the rules that route to it: the Envoy
+    /// generator writes one route per policy, and per policy and consistent-hash cluster (R222).
+    pub retry_policies: BTreeSet<RetryPolicy>,
 }
 
 /// istiod's route for a registry service without a VirtualService (`BuildDefaultHTTPOutboundRoute`):
@@ -114,6 +119,11 @@ pub struct Rule {
     pub request_headers: HeaderOps,
     pub response_headers: HeaderOps,
     pub cors: Option<Cors>,
+    /// For a rule a delegate brought into its root (R186): where it was written. `index` is
+    /// then the position in the merged `spec.http`, as in istiod's merged VirtualService.
+    pub delegated: Option<crate::delegate::Origin>,
+    /// Position in `spec.http` as written (differs from `index` after a delegating rule).
+    pub written_index: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -141,8 +151,10 @@ pub struct Dest {
     pub response_headers: HeaderOps,
 }
 
-/// Retry hints for Envoy's router; `attempts == 0` disables retries.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A rule's retry policy, as istiod converts it (`RETRY ConvertPolicy`); `attempts == 0`
+/// disables retries. Per request it is either router hints or, with `retryPolicyOnRoute`, the
+/// route that the policy header names (R220).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RetryPolicy {
     pub attempts: u32,
     /// HTTP conditions for `x-envoy-retry-on`.
@@ -153,6 +165,14 @@ pub struct RetryPolicy {
     pub retriable_status_codes: String,
     pub per_try_timeout: Option<Duration>,
     pub retry_remote_localities: bool,
+    /// `backoff` → the route's `retry_back_off.base_interval` (route configuration only).
+    pub backoff: Option<Duration>,
+    /// `retryIgnorePreviousHosts` as written; unset means the `previous_hosts` predicate unless
+    /// the rule has one destination and it hashes consistently (`RETRY newRetryPolicy`).
+    pub previous_hosts: Option<bool>,
+    /// The rule has exactly one destination (istiod's `len(in.Route) == 1`): with a
+    /// consistent-hash destination its default predicate is dropped.
+    pub single_destination: bool,
     /// Set when the VirtualService did not say (Istio's default applies).
     pub is_default: bool,
 }
@@ -172,8 +192,38 @@ impl RetryPolicy {
             retriable_status_codes: String::new(),
             per_try_timeout: None,
             retry_remote_localities: false,
+            backoff: None,
+            previous_hosts: None,
+            single_destination: false,
             is_default: false,
         }
+    }
+
+    /// The name of this policy's route (R221): what the filter writes in
+    /// [`RETRY_POLICY_HEADER`] and the route configuration matches. Derived from the policy's
+    /// content alone (FNV-1a 64 of its canonical form), so `compile`, `envoy` and the filter agree
+    /// without sharing a table, and equal policies share one route.
+    pub fn route_id(&self) -> String {
+        let ms = |d: Option<Duration>| d.map_or(String::new(), |d| d.as_millis().to_string());
+        let canonical = format!(
+            "{}|{}|{}|{}|{}|{}|{}|{:?}|{}|{}",
+            self.attempts,
+            self.retry_on,
+            self.grpc_retry_on,
+            self.retriable_status_codes,
+            ms(self.per_try_timeout),
+            self.retry_remote_localities,
+            ms(self.backoff),
+            self.previous_hosts,
+            self.single_destination,
+            self.is_default
+        );
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in canonical.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        format!("r{h:016x}")
     }
 
     /// Splits Istio's `retryOn` the way istiod `parseRetryOn` does: numbers are status codes
@@ -201,10 +251,17 @@ impl RetryPolicy {
             retriable_status_codes: codes.join(","),
             per_try_timeout: None,
             retry_remote_localities: false,
+            backoff: None,
+            previous_hosts: None,
+            single_destination: false,
             is_default: false,
         }
     }
 }
+
+/// The filter-owned request header naming a rule's retry policy route (R221). The filter
+/// overwrites or removes it on every request, so a client never picks its retry policy.
+pub const RETRY_POLICY_HEADER: &str = "x-meshroute-retry-policy";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fault {
@@ -260,16 +317,7 @@ impl HeaderOps {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct Cors {
-    pub allow_origins: Vec<StrMatch>,
-    pub allow_methods: String,
-    pub allow_headers: String,
-    pub expose_headers: String,
-    pub max_age_secs: Option<u64>,
-    pub allow_credentials: bool,
-    pub forward_unmatched_preflights: bool,
-}
+pub use crate::cors::Cors;
 
 /// The outcome of compiling a bundle: the table when no error was found, and every diagnostic.
 pub struct Compiled {
@@ -297,16 +345,24 @@ pub fn compile_json(text: &[u8]) -> Compiled {
 
 struct Ctx<'a> {
     settings: &'a Settings,
-    /// Single declared port per host (from ServiceEntry), for destinations that name none.
+    /// The ports of each registry host (Kubernetes Services and ServiceEntries), for
+    /// destinations that name none.
     service_ports: HashMap<String, Vec<u32>>,
+    /// ExternalName Services: alias FQDN → `externalName` (K14).
+    aliases: HashMap<String, String>,
     clusters: BTreeMap<String, ClusterRef>,
     diags: &'a mut Diagnostics,
+    origins: &'a HashMap<(usize, usize), crate::delegate::Origin>,
+    written: &'a HashMap<(usize, usize), usize>,
 }
 
 impl RouteTable {
     /// Builds the table without validating; problems it cannot compile around are pushed to
     /// `diags`. Use [`compile`] unless the bundle was validated already.
     pub fn build(bundle: &Bundle, diags: &mut Diagnostics) -> RouteTable {
+        // Delegates merged into their roots first, as istiod does before reading any route.
+        let merged = crate::delegate::merge(bundle);
+        let bundle = merged.bundle.as_ref().unwrap_or(bundle);
         let settings = &bundle.settings;
         let mut service_ports: HashMap<String, Vec<u32>> = HashMap::new();
         let se_visible = |res: &Resource, se: &crd::ServiceEntry| {
@@ -332,9 +388,13 @@ impl RouteTable {
         let sidecar = applicable_sidecar(bundle);
         let mut registry_exact: HashMap<String, Vec<DefaultRoute>> = HashMap::new();
         let mut registry_wildcards = Vec::new();
+        let aliases = bundle.registry.aliases(&settings.domain_suffix);
         for svc in &bundle.registry.services {
             let h = svc.host(&settings.domain_suffix);
-            if !sidecar.is_none_or(|(sres, s)| sidecar_imports(s, &sres.namespace, &svc.namespace, &h)) {
+            // An ExternalName Service has no route of its own (K14); see `add_alias_routes`.
+            if aliases.contains_key(&h)
+                || !sidecar.is_none_or(|(sres, s)| sidecar_imports(s, &sres.namespace, &svc.namespace, &h))
+            {
                 continue;
             }
             add_default_routes(&mut registry_exact, settings, &h, svc.ports.iter().map(|p| p.port));
@@ -352,13 +412,22 @@ impl RouteTable {
                 add_default_routes(&mut registry_exact, settings, &h, se.ports.iter().map(|p| p.number));
             }
         }
+        add_alias_routes(&mut registry_exact, settings, &aliases);
         let mode = settings
             .outbound_traffic_policy
             .clone()
             .or_else(|| sidecar.and_then(|(_, s)| s.outbound_traffic_policy.as_ref()?.mode.clone()));
         let registry_only = mode.as_deref() == Some("REGISTRY_ONLY");
 
-        let mut ctx = Ctx { settings, service_ports, clusters: BTreeMap::new(), diags };
+        let mut ctx = Ctx {
+            settings,
+            service_ports,
+            aliases,
+            clusters: BTreeMap::new(),
+            diags,
+            origins: &merged.origins,
+            written: &merged.written,
+        };
         let mut table = RouteTable {
             virtual_services: Vec::new(),
             exact_hosts: HashMap::new(),
@@ -375,6 +444,7 @@ impl RouteTable {
             mirror_max_in_flight: settings.mirror_max_in_flight,
             mirror_timeout_ms: settings.mirror_timeout_ms,
             retry_policy_on_route: settings.retry_policy_on_route,
+            retry_policy_routes: settings.retry_policy_on_route && settings.retry_policy_routes,
             counter_flush_ms: settings.counter_flush_ms,
             revision: settings.revision.clone(),
             revision_header: settings.revision_header,
@@ -906,9 +976,20 @@ fn compile_rule(ctx: &mut Ctx<'_>, res: &Resource, r: &crd::HttpRoute, index: us
             let mut p = RetryPolicy::from_retry_on(attempts, rt.retry_on.as_deref().unwrap_or(DEFAULT_RETRY_ON));
             p.per_try_timeout = rt.per_try_timeout.as_deref().and_then(|d| duration::parse(d).ok());
             p.retry_remote_localities = rt.retry_remote_localities.unwrap_or(false);
+            p.backoff = rt.backoff.as_deref().and_then(|d| duration::parse(d).ok()).filter(|d| !d.is_zero());
+            p.previous_hosts = rt.retry_ignore_previous_hosts;
+            p.single_destination = r.route.len() == 1;
             p
         }
     };
+    // The clusters this rule sends to carry its policy, so `meshroute envoy` writes its route.
+    if let Action::Forward { destinations, .. } = &action {
+        if !retry.is_default {
+            for d in destinations {
+                ctx.attach_policy(d, &retry);
+            }
+        }
+    }
     let timeout = r.timeout.as_deref().and_then(|t| duration::parse(t).ok()).filter(|d| !d.is_zero());
     let fault = r.fault.as_ref().map(|f| Fault {
         delay: f.delay.as_ref().and_then(|d| {
@@ -957,7 +1038,7 @@ fn compile_rule(ctx: &mut Ctx<'_>, res: &Resource, r: &crd::HttpRoute, index: us
         let rw = rewrite.get_or_insert(Rewrite { uri: None, uri_regex: None, authority: None });
         rw.authority.get_or_insert(a);
     }
-    let cors = r.cors_policy.as_ref().map(compile_cors);
+    let cors = r.cors_policy.as_ref().map(Cors::from_crd);
     Some(Rule {
         virtual_service: res.key(),
         index,
@@ -971,6 +1052,8 @@ fn compile_rule(ctx: &mut Ctx<'_>, res: &Resource, r: &crd::HttpRoute, index: us
         request_headers,
         response_headers,
         cors,
+        delegated: ctx.origins.get(&(res.index, index)).cloned(),
+        written_index: ctx.written.get(&(res.index, index)).copied().unwrap_or(index),
     })
 }
 
@@ -995,6 +1078,49 @@ fn add_default_routes(
     }
 }
 
+/// istiod's Service aliases (`MODEL push_context.go resolveServiceAliases`,
+/// `HTTPROUTE generateVirtualHostDomains`): an ExternalName Service's names are extra domains of
+/// the virtual hosts of the service it names (through any chain of aliases, a loop resolving to
+/// nothing), so a request to the alias takes the concrete service's default route. An alias of a
+/// host outside the registry gets no route at all (istiod builds no virtual host for it).
+fn add_alias_routes(
+    registry_exact: &mut HashMap<String, Vec<DefaultRoute>>,
+    settings: &Settings,
+    aliases: &HashMap<String, String>,
+) {
+    // alias → concrete host (None: a loop), each alias resolved once (linear in the aliases).
+    let mut resolved: BTreeMap<&str, Option<&str>> = BTreeMap::new();
+    for start in aliases.keys() {
+        let mut path: Vec<&str> = Vec::new();
+        let mut on_path: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        let mut at: &str = start;
+        let result = loop {
+            if let Some(r) = resolved.get(at) {
+                break *r;
+            }
+            if !on_path.insert(at) {
+                break None; // a loop: Kubernetes answers NXDOMAIN
+            }
+            match aliases.get(at) {
+                Some(next) => {
+                    path.push(at);
+                    at = next;
+                }
+                None => break Some(at),
+            }
+        };
+        for p in path {
+            resolved.insert(p, result);
+        }
+    }
+    for (alias, concrete) in resolved {
+        let Some(routes) = concrete.and_then(|c| registry_exact.get(c)).cloned() else { continue };
+        for name in host::alt_names(alias, &settings.namespace, &settings.domain_suffix) {
+            registry_exact.entry(name).or_default().extend(routes.iter().cloned());
+        }
+    }
+}
+
 impl Ctx<'_> {
     /// Cluster name, FQDN and port of a destination (istio `GetDestinationCluster`): the port is
     /// the destination's, else the service's only port, else the listener's.
@@ -1008,17 +1134,46 @@ impl Ctx<'_> {
                 _ => (self.settings.default_port, true),
             },
         };
+        // A destination naming an ExternalName Service goes to the cluster of its target, with
+        // the alias's port (`ROUTE GetDestinationCluster`: one hop, as istiod; K14).
+        let h = self.aliases.get(&h).cloned().unwrap_or(h);
         let subset = d.subset.clone().filter(|s| !s.is_empty());
         let name = cluster_name(&self.settings.cluster_template, port, subset.as_deref(), &h);
-        let c = self.clusters.entry(name.clone()).or_insert_with(|| ClusterRef {
-            name: name.clone(),
-            host: h.clone(),
-            subset,
-            port,
-            mirror_only: for_mirror,
-        });
-        c.mirror_only &= for_mirror;
+        // A port taken from the request can be any port of a registry host (istiod builds a
+        // cluster per service port, K13); of a host outside the registry only the default one
+        // is known.
+        for p in self.declared_ports(&h, port, from_request) {
+            let name = cluster_name(&self.settings.cluster_template, p, subset.as_deref(), &h);
+            let c = self.clusters.entry(name.clone()).or_insert_with(|| ClusterRef {
+                name,
+                host: h.clone(),
+                subset: subset.clone(),
+                port: p,
+                mirror_only: for_mirror,
+                retry_policies: BTreeSet::new(),
+            });
+            c.mirror_only &= for_mirror;
+        }
         (name, h, port, from_request)
+    }
+
+    /// The ports a destination's clusters are declared on: its own, or for a port taken from the
+    /// request every port of its registry host (K13).
+    fn declared_ports(&self, h: &str, port: u32, from_request: bool) -> Vec<u32> {
+        match self.service_ports.get(h) {
+            Some(ports) if from_request && !ports.is_empty() => ports.clone(),
+            _ => vec![port],
+        }
+    }
+
+    /// Records `policy` on every cluster `d` can name.
+    fn attach_policy(&mut self, d: &Dest, policy: &RetryPolicy) {
+        for p in self.declared_ports(&d.host, d.port, d.port_from_request) {
+            let name = cluster_name(&self.settings.cluster_template, p, d.subset.as_deref(), &d.host);
+            if let Some(c) = self.clusters.get_mut(&name) {
+                c.retry_policies.insert(policy.clone());
+            }
+        }
     }
 
     fn mirror(&mut self, d: &crd::Destination, ns: &str, ppm: u32) -> Mirror {
@@ -1128,20 +1283,6 @@ fn take_authority(ops: &mut HeaderOps) -> Option<String> {
     ops.add.retain(|(k, _)| !k.starts_with(':') && k != "host");
     ops.remove.retain(|k| !k.starts_with(':') && k != "host");
     from_set.or(from_add)
-}
-
-fn compile_cors(c: &crd::CorsPolicy) -> Cors {
-    let mut origins: Vec<StrMatch> = c.allow_origins.iter().filter_map(|o| StrMatch::compile(o, false).ok()).collect();
-    origins.extend(c.allow_origin.iter().map(|o| StrMatch::Exact(o.clone())));
-    Cors {
-        allow_origins: origins,
-        allow_methods: c.allow_methods.join(","),
-        allow_headers: c.allow_headers.join(","),
-        expose_headers: c.expose_headers.join(","),
-        max_age_secs: c.max_age.as_deref().and_then(|d| duration::parse(d).ok()).map(|d| d.as_secs()),
-        allow_credentials: c.allow_credentials.unwrap_or(false),
-        forward_unmatched_preflights: c.unmatched_preflights.as_deref() != Some("IGNORE"),
-    }
 }
 
 /// Envoy's RE2 substitution uses `\1`; regex-lite wants `${1}`.

@@ -33,11 +33,79 @@ pub struct VirtualService {
     #[serde(default)]
     pub http: Vec<HttpRoute>,
     #[serde(default)]
-    pub tls: Vec<Value>,
+    pub tls: Vec<TlsRoute>,
     #[serde(default)]
-    pub tcp: Vec<Value>,
+    pub tcp: Vec<TcpRoute>,
     #[serde(default)]
     pub export_to: Vec<String>,
+}
+
+/// `TLSRoute`: passthrough TLS matched on SNI; only `meshroute envoy` listeners apply it (the
+/// HTTP filter never sees TLS or TCP connections).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsRoute {
+    #[serde(default, rename = "match")]
+    pub matches: Vec<TlsMatchAttributes>,
+    #[serde(default)]
+    pub route: Vec<RouteDestination>,
+}
+
+/// `TCPRoute`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TcpRoute {
+    #[serde(default, rename = "match")]
+    pub matches: Vec<L4MatchAttributes>,
+    #[serde(default)]
+    pub route: Vec<RouteDestination>,
+}
+
+/// `TLSMatchAttributes`. Numbers are wide so the webhook's range checks can name bad values.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsMatchAttributes {
+    #[serde(default)]
+    pub sni_hosts: Vec<String>,
+    #[serde(default)]
+    pub destination_subnets: Vec<String>,
+    #[serde(default)]
+    pub port: Option<i64>,
+    #[serde(default)]
+    pub source_labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub gateways: Vec<String>,
+    #[serde(default)]
+    pub source_namespace: Option<String>,
+}
+
+/// `L4MatchAttributes`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct L4MatchAttributes {
+    #[serde(default)]
+    pub destination_subnets: Vec<String>,
+    #[serde(default)]
+    pub port: Option<i64>,
+    /// istiod reads it nowhere (no listener uses it); a warning says so.
+    #[serde(default)]
+    pub source_subnet: Option<String>,
+    #[serde(default)]
+    pub source_labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub gateways: Vec<String>,
+    #[serde(default)]
+    pub source_namespace: Option<String>,
+}
+
+/// `RouteDestination` of a TCP or TLS route (no header operations, unlike HTTP's).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteDestination {
+    #[serde(default)]
+    pub destination: Option<Destination>,
+    #[serde(default)]
+    pub weight: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -54,7 +122,7 @@ pub struct HttpRoute {
     #[serde(default)]
     pub direct_response: Option<HttpDirectResponse>,
     #[serde(default)]
-    pub delegate: Option<Value>,
+    pub delegate: Option<Delegate>,
     #[serde(default)]
     pub rewrite: Option<HttpRewrite>,
     #[serde(default)]
@@ -76,6 +144,16 @@ pub struct HttpRoute {
     pub cors_policy: Option<CorsPolicy>,
     #[serde(default)]
     pub headers: Option<Headers>,
+}
+
+/// `HTTPRoute.delegate`: the VirtualService (without hosts) whose rules replace this one
+/// (`namespace` empty: the root's).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+pub struct Delegate {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq, Hash)]
@@ -722,11 +800,30 @@ pub struct Sidecar {
     #[serde(default)]
     pub workload_selector: Option<WorkloadSelector>,
     #[serde(default)]
-    pub ingress: Vec<Value>,
+    pub ingress: Vec<IstioIngressListener>,
     #[serde(default)]
     pub egress: Vec<IstioEgressListener>,
     #[serde(default)]
     pub outbound_traffic_policy: Option<OutboundTrafficPolicy>,
+}
+
+/// `IstioIngressListener`: an inbound port of the workload (`SidecarPort` has the shape of a
+/// Gateway port).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IstioIngressListener {
+    #[serde(default)]
+    pub port: Option<GatewayPort>,
+    #[serde(default)]
+    pub bind: Option<String>,
+    #[serde(default)]
+    pub capture_mode: Option<String>,
+    #[serde(default)]
+    pub default_endpoint: Option<String>,
+    #[serde(default)]
+    pub tls: Option<ServerTlsSettings>,
+    #[serde(default)]
+    pub connection_pool: Option<ConnectionPoolSettings>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]

@@ -87,7 +87,11 @@ pub struct MatchedRule {
     /// `None`: no timeout (Istio's default).
     pub timeout_ms: Option<u64>,
     pub mirrors: Vec<MirrorExplained>,
-    pub cors: bool,
+    /// What the rule's CORS policy does with this request (`None`: the rule has none); the
+    /// preflight reply or the response headers themselves are in the branches' plans.
+    pub cors: Option<&'static str>,
+    /// For a rule a delegate VirtualService brought in: where it is written (R186).
+    pub delegated: Option<String>,
     /// Errors in this rule that istiod serves anyway (only with a configuration that has errors).
     pub findings: Vec<String>,
 }
@@ -291,7 +295,8 @@ impl RouteTable {
                     retries: retry(&d.retry),
                     timeout_ms: None,
                     mirrors: Vec::new(),
-                    cors: false,
+                    cors: None,
+                    delegated: None,
                     findings: Vec::new(),
                 });
                 e.branches = vec![Branch {
@@ -359,30 +364,51 @@ impl RouteTable {
                             percent: percent(m.ppm),
                         })
                         .collect(),
-                    cors: rule.cors.is_some(),
-                    findings: tolerated.rule_findings(&vs.name, rule.index).iter().map(|d| d.to_string()).collect(),
+                    cors: rule.cors.as_ref().map(|c| c.evaluate(req).describe()),
+                    delegated: rule.delegated.as_ref().map(ToString::to_string),
+                    findings: {
+                        let (at, i) = rule.written_at(&vs.name);
+                        tolerated.rule_findings(at, i).iter().map(|d| d.to_string()).collect()
+                    },
                 });
                 e.branches = match &rule.action {
                     Action::Forward { destinations, total_weight } if !destinations.is_empty() => destinations
                         .iter()
-                        .map(|d| Branch {
-                            percent: if destinations.len() == 1 || *total_weight == 0 {
-                                100.0
-                            } else {
-                                f64::from(d.weight) * 100.0 / *total_weight as f64
-                            },
-                            destination: Some(DestinationExplained {
-                                host: d.host.clone(),
-                                subset: d.subset.clone(),
-                                port: d.port_on(port),
-                                weight: d.weight,
-                            }),
-                            plan: plan_of(Some(d), false),
-                            consequence: tolerated.forward_consequence(&vs.name, rule.index, d),
+                        .map(|d| {
+                            let plan = plan_of(Some(d), false);
+                            // Answered before the router (a CORS preflight): the destination's
+                            // errors never show.
+                            let forwarded = plan.cluster.is_some();
+                            Branch {
+                                percent: if destinations.len() == 1 || *total_weight == 0 {
+                                    100.0
+                                } else {
+                                    f64::from(d.weight) * 100.0 / *total_weight as f64
+                                },
+                                destination: Some(DestinationExplained {
+                                    host: d.host.clone(),
+                                    subset: d.subset.clone(),
+                                    port: d.port_on(port),
+                                    weight: d.weight,
+                                }),
+                                plan,
+                                consequence: forwarded
+                                    .then(|| {
+                                        let (at, i) = rule.written_at(&vs.name);
+                                        tolerated.forward_consequence(at, i, d)
+                                    })
+                                    .flatten(),
+                            }
                         })
                         .collect(),
                     _ => single(plan_of(None, false)),
                 };
+                // A reply made before any destination is chosen is one branch, not one a destination.
+                if e.branches.iter().all(|b| b.plan.cluster.is_none() && b.plan.reply.is_some()) {
+                    if let Some(b) = e.branches.first() {
+                        e.branches = single(b.plan.clone());
+                    }
+                }
                 // A finding that already marks a branch is not repeated on the rule.
                 if let Some(m) = e.matched.as_mut() {
                     m.findings.retain(|f| {

@@ -62,7 +62,7 @@ pub fn bound_hosts(server_hosts: &[(String, String)], vs_ns: &str, vs_hosts: &[S
 }
 
 /// istio `host.Name.SubsetOf`: every name `a` matches is matched by `b`.
-fn subset_of(a: &str, b: &str) -> bool {
+pub(crate) fn subset_of(a: &str, b: &str) -> bool {
     match (a.strip_prefix('*'), b.strip_prefix('*')) {
         (Some(sa), Some(sb)) => sa.ends_with(sb),
         (Some(_), None) => false,

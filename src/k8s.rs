@@ -10,7 +10,7 @@
 use crate::diag::{Diagnostic, Diagnostics, ResourceRef};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// What Kubernetes contributes to the mesh, in input order.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -24,6 +24,17 @@ pub struct Registry {
     /// Endpoints and EndpointSlices (the CLI's Envoy clusters; not shipped to the filter).
     #[serde(skip)]
     pub endpoints: Vec<EndpointSet>,
+    /// Node labels by Node name, for the topology labels istiod adds to Pods (K15).
+    #[serde(skip)]
+    pub nodes: BTreeMap<String, BTreeMap<String, String>>,
+    /// `security.istio.io` RequestAuthentications: (namespace, `selector.matchLabels`), for
+    /// IST0149 only (K17).
+    #[serde(skip)]
+    pub request_authentications: Vec<(String, BTreeMap<String, String>)>,
+    /// Gateway API Gateways (`gateway.networking.k8s.io`): their `namespace/name` and listener
+    /// hostnames (`None` = any host), for the VirtualService gateway analyzer only (K18).
+    #[serde(skip)]
+    pub kube_gateways: Vec<(String, Vec<Option<String>>)>,
     /// Secrets by name, with the data keys they hold (never their values).
     #[serde(skip)]
     pub secrets: Vec<Secret>,
@@ -97,6 +108,9 @@ pub struct Workload {
     /// A Pod annotated `ambient.istio.io/redirection: enabled` (no sidecar).
     #[serde(skip)]
     pub ambient: bool,
+    /// A Pod's `spec.nodeName`.
+    #[serde(skip)]
+    pub node: Option<String>,
     #[serde(skip)]
     pub origin: Option<ResourceRef>,
 }
@@ -176,6 +190,53 @@ impl Registry {
         self.services.iter().find(|s| s.host(domain_suffix).eq_ignore_ascii_case(fqdn))
     }
 
+    /// ExternalName Services as istiod models them since Service aliases (`KSVC ConvertService`:
+    /// resolution `Alias`, K14): each alias FQDN with its `externalName`, lowercased, one hop.
+    pub fn aliases(&self, domain_suffix: &str) -> HashMap<String, String> {
+        self.services
+            .iter()
+            .filter_map(|s| Some((s.host(domain_suffix), s.external_name.as_ref()?.to_ascii_lowercase())))
+            .collect()
+    }
+
+    /// Adds to each Pod on a known Node the labels istiod gives its endpoints
+    /// (`pilot/pkg/serviceregistry/util/label/label.go AugmentLabels`, with the locality the
+    /// analyzer builds from the Node, `AN destinationrule/subset.go getNodeLocalityString` and
+    /// `pilot/pkg/networking/util/util.go LocalityToString`): region, zone and subzone from the
+    /// Node's `topology.kubernetes.io/region`, `topology.kubernetes.io/zone`,
+    /// `topology.istio.io/subzone`, and `kubernetes.io/hostname` = the node name (K15). Run once
+    /// all objects are read (a Node may follow its Pods).
+    pub fn augment_topology(&mut self) {
+        for w in &mut self.workloads {
+            let Some(node) = w.node.as_deref() else { continue };
+            if let Some(nl) = self.nodes.get(node) {
+                let get = |k: &str| nl.get(k).map(String::as_str).unwrap_or("");
+                let (region, zone, subzone) = (
+                    get("topology.kubernetes.io/region"),
+                    get("topology.kubernetes.io/zone"),
+                    get("topology.istio.io/subzone"),
+                );
+                // LocalityToString, then SplitLocalityLabel: the round trip istiod makes.
+                let mut locality = region.to_string();
+                if !zone.is_empty() {
+                    locality = format!("{locality}/{zone}");
+                    if !subzone.is_empty() {
+                        locality = format!("{locality}/{subzone}");
+                    }
+                }
+                let mut parts = locality.split('/');
+                for key in ["topology.kubernetes.io/region", "topology.kubernetes.io/zone", "topology.istio.io/subzone"]
+                {
+                    if let Some(v) = parts.next().filter(|v| !v.is_empty()) {
+                        w.labels.insert(key.to_string(), v.to_string());
+                    }
+                }
+            }
+            // The hostname label comes from the Pod's node name, known Node or not.
+            w.labels.insert("kubernetes.io/hostname".to_string(), node.to_string());
+        }
+    }
+
     /// Compact form for the plugin configuration: services and distinct workload label sets.
     pub fn compact(&self) -> Registry {
         let mut seen = BTreeSet::new();
@@ -216,12 +277,15 @@ pub fn classify(api_version: &str, kind: &str) -> KindClass {
     let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
     let core = matches!(
         (group, kind),
-        ("", "Service" | "Endpoints" | "Pod" | "Namespace" | "Secret" | "ServiceAccount" | "ConfigMap")
+        ("", "Service" | "Endpoints" | "Pod" | "Node" | "Namespace" | "Secret" | "ServiceAccount" | "ConfigMap")
             | ("discovery.k8s.io", "EndpointSlice")
             | ("apps", "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet")
             | ("batch", "Job" | "CronJob")
     );
-    if core && !api_version.is_empty() {
+    // RequestAuthentication: read for IST0149 (which gateway pods validate JWTs), nothing else.
+    let analyzed_only = (group == "security.istio.io" && kind == "RequestAuthentication")
+        || (group == "gateway.networking.k8s.io" && kind == "Gateway");
+    if (core || analyzed_only) && !api_version.is_empty() {
         return KindClass::Kubernetes;
     }
     if kind.is_empty() {
@@ -317,13 +381,29 @@ pub fn read(
             labels: labels.clone(),
             ip: str_at(&v, &["status", "podIP"]).map(str::to_string),
             ambient: meta.annotations.get("ambient.istio.io/redirection").map(String::as_str) == Some("enabled"),
+            node: str_at(&v, &["spec", "nodeName"]).filter(|n| !n.is_empty()).map(str::to_string),
             origin: Some(r),
         }),
+        "Node" => {
+            reg.nodes.insert(name, labels.clone());
+        }
+        "Gateway" => {
+            let listeners = v.pointer("/spec/listeners").and_then(Value::as_array).cloned().unwrap_or_default();
+            let hostnames = listeners
+                .iter()
+                .map(|l| l.get("hostname").and_then(Value::as_str).filter(|h| !h.is_empty()).map(str::to_string))
+                .collect();
+            reg.kube_gateways.push((format!("{ns}/{name}"), hostnames));
+        }
+        "RequestAuthentication" => {
+            reg.request_authentications.push((ns, labels_at(&v, &["spec", "selector", "matchLabels"])));
+        }
         "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job" => reg.workloads.push(Workload {
             namespace: ns,
             labels: labels_at(&v, &["spec", "template", "metadata", "labels"]),
             ip: None,
             ambient: false,
+            node: None,
             origin: Some(r),
         }),
         "CronJob" => reg.workloads.push(Workload {
@@ -331,6 +411,7 @@ pub fn read(
             labels: labels_at(&v, &["spec", "jobTemplate", "spec", "template", "metadata", "labels"]),
             ip: None,
             ambient: false,
+            node: None,
             origin: Some(r),
         }),
         "Namespace" => reg.namespaces.push(Namespace { name, labels: labels.clone() }),
@@ -508,6 +589,39 @@ mod tests {
                "spec": {"selector": {"app": name}, "ports": ports}})
     }
 
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    fn pods_get_the_topology_labels_of_their_node_as_istiod_augments_them() {
+        let pod = |name: &str, node: &str| {
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default", "labels": {"app": "a"}},
+                   "spec": {"nodeName": node}})
+        };
+        let node = |name: &str, labels: Value| json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels}});
+        let (bundle, diags) = crate::load_value(json!({"resources": [
+            pod("p1", "n1"), pod("p2", "n2"), pod("p3", "unknown"),
+            // After the Pods: Nodes are applied once everything is read.
+            node("n1", json!({"topology.kubernetes.io/region": "r", "topology.kubernetes.io/zone": "z", "topology.istio.io/subzone": "s"})),
+            // A subzone without a zone is dropped (LocalityToString stops at the first gap).
+            node("n2", json!({"topology.kubernetes.io/region": "r", "topology.istio.io/subzone": "s"})),
+        ]}));
+        assert!(diags.is_empty(), "{diags}");
+        let labels: Vec<&BTreeMap<String, String>> = bundle.registry.workloads.iter().map(|w| &w.labels).collect();
+        let want = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).chain([("app".into(), "a".into())]).collect()
+        };
+        assert_eq!(
+            *labels[0],
+            want(&[
+                ("topology.kubernetes.io/region", "r"),
+                ("topology.kubernetes.io/zone", "z"),
+                ("topology.istio.io/subzone", "s"),
+                ("kubernetes.io/hostname", "n1")
+            ])
+        );
+        assert_eq!(*labels[1], want(&[("topology.kubernetes.io/region", "r"), ("kubernetes.io/hostname", "n2")]));
+        assert_eq!(*labels[2], want(&[("kubernetes.io/hostname", "unknown")]));
+    }
+
     fn deployment(app: &str, version: &str) -> Value {
         json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": format!("{app}-{version}")},
                "spec": {"template": {"metadata": {"labels": {"app": app, "version": version}}}}})
@@ -671,7 +785,10 @@ mod tests {
         assert_eq!(classify("batch/v1", "CronJob"), KindClass::Kubernetes);
         assert_eq!(classify("discovery.k8s.io/v1", "EndpointSlice"), KindClass::Kubernetes);
         assert_eq!(classify("networking.k8s.io/v1", "Ingress"), KindClass::NotUsed);
-        assert_eq!(classify("gateway.networking.k8s.io/v1", "Gateway"), KindClass::NotUsed);
+        // Read for analysis only (IST0132, IST0149).
+        assert_eq!(classify("gateway.networking.k8s.io/v1", "Gateway"), KindClass::Kubernetes);
+        assert_eq!(classify("gateway.networking.k8s.io/v1", "HTTPRoute"), KindClass::NotUsed);
+        assert_eq!(classify("security.istio.io/v1", "RequestAuthentication"), KindClass::Kubernetes);
         assert_eq!(classify("networking.istio.io/v1alpha3", "EnvoyFilter"), KindClass::NotUsed);
         assert_eq!(classify("security.istio.io/v1", "AuthorizationPolicy"), KindClass::NotUsed);
         assert_eq!(classify("networking.istio.io/v1", "VirtualServce"), KindClass::Istio);

@@ -16,6 +16,7 @@ use crate::diag::{Diagnostic, Diagnostics, Severity};
 
 mod analyze;
 mod common;
+mod delegation;
 mod destination_rule;
 mod gateway;
 mod istio_parity;
@@ -133,6 +134,7 @@ pub fn validate(bundle: &Bundle) -> Diagnostics {
     }
     sidecar::check_settings(&mut cx);
     analyze::run(&mut cx);
+    delegation::run(&mut cx);
     k8s_registry::run(&mut cx);
     istio_parity::run(&mut cx);
     // Identical findings are reported once (as istioctl's `SortedDedupedCopy`): `Diagnostics`

@@ -1072,3 +1072,217 @@ fn module_size_and_cold_start_at_10_rules() {
         verdict(ready, 0.8)
     ));
 }
+
+// === A broken mirror against the primary (issue 12 item 2) ===
+
+const MIRROR_TEMPLATE: &str = include_str!("fixtures/bench-mirror.yaml");
+
+/// Where the copies of one case go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MirrorCase {
+    /// No mirror at all: the primary alone, the yardstick.
+    Alone,
+    /// The upstream Envoy, answering at once: what mirroring costs when all is well.
+    Healthy,
+    /// Accepts the connection and never answers (a hung process).
+    Dead,
+    /// Never answers the connection attempt (packets dropped).
+    BlackHoled,
+    /// Refuses the connection (nothing listens).
+    Refusing,
+}
+
+impl MirrorCase {
+    const ALL: [MirrorCase; 5] =
+        [MirrorCase::Alone, MirrorCase::Healthy, MirrorCase::Dead, MirrorCase::BlackHoled, MirrorCase::Refusing];
+
+    fn label(self) -> &'static str {
+        match self {
+            MirrorCase::Alone => "primary alone (no mirror)",
+            MirrorCase::Healthy => "healthy mirror",
+            MirrorCase::Dead => "dead mirror (accepts, never answers)",
+            MirrorCase::BlackHoled => "black-holed mirror (connect hangs)",
+            MirrorCase::Refusing => "refusing mirror (connection refused)",
+        }
+    }
+}
+
+const MIRROR_SUBSET: &str = "shadow";
+
+/// The seed configuration with every request mirrored to the `shadow` subset (100 %), the
+/// mirror settings left at their defaults (budget, in-flight cap 256, timeout 5 s).
+fn mirrored_seed_config() -> Value {
+    let mut c = seed_config();
+    let mirror = json!({"host": "product-service", "subset": MIRROR_SUBSET});
+    for rule in c["resources"][0]["spec"]["http"].as_array_mut().unwrap() {
+        rule["mirror"] = mirror.clone();
+        rule["mirrorPercentage"] = json!({"value": 100});
+    }
+    c["resources"][1] = destination_rule("product-service", &["v1", "v2", MIRROR_SUBSET]);
+    c
+}
+
+/// The product-service clusters on the upstream Envoy, and the mirror's cluster on `mirror_port`
+/// as `meshroute envoy` writes a mirror-only cluster (src/envoy/cluster.rs, docs/semantics.md
+/// R162): 1 s connect timeout, circuit breakers at `mirrorMaxInFlight` (default 256), no retries.
+fn mirror_clusters(upstream_port: u16, mirror_port: u16) -> String {
+    let endpoint = |name: &str, port: u16| {
+        json!({"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint":
+            {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]})
+    };
+    let mut list: Vec<Value> = [cluster("product-service", "v1"), cluster("product-service", "v2")]
+        .iter()
+        .map(|name| json!({"name": name, "type": "STATIC", "connect_timeout": "1s", "load_assignment": endpoint(name, upstream_port)}))
+        .collect();
+    let shadow = cluster("product-service", MIRROR_SUBSET);
+    list.push(json!({"name": shadow, "type": "STATIC", "connect_timeout": "1s",
+        "circuit_breakers": {"thresholds": [{"max_connections": 256, "max_pending_requests": 256,
+                                             "max_requests": 256, "max_retries": 0, "track_remaining": true}]},
+        "load_assignment": endpoint(&shadow, mirror_port)}));
+    list.push(json!({"name": "PassthroughCluster", "type": "STATIC", "connect_timeout": "1s",
+                     "load_assignment": endpoint("PassthroughCluster", upstream_port)}));
+    Value::Array(list).to_string()
+}
+
+/// At a fixed request rate, one Envoy per case (so each has its own RSS), the cases driven in
+/// rotating rounds of the same run: the primary's p99 and Envoy's RSS with a dead, black-holed or
+/// refusing mirror against the primary alone. Goal (issue 12): p99 within 10 %, RSS within 20 MB.
+#[test]
+#[ignore = "load test: run with `make bench-e2e`"]
+fn a_dead_black_holed_or_refusing_mirror_against_the_primary_alone_at_a_fixed_rate() {
+    println!("machine: {}", machine_note());
+    let rps = env_number("BENCH_E2E_MIRROR_RPS", 2000) as u32;
+    let secs = env_number("BENCH_E2E_MIRROR_SECS", 6).max(2);
+    // p99 moves more between runs than the 10 % asked for: many short rounds, and the goal is
+    // judged on the median of the per-round ratios (each case next to the alone run of its round).
+    let rounds = env_number("BENCH_E2E_MIRROR_ROUNDS", 5).max(1) as usize;
+    let upstream = Envoy::start_with(UPSTREAM_TEMPLATE, &[], quiet());
+    let up = upstream.port("LISTENER_PORT");
+    let plain = yaml_single_quoted(&seed_config().to_string());
+    let mirrored = yaml_single_quoted(&mirrored_seed_config().to_string());
+    let routes = sidecar_routes(true);
+    let wasm = wasm_path("meshroute_filter").display().to_string();
+    // The broken peers, alive while their Envoys run.
+    let hung = HungPeer::start();
+    let hole = BlackHoledPort::start();
+    let mut envoys = Vec::new();
+    for case in MirrorCase::ALL {
+        let port = match case {
+            MirrorCase::Alone | MirrorCase::Healthy => up,
+            MirrorCase::Dead => hung.port(),
+            MirrorCase::BlackHoled => hole.port(),
+            MirrorCase::Refusing => refused_port(),
+        };
+        let config = if case == MirrorCase::Alone { &plain } else { &mirrored };
+        let envoy = Envoy::start_with(
+            MIRROR_TEMPLATE,
+            &[
+                ("SIDECAR_ROUTES", &routes),
+                ("MESH_WASM", &wasm),
+                ("CONFIG", config),
+                ("CLUSTERS", &mirror_clusters(up, port)),
+            ],
+            EnvoyOptions { ready_timeout: Duration::from_secs(120), ..quiet() },
+        );
+        envoys.push(envoy);
+    }
+    let v = variant("meshroute", "MESH_PORT", "meshroute");
+    let idle_rss: Vec<f64> = envoys.iter().map(|e| rss_mib(e.pid()).0).collect();
+    for e in &envoys {
+        measure(e, &v, Tool::FixedRate(rps), 1, false);
+    }
+    // samples[case][round], rss[case][round] (after that round's run).
+    let n = MirrorCase::ALL.len();
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); n];
+    let mut rss: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let tool = Tool::FixedRate(rps);
+    for round in 0..rounds {
+        for k in 0..n {
+            let i = (k + round) % n;
+            let s = measure(&envoys[i], &v, tool, secs, round == 0 && k == 0);
+            let r = rss_mib(envoys[i].pid()).0;
+            println!(
+                "  {:<20} round {round} {:<38} {:>7} req {:>6.0} req/s p50 {:.3} ms p99 {:.3} ms RSS {r:.1} MiB",
+                tool.label(),
+                MirrorCase::ALL[i].label(),
+                s.requests,
+                s.requests as f64 / s.wall,
+                s.p50,
+                s.p99
+            );
+            samples[i].push(s);
+            rss[i].push(r);
+        }
+    }
+    // The filter hands its counters to Envoy once a second.
+    std::thread::sleep(Duration::from_millis(1500));
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let range = |v: &[f64]| {
+        (v.iter().copied().fold(f64::INFINITY, f64::min), v.iter().copied().fold(f64::NEG_INFINITY, f64::max))
+    };
+    let alone = 0;
+    let p99s = |i: usize| samples[i].iter().map(|s| s.p99).collect::<Vec<f64>>();
+    let mut t = format!(
+        "\nThe primary at {rps} req/s (h2load h2c, 4 connections), {secs} s × {rounds} rounds per case, one Envoy \
+         (--concurrency 1) per case, rounds rotating:\n\n\
+         | mirror | req/s | p50 ms | p99 ms (median; rounds) | p99 ÷ alone (median of rounds; range) | RSS after | RSS − alone | mirrors sent / skipped / failed |\n\
+         |---|---|---|---|---|---|---|---|\n"
+    );
+    let mut goals = String::new();
+    for (i, case) in MirrorCase::ALL.iter().enumerate() {
+        let sum = summarize(&samples[i]);
+        let p = p99s(i);
+        let (plo, phi) = range(&p);
+        let per_round: Vec<f64> = samples[i].iter().zip(&samples[alone]).map(|(a, b)| a.p99 / b.p99).collect();
+        let (rlo, rhi) = range(&per_round);
+        let ratio = median(&per_round);
+        let final_rss = *rss[i].last().unwrap();
+        let added = final_rss - rss[alone].last().unwrap();
+        let e = &envoys[i];
+        let c = |name: &str| counter(e, &format!("wasmcustom.meshroute.mirrors.{name}"));
+        let _ = writeln!(
+            t,
+            "| {} | {:.0} | {:.3} | {:.3} ({plo:.3}–{phi:.3}) | {ratio:.2} ({rlo:.2}–{rhi:.2}) | {final_rss:.1} MiB (idle {:.1}) | {added:+.1} MiB | {} / {} / {} |",
+            case.label(),
+            sum.rps,
+            sum.p50,
+            median(&p),
+            idle_rss[i],
+            c("sent"),
+            c("skipped"),
+            c("failed"),
+        );
+        if matches!(case, MirrorCase::Dead | MirrorCase::BlackHoled | MirrorCase::Refusing) {
+            let _ = writeln!(
+                goals,
+                "{}: primary p99 = {ratio:.2} × alone (goal ≤ 1.10: {}), RSS {added:+.1} MiB (goal ≤ 20: {})",
+                case.label(),
+                verdict(ratio, 1.10),
+                verdict(added, 20.0)
+            );
+        }
+    }
+    let (alo, ahi) = range(&p99s(alone));
+    let (rlo, rhi) = range(&rss[alone]);
+    let idle_spread = range(&idle_rss);
+    let _ = writeln!(
+        t,
+        "\nNoise: the primary alone's own p99 moved {alo:.3}–{ahi:.3} ms between rounds ({:.2}×), its RSS \
+         {rlo:.1}–{rhi:.1} MiB; the idle Envoys differed by {:.1} MiB before any load. The dead mirror \
+         accepted {} connections in all (its cluster's circuit breaker allows 256 at once).",
+        ahi / alo,
+        idle_spread.1 - idle_spread.0,
+        hung.accepted()
+    );
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "{t}(load average at the end: {})\n\nGoals (issue 12, a broken mirror against the primary alone, same run):\n{goals}",
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    );
+    drop(envoys);
+    drop((hung, hole));
+}

@@ -13,8 +13,9 @@ use std::path::Path;
 pub fn static_bootstrap(r: &Resources, admin: SocketAddr) -> Value {
     // Inline, the filter keeps the extension's own name, as `meshroute envoy` always wrote it.
     let filter = json!({"name": "envoy.filters.http.wasm", "typed_config": r.filter["typed_config"]});
-    let listeners: Vec<Value> =
+    let mut listeners: Vec<Value> =
         r.listeners.iter().map(|l| l.render(("route_config", l.route_config.clone()), Some(filter.clone()))).collect();
+    listeners.extend(r.l4_listeners.iter().cloned());
     json!({
         "node": node(),
         "admin": admin_address(admin),

@@ -123,7 +123,7 @@ impl<'a> Builder<'a> {
     }
 
     /// The ServiceEntries exported to the proxy's namespace (R150).
-    fn visible_service_entries(&self) -> impl Iterator<Item = (&'a Resource, &'a crd::ServiceEntry)> + '_ {
+    pub fn visible_service_entries(&self) -> impl Iterator<Item = (&'a Resource, &'a crd::ServiceEntry)> + '_ {
         self.bundle.service_entries().filter(|(r, se)| {
             crate::visibility::visible(
                 &se.export_to,
@@ -201,6 +201,11 @@ impl<'a> Builder<'a> {
         // Kubernetes Services: a cluster per port, and per port and subset (istiod's
         // BuildSubsetKey for every subset of the host's DestinationRule).
         for svc in &self.bundle.registry.services {
+            // An ExternalName Service is an alias: istiod builds no cluster for it
+            // (`buildOutboundClusters` skips `model.Alias`); its traffic uses its target's (K14).
+            if svc.external_name.is_some() {
+                continue;
+            }
             let h = svc.host(&self.settings.domain_suffix);
             let subsets: Vec<String> = self
                 .destination_rule(&h)

@@ -94,7 +94,8 @@ pub fn files(r: &Resources, dir: &Path, version: &str) -> Files {
             Subscription::Ecds,
         ));
     }
-    let listeners: Vec<Value> = r.listeners.iter().map(|l| listener(l, dir)).collect();
+    let mut listeners: Vec<Value> = r.listeners.iter().map(|l| listener(l, dir)).collect();
+    listeners.extend(r.l4_listeners.iter().cloned());
     rest.push((File { name: LDS.into(), content: response(version, LISTENER_TYPE, &listeners) }, Subscription::Lds));
     Files { cds: cds(version, &r.clusters), rest }
 }

@@ -148,6 +148,30 @@ fn referenced_gateways(cx: &mut Ctx<'_>) {
             }
             let full = host::resolve_gateway(g, &r.namespace);
             let found = bundle.gateways().find(|(gr, _)| gr.key() == full);
+            // A Gateway API Gateway of that name (`AN virtualservice/gateways.go`
+            // `vsHostInKubernetesGateway`): a listener without hostname serves every host (K18).
+            let kube =
+                found.is_none().then(|| bundle.registry.kube_gateways.iter().find(|(key, _)| *key == full)).flatten();
+            if let Some((_, hostnames)) = kube {
+                let served = hostnames.iter().any(|h| match h {
+                    None => true,
+                    Some(gh) => vs.hosts.iter().any(|vh| host::overlaps(gh, vh)),
+                });
+                if top_level && !served {
+                    cx.push(
+                        Severity::Warning,
+                        Some("IST0132"),
+                        &at,
+                        path,
+                        format!(
+                            "one or more host [{}] defined in VirtualService {} not found in Gateway {full}.",
+                            vs.hosts.join(" "),
+                            r.key(),
+                        ),
+                    );
+                }
+                continue;
+            }
             if found.is_none() {
                 let name = full.rsplit('/').next().unwrap_or_default();
                 let elsewhere: Vec<String> =
@@ -395,8 +419,11 @@ fn conflicting_hosts(cx: &mut Ctx<'_>) {
             }
         }
     }
-    let mut found: Vec<(usize, &Resource, usize, String, String, String)> = Vec::new();
+    let mut found: Vec<(usize, &Resource, usize, String, String, String)> = mesh_host_conflicts(cx);
     for ((bound_to, fqdn), claims) in &groups {
+        if bound_to == "mesh" {
+            continue;
+        }
         for c in claims {
             let others: Vec<&Claim<'_>> =
                 claims.iter().filter(|o| o.key != c.key && scopes_meet(&o.scope, &c.scope)).collect();
@@ -440,6 +467,103 @@ fn conflicting_hosts(cx: &mut Ctx<'_>) {
             );
         }
     }
+}
+
+/// IST0109 for mesh-bound VirtualServices exactly as istioctl's
+/// `ConflictingMeshGatewayHostsAnalyzer` (`AN virtualservice/conflictingmeshgatewayhosts.go`, R220):
+/// claims are keyed by (export scope, FQDN) — scope `*` when `exportTo` is empty or has `*`, else
+/// each entry (`.` = the VirtualService's namespace); a key with another scope also collects the
+/// `*`-scoped claims whose host overlaps it (istio `host.Name.Matches`); more than one claim
+/// reports each VirtualService of the key, each VirtualService once in all. Found as
+/// (index, resource, host index, "mesh", scoped host, names).
+fn mesh_host_conflicts<'b>(cx: &Ctx<'b>) -> Vec<(usize, &'b Resource, usize, String, String, String)> {
+    struct Claim<'b> {
+        res: &'b Resource,
+        key: String,
+        host_index: usize,
+    }
+    let bundle = cx.bundle;
+    let mut keyed: BTreeMap<(String, String), Vec<Claim<'b>>> = BTreeMap::new();
+    for (r, vs) in bundle.virtual_services() {
+        if !(vs.gateways.is_empty() || vs.gateways.iter().any(|g| g == "mesh")) {
+            continue;
+        }
+        let scopes: BTreeSet<String> = if vs.export_to.is_empty() || vs.export_to.iter().any(|e| e == "*") {
+            BTreeSet::from(["*".to_string()])
+        } else {
+            vs.export_to.iter().map(|e| if e == "." { r.namespace.clone() } else { e.clone() }).collect()
+        };
+        for scope in &scopes {
+            for (i, h) in vs.hosts.iter().enumerate() {
+                let fqdn = resolve(cx, h, &r.namespace);
+                keyed.entry((scope.clone(), fqdn)).or_default().push(Claim { res: r, key: r.key(), host_index: i });
+            }
+        }
+    }
+    // The `*`-scoped hosts, reversed, so the hosts ending in a suffix are one range.
+    let everywhere: BTreeMap<String, &str> = keyed
+        .keys()
+        .filter(|(scope, _)| scope == "*")
+        .map(|(_, fqdn)| (fqdn.chars().rev().collect(), fqdn.as_str()))
+        .collect();
+    let mut reported: BTreeSet<String> = BTreeSet::new();
+    let mut out = Vec::new();
+    for ((scope, fqdn), own) in &keyed {
+        let mut list: Vec<&Claim<'b>> = own.iter().collect();
+        if scope != "*" {
+            for other in overlapping(&everywhere, fqdn) {
+                list.extend(keyed.get(&("*".to_string(), other.to_string())).into_iter().flatten());
+            }
+        }
+        if list.len() < 2 {
+            continue;
+        }
+        let names: BTreeSet<&str> = list.iter().map(|c| c.key.as_str()).collect();
+        let names = names.into_iter().collect::<Vec<_>>().join(",");
+        for c in list {
+            if reported.insert(c.key.clone()) {
+                out.push((
+                    c.res.index,
+                    c.res,
+                    c.host_index,
+                    "mesh".to_string(),
+                    format!("{scope}/{fqdn}"),
+                    names.clone(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// The hosts of `everywhere` (keyed by their reversed text) that istio's `host.Name.Matches`
+/// says overlap `h`: `h` itself, the wildcards covering it (`*.<suffix>` at each dot, and `*`),
+/// and, for a wildcard `h`, every host ending in its suffix. Output-sensitive, not a scan.
+fn overlapping<'m>(everywhere: &BTreeMap<String, &'m str>, h: &str) -> BTreeSet<&'m str> {
+    let mut out = BTreeSet::new();
+    let rev = |s: &str| -> String { s.chars().rev().collect() };
+    let base = h.strip_prefix('*').unwrap_or(h);
+    let mut candidates: Vec<String> = vec![h.to_string(), "*".to_string()];
+    for (i, ch) in base.char_indices() {
+        if ch == '.' {
+            candidates.push(format!("*{}", &base[i..]));
+        }
+    }
+    for c in candidates {
+        if let Some(g) = everywhere.get(&rev(&c)) {
+            out.insert(*g);
+        }
+    }
+    if h.starts_with('*') {
+        let suffix = rev(base);
+        for (k, g) in everywhere.range(suffix.clone()..) {
+            if !k.starts_with(&suffix) {
+                break;
+            }
+            out.insert(*g);
+        }
+    }
+    out
 }
 
 /// IST0174: a DestinationRule host that no service known here matches. With no Kubernetes

@@ -1,100 +1,142 @@
 //! Webhook checks of VirtualService `tcp` and `tls` routes (`VSVAL validateTCPRoute`,
-//! `validateTLSRoute`, `validateTCPMatch`, `validateTLSMatch`, `validateRouteDestinations`).
-//! meshroute does not route them (a warning says so), but Istio refuses a bad one, so a
-//! configuration meshroute accepts must be one istiod accepts too.
+//! `validateTLSRoute`, `validateTCPMatch`, `validateTLSMatch`, `validateSniHost`,
+//! `validateRouteDestinations`). The HTTP filter never sees these connections; `meshroute envoy`
+//! turns them into listeners (docs/semantics.md R190–R199), so a configuration meshroute accepts
+//! must be one istiod accepts too.
 
-use super::common::{check_labels, validate_ip_subnet, validate_port, validate_wildcard_domain};
+use super::common::{check_labels, is_ip, validate_ip_subnet, validate_port, validate_wildcard_domain};
 use super::virtual_service::{check_destination, check_gateway_names};
 use super::{Ctx, Place};
 use crate::crd;
-use serde::Deserialize;
-use serde_json::Value;
-use std::collections::BTreeMap;
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct L4Route {
-    #[serde(default, rename = "match")]
-    matches: Vec<L4Match>,
-    #[serde(default)]
-    route: Vec<RouteDestination>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct L4Match {
-    #[serde(default)]
-    port: Option<i64>,
-    #[serde(default)]
-    destination_subnets: Vec<String>,
-    #[serde(default)]
-    source_labels: BTreeMap<String, String>,
-    #[serde(default)]
-    gateways: Vec<String>,
-    #[serde(default)]
-    sni_hosts: Vec<String>,
-}
-
-#[derive(Deserialize)]
-struct RouteDestination {
-    #[serde(default)]
-    destination: Option<crd::Destination>,
-    #[serde(default)]
-    weight: Option<i64>,
-}
+use crate::gateway_binding::subset_of;
 
 pub(super) fn check(cx: &mut Ctx<'_>, at: &Place<'_>, vs: &crd::VirtualService) {
-    for (i, v) in vs.tcp.iter().enumerate() {
-        route(cx, at, &format!("spec.tcp[{i}]"), v, false);
-    }
-    for (i, v) in vs.tls.iter().enumerate() {
-        route(cx, at, &format!("spec.tls[{i}]"), v, true);
-    }
-}
-
-fn route(cx: &mut Ctx<'_>, at: &Place<'_>, p: &str, v: &Value, tls: bool) {
-    let r: L4Route = match serde_json::from_value(v.clone()) {
-        Ok(r) => r,
-        Err(e) => {
-            cx.error(at, p, format!("invalid {} route: {e}", if tls { "TLS" } else { "TCP" }));
-            return;
+    for (i, r) in vs.tcp.iter().enumerate() {
+        let p = format!("spec.tcp[{i}]");
+        for (j, m) in r.matches.iter().enumerate() {
+            let mp = format!("{p}.match[{j}]");
+            check_ip_subnets(cx, at, &mp, &m.destination_subnets);
+            check_match_port(cx, at, &mp, m.port);
+            check_labels(cx, at, &format!("{mp}.sourceLabels"), &m.source_labels);
+            check_gateway_names(cx, at, &format!("{mp}.gateways"), &m.gateways);
         }
-    };
-    if tls && r.matches.is_empty() {
-        cx.error(at, format!("{p}.match"), "TLS route must have at least one match condition");
+        if r.route.is_empty() {
+            cx.error(at, format!("{p}.route"), "TCP route is required");
+        }
+        destinations(cx, at, &p, &r.route);
     }
-    for (j, m) in r.matches.iter().enumerate() {
-        let mp = format!("{p}.match[{j}]");
-        if tls {
+    for (i, r) in vs.tls.iter().enumerate() {
+        let p = format!("spec.tls[{i}]");
+        if r.matches.is_empty() {
+            cx.error(at, format!("{p}.match"), "TLS route must have at least one match condition");
+        }
+        for (j, m) in r.matches.iter().enumerate() {
+            let mp = format!("{p}.match[{j}]");
             if m.sni_hosts.is_empty() {
                 cx.error(at, format!("{mp}.sniHosts"), "TLS match must have at least one SNI host");
             }
             for (k, h) in m.sni_hosts.iter().enumerate() {
-                if h != "*" {
-                    if let Err(e) = validate_wildcard_domain(h) {
-                        cx.error(at, format!("{mp}.sniHosts[{k}]"), e);
-                    }
-                }
+                sni_host(cx, at, &format!("{mp}.sniHosts[{k}]"), h, vs);
             }
+            check_ip_subnets(cx, at, &mp, &m.destination_subnets);
+            check_match_port(cx, at, &mp, m.port);
+            check_labels(cx, at, &format!("{mp}.sourceLabels"), &m.source_labels);
+            check_gateway_names(cx, at, &format!("{mp}.gateways"), &m.gateways);
         }
-        for (k, s) in m.destination_subnets.iter().enumerate() {
-            if let Err(e) = validate_ip_subnet(s) {
-                cx.error(at, format!("{mp}.destinationSubnets[{k}]"), e);
-            }
+        if r.route.is_empty() {
+            cx.error(at, format!("{p}.route"), "TLS route is required");
         }
-        if let Some(port) = m.port.filter(|p| *p != 0) {
-            if let Err(e) = validate_port(port) {
-                cx.error(at, format!("{mp}.port"), e);
-            }
-        }
-        check_labels(cx, at, &format!("{mp}.sourceLabels"), &m.source_labels);
-        check_gateway_names(cx, at, &format!("{mp}.gateways"), &m.gateways);
+        destinations(cx, at, &p, &r.route);
     }
-    if r.route.is_empty() {
-        cx.error(at, format!("{p}.route"), if tls { "TLS route is required" } else { "TCP route is required" });
+}
+
+fn check_ip_subnets(cx: &mut Ctx<'_>, at: &Place<'_>, mp: &str, subnets: &[String]) {
+    for (k, s) in subnets.iter().enumerate() {
+        if let Err(e) = validate_ip_subnet(s) {
+            cx.error(at, format!("{mp}.destinationSubnets[{k}]"), e);
+        }
     }
+}
+
+/// `port: 0` is "unset" in proto3, so only a non-zero port is range-checked.
+fn check_match_port(cx: &mut Ctx<'_>, at: &Place<'_>, mp: &str, port: Option<i64>) {
+    if let Some(port) = port.filter(|p| *p != 0) {
+        if let Err(e) = validate_port(port) {
+            cx.error(at, format!("{mp}.port"), e);
+        }
+    }
+}
+
+/// `validateSniHost`: a (wildcard) DNS name — for a VirtualService not bound to `mesh` also
+/// the `outbound_.PORT_.SUBSET_.HOST` names AUTO_PASSTHROUGH gateways route by — that is a
+/// subset of one of the VirtualService's hosts. An IP address is only a warning (SNI carries no
+/// IPs, most clients never send one).
+fn sni_host(cx: &mut Ctx<'_>, at: &Place<'_>, path: &str, h: &str, vs: &crd::VirtualService) {
+    let gateway_bound = !vs.gateways.iter().any(|g| g == "mesh");
+    let checked = if gateway_bound { gateway_bound_domain(true, h) } else { validate_wildcard_domain(h) };
+    if let Err(e) = checked {
+        if is_ip(h) {
+            cx.warn(
+                at,
+                path,
+                format!("using an IP address ({h:?}) goes against SNI spec and most clients do not support this"),
+            );
+        } else {
+            cx.error(at, path, e);
+        }
+        return;
+    }
+    if !vs.hosts.iter().any(|vh| subset_of(h, vh)) {
+        cx.error(
+            at,
+            path,
+            format!(
+                "SNI host {h:?} is not a compatible subset of any of the virtual service hosts: [{}]",
+                vs.hosts.join(", ")
+            ),
+        );
+    }
+}
+
+/// `ValidateWildcardDomainForVirtualServiceBoundToGateway`: with `sni`, also the
+/// `outbound_.<port>_.<subset>_.<host>` names AUTO_PASSTHROUGH routes by.
+pub(super) fn gateway_bound_domain(sni: bool, h: &str) -> Result<(), String> {
+    if h.len() > 255 {
+        return Err(format!("domain name {h:?} too long (max 255)"));
+    }
+    if h.is_empty() {
+        return Err("empty domain name not allowed".into());
+    }
+    if !(sni && h.starts_with("outbound_")) {
+        return validate_wildcard_domain(h);
+    }
+    let parts: Vec<&str> = h.split('_').collect();
+    if parts.len() < 4 {
+        return Err(format!("domain name {h} invalid, should follow 'outbound_.<port>_._.<hostname>' format"));
+    }
+    let port = parts[1].trim_matches('.');
+    let host = parts[3].trim_matches('.');
+    if parts[0] != "outbound" {
+        return Err(format!("domain name {h:?} invalid (label {:?} invalid)", parts[0]));
+    }
+    if !port.bytes().any(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "domain name {h:?} invalid (label {port:?} invalid). should follow outbound_.<port>_._.<hostname> format"
+        ));
+    }
+    if !host.bytes().any(|b| b.is_ascii_alphabetic()) {
+        return Err(format!(
+            "domain name {h:?} invalid (label {host:?} invalid). should follow outbound_.<port>_._.<hostname> format"
+        ));
+    }
+    Ok(())
+}
+
+/// `validateRouteDestinations` + `validateWeight`: a destination each, weights in 0..=int32,
+/// and with several destinations a non-zero total.
+fn destinations(cx: &mut Ctx<'_>, at: &Place<'_>, p: &str, route: &[crd::RouteDestination]) {
     let mut total = 0i64;
-    for (k, d) in r.route.iter().enumerate() {
+    for (k, d) in route.iter().enumerate() {
         let dp = format!("{p}.route[{k}]");
         match &d.destination {
             Some(dest) => check_destination(cx, at, &format!("{dp}.destination"), dest),
@@ -108,7 +150,7 @@ fn route(cx: &mut Ctx<'_>, at: &Place<'_>, p: &str, v: &Value, tls: bool) {
         }
         total = total.saturating_add(w);
     }
-    if r.route.len() > 1 && total == 0 {
+    if route.len() > 1 && total == 0 {
         cx.error(at, format!("{p}.route"), "total destination weight = 0");
     }
 }

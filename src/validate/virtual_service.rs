@@ -16,13 +16,8 @@ const MB: usize = 1024 * KB;
 const JWT_CLAIM_PREFIX: &str = "@request.auth.claims";
 
 pub(super) fn check(cx: &mut Ctx<'_>, at: &Place<'_>, vs: &crd::VirtualService) {
+    // No hosts: a delegate, merged into the roots that name it (crate::delegate, R180).
     if vs.hosts.is_empty() {
-        cx.unsupported(
-            at,
-            "spec.hosts",
-            "a VirtualService without hosts (a delegate VirtualService)",
-            "hosts are required; it is not compiled",
-        );
         if !vs.gateways.is_empty() {
             cx.error(at, "spec.gateways", "delegate virtual service must have no gateways specified");
         }
@@ -36,14 +31,23 @@ pub(super) fn check(cx: &mut Ctx<'_>, at: &Place<'_>, vs: &crd::VirtualService) 
     let applies_to_gateway = !vs.gateways.is_empty() && !vs.gateways.iter().any(|g| g == "mesh");
     check_gateway_names(cx, at, "spec.gateways", &vs.gateways);
 
+    let applies_to_mesh = vs.gateways.is_empty() || vs.gateways.iter().any(|g| g == "mesh");
+    // A gateway-bound VirtualService with SNI matches may name AUTO_PASSTHROUGH's
+    // `outbound_.PORT_.SUBSET_.HOST` hosts (`ValidateWildcardDomainForVirtualServiceBoundToGateway`).
+    let sni = vs.tls.iter().any(|t| t.matches.iter().any(|m| !m.sni_hosts.is_empty()));
     let mut all_hosts_valid = true;
     for (i, h) in vs.hosts.iter().enumerate() {
-        match validate_wildcard_domain(h) {
+        let checked = if applies_to_gateway {
+            super::l4_routes::gateway_bound_domain(sni, h)
+        } else {
+            validate_wildcard_domain(h)
+        };
+        match checked {
             Err(e) if !is_ip(h) => {
                 cx.error(at, format!("spec.hosts[{i}]"), e);
                 all_hosts_valid = false;
             }
-            Ok(()) if !applies_to_gateway && h == "*" => {
+            Ok(()) if applies_to_mesh && h == "*" => {
                 cx.error(
                     at,
                     format!("spec.hosts[{i}]"),
@@ -71,11 +75,21 @@ pub(super) fn check(cx: &mut Ctx<'_>, at: &Place<'_>, vs: &crd::VirtualService) 
     if vs.http.is_empty() && vs.tcp.is_empty() && vs.tls.is_empty() {
         cx.error(at, "spec", "http, tcp or tls must be provided in virtual service");
     }
+    // The HTTP filter never sees TCP connections: `meshroute envoy` builds listeners for these
+    // routes (R190), an Istio sidecar gets them from istiod.
     if !vs.tls.is_empty() {
-        cx.own_warn(at, "spec.tls", "meshroute handles HTTP routes only; tls routes are ignored");
+        cx.info(
+            at,
+            "spec.tls",
+            "tls routes are applied by the listeners `meshroute envoy` generates, not by the HTTP filter",
+        );
     }
     if !vs.tcp.is_empty() {
-        cx.own_warn(at, "spec.tcp", "meshroute handles HTTP routes only; tcp routes are ignored");
+        cx.info(
+            at,
+            "spec.tcp",
+            "tcp routes are applied by the listeners `meshroute envoy` generates, not by the HTTP filter",
+        );
     }
     for (i, route) in vs.http.iter().enumerate() {
         check_http_route(cx, at, vs, applies_to_gateway, i, route);
@@ -132,6 +146,9 @@ fn check_http_route(
     let p = &format!("spec.http[{index}]");
     let rule = rule_name(route, index);
     check_route_conflicts(cx, at, p, route);
+    if vs.hosts.is_empty() && route.delegate.is_some() {
+        cx.error(at, format!("{p}.delegate"), "delegate HTTP route cannot contain delegate");
+    }
     for (j, m) in route.matches.iter().enumerate() {
         check_match(cx, at, vs, applies_to_gateway, &format!("{p}.match[{j}]"), m);
     }
@@ -162,11 +179,10 @@ fn check_http_route(
     check_duration(cx, at, &format!("{p}.timeout"), route.timeout.as_deref());
 }
 
-/// Istio `validateHTTPRouteConflict`: exactly one of route, redirect, directResponse (or a
-/// delegate, which meshroute ignores).
+/// Istio `validateHTTPRouteConflict`: exactly one of route, redirect, directResponse, or for a
+/// root rule a delegate and neither route nor redirect.
 fn check_route_conflicts(cx: &mut Ctx<'_>, at: &Place<'_>, p: &str, r: &HttpRoute) {
     if r.delegate.is_some() {
-        cx.own_warn(at, format!("{p}.delegate"), "delegate is not supported by meshroute; the rule is ignored");
         let name = r.name.as_deref().unwrap_or_default();
         if r.redirect.is_some() {
             cx.error(at, format!("{p}.redirect"), format!("root HTTP route {name} must not specify redirect"));

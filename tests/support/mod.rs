@@ -1077,6 +1077,7 @@ pub struct Conn {
     stream: TcpStream,
     host_port: String,
     buf: Vec<u8>,
+    sent_at: Instant,
 }
 
 impl Conn {
@@ -1088,7 +1089,7 @@ impl Conn {
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address"))?;
         let stream = TcpStream::connect_timeout(&addr, timeout)?;
         stream.set_nodelay(true)?;
-        Ok(Conn { stream, host_port, buf: Vec::new() })
+        Ok(Conn { stream, host_port, buf: Vec::new(), sent_at: Instant::now() })
     }
 
     /// Sends a request and reads the response on this connection.
@@ -1112,8 +1113,27 @@ impl Conn {
         timeout: Duration,
         close: bool,
     ) -> io::Result<Response> {
-        let start = Instant::now();
-        let deadline = start + timeout;
+        self.send_inner(method, path, headers, body, timeout, close)?;
+        self.receive(method == "HEAD", timeout)
+    }
+
+    /// Sends a request without reading its answer (read it later with [`Conn::receive`]), so a
+    /// test can order requests against each other: what is written here is in Envoy's socket
+    /// before anything the test sends afterwards.
+    pub fn send(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> io::Result<()> {
+        self.send_inner(method, path, headers, body, Duration::from_secs(10), false)
+    }
+
+    fn send_inner(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        timeout: Duration,
+        close: bool,
+    ) -> io::Result<()> {
+        self.sent_at = Instant::now();
         let mut head = format!("{method} {path} HTTP/1.1\r\n");
         let has = |name: &str| headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
         if !has("host") {
@@ -1135,15 +1155,23 @@ impl Conn {
         let mut bytes = head.into_bytes();
         bytes.extend_from_slice(body);
         self.stream.set_write_timeout(Some(timeout))?;
-        self.stream.write_all(&bytes)?;
+        self.stream.write_all(&bytes)
+    }
 
+    /// Reads the answer to the request sent last; `elapsed` counts from its sending.
+    pub fn receive(&mut self, head_request: bool, timeout: Duration) -> io::Result<Response> {
         let mut reader = HttpReader::new(&self.stream, None);
         reader.buf = std::mem::take(&mut self.buf);
-        reader.deadline = Some(deadline);
-        let result = read_response(&mut reader, method == "HEAD");
+        reader.deadline = Some(Instant::now() + timeout);
+        let result = read_response(&mut reader, head_request);
         self.buf = std::mem::take(&mut reader.buf);
         let (status, headers, body) = result?;
-        Ok(Response { status, headers, body, elapsed: start.elapsed() })
+        Ok(Response { status, headers, body, elapsed: self.sent_at.elapsed() })
+    }
+
+    /// When the request sent last was written.
+    pub fn sent_at(&self) -> Instant {
+        self.sent_at
     }
 }
 
@@ -1177,6 +1205,78 @@ fn read_response(reader: &mut HttpReader<'_>, head_request: bool) -> io::Result<
             reader.read_to_end()?
         };
         return Ok((status, headers, body));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Broken peers (dead, black-holed and refusing upstreams or mirrors)
+// ---------------------------------------------------------------------------
+
+/// A TCP peer that accepts connections and reads them, but never answers: a hung server (a
+/// "dead" mirror). Each connection stays open until its peer closes it or the test process ends.
+pub struct HungPeer {
+    port: u16,
+    accepted: Arc<AtomicUsize>,
+}
+
+impl HungPeer {
+    pub fn start() -> HungPeer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind hung peer");
+        let port = listener.local_addr().expect("hung peer local_addr").port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
+        thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                count.fetch_add(1, Ordering::SeqCst);
+                thread::spawn(move || {
+                    let mut conn = conn;
+                    let mut buf = [0u8; 4096];
+                    while matches!(conn.read(&mut buf), Ok(n) if n > 0) {}
+                });
+            }
+        });
+        HungPeer { port, accepted }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+/// A port on 127.0.0.1 where a connection attempt is never answered, as behind a firewall that
+/// drops packets (a "black-holed" peer): a listener that never accepts, whose accept queue is
+/// filled first. Linux drops a SYN that finds the accept queue full, so later connects hang
+/// until the client's own connect timeout. Held open while this value lives.
+pub struct BlackHoledPort {
+    port: u16,
+    _listener: TcpListener,
+    _queued: Vec<TcpStream>,
+}
+
+impl BlackHoledPort {
+    pub fn start() -> BlackHoledPort {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind black-holed port");
+        let addr = listener.local_addr().expect("black-holed local_addr");
+        let mut queued = Vec::new();
+        // std listens with a backlog of 128; the queue holds one more than that.
+        while queued.len() < 4096 {
+            match TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+                Ok(s) => queued.push(s),
+                Err(_) => {
+                    return BlackHoledPort { port: addr.port(), _listener: listener, _queued: queued };
+                }
+            }
+        }
+        panic!("the accept queue of {addr} never filled: connects are not dropped here");
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
     }
 }
 

@@ -18,6 +18,9 @@ const PREFIXES: &[&str] = &["/", "/a", "/api", "/api/v1", "/b"];
 const PATHS: &[&str] = &["/", "/a", "/a/x?q=1", "/api/v1/users", "/b", "/zzz"];
 const HOSTS: &[&str] = &["reviews", "ratings", "weather.example.com", "other.example.org", "reviews:9080"];
 const SUBSETS: &[Option<&str>] = &[None, Some("v1"), Some("v2")];
+/// `allowOrigins` entries, against the request origins of [`ORIGINS`].
+const CORS_ORIGINS: &[&str] = &[r#"{"exact": "https://a.example"}"#, r#"{"prefix": "https://"}"#, r#"{"regex": ".*"}"#];
+const ORIGINS: &[Option<&str>] = &[None, Some("https://a.example"), Some("http://b.example")];
 const RETRY_ON: &[&str] = &["5xx", "gateway-error,503", "connect-failure,unavailable", "retriable-4xx,cancelled"];
 
 fn pick<T: Clone + std::fmt::Debug + 'static>(set: &'static [T]) -> impl Strategy<Value = T> {
@@ -66,9 +69,19 @@ fn rule(host: &'static str) -> impl Strategy<Value = Value> {
     ];
     let extras =
         (prop::option::of(prop::sample::select(&["1s", "0.5s"][..])), any::<bool>(), any::<bool>(), any::<bool>());
-    (matches, action, retries, fault, extras).prop_map(
-        move |(m, action, retries, fault, (timeout, mirror, rewrite, hdrs))| {
+    let cors = prop::option::of((pick(CORS_ORIGINS), any::<bool>(), any::<bool>(), any::<bool>()).prop_map(
+        |(origin, star, credentials, ignore)| {
+            json!({"allowOrigins": [serde_json::from_str::<Value>(origin).unwrap()], "allowMethods": [if star { "*" } else { "GET" }],
+                   "allowHeaders": [if star { "*" } else { "x-a" }], "exposeHeaders": ["x-e"], "maxAge": "60s",
+                   "allowCredentials": credentials, "unmatchedPreflights": if ignore { "IGNORE" } else { "FORWARD" }})
+        },
+    ));
+    (matches, action, retries, fault, extras, cors).prop_map(
+        move |(m, action, retries, fault, (timeout, mirror, rewrite, hdrs), cors)| {
             let mut r = action;
+            if let Some(c) = cors {
+                r["corsPolicy"] = c;
+            }
             if let Some((prefix, hv)) = m {
                 let mut block = json!({"uri": {"prefix": prefix}});
                 if let Some(v) = hv {
@@ -136,9 +149,22 @@ fn config() -> impl Strategy<Value = Value> {
 }
 
 fn request() -> impl Strategy<Value = Request> {
-    (pick(HOSTS), pick(PATHS), prop::option::of("[123]"), any::<bool>(), any::<bool>()).prop_map(
-        |(host, path, xa, grpc, sneaky)| {
-            let mut r = Request::new(if grpc { "POST" } else { "GET" }, host, path);
+    (pick(HOSTS), pick(PATHS), prop::option::of("[123]"), any::<bool>(), any::<bool>(), (pick(ORIGINS), any::<bool>()))
+        .prop_map(|(host, path, xa, grpc, sneaky, (origin, preflight))| {
+            let method = match (grpc, preflight && origin.is_some()) {
+                (true, _) => "POST",
+                (false, true) => "OPTIONS",
+                (false, false) => "GET",
+            };
+            let mut r = Request::new(method, host, path);
+            if let Some(o) = origin {
+                r = r.with_header("origin", o);
+            }
+            if method == "OPTIONS" {
+                r = r
+                    .with_header("access-control-request-method", "PUT")
+                    .with_header("access-control-request-headers", "x-b");
+            }
             if let Some(v) = xa {
                 r = r.with_header("x-a", &v);
             }
@@ -149,8 +175,7 @@ fn request() -> impl Strategy<Value = Request> {
                 r = r.with_header("x-envoy-max-retries", "9").with_header("x-meshroute-cluster", "evil");
             }
             r.with_header("x-gone", "1")
-        },
-    )
+        })
 }
 
 // === Expected lines, from the plan ===
