@@ -973,7 +973,18 @@ fn longest_request_wait_during_a_100k_rule_push() {
     let pushed = Instant::now();
     write_listener(&dir, &mixed_rules_config(rules));
     let deadline = pushed + Duration::from_secs(300);
-    while counter(&envoy, "wasmcustom.meshroute.config.loaded") < loaded_before + 3 {
+    // Envoy's main thread loads too, and its admin does not answer meanwhile: poll leniently.
+    let loaded = |envoy: &Envoy| {
+        try_http("GET", envoy.admin_port(), "/stats?filter=meshroute.config.loaded", &[], b"", Duration::from_secs(60))
+            .ok()
+            .and_then(|r| {
+                r.text()
+                    .lines()
+                    .find_map(|l| l.strip_prefix("wasmcustom.meshroute.config.loaded: ")?.trim().parse::<u64>().ok())
+            })
+            .unwrap_or(0)
+    };
+    while loaded(&envoy) < loaded_before + 3 {
         assert!(Instant::now() < deadline, "push not loaded; log tail:\n{}", envoy.log_tail(40));
         std::thread::sleep(Duration::from_millis(20));
     }
