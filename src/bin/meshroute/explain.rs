@@ -46,7 +46,12 @@ pub struct ExplainArgs {
 }
 
 pub fn run(args: &ExplainArgs) -> ExitCode {
-    let input = InputArgs { files: args.files.clone(), settings: args.settings.clone(), gateway: args.gateway.clone() };
+    let input = InputArgs {
+        files: args.files.clone(),
+        settings: args.settings.clone(),
+        gateway: args.gateway.clone(),
+        mesh_config: None,
+    };
     let req = match build_request(&args.method, &args.url, &args.headers) {
         Ok(r) => r,
         Err(e) => {

@@ -102,14 +102,14 @@ impl Graph {
         }
     }
 
-    fn node(&mut self, id: String, kind: Kind, label: Vec<String>, broken: Option<String>) -> String {
+    pub(super) fn node(&mut self, id: String, kind: Kind, label: Vec<String>, broken: Option<String>) -> String {
         if !self.nodes.iter().any(|n| n.id == id) {
             self.nodes.push(Node { id: id.clone(), kind, label, broken });
         }
         id
     }
 
-    fn edge(&mut self, e: Edge) {
+    pub(super) fn edge(&mut self, e: Edge) {
         if !self.edges.iter().any(|x| x.from == e.from && x.to == e.to && x.mirror == e.mirror) {
             self.edges.push(e);
         }
@@ -134,7 +134,8 @@ impl Graph {
                 Some(h) => l.table.find_vs(h).into_iter().collect(),
                 None => l.table.virtual_services.iter().collect(),
             };
-            if vss.is_empty() {
+            let l4 = super::l4::routes(bundle, &source, only_host);
+            if vss.is_empty() && l4.is_empty() {
                 continue;
             }
             let missing = source != "mesh" && !bundle.gateways().any(|(r, _)| r.key() == source);
@@ -147,6 +148,7 @@ impl Graph {
             for vs in vss {
                 g.add_vs(&src, vs, &l, bundle);
             }
+            super::l4::draw(&mut g, &src, bundle, &l4);
         }
         Ok(g)
     }
@@ -433,7 +435,7 @@ fn finding<'a>(d: &'a Diagnostics, vs: &str, path: &str, code: &str) -> Option<&
     })
 }
 
-fn subset_port(subset: Option<&str>, port: u32) -> String {
+pub(super) fn subset_port(subset: Option<&str>, port: u32) -> String {
     match subset {
         Some(s) => format!("subset {s} · port {port}"),
         None => format!("port {port}"),
@@ -441,12 +443,12 @@ fn subset_port(subset: Option<&str>, port: u32) -> String {
 }
 
 /// `reviews.default.svc.cluster.local` → `reviews.default`.
-fn short_host(h: &str) -> String {
+pub(super) fn short_host(h: &str) -> String {
     h.strip_suffix(".svc.cluster.local").unwrap_or(h).to_string()
 }
 
 /// A node id from parts: lower-case letters, digits and `_`.
-fn ident(parts: &[&str]) -> String {
+pub(super) fn ident(parts: &[&str]) -> String {
     let mut s = String::new();
     for (i, p) in parts.iter().enumerate() {
         if i > 0 {
