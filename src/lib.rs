@@ -13,6 +13,7 @@ pub mod duration;
 pub mod envoy;
 pub mod host;
 pub mod k8s;
+pub mod mesh_config;
 pub mod metrics;
 pub mod pem;
 
@@ -30,6 +31,7 @@ pub mod gateway_binding;
 pub mod index;
 pub mod lenient;
 pub mod matcher;
+pub mod mirror_breaker;
 pub mod request;
 pub mod validate;
 pub mod visibility;

@@ -677,6 +677,7 @@ impl<'a> Cx<'_, 'a> {
             subset: subset.map(String::from),
             port,
             mirror_only: false,
+            retry_policies: Default::default(),
         });
         name
     }

@@ -46,7 +46,13 @@ fn virtual_service(cx: &mut Ctx<'_>, at: &Place<'_>, vs: &crd::VirtualService) {
             }
         }
         let Some(rt) = &r.retries else { continue };
-        let why = "Envoy takes it from route configuration only, which a per-request hint cannot carry";
+        // With `retryPolicyOnRoute` the policy's own route carries them (R220); a hand-written
+        // single route only gets hints, which cannot.
+        if cx.bundle.settings.retry_policy_on_route && cx.bundle.settings.retry_policy_routes {
+            continue;
+        }
+        let why = "Envoy takes it from route configuration only, which a per-request hint cannot carry; \
+                   `meshroute envoy` and `meshroute compile --as envoyfilter` write it (settings.retryPolicyRoutes)";
         if rt.backoff.is_some() {
             warn(cx, at, format!("spec.http[{i}].retries.backoff"), "retry backoff", why);
         }

@@ -183,7 +183,8 @@ fn banner(h: &Harness, bundle: &Bundle, table: &RouteTable) -> String {
     // (host, exact header matches of its rules, whether it splits traffic)
     type Hint = (String, Vec<(String, String)>, bool);
     let mut hosts: Vec<Hint> = Vec::new();
-    for (_, vs) in bundle.virtual_services() {
+    let merged = meshroute::delegate::merge(bundle);
+    for (_, vs) in merged.bundle.as_ref().unwrap_or(bundle).virtual_services() {
         let weighted = vs.http.iter().any(|r| r.route.len() > 1);
         for host in vs.hosts.iter().filter(|h| !h.contains('*')) {
             let mut headers = Vec::new();

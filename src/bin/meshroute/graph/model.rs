@@ -117,6 +117,10 @@ impl Graph {
 
     /// The graph of `bundle`; `only_host` keeps the VirtualServices that serve that host.
     pub fn build(bundle: &Bundle, only_host: Option<&str>) -> Result<Graph, InvalidGraph> {
+        // Rules are drawn from the merged VirtualServices (delegates in their roots), the ones
+        // the tables are compiled from, so that a rule's index names its conditions.
+        let merged = meshroute::delegate::merge(bundle);
+        let bundle = merged.bundle.as_ref().unwrap_or(bundle);
         let mut g = Graph::default();
         for source in sources(bundle) {
             let mut b = bundle.clone();
@@ -174,7 +178,8 @@ impl Graph {
         });
         for (order, rule) in vs.rules.iter().enumerate() {
             let crd_rule = spec.and_then(|v| v.http.get(rule.index));
-            let unreachable = finding(&l.findings, &vs.name, &format!("spec.http[{}]", rule.index), "IST0130");
+            let (at, written) = rule.written_at(&vs.name);
+            let unreachable = finding(&l.findings, at, &format!("spec.http[{written}]"), "IST0130");
             let mut label =
                 vec![format!("#{}{}", rule.index, rule.name.as_ref().map(|n| format!(" {n}")).unwrap_or_default())];
             label.push(crd_rule.map(conditions).unwrap_or_else(|| "any request".into()));
@@ -288,7 +293,8 @@ impl Graph {
         match &rule.action {
             Action::Forward { destinations, total_weight } => {
                 for d in destinations {
-                    let consequence = l.tolerated.forward_consequence(&vs.name, rule.index, d);
+                    let (at, written) = rule.written_at(&vs.name);
+                    let consequence = l.tolerated.forward_consequence(at, written, d);
                     let label = vec![short_host(&d.host), subset_port(d.subset.as_deref(), d.port)];
                     let id = self.node(
                         ident(&["dst", &d.cluster]),
@@ -371,11 +377,12 @@ impl Graph {
                 });
             }
         }
+        let (written_vs, written) = rule.written_at(&vs.name);
         for m in &rule.mirrors {
             let label = vec![short_host(&m.host), subset_port(m.subset.as_deref(), m.port)];
             let undefined = l.tolerated.served.iter().find(|d| {
-                d.resource.as_ref().is_some_and(|r| format!("{}/{}", r.namespace, r.name) == vs.name)
-                    && (d.path.starts_with(&format!("spec.http[{}].mirror", rule.index)))
+                d.resource.as_ref().is_some_and(|r| format!("{}/{}", r.namespace, r.name) == written_vs)
+                    && (d.path.starts_with(&format!("spec.http[{written}].mirror")))
                     && d.message.contains(m.subset.as_deref().unwrap_or("\u{0}"))
             });
             let id = self.node(
