@@ -520,7 +520,10 @@ mod tests {
         let t = table_with(json!([{"route": v1, "retries": {"attempts": 0}, "timeout": "1s"}]), on_route.clone());
         let off = t.virtual_services[0].rules[0].retry.route_id();
         let p = plan_for(&t, &Request::new("GET", "reviews", "/"));
-        assert_eq!(p.request_ops[1..], [s("x-meshroute-retry-policy", &off), s("x-envoy-upstream-rq-timeout-ms", "1000")]);
+        assert_eq!(
+            p.request_ops[1..],
+            [s("x-meshroute-retry-policy", &off), s("x-envoy-upstream-rq-timeout-ms", "1000")]
+        );
         // The default takes the route without the header: a client's copy is removed.
         let t = table_with(json!([{"route": v1}]), on_route);
         let p = plan_for(&t, &sneaky);

@@ -916,7 +916,11 @@ mod tests {
                  "retries": {"attempts": 1, "retryIgnorePreviousHosts": false}}]}});
         let subsets = json!({"subsets": [{"name": "sticky", "labels": {"v": "1"},
             "trafficPolicy": {"loadBalancer": {"consistentHash": {"httpHeaderName": "x-user"}}}}]});
-        let cfg = json!([vs, se("a.internal", json!([{"address": "10.0.0.1", "labels": {"v": "1"}}])), dr("a.internal", subsets)]);
+        let cfg = json!([
+            vs,
+            se("a.internal", json!([{"address": "10.0.0.1", "labels": {"v": "1"}}])),
+            dr("a.internal", subsets)
+        ]);
         let resources = json!({"resources": cfg, "settings": {}});
         let (bundle, _) = crate::load_value(resources);
         let table = crate::compile(&bundle, Default::default()).table.unwrap();
@@ -943,7 +947,10 @@ mod tests {
         let p = &r["route"]["retry_policy"];
         assert_eq!(p["retry_on"], "5xx,retriable-status-codes,unavailable");
         assert_eq!((p["num_retries"].as_u64(), p["retriable_status_codes"].clone()), (Some(3), json!([503])));
-        assert_eq!((p["per_try_timeout"].as_str(), p["retry_back_off"].clone()), (Some("2s"), json!({"base_interval": "0.1s"})));
+        assert_eq!(
+            (p["per_try_timeout"].as_str(), p["retry_back_off"].clone()),
+            (Some("2s"), json!({"base_interval": "0.1s"}))
+        );
         assert_eq!(p["retry_priority"]["typed_config"]["update_frequency"], 2);
         assert_eq!(p["host_selection_retry_max_attempts"], 5);
         assert!(p.get("retry_host_predicate").is_none());
