@@ -9,7 +9,7 @@
 //! exact whatever the host does with a call whose stream ended: if the host cancels it silently
 //! the slot still comes back, and the call counts as failed once, either way.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 /// Per-VM mirror budget. Single-threaded (a VM runs on one worker), so plain fields.
 #[derive(Debug, Clone, Default)]
@@ -17,8 +17,8 @@ pub struct MirrorBudget {
     max_bytes: u64,
     max_in_flight: u32,
     bytes: u64,
-    /// Calls not yet answered (by host token).
-    open: HashSet<u32>,
+    /// Calls not yet answered: host token → mirror cluster.
+    open: HashMap<u32, String>,
     /// (deadline in ns, token) in the order the calls started; answered tokens are skipped.
     deadlines: VecDeque<(u64, u32)>,
 }
@@ -44,17 +44,17 @@ impl MirrorBudget {
         self.bytes = self.bytes.saturating_sub(n);
     }
 
-    /// Frees the slots of calls whose deadline passed before `now`; returns how many (they
-    /// count as failed: a mirror that never answered).
-    pub fn expire(&mut self, now: u64) -> u32 {
-        let mut expired = 0;
+    /// Frees the slots of calls whose deadline passed before `now`; returns their clusters
+    /// (they count as failed: a mirror that never answered).
+    pub fn expire(&mut self, now: u64) -> Vec<String> {
+        let mut expired = Vec::new();
         while let Some(&(due, token)) = self.deadlines.front() {
             if due > now {
                 break;
             }
             self.deadlines.pop_front();
-            if self.open.remove(&token) {
-                expired += 1;
+            if let Some(cluster) = self.open.remove(&token) {
+                expired.push(cluster);
             }
         }
         expired
@@ -65,9 +65,10 @@ impl MirrorBudget {
         self.open.len() < self.max_in_flight as usize
     }
 
-    /// A call started with host token `token`, holding its slot until `due` at the latest.
-    pub fn started(&mut self, token: u32, due: u64) {
-        if self.open.insert(token) {
+    /// A call to `cluster` started with host token `token`, holding its slot until `due` at the
+    /// latest.
+    pub fn started(&mut self, token: u32, due: u64, cluster: &str) {
+        if self.open.insert(token, cluster.to_string()).is_none() {
             // Deadlines arrive almost in order (one timeout per configuration); keep the queue
             // sorted so `expire` stays a pop from the front.
             let at = self.deadlines.iter().rposition(|&(d, _)| d <= due).map_or(0, |i| i + 1);
@@ -75,9 +76,9 @@ impl MirrorBudget {
         }
     }
 
-    /// An answer (or the host's timeout) for `token`: true if the call was still open, i.e. it
-    /// is counted now and was not expired already.
-    pub fn answered(&mut self, token: u32) -> bool {
+    /// An answer (or the host's timeout) for `token`: its cluster if the call was still open,
+    /// i.e. it is counted now and was not expired already.
+    pub fn answered(&mut self, token: u32) -> Option<String> {
         let was_open = self.open.remove(&token);
         if self.open.is_empty() {
             self.deadlines.clear();
@@ -123,18 +124,18 @@ mod tests {
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn calls_are_capped_and_freed_by_answer_or_deadline_once() {
         let mut b = MirrorBudget::new(0, 2);
-        b.started(1, 100);
-        b.started(2, 50);
+        b.started(1, 100, "a");
+        b.started(2, 50, "b");
         assert!(!b.has_slot());
-        assert!(b.answered(1));
-        assert!(!b.answered(1), "an answer is counted once");
+        assert_eq!(b.answered(1).as_deref(), Some("a"));
+        assert_eq!(b.answered(1), None, "an answer is counted once");
         assert!(b.has_slot());
-        b.started(3, 200);
-        assert_eq!(b.expire(49), 0);
-        assert_eq!(b.expire(150), 1, "call 2 hung past its deadline");
-        assert!(!b.answered(2), "a late answer of an expired call is not counted again");
+        b.started(3, 200, "c");
+        assert!(b.expire(49).is_empty());
+        assert_eq!(b.expire(150), ["b"], "call 2 hung past its deadline");
+        assert_eq!(b.answered(2), None, "a late answer of an expired call is not counted again");
         assert_eq!(b.in_flight(), 1);
-        assert_eq!(b.expire(u64::MAX), 1);
+        assert_eq!(b.expire(u64::MAX), ["c"]);
         assert_eq!(b.in_flight(), 0);
         b.set_limits(0, 0);
         assert!(!b.has_slot());

@@ -119,6 +119,11 @@ pub struct Rule {
     pub request_headers: HeaderOps,
     pub response_headers: HeaderOps,
     pub cors: Option<Cors>,
+    /// For a rule a delegate brought into its root (R186): where it was written. `index` is
+    /// then the position in the merged `spec.http`, as in istiod's merged VirtualService.
+    pub delegated: Option<crate::delegate::Origin>,
+    /// Position in `spec.http` as written (differs from `index` after a delegating rule).
+    pub written_index: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -347,6 +352,8 @@ struct Ctx<'a> {
     aliases: HashMap<String, String>,
     clusters: BTreeMap<String, ClusterRef>,
     diags: &'a mut Diagnostics,
+    origins: &'a HashMap<(usize, usize), crate::delegate::Origin>,
+    written: &'a HashMap<(usize, usize), usize>,
 }
 
 impl RouteTable {
@@ -412,7 +419,15 @@ impl RouteTable {
             .or_else(|| sidecar.and_then(|(_, s)| s.outbound_traffic_policy.as_ref()?.mode.clone()));
         let registry_only = mode.as_deref() == Some("REGISTRY_ONLY");
 
-        let mut ctx = Ctx { settings, service_ports, aliases, clusters: BTreeMap::new(), diags };
+        let mut ctx = Ctx {
+            settings,
+            service_ports,
+            aliases,
+            clusters: BTreeMap::new(),
+            diags,
+            origins: &merged.origins,
+            written: &merged.written,
+        };
         let mut table = RouteTable {
             virtual_services: Vec::new(),
             exact_hosts: HashMap::new(),
@@ -1037,6 +1052,8 @@ fn compile_rule(ctx: &mut Ctx<'_>, res: &Resource, r: &crd::HttpRoute, index: us
         request_headers,
         response_headers,
         cors,
+        delegated: ctx.origins.get(&(res.index, index)).cloned(),
+        written_index: ctx.written.get(&(res.index, index)).copied().unwrap_or(index),
     })
 }
 

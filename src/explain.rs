@@ -90,6 +90,8 @@ pub struct MatchedRule {
     /// What the rule's CORS policy does with this request (`None`: the rule has none); the
     /// preflight reply or the response headers themselves are in the branches' plans.
     pub cors: Option<&'static str>,
+    /// For a rule a delegate VirtualService brought in: where it is written (R186).
+    pub delegated: Option<String>,
     /// Errors in this rule that istiod serves anyway (only with a configuration that has errors).
     pub findings: Vec<String>,
 }
@@ -302,6 +304,7 @@ impl RouteTable {
                     timeout_ms: None,
                     mirrors: Vec::new(),
                     cors: None,
+                    delegated: None,
                     findings: Vec::new(),
                 });
                 e.branches = vec![Branch {
@@ -370,7 +373,11 @@ impl RouteTable {
                         })
                         .collect(),
                     cors: rule.cors.as_ref().map(|c| c.evaluate(req).describe()),
-                    findings: tolerated.rule_findings(&vs.name, rule.index).iter().map(|d| d.to_string()).collect(),
+                    delegated: rule.delegated.as_ref().map(ToString::to_string),
+                    findings: {
+                        let (at, i) = rule.written_at(&vs.name);
+                        tolerated.rule_findings(at, i).iter().map(|d| d.to_string()).collect()
+                    },
                 });
                 e.branches = match &rule.action {
                     Action::Forward { destinations, total_weight } if !destinations.is_empty() => destinations
@@ -394,7 +401,10 @@ impl RouteTable {
                                 }),
                                 plan,
                                 consequence: forwarded
-                                    .then(|| tolerated.forward_consequence(&vs.name, rule.index, d))
+                                    .then(|| {
+                                        let (at, i) = rule.written_at(&vs.name);
+                                        tolerated.forward_consequence(at, i, d)
+                                    })
                                     .flatten(),
                             }
                         })

@@ -31,6 +31,7 @@ pub mod gateway_binding;
 pub mod index;
 pub mod lenient;
 pub mod matcher;
+pub mod mirror_breaker;
 pub mod request;
 pub mod validate;
 pub mod visibility;

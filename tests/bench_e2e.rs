@@ -976,7 +976,10 @@ fn mirror_clusters(upstream_port: u16, mirror_port: u16) -> String {
 fn a_dead_black_holed_or_refusing_mirror_against_the_primary_alone_at_a_fixed_rate() {
     println!("machine: {}", machine_note());
     let rps = env_number("BENCH_E2E_MIRROR_RPS", 2000) as u32;
-    let secs = env_number("BENCH_E2E_MIRROR_SECS", 8).max(2);
+    let secs = env_number("BENCH_E2E_MIRROR_SECS", 6).max(2);
+    // p99 moves more between runs than the 10 % asked for: many short rounds, and the goal is
+    // judged on the median of the per-round ratios (each case next to the alone run of its round).
+    let rounds = env_number("BENCH_E2E_MIRROR_ROUNDS", 5).max(1) as usize;
     let upstream = Envoy::start_with(UPSTREAM_TEMPLATE, &[], quiet());
     let up = upstream.port("LISTENER_PORT");
     let plain = yaml_single_quoted(&seed_config().to_string());
@@ -1017,7 +1020,7 @@ fn a_dead_black_holed_or_refusing_mirror_against_the_primary_alone_at_a_fixed_ra
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); n];
     let mut rss: Vec<Vec<f64>> = vec![Vec::new(); n];
     let tool = Tool::FixedRate(rps);
-    for round in 0..rounds() {
+    for round in 0..rounds {
         for k in 0..n {
             let i = (k + round) % n;
             let s = measure(&envoys[i], &v, tool, secs, round == 0 && k == 0);
@@ -1048,11 +1051,10 @@ fn a_dead_black_holed_or_refusing_mirror_against_the_primary_alone_at_a_fixed_ra
     let alone = 0;
     let p99s = |i: usize| samples[i].iter().map(|s| s.p99).collect::<Vec<f64>>();
     let mut t = format!(
-        "\nThe primary at {rps} req/s (h2load h2c, 4 connections), {secs} s × {} rounds per case, one Envoy \
-         (--concurrency 1) per case:\n\n\
-         | mirror | req/s | p50 ms | p99 ms (median; rounds) | p99 ÷ alone (per round) | RSS after | RSS − alone | mirrors sent / skipped / failed |\n\
-         |---|---|---|---|---|---|---|---|\n",
-        rounds()
+        "\nThe primary at {rps} req/s (h2load h2c, 4 connections), {secs} s × {rounds} rounds per case, one Envoy \
+         (--concurrency 1) per case, rounds rotating:\n\n\
+         | mirror | req/s | p50 ms | p99 ms (median; rounds) | p99 ÷ alone (median of rounds; range) | RSS after | RSS − alone | mirrors sent / skipped / failed |\n\
+         |---|---|---|---|---|---|---|---|\n"
     );
     let mut goals = String::new();
     for (i, case) in MirrorCase::ALL.iter().enumerate() {
@@ -1061,7 +1063,7 @@ fn a_dead_black_holed_or_refusing_mirror_against_the_primary_alone_at_a_fixed_ra
         let (plo, phi) = range(&p);
         let per_round: Vec<f64> = samples[i].iter().zip(&samples[alone]).map(|(a, b)| a.p99 / b.p99).collect();
         let (rlo, rhi) = range(&per_round);
-        let ratio = median(&p) / median(&p99s(alone));
+        let ratio = median(&per_round);
         let final_rss = *rss[i].last().unwrap();
         let added = final_rss - rss[alone].last().unwrap();
         let e = &envoys[i];
@@ -1100,7 +1102,11 @@ fn a_dead_black_holed_or_refusing_mirror_against_the_primary_alone_at_a_fixed_ra
         idle_spread.1 - idle_spread.0,
         hung.accepted()
     );
-    println!("{t}\nGoals (issue 12, a broken mirror against the primary alone, same run):\n{goals}");
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "{t}(load average at the end: {})\n\nGoals (issue 12, a broken mirror against the primary alone, same run):\n{goals}",
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    );
     drop(envoys);
     drop((hung, hole));
 }

@@ -350,6 +350,14 @@ fn delegate_rules_replace_the_root_rule_in_order_with_the_match_conjunction() {
         vs.rules.iter().take(2).all(|r| r.timeout == Some(std::time::Duration::from_secs(3))),
         "root timeout inherited"
     );
+    let origin = |root_rule, delegate: &str, delegate_rule| {
+        Some(meshroute::delegate::Origin { root_rule, delegate: delegate.into(), delegate_rule })
+    };
+    let origins: Vec<_> = vs.rules.iter().map(|r| r.delegated.clone()).collect();
+    assert_eq!(
+        origins,
+        [origin(0, "team-a/productpage", 0), origin(0, "team-a/productpage", 1), origin(1, "default/reviews", 0), None]
+    );
 }
 
 #[test]

@@ -13,21 +13,8 @@ mod support;
 
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 use support::*;
-
-/// Timing-sensitive tests run alone (write lock), the others together (read lock): on a
-/// two-core machine another test's burst of load would otherwise show up as lateness.
-static LOAD: RwLock<()> = RwLock::new(());
-
-fn exclusive() -> RwLockWriteGuard<'static, ()> {
-    LOAD.write().unwrap_or_else(|e| e.into_inner())
-}
-
-fn shared() -> RwLockReadGuard<'static, ()> {
-    LOAD.read().unwrap_or_else(|e| e.into_inner())
-}
 
 // === Set-up ===
 
@@ -253,7 +240,6 @@ fn header_match_sends_debug_requests_to_v2_and_the_rest_to_v1() {
     .cluster(&v1)
     .cluster(&v2)
     .start();
-    let _load = shared();
     let r = m.get("product-service", "/", &[("x-debug", "true")]);
     assert_eq!((r.status, r.header("x-upstream")), (200, Some(v2.as_str())));
     for headers in [&[][..], &[("x-debug", "false")][..], &[("x-debug", "TRUE")][..]] {
@@ -298,7 +284,6 @@ fn uri_prefix_rules_route_in_order_and_other_paths_get_404() {
     .cluster(&canary)
     .cluster(&statics)
     .start();
-    let _load = shared();
     for (path, want) in [
         ("/api/v1/products", &stable),
         ("/api/v1/products/42?x=1", &stable),
@@ -317,6 +302,69 @@ fn uri_prefix_rules_route_in_order_and_other_paths_get_404() {
         assert!(r.header("x-upstream").is_none());
     }
     assert_eq!(m.counter("meshroute.noroute"), 3);
+}
+
+/// A root VirtualService delegating two paths to two delegate VirtualServices (one in another
+/// namespace, whose short names are its own), merged as istiod merges them (R180–R186).
+#[test]
+fn delegate_virtual_services_route_through_their_root_to_two_upstreams() {
+    let child = |ns: &str, name: &str, http: Value| {
+        json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+               "metadata": {"name": name, "namespace": ns}, "spec": {"http": http}})
+    };
+    let (products_v2, reviews) =
+        ("outbound|80|v2|productpage.team-a.svc.cluster.local".to_string(), cluster("reviews", ""));
+    let products_v1 = "outbound|80|v1|productpage.team-a.svc.cluster.local".to_string();
+    let m = mesh(vec![
+        vs(
+            "bookinfo",
+            &["bookinfo.example.com"],
+            json!([
+                {"name": "products", "match": [{"uri": {"prefix": "/productpage"}}],
+                 "headers": {"response": {"set": {"x-root": "products"}}},
+                 "delegate": {"name": "productpage", "namespace": "team-a"}},
+                {"match": [{"uri": {"prefix": "/reviews"}}], "delegate": {"name": "reviews"}}
+            ]),
+        ),
+        child("team-a", "productpage", json!([
+            {"match": [{"headers": {"end-user": {"exact": "jason"}}}], "route": [{"destination": {"host": "productpage", "subset": "v2"}}]},
+            {"match": [{"uri": {"exact": "/productpage"}}], "route": [{"destination": {"host": "productpage", "subset": "v1"}}]},
+            // Conflicts with the root's /productpage: dropped, as istiod drops it.
+            {"match": [{"uri": {"prefix": "/admin"}}], "route": [{"destination": {"host": "productpage", "subset": "v2"}}]}
+        ])),
+        child("default", "reviews", json!([{"route": [{"destination": {"host": "reviews"}}]}])),
+        json!({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+               "metadata": {"name": "productpage", "namespace": "team-a"},
+               "spec": {"host": "productpage", "subsets": [{"name": "v1", "labels": {"version": "v1"}},
+                                                           {"name": "v2", "labels": {"version": "v2"}}]}}),
+    ])
+    .cluster(&products_v1)
+    .cluster(&products_v2)
+    .cluster(&reviews)
+    .start();
+    let _load = shared();
+    let jason = [("end-user", "jason")];
+    for (path, headers, want) in [
+        ("/productpage", &jason[..], Some(&products_v2)),
+        ("/productpage/x", &jason[..], Some(&products_v2)),
+        ("/productpage", &[][..], Some(&products_v1)),
+        ("/reviews/1", &[][..], Some(&reviews)),
+        ("/reviews", &jason[..], Some(&reviews)),
+        // Under the root's match but taken by no delegate rule, and outside every root match.
+        ("/productpage/x", &[][..], None),
+        ("/admin", &jason[..], None),
+    ] {
+        let r = m.get("bookinfo.example.com", path, headers);
+        match want {
+            Some(u) => assert_eq!((r.status, r.header("x-upstream")), (200, Some(u.as_str())), "{path} {headers:?}"),
+            None => assert_eq!(r.status, 404, "{path} {headers:?}"),
+        }
+        // The root's response headers go with the delegate rules that have none of their own.
+        let root_header = path.starts_with("/productpage") && want.is_some();
+        assert_eq!(r.header("x-root"), root_header.then_some("products"), "{path}");
+    }
+    assert_eq!(m.upstream(&products_v2).attempts(), 2);
+    assert_eq!(m.upstream(&reviews).attempts(), 2);
 }
 
 #[test]
@@ -341,7 +389,6 @@ fn weighted_routes_split_traffic_by_weight() {
     ])
     .settings(json!({"namespace": "default"}))
     .start_with_clusters(&[&v1, &v2]);
-    let _load = shared();
     for (name, p_v2) in [("split-80", 0.2), ("split-90", 0.1), ("split-50", 0.5), ("split-100", 1.0)] {
         let counts = m.tally(N, name, "/", &[]);
         let (a, b) = (count(&counts, &v1), count(&counts, &v2));
@@ -391,7 +438,6 @@ fn retry_policies_become_router_retries() {
     .cluster_with(&c("e"), Behaviour::named("e").fail_first(2, 503))
     .cluster_with(&c("f"), Behaviour::named("f").fail_first(2, 503))
     .start();
-    let _load = shared();
 
     let r = m.get(host, "/5xx", &[]);
     assert_eq!((r.status, m.upstream(&c("a")).attempts()), (200, 3), "retryOn 5xx: third attempt succeeds");
@@ -401,7 +447,9 @@ fn retry_policies_become_router_retries() {
     assert_eq!((r.status, m.upstream(&c("c")).attempts()), (503, 2), "attempts 1 = two tries");
     let r = m.get(host, "/per-try", &[]);
     assert_eq!((r.status, m.upstream(&c("d")).attempts()), (200, 2), "first try timed out after 100 ms");
-    assert!(r.elapsed < Duration::from_millis(800), "per-try timeout honoured, took {:?}", r.elapsed);
+    // Proven by count, not by a clock: the second attempt answered while the first still slept.
+    let per_try = m.envoy.stat(&format!("cluster.{}.upstream_rq_per_try_timeout", c("d"))).unwrap_or(0);
+    assert_eq!(per_try, 1, "Envoy's router abandoned the first try on its per-try timeout");
     let r = m.get(host, "/off", &[]);
     assert_eq!((r.status, m.upstream(&c("e")).attempts()), (503, 1), "attempts 0 disables retries");
     // Istio's default policy does not retry a 503 (no retriable codes since 1.24).
@@ -428,16 +476,20 @@ fn route_timeouts_answer_504_after_the_timeout() {
     )])
     .cluster_with(&inv, Behaviour::named("inventory").delay(Duration::from_millis(600)))
     .start();
-    let _load = exclusive();
+    // Bounds by order, not by a clock (load only makes answers later): a 504 before the
+    // upstream's answer at 600 ms proves a timeout under 600 ms, and waiting at least 200 ms
+    // proves it is not shorter; a 200 at 600 ms and a 504 at 1.6 s bracket the 1 s one the same way.
+    let timeouts = || m.envoy.stat(&format!("cluster.{inv}.upstream_rq_timeout")).unwrap_or(0);
     let r = m.get(host, "/", &[("x-priority", "high")]);
-    assert_eq!(r.status, 504);
-    assert!((190..450).contains(&r.elapsed.as_millis()), "high priority: 504 after {:?}", r.elapsed);
+    assert_eq!(r.status, 504, "high priority: the 200 ms timeout ends it before the answer at 600 ms");
+    assert!(r.elapsed >= Duration::from_millis(200), "high priority: 504 after {:?}", r.elapsed);
+    assert_eq!(timeouts(), 1, "Envoy's router timed it out");
     let r = m.get(host, "/", &[]);
-    assert_eq!(r.status, 200, "normal priority waits up to 1 s");
-    assert!(r.elapsed >= Duration::from_millis(590));
+    assert_eq!(r.status, 200, "normal priority waits past 600 ms");
     let r = m.get(host, "/", &[("x-test-delay-ms", "1600")]);
-    assert_eq!(r.status, 504);
-    assert!((990..1400).contains(&r.elapsed.as_millis()), "normal priority: 504 after {:?}", r.elapsed);
+    assert_eq!(r.status, 504, "but not until 1.6 s");
+    assert!(r.elapsed >= Duration::from_secs(1), "normal priority: 504 after {:?}", r.elapsed);
+    assert_eq!(timeouts(), 2);
 }
 
 // === Faults ===
@@ -451,10 +503,13 @@ fn fault_delays_hold_the_chosen_share_of_requests_for_the_fixed_delay() {
         json!({"match": [{"uri": {"prefix": prefix}}], "route": [dest(host, "v1")],
                "fault": {"delay": {"percentage": {"value": pct}, "fixedDelay": format!("{ms}ms")}}})
     };
-    let m = mesh(vec![vs(host, &[host], json!([delay_rule("/some", 10.0, 60), delay_rule("/all", 100.0, 100)]))])
-        .cluster(&v1)
-        .start();
-    let _alone = exclusive();
+    let m = mesh(vec![vs(
+        host,
+        &[host],
+        json!([delay_rule("/some", 10.0, 60), delay_rule("/all", 100.0, 100), {"route": [dest(host, "v1")]}]),
+    )])
+    .cluster(&v1)
+    .start();
     let mut conn = Conn::open(m.port(), HTTP_TIMEOUT).expect("connect");
     let mut slow = 0u64;
     for _ in 0..N {
@@ -464,24 +519,30 @@ fn fault_delays_hold_the_chosen_share_of_requests_for_the_fixed_delay() {
     }
     let delayed = m.counter("meshroute.faults.delay");
     assert_binomial("delayed at 10%", delayed, N as u64, 0.1);
-    assert!((delayed..=delayed + 3).contains(&slow), "{slow} requests took 60 ms or more, {delayed} were delayed");
-    let mut late = Vec::new();
-    for _ in 0..40 {
+    // Each delayed request took its 60 ms (load can only add to that, so this cannot flake).
+    assert!(slow >= delayed, "{slow} requests took 60 ms or more, {delayed} were delayed");
+    for _ in 0..20 {
         let r = conn.request("GET", "/all", &[("host", host)], b"", HTTP_TIMEOUT).expect("request");
         assert_eq!(r.status, 200);
         assert!(r.elapsed >= Duration::from_millis(100), "every request delayed at 100%: {:?}", r.elapsed);
-        late.push(ms(r.elapsed) - 100.0);
     }
-    late.sort_by(f64::total_cmp);
-    let (median, p95, max) = (late[late.len() / 2], late[late.len() * 95 / 100], late[late.len() - 1]);
-    eprintln!("delay lateness (round trip included): median {median:.1} ms, p95 {p95:.1} ms, max {max:.1} ms");
-    // Envoy's timer fires on ~4 ms boundaries: a quiet machine shows median ~4 ms, p95 5–9 ms.
-    // The bounds leave room for a busy one and still catch a coarser timer or a lost tick.
-    assert!(
-        median <= 15.0 && p95 <= 25.0 && max <= 50.0,
-        "delays late by median {median:.1} ms, p95 {p95:.1} ms, max {max:.1} ms"
-    );
-    assert_eq!(m.counter("meshroute.faults.delay"), delayed + 40);
+    assert_eq!(m.counter("meshroute.faults.delay"), delayed + 20);
+    // The delay ends (a lost tick or a coarse timer would not): a request held for 100 ms
+    // reaches the upstream before an undelayed one sent 400 ms after it. (How late delays are
+    // is measured, not asserted: docs/benchmarks-e2e.md.)
+    let upstream = m.upstream(&v1);
+    let mut other = Conn::open(m.port(), HTTP_TIMEOUT).expect("connect");
+    for i in 0..3 {
+        let (held, marker) = (format!("/all/held-{i}"), format!("/undelayed-{i}"));
+        conn.send("GET", &held, &[("host", host)], b"").expect("send");
+        std::thread::sleep(Duration::from_millis(500));
+        let r = other.request("GET", &marker, &[("host", host)], b"", HTTP_TIMEOUT).expect("marker");
+        assert_eq!(r.status, 200);
+        assert_eq!(conn.receive(false, HTTP_TIMEOUT).expect("held answer").status, 200);
+        let order: Vec<String> = upstream.requests().into_iter().map(|q| q.path).collect();
+        let at = |p: &str| order.iter().position(|x| x == p).unwrap_or(usize::MAX);
+        assert!(at(&held) < at(&marker), "the delayed request was not resumed within 400 ms of its delay");
+    }
 }
 
 #[test]
@@ -504,7 +565,6 @@ fn fault_aborts_reply_with_the_status_like_envoys_fault_filter() {
     )])
     .cluster(&v1)
     .start();
-    let _load = shared();
     let counts = m.tally(N, host, "/some", &[]);
     assert_eq!(count(&counts, "status:500") + count(&counts, &v1), N as u64, "{counts:?}");
     assert_binomial("aborted at 5%", count(&counts, "status:500"), N as u64, 0.05);
@@ -529,75 +589,47 @@ fn fault_aborts_reply_with_the_status_like_envoys_fault_filter() {
     assert_eq!(m.counter("meshroute.faults.abort"), count(&counts, "status:500") + 10 + 2 + 1);
 }
 
-/// `n` requests at once, each on its own connection (opened first): (index, sent at, response).
-fn burst(port: u16, n: usize, host: &'static str, prefix: &str) -> Vec<(usize, Instant, Response)> {
-    let barrier = std::sync::Arc::new(std::sync::Barrier::new(n));
-    let threads: Vec<_> = (0..n)
-        .map(|i| {
-            let barrier = barrier.clone();
-            let path = format!("{prefix}{i}");
-            std::thread::spawn(move || {
-                let mut conn = Conn::open(port, HTTP_TIMEOUT).expect("connect");
-                barrier.wait();
-                let sent = Instant::now();
-                let r = conn.request("GET", &path, &[("host", host)], b"", HTTP_TIMEOUT).expect("request");
-                (i, sent, r)
-            })
-        })
-        .collect();
-    threads.into_iter().map(|t| t.join().expect("client thread")).collect()
-}
-
 #[test]
-fn many_concurrent_delayed_requests_each_resume_on_time() {
+fn many_concurrent_delayed_requests_are_all_held_and_all_resumed() {
     const N: usize = 200;
     const HOST: &str = "review-service";
     let v1 = cluster(HOST, "v1");
     let m = mesh(vec![vs(
         HOST,
         &[HOST],
-        json!([{"match": [{"uri": {"prefix": "/warm/"}}, {"uri": {"prefix": "/cold/"}}], "route": [dest(HOST, "v1")]},
+        json!([{"match": [{"uri": {"prefix": "/undelayed"}}], "route": [dest(HOST, "v1")]},
                {"route": [dest(HOST, "v1")], "fault": {"delay": {"percentage": {"value": 100}, "fixedDelay": "300ms"}}}]),
     )])
     .cluster(&v1)
     .start();
-    let _alone = exclusive();
-    // Undelayed twice first: Envoy then holds N upstream connections, so the delayed burst measures the
-    // resume and not connection set-up, and this burst's own latency is the yardstick (N requests
-    // at once take a while to pass through one Envoy worker, delayed or not).
-    burst(m.port(), N, HOST, "/cold/");
-    let warm = burst(m.port(), N, HOST, "/warm/");
-    let results = burst(m.port(), N, HOST, "/r/");
-    let arrived: HashMap<String, Instant> = m.upstream(&v1).requests().into_iter().map(|r| (r.path, r.at)).collect();
-    let mut base: Vec<f64> = warm
-        .iter()
-        .map(|(i, sent, r)| {
-            assert_eq!(r.status, 200);
-            ms(arrived[&format!("/warm/{i}")].duration_since(*sent))
-        })
-        .collect();
-    // Lateness as the upstream sees it: arrival − sending − delay.
-    let mut late: Vec<f64> = Vec::new();
-    for (i, sent, r) in &results {
-        assert_eq!(r.status, 200);
-        let held = arrived[&format!("/r/{i}")].duration_since(*sent);
-        assert!(held >= Duration::from_millis(300), "request {i} resumed early: after {held:?}");
-        late.push(ms(held) - 300.0);
+    // N requests on N connections, all written before anything else is sent.
+    let mut conns: Vec<Conn> = (0..N).map(|_| Conn::open(m.port(), HTTP_TIMEOUT).expect("connect")).collect();
+    for (i, c) in conns.iter_mut().enumerate() {
+        c.send("GET", &format!("/r/{i}"), &[("host", HOST)], b"").expect("send");
     }
-    late.sort_by(f64::total_cmp);
-    base.sort_by(f64::total_cmp);
-    let (median, max, base_median) = (late[N / 2], late[N - 1], base[N / 2]);
-    eprintln!(
-        "{N} concurrent delays: lateness at the upstream median {median:.1} ms, max {max:.1} ms \
-         (undelayed burst: median {base_median:.1} ms, max {:.1} ms)",
-        base[N - 1]
-    );
-    // Quiet machine: median ~12 ms, max ~20 ms, less than the undelayed burst itself (N requests
-    // at once take a while through one worker, delayed or not). The bounds leave room for a
-    // loaded machine yet catch a queue released a few per tick (N ticks = 800 ms) or a coarse
-    // timer.
-    assert!(median <= 50.0 && max <= 150.0, "lateness median {median:.1} ms, max {max:.1} ms");
-    assert_eq!(m.upstream(&v1).attempts(), 3 * N);
+    // Ordered against an undelayed request sent 400 ms after the delay of the last of them: a
+    // queue that released a few per tick, or lost some, would let it pass them. (Lateness itself
+    // is a benchmark's business.)
+    let last_sent = conns[N - 1].sent_at();
+    std::thread::sleep(Duration::from_millis(700));
+    let r = m.get(HOST, "/undelayed", &[]);
+    assert_eq!(r.status, 200);
+    for (i, c) in conns.iter_mut().enumerate() {
+        let r = c.receive(false, HTTP_TIMEOUT).unwrap_or_else(|e| panic!("request {i}: {e}"));
+        assert_eq!(r.status, 200, "request {i}");
+    }
+    let arrived = m.upstream(&v1).requests();
+    let marker = arrived.iter().position(|q| q.path == "/undelayed").expect("marker arrived");
+    assert_eq!(marker, N, "every delayed request reached the upstream before the undelayed one");
+    for (i, c) in conns.iter().enumerate() {
+        let q = arrived.iter().find(|q| q.path == format!("/r/{i}")).expect("arrived");
+        // Held at least the delay (load can only lengthen it, so this cannot flake).
+        let held = q.at.duration_since(c.sent_at());
+        assert!(held >= Duration::from_millis(300), "request {i} resumed early: after {held:?}");
+    }
+    let spread = arrived[..N].iter().map(|q| ms(q.at.duration_since(last_sent))).fold(f64::NEG_INFINITY, f64::max);
+    eprintln!("{N} concurrent delays of 300 ms: the last reached the upstream {spread:.1} ms after the last was sent");
+    assert_eq!(m.upstream(&v1).attempts(), N + 1);
     assert_eq!(m.counter("meshroute.faults.delay"), N as u64);
 }
 
@@ -612,7 +644,6 @@ fn a_request_whose_client_gives_up_while_delayed_is_never_resumed() {
     )])
     .cluster(&v1)
     .start();
-    let _load = shared();
     for i in 0..5 {
         let gave_up =
             try_http("GET", m.port(), &format!("/gone/{i}"), &[("host", host)], b"", Duration::from_millis(50));
@@ -632,10 +663,11 @@ fn a_request_whose_client_gives_up_while_delayed_is_never_resumed() {
 // === Mirroring ===
 
 #[test]
-fn mirror_gets_a_copy_and_never_slows_the_primary() {
+fn mirror_gets_a_copy_and_the_primary_never_waits_for_it() {
     let host = "order-service";
     let (v1, shadow) = (cluster(host, "v1"), cluster(host, "v2-canary"));
-    let dead = cluster(host, "dead");
+    let (dead, hung_cluster) = (cluster(host, "dead"), cluster(host, "hung"));
+    let hung = HungPeer::start();
     let mirrored = |prefix: &str, subset: &str| {
         json!({"match": [{"uri": {"prefix": prefix}}], "route": [weighted(host, "v1", 100), weighted(host, "v2", 0)],
                "mirror": {"host": host, "subset": subset}, "mirrorPercent": 100})
@@ -645,31 +677,40 @@ fn mirror_gets_a_copy_and_never_slows_the_primary() {
         &[host],
         json!([
             mirrored("/orders", "v2-canary"),
+            mirrored("/hung", "hung"),
             mirrored("/down", "dead"),
             mirrored("/nowhere", "missing"),
             {"match": [{"uri": {"prefix": "/half"}}], "route": [dest(host, "v1")],
              "mirror": {"host": host, "subset": "v2-canary"}, "mirrorPercentage": {"value": 50}},
         ]),
     )])
-    .settings(json!({"mirrorBodyLimit": 200_000}))
+    .settings(json!({"mirrorBodyLimit": 200_000, "mirrorTimeoutMs": 60_000}))
     .cluster(&v1)
     .cluster_with(&shadow, Behaviour::named("shadow").delay(Duration::from_millis(1000)))
+    .cluster_at(&hung_cluster, hung.port())
     .dead_cluster(&dead)
     .start();
-    let _load = shared();
 
-    // The copy: same method, path, body, Host and headers; the primary does not wait for it.
+    // The primary does not wait for its copy, proven by order: its answer is in the client's
+    // hands while the copy to a mirror that never answers is still open (for 60 s). How much a
+    // mirror costs the primary is measured in `make bench-e2e`.
+    let r = m.get(host, "/hung", &[]);
+    assert_eq!((r.status, r.header("x-upstream")), (200, Some(v1.as_str())));
+    let open = format!("cluster.{hung_cluster}.upstream_rq_active");
+    assert_eq!(m.envoy.wait_stat(&open, 1, Duration::from_secs(10)), 1, "the copy is open after the primary's answer");
+    assert_eq!(hung.accepted(), 1);
+
+    // The copy: same method, path, body, Host and headers.
     let r =
         m.request("POST", host, "/orders?id=7", &[("x-user", "u1"), ("content-type", "text/plain")], b"hello mirror");
     assert_eq!((r.status, r.header("x-upstream")), (200, Some(v1.as_str())));
-    assert!(r.elapsed < Duration::from_millis(300), "primary waited for the slow mirror: {:?}", r.elapsed);
     let copy = &m.upstream(&shadow).wait_for_requests(1, Duration::from_secs(5))[0];
     assert_eq!((copy.method.as_str(), copy.path.as_str()), ("POST", "/orders?id=7"));
     assert_eq!(copy.body, b"hello mirror");
     assert_eq!(copy.authority, host, "Host kept, as Istio >= 1.28 mirrors");
     assert_eq!(copy.header("x-user"), Some("u1"));
     assert!(copy.header("x-meshroute-cluster").is_none());
-    let primary = &m.upstream(&v1).requests()[0];
+    let primary = m.upstream(&v1).requests().into_iter().find(|q| q.path == "/orders?id=7").expect("primary");
     assert_eq!(primary.body, b"hello mirror", "the primary gets the body too");
 
     // A body over many chunks arrives whole; a GET without body is mirrored at once.
@@ -691,16 +732,26 @@ fn mirror_gets_a_copy_and_never_slows_the_primary() {
     // A mirror that is down, or a cluster Envoy does not know: the primary still answers.
     let r = m.get(host, "/down", &[]);
     assert_eq!(r.status, 200);
-    assert!(r.elapsed < Duration::from_millis(300));
     let r = m.get(host, "/nowhere", &[]);
     assert_eq!(r.status, 200);
-    assert!(m.counter("meshroute.mirrors.failed") >= 1, "an unknown mirror cluster counts as failed");
+    // (Copies go out at the root context's next tick, after their primary.)
+    let failed = m.envoy.wait_stat("wasmcustom.meshroute.mirrors.failed", 1, Duration::from_secs(10));
+    assert!(failed >= 1, "an unknown mirror cluster counts as failed");
 
     // mirrorPercentage 50: about half.
     let before = m.counter("meshroute.mirrors.sent");
     let counts = m.tally(200, host, "/half", &[]);
     assert_eq!(count(&counts, &v1), 200);
-    let sent = m.counter("meshroute.mirrors.sent") - before;
+    // A last copy, always mirrored: the root sends its queue in order, so once this one has
+    // arrived every earlier copy is counted.
+    assert_eq!(m.get(host, "/orders/last", &[]).status, 200);
+    let arrived = |c: &[Recorded]| c.iter().any(|q| q.path == "/orders/last");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !arrived(&m.upstream(&shadow).requests()) {
+        assert!(Instant::now() < deadline, "the last copy never arrived");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let sent = m.counter("meshroute.mirrors.sent") - before - 1;
     assert_binomial("mirrored at 50%", sent, 200, 0.5);
     std::thread::sleep(Duration::from_millis(50));
     assert!(m.upstream(&shadow).requests().iter().all(|c| c.path != "/orders/huge"));
@@ -728,7 +779,6 @@ fn redirects_direct_responses_rewrites_and_header_operations() {
     )])
     .cluster_with(&v1, Behaviour::named("v1").header("x-secret", "s3cr3t"))
     .start();
-    let _load = shared();
     let r = m.get(host, "/old/page?q=1", &[]);
     assert_eq!((r.status, r.header("location")), (302, Some("http://web.example.com/new?q=1")));
     let r = m.get(host, "/teapot", &[]);
@@ -762,7 +812,6 @@ fn clients_cannot_pick_their_cluster_retries_or_timeout_even_as_internal_clients
     .cluster_with(&v1, Behaviour::named("v1").delay(Duration::from_millis(150)))
     .cluster_with(&v2, Behaviour::named("v2").fail_first(2, 503))
     .start();
-    let _load = shared();
     // The cluster: the rule's, not the client's.
     let r = m.get(host, "/v1", &[("x-meshroute-cluster", &v2)]);
     assert_eq!(r.header("x-upstream"), Some("v1"));
@@ -803,7 +852,6 @@ fn a_header_value_that_is_not_utf8_is_decided_and_does_not_take_the_filter_down(
     .cluster(&v1)
     .cluster(&v2)
     .start();
-    let _load = shared();
     // HTTP allows obs-text in header values: 0xE9 is Latin-1 "é", not UTF-8. Such a value
     // equals no configured string; the request is still decided like any other.
     for (name, value) in [("x-debug", &b"true\xe9"[..]), ("x-user", b"caf\xe9")] {
@@ -840,7 +888,6 @@ fn unknown_hosts_pass_through_and_known_hosts_without_a_match_get_404() {
     let m = mesh(vec![vs(host, &[host], json!([{"match": [{"uri": {"prefix": "/p"}}], "route": [dest(host, "v1")]}]))])
         .cluster(&v1)
         .start();
-    let _load = shared();
     let r = m.get("weather-api.example.com", "/today", &[]);
     assert_eq!((r.status, r.header("x-upstream")), (200, Some("passthrough")));
     let r = m.get(host, "/q", &[]);
@@ -875,7 +922,6 @@ const BAD_FIELD: &str = "VirtualService default/product-service: spec.http[0].ro
 
 #[test]
 fn a_bad_plugin_config_is_refused_at_startup_with_the_field_named() {
-    let _load = shared();
     let dir = std::env::temp_dir().join(format!("meshroute-bad-config-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let vars: HashMap<String, String> = [
@@ -995,7 +1041,6 @@ fn write_listener(dir: &std::path::Path, vars: &HashMap<String, String>, config:
 fn a_bad_config_update_is_refused_and_the_running_config_keeps_serving() {
     let (v1, v2) = (cluster("product-service", "v1"), cluster("product-service", "v2"));
     let lds = Lds::start(&routed_to("v1"), &[&v1, &v2]);
-    let _load = shared();
     assert_eq!(lds.get("product-service").header("x-upstream"), Some(v1.as_str()));
 
     lds.push(&bad_config());
@@ -1034,7 +1079,6 @@ fn registry_only_blocks_hosts_outside_the_registry_with_502() {
         .cluster(&v1)
         .cluster(weather)
         .start();
-    let _load = shared();
     // A registry host without a VirtualService: istiod's default route to its own cluster.
     assert_eq!(m.get("weather-api.example.com", "/", &[]).header("x-upstream"), Some(weather));
     let r = m.get("unknown.example.com", "/", &[]);
@@ -1061,7 +1105,6 @@ fn embedded_config(yaml: &str) -> String {
 
 #[test]
 fn sidecar_yaml_embeds_the_demo_config_and_passes_envoy_validation() {
-    let _load = shared();
     let root = repo_root();
     let yaml = std::fs::read_to_string(root.join("envoy/sidecar.yaml")).expect("envoy/sidecar.yaml");
     let demo: Value =
@@ -1107,7 +1150,6 @@ fn counters_are_batched_per_vm_and_flushed_exactly() {
     .cluster(&v1)
     .cluster(&v2)
     .start();
-    let _load = shared();
     for _ in 0..7 {
         assert_eq!(m.get(host, "/", &[]).header("x-upstream"), Some(v1.as_str()));
     }
@@ -1137,7 +1179,6 @@ fn counters_are_batched_per_vm_and_flushed_exactly() {
 fn config_counters_count_each_push_the_filter_sees_per_vm() {
     let (v1, v2) = (cluster("product-service", "v1"), cluster("product-service", "v2"));
     let lds = Lds::start(&routed_to("v1"), &[&v1, &v2]);
-    let _load = shared();
     let e = &lds.envoy;
     let wait = |name: &str, n: u64| e.wait_stat(name, n, Duration::from_secs(10));
     let (loaded, rejected) = ("wasmcustom.meshroute.config.loaded", "wasmcustom.meshroute.config.rejected");
@@ -1164,33 +1205,6 @@ fn config_counters_count_each_push_the_filter_sees_per_vm() {
 
 // === Reliability: bounded mirrors, crash recovery (issue 12) ===
 
-/// A TCP peer that accepts connections and never reads or answers: a hung mirror.
-struct BlackHole {
-    port: u16,
-    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl BlackHole {
-    fn start() -> BlackHole {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind black hole");
-        let port = listener.local_addr().expect("addr").port();
-        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let count = accepted.clone();
-        std::thread::spawn(move || {
-            let mut held = Vec::new();
-            for conn in listener.incoming().flatten() {
-                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                held.push(conn); // kept open, never answered, until the test process ends
-            }
-        });
-        BlackHole { port, accepted }
-    }
-
-    fn accepted(&self) -> usize {
-        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
-    }
-}
-
 fn mirrored_vs(host: &str, mirror_subset: &str) -> Value {
     vs(
         host,
@@ -1204,17 +1218,18 @@ fn mirrored_vs(host: &str, mirror_subset: &str) -> Value {
 fn a_hung_mirror_holds_at_most_max_in_flight_calls_and_each_counts_as_failed() {
     let host = "pay";
     let (v1, hole_cluster) = (cluster(host, "v1"), cluster(host, "hole"));
-    let hole = BlackHole::start();
+    let hole = HungPeer::start();
     let m = mesh(vec![mirrored_vs(host, "hole")])
         .settings(json!({"mirrorMaxInFlight": 4, "mirrorTimeoutMs": 1000}))
         .cluster(&v1)
-        .cluster_at(&hole_cluster, hole.port)
+        .cluster_at(&hole_cluster, hole.port())
         .start();
-    let _load = shared();
 
     // Ten requests: every primary answers; four copies go out, six are skipped (no slot).
     let counts = m.tally(10, host, "/", &[]);
     assert_eq!(count(&counts, &v1), 10, "{counts:?}");
+    // (Copies go out at the root context's next tick: wait until all ten are accounted for.)
+    m.envoy.wait_stat("wasmcustom.meshroute.mirrors.skipped", 6, Duration::from_secs(10));
     assert_eq!(m.counter("meshroute.mirrors.sent"), 4);
     assert_eq!(m.counter("meshroute.mirrors.skipped"), 6);
     assert!(hole.accepted() <= 4, "at most one connection per open mirror call: {}", hole.accepted());
@@ -1223,6 +1238,7 @@ fn a_hung_mirror_holds_at_most_max_in_flight_calls_and_each_counts_as_failed() {
     // back: the next request is mirrored again.
     std::thread::sleep(Duration::from_millis(2_200));
     assert_eq!(count(&m.tally(1, host, "/", &[]), &v1), 1);
+    m.envoy.wait_stat("wasmcustom.meshroute.mirrors.sent", 5, Duration::from_secs(10));
     assert_eq!(m.counter("meshroute.mirrors.failed"), 4, "each hung mirror is one failure");
     assert_eq!(m.counter("meshroute.mirrors.sent"), 5);
     assert_eq!(m.counter("meshroute.mirrors.skipped"), 6);
@@ -1258,7 +1274,6 @@ fn mirror_bodies_of_all_streams_share_one_budget_per_vm() {
         .cluster(&v1)
         .cluster(&shadow)
         .start();
-    let _load = shared();
 
     // Two uploads hold 2 × 120,000 bytes of body in the VM while their clients pause.
     let before = m.envoy.stat("http.sidecar.downstream_cx_rx_bytes_total").unwrap_or(0);
@@ -1304,7 +1319,6 @@ fn after_a_vm_crash_fail_reload_starts_a_fresh_vm_and_the_worker_serves_again() 
         .cluster(&v1)
         .wasm(crash_test_wasm())
         .start();
-    let _load = shared();
     assert_eq!(count(&m.tally(3, host, "/", &[]), &v1), 3);
 
     // The request that traps the VM fails. Envoy replaces the VM on the first request after its

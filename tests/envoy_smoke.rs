@@ -69,12 +69,13 @@ fn upstream_scripts_failures_and_delays() {
     assert_eq!(statuses, vec![503, 503, 200]);
     assert_eq!(up.attempts(), 3);
 
-    up.set_behaviour(Behaviour::named("slow").delay(Duration::from_millis(300)));
+    // A delay far past the client's timeout (load only makes answers later, so neither check can
+    // flake): the scripted one times the client out, the per-request override answers at once.
+    up.set_behaviour(Behaviour::named("slow").delay(Duration::from_secs(60)));
     let err = try_http("GET", up.port(), "/", &[], b"", Duration::from_millis(100)).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
     let resp = http("GET", up.port(), "/", &[("x-test-delay-ms", "0"), ("x-test-status", "418")], b"");
     assert_eq!(resp.status, 418);
-    assert!(resp.elapsed < Duration::from_millis(250), "{:?}", resp.elapsed);
 
     up.reset();
     assert_eq!(up.attempts(), 0);
@@ -156,8 +157,9 @@ fn envoy_cluster_header_retries_and_timeouts() {
     a.set_behaviour(Behaviour::named("a").delay(Duration::from_secs(3)));
     let resp = http("GET", port, "/slow", &[], b"");
     assert_eq!(resp.status, 504);
+    // Not before the timeout; and before the upstream's answer at 3 s (else a 200), by Envoy's count.
     assert!(resp.elapsed >= Duration::from_millis(1900), "{:?}", resp.elapsed);
-    assert!(resp.elapsed < Duration::from_millis(2900), "{:?}", resp.elapsed);
+    assert_eq!(envoy.stat("cluster.upstream_a.upstream_rq_timeout"), Some(1));
     let access_log = envoy.dir().join("access.log");
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while !std::fs::read_to_string(&access_log).unwrap_or_default().contains("/slow") {

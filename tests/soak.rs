@@ -15,7 +15,6 @@ mod support;
 
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::io::Read;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -74,22 +73,6 @@ fn push_config(i: usize) -> (Value, bool) {
         3 => (valid(100 - (i % 7) as u32), true), // rollback towards the first, never equal to the last
         _ => (invalid(i / 5 + 2), false),
     }
-}
-
-/// Accepts connections and reads them until the peer closes; never answers.
-fn black_hole() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind black hole");
-    let port = listener.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut conn = conn;
-                let mut buf = [0u8; 4096];
-                while matches!(conn.read(&mut buf), Ok(n) if n > 0) {}
-            });
-        }
-    });
-    port
 }
 
 fn endpoint(port: u16) -> String {
@@ -167,12 +150,12 @@ fn soak(duration: Duration, rate: u64, pushes: usize) {
     let dir = std::env::temp_dir().join(format!("meshroute-soak-{}-{}", std::process::id(), free_port()));
     std::fs::create_dir_all(&dir).expect("soak dir");
     let (v1a, v1b, v2) = (Upstream::named("v1a"), Upstream::named("v1b"), Upstream::named("v2"));
-    let hole = black_hole();
+    let hole = HungPeer::start();
     let passthrough = Upstream::named("passthrough");
     let clusters = [
         cluster_yaml(&cluster("v1"), &[v1a.port(), v1b.port()]),
         cluster_yaml(&cluster("v2"), &[v2.port()]),
-        cluster_yaml(&cluster("hole"), &[hole]),
+        cluster_yaml(&cluster("hole"), &[hole.port()]),
     ]
     .join("\n");
     let listener_port = free_port();

@@ -1,8 +1,8 @@
 //! TCP and TLS listeners as istiod builds them (docs/semantics.md R190–R199, R230–R239): the
 //! sidecar's outbound listener per TCP/TLS service port with `tcp_proxy` filter chains from the
-//! VirtualServices' `tcp` and `tls` routes (`LB buildSidecarOutboundListener`,
-//! `TLS buildSidecarOutboundTLSFilterChainOpts`, `TLS buildSidecarOutboundTCPFilterChainOpts`,
-//! `NF buildOutboundNetworkFilters`), Sidecar egress listeners with a port, and a Gateway's TCP,
+//! VirtualServices' `tcp` and `tls` routes (`LISTENER buildSidecarOutboundListener`,
+//! `TLSCHAIN buildSidecarOutboundTLSFilterChainOpts`, `TLSCHAIN buildSidecarOutboundTCPFilterChainOpts`,
+//! `NETFILTER buildOutboundNetworkFilters`), Sidecar egress listeners with a port, and a Gateway's TCP,
 //! TLS and passthrough servers (`GW buildGatewayTCPBasedFilterChains`,
 //! `GW createGatewayTCPFilterChainOpts`, `GW builtAutoPassthroughFilterChains`).
 //!
@@ -33,6 +33,8 @@ pub struct L4 {
     pub listeners: Vec<Value>,
     /// The clusters their `tcp_proxy` filters name (built by `super` with the rest).
     pub clusters: Vec<ClusterRef>,
+    /// The Sidecar ingress listeners' `inbound|PORT||` clusters, complete (`super::inbound`).
+    pub inbound_clusters: Vec<Value>,
 }
 
 /// istiod's listener protocol class (`ModelProtocolToListenerProtocol`) of a port protocol.
@@ -228,8 +230,17 @@ struct Cx<'b, 'a> {
 /// listener of a sidecar).
 pub fn listeners(b: &mut Builder<'_>, ip: IpAddr, http_port: u16) -> L4 {
     let mut cx = Cx { b, clusters: BTreeMap::new() };
-    let listeners = if cx.b.settings.gateway == "mesh" { cx.sidecar(ip, http_port) } else { cx.gateway(ip) };
-    L4 { listeners, clusters: cx.clusters.into_values().collect() }
+    let mut inbound_clusters = Vec::new();
+    let listeners = if cx.b.settings.gateway == "mesh" {
+        let mut listeners = cx.sidecar(ip, http_port);
+        let (l, c) = super::inbound::listeners(cx.b, ip);
+        listeners.extend(l);
+        inbound_clusters = c;
+        listeners
+    } else {
+        cx.gateway(ip)
+    };
+    L4 { listeners, clusters: cx.clusters.into_values().collect(), inbound_clusters }
 }
 
 impl<'a> Cx<'_, 'a> {

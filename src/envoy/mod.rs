@@ -10,6 +10,7 @@
 pub mod bootstrap;
 pub mod cluster;
 pub mod files;
+mod inbound;
 pub mod l4;
 
 use crate::config::Bundle;
@@ -118,7 +119,7 @@ pub fn resources(
     let l4 = l4::listeners(&mut b, opts.listen.ip(), opts.listen.port());
     let routed: Vec<crate::compile::ClusterRef> = routed.iter().chain(&l4.clusters).cloned().collect();
     let wanted = b.wanted(&routed);
-    let clusters: Vec<Value> = wanted.iter().map(|w| b.cluster(w)).collect();
+    let mut clusters: Vec<Value> = wanted.iter().map(|w| b.cluster(w)).collect();
     let routes = routes(&mut b, &wanted, &routed);
     let filter = filter_config(plugin_config, opts.wasm)?;
     let settings = &bundle.settings;
@@ -140,6 +141,7 @@ pub fn resources(
     for n in b.notes {
         notes.push(Diagnostic::warning(None, "", n));
     }
+    clusters.extend(l4.inbound_clusters);
     Ok(Resources { listeners, l4_listeners: l4.listeners, clusters, filter, notes })
 }
 

@@ -1077,6 +1077,7 @@ pub struct Conn {
     stream: TcpStream,
     host_port: String,
     buf: Vec<u8>,
+    sent_at: Instant,
 }
 
 impl Conn {
@@ -1088,7 +1089,7 @@ impl Conn {
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address"))?;
         let stream = TcpStream::connect_timeout(&addr, timeout)?;
         stream.set_nodelay(true)?;
-        Ok(Conn { stream, host_port, buf: Vec::new() })
+        Ok(Conn { stream, host_port, buf: Vec::new(), sent_at: Instant::now() })
     }
 
     /// Sends a request and reads the response on this connection.
@@ -1112,8 +1113,27 @@ impl Conn {
         timeout: Duration,
         close: bool,
     ) -> io::Result<Response> {
-        let start = Instant::now();
-        let deadline = start + timeout;
+        self.send_inner(method, path, headers, body, timeout, close)?;
+        self.receive(method == "HEAD", timeout)
+    }
+
+    /// Sends a request without reading its answer (read it later with [`Conn::receive`]), so a
+    /// test can order requests against each other: what is written here is in Envoy's socket
+    /// before anything the test sends afterwards.
+    pub fn send(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> io::Result<()> {
+        self.send_inner(method, path, headers, body, Duration::from_secs(10), false)
+    }
+
+    fn send_inner(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        timeout: Duration,
+        close: bool,
+    ) -> io::Result<()> {
+        self.sent_at = Instant::now();
         let mut head = format!("{method} {path} HTTP/1.1\r\n");
         let has = |name: &str| headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
         if !has("host") {
@@ -1135,15 +1155,23 @@ impl Conn {
         let mut bytes = head.into_bytes();
         bytes.extend_from_slice(body);
         self.stream.set_write_timeout(Some(timeout))?;
-        self.stream.write_all(&bytes)?;
+        self.stream.write_all(&bytes)
+    }
 
+    /// Reads the answer to the request sent last; `elapsed` counts from its sending.
+    pub fn receive(&mut self, head_request: bool, timeout: Duration) -> io::Result<Response> {
         let mut reader = HttpReader::new(&self.stream, None);
         reader.buf = std::mem::take(&mut self.buf);
-        reader.deadline = Some(deadline);
-        let result = read_response(&mut reader, method == "HEAD");
+        reader.deadline = Some(Instant::now() + timeout);
+        let result = read_response(&mut reader, head_request);
         self.buf = std::mem::take(&mut reader.buf);
         let (status, headers, body) = result?;
-        Ok(Response { status, headers, body, elapsed: start.elapsed() })
+        Ok(Response { status, headers, body, elapsed: self.sent_at.elapsed() })
+    }
+
+    /// When the request sent last was written.
+    pub fn sent_at(&self) -> Instant {
+        self.sent_at
     }
 }
 

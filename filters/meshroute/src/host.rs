@@ -2,6 +2,10 @@
 //! logging) and an error is logged, never unwrapped: an unexpected host status must not take the
 //! VM down, because with `failure_policy: FAIL_CLOSED` a dead VM fails every later request.
 //!
+//! The adapter reaches the host only through the [`Host`] trait, so its logic runs natively
+//! against a fake in unit tests (`tests.rs`); [`WasmHost`] is the real one, a zero-sized type
+//! whose methods are the functions below (static dispatch: no cost per call).
+//!
 //! The SDK's `HttpContext` trait helpers `unwrap()` host results, so they are not used. Note that
 //! `proxy_wasm::hostcalls` itself still panics on statuses its ABI table calls impossible (e.g. a
 //! header write when no header map is available); the adapter only writes request headers inside
@@ -12,6 +16,103 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, GrpcStatusCode, LogLevel, MapType, MetricType, Status};
 use std::time::{Duration, UNIX_EPOCH};
 
+/// Everything the adapter asks of Envoy. Methods mirror the functions of this module one to one.
+pub trait Host {
+    fn plugin_configuration(&self) -> Option<Vec<u8>>;
+    fn now_nanos(&self) -> u64;
+    fn request_headers(&self) -> Option<Vec<(String, String)>>;
+    fn edit_request_headers(&self, ops: &[HeaderOp]);
+    fn edit_response_headers(&self, ops: &[HeaderOp]);
+    fn set_response_header(&self, name: &str, value: &str);
+    fn send_reply(&self, reply: &LocalReply);
+    fn request_body_chunk(&self, size: usize) -> Option<Vec<u8>>;
+    fn dispatch(
+        &self,
+        cluster: &str,
+        headers: &[(String, String)],
+        body: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<u32, Status>;
+    fn call_response_status(&self) -> Option<u32>;
+    fn set_effective_context(&self, id: u32) -> bool;
+    fn resume_request(&self);
+    fn set_tick_period(&self, period: Duration) -> bool;
+    fn define_counter(&self, name: &str) -> Option<u32>;
+    fn define_gauge(&self, name: &str) -> Option<u32>;
+    fn set_gauge(&self, id: Option<u32>, value: u64);
+    fn add(&self, id: u32, n: u64);
+
+    fn increment(&self, id: Option<u32>) {
+        if let Some(id) = id {
+            self.add(id, 1);
+        }
+    }
+}
+
+/// Envoy, through `proxy_wasm::hostcalls`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WasmHost;
+
+impl Host for WasmHost {
+    fn plugin_configuration(&self) -> Option<Vec<u8>> {
+        plugin_configuration()
+    }
+    fn now_nanos(&self) -> u64 {
+        now_nanos()
+    }
+    fn request_headers(&self) -> Option<Vec<(String, String)>> {
+        request_headers()
+    }
+    fn edit_request_headers(&self, ops: &[HeaderOp]) {
+        edit_request_headers(ops)
+    }
+    fn edit_response_headers(&self, ops: &[HeaderOp]) {
+        edit_response_headers(ops)
+    }
+    fn set_response_header(&self, name: &str, value: &str) {
+        set_response_header(name, value)
+    }
+    fn send_reply(&self, reply: &LocalReply) {
+        send_reply(reply)
+    }
+    fn request_body_chunk(&self, size: usize) -> Option<Vec<u8>> {
+        request_body_chunk(size)
+    }
+    fn dispatch(
+        &self,
+        cluster: &str,
+        headers: &[(String, String)],
+        body: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<u32, Status> {
+        dispatch(cluster, headers, body, timeout)
+    }
+    fn call_response_status(&self) -> Option<u32> {
+        call_response_status()
+    }
+    fn set_effective_context(&self, id: u32) -> bool {
+        set_effective_context(id)
+    }
+    fn resume_request(&self) {
+        resume_request()
+    }
+    fn set_tick_period(&self, period: Duration) -> bool {
+        set_tick_period(period)
+    }
+    fn define_counter(&self, name: &str) -> Option<u32> {
+        define_counter(name)
+    }
+    fn define_gauge(&self, name: &str) -> Option<u32> {
+        define_gauge(name)
+    }
+    fn set_gauge(&self, id: Option<u32>, value: u64) {
+        set_gauge(id, value)
+    }
+    fn add(&self, id: u32, n: u64) {
+        add(id, n)
+    }
+}
+
 /// Installs a panic hook that logs the panic (message and location) at critical level before the
 /// VM aborts, so a crash is visible in Envoy's log with our prefix.
 pub fn install_panic_hook() {
@@ -21,7 +122,7 @@ pub fn install_panic_hook() {
 }
 
 /// The plugin configuration (`configuration` of the Wasm filter), if any.
-pub fn plugin_configuration() -> Option<Vec<u8>> {
+fn plugin_configuration() -> Option<Vec<u8>> {
     match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
         Ok(b) => b,
         Err(s) => {
@@ -32,7 +133,7 @@ pub fn plugin_configuration() -> Option<Vec<u8>> {
 }
 
 /// Nanoseconds since the epoch (the host's wall clock), 0 if unavailable.
-pub fn now_nanos() -> u64 {
+fn now_nanos() -> u64 {
     match hostcalls::get_current_time() {
         Ok(t) => t.duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0),
         Err(s) => {
@@ -50,7 +151,7 @@ pub fn now_nanos() -> u64 {
 /// lossily (U+FFFD), so it equals no configured string (Envoy compares bytes, and config strings
 /// are UTF-8) yet still matches a regex such as `.*`. Names need no such care: Envoy's codecs only
 /// accept token characters in header names.
-pub fn request_headers() -> Option<Vec<(String, String)>> {
+fn request_headers() -> Option<Vec<(String, String)>> {
     match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
         Ok(h) => Some(h.into_iter().map(|(name, value)| (name, utf8_lossy(value))).collect()),
         Err(s) => {
@@ -64,15 +165,15 @@ fn utf8_lossy(bytes: Vec<u8>) -> String {
     String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
-pub fn edit_request_headers(ops: &[HeaderOp]) {
+fn edit_request_headers(ops: &[HeaderOp]) {
     edit_headers(MapType::HttpRequestHeaders, ops);
 }
 
-pub fn edit_response_headers(ops: &[HeaderOp]) {
+fn edit_response_headers(ops: &[HeaderOp]) {
     edit_headers(MapType::HttpResponseHeaders, ops);
 }
 
-pub fn set_response_header(name: &str, value: &str) {
+fn set_response_header(name: &str, value: &str) {
     if let Err(s) = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(value)) {
         log::error!("meshroute: setting response header {name} failed: {s:?}");
     }
@@ -92,7 +193,7 @@ fn edit_headers(map: MapType, ops: &[HeaderOp]) {
 }
 
 /// Replies instead of forwarding. The host defers the reply until the callback returns.
-pub fn send_reply(reply: &LocalReply) {
+fn send_reply(reply: &LocalReply) {
     let r = match reply {
         LocalReply::Http { status, headers, body } => {
             let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -132,7 +233,7 @@ fn grpc_code(code: u32) -> GrpcStatusCode {
 }
 
 /// The current chunk of the request body (`size` bytes as announced by the callback).
-pub fn request_body_chunk(size: usize) -> Option<Vec<u8>> {
+fn request_body_chunk(size: usize) -> Option<Vec<u8>> {
     match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size) {
         Ok(b) => Some(b.unwrap_or_default()),
         Err(s) => {
@@ -143,7 +244,7 @@ pub fn request_body_chunk(size: usize) -> Option<Vec<u8>> {
 }
 
 /// Starts an HTTP call whose answer nobody waits for.
-pub fn dispatch(
+fn dispatch(
     cluster: &str,
     headers: &[(String, String)],
     body: Option<&[u8]>,
@@ -154,7 +255,7 @@ pub fn dispatch(
 }
 
 /// `:status` of an HTTP call's response, inside `on_http_call_response`.
-pub fn call_response_status() -> Option<u32> {
+fn call_response_status() -> Option<u32> {
     match hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status") {
         Ok(v) => v.and_then(|s| s.parse().ok()),
         Err(s) => {
@@ -165,7 +266,7 @@ pub fn call_response_status() -> Option<u32> {
 }
 
 /// Makes later host calls act on stream `id` (from the root context). False if it is gone.
-pub fn set_effective_context(id: u32) -> bool {
+fn set_effective_context(id: u32) -> bool {
     match hostcalls::set_effective_context(id) {
         Ok(()) => true,
         Err(s) => {
@@ -175,14 +276,14 @@ pub fn set_effective_context(id: u32) -> bool {
     }
 }
 
-pub fn resume_request() {
+fn resume_request() {
     if let Err(s) = hostcalls::resume_http_request() {
         log::error!("meshroute: resuming a request failed: {s:?}");
     }
 }
 
 /// The root context's timer; zero turns it off.
-pub fn set_tick_period(period: Duration) -> bool {
+fn set_tick_period(period: Duration) -> bool {
     match hostcalls::set_tick_period(period) {
         Ok(()) => true,
         Err(s) => {
@@ -193,7 +294,7 @@ pub fn set_tick_period(period: Duration) -> bool {
 }
 
 /// A counter id, `None` if the host refused (then increments are skipped).
-pub fn define_counter(name: &str) -> Option<u32> {
+fn define_counter(name: &str) -> Option<u32> {
     match hostcalls::define_metric(MetricType::Counter, name) {
         Ok(id) => Some(id),
         Err(s) => {
@@ -204,7 +305,7 @@ pub fn define_counter(name: &str) -> Option<u32> {
 }
 
 /// A gauge id, `None` if the host refused.
-pub fn define_gauge(name: &str) -> Option<u32> {
+fn define_gauge(name: &str) -> Option<u32> {
     match hostcalls::define_metric(MetricType::Gauge, name) {
         Ok(id) => Some(id),
         Err(s) => {
@@ -214,7 +315,7 @@ pub fn define_gauge(name: &str) -> Option<u32> {
     }
 }
 
-pub fn set_gauge(id: Option<u32>, value: u64) {
+fn set_gauge(id: Option<u32>, value: u64) {
     if let Some(id) = id {
         if let Err(s) = hostcalls::record_metric(id, value) {
             log::warn!("meshroute: recording metric {id} failed: {s:?}");
@@ -222,14 +323,8 @@ pub fn set_gauge(id: Option<u32>, value: u64) {
     }
 }
 
-pub fn increment(id: Option<u32>) {
-    if let Some(id) = id {
-        add(id, 1);
-    }
-}
-
 /// Adds `n` to counter `id`.
-pub fn add(id: u32, n: u64) {
+fn add(id: u32, n: u64) {
     let Ok(n) = i64::try_from(n) else { return };
     if let Err(s) = hostcalls::increment_metric(id, n) {
         log::warn!("meshroute: adding {n} to metric {id} failed: {s:?}");

@@ -9,14 +9,20 @@
 //!    routing header, hints, rewrites, header operations) — each write also makes Envoy re-match
 //!    the route, which is how the route's `cluster_header` sees the chosen cluster;
 //! 3. a local reply (redirect, direct response, 404, 502, 503), or a fault delay (pause; the root
-//!    context's tick resumes or aborts), or an abort, or forward — with mirrors sent once the body
-//!    is complete.
+//!    context's tick resumes or aborts), or an abort, or forward — with mirrors queued once the
+//!    body is complete and sent by the root context at its next tick.
+//!
+//! The host is reached through `host::Host` only (`WasmHost` in Envoy, a fake in `tests.rs`).
 
 mod host;
+#[cfg(test)]
+mod tests;
 
+use host::{Host, WasmHost};
 use meshroute::apply::{self, BodyBuffer, DelayQueue, HeaderOp, LocalReply, Plan};
 use meshroute::budget::MirrorBudget;
 use meshroute::compile::{Action, Dest, Rule};
+use meshroute::mirror_breaker::MirrorBreakers;
 use meshroute::{metrics, Decision, Request, RouteTable, SplitMix64};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action as Flow, ContextType, LogLevel};
@@ -42,7 +48,7 @@ const REVISION_HEADER: &str = "x-meshroute-revision";
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
     host::install_panic_hook();
-    proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> { Box::new(Root::new(context_id)) });
+    proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> { Box::new(Root::new(context_id, WasmHost)) });
 }}
 
 // === Per-VM state ===
@@ -66,8 +72,8 @@ struct Metrics {
 }
 
 impl Metrics {
-    fn define() -> Self {
-        let c = host::define_counter;
+    fn define(host: &impl Host) -> Self {
+        let c = |name: &str| host.define_counter(name);
         Metrics {
             requests: c("meshroute.requests"),
             passthrough: c("meshroute.passthrough"),
@@ -81,7 +87,7 @@ impl Metrics {
             mirrors_failed: c("meshroute.mirrors.failed"),
             config_loaded: c(metrics::CONFIG_LOADED),
             config_rejected: c(metrics::CONFIG_REJECTED),
-            config_revision: host::define_gauge(metrics::CONFIG_REVISION),
+            config_revision: host.define_gauge(metrics::CONFIG_REVISION),
         }
     }
 }
@@ -97,16 +103,16 @@ struct Active {
 }
 
 impl Active {
-    fn new(table: RouteTable) -> Self {
+    fn new(table: RouteTable, host: &impl Host) -> Self {
         let mut route_counters = HashMap::new();
         for vs in &table.virtual_services {
             for rule in &vs.rules {
                 let ids = match &rule.action {
                     Action::Forward { destinations, .. } if !destinations.is_empty() => destinations
                         .iter()
-                        .map(|d| host::define_counter(&apply::route_metric_name(&vs.name, rule, Some(d))))
+                        .map(|d| host.define_counter(&apply::route_metric_name(&vs.name, rule, Some(d))))
                         .collect(),
-                    _ => vec![host::define_counter(&apply::route_metric_name(&vs.name, rule, None))],
+                    _ => vec![host.define_counter(&apply::route_metric_name(&vs.name, rule, None))],
                 };
                 route_counters.insert(rule as *const Rule as usize, ids);
             }
@@ -131,6 +137,20 @@ struct MirrorCall {
     headers: Vec<(String, String)>,
 }
 
+/// Copies of one request waiting for the root context's next tick, with the body bytes they hold
+/// in the VM's budget. A call belongs to the context that dispatched it, and Envoy cancels a
+/// context's calls when the context goes (`Context::~Context`, source/extensions/common/wasm/
+/// context.cc): a copy dispatched from the request's own stream was cut off as soon as the
+/// primary finished, and its slot stayed taken until its deadline. Dispatched from the root
+/// context (whose callback the SDK records the call under too), copies outlive their primary and
+/// their answers reach `Root::on_http_call_response` (docs/semantics.md R164).
+struct Outgoing {
+    calls: Vec<MirrorCall>,
+    body: Option<Vec<u8>>,
+    reserved: u64,
+    timeout: Duration,
+}
+
 /// What to do with a held request when its delay is over.
 struct Held {
     /// Abort (or the rule's own local reply) instead of resuming.
@@ -141,7 +161,9 @@ struct Held {
 }
 
 /// State shared by the root context of a VM and its HTTP contexts (all on one thread).
-struct Shared {
+struct Shared<H> {
+    host: H,
+    root_id: u32,
     active: RefCell<Option<Rc<Active>>>,
     held: RefCell<DelayQueue<Held>>,
     /// The root context's timer period now (zero: off).
@@ -150,6 +172,9 @@ struct Shared {
     metrics: RefCell<Rc<Metrics>>,
     /// Mirror bodies held and mirror calls open, across all streams of this VM.
     budget: RefCell<MirrorBudget>,
+    /// Mirror clusters that keep failing are paused (`meshroute::mirror_breaker`).
+    breakers: RefCell<MirrorBreakers>,
+    outbox: RefCell<Vec<Outgoing>>,
     counters: RefCell<Counters>,
 }
 
@@ -164,9 +189,9 @@ struct Counters {
     last_flush_nanos: u64,
 }
 
-impl Shared {
+impl<H: Host> Shared<H> {
     fn hold(&self, id: u32, delay: Duration, held: Held) {
-        let due = host::now_nanos().saturating_add(delay.as_nanos() as u64);
+        let due = self.host.now_nanos().saturating_add(delay.as_nanos() as u64);
         self.held.borrow_mut().push(id, due, held);
         self.retime();
     }
@@ -176,7 +201,7 @@ impl Shared {
         let Some(id) = id else { return };
         let mut c = self.counters.borrow_mut();
         if c.every.is_zero() {
-            host::add(id, 1);
+            self.host.add(id, 1);
         } else {
             *c.pending.entry(id).or_default() += 1;
         }
@@ -187,7 +212,67 @@ impl Shared {
         let mut c = self.counters.borrow_mut();
         c.last_flush_nanos = now;
         for (id, n) in c.pending.drain() {
-            host::add(id, n);
+            self.host.add(id, n);
+        }
+    }
+
+    /// Queues a request's copies for the root context's next tick.
+    fn queue_mirrors(&self, out: Outgoing) {
+        if out.calls.is_empty() {
+            self.budget.borrow_mut().release_bytes(out.reserved);
+            return;
+        }
+        self.outbox.borrow_mut().push(out);
+        self.retime();
+    }
+
+    /// Sends the queued copies that get an in-flight slot and whose cluster is not paused; the
+    /// others are skipped (counted). Calls past their deadline free their slots first and count
+    /// as failed. Runs in a root context callback, with the root as the effective context.
+    fn send_mirrors(&self, now: u64, m: &Metrics) {
+        let out = std::mem::take(&mut *self.outbox.borrow_mut());
+        if out.is_empty() {
+            return;
+        }
+        let mut budget = self.budget.borrow_mut();
+        let mut breakers = self.breakers.borrow_mut();
+        for cluster in budget.expire(now) {
+            self.count(m.mirrors_failed);
+            breakers.failed(&cluster, now);
+        }
+        for o in out {
+            let due = now.saturating_add((o.timeout + MIRROR_GRACE).as_nanos() as u64);
+            for c in &o.calls {
+                // The slot first: a probe the breaker lets through must really go out.
+                if !budget.has_slot() {
+                    log::debug!(
+                        "meshroute: mirror to {} skipped: {} mirror calls in flight",
+                        c.cluster,
+                        budget.in_flight()
+                    );
+                    self.count(m.mirrors_skipped);
+                    continue;
+                }
+                if !breakers.allows(&c.cluster, now) {
+                    log::debug!("meshroute: mirror to {} skipped: it keeps failing (paused)", c.cluster);
+                    self.count(m.mirrors_skipped);
+                    continue;
+                }
+                match self.host.dispatch(&c.cluster, &c.headers, o.body.as_deref().filter(|b| !b.is_empty()), o.timeout)
+                {
+                    Ok(token) => {
+                        budget.started(token, due, &c.cluster);
+                        self.count(m.mirrors_sent);
+                    }
+                    Err(s) => {
+                        log::warn!("meshroute: mirror to {} not sent: {s:?}", c.cluster);
+                        self.count(m.mirrors_failed);
+                        breakers.failed(&c.cluster, now);
+                    }
+                }
+            }
+            // The host copied the body into each call: the budget is free again.
+            budget.release_bytes(o.reserved);
         }
     }
 
@@ -195,8 +280,9 @@ impl Shared {
     /// while counters are batched, else off.
     fn retime(&self) {
         let every = self.counters.borrow().every;
-        let want = if !self.held.borrow().is_empty() { TICK } else { every };
-        if want != self.tick.get() && host::set_tick_period(want) {
+        let busy = !self.held.borrow().is_empty() || !self.outbox.borrow().is_empty();
+        let want = if busy { TICK } else { every };
+        if want != self.tick.get() && self.host.set_tick_period(want) {
             self.tick.set(want);
         }
     }
@@ -206,48 +292,22 @@ fn mirror_timeout(active: &Active) -> Duration {
     Duration::from_millis(active.table.mirror_timeout_ms)
 }
 
-/// Sends the copies that get an in-flight slot; the others are skipped (counted). Calls past
-/// their deadline free their slots first and count as failed.
-fn send_mirrors(shared: &Shared, calls: &[MirrorCall], body: Option<&[u8]>, timeout: Duration, m: &Metrics) {
-    let now = host::now_nanos();
-    let mut budget = shared.budget.borrow_mut();
-    for _ in 0..budget.expire(now) {
-        shared.count(m.mirrors_failed);
-    }
-    let due = now.saturating_add((timeout + MIRROR_GRACE).as_nanos() as u64);
-    for c in calls {
-        if !budget.has_slot() {
-            log::debug!("meshroute: mirror to {} skipped: {} mirror calls in flight", c.cluster, budget.in_flight());
-            shared.count(m.mirrors_skipped);
-            continue;
-        }
-        match host::dispatch(&c.cluster, &c.headers, body, timeout) {
-            Ok(token) => {
-                budget.started(token, due);
-                shared.count(m.mirrors_sent);
-            }
-            Err(s) => {
-                log::warn!("meshroute: mirror to {} not sent: {s:?}", c.cluster);
-                shared.count(m.mirrors_failed);
-            }
-        }
-    }
-}
-
 // === impl Root ===
 
-struct Root {
+struct Root<H> {
     id: u32,
-    shared: Rc<Shared>,
+    shared: Rc<Shared<H>>,
 }
 
-impl Root {
-    fn new(id: u32) -> Self {
+impl<H: Host> Root<H> {
+    fn new(id: u32, host: H) -> Self {
         // Per-VM seed: the clock and the context id, so workers do not draw the same sequence.
-        let seed = host::now_nanos() ^ (u64::from(id) << 48) ^ 0x6d65_7368_726f_7574;
+        let seed = host.now_nanos() ^ (u64::from(id) << 48) ^ 0x6d65_7368_726f_7574;
         Root {
             id,
             shared: Rc::new(Shared {
+                host,
+                root_id: id,
                 active: RefCell::new(None),
                 held: RefCell::new(DelayQueue::default()),
                 tick: Cell::new(Duration::ZERO),
@@ -255,31 +315,34 @@ impl Root {
                 metrics: RefCell::new(Rc::new(Metrics::default())),
                 counters: RefCell::new(Counters::default()),
                 budget: RefCell::new(MirrorBudget::default()),
+                breakers: RefCell::new(MirrorBreakers::default()),
+                outbox: RefCell::new(Vec::new()),
             }),
         }
     }
 }
 
-impl Context for Root {
+impl<H: Host + 'static> Context for Root<H> {
     fn on_http_call_response(&mut self, token: u32, num_headers: usize, _body: usize, _trailers: usize) {
-        // Mirrors sent when a delay ended are answered here.
+        // Every mirror is dispatched by the root context, so every answer arrives here.
         count_mirror_answer(&self.shared, token, num_headers, &self.shared.metrics.borrow());
     }
 
     fn on_done(&mut self) -> bool {
         // The VM or this plugin goes away: nothing counted may be lost.
-        self.shared.flush(host::now_nanos());
+        self.shared.flush(self.shared.host.now_nanos());
         true
     }
 }
 
-impl RootContext for Root {
+impl<H: Host + 'static> RootContext for Root<H> {
     fn on_configure(&mut self, _size: usize) -> bool {
+        let host = &self.shared.host;
         // Counted under the previous configuration's ids: hand them over first.
-        self.shared.flush(host::now_nanos());
-        let metrics = Rc::new(Metrics::define());
+        self.shared.flush(host.now_nanos());
+        let metrics = Rc::new(Metrics::define(host));
         *self.shared.metrics.borrow_mut() = metrics.clone();
-        let bytes = host::plugin_configuration().unwrap_or_default();
+        let bytes = host.plugin_configuration().unwrap_or_default();
         let compiled = meshroute::compile_json(&bytes);
         for d in compiled.diagnostics.warnings() {
             log::warn!("meshroute: config warning: {d}");
@@ -291,38 +354,46 @@ impl RootContext for Root {
             if let Some(rest) = compiled.diagnostics.omitted_summary() {
                 log::error!("meshroute: config rejected: {rest}");
             }
-            host::increment(metrics.config_rejected);
+            host.increment(metrics.config_rejected);
             return false;
         };
         log::info!("meshroute {VERSION} ({BUILD}) root {}: config loaded: {}", self.id, apply::summary(&table));
         self.shared.counters.borrow_mut().every = Duration::from_millis(table.counter_flush_ms);
         self.shared.budget.borrow_mut().set_limits(table.mirror_body_budget, table.mirror_max_in_flight);
-        host::set_gauge(metrics.config_revision, table.revision.as_ref().map_or(0, |r| r.number));
-        *self.shared.active.borrow_mut() = Some(Rc::new(Active::new(table)));
+        host.set_gauge(metrics.config_revision, table.revision.as_ref().map_or(0, |r| r.number));
+        *self.shared.active.borrow_mut() = Some(Rc::new(Active::new(table, host)));
         // Configuration counters are never batched: `apply` and operators wait on them.
-        host::increment(metrics.config_loaded);
+        host.increment(metrics.config_loaded);
         self.shared.retime();
         true
     }
 
     fn on_tick(&mut self) {
-        let now = host::now_nanos();
+        let host = &self.shared.host;
+        let now = host.now_nanos();
         let due = self.shared.held.borrow_mut().pop_due(now);
         let active = self.shared.active.borrow().clone();
         let metrics = self.shared.metrics.borrow().clone();
+        let resumed_any = !due.is_empty();
         for (id, held) in due {
-            if !host::set_effective_context(id) {
+            if !host.set_effective_context(id) {
                 continue;
             }
-            match &held.reply {
-                Some(reply) => host::send_reply(reply),
+            match held.reply {
+                Some(reply) => host.send_reply(&reply),
                 None => {
                     if let Some(a) = &active {
-                        send_mirrors(&self.shared, &held.mirrors, None, mirror_timeout(a), &metrics);
+                        let out = Outgoing { calls: held.mirrors, body: None, reserved: 0, timeout: mirror_timeout(a) };
+                        self.shared.outbox.borrow_mut().push(out);
                     }
-                    host::resume_request();
+                    host.resume_request();
                 }
             }
+        }
+        // Mirrors go out as the root's own calls (see `Outgoing`).
+        if !self.shared.outbox.borrow().is_empty() && (!resumed_any || host.set_effective_context(self.shared.root_id))
+        {
+            self.shared.send_mirrors(now, &metrics);
         }
         let every = self.shared.counters.borrow().every;
         let last = self.shared.counters.borrow().last_flush_nanos;
@@ -332,8 +403,20 @@ impl RootContext for Root {
         self.shared.retime();
     }
 
-    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn proxy_wasm::traits::HttpContext>> {
-        Some(Box::new(Stream {
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(self.stream(context_id)))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+impl<H: Host> Root<H> {
+    /// A stream decided with the configuration active now. (Tests call this directly: a boxed
+    /// `dyn HttpContext` would pull in the SDK's default methods and their host imports.)
+    fn stream(&self, context_id: u32) -> Stream<H> {
+        Stream {
             id: context_id,
             shared: self.shared.clone(),
             active: self.shared.active.borrow().clone(),
@@ -343,30 +426,29 @@ impl RootContext for Root {
             body: None,
             body_bytes: 0,
             held: false,
-        }))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+        }
     }
 }
 
-fn count_mirror_answer(shared: &Shared, token: u32, num_headers: usize, m: &Metrics) {
-    if !shared.budget.borrow_mut().answered(token) {
+fn count_mirror_answer<H: Host>(shared: &Shared<H>, token: u32, num_headers: usize, m: &Metrics) {
+    let Some(cluster) = shared.budget.borrow_mut().answered(token) else {
         return; // already counted as failed when its deadline passed
-    }
+    };
     // No headers: reset, timeout or no connection; a 5xx: the mirror (or Envoy for it) failed.
-    let failed = num_headers == 0 || host::call_response_status().is_none_or(|s| s >= 500);
+    let failed = num_headers == 0 || shared.host.call_response_status().is_none_or(|s| s >= 500);
     if failed {
         shared.count(m.mirrors_failed);
+        shared.breakers.borrow_mut().failed(&cluster, shared.host.now_nanos());
+    } else {
+        shared.breakers.borrow_mut().succeeded(&cluster);
     }
 }
 
 // === impl Stream ===
 
-struct Stream {
+struct Stream<H> {
     id: u32,
-    shared: Rc<Shared>,
+    shared: Rc<Shared<H>>,
     /// The configuration this request is decided with, fixed when the stream starts.
     active: Option<Rc<Active>>,
     metrics: Rc<Metrics>,
@@ -379,7 +461,7 @@ struct Stream {
     held: bool,
 }
 
-impl Stream {
+impl<H: Host> Stream<H> {
     fn count(&self, decision: &Decision<'_>, active: &Active) {
         let m = &self.metrics;
         let id = match decision {
@@ -395,7 +477,8 @@ impl Stream {
     /// Carries out the plan; returns whether the request goes on now.
     fn execute(&mut self, plan: Plan, req: &Request, end_of_stream: bool, active: &Active) -> Flow {
         let m = self.metrics.clone();
-        host::edit_request_headers(&plan.request_ops);
+        let host = &self.shared.host;
+        host.edit_request_headers(&plan.request_ops);
         let mirrors: Vec<MirrorCall> = if plan.mirrors.is_empty() {
             Vec::new()
         } else {
@@ -421,12 +504,17 @@ impl Stream {
             if plan.abort.is_some() {
                 self.shared.count(m.abort);
             }
-            host::send_reply(&reply);
+            host.send_reply(&reply);
             return Flow::Pause;
         }
         self.response_ops = plan.response_ops;
         if end_of_stream {
-            send_mirrors(&self.shared, &mirrors, None, mirror_timeout(active), &m);
+            self.shared.queue_mirrors(Outgoing {
+                calls: mirrors,
+                body: None,
+                reserved: 0,
+                timeout: mirror_timeout(active),
+            });
         } else {
             self.arm_mirrors(mirrors, active);
         }
@@ -453,12 +541,14 @@ impl Stream {
             return;
         }
         let body = buf.take();
-        if let Some(a) = &self.active {
-            let timeout = mirror_timeout(a);
-            // The host copies the body into the call, so the budget is free again right after.
-            send_mirrors(&self.shared, &calls, (!body.is_empty()).then_some(body.as_slice()), timeout, &self.metrics);
+        // The body's bytes stay taken from the budget until the root has sent the copies.
+        let reserved = std::mem::take(&mut self.body_bytes);
+        match &self.active {
+            Some(a) => {
+                self.shared.queue_mirrors(Outgoing { calls, body: Some(body), reserved, timeout: mirror_timeout(a) })
+            }
+            None => self.shared.budget.borrow_mut().release_bytes(reserved),
         }
-        self.release_body();
     }
 
     /// Gives up the copy of the body: too big for the limit or for what the VM has left.
@@ -468,24 +558,20 @@ impl Stream {
         }
         self.release_body();
     }
-
-    fn release_body(&mut self) {
-        self.shared.budget.borrow_mut().release_bytes(std::mem::take(&mut self.body_bytes));
-    }
 }
 
-impl Context for Stream {
-    fn on_http_call_response(&mut self, token: u32, num_headers: usize, _body: usize, _trailers: usize) {
-        count_mirror_answer(&self.shared, token, num_headers, &self.metrics);
-    }
-
+impl<H: Host> Context for Stream<H> {
     fn on_done(&mut self) -> bool {
         self.forget();
         true
     }
 }
 
-impl Stream {
+impl<H> Stream<H> {
+    fn release_body(&mut self) {
+        self.shared.budget.borrow_mut().release_bytes(std::mem::take(&mut self.body_bytes));
+    }
+
     /// A held stream that ends must never be resumed.
     fn forget(&mut self) {
         if self.held {
@@ -495,18 +581,18 @@ impl Stream {
     }
 }
 
-impl Drop for Stream {
+impl<H> Drop for Stream<H> {
     fn drop(&mut self) {
         self.forget();
         self.release_body();
     }
 }
 
-impl HttpContext for Stream {
+impl<H: Host> HttpContext for Stream<H> {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Flow {
         self.shared.count(self.metrics.requests);
         let Some(active) = self.active.clone() else { return Flow::Continue };
-        let Some(pairs) = host::request_headers() else { return Flow::Continue };
+        let Some(pairs) = self.shared.host.request_headers() else { return Flow::Continue };
         #[cfg(feature = "crash-test")]
         if pairs.iter().any(|(k, _)| k == "x-meshroute-crash-test") {
             // What running out of memory does: the VM traps (`unreachable`).
@@ -529,7 +615,7 @@ impl HttpContext for Stream {
             let room = buf.fits(body_size) && self.shared.budget.borrow_mut().reserve_bytes(body_size as u64);
             if room {
                 self.body_bytes += body_size as u64;
-                match host::request_body_chunk(body_size) {
+                match self.shared.host.request_body_chunk(body_size) {
                     Some(chunk) if buf.push(&chunk) => {}
                     _ => self.drop_body(),
                 }
@@ -550,10 +636,10 @@ impl HttpContext for Stream {
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Flow {
         if !self.response_ops.is_empty() {
-            host::edit_response_headers(&std::mem::take(&mut self.response_ops));
+            self.shared.host.edit_response_headers(&std::mem::take(&mut self.response_ops));
         }
         if let Some(rev) = self.active.as_ref().and_then(|a| a.revision_header.as_deref()) {
-            host::set_response_header(REVISION_HEADER, rev);
+            self.shared.host.set_response_header(REVISION_HEADER, rev);
         }
         Flow::Continue
     }

@@ -263,6 +263,10 @@ pub fn render(e: &Explanation, routing_header: &str) -> String {
         (Some(m), Outcome::Matched) => {
             let name = m.name.as_ref().map(|n| format!(" ({n})")).unwrap_or_default();
             let _ = writeln!(out, "result: rule spec.http[{}]{name}", m.rule);
+            if let Some(d) = &m.delegated {
+                // The index above is the merged list's, as in istiod's merged VirtualService.
+                let _ = writeln!(out, "  delegated: {d}");
+            }
             render_matched(&mut out, m);
         }
         (Some(m), _) => render_matched(&mut out, m),

@@ -3,6 +3,7 @@
 //! renderer.
 
 pub mod dot;
+pub mod l4;
 pub mod mermaid;
 pub mod model;
 pub mod svg;
