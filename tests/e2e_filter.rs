@@ -342,7 +342,6 @@ fn delegate_virtual_services_route_through_their_root_to_two_upstreams() {
     .cluster(&products_v2)
     .cluster(&reviews)
     .start();
-    let _load = shared();
     let jason = [("end-user", "jason")];
     for (path, headers, want) in [
         ("/productpage", &jason[..], Some(&products_v2)),
