@@ -1267,13 +1267,14 @@ fn a_dead_black_holed_or_refusing_mirror_against_the_primary_alone_at_a_fixed_ra
             c("failed"),
         );
         if matches!(case, MirrorCase::Dead | MirrorCase::BlackHoled | MirrorCase::Refusing) {
-            let _ = writeln!(
-                goals,
-                "{}: primary p99 = {ratio:.2} × alone (goal ≤ 1.10: {}), RSS {added:+.1} MiB (goal ≤ 20: {})",
+            let line = format!(
+                "issue 12 item 2, {} mirror: primary p99 = {ratio:.2} × alone (goal ≤ 1.10: {}), RSS {added:+.1} MiB (goal ≤ 20: {})",
                 case.label(),
                 verdict(ratio, 1.10),
                 verdict(added, 20.0)
             );
+            goal(&line);
+            let _ = writeln!(goals, "{line}");
         }
     }
     let (alo, ahi) = range(&p99s(alone));

@@ -986,3 +986,180 @@ fn source_ip_hash(dr: &crd::DestinationRule, subset: &str) -> bool {
     }
     use_source_ip
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{generate, Generated, Options};
+    use serde_json::{json, Value};
+    use std::path::Path;
+
+    fn build(resources: Value, settings: Value) -> Generated {
+        let cfg = json!({"resources": resources, "settings": settings});
+        let (bundle, diags) = crate::load_value(cfg.clone());
+        let compiled = crate::compile(&bundle, diags);
+        let table = compiled.table.unwrap_or_else(|| panic!("{}", compiled.diagnostics));
+        let opts = Options {
+            wasm: Path::new("/m.wasm"),
+            listen: "127.0.0.1:15001".parse().unwrap(),
+            admin: "127.0.0.1:15000".parse().unwrap(),
+            credentials_dir: None,
+        };
+        generate(&bundle, &table.clusters, &cfg, &opts).unwrap()
+    }
+
+    fn listener<'a>(g: &'a Generated, name: &str) -> &'a Value {
+        g.config["static_resources"]["listeners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["name"] == name)
+            .unwrap_or_else(|| panic!("no listener {name} in {:#}", g.config["static_resources"]["listeners"]))
+    }
+
+    fn res(kind: &str, name: &str, spec: Value) -> Value {
+        json!({"apiVersion": "networking.istio.io/v1", "kind": kind, "metadata": {"name": name, "namespace": "default"}, "spec": spec})
+    }
+
+    fn se(host: &str, ports: Value) -> Value {
+        res(
+            "ServiceEntry",
+            host,
+            json!({"hosts": [host], "addresses": ["240.0.0.1"], "resolution": "STATIC",
+            "ports": ports, "endpoints": [{"address": "10.0.0.1", "labels": {"v": "1"}}]}),
+        )
+    }
+
+    fn notes(g: &Generated) -> String {
+        g.notes.iter().map(|n| n.message.clone()).collect::<Vec<_>>().join("\n")
+    }
+
+    #[test]
+    fn tcp_proxy_takes_timeouts_and_source_ip_hash_from_the_destination_rule_and_mongo_gets_its_filter() {
+        let g = build(
+            json!([
+                se("db.internal", json!([{"number": 27017, "name": "mongo", "protocol": "MONGO"}])),
+                res(
+                    "DestinationRule",
+                    "db",
+                    json!({"host": "db.internal", "trafficPolicy": {
+                    "connectionPool": {"tcp": {"idleTimeout": "30s", "maxConnectionDuration": "1h"}},
+                    "loadBalancer": {"consistentHash": {"useSourceIp": true}}},
+                    "subsets": [{"name": "v1", "labels": {"v": "1"}}, {"name": "rr", "labels": {"v": "1"},
+                                 "trafficPolicy": {"loadBalancer": {"simple": "ROUND_ROBIN"}}}]})
+                ),
+                res(
+                    "VirtualService",
+                    "db",
+                    json!({"hosts": ["db.internal"], "tcp": [{"route": [
+                    {"destination": {"host": "db.internal", "subset": "v1"}, "weight": 100},
+                    {"destination": {"host": "db.internal", "subset": "rr"}, "weight": 0}]}]})
+                ),
+            ]),
+            json!({}),
+        );
+        let l = listener(&g, "127.0.0.1_27017");
+        assert!(l.get("listener_filters").is_none(), "no SNI, no tls_inspector: {l:#}");
+        let filters = l["filter_chains"][0]["filters"].as_array().unwrap();
+        assert_eq!(filters[0]["name"], "envoy.filters.network.mongo_proxy");
+        let t = &filters[1]["typed_config"];
+        assert_eq!(t["stat_prefix"], "db.default");
+        // Weight 0 is left out; the cluster port is the service's only port.
+        assert_eq!(
+            t["weighted_clusters"]["clusters"],
+            json!([{"name": "outbound|27017|v1|db.internal", "weight": 100}])
+        );
+        assert_eq!(
+            (t["idle_timeout"].as_str(), t["max_downstream_connection_duration"].as_str()),
+            (Some("30s"), Some("3600s"))
+        );
+        assert_eq!(t["hash_policy"], json!([{"source_ip": {}}]));
+        let single = super::tcp_proxy("c", Some("c"), None, None, None);
+        assert!(single["typed_config"].get("hash_policy").is_none());
+    }
+
+    #[test]
+    fn identical_filter_chain_matches_keep_the_first_with_a_note() {
+        let g = build(
+            json!([
+                se("a.internal", json!([{"number": 9000, "name": "tcp", "protocol": "TCP"}])),
+                se("b.internal", json!([{"number": 9000, "name": "tcp", "protocol": "TCP"}])),
+            ]),
+            json!({}),
+        );
+        let chains = listener(&g, "127.0.0.1_9000")["filter_chains"].as_array().unwrap().clone();
+        assert_eq!(chains.len(), 1);
+        assert_eq!(chains[0]["filters"][0]["typed_config"]["cluster"], "outbound|9000||a.internal");
+        assert!(
+            notes(&g).contains(
+                "service b.internal port 9000 has the same filter chain match as service a.internal port 9000"
+            ),
+            "{}",
+            notes(&g)
+        );
+    }
+
+    #[test]
+    fn gateway_ports_mixing_http_and_passthrough_and_istio_mutual_servers_are_noted() {
+        let gw = res(
+            "Gateway",
+            "gw",
+            json!({"servers": [
+            {"port": {"number": 443, "name": "https", "protocol": "HTTPS"}, "hosts": ["a.example.com"],
+             "tls": {"mode": "SIMPLE", "serverCertificate": "/c.pem", "privateKey": "/k.pem"}},
+            {"port": {"number": 443, "name": "pt", "protocol": "HTTPS"}, "hosts": ["b.example.com"], "tls": {"mode": "PASSTHROUGH"}},
+            {"port": {"number": 9443, "name": "tls", "protocol": "TLS"}, "hosts": ["c.example.com"], "tls": {"mode": "ISTIO_MUTUAL"}},
+            {"port": {"number": 8443, "name": "pt2", "protocol": "TLS"}, "hosts": ["*.example.com"], "tls": {"mode": "PASSTHROUGH"}}]}),
+        );
+        let vs = |name: &str, sni: &str| {
+            res(
+                "VirtualService",
+                name,
+                json!({"hosts": [sni], "gateways": ["gw"],
+                "tls": [{"match": [{"sniHosts": [sni]}], "route": [{"destination": {"host": "x.internal", "port": {"number": 443}}}]}]}),
+            )
+        };
+        let g =
+            build(json!([gw, vs("b", "b.example.com"), vs("b2", "b.example.com")]), json!({"gateway": "default/gw"}));
+        let n = notes(&g);
+        assert!(n.contains("Gateway default/gw port 443: TCP/TLS/passthrough servers share the port"), "{n}");
+        assert!(n.contains("tls.mode ISTIO_MUTUAL needs the mesh's certificates"), "{n}");
+        assert!(n.contains("skipping VirtualService b2 rule #0 on server port 8443 of gateway default/gw, duplicate SNI host names"), "{n}");
+        let l = listener(&g, "gateway_8443");
+        assert_eq!(l["filter_chains"].as_array().unwrap().len(), 1);
+        assert_eq!(l["filter_chains"][0]["filter_chain_match"]["server_names"], json!(["b.example.com"]));
+        assert_eq!(l["listener_filters"][0]["name"], "envoy.filters.listener.tls_inspector");
+        // The HTTPS port keeps its TLS-terminating HTTP listener.
+        assert!(listener(&g, "gateway_443")["filter_chains"][0]["transport_socket"].is_object());
+    }
+
+    #[test]
+    fn a_sidecar_without_a_catch_all_egress_listener_has_only_its_explicit_ports() {
+        let sc = res(
+            "Sidecar",
+            "default",
+            json!({"egress": [
+            {"port": {"number": 9100, "name": "tcp", "protocol": "TCP"}, "hosts": ["./a.internal"]},
+            {"port": {"number": 8080, "name": "http", "protocol": "HTTP"}, "hosts": ["./b.internal"]}]}),
+        );
+        let g = build(
+            json!([
+                se("a.internal", json!([{"number": 9000, "name": "tcp", "protocol": "TCP"}])),
+                se("b.internal", json!([{"number": 9001, "name": "tcp", "protocol": "TCP"}])),
+                sc
+            ]),
+            json!({}),
+        );
+        let names: Vec<&str> = g.config["static_resources"]["listeners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|l| l["name"].as_str())
+            .collect();
+        assert_eq!(names, ["meshroute_outbound", "127.0.0.1_9100"]);
+        assert_eq!(
+            listener(&g, "127.0.0.1_9100")["filter_chains"][0]["filters"][0]["typed_config"]["cluster"],
+            "outbound|9000||a.internal"
+        );
+        assert!(notes(&g).contains("HTTP port 8080: not a listener of its own"), "{}", notes(&g));
+    }
+}

@@ -27,7 +27,8 @@ fn check_ingress(cx: &mut Ctx<'_>, at: &Place<'_>, sc: &crd::Sidecar) {
         if !port.name.is_empty() && !is_dns1123_label(&port.name) {
             cx.error(at, format!("{p}.port.name"), format!("invalid port name: {}", port.name));
         }
-        if parse_protocol(&port.protocol).is_none() {
+        // `ValidateProtocol`: empty is protocol sniffing.
+        if !port.protocol.is_empty() && parse_protocol(&port.protocol).is_none() {
             cx.error(at, format!("{p}.port.protocol"), format!("unsupported protocol: {}", port.protocol));
         }
         if let Err(err) = validate_port(i64::from(port.number)) {
@@ -115,6 +116,7 @@ pub(super) fn check(cx: &mut Ctx<'_>, at: &Place<'_>, sc: &crd::Sidecar) {
     }
     check_ingress(cx, at, sc);
     let mut ports: Vec<u32> = Vec::new();
+    let mut uds: Vec<&str> = Vec::new();
     let mut catch_all_found = false;
     for (i, e) in sc.egress.iter().enumerate() {
         let p = format!("spec.egress[{i}]");
@@ -145,15 +147,39 @@ pub(super) fn check(cx: &mut Ctx<'_>, at: &Place<'_>, sc: &crd::Sidecar) {
                     cx.error(at, format!("{p}.port.protocol"), format!("unsupported protocol: {}", port.protocol));
                 }
                 let bind = e.bind.as_deref().unwrap_or_default();
+                // `validateSidecarEgressPortBindAndCaptureMode`.
                 if port.number == 0 {
-                    if !bind.starts_with("unix://") {
-                        cx.error(
+                    match bind.strip_prefix("unix://") {
+                        None => cx.error(
                             at,
                             format!("{p}.bind"),
                             "sidecar: ports with 0 value must have a unix domain socket bind address",
+                        ),
+                        Some(path) => {
+                            if let Err(err) = super::common::validate_unix_address(path) {
+                                cx.error(at, format!("{p}.bind"), err);
+                            }
+                            if uds.contains(&bind) {
+                                cx.error(
+                                    at,
+                                    format!("{p}.bind"),
+                                    "sidecar: unix domain socket values for listeners must be unique",
+                                );
+                            }
+                            uds.push(bind);
+                        }
+                    }
+                    if !matches!(e.capture_mode.as_deref(), None | Some("DEFAULT" | "NONE")) {
+                        cx.error(
+                            at,
+                            format!("{p}.captureMode"),
+                            "sidecar: captureMode must be DEFAULT/NONE for unix domain socket listeners",
                         );
                     }
                 } else {
+                    if !bind.is_empty() && bind.parse::<std::net::IpAddr>().is_err() {
+                        cx.error(at, format!("{p}.bind"), format!("{bind} is not a valid IP"));
+                    }
                     if let Err(err) = validate_port(i64::from(port.number)) {
                         cx.error(at, format!("{p}.port.number"), err);
                     }
