@@ -281,13 +281,23 @@ struct SvcPort {
 struct Cx<'b, 'a> {
     b: &'b mut Builder<'a>,
     clusters: BTreeMap<String, ClusterRef>,
+    /// Each ServiceEntry host's only port (`None`: several), first declaration wins as in
+    /// `Builder::service_entry`: a destination's port is looked up without scanning every entry.
+    only_ports: BTreeMap<String, Option<u32>>,
 }
 
 /// Builds every L4 listener of this proxy: the sidecar's (settings.gateway `mesh`) or those of the
 /// Gateway it implements, on `ip` (the `--listen` address; `http_port` is taken by the HTTP
 /// listener of a sidecar).
 pub fn listeners(b: &mut Builder<'_>, ip: IpAddr, http_port: u16) -> L4 {
-    let mut cx = Cx { b, clusters: BTreeMap::new() };
+    let mut only_ports = BTreeMap::new();
+    for (r, se) in b.visible_service_entries() {
+        for h in &se.hosts {
+            let only = (se.ports.len() == 1).then(|| se.ports[0].number);
+            only_ports.entry(b.fqdn(h, &r.namespace)).or_insert(only);
+        }
+    }
+    let mut cx = Cx { b, clusters: BTreeMap::new(), only_ports };
     let mut inbound_clusters = Vec::new();
     let listeners = if cx.b.settings.gateway == "mesh" {
         let mut listeners = cx.sidecar(ip, http_port);
@@ -711,6 +721,10 @@ impl<'a> Cx<'_, 'a> {
     }
 
     fn only_port(&self, h: &str) -> Option<u32> {
+        if let Some(only) = self.only_ports.get(h) {
+            return *only;
+        }
+        // A wildcard ServiceEntry host (rare in routes): the builder's own lookup.
         if let Some((_, se)) = self.b.service_entry(h) {
             return (se.ports.len() == 1).then(|| se.ports[0].number);
         }
