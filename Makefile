@@ -171,10 +171,25 @@ fuzz: tools-fuzz fuzz-corpus
 	done
 
 ## fuzz-smoke: every fuzz target for FUZZ_SMOKE_SECS seconds (part of `make test`)
-fuzz-smoke: tools-fuzz fuzz-corpus
-	@.ci/host-guard
+# Needs neither nightly nor cargo-fuzz (on a fresh machine they cost minutes): the same libFuzzer
+# targets, built by the stable toolchain with the coverage instrumentation cargo-fuzz passes, but
+# without AddressSanitizer (nightly only; `make fuzz` keeps it for the long runs) and without debug
+# info; all four in one cargo invocation, in a target dir of their own (so `make fuzz` and the
+# smoke never rebuild each other's).
+FUZZ_SMOKE_RUSTFLAGS := -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
+  -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
+  -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing
+FUZZ_SMOKE_TARGET_DIR := $(CURDIR)/fuzz/target/smoke
+# --target keeps the instrumentation off build scripts and proc macros (as cargo-fuzz does).
+HOST_TRIPLE = $(shell rustc -vV | sed -n 's/^host: //p')
+fuzz-smoke: fuzz-corpus
+	@CARGO_TARGET_DIR="$(FUZZ_SMOKE_TARGET_DIR)" .ci/host-guard
+	cd fuzz && CARGO_TARGET_DIR="$(FUZZ_SMOKE_TARGET_DIR)" CARGO_PROFILE_RELEASE_DEBUG=0 \
+	  RUSTFLAGS="$(FUZZ_SMOKE_RUSTFLAGS)" $(CARGO) build --release --bins --target $(HOST_TRIPLE)
 	@for t in $(FUZZ_TARGETS); do \
-	  (cd fuzz && RUSTUP_TOOLCHAIN=nightly "$(CARGO_FUZZ)" fuzz run $$t corpus/$$t -- -max_total_time=$(FUZZ_SMOKE_SECS) -max_len=65536 -rss_limit_mb=2048) \
+	  mkdir -p fuzz/artifacts/$$t; \
+	  (cd fuzz && "$(FUZZ_SMOKE_TARGET_DIR)/$(HOST_TRIPLE)/release/$$t" corpus/$$t -artifact_prefix=artifacts/$$t/ \
+	    -max_total_time=$(FUZZ_SMOKE_SECS) -max_len=65536 -rss_limit_mb=2048) \
 	    > fuzz/smoke-$$t.log 2>&1 || { tail -40 fuzz/smoke-$$t.log >&2; echo "fuzz-smoke $$t failed (fuzz/artifacts/$$t)" >&2; exit 1; }; \
 	  grep -E '^Done [0-9]+ runs' fuzz/smoke-$$t.log | sed "s/^/fuzz-smoke $$t: /" || true; \
 	done
@@ -208,9 +223,13 @@ bench:
 
 ## bench-e2e: load through a real Envoy with wrk (HTTP/1.1) and h2load (h2c), loopback only:
 ## meshroute vs native routes vs the Wasm floor, CPU per request (docs/benchmarks-e2e.md);
-## BENCH_E2E_SECS, BENCH_E2E_ROUNDS, BENCH_E2E_RULES tune it
+## BENCH_E2E_SECS, BENCH_E2E_ROUNDS, BENCH_E2E_RULES, BENCH_E2E_LOAD_RULES, BENCH_E2E_PUSH_RULES tune it;
+## every goal's line (met / not met) is printed again at the end, on one screen
 bench-e2e: tools-envoy tools-bench wasm
-	$(CARGO) test --release --test bench_e2e -- --ignored --nocapture --test-threads 1
+	@target="$$($(CARGO) metadata --no-deps --format-version 1 | $(PYTHON) -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"; \
+	rm -f "$$target/bench-e2e-goals.txt"; \
+	$(CARGO) test --release --test bench_e2e -- --ignored --nocapture --test-threads 1; status=$$?; \
+	echo; echo "Goals (issue 11, issue 12 item 3), this run:"; cat "$$target/bench-e2e-goals.txt" 2>/dev/null; exit $$status
 
 ## graphs: docs/graphs/*.svg — `meshroute graph` of each seed example that has a VirtualService,
 ## alone (its mistakes dashed red), and the canary stages with the seed subsets (README)

@@ -182,6 +182,14 @@ pub struct RetryExplained {
     pub retriable_status_codes: String,
     pub per_try_timeout_ms: Option<u64>,
     pub retry_remote_localities: bool,
+    /// `backoff` (route configuration only).
+    pub backoff_ms: Option<u64>,
+    /// `retryIgnorePreviousHosts` as written (unset: Istio's `previous_hosts` predicate, except
+    /// for a single consistent-hash destination).
+    pub previous_hosts: Option<bool>,
+    /// The name of the policy's route (R221): the `x-meshroute-retry-policy` value the filter
+    /// writes where the route configuration has one route per policy (`meshroute envoy`).
+    pub route: String,
     /// The VirtualService set no `retries`; Istio's default applies.
     pub istio_default: bool,
 }
@@ -464,6 +472,9 @@ fn retry(r: &RetryPolicy) -> RetryExplained {
         retriable_status_codes: r.retriable_status_codes.clone(),
         per_try_timeout_ms: r.per_try_timeout.map(ms),
         retry_remote_localities: r.retry_remote_localities,
+        backoff_ms: r.backoff.map(ms),
+        previous_hosts: r.previous_hosts,
+        route: r.route_id(),
         istio_default: r.is_default,
     }
 }

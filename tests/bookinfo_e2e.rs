@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
+use support::cli::*;
 use support::*;
 
 const VERSIONS: &[(&str, &str)] = &[
@@ -59,16 +60,25 @@ fn workloads() -> Workloads {
     Workloads { upstreams, yaml }
 }
 
+/// The files every Bookinfo task starts from (the app, its workloads, `destination-rule-all`),
+/// then the task's own samples, in order (later files win, MR0001).
+fn task_files(workloads: &str, samples: &[&'static str]) -> Vec<(&'static str, String)> {
+    let mut files = vec![
+        ("bookinfo.yaml", bookinfo("bookinfo.yaml")),
+        ("workloads.yaml", workloads.to_string()),
+        ("destination-rule-all.yaml", bookinfo("destination-rule-all.yaml")),
+    ];
+    files.extend(samples.iter().map(|&name| (name, bookinfo(name))));
+    files
+}
+
 struct Proxy {
     _envoy: Envoy,
     port: u16,
 }
 
 fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("meshroute-bookinfo-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    dir
+    fresh_dir(&format!("bookinfo-{tag}"))
 }
 
 /// `meshroute validate` must pass with no error, then `meshroute envoy` runs the result.
@@ -114,14 +124,14 @@ fn request_routing_and_fault_injection_as_the_istio_tasks_describe() {
     let w = workloads();
     // request-routing: virtual-service-all-v1, then reviews-test-v2 replaces the reviews rule;
     // fault-injection: ratings-test-abort replaces the ratings rule (later files win, MR0001).
-    let files = [
-        ("bookinfo.yaml", bookinfo("bookinfo.yaml")),
-        ("workloads.yaml", w.yaml.clone()),
-        ("destination-rule-all.yaml", bookinfo("destination-rule-all.yaml")),
-        ("virtual-service-all-v1.yaml", bookinfo("virtual-service-all-v1.yaml")),
-        ("virtual-service-reviews-test-v2.yaml", bookinfo("virtual-service-reviews-test-v2.yaml")),
-        ("virtual-service-ratings-test-abort.yaml", bookinfo("virtual-service-ratings-test-abort.yaml")),
-    ];
+    let files = task_files(
+        &w.yaml,
+        &[
+            "virtual-service-all-v1.yaml",
+            "virtual-service-reviews-test-v2.yaml",
+            "virtual-service-ratings-test-abort.yaml",
+        ],
+    );
     let p = start(&wasm, "routing", &files, &[]);
     for _ in 0..5 {
         assert_eq!(who(p.port, "productpage:9080", "/productpage", &[]), (200, "productpage-v1".into()));
@@ -143,12 +153,7 @@ fn request_routing_and_fault_injection_as_the_istio_tasks_describe() {
 fn traffic_shifting_fifty_fifty_and_the_ingress_gateway() {
     let Some((_, wasm)) = envoy_and_filter("bookinfo traffic shifting") else { return };
     let w = workloads();
-    let files = [
-        ("bookinfo.yaml", bookinfo("bookinfo.yaml")),
-        ("workloads.yaml", w.yaml.clone()),
-        ("destination-rule-all.yaml", bookinfo("destination-rule-all.yaml")),
-        ("virtual-service-reviews-50-v3.yaml", bookinfo("virtual-service-reviews-50-v3.yaml")),
-    ];
+    let files = task_files(&w.yaml, &["virtual-service-reviews-50-v3.yaml"]);
     let p = start(&wasm, "shifting", &files, &[]);
     let n: u64 = 100;
     let mut c: HashMap<String, usize> = HashMap::new();
@@ -166,12 +171,8 @@ fn traffic_shifting_fifty_fifty_and_the_ingress_gateway() {
     let gateway = bookinfo("bookinfo-gateway.yaml").replace("number: 8080", &format!("number: {gw_port}"));
     let ingress =
         "apiVersion: v1\nkind: Pod\nmetadata: {name: ingress, namespace: default, labels: {istio: ingressgateway}}\n";
-    let files = [
-        ("bookinfo.yaml", bookinfo("bookinfo.yaml")),
-        ("workloads.yaml", format!("{}{ingress}", w.yaml)),
-        ("destination-rule-all.yaml", bookinfo("destination-rule-all.yaml")),
-        ("bookinfo-gateway.yaml", gateway),
-    ];
+    let mut files = task_files(&format!("{}{ingress}", w.yaml), &[]);
+    files.push(("bookinfo-gateway.yaml", gateway));
     let _g = start(&wasm, "gateway", &files, &["--gateway", "default/bookinfo-gateway"]);
     assert_eq!(who(gw_port, "bookinfo.example.com", "/productpage", &[]), (200, "productpage-v1".into()));
     assert_eq!(who(gw_port, "bookinfo.example.com", "/api/v1/products", &[]), (200, "productpage-v1".into()));
@@ -194,14 +195,14 @@ fn counter(p: &Proxy, name: &str, want: u64) -> u64 {
 fn fault_injection_delays_ratings_seven_seconds_for_jason_only() {
     let Some((_, wasm)) = envoy_and_filter("bookinfo fault-injection delay") else { return };
     let w = workloads();
-    let files = [
-        ("bookinfo.yaml", bookinfo("bookinfo.yaml")),
-        ("workloads.yaml", w.yaml.clone()),
-        ("destination-rule-all.yaml", bookinfo("destination-rule-all.yaml")),
-        ("virtual-service-all-v1.yaml", bookinfo("virtual-service-all-v1.yaml")),
-        ("virtual-service-reviews-test-v2.yaml", bookinfo("virtual-service-reviews-test-v2.yaml")),
-        ("virtual-service-ratings-test-delay.yaml", bookinfo("virtual-service-ratings-test-delay.yaml")),
-    ];
+    let files = task_files(
+        &w.yaml,
+        &[
+            "virtual-service-all-v1.yaml",
+            "virtual-service-reviews-test-v2.yaml",
+            "virtual-service-ratings-test-delay.yaml",
+        ],
+    );
     let p = start(&wasm, "delay", &files, &[]);
     let get = |headers: &[(&str, &str)]| {
         let mut h = vec![("Host", "ratings:9080")];
@@ -272,15 +273,12 @@ spec:
         subset: v1
 ";
     let reviews_timeout = format!("{reviews_v2}    timeout: 0.5s\n");
-    let files = [
-        ("bookinfo.yaml", bookinfo("bookinfo.yaml")),
-        ("workloads.yaml", w.yaml.clone()),
-        ("destination-rule-all.yaml", bookinfo("destination-rule-all.yaml")),
-        ("virtual-service-all-v1.yaml", bookinfo("virtual-service-all-v1.yaml")),
+    let mut files = task_files(&w.yaml, &["virtual-service-all-v1.yaml"]);
+    files.extend([
         ("reviews-v2.yaml", reviews_v2.to_string()),
         ("ratings-delay.yaml", ratings_delay.to_string()),
         ("reviews-timeout.yaml", reviews_timeout),
-    ];
+    ]);
     let p = start(&wasm, "timeouts", &files, &[]);
     // The ratings delay of the task: one request, the 2 s as a lower bound and the counter.
     let r = http("GET", p.port, "/ratings/0", &[("Host", "ratings:9080")], b"");

@@ -12,63 +12,17 @@ mod support;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
+use support::cli::*;
 use support::*;
-
-fn meshroute(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_meshroute")).args(args).current_dir(repo_root()).output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
 
 /// reviews.internal: endpoints v1 and v2, all traffic to v1 (the stable revision).
 fn config(v1: u16, v2: u16) -> String {
-    format!(
-        "apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: reviews, namespace: default}}
-spec:
-  hosts: [reviews.internal]
-  resolution: STATIC
-  ports: [{{number: 80, name: http, protocol: HTTP}}]
-  endpoints:
-  - {{address: 127.0.0.1, ports: {{http: {v1}}}, labels: {{version: v1}}}}
-  - {{address: 127.0.0.1, ports: {{http: {v2}}}, labels: {{version: v2}}}}
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: reviews, namespace: default}}
-spec:
-  host: reviews.internal
-  subsets: [{{name: v1, labels: {{version: v1}}}}, {{name: v2, labels: {{version: v2}}}}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: reviews, namespace: default}}
-spec:
-  hosts: [reviews.internal]
-  http:
-  - route:
-    - {{destination: {{host: reviews.internal, subset: v1}}}}
-"
-    )
-}
-
-/// Stops the Envoy `up --detach` started, pass or fail.
-struct Stop(Option<String>);
-
-impl Drop for Stop {
-    fn drop(&mut self) {
-        if let Some(pid) = &self.0 {
-            let _ = Command::new("kill").arg(pid).status();
-        }
-    }
+    reviews_config(&[("v1", v1), ("v2", v2)], "v1", "")
 }
 
 struct Rig {
@@ -76,7 +30,7 @@ struct Rig {
     state: String,
     file: String,
     listen: u16,
-    _stop: Stop,
+    _stop: StopEnvoy,
     ups: Vec<Upstream>,
 }
 
@@ -112,7 +66,7 @@ fn rig(test: &str, canary: Behaviour) -> Option<Rig> {
         "-m",
         "stable",
     ]);
-    let stop = Stop(std::fs::read_to_string(state.join("envoy.pid")).ok().map(|p| p.trim().to_string()));
+    let stop = StopEnvoy::new(&state);
     assert!(up.status.success(), "up: {}", text(&up));
     Some(Rig {
         dir: dir.clone(),

@@ -13,8 +13,9 @@ mod support;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
+use support::cli::*;
 use support::*;
 
 /// The fixed ports of a hand-run demo (envoy/README.md, Running it elsewhere).
@@ -31,19 +32,8 @@ const ENDPOINTS: [(&str, u16); 5] = [
     ("catalog", 18085),
 ];
 
-fn meshroute(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_meshroute")).args(args).current_dir(repo_root()).output().expect("run meshroute")
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
 fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("meshroute-demo-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    dir
+    fresh_dir(&format!("demo-{tag}"))
 }
 
 /// `meshroute envoy -f envoy/demo` with the fixed ports; the generated YAML.

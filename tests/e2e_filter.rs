@@ -697,6 +697,11 @@ fn mirror_gets_a_copy_and_the_primary_never_waits_for_it() {
     assert_eq!((r.status, r.header("x-upstream")), (200, Some(v1.as_str())));
     let open = format!("cluster.{hung_cluster}.upstream_rq_active");
     assert_eq!(m.envoy.wait_stat(&open, 1, Duration::from_secs(10)), 1, "the copy is open after the primary's answer");
+    // Envoy counts the request active before the peer's accept thread has run: wait for it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while hung.accepted() == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     assert_eq!(hung.accepted(), 1);
 
     // The copy: same method, path, body, Host and headers.

@@ -14,73 +14,17 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
+use support::cli::*;
 use support::*;
-
-fn meshroute(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_meshroute")).args(args).current_dir(repo_root()).output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
 
 /// Resources routing all of reviews.internal to `subset` (v1, v2, v3 are upstreams), with an
 /// optional extra DestinationRule trafficPolicy.
 fn config(ports: &[(&str, u16)], route: &str, policy: &str) -> String {
-    let endpoints: String = ports
-        .iter()
-        .map(|(v, p)| format!("  - {{address: 127.0.0.1, ports: {{http: {p}}}, labels: {{version: {v}}}}}\n"))
-        .collect();
-    format!(
-        "apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: reviews, namespace: default}}
-spec:
-  hosts: [reviews.internal]
-  resolution: STATIC
-  ports: [{{number: 80, name: http, protocol: HTTP}}]
-  endpoints:
-{endpoints}---
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: reviews, namespace: default}}
-spec:
-  host: reviews.internal
-{policy}  subsets: [{{name: v1, labels: {{version: v1}}}}, {{name: v2, labels: {{version: v2}}}}, {{name: v3, labels: {{version: v3}}}}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: reviews, namespace: default}}
-spec:
-  hosts: [reviews.internal]
-  http:
-  - route:
-    - {{destination: {{host: reviews.internal, subset: {route}}}}}
-"
-    )
-}
-
-/// Stops the Envoy `up --detach` started when the test ends, pass or fail (its id is read
-/// right after `up`, before the test removes the state directory).
-struct Stop(Option<String>);
-
-impl Stop {
-    fn new(state: &std::path::Path) -> Stop {
-        Stop(std::fs::read_to_string(state.join("envoy.pid")).ok().map(|p| p.trim().to_string()))
-    }
-}
-
-impl Drop for Stop {
-    fn drop(&mut self) {
-        if let Some(pid) = &self.0 {
-            let _ = Command::new("kill").arg(pid).status();
-        }
-    }
+    reviews_config(ports, route, policy)
 }
 
 /// One operation: when it ran and which upstreams may answer once it is over.
@@ -153,7 +97,7 @@ fn round(test: &str, valid: usize, invalid: usize, rollbacks: usize) {
         "-m",
         "first",
     ]);
-    let _stop = Stop::new(&state);
+    let _stop = StopEnvoy::new(&state);
     assert!(up.status.success(), "up: {}", text(&up));
     let rss_start = envoy_rss(&state);
     let mut ops = vec![Op { start: t0, end: Instant::now(), live_after: BTreeSet::from(["v1"]) }];

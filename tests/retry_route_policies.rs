@@ -165,3 +165,41 @@ fn consistent_hash_stays_sticky_through_a_rules_own_retry_policy() {
     let attempts: usize = ups.iter().map(Upstream::attempts).sum();
     assert_eq!(attempts as u64, 12 * 6 + retries);
 }
+
+/// `meshroute compile --as envoyfilter` (R223): the same routes for an Istio sidecar, each also
+/// requiring the routing header, inserted first in reverse so they keep their order.
+#[test]
+fn the_generated_envoy_filter_carries_the_policy_and_hash_routes_in_order() {
+    let dir = std::env::temp_dir().join(format!("meshroute-retry-routes-ef-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("in.yaml");
+    std::fs::write(
+        &input,
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: s, namespace: default}\n\
+         spec: {host: sticky.default.svc.cluster.local, trafficPolicy: {loadBalancer: {consistentHash: {httpCookie: {name: user, ttl: 0s}}}}}\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: s, namespace: default}\n\
+         spec: {hosts: [sticky], http: [{route: [{destination: {host: sticky}}], retries: {attempts: 3, retryOn: 5xx, backoff: 50ms}}]}\n",
+    )
+    .unwrap();
+    let settings = dir.join("settings.yaml");
+    std::fs::write(&settings, "retryPolicyOnRoute: true\nretryPolicyRoutes: true\nlabels: {app: frontend}\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_meshroute"))
+        .args(["compile", "--as", "envoyfilter", "-f"])
+        .arg(&input)
+        .arg("--settings")
+        .arg(&settings)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("kind: EnvoyFilter") && text.contains("app: frontend"), "{text}");
+    // INSERT_FIRST one by one: the last patch ends up first, so the names appear reversed.
+    let names: Vec<&str> = text.lines().filter_map(|l| l.trim().strip_prefix("name: ")).collect();
+    let pos = |n: &str| {
+        names.iter().position(|x| x.trim_matches('"').starts_with(n)).unwrap_or_else(|| panic!("{n}: {names:?}"))
+    };
+    assert!(pos("meshroute:r") < pos("hash:"), "{names:?}");
+    assert!(text.contains("base_interval: \"0.05s\""), "{text}");
+    assert!(text.contains("cookie:"), "the hash route keeps the cookie hash policy: {text}");
+    assert!(text.matches("present_match: true").count() >= text.matches("operation: INSERT_FIRST").count());
+}

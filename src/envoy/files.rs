@@ -140,23 +140,15 @@ fn response(version: &str, type_url: &str, resources: &[Value]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::envoy::{resources, Options};
+    use crate::envoy::resources;
 
     fn sample() -> Resources {
         let cfg = json!({"resources": [
             {"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry", "metadata": {"name": "a", "namespace": "default"},
              "spec": {"hosts": ["a.internal"], "resolution": "STATIC", "ports": [{"number": 80, "name": "http", "protocol": "HTTP"}],
                       "endpoints": [{"address": "127.0.0.1"}]}}], "settings": {}});
-        let (bundle, diags) = crate::load_value(cfg.clone());
-        let compiled = crate::compile(&bundle, diags);
-        let table = compiled.table.unwrap_or_else(|| panic!("{}", compiled.diagnostics));
-        let opts = Options {
-            wasm: Path::new("/m.wasm"),
-            listen: "127.0.0.1:15001".parse().unwrap(),
-            admin: "127.0.0.1:15000".parse().unwrap(),
-            credentials_dir: None,
-        };
-        resources(&bundle, &table.clusters, &cfg, &opts).unwrap()
+        let (bundle, table) = crate::envoy::testing::compiled(&cfg);
+        resources(&bundle, &table.clusters, &cfg, &crate::envoy::testing::options()).unwrap()
     }
 
     #[test]

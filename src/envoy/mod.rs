@@ -638,6 +638,34 @@ fn downstream_tls(b: &mut Builder<'_>, s: &crd::Server, port: u32) -> Option<Val
     Some(Value::Object(ctx))
 }
 
+/// What the translation's unit tests start from (here and in `files.rs`).
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::Options;
+    use crate::compile::RouteTable;
+    use crate::config::Bundle;
+    use serde_json::Value;
+    use std::path::Path;
+
+    /// `cfg` loaded and compiled; panics with the findings when it does not compile.
+    pub(crate) fn compiled(cfg: &Value) -> (Bundle, RouteTable) {
+        let (bundle, diags) = crate::load_value(cfg.clone());
+        assert!(diags.is_empty(), "{diags}");
+        let compiled = crate::compile(&bundle, diags);
+        let table = compiled.table.unwrap_or_else(|| panic!("{}", compiled.diagnostics));
+        (bundle, table)
+    }
+
+    pub(crate) fn options() -> Options<'static> {
+        Options {
+            wasm: Path::new("/m.wasm"),
+            listen: "127.0.0.1:15001".parse().unwrap(),
+            admin: "127.0.0.1:15000".parse().unwrap(),
+            credentials_dir: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -645,17 +673,8 @@ mod tests {
 
     fn build(resources: Value, settings: Value) -> Generated {
         let cfg = json!({"resources": resources, "settings": settings});
-        let (bundle, diags) = crate::load_value(cfg.clone());
-        assert!(diags.is_empty(), "{diags}");
-        let compiled = crate::compile(&bundle, diags);
-        let table = compiled.table.unwrap_or_else(|| panic!("{}", compiled.diagnostics));
-        let opts = Options {
-            wasm: Path::new("/m.wasm"),
-            listen: "127.0.0.1:15001".parse().unwrap(),
-            admin: "127.0.0.1:15000".parse().unwrap(),
-            credentials_dir: None,
-        };
-        generate(&bundle, &table.clusters, &cfg, &opts).unwrap()
+        let (bundle, table) = testing::compiled(&cfg);
+        generate(&bundle, &table.clusters, &cfg, &testing::options()).unwrap()
     }
 
     fn cluster<'a>(g: &'a Generated, name: &str) -> &'a Value {

@@ -258,33 +258,45 @@ fn destination_ports(cx: &mut Ctx<'_>) {
                 .or_else(|| declared.iter().find(|(h, ser, se)| host::matches(h, &target) && visible(ser, se)))
                 .map(|(_, _, se)| *se);
             let Some(se) = se else { continue };
-            match &dest.port {
-                None if se.ports.len() > 1 => {
-                    let ports: Vec<String> = se.ports.iter().map(|p| p.number.to_string()).collect();
-                    cx.push(
-                        Severity::Error,
-                        Some("IST0112"),
-                        &at,
-                        path,
-                        format!(
-                            "This VirtualService routes to a service {:?} that exposes multiple ports [{}]. Specifying a port in the destination is required to disambiguate.",
-                            dest.host,
-                            ports.join(" ")
-                        ),
-                    );
-                }
-                Some(port) if !se.ports.iter().any(|p| p.number == port.number) => {
-                    cx.push(
-                        Severity::Error,
-                        Some("IST0101"),
-                        &at,
-                        format!("{path}.port.number"),
-                        format!("Referenced host:port not found: \"{}:{}\"", dest.host, port.number),
-                    );
-                }
-                _ => {}
-            }
+            let ports: Vec<u32> = se.ports.iter().map(|p| p.number).collect();
+            destination_port(cx, &at, path, &dest.host, dest.port.as_ref().map(|p| p.number), &ports);
         }
+    }
+}
+
+/// istioctl `DestinationHostAnalyzer` (`checkServiceEntryPorts`, and the same for Kubernetes
+/// Services): a destination without a port towards a service with several ports is IST0112, a
+/// port the service does not declare is IST0101 `host:port`.
+pub(super) fn destination_port(
+    cx: &mut Ctx<'_>,
+    at: &Place<'_>,
+    path: String,
+    host: &str,
+    port: Option<u32>,
+    declared: &[u32],
+) {
+    match port {
+        None if declared.len() > 1 => {
+            let ports: Vec<String> = declared.iter().map(u32::to_string).collect();
+            cx.push(
+                Severity::Error,
+                Some("IST0112"),
+                at,
+                path,
+                format!(
+                    "This VirtualService routes to a service {host:?} that exposes multiple ports [{}]. Specifying a port in the destination is required to disambiguate.",
+                    ports.join(" ")
+                ),
+            );
+        }
+        Some(port) if !declared.contains(&port) => cx.push(
+            Severity::Error,
+            Some("IST0101"),
+            at,
+            format!("{path}.port.number"),
+            format!("Referenced host:port not found: \"{host}:{port}\""),
+        ),
+        _ => {}
     }
 }
 

@@ -209,30 +209,8 @@ fn destination_hosts(cx: &mut Ctx<'_>) {
                 );
                 continue;
             };
-            match &dest.port {
-                None if svc.ports.len() > 1 => {
-                    let ports: Vec<String> = svc.ports.iter().map(|p| p.port.to_string()).collect();
-                    cx.push(
-                        Severity::Error,
-                        Some("IST0112"),
-                        &at,
-                        path,
-                        format!(
-                            "This VirtualService routes to a service {:?} that exposes multiple ports [{}]. Specifying a port in the destination is required to disambiguate.",
-                            dest.host,
-                            ports.join(" ")
-                        ),
-                    );
-                }
-                Some(port) if !svc.ports.iter().any(|p| p.port == port.number) => cx.push(
-                    Severity::Error,
-                    Some("IST0101"),
-                    &at,
-                    format!("{path}.port.number"),
-                    format!("Referenced host:port not found: \"{}:{}\"", dest.host, port.number),
-                ),
-                _ => {}
-            }
+            let ports: Vec<u32> = svc.ports.iter().map(|p| p.port).collect();
+            super::analyze::destination_port(cx, &at, path, &dest.host, dest.port.as_ref().map(|p| p.number), &ports);
         }
     }
 }

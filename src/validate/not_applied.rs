@@ -51,8 +51,9 @@ fn virtual_service(cx: &mut Ctx<'_>, at: &Place<'_>, vs: &crd::VirtualService) {
         if cx.bundle.settings.retry_policy_on_route && cx.bundle.settings.retry_policy_routes {
             continue;
         }
-        let why = "Envoy takes it from route configuration only, which a per-request hint cannot carry; \
-                   `meshroute envoy` and `meshroute compile --as envoyfilter` write it (settings.retryPolicyRoutes)";
+        let why = "without settings.retryPolicyRoutes: Envoy takes it from route configuration only, which a \
+                   per-request hint cannot carry; `meshroute envoy` and `meshroute compile --as envoyfilter` write \
+                   that route configuration and apply it";
         if rt.backoff.is_some() {
             warn(cx, at, format!("spec.http[{i}].retries.backoff"), "retry backoff", why);
         }

@@ -14,6 +14,9 @@
 // Test support: panicking with a good message is how a test fails.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
+#[cfg(feature = "cli")]
+pub mod cli;
+
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};

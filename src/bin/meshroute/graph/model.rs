@@ -115,6 +115,20 @@ impl Graph {
         }
     }
 
+    /// A rule answered by the proxy itself (redirect, direct response): one node, every request.
+    fn local_reply(&mut self, rule_id: &str, id: String, label: Vec<String>) {
+        let to = self.node(id, Kind::Destination, label, None);
+        self.edge(Edge {
+            from: rule_id.to_string(),
+            to,
+            share: Some(100.0),
+            notes: Vec::new(),
+            broken: false,
+            mirror: false,
+            route: None,
+        });
+    }
+
     /// The graph of `bundle`; `only_host` keeps the VirtualServices that serve that host.
     pub fn build(bundle: &Bundle, only_host: Option<&str>) -> Result<Graph, InvalidGraph> {
         // Rules are drawn from the merged VirtualServices (delegates in their roots), the ones
@@ -343,38 +357,16 @@ impl Graph {
                     .into_iter()
                     .flatten()
                     .collect::<String>();
-                let id = self.node(
+                let label = if to.is_empty() { "same URL".into() } else { to };
+                self.local_reply(
+                    rule_id,
                     ident(&["redirect", &vs.name, &rule.index.to_string()]),
-                    Kind::Destination,
-                    vec![format!("redirect {}", r.code), if to.is_empty() { "same URL".into() } else { to }],
-                    None,
+                    vec![format!("redirect {}", r.code), label],
                 );
-                self.edge(Edge {
-                    from: rule_id.to_string(),
-                    to: id,
-                    share: Some(100.0),
-                    notes: Vec::new(),
-                    broken: false,
-                    mirror: false,
-                    route: None,
-                });
             }
             Action::DirectResponse { status, .. } => {
-                let id = self.node(
-                    ident(&["direct", &vs.name, &rule.index.to_string()]),
-                    Kind::Destination,
-                    vec![format!("direct response {status}")],
-                    None,
-                );
-                self.edge(Edge {
-                    from: rule_id.to_string(),
-                    to: id,
-                    share: Some(100.0),
-                    notes: Vec::new(),
-                    broken: false,
-                    mirror: false,
-                    route: None,
-                });
+                let id = ident(&["direct", &vs.name, &rule.index.to_string()]);
+                self.local_reply(rule_id, id, vec![format!("direct response {status}")]);
             }
         }
         let (written_vs, written) = rule.written_at(&vs.name);
