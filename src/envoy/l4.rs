@@ -15,7 +15,7 @@ use crate::config::Resource;
 use crate::crd;
 use crate::host;
 use serde_json::{json, Map, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 const TCP_PROXY: &str = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
@@ -75,6 +75,9 @@ fn passthrough(s: &crd::Server) -> bool {
     matches!(s.tls.as_ref().and_then(|t| t.mode.as_deref()), Some("PASSTHROUGH" | "AUTO_PASSTHROUGH"))
 }
 
+/// What makes two filter chain matches the same: SNI set, CIDR set, ALPNs.
+type ChainKey = (Vec<String>, Vec<String>, Vec<&'static str>);
+
 /// One filter chain before rendering (istiod `filterChainOpts`).
 #[derive(Debug, Clone)]
 struct Chain {
@@ -91,7 +94,7 @@ struct Chain {
 impl Chain {
     /// istiod `filterChainOpts.conflictsWith`: the same SNI set (without `*`), CIDR set and ALPNs
     /// is the same filter chain match, which Envoy refuses twice.
-    fn key(&self) -> (Vec<String>, Vec<String>, Vec<&'static str>) {
+    fn key(&self) -> ChainKey {
         let mut sni: Vec<String> = self.sni.iter().filter(|s| *s != "*").cloned().collect();
         sni.sort();
         sni.dedup();
@@ -171,20 +174,29 @@ struct Building {
     bind: String,
     port: u32,
     chains: Vec<Chain>,
+    /// Each chain's match, to its index: merging stays linear in the number of chains.
+    keys: BTreeMap<ChainKey, usize>,
     /// Made from an explicit Sidecar egress listener: the catch-all one adds nothing to it.
     locked: bool,
 }
 
 impl Building {
+    fn new(name: String, bind: &str, port: u32) -> Building {
+        Building { name, bind: bind.to_string(), port, chains: Vec::new(), keys: BTreeMap::new(), locked: false }
+    }
+
     fn merge(&mut self, b: &mut Builder<'_>, incoming: Vec<Chain>) {
         for c in incoming {
             let key = c.key();
-            match self.chains.iter().find(|e| e.key() == key) {
+            match self.keys.get(&key).and_then(|&i| self.chains.get(i)) {
                 Some(e) => b.note(format!(
                     "listener {}: {} has the same filter chain match as {} (istiod keeps the first); skipped",
                     self.name, c.origin, e.origin
                 )),
-                None => self.chains.push(c),
+                None => {
+                    self.keys.insert(key, self.chains.len());
+                    self.chains.push(c);
+                }
             }
         }
     }
@@ -201,6 +213,52 @@ impl Building {
         }
         l.insert("filter_chains".into(), Value::Array(self.chains.iter().map(Chain::render).collect()));
         Value::Object(l)
+    }
+}
+
+/// The listeners being built, by (bind, port).
+#[derive(Default)]
+struct Listeners {
+    list: Vec<Building>,
+    by_addr: BTreeMap<(String, u32), usize>,
+}
+
+/// A VirtualService with its hosts as FQDNs.
+type MeshVs<'a> = (&'a Resource, &'a crd::VirtualService, Vec<String>);
+
+/// The sidecar's L4 VirtualServices, indexed by exact host (wildcard hosts are matched one by
+/// one), so finding a service's VirtualServices does not scan them all.
+struct VsIndex<'a> {
+    all: Vec<MeshVs<'a>>,
+    exact: BTreeMap<String, Vec<usize>>,
+    wildcard: Vec<usize>,
+}
+
+impl<'a> VsIndex<'a> {
+    fn new(all: Vec<MeshVs<'a>>) -> Self {
+        let (mut exact, mut wildcard): (BTreeMap<String, Vec<usize>>, Vec<usize>) = (BTreeMap::new(), Vec::new());
+        for (i, (_, _, hosts)) in all.iter().enumerate() {
+            for h in hosts {
+                if h.starts_with('*') {
+                    if wildcard.last() != Some(&i) {
+                        wildcard.push(i);
+                    }
+                } else {
+                    let e = exact.entry(h.to_ascii_lowercase()).or_default();
+                    if e.last() != Some(&i) {
+                        e.push(i);
+                    }
+                }
+            }
+        }
+        VsIndex { all, exact, wildcard }
+    }
+
+    /// The VirtualServices with a host matching `h`, in input order.
+    fn for_host(&self, h: &str) -> Vec<&MeshVs<'a>> {
+        let mut idx: BTreeSet<usize> = self.exact.get(&h.to_ascii_lowercase()).into_iter().flatten().copied().collect();
+        idx.extend(self.wildcard.iter().copied().filter(|&i| self.all[i].2.iter().any(|p| host::matches(p, h))));
+        idx.into_iter().map(|i| &self.all[i]).collect()
     }
 }
 
@@ -223,13 +281,23 @@ struct SvcPort {
 struct Cx<'b, 'a> {
     b: &'b mut Builder<'a>,
     clusters: BTreeMap<String, ClusterRef>,
+    /// Each ServiceEntry host's only port (`None`: several), first declaration wins as in
+    /// `Builder::service_entry`: a destination's port is looked up without scanning every entry.
+    only_ports: BTreeMap<String, Option<u32>>,
 }
 
 /// Builds every L4 listener of this proxy: the sidecar's (settings.gateway `mesh`) or those of the
 /// Gateway it implements, on `ip` (the `--listen` address; `http_port` is taken by the HTTP
 /// listener of a sidecar).
 pub fn listeners(b: &mut Builder<'_>, ip: IpAddr, http_port: u16) -> L4 {
-    let mut cx = Cx { b, clusters: BTreeMap::new() };
+    let mut only_ports = BTreeMap::new();
+    for (r, se) in b.visible_service_entries() {
+        for h in &se.hosts {
+            let only = (se.ports.len() == 1).then(|| se.ports[0].number);
+            only_ports.entry(b.fqdn(h, &r.namespace)).or_insert(only);
+        }
+    }
+    let mut cx = Cx { b, clusters: BTreeMap::new(), only_ports };
     let mut inbound_clusters = Vec::new();
     let listeners = if cx.b.settings.gateway == "mesh" {
         let mut listeners = cx.sidecar(ip, http_port);
@@ -318,10 +386,10 @@ impl<'a> Cx<'_, 'a> {
     fn sidecar(&mut self, ip: IpAddr, http_port: u16) -> Vec<Value> {
         let bind = ip.to_string();
         let services = self.services();
-        let vss = self.mesh_virtual_services();
+        let vss = VsIndex::new(self.mesh_virtual_services());
         let bundle: &'a crate::config::Bundle = self.b.bundle;
         let sidecar = crate::compile::applicable_sidecar(bundle);
-        let mut built: Vec<Building> = Vec::new();
+        let mut built = Listeners::default();
         // Explicit egress listeners first (istiod `buildSidecarOutboundListeners`), each with only
         // the services its hosts import; then the catch-all one (or the default, everything
         // imported) for every other port.
@@ -358,23 +426,21 @@ impl<'a> Cx<'_, 'a> {
             let imported: Vec<&SvcPort> =
                 services.iter().filter(|sp| egress_imports(e, &sres.namespace, &sp.namespace, &sp.host)).collect();
             // One service per host (its ports only decide the cluster port).
-            let mut hosts: Vec<&SvcPort> = Vec::new();
-            for sp in imported {
-                if !hosts.iter().any(|h| h.host == sp.host) {
-                    hosts.push(sp);
-                }
-            }
-            let vss_here: Vec<_> = vss
-                .iter()
-                .filter(|(r, _, hs)| hs.iter().any(|h| egress_imports(e, &sres.namespace, &r.namespace, h)))
-                .cloned()
-                .collect();
+            let mut seen: BTreeSet<&str> = BTreeSet::new();
+            let hosts: Vec<&SvcPort> = imported.into_iter().filter(|sp| seen.insert(sp.host.as_str())).collect();
+            let vss_here = VsIndex::new(
+                vss.all
+                    .iter()
+                    .filter(|(r, _, hs)| hs.iter().any(|h| egress_imports(e, &sres.namespace, &r.namespace, h)))
+                    .cloned()
+                    .collect(),
+            );
             for sp in hosts {
                 let listen = SvcPort { port: port.number, protocol: port.protocol.clone(), ..sp.clone() };
                 self.outbound(&mut built, &bind, &listen, &vss_here, http_port, true);
             }
         }
-        for b in &mut built {
+        for b in &mut built.list {
             b.locked = true;
         }
         let catch_all = egress.iter().find(|e| e.port.is_none());
@@ -391,17 +457,17 @@ impl<'a> Cx<'_, 'a> {
                 self.outbound(&mut built, &bind, sp, &vss, http_port, false);
             }
         }
-        built.into_iter().filter(|l| !l.chains.is_empty()).map(|l| l.render()).collect()
+        built.list.into_iter().filter(|l| !l.chains.is_empty()).map(|l| l.render()).collect()
     }
 
     /// istiod `buildSidecarOutboundListener` for one service port (TCP family only): the listener
     /// `0.0.0.0_PORT` becomes `IP_PORT` on the `--listen` IP; chains merge into it.
     fn outbound(
         &mut self,
-        built: &mut Vec<Building>,
+        built: &mut Listeners,
         bind: &str,
         sp: &SvcPort,
-        vss: &[(&Resource, &crd::VirtualService, Vec<String>)],
+        vss: &VsIndex<'_>,
         http_port: u16,
         explicit: bool,
     ) {
@@ -417,32 +483,26 @@ impl<'a> Cx<'_, 'a> {
             ));
             return;
         }
-        let idx = match built.iter().position(|l| l.bind == bind && l.port == sp.port) {
-            Some(i) if built[i].locked && !explicit => return,
+        let idx = match built.by_addr.get(&(bind.to_string(), sp.port)).copied() {
+            Some(i) if built.list[i].locked && !explicit => return,
             Some(i) => i,
             None => {
-                built.push(Building {
-                    name: format!("{bind}_{}", sp.port),
-                    bind: bind.to_string(),
-                    port: sp.port,
-                    chains: Vec::new(),
-                    locked: false,
-                });
-                built.len() - 1
+                built.list.push(Building::new(format!("{bind}_{}", sp.port), bind, sp.port));
+                built.by_addr.insert((bind.to_string(), sp.port), built.list.len() - 1);
+                built.list.len() - 1
             }
         };
         // CIDR addresses become filter chain matches; a plain VIP is not a bindable address here,
         // so its service is served by the listener on the --listen IP (R191).
         let cidrs: Vec<String> = sp.addresses.iter().filter(|a| a.contains('/')).cloned().collect();
         let has_vip = sp.addresses.iter().any(|a| !a.contains('/'));
-        let for_host: Vec<_> = vss.iter().filter(|(_, _, hs)| hs.iter().any(|h| host::matches(h, &sp.host))).collect();
+        let for_host = vss.for_host(&sp.host);
         let chains = if tls {
             self.tls_chains(sp, &cidrs, has_vip, &for_host)
         } else {
             self.tcp_chains(sp, &cidrs, &for_host, mongo)
         };
-        let listener = &mut built[idx];
-        listener.merge(self.b, chains);
+        built.list[idx].merge(self.b, chains);
     }
 
     /// istiod `buildSidecarOutboundTLSFilterChainOpts`.
@@ -454,7 +514,7 @@ impl<'a> Cx<'_, 'a> {
         vss: &[&(&Resource, &crd::VirtualService, Vec<String>)],
     ) -> Vec<Chain> {
         let mut out = Vec::new();
-        let mut handled: Vec<(Vec<String>, Vec<String>)> = Vec::new();
+        let mut handled: BTreeSet<(Vec<String>, Vec<String>)> = BTreeSet::new();
         for (r, vs, _) in vss {
             for (ri, tls) in vs.tls.iter().enumerate() {
                 if tls.route.is_empty() {
@@ -468,10 +528,9 @@ impl<'a> Cx<'_, 'a> {
                     let subnets =
                         if m.destination_subnets.is_empty() { cidrs.to_vec() } else { m.destination_subnets.clone() };
                     let runtime = (m.sni_hosts.clone(), m.destination_subnets.clone());
-                    if handled.contains(&runtime) {
+                    if !handled.insert(runtime) {
                         continue;
                     }
-                    handled.push(runtime);
                     let origin = format!("VirtualService {}/{} tls[{ri}]", r.namespace, r.name);
                     let filters = self.network_filters(&tls.route, sp.port, r, false);
                     out.push(Chain {
@@ -662,6 +721,10 @@ impl<'a> Cx<'_, 'a> {
     }
 
     fn only_port(&self, h: &str) -> Option<u32> {
+        if let Some(only) = self.only_ports.get(h) {
+            return *only;
+        }
+        // A wildcard ServiceEntry host (rare in routes): the builder's own lookup.
         if let Some((_, se)) = self.b.service_entry(h) {
             return (se.ports.len() == 1).then(|| se.ports[0].number);
         }
@@ -710,14 +773,8 @@ impl<'a> Cx<'_, 'a> {
                 ));
                 continue;
             }
-            let mut l = Building {
-                name: format!("gateway_{port}"),
-                bind: bind.clone(),
-                port,
-                chains: Vec::new(),
-                locked: false,
-            };
-            let mut sni_seen: Vec<String> = Vec::new();
+            let mut l = Building::new(format!("gateway_{port}"), &bind, port);
+            let mut sni_seen: BTreeSet<String> = BTreeSet::new();
             for (i, s) in l4.iter().enumerate() {
                 let chains = self.gateway_server(gres, s, port, i, &mut sni_seen);
                 l.merge(self.b, chains);
@@ -741,7 +798,7 @@ impl<'a> Cx<'_, 'a> {
         s: &crd::Server,
         port: u32,
         i: usize,
-        sni_seen: &mut Vec<String>,
+        sni_seen: &mut BTreeSet<String>,
     ) -> Vec<Chain> {
         let key = gres.key();
         let origin =
@@ -826,7 +883,7 @@ impl<'a> Cx<'_, 'a> {
         gres: &Resource,
         s: &crd::Server,
         port: u32,
-        sni_seen: &mut Vec<String>,
+        sni_seen: &mut BTreeSet<String>,
     ) -> Vec<Chain> {
         let key = gres.key();
         let mut out = Vec::new();
@@ -840,7 +897,7 @@ impl<'a> Cx<'_, 'a> {
                     if !l4_gateway_match(m.port, &m.gateways, port, &key, &r.namespace) {
                         continue;
                     }
-                    let dup: Vec<&String> = m.sni_hosts.iter().filter(|h| sni_seen.contains(h)).collect();
+                    let dup: Vec<&String> = m.sni_hosts.iter().filter(|h| sni_seen.contains(h.as_str())).collect();
                     if !dup.is_empty() {
                         self.b.note(format!(
                             "skipping VirtualService {} rule #{ri} on server port {port} of gateway {key}, duplicate SNI \
