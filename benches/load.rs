@@ -84,6 +84,12 @@ fn main() {
         }
         return;
     }
+    // `LOAD_STAGES=100000 cargo bench --bench load`: where one load of N mixed rules goes, stage
+    // by stage (best of 3), the split docs/benchmarks.md quotes.
+    if let Some(n) = std::env::var("LOAD_STAGES").ok().and_then(|n| n.parse::<usize>().ok()) {
+        stages(n);
+        return;
+    }
     divan::main();
     summary();
 }
@@ -333,4 +339,42 @@ fn summary() {
             mib(json.len())
         );
     }
+}
+
+// === Stages ===
+
+/// Best of 3 of `f`, in ms.
+fn best_ms(f: &dyn Fn()) -> f64 {
+    (0..3)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// One load of `n` mixed rules split into what the filter does in each VM today: parse the JSON
+/// text, turn it into typed resources, validate, build the table.
+fn stages(n: usize) {
+    let json = config(Shape::Mixed, n);
+    let parse = best_ms(&|| drop(black_box(serde_json::from_slice::<Value>(&json).unwrap())));
+    let load = best_ms(&|| drop(black_box(meshroute::config::load_json(&json))));
+    let (bundle, _) = meshroute::config::load_json(&json);
+    let validate = best_ms(&|| drop(black_box(meshroute::validate::validate(&bundle))));
+    let build = best_ms(&|| {
+        let mut d = meshroute::Diagnostics::default();
+        drop(black_box(meshroute::RouteTable::build(&bundle, &mut d)));
+    });
+    let all = best_ms(&|| drop(black_box(compile_json(&json))));
+    let (peak, kept) = heap_of_load(&json);
+    println!(
+        "{n} mixed rules ({:.1} MiB of JSON), best of 3: JSON text → tree {parse:.1} ms; → typed resources \
+         (incl. the parse) {load:.1} ms; validate {validate:.1} ms; build the table {build:.1} ms; all \
+         (compile_json) {all:.1} ms; heap peak {:.1} MiB, table {:.1} MiB (× {:.2})",
+        mib(json.len()),
+        mib(peak),
+        mib(kept),
+        peak as f64 / kept.max(1) as f64
+    );
 }

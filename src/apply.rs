@@ -110,7 +110,7 @@ pub fn plan(table: &RouteTable, decision: &Decision<'_>, req: &dyn RequestView) 
     // Strip what the client sent, except where the plan writes the header anyway (a set
     // replaces every value, and each host call counts).
     let written = |name: &str| edits.iter().any(|op| matches!(op, HeaderOp::Set(k, _) if k == name));
-    let strip = std::iter::once(table.routing_header.as_str()).chain(HINT_HEADERS);
+    let strip = [table.routing_header.as_str(), crate::compile::RETRY_POLICY_HEADER].into_iter().chain(HINT_HEADERS);
     for name in strip {
         if req.header(name).is_some() && !written(name) {
             p.request_ops.push(HeaderOp::Remove(name.to_string()));
@@ -199,14 +199,20 @@ fn forward_edits(table: &RouteTable, m: &Matched<'_>, dest: &Dest, req: &dyn Req
     edits.extend(ops_in_order(Some(&dest.request_headers), &rule.request_headers));
 }
 
-/// Retries as router hints: `x-envoy-max-retries` (0 where retries are off) and the conditions.
-/// With `retryPolicyOnRoute` the route already carries Istio's default policy for requests
-/// without `x-envoy-max-retries` (a client's copy is stripped), so the default writes nothing;
-/// any other policy writes `x-envoy-max-retries`, which selects the route without a policy,
-/// and the hints say all of it. Without the setting the route has no policy and every request
-/// carries its hints.
+/// Retries. With `retryPolicyOnRoute` Istio's default policy is on the route taken without
+/// hints (a client's copies are stripped), so it writes nothing. With `retryPolicyRoutes` too
+/// (what `meshroute envoy` and the generated EnvoyFilter write) every other policy has a route
+/// of its own carrying it in full — back-off, host predicate, retry priority,
+/// `host_selection_retry_max_attempts`, which no hint can carry (R220–R222) — and the filter
+/// names it in [`crate::compile::RETRY_POLICY_HEADER`] and writes no hint. Otherwise a policy is
+/// hinted: `x-envoy-max-retries` (0 where retries are off, selecting a hand-written route without
+/// a policy) and the conditions.
 fn retry_hints(table: &RouteTable, r: &RetryPolicy, edits: &mut Vec<HeaderOp>) {
     if table.retry_policy_on_route && r.is_default {
+        return;
+    }
+    if table.retry_policy_routes {
+        edits.push(set(crate::compile::RETRY_POLICY_HEADER, r.route_id()));
         return;
     }
     edits.push(set("x-envoy-max-retries", r.attempts.to_string()));
@@ -497,19 +503,39 @@ mod tests {
     #[cfg_attr(not(target_arch = "wasm32"), test)]
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn with_the_default_retry_policy_on_the_route_only_other_policies_write_hints() {
-        let on_route = json!({"retryPolicyOnRoute": true});
+        let on_route = json!({"retryPolicyOnRoute": true, "retryPolicyRoutes": true});
         let v1 = json!([{"destination": {"host": "reviews", "subset": "v1"}}]);
         // The default: only the routing header; a client's hint is still stripped.
         let t = table_with(json!([{"route": v1}]), on_route.clone());
         let p = plan_for(&t, &Request::new("GET", "reviews", "/").with_header("x-envoy-max-retries", "9"));
         assert_eq!(p.request_ops, vec![r("x-envoy-max-retries"), s("x-meshroute-cluster", V1)]);
-        // Any policy of the rule's own is hinted in full (and so takes the route without one).
-        let t = table_with(json!([{"route": v1, "retries": {"attempts": 3}}]), on_route.clone());
+        // A policy of the rule's own names its route (R221), whatever the client sent, and
+        // writes no hint: back-off and host predicates live on that route.
+        let retries = json!({"attempts": 3, "backoff": "100ms", "retryIgnorePreviousHosts": false});
+        let t = table_with(json!([{"route": v1, "retries": retries}]), on_route.clone());
+        let id = t.virtual_services[0].rules[0].retry.route_id();
+        let sneaky = Request::new("GET", "reviews", "/").with_header("x-meshroute-retry-policy", "rwhatever");
+        let p = plan_for(&t, &sneaky);
+        assert_eq!(p.request_ops, vec![s("x-meshroute-cluster", V1), s("x-meshroute-retry-policy", &id)]);
+        let t = table_with(json!([{"route": v1, "retries": {"attempts": 0}, "timeout": "1s"}]), on_route.clone());
+        let off = t.virtual_services[0].rules[0].retry.route_id();
         let p = plan_for(&t, &Request::new("GET", "reviews", "/"));
+        assert_eq!(
+            p.request_ops[1..],
+            [s("x-meshroute-retry-policy", &off), s("x-envoy-upstream-rq-timeout-ms", "1000")]
+        );
+        // The default takes the route without the header: a client's copy is removed.
+        let t = table_with(json!([{"route": v1}]), on_route);
+        let p = plan_for(&t, &sneaky);
+        assert_eq!(p.request_ops, vec![r("x-meshroute-retry-policy"), s("x-meshroute-cluster", V1)]);
+        // Ids follow the content alone.
+        assert_ne!(id, off);
+        let again = table_with(json!([{"route": v1, "retries": retries}]), json!({"retryPolicyOnRoute": true}));
+        assert_eq!(again.virtual_services[0].rules[0].retry.route_id(), id);
+        // A hand-written route configuration with the default policy only: other policies are
+        // hinted, and `x-envoy-max-retries` selects its route without a policy.
+        let p = plan_for(&again, &Request::new("GET", "reviews", "/"));
         assert_eq!(p.request_ops[1], s("x-envoy-max-retries", "3"));
-        let t = table_with(json!([{"route": v1, "retries": {"attempts": 0}, "timeout": "1s"}]), on_route);
-        let p = plan_for(&t, &Request::new("GET", "reviews", "/"));
-        assert_eq!(p.request_ops[1..], [s("x-envoy-max-retries", "0"), s("x-envoy-upstream-rq-timeout-ms", "1000")]);
     }
 
     #[cfg_attr(not(target_arch = "wasm32"), test)]

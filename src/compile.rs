@@ -13,12 +13,12 @@ use crate::request::PPM;
 use crate::validate::{grpc_status_code, RETRY_ON_GRPC};
 use crate::visibility;
 use regex_lite::Regex;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 /// Istio's retry policy for routes that set none (istio `retry.DefaultPolicy`): 2 retries on
 /// connect-failure, refused-stream, unavailable, cancelled and retriable-status-codes.
-const DEFAULT_RETRY_ON: &str = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
+pub const DEFAULT_RETRY_ON: &str = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
 
 /// Everything `decide` needs, resolved ahead of time.
 #[derive(Debug, Clone)]
@@ -46,6 +46,8 @@ pub struct RouteTable {
     pub mirror_timeout_ms: u64,
     /// `settings.retryPolicyOnRoute`: Istio's default retry policy needs no hints.
     pub retry_policy_on_route: bool,
+    /// `settings.retryPolicyRoutes`: every retry policy has its own route (R221).
+    pub retry_policy_routes: bool,
     /// `settings.counterFlushMs`.
     pub counter_flush_ms: u64,
     /// `settings.revision` and whether responses carry it (`settings.revisionHeader`).
@@ -64,6 +66,9 @@ pub struct ClusterRef {
     /// Only mirrors send to it: the Envoy generator bounds its circuit breakers and connect
     /// timeout so a dead mirror cannot hold the primary's resources (docs/semantics.md R162).
     pub mirror_only: bool,
+    /// The retry policies (other than Istio's default) of the rules that route to it: the Envoy
+    /// generator writes one route per policy, and per policy and consistent-hash cluster (R222).
+    pub retry_policies: BTreeSet<RetryPolicy>,
 }
 
 /// istiod's route for a registry service without a VirtualService (`BuildDefaultHTTPOutboundRoute`):
@@ -114,6 +119,11 @@ pub struct Rule {
     pub request_headers: HeaderOps,
     pub response_headers: HeaderOps,
     pub cors: Option<Cors>,
+    /// For a rule a delegate brought into its root (R186): where it was written. `index` is
+    /// then the position in the merged `spec.http`, as in istiod's merged VirtualService.
+    pub delegated: Option<crate::delegate::Origin>,
+    /// Position in `spec.http` as written (differs from `index` after a delegating rule).
+    pub written_index: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -141,8 +151,10 @@ pub struct Dest {
     pub response_headers: HeaderOps,
 }
 
-/// Retry hints for Envoy's router; `attempts == 0` disables retries.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A rule's retry policy, as istiod converts it (`RETRY ConvertPolicy`); `attempts == 0`
+/// disables retries. Per request it is either router hints or, with `retryPolicyOnRoute`, the
+/// route that the policy header names (R220).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RetryPolicy {
     pub attempts: u32,
     /// HTTP conditions for `x-envoy-retry-on`.
@@ -153,6 +165,14 @@ pub struct RetryPolicy {
     pub retriable_status_codes: String,
     pub per_try_timeout: Option<Duration>,
     pub retry_remote_localities: bool,
+    /// `backoff` → the route's `retry_back_off.base_interval` (route configuration only).
+    pub backoff: Option<Duration>,
+    /// `retryIgnorePreviousHosts` as written; unset means the `previous_hosts` predicate unless
+    /// the rule has one destination and it hashes consistently (`RETRY newRetryPolicy`).
+    pub previous_hosts: Option<bool>,
+    /// The rule has exactly one destination (istiod's `len(in.Route) == 1`): with a
+    /// consistent-hash destination its default predicate is dropped.
+    pub single_destination: bool,
     /// Set when the VirtualService did not say (Istio's default applies).
     pub is_default: bool,
 }
@@ -172,8 +192,38 @@ impl RetryPolicy {
             retriable_status_codes: String::new(),
             per_try_timeout: None,
             retry_remote_localities: false,
+            backoff: None,
+            previous_hosts: None,
+            single_destination: false,
             is_default: false,
         }
+    }
+
+    /// The name of this policy's route (R221): what the filter writes in
+    /// [`RETRY_POLICY_HEADER`] and the route configuration matches. Derived from the policy's
+    /// content alone (FNV-1a 64 of its canonical form), so `compile`, `envoy` and the filter agree
+    /// without sharing a table, and equal policies share one route.
+    pub fn route_id(&self) -> String {
+        let ms = |d: Option<Duration>| d.map_or(String::new(), |d| d.as_millis().to_string());
+        let canonical = format!(
+            "{}|{}|{}|{}|{}|{}|{}|{:?}|{}|{}",
+            self.attempts,
+            self.retry_on,
+            self.grpc_retry_on,
+            self.retriable_status_codes,
+            ms(self.per_try_timeout),
+            self.retry_remote_localities,
+            ms(self.backoff),
+            self.previous_hosts,
+            self.single_destination,
+            self.is_default
+        );
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in canonical.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        format!("r{h:016x}")
     }
 
     /// Splits Istio's `retryOn` the way istiod `parseRetryOn` does: numbers are status codes
@@ -201,10 +251,17 @@ impl RetryPolicy {
             retriable_status_codes: codes.join(","),
             per_try_timeout: None,
             retry_remote_localities: false,
+            backoff: None,
+            previous_hosts: None,
+            single_destination: false,
             is_default: false,
         }
     }
 }
+
+/// The filter-owned request header naming a rule's retry policy route (R221). The filter
+/// overwrites or removes it on every request, so a client never picks its retry policy.
+pub const RETRY_POLICY_HEADER: &str = "x-meshroute-retry-policy";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fault {
@@ -295,6 +352,8 @@ struct Ctx<'a> {
     aliases: HashMap<String, String>,
     clusters: BTreeMap<String, ClusterRef>,
     diags: &'a mut Diagnostics,
+    origins: &'a HashMap<(usize, usize), crate::delegate::Origin>,
+    written: &'a HashMap<(usize, usize), usize>,
 }
 
 impl RouteTable {
@@ -360,7 +419,15 @@ impl RouteTable {
             .or_else(|| sidecar.and_then(|(_, s)| s.outbound_traffic_policy.as_ref()?.mode.clone()));
         let registry_only = mode.as_deref() == Some("REGISTRY_ONLY");
 
-        let mut ctx = Ctx { settings, service_ports, aliases, clusters: BTreeMap::new(), diags };
+        let mut ctx = Ctx {
+            settings,
+            service_ports,
+            aliases,
+            clusters: BTreeMap::new(),
+            diags,
+            origins: &merged.origins,
+            written: &merged.written,
+        };
         let mut table = RouteTable {
             virtual_services: Vec::new(),
             exact_hosts: HashMap::new(),
@@ -377,6 +444,7 @@ impl RouteTable {
             mirror_max_in_flight: settings.mirror_max_in_flight,
             mirror_timeout_ms: settings.mirror_timeout_ms,
             retry_policy_on_route: settings.retry_policy_on_route,
+            retry_policy_routes: settings.retry_policy_on_route && settings.retry_policy_routes,
             counter_flush_ms: settings.counter_flush_ms,
             revision: settings.revision.clone(),
             revision_header: settings.revision_header,
@@ -908,9 +976,20 @@ fn compile_rule(ctx: &mut Ctx<'_>, res: &Resource, r: &crd::HttpRoute, index: us
             let mut p = RetryPolicy::from_retry_on(attempts, rt.retry_on.as_deref().unwrap_or(DEFAULT_RETRY_ON));
             p.per_try_timeout = rt.per_try_timeout.as_deref().and_then(|d| duration::parse(d).ok());
             p.retry_remote_localities = rt.retry_remote_localities.unwrap_or(false);
+            p.backoff = rt.backoff.as_deref().and_then(|d| duration::parse(d).ok()).filter(|d| !d.is_zero());
+            p.previous_hosts = rt.retry_ignore_previous_hosts;
+            p.single_destination = r.route.len() == 1;
             p
         }
     };
+    // The clusters this rule sends to carry its policy, so `meshroute envoy` writes its route.
+    if let Action::Forward { destinations, .. } = &action {
+        if !retry.is_default {
+            for d in destinations {
+                ctx.attach_policy(d, &retry);
+            }
+        }
+    }
     let timeout = r.timeout.as_deref().and_then(|t| duration::parse(t).ok()).filter(|d| !d.is_zero());
     let fault = r.fault.as_ref().map(|f| Fault {
         delay: f.delay.as_ref().and_then(|d| {
@@ -973,6 +1052,8 @@ fn compile_rule(ctx: &mut Ctx<'_>, res: &Resource, r: &crd::HttpRoute, index: us
         request_headers,
         response_headers,
         cors,
+        delegated: ctx.origins.get(&(res.index, index)).cloned(),
+        written_index: ctx.written.get(&(res.index, index)).copied().unwrap_or(index),
     })
 }
 
@@ -1061,11 +1142,7 @@ impl Ctx<'_> {
         // A port taken from the request can be any port of a registry host (istiod builds a
         // cluster per service port, K13); of a host outside the registry only the default one
         // is known.
-        let ports: Vec<u32> = match self.service_ports.get(&h) {
-            Some(ports) if from_request && !ports.is_empty() => ports.clone(),
-            _ => vec![port],
-        };
-        for p in ports {
+        for p in self.declared_ports(&h, port, from_request) {
             let name = cluster_name(&self.settings.cluster_template, p, subset.as_deref(), &h);
             let c = self.clusters.entry(name.clone()).or_insert_with(|| ClusterRef {
                 name,
@@ -1073,10 +1150,30 @@ impl Ctx<'_> {
                 subset: subset.clone(),
                 port: p,
                 mirror_only: for_mirror,
+                retry_policies: BTreeSet::new(),
             });
             c.mirror_only &= for_mirror;
         }
         (name, h, port, from_request)
+    }
+
+    /// The ports a destination's clusters are declared on: its own, or for a port taken from the
+    /// request every port of its registry host (K13).
+    fn declared_ports(&self, h: &str, port: u32, from_request: bool) -> Vec<u32> {
+        match self.service_ports.get(h) {
+            Some(ports) if from_request && !ports.is_empty() => ports.clone(),
+            _ => vec![port],
+        }
+    }
+
+    /// Records `policy` on every cluster `d` can name.
+    fn attach_policy(&mut self, d: &Dest, policy: &RetryPolicy) {
+        for p in self.declared_ports(&d.host, d.port, d.port_from_request) {
+            let name = cluster_name(&self.settings.cluster_template, p, d.subset.as_deref(), &d.host);
+            if let Some(c) = self.clusters.get_mut(&name) {
+                c.retry_policies.insert(policy.clone());
+            }
+        }
     }
 
     fn mirror(&mut self, d: &crd::Destination, ns: &str, ppm: u32) -> Mirror {

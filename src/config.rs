@@ -62,6 +62,11 @@ pub struct Settings {
     /// deploy/istio write). The filter then writes retry hints only for rules whose retries are
     /// not the default, and a rule with the default policy costs no header writes for it.
     pub retry_policy_on_route: bool,
+    /// With `retryPolicyOnRoute`: the route configuration also has one route per retry policy of
+    /// the rules, matched on `x-meshroute-retry-policy` (what `meshroute envoy` and `meshroute
+    /// compile --as envoyfilter` write, R221). The filter then names a rule's own policy in that
+    /// header and writes no retry hint at all; without it, it hints the policy.
+    pub retry_policy_routes: bool,
     /// How often the filter hands its counters to Envoy, milliseconds: each VM adds up its
     /// increments and flushes them on its timer, one host call per changed counter instead of
     /// one per event. `/stats` is exact up to this much behind; 0 = at every event.
@@ -76,6 +81,10 @@ pub struct Settings {
     /// Tag every response with `x-meshroute-revision: <number>-<hash>` (off by default: it tells
     /// clients about the proxy's configuration).
     pub revision_header: bool,
+    /// MeshConfig `defaultConfig.proxyMetadata` turns on DNS capture with address
+    /// auto-allocation (`ISTIO_META_DNS_CAPTURE` and `ISTIO_META_DNS_AUTO_ALLOCATE` or
+    /// `PILOT_ENABLE_IP_AUTOALLOCATE` = `"true"`): ServiceEntries need no `addresses` (IST0134, K16).
+    pub dns_auto_allocate: bool,
 }
 
 /// A revision of the configuration, as `meshroute apply` numbers it.
@@ -125,10 +134,12 @@ impl Default for Settings {
             default_destination_rule_export_to: Vec::new(),
             default_service_export_to: Vec::new(),
             retry_policy_on_route: false,
+            retry_policy_routes: false,
             counter_flush_ms: 1_000,
             path_normalization: "BASE".into(),
             revision: None,
             revision_header: false,
+            dns_auto_allocate: false,
         }
     }
 }
@@ -153,6 +164,8 @@ pub struct Resource {
     pub namespace: String,
     pub metadata: crd::Metadata,
     pub spec: Spec,
+    /// `status.addresses[].value` (a ServiceEntry's addresses allocated by istiod, K16).
+    pub status_addresses: Vec<String>,
 }
 
 impl Resource {
@@ -434,6 +447,12 @@ fn parse_resource(
         }
     }
     let spec_value = obj.remove("spec").unwrap_or(Value::Object(Default::default()));
+    let status_addresses: Vec<String> = obj
+        .get("status")
+        .and_then(|s| s.get("addresses"))
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|x| x.get("value")?.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
     let spec = match kind.as_str() {
         "VirtualService" => typed(spec_value, &reference, diags).map(Spec::VirtualService),
         "DestinationRule" => typed(spec_value, &reference, diags).map(|d| Spec::DestinationRule(Box::new(d))),
@@ -442,7 +461,16 @@ fn parse_resource(
         "Sidecar" => typed(spec_value, &reference, diags).map(Spec::Sidecar),
         _ => typed(spec_value, &reference, diags).map(Spec::WorkloadEntry),
     }?;
-    Some(Resource { index, api_version, kind, name: metadata.name.clone(), namespace, metadata, spec })
+    Some(Resource {
+        index,
+        api_version,
+        kind,
+        name: metadata.name.clone(),
+        namespace,
+        metadata,
+        spec,
+        status_addresses,
+    })
 }
 
 #[cfg(feature = "unknown-field-warnings")]

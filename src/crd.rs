@@ -800,11 +800,30 @@ pub struct Sidecar {
     #[serde(default)]
     pub workload_selector: Option<WorkloadSelector>,
     #[serde(default)]
-    pub ingress: Vec<Value>,
+    pub ingress: Vec<IstioIngressListener>,
     #[serde(default)]
     pub egress: Vec<IstioEgressListener>,
     #[serde(default)]
     pub outbound_traffic_policy: Option<OutboundTrafficPolicy>,
+}
+
+/// `IstioIngressListener`: an inbound port of the workload (`SidecarPort` has the shape of a
+/// Gateway port).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IstioIngressListener {
+    #[serde(default)]
+    pub port: Option<GatewayPort>,
+    #[serde(default)]
+    pub bind: Option<String>,
+    #[serde(default)]
+    pub capture_mode: Option<String>,
+    #[serde(default)]
+    pub default_endpoint: Option<String>,
+    #[serde(default)]
+    pub tls: Option<ServerTlsSettings>,
+    #[serde(default)]
+    pub connection_pool: Option<ConnectionPoolSettings>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]

@@ -221,6 +221,16 @@ impl Redirect {
 }
 
 impl Rule {
+    /// Where the rule is written: `(namespace/name, position in its spec.http)` — the delegate's
+    /// for a rule a delegate brought in, else `vs` (the name findings are filed under) and the
+    /// written position. Findings and consequences are looked up there.
+    pub fn written_at<'a>(&'a self, vs: &'a str) -> (&'a str, usize) {
+        match &self.delegated {
+            Some(o) => (o.delegate.as_str(), o.delegate_rule),
+            None => (vs, self.written_index),
+        }
+    }
+
     /// The request path after `rewrite`, if the rule rewrites it (Envoy `prefix_rewrite`
     /// replaces the matched prefix — or the whole path for exact and regex matches — and
     /// `regex_rewrite` substitutes every match; the query string is kept either way).

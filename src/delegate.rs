@@ -32,6 +32,33 @@ pub enum Dropped {
 pub struct Merged {
     pub bundle: Option<Bundle>,
     pub dropped: Vec<Dropped>,
+    /// Where each merged rule comes from, by (`Resource::index` of the root, position in its
+    /// merged `spec.http`).
+    pub origins: HashMap<(usize, usize), Origin>,
+    /// A root's own rules whose merged position differs from the written one: (root
+    /// `Resource::index`, merged position) → position in `spec.http` as written.
+    pub written: HashMap<(usize, usize), usize>,
+}
+
+/// A rule of a root VirtualService that came from a delegate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// The root's delegating rule (`spec.http[root_rule]` as written).
+    pub root_rule: usize,
+    /// `namespace/name` of the delegate.
+    pub delegate: String,
+    /// The delegate's rule (`spec.http[delegate_rule]` of the delegate).
+    pub delegate_rule: usize,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "spec.http[{}] delegates to VirtualService {} spec.http[{}]",
+            self.root_rule, self.delegate, self.delegate_rule
+        )
+    }
 }
 
 /// Is this a delegate VirtualService (istiod: `len(spec.Hosts) == 0`)?
@@ -45,7 +72,7 @@ pub fn merge(bundle: &Bundle) -> Merged {
     let any_root = bundle.virtual_services().any(|(_, vs)| vs.http.iter().any(|r| r.delegate.is_some()));
     let any_delegate = bundle.virtual_services().any(|(_, vs)| is_delegate(vs));
     if !any_root && !any_delegate {
-        return Merged { bundle: None, dropped: Vec::new() };
+        return Merged { bundle: None, dropped: Vec::new(), origins: HashMap::new(), written: HashMap::new() };
     }
     let by_key: HashMap<(&str, &str), (usize, &Resource, &crd::VirtualService)> = bundle
         .resources
@@ -59,6 +86,8 @@ pub fn merge(bundle: &Bundle) -> Merged {
     let settings = &bundle.settings;
     let mut dropped = Vec::new();
     let mut referenced = vec![false; bundle.resources.len()];
+    let mut origins = HashMap::new();
+    let mut written = HashMap::new();
     let mut resources = Vec::with_capacity(bundle.resources.len());
     for (ri, res) in bundle.resources.iter().enumerate() {
         let Spec::VirtualService(vs) = &res.spec else {
@@ -75,6 +104,9 @@ pub fn merge(bundle: &Bundle) -> Merged {
         let mut http = Vec::with_capacity(vs.http.len());
         for (rule, root) in vs.http.iter().enumerate() {
             let Some(d) = &root.delegate else {
+                if http.len() != rule {
+                    written.insert((res.index, http.len()), rule);
+                }
                 http.push(root.clone());
                 continue;
             };
@@ -96,7 +128,11 @@ pub fn merge(bundle: &Bundle) -> Merged {
             for (drule, child) in dvs.http.iter().enumerate() {
                 let child = resolve_short_names(child, &dres.namespace, &settings.domain_suffix);
                 match merge_route(&root, child) {
-                    Some(m) => http.push(m),
+                    Some(m) => {
+                        let origin = Origin { root_rule: rule, delegate: key.clone(), delegate_rule: drule };
+                        origins.insert((res.index, http.len()), origin);
+                        http.push(m);
+                    }
                     None => dropped.push(Dropped::Conflict { root: ri, rule, delegate: *di, delegate_rule: drule }),
                 }
             }
@@ -120,6 +156,8 @@ pub fn merge(bundle: &Bundle) -> Merged {
     Merged {
         bundle: Some(Bundle { resources, settings: bundle.settings.clone(), registry: bundle.registry.clone() }),
         dropped,
+        origins,
+        written,
     }
 }
 

@@ -90,6 +90,8 @@ pub struct MatchedRule {
     /// What the rule's CORS policy does with this request (`None`: the rule has none); the
     /// preflight reply or the response headers themselves are in the branches' plans.
     pub cors: Option<&'static str>,
+    /// For a rule a delegate VirtualService brought in: where it is written (R186).
+    pub delegated: Option<String>,
     /// Errors in this rule that istiod serves anyway (only with a configuration that has errors).
     pub findings: Vec<String>,
 }
@@ -180,6 +182,14 @@ pub struct RetryExplained {
     pub retriable_status_codes: String,
     pub per_try_timeout_ms: Option<u64>,
     pub retry_remote_localities: bool,
+    /// `backoff` (route configuration only).
+    pub backoff_ms: Option<u64>,
+    /// `retryIgnorePreviousHosts` as written (unset: Istio's `previous_hosts` predicate, except
+    /// for a single consistent-hash destination).
+    pub previous_hosts: Option<bool>,
+    /// The name of the policy's route (R221): the `x-meshroute-retry-policy` value the filter
+    /// writes where the route configuration has one route per policy (`meshroute envoy`).
+    pub route: String,
     /// The VirtualService set no `retries`; Istio's default applies.
     pub istio_default: bool,
 }
@@ -294,6 +304,7 @@ impl RouteTable {
                     timeout_ms: None,
                     mirrors: Vec::new(),
                     cors: None,
+                    delegated: None,
                     findings: Vec::new(),
                 });
                 e.branches = vec![Branch {
@@ -362,7 +373,11 @@ impl RouteTable {
                         })
                         .collect(),
                     cors: rule.cors.as_ref().map(|c| c.evaluate(req).describe()),
-                    findings: tolerated.rule_findings(&vs.name, rule.index).iter().map(|d| d.to_string()).collect(),
+                    delegated: rule.delegated.as_ref().map(ToString::to_string),
+                    findings: {
+                        let (at, i) = rule.written_at(&vs.name);
+                        tolerated.rule_findings(at, i).iter().map(|d| d.to_string()).collect()
+                    },
                 });
                 e.branches = match &rule.action {
                     Action::Forward { destinations, total_weight } if !destinations.is_empty() => destinations
@@ -386,7 +401,10 @@ impl RouteTable {
                                 }),
                                 plan,
                                 consequence: forwarded
-                                    .then(|| tolerated.forward_consequence(&vs.name, rule.index, d))
+                                    .then(|| {
+                                        let (at, i) = rule.written_at(&vs.name);
+                                        tolerated.forward_consequence(at, i, d)
+                                    })
                                     .flatten(),
                             }
                         })
@@ -454,6 +472,9 @@ fn retry(r: &RetryPolicy) -> RetryExplained {
         retriable_status_codes: r.retriable_status_codes.clone(),
         per_try_timeout_ms: r.per_try_timeout.map(ms),
         retry_remote_localities: r.retry_remote_localities,
+        backoff_ms: r.backoff.map(ms),
+        previous_hosts: r.previous_hosts,
+        route: r.route_id(),
         istio_default: r.is_default,
     }
 }

@@ -27,6 +27,14 @@ pub struct Registry {
     /// Node labels by Node name, for the topology labels istiod adds to Pods (K15).
     #[serde(skip)]
     pub nodes: BTreeMap<String, BTreeMap<String, String>>,
+    /// `security.istio.io` RequestAuthentications: (namespace, `selector.matchLabels`), for
+    /// IST0149 only (K17).
+    #[serde(skip)]
+    pub request_authentications: Vec<(String, BTreeMap<String, String>)>,
+    /// Gateway API Gateways (`gateway.networking.k8s.io`): their `namespace/name` and listener
+    /// hostnames (`None` = any host), for the VirtualService gateway analyzer only (K18).
+    #[serde(skip)]
+    pub kube_gateways: Vec<(String, Vec<Option<String>>)>,
     /// Secrets by name, with the data keys they hold (never their values).
     #[serde(skip)]
     pub secrets: Vec<Secret>,
@@ -274,7 +282,10 @@ pub fn classify(api_version: &str, kind: &str) -> KindClass {
             | ("apps", "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet")
             | ("batch", "Job" | "CronJob")
     );
-    if core && !api_version.is_empty() {
+    // RequestAuthentication: read for IST0149 (which gateway pods validate JWTs), nothing else.
+    let analyzed_only = (group == "security.istio.io" && kind == "RequestAuthentication")
+        || (group == "gateway.networking.k8s.io" && kind == "Gateway");
+    if (core || analyzed_only) && !api_version.is_empty() {
         return KindClass::Kubernetes;
     }
     if kind.is_empty() {
@@ -375,6 +386,17 @@ pub fn read(
         }),
         "Node" => {
             reg.nodes.insert(name, labels.clone());
+        }
+        "Gateway" => {
+            let listeners = v.pointer("/spec/listeners").and_then(Value::as_array).cloned().unwrap_or_default();
+            let hostnames = listeners
+                .iter()
+                .map(|l| l.get("hostname").and_then(Value::as_str).filter(|h| !h.is_empty()).map(str::to_string))
+                .collect();
+            reg.kube_gateways.push((format!("{ns}/{name}"), hostnames));
+        }
+        "RequestAuthentication" => {
+            reg.request_authentications.push((ns, labels_at(&v, &["spec", "selector", "matchLabels"])));
         }
         "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job" => reg.workloads.push(Workload {
             namespace: ns,
@@ -763,7 +785,10 @@ mod tests {
         assert_eq!(classify("batch/v1", "CronJob"), KindClass::Kubernetes);
         assert_eq!(classify("discovery.k8s.io/v1", "EndpointSlice"), KindClass::Kubernetes);
         assert_eq!(classify("networking.k8s.io/v1", "Ingress"), KindClass::NotUsed);
-        assert_eq!(classify("gateway.networking.k8s.io/v1", "Gateway"), KindClass::NotUsed);
+        // Read for analysis only (IST0132, IST0149).
+        assert_eq!(classify("gateway.networking.k8s.io/v1", "Gateway"), KindClass::Kubernetes);
+        assert_eq!(classify("gateway.networking.k8s.io/v1", "HTTPRoute"), KindClass::NotUsed);
+        assert_eq!(classify("security.istio.io/v1", "RequestAuthentication"), KindClass::Kubernetes);
         assert_eq!(classify("networking.istio.io/v1alpha3", "EnvoyFilter"), KindClass::NotUsed);
         assert_eq!(classify("security.istio.io/v1", "AuthorizationPolicy"), KindClass::NotUsed);
         assert_eq!(classify("networking.istio.io/v1", "VirtualServce"), KindClass::Istio);

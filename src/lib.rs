@@ -13,6 +13,7 @@ pub mod duration;
 pub mod envoy;
 pub mod host;
 pub mod k8s;
+pub mod mesh_config;
 pub mod metrics;
 pub mod pem;
 

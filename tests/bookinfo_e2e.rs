@@ -81,8 +81,9 @@ fn temp_dir(tag: &str) -> PathBuf {
     fresh_dir(&format!("bookinfo-{tag}"))
 }
 
-/// `meshroute validate` must pass with no error, then `meshroute envoy` runs the result.
-fn start(wasm: &Path, tag: &str, files: &[(&str, String)], extra: &[&str]) -> Proxy {
+/// Writes the files, checks them with `meshroute validate` and returns `meshroute envoy`'s
+/// configuration, its listener on `listen` and its admin on port 0 (read back by [`Envoy`]).
+fn generate(wasm: &Path, tag: &str, files: &[(&str, String)], listen: u16, extra: &[&str]) -> String {
     let dir = temp_dir(tag);
     let mut args = Vec::new();
     for (name, text) in files {
@@ -93,7 +94,6 @@ fn start(wasm: &Path, tag: &str, files: &[(&str, String)], extra: &[&str]) -> Pr
     }
     let v = Command::new(env!("CARGO_BIN_EXE_meshroute")).arg("validate").args(&args).output().expect("validate");
     assert!(v.status.success(), "validate failed:\n{}", String::from_utf8_lossy(&v.stdout));
-    let (port, admin) = (free_port(), free_port());
     let out = dir.join("envoy.yaml");
     let o = Command::new(env!("CARGO_BIN_EXE_meshroute"))
         .arg("envoy")
@@ -102,13 +102,19 @@ fn start(wasm: &Path, tag: &str, files: &[(&str, String)], extra: &[&str]) -> Pr
         .arg(wasm)
         .arg("-o")
         .arg(&out)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--admin", &format!("127.0.0.1:{admin}")])
+        .args(["--listen", &format!("127.0.0.1:{listen}"), "--admin", "127.0.0.1:0"])
         .args(extra)
         .output()
         .expect("run meshroute envoy");
     assert!(o.status.success(), "meshroute envoy failed:\n{}", String::from_utf8_lossy(&o.stderr));
-    let yaml = std::fs::read_to_string(&out).expect("generated config");
-    Proxy { _envoy: Envoy::start(&yaml, &[("ADMIN_PORT", &admin.to_string())]), port }
+    std::fs::read_to_string(&out).expect("generated config")
+}
+
+/// The sidecar: Envoy binds the listener's port itself (port 0) and the test reads it back.
+fn start(wasm: &Path, tag: &str, files: &[(&str, String)], extra: &[&str]) -> Proxy {
+    let envoy = Envoy::start(&generate(wasm, tag, files, 0, extra), &[]);
+    let port = envoy.listener_port("meshroute_outbound");
+    Proxy { _envoy: envoy, port }
 }
 
 fn who(port: u16, host: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
@@ -166,14 +172,19 @@ fn traffic_shifting_fifty_fifty_and_the_ingress_gateway() {
     assert_binomial("reviews v3", c.get("reviews-v3").copied().unwrap_or(0) as u64, n, 0.5);
     drop(p);
 
-    // The ingress gateway (bookinfo-gateway.yaml), its port moved from 8080 to a free one.
-    let gw_port = free_port();
-    let gateway = bookinfo("bookinfo-gateway.yaml").replace("number: 8080", &format!("number: {gw_port}"));
+    // The ingress gateway (bookinfo-gateway.yaml), its port moved from 8080 to a free one. The
+    // server's port is part of the routing, so it is picked before Envoy starts; a pick that
+    // another process took in between is retried with a fresh one.
     let ingress =
         "apiVersion: v1\nkind: Pod\nmetadata: {name: ingress, namespace: default, labels: {istio: ingressgateway}}\n";
-    let mut files = task_files(&format!("{}{ingress}", w.yaml), &[]);
-    files.push(("bookinfo-gateway.yaml", gateway));
-    let _g = start(&wasm, "gateway", &files, &["--gateway", "default/bookinfo-gateway"]);
+    let mut gw_port = 0;
+    let _g = Envoy::start_fresh(|| {
+        gw_port = free_port();
+        let gateway = bookinfo("bookinfo-gateway.yaml").replace("number: 8080", &format!("number: {gw_port}"));
+        let mut files = task_files(&format!("{}{ingress}", w.yaml), &[]);
+        files.push(("bookinfo-gateway.yaml", gateway));
+        generate(&wasm, "gateway", &files, 0, &["--gateway", "default/bookinfo-gateway"])
+    });
     assert_eq!(who(gw_port, "bookinfo.example.com", "/productpage", &[]), (200, "productpage-v1".into()));
     assert_eq!(who(gw_port, "bookinfo.example.com", "/api/v1/products", &[]), (200, "productpage-v1".into()));
     assert_eq!(who(gw_port, "bookinfo.example.com", "/admin", &[]).0, 404, "no rule for /admin");

@@ -49,17 +49,11 @@ fn rig(test: &str, canary: Behaviour) -> Option<Rig> {
     let file = dir.join("reviews.yaml");
     std::fs::write(&file, config(ups[0].port(), ups[1].port())).unwrap();
     let state = dir.join("state");
-    let (listen, admin) = (free_port(), free_port());
-    let up = meshroute(&[
-        "up",
+    let (up, listen) = up_on_fresh_ports(&[
         "--state",
         state.to_str().unwrap(),
         "--wasm",
         wasm.to_str().unwrap(),
-        "--listen",
-        &format!("127.0.0.1:{listen}"),
-        "--admin",
-        &format!("127.0.0.1:{admin}"),
         "--detach",
         "-f",
         file.to_str().unwrap(),

@@ -445,6 +445,92 @@ fn gateway_flag_becomes_the_settings_gateway() {
 const SUBSETS: &str = "tests/fixtures/seed-subsets.yaml";
 
 #[test]
+fn explain_shows_a_cors_preflight_answered_by_the_proxy_and_the_actual_requests_headers() {
+    let dir = temp_dir("explain-cors");
+    let f = write(
+        &dir,
+        "cors.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: api, namespace: default}\n\
+         spec:\n  hosts: [api]\n  http:\n  - corsPolicy:\n      allowOrigins: [{exact: 'https://app.example'}]\n\
+         \x20     allowMethods: [GET, PUT]\n      maxAge: 1h\n    route: [{destination: {host: api}}]\n",
+    );
+    let pre = meshroute(&[
+        "explain",
+        "-f",
+        &f,
+        "OPTIONS",
+        "http://api/",
+        "-H",
+        "origin: https://app.example",
+        "-H",
+        "access-control-request-method: PUT",
+    ]);
+    assert_eq!(pre.code, 0, "{}", pre.stderr);
+    for line in [
+        "  cors: preflight, origin allowed: answered by the proxy",
+        "what the filter does:",
+        "    reply: 200",
+        "    reply header: access-control-allow-origin: https://app.example",
+        "    reply header: access-control-allow-methods: GET,PUT",
+        "    reply header: access-control-max-age: 3600",
+    ] {
+        assert!(pre.stdout.lines().any(|l| l == line), "{line:?} not in\n{}", pre.stdout);
+    }
+    let get = meshroute(&["explain", "-f", &f, "GET", "http://api/", "-H", "origin: https://app.example"]);
+    assert!(
+        get.stdout.contains("    response header set access-control-allow-origin: https://app.example"),
+        "{}",
+        get.stdout
+    );
+    let other = meshroute(&["explain", "-f", &f, "GET", "http://api/", "-H", "origin: https://evil.example"]);
+    assert!(
+        other.stdout.contains("  cors: origin not allowed") && !other.stdout.contains("access-control"),
+        "{}",
+        other.stdout
+    );
+}
+
+#[test]
+fn explain_names_the_delegate_rule_a_request_matched() {
+    let dir = temp_dir("explain-delegate");
+    let f = write(
+        &dir,
+        "vs.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: root, namespace: default}\n\
+         spec:\n  hosts: [bookinfo.example.com]\n  http:\n  - name: pp\n    match: [{uri: {prefix: /productpage}}]\n\
+         \x20   delegate: {name: productpage, namespace: team-a}\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: productpage, namespace: team-a}\n\
+         spec:\n  http:\n  - name: v2\n    match: [{headers: {end-user: {exact: jason}}}]\n\
+         \x20   route: [{destination: {host: productpage-v2}}]\n  - route: [{destination: {host: productpage}}]\n",
+    );
+    let out = meshroute(&["explain", "-f", &f, "GET", "http://bookinfo.example.com/productpage/1"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for line in [
+        "  no match  spec.http[0].match[0] (pp-v2): header end-user is absent",
+        "result: rule spec.http[1] (pp)",
+        "  delegated: spec.http[0] delegates to VirtualService team-a/productpage spec.http[1]",
+        "  100.00%  outbound|80||productpage.team-a.svc.cluster.local",
+    ] {
+        assert!(out.stdout.lines().any(|l| l.starts_with(line)), "{line:?} not in\n{}", out.stdout);
+    }
+    // An error in the delegate shows as the consequence of the merged rule in the root.
+    let text = std::fs::read_to_string(&f).unwrap().replace("host: productpage}", "host: productpage, subset: v9}");
+    let bad = write(&dir, "bad.yaml", &text);
+    let out = meshroute(&["explain", "-f", &bad, "GET", "http://bookinfo.example.com/productpage/1"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("    → 503 (no healthy upstream: subset v9 is defined by no DestinationRule)"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("because: error: VirtualService team-a/productpage: spec.http[1].route[0]"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
 fn explain_header_route_says_why_the_first_rule_did_not_match() {
     let out =
         meshroute(&["explain", "-f", SUBSETS, "-f", "examples/header-route.yaml", "GET", "http://product-service/"]);

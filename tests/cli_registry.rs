@@ -134,3 +134,81 @@ fn bad_kubernetes_objects_name_file_line_and_field() {
     assert_eq!(c.code, 1);
     assert!(!out.exists());
 }
+
+/// MeshConfig (K16): `--mesh-config` takes what `istioctl analyze --meshConfigFile` takes, or the
+/// `istio` ConfigMap; without the flag the `istio-system/istio` ConfigMap among the inputs is
+/// read. DNS auto-allocation silences IST0134; exportTo defaults and REGISTRY_ONLY apply.
+#[test]
+fn mesh_config_comes_from_a_file_or_the_istio_config_map() {
+    let se = write(
+        "mesh-se.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: db, namespace: default}\n\
+         spec: {hosts: [db.example.com], ports: [{number: 5432, name: tcp, protocol: TCP}]}\n",
+    );
+    let plain = meshroute(&["validate", "-f", &se]);
+    assert!(plain.stdout.contains("(IST0134)"), "{}", plain.stdout);
+
+    let mesh = write(
+        "mesh.yaml",
+        "defaultConfig:\n  proxyMetadata:\n    ISTIO_META_DNS_CAPTURE: \"true\"\n    ISTIO_META_DNS_AUTO_ALLOCATE: \"true\"\n\
+         enableTracing: true\n",
+    );
+    let with = meshroute(&["validate", "-f", &se, "--mesh-config", &mesh]);
+    assert_eq!(with.code, 0, "{}{}", with.stdout, with.stderr);
+    assert!(!with.stdout.contains("IST0134"), "{}", with.stdout);
+    assert!(with.stderr.contains("MeshConfig fields not used by meshroute: enableTracing"), "{}", with.stderr);
+
+    // The ConfigMap istiod reads, in the input stream: REGISTRY_ONLY blocks an unknown host.
+    let cm = write(
+        "mesh-cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\n\
+         data:\n  mesh: |-\n    outboundTrafficPolicy:\n      mode: REGISTRY_ONLY\n",
+    );
+    let blocked = meshroute(&["explain", "-f", &se, "-f", &cm, "GET", "http://unknown.example.com/"]);
+    assert!(blocked.stdout.contains("502"), "{}{}", blocked.stdout, blocked.stderr);
+    let open = meshroute(&["explain", "-f", &se, "GET", "http://unknown.example.com/"]);
+    assert!(!open.stdout.contains("502"), "{}", open.stdout);
+
+    // A field of the wrong shape: file, line and field.
+    let bad = write("mesh-bad.yaml", "defaultServiceExportTo: \".\"\n");
+    let out = meshroute(&["validate", "-f", &se, "--mesh-config", &bad]);
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains(&format!("{bad}:1: MeshConfig defaultServiceExportTo: expected a list of strings")),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+}
+
+/// IST0149 (K17) is made for gateway pods no RequestAuthentication selects, and a
+/// RequestAuthentication in istio-system selecting the ingress gateway removes it.
+#[test]
+fn jwt_claim_routing_needs_a_request_authentication_on_the_gateway_pods() {
+    let dir = "tests/fixtures/istio-analyzers/";
+    let base = [
+        "validate".to_string(),
+        "-f".into(),
+        format!("{dir}_default-ingressgateway.yaml"),
+        "-f".into(),
+        format!("{dir}virtualservice_jwtclaimroute.yaml"),
+    ];
+    let args: Vec<&str> = base.iter().map(String::as_str).collect();
+    let without = meshroute(&args);
+    assert!(
+        without.stdout.contains(
+            "(key: @request.auth.claims.foo) but found no request authentication for the gateway (default/foo-gateway)"
+        ),
+        "{}",
+        without.stdout
+    );
+    let ra = write(
+        "ra.yaml",
+        "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: jwt, namespace: istio-system}\n\
+         spec:\n  selector: {matchLabels: {istio: ingressgateway}}\n  jwtRules: [{issuer: https://issuer.example.com}]\n",
+    );
+    let mut with_args = args.clone();
+    with_args.extend(["-f", ra.as_str()]);
+    let with = meshroute(&with_args);
+    assert!(!with.stdout.contains("IST0149"), "{}", with.stdout);
+}

@@ -61,6 +61,12 @@ fn rules() -> Vec<(&'static str, Value, Value)> {
             json!({"allowOrigins": app, "allowMethods": ["GET"]}),
             json!({"redirect": {"uri": "/moved", "redirectCode": 302}}),
         ),
+        // The router's own 503 (nothing listens): CORS headers go on it too.
+        (
+            "/dead",
+            json!({"allowOrigins": app, "exposeHeaders": ["x-e"], "allowCredentials": true}),
+            json!({"retries": {"attempts": 0}, "route": [{"destination": {"host": "dead"}}]}),
+        ),
         (
             "/abort",
             json!({"allowOrigins": app, "allowMethods": ["GET"]}),
@@ -77,7 +83,7 @@ fn virtual_service() -> Value {
             for (k, v) in extra.as_object().unwrap() {
                 r[k] = v.clone();
             }
-            if r.get("directResponse").is_none() && r.get("redirect").is_none() {
+            if r.get("directResponse").is_none() && r.get("redirect").is_none() && r.get("route").is_none() {
                 r["route"] = json!([{"destination": {"host": "api"}}]);
             }
             r
@@ -139,10 +145,14 @@ fn native_routes() -> String {
                     "abort": {"http_status": status, "percentage": {"numerator": 100, "denominator": "HUNDRED"}}});
             }
             let mut r = json!({"match": {"prefix": prefix}, "typed_per_filter_config": per_filter});
+            let host = extra.pointer("/route/0/destination/host").and_then(Value::as_str).unwrap_or("api");
             match (extra.pointer("/directResponse/body/string"), extra.pointer("/redirect/uri")) {
                 (Some(body), _) => r["direct_response"] = json!({"status": 200, "body": {"inline_string": body}}),
                 (_, Some(uri)) => r["redirect"] = json!({"path_redirect": uri, "response_code": "FOUND"}),
-                _ => r["route"] = json!({"cluster": CLUSTER, "timeout": "0s"}),
+                _ => {
+                    r["route"] =
+                        json!({"cluster": format!("outbound|80||{host}.default.svc.cluster.local"), "timeout": "0s"})
+                }
             }
             r
         })
@@ -189,6 +199,7 @@ fn browser_requests_get_exactly_what_envoys_cors_filter_gives_istiods_policy() {
     let config = virtual_service().to_string().replace('\'', "''");
     let routes = native_routes();
     let upstream_port = upstream.port().to_string();
+    let dead_port = refused_port().to_string();
     let envoy = Envoy::start(
         TEMPLATE,
         &[
@@ -196,6 +207,7 @@ fn browser_requests_get_exactly_what_envoys_cors_filter_gives_istiods_policy() {
             ("PLUGIN_CONFIG", config.as_str()),
             ("NATIVE_ROUTES", routes.as_str()),
             ("UPSTREAM_PORT", upstream_port.as_str()),
+            ("DEAD_PORT", dead_port.as_str()),
         ],
     );
     let (ours, native) = (envoy.port("MESHROUTE_PORT"), envoy.port("NATIVE_PORT"));
@@ -303,6 +315,16 @@ fn browser_requests_get_exactly_what_envoys_cors_filter_gives_istiods_policy() {
     // Redirects and direct responses have no route entry, which Envoy's CORS filter skips.
     let d = send(ours, &upstream, "OPTIONS", "/direct", &preflight);
     assert!(d.status == 200 && d.body == "direct" && d.cors.is_empty(), "{d:?}");
+    let dead = send(ours, &upstream, "GET", "/dead", &[("origin", "https://app.example")]);
+    assert_eq!(dead.status, 503, "{dead:?}");
+    assert_eq!(
+        dead.cors,
+        pairs(&[
+            ("access-control-allow-credentials", "true"),
+            ("access-control-allow-origin", "https://app.example"),
+            ("access-control-expose-headers", "x-e"),
+        ])
+    );
     // A fault abort comes before CORS: no CORS header at all.
     let a = send(ours, &upstream, "OPTIONS", "/abort", &preflight);
     assert!(a.status == 418 && a.cors.is_empty(), "{a:?}");

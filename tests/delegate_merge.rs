@@ -4,8 +4,9 @@
 //! 86c9f01fd735fb01d8192f5bcaf0d424afb7f14c: `TestMergeHttpRoutes` (every case),
 //! `TestMergeHTTPMatchRequests` (every case) and `TestHasConflict` (every case), written as the
 //! VirtualService JSON the Go structs stand for; `expected: nil` is `None` (a conflict). Then
-//! the merge over a bundle (`mergeVirtualServices` in `virtualservice_controller.go`): namespaces,
-//! exportTo, order, and what is reported.
+//! the merge over a bundle (`mergeVirtualServices` in `virtualservice_controller.go`): every case of
+//! `TestControllerMergeVirtualServices` (its merge-order case apart: meshroute keeps input order),
+//! then namespaces, exportTo, order and what is reported, through `compile`.
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
@@ -350,6 +351,14 @@ fn delegate_rules_replace_the_root_rule_in_order_with_the_match_conjunction() {
         vs.rules.iter().take(2).all(|r| r.timeout == Some(std::time::Duration::from_secs(3))),
         "root timeout inherited"
     );
+    let origin = |root_rule, delegate: &str, delegate_rule| {
+        Some(meshroute::delegate::Origin { root_rule, delegate: delegate.into(), delegate_rule })
+    };
+    let origins: Vec<_> = vs.rules.iter().map(|r| r.delegated.clone()).collect();
+    assert_eq!(
+        origins,
+        [origin(0, "team-a/productpage", 0), origin(0, "team-a/productpage", 1), origin(1, "default/reviews", 0), None]
+    );
 }
 
 #[test]
@@ -419,4 +428,139 @@ fn delegate_validation_is_istios() {
         assert!(text.contains(want), "missing {want:?} in\n{text}");
     }
     assert!(c.table.is_none());
+}
+
+// === TestControllerMergeVirtualServices (virtualservice_controller_test.go, same commit) ===
+
+fn pp(subset: &str) -> Value {
+    json!([{"destination": {"host": "productpage.org", "port": {"number": 80}, "subset": subset}}])
+}
+
+fn example_org() -> Value {
+    json!({"route": [{"destination": {"host": "example.org", "port": {"number": 80}}}]})
+}
+
+/// Istio's `rootVs` (`defaultVs` when `ns` is `default`: its delegate names no namespace).
+fn istio_root(ns: &str, name: &str, delegate_ns: Option<&str>) -> Value {
+    let mut d = json!({"name": "productpage-vs"});
+    if let Some(n) = delegate_ns {
+        d["namespace"] = json!(n);
+    }
+    vs(
+        ns,
+        name,
+        json!({"hosts": ["*.org"], "gateways": [format!("{ns}/gateway")], "http": [
+            {"match": [{"uri": {"prefix": "/productpage"}}, {"uri": {"exact": "/login"}}], "delegate": d},
+            example_org()
+        ]}),
+    )
+}
+
+/// Istio's `createDelegateVs`.
+fn istio_delegate(ns: &str, export_to: Value) -> Value {
+    vs(
+        ns,
+        "productpage-vs",
+        json!({"hosts": [], "gateways": [format!("{ns}/gateway")], "exportTo": export_to, "http": [
+            {"match": [{"uri": {"prefix": "/productpage/v1"}}], "route": pp("v1")},
+            {"match": [{"uri": {"prefix": "/productpage/v2"}}], "route": pp("v2")},
+            {"route": pp("v3")}
+        ]}),
+    )
+}
+
+/// The merged VirtualServices: `namespace/name` and their HTTP routes.
+fn merged(resources: Value, default_export_to: Value) -> Vec<(String, Vec<HttpRoute>)> {
+    let doc = json!({"resources": resources, "settings": {"defaultVirtualServiceExportTo": default_export_to}});
+    let (bundle, _) = meshroute::load_json(doc.to_string().as_bytes());
+    let m = meshroute::delegate::merge(&bundle);
+    m.bundle.as_ref().unwrap_or(&bundle).virtual_services().map(|(r, v)| (r.key(), v.http.clone())).collect()
+}
+
+fn routes(v: Value) -> Vec<HttpRoute> {
+    serde_json::from_value(v).unwrap()
+}
+
+#[test]
+fn istio_controller_merge_virtual_services() {
+    let merged_http = json!([
+        {"match": [{"uri": {"prefix": "/productpage/v1"}}], "route": pp("v1")},
+        {"match": [{"uri": {"prefix": "/productpage/v2"}}], "route": pp("v2")},
+        {"match": [{"uri": {"prefix": "/productpage"}}, {"uri": {"exact": "/login"}}], "route": pp("v3")},
+        example_org()
+    ]);
+    let one_root = routes(json!([example_org()]));
+    let root = || istio_root("istio-system", "root-vs", Some("default"));
+    let public = json!(["*"]);
+    let independent = vs(
+        "default",
+        "virtual-service",
+        json!({"hosts": ["example.org"], "gateways": ["default/gateway"],
+        "http": [{"route": [{"destination": {"host": "example.org", "port": {"number": 80}}}]}]}),
+    );
+
+    // one independent vs
+    let got = merged(json!([independent.clone()]), public.clone());
+    assert_eq!(got, [("default/virtual-service".to_string(), routes(independent["spec"]["http"].clone()))]);
+    // one root vs: its delegate does not exist, the delegating rule goes
+    assert_eq!(merged(json!([root()]), public.clone()), [("istio-system/root-vs".into(), one_root.clone())]);
+    // one delegate vs: nothing is served
+    assert!(merged(json!([istio_delegate("default", json!(["istio-system"]))]), public.clone()).is_empty());
+    // root and delegate vs
+    let got = merged(json!([root(), istio_delegate("default", json!(["istio-system"]))]), public.clone());
+    assert_eq!(got, [("istio-system/root-vs".into(), routes(merged_http.clone()))]);
+    // root and conflicted delegate vs
+    let conflicted = vs(
+        "default",
+        "productpage-vs",
+        json!({"hosts": [], "gateways": ["default/gateway"], "http": [
+            {"match": [{"uri": {"prefix": "/productpage/v1"}}], "route": pp("v1")},
+            {"match": [{"uri": {"prefix": "/productpage/v2"}}], "route": pp("v2")},
+            {"match": [{"name": "mismatch", "uri": {"prefix": "/mis-match/path"}}], "route": pp("v3")}
+        ]}),
+    );
+    let got = merged(json!([root(), conflicted]), public.clone());
+    let want = json!([
+        {"match": [{"uri": {"prefix": "/productpage/v1"}}], "route": pp("v1")},
+        {"match": [{"uri": {"prefix": "/productpage/v2"}}], "route": pp("v2")},
+        example_org()
+    ]);
+    assert_eq!(got, [("istio-system/root-vs".into(), routes(want))]);
+    // multiple routes delegate to one
+    let multi = vs(
+        "istio-system",
+        "root-vs",
+        json!({"hosts": ["*.org"], "gateways": ["istio-system/gateway"], "http": [
+            {"match": [{"uri": {"prefix": "/productpage"}}], "delegate": {"name": "productpage-vs", "namespace": "default"}},
+            {"match": [{"uri": {"prefix": "/legacy/path"}}], "rewrite": {"uri": "/productpage"},
+             "delegate": {"name": "productpage-vs", "namespace": "default"}}
+        ]}),
+    );
+    let single = vs(
+        "default",
+        "productpage-vs",
+        json!({"hosts": [], "gateways": ["default/gateway"], "http": [{"route": pp("v1")}]}),
+    );
+    let want = json!([
+        {"match": [{"uri": {"prefix": "/productpage"}}], "route": pp("v1")},
+        {"match": [{"uri": {"prefix": "/legacy/path"}}], "rewrite": {"uri": "/productpage"}, "route": pp("v1")}
+    ]);
+    assert_eq!(merged(json!([multi, single]), public.clone()), [("istio-system/root-vs".into(), routes(want))]);
+    // root not specifying the delegate namespace (the root's), mesh default public, then private
+    for default in [public.clone(), json!(["."])] {
+        let got = merged(
+            json!([istio_root("default", "default-vs", None), istio_delegate("default", json!([]))]),
+            default.clone(),
+        );
+        assert_eq!(got, [("default/default-vs".into(), routes(merged_http.clone()))], "default exportTo {default}");
+        // delegate not exported to the root's namespace (Istio's case has the root name `default`,
+        // where no delegate exists; here it names `default2`, so that exportTo is what hides it)
+        let hidden =
+            vs("default2", "productpage-vs", json!({"hosts": [], "gateways": ["default2/gateway"], "exportTo": ["."]}));
+        let root2 = istio_root("istio-system", "root-vs", Some("default2"));
+        assert_eq!(
+            merged(json!([root2, hidden]), default.clone()),
+            [("istio-system/root-vs".into(), one_root.clone())]
+        );
+    }
 }

@@ -304,6 +304,68 @@ fn uri_prefix_rules_route_in_order_and_other_paths_get_404() {
     assert_eq!(m.counter("meshroute.noroute"), 3);
 }
 
+/// A root VirtualService delegating two paths to two delegate VirtualServices (one in another
+/// namespace, whose short names are its own), merged as istiod merges them (R180–R186).
+#[test]
+fn delegate_virtual_services_route_through_their_root_to_two_upstreams() {
+    let child = |ns: &str, name: &str, http: Value| {
+        json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+               "metadata": {"name": name, "namespace": ns}, "spec": {"http": http}})
+    };
+    let (products_v2, reviews) =
+        ("outbound|80|v2|productpage.team-a.svc.cluster.local".to_string(), cluster("reviews", ""));
+    let products_v1 = "outbound|80|v1|productpage.team-a.svc.cluster.local".to_string();
+    let m = mesh(vec![
+        vs(
+            "bookinfo",
+            &["bookinfo.example.com"],
+            json!([
+                {"name": "products", "match": [{"uri": {"prefix": "/productpage"}}],
+                 "headers": {"response": {"set": {"x-root": "products"}}},
+                 "delegate": {"name": "productpage", "namespace": "team-a"}},
+                {"match": [{"uri": {"prefix": "/reviews"}}], "delegate": {"name": "reviews"}}
+            ]),
+        ),
+        child("team-a", "productpage", json!([
+            {"match": [{"headers": {"end-user": {"exact": "jason"}}}], "route": [{"destination": {"host": "productpage", "subset": "v2"}}]},
+            {"match": [{"uri": {"exact": "/productpage"}}], "route": [{"destination": {"host": "productpage", "subset": "v1"}}]},
+            // Conflicts with the root's /productpage: dropped, as istiod drops it.
+            {"match": [{"uri": {"prefix": "/admin"}}], "route": [{"destination": {"host": "productpage", "subset": "v2"}}]}
+        ])),
+        child("default", "reviews", json!([{"route": [{"destination": {"host": "reviews"}}]}])),
+        json!({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+               "metadata": {"name": "productpage", "namespace": "team-a"},
+               "spec": {"host": "productpage", "subsets": [{"name": "v1", "labels": {"version": "v1"}},
+                                                           {"name": "v2", "labels": {"version": "v2"}}]}}),
+    ])
+    .cluster(&products_v1)
+    .cluster(&products_v2)
+    .cluster(&reviews)
+    .start();
+    let jason = [("end-user", "jason")];
+    for (path, headers, want) in [
+        ("/productpage", &jason[..], Some(&products_v2)),
+        ("/productpage/x", &jason[..], Some(&products_v2)),
+        ("/productpage", &[][..], Some(&products_v1)),
+        ("/reviews/1", &[][..], Some(&reviews)),
+        ("/reviews", &jason[..], Some(&reviews)),
+        // Under the root's match but taken by no delegate rule, and outside every root match.
+        ("/productpage/x", &[][..], None),
+        ("/admin", &jason[..], None),
+    ] {
+        let r = m.get("bookinfo.example.com", path, headers);
+        match want {
+            Some(u) => assert_eq!((r.status, r.header("x-upstream")), (200, Some(u.as_str())), "{path} {headers:?}"),
+            None => assert_eq!(r.status, 404, "{path} {headers:?}"),
+        }
+        // The root's response headers go with the delegate rules that have none of their own.
+        let root_header = path.starts_with("/productpage") && want.is_some();
+        assert_eq!(r.header("x-root"), root_header.then_some("products"), "{path}");
+    }
+    assert_eq!(m.upstream(&products_v2).attempts(), 2);
+    assert_eq!(m.upstream(&reviews).attempts(), 2);
+}
+
 #[test]
 fn weighted_routes_split_traffic_by_weight() {
     const N: usize = 400;
@@ -635,6 +697,11 @@ fn mirror_gets_a_copy_and_the_primary_never_waits_for_it() {
     assert_eq!((r.status, r.header("x-upstream")), (200, Some(v1.as_str())));
     let open = format!("cluster.{hung_cluster}.upstream_rq_active");
     assert_eq!(m.envoy.wait_stat(&open, 1, Duration::from_secs(10)), 1, "the copy is open after the primary's answer");
+    // Envoy counts the request active before the peer's accept thread has run: wait for it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while hung.accepted() == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     assert_eq!(hung.accepted(), 1);
 
     // The copy: same method, path, body, Host and headers.

@@ -350,3 +350,121 @@ fn sidecar_tls_listener_tells_services_on_one_port_apart_by_sni_and_tcp_routes_s
     // The HTTP listener is still there for HTTP.
     assert!(envoy.listener_ports().expect("listeners").contains_key("meshroute_outbound"));
 }
+
+/// `openssl s_client` to 127.0.0.1:`port` with SNI `sni` (and ALPN `alpn`), sending `input`:
+/// what the server answered, `None` when the handshake failed.
+fn tls_exchange(port: u16, sni: &str, alpn: Option<&str>, ca: Option<&Path>, input: &str) -> Option<String> {
+    let mut cmd = Command::new("openssl");
+    cmd.args(["s_client", "-quiet", "-connect", &format!("127.0.0.1:{port}"), "-servername", sni]);
+    if let Some(a) = alpn {
+        cmd.args(["-alpn", a]);
+    }
+    if let Some(ca) = ca {
+        cmd.arg("-CAfile").arg(ca).args(["-verify_return_error", "-verify_hostname", sni]);
+    }
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl is needed for the TLS tests");
+    child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write");
+    let out = child.wait_with_output().expect("openssl s_client");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    (!text.is_empty()).then_some(text)
+}
+
+#[test]
+fn gateway_tls_server_terminates_for_tcp_routes_and_auto_passthrough_takes_istio_sni_names() {
+    let Some((_, wasm)) =
+        envoy_and_filter("gateway_tls_server_terminates_for_tcp_routes_and_auto_passthrough_takes_istio_sni_names")
+    else {
+        return;
+    };
+    let dir = temp_dir("gw-tls");
+    let (crt, _) = certificate(&dir, "echo.example.com");
+    let upstreams = tls_upstreams(&dir, &["a.example.com"]);
+    let echo = Echo::start("one");
+    let resources = format!(
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: default}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n  - port: {{number: 9443, name: tls, protocol: TLS}}\n    hosts: [echo.example.com]\n    tls: {{mode: SIMPLE, credentialName: echo.example.com}}\n  - port: {{number: 15443, name: tls-auto, protocol: TLS}}\n    hosts: [\"*.internal\"]\n    tls: {{mode: AUTO_PASSTHROUGH}}\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: echo, namespace: default}}\nspec:\n  hosts: [echo.example.com]\n  gateways: [gw]\n  tcp:\n  - route:\n    - destination: {{host: echo.internal}}\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: echo, namespace: default}}\nspec:\n  hosts: [echo.internal]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{{number: 9000, name: tcp, protocol: TCP}}]\n  endpoints: [{{address: 127.0.0.1, ports: {{tcp: {}}}}}]\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: a, namespace: default}}\nspec:\n  hosts: [a.internal]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{{number: 443, name: tls, protocol: TLS}}]\n  endpoints: [{{address: 127.0.0.1, ports: {{tls: {}}}}}]\n",
+        echo.port,
+        upstreams.listener_port("tls_0"),
+    );
+    let dir_arg = dir.display().to_string();
+    let envoy =
+        start(&wasm, "gw-tls", &resources, &["--gateway", "default/gw", "--credentials-dir", &dir_arg], &[9443, 15443]);
+    // TLS terminated with the Gateway's certificate (verified), then plain TCP to the echo.
+    let port = envoy.listener_port("gateway_9443");
+    assert_eq!(tls_exchange(port, "echo.example.com", None, Some(&crt), "hi\n").as_deref(), Some("one hi\n"));
+    // AUTO_PASSTHROUGH: the SNI names the service and port, Istio's mTLS ALPN is required.
+    let port = envoy.listener_port("gateway_15443");
+    let get = "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+    let answer = tls_exchange(port, "outbound_.443_._.a.internal", Some("istio"), None, get).unwrap_or_default();
+    assert!(answer.ends_with("upstream a.example.com"), "{answer:?}");
+    assert_eq!(tls_exchange(port, "outbound_.443_._.a.internal", None, None, get), None, "no Istio ALPN");
+    assert_eq!(tls_exchange(port, "a.internal", Some("istio"), None, get), None, "not an SNI-DNAT name");
+}
+
+#[test]
+fn sidecar_ingress_ports_reach_their_default_endpoints_and_egress_ports_only_their_hosts() {
+    let Some((_, wasm)) =
+        envoy_and_filter("sidecar_ingress_ports_reach_their_default_endpoints_and_egress_ports_only_their_hosts")
+    else {
+        return;
+    };
+    let (local, echo, other) = (Echo::start("local"), Echo::start("echo"), Echo::start("other"));
+    let app = Upstream::named("app");
+    let se = |name: &str, e: &Echo| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  hosts: [{name}.internal]\n  addresses: [240.240.1.1]\n  resolution: STATIC\n  ports: [{{number: 9000, name: tcp, protocol: TCP}}]\n  endpoints: [{{address: 127.0.0.1, ports: {{tcp: {}}}}}]\n---\n",
+            e.port
+        )
+    };
+    let resources = format!(
+        "{}{}apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: default, namespace: default}}\nspec:\n  ingress:\n  - port: {{number: 7070, name: tcp, protocol: TCP}}\n    defaultEndpoint: 127.0.0.1:{}\n  - port: {{number: 7080, name: http, protocol: HTTP}}\n    defaultEndpoint: 0.0.0.0:{}\n  egress:\n  - port: {{number: 9100, name: tcp, protocol: TCP}}\n    hosts: [./echo.internal]\n  - hosts: [\"./other.internal\"]\n",
+        se("echo", &echo),
+        se("other", &other),
+        local.port,
+        app.port(),
+    );
+    let envoy = start(&wasm, "ingress", &resources, &[], &[7070, 7080, 9100, 9000]);
+    assert_eq!(echo_through(envoy.listener_port("inbound_7070"), "in"), "local in");
+    let r = http("GET", envoy.listener_port("inbound_7080"), "/", &[("Host", "me")], b"");
+    assert_eq!((r.status, r.header("x-upstream")), (200, Some("app")));
+    // The egress port 9100 carries only echo.internal (its only port, 9000, is the cluster's).
+    assert_eq!(echo_through(envoy.listener_port("127.0.0.1_9100"), "e"), "echo e");
+    // The catch-all egress listener imports other.internal only: port 9000 is its listener.
+    assert_eq!(echo_through(envoy.listener_port("127.0.0.1_9000"), "o"), "other o");
+}
+
+#[test]
+fn graph_draws_tcp_and_tls_routes_with_their_shares_of_connections() {
+    let (v1, v2) = (Echo { port: 1 }, Echo { port: 2 });
+    let mut resources = tcp_echo(&v1, &v2, V1_80_V2_20);
+    resources.push_str(
+        "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: sni, namespace: default}\nspec:\n  hosts: [a.example.com]\n  tls:\n  - match: [{port: 443, sniHosts: [a.example.com]}]\n    route:\n    - destination: {host: a.internal, port: {number: 8443}}\n",
+    );
+    let dir = temp_dir("graph");
+    let path = dir.join("r.yaml");
+    std::fs::write(&path, resources).expect("write");
+    let o = Command::new(env!("CARGO_BIN_EXE_meshroute")).arg("graph").arg("-f").arg(&path).output().expect("graph");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    for line in [
+        r#"src__default_tcp_echo_gateway(["Gateway default/tcp-echo-gateway"])"#,
+        r#"rule__default_tcp_echo__tcp__0["TCP #0<br/>port 31400"]"#,
+        r#"rule__default_tcp_echo__tcp__0 -->|"80% · connections"| dst__outbound_9000_v1_tcp_echo_default_svc_cluster_local"#,
+        r#"rule__default_tcp_echo__tcp__0 -->|"20% · connections"| dst__outbound_9000_v2_tcp_echo_default_svc_cluster_local"#,
+        r#"src__mesh --> vs__default_sni"#,
+        r#"rule__default_sni__tls__0["TLS #0<br/>port 443, sni a.example.com"]"#,
+        r#"rule__default_sni__tls__0 -->|"100% · connections"| dst__outbound_8443__a_internal"#,
+    ] {
+        assert!(text.lines().any(|l| l.trim() == line), "no line {line:?} in:\n{text}");
+    }
+    // The Gateway's TCP route is not the mesh's, and the other way round.
+    assert!(!text.contains("src__mesh --> vs__default_tcp_echo"), "{text}");
+    assert!(!text.contains("src__default_tcp_echo_gateway --> vs__default_sni"), "{text}");
+}

@@ -77,26 +77,10 @@ fn round(test: &str, valid: usize, invalid: usize, rollbacks: usize) {
     );
     // Responses say which revision decided them.
     let settings = write("settings.yaml", "revisionHeader: true\n".into());
-    let (listen, admin) = (free_port(), free_port());
-    let (listen_s, admin_s) = (format!("127.0.0.1:{listen}"), format!("127.0.0.1:{admin}"));
     let st = state.display().to_string();
     let t0 = Instant::now();
-    let up = meshroute(&[
-        "up",
-        "--state",
-        &st,
-        "--wasm",
-        wasm.to_str().unwrap(),
-        "--listen",
-        &listen_s,
-        "--admin",
-        &admin_s,
-        "--detach",
-        "-f",
-        &a,
-        "-m",
-        "first",
-    ]);
+    let (up, listen) =
+        up_on_fresh_ports(&["--state", &st, "--wasm", wasm.to_str().unwrap(), "--detach", "-f", &a, "-m", "first"]);
     let _stop = StopEnvoy::new(&state);
     assert!(up.status.success(), "up: {}", text(&up));
     let rss_start = envoy_rss(&state);
@@ -359,8 +343,8 @@ fn a_directory_that_is_not_ours_is_refused_and_left_alone() {
     assert_eq!(names, vec![std::ffi::OsString::from("precious.txt")]);
     // Envoy not running: clear error, nothing written.
     let fresh = dir.join("fresh").display().to_string();
-    let port = free_port().to_string();
-    let admin = format!("127.0.0.1:{port}");
+    // A port where connections are refused, not one released for anyone to take.
+    let admin = format!("127.0.0.1:{}", refused_port());
     let o = meshroute(&[
         "apply",
         "-f",

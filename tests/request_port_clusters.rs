@@ -233,7 +233,6 @@ fn a_request_on_the_second_port_of_a_service_reaches_that_port_through_envoy() {
     std::fs::create_dir_all(&dir).unwrap();
     let input = dir.join("in.yaml");
     std::fs::write(&input, yaml).unwrap();
-    let (port, admin) = (free_port(), free_port());
     let out = dir.join("envoy.yaml");
     let o = Command::new(env!("CARGO_BIN_EXE_meshroute"))
         .args(["envoy", "-f"])
@@ -242,11 +241,13 @@ fn a_request_on_the_second_port_of_a_service_reaches_that_port_through_envoy() {
         .arg(&wasm)
         .arg("-o")
         .arg(&out)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--admin", &format!("127.0.0.1:{admin}")])
+        // Envoy binds both ports itself; the listener's is read back from the admin.
+        .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
         .output()
         .unwrap();
     assert!(o.status.success(), "meshroute envoy failed:\n{}", String::from_utf8_lossy(&o.stderr));
-    let envoy = Envoy::start(&std::fs::read_to_string(&out).unwrap(), &[("ADMIN_PORT", &admin.to_string())]);
+    let envoy = Envoy::start(&std::fs::read_to_string(&out).unwrap(), &[]);
+    let port = envoy.listener_port("meshroute_outbound");
     let who = |host: &str, user: Option<&str>| {
         let mut h = vec![("Host", host)];
         if let Some(u) = user {

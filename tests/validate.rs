@@ -101,9 +101,10 @@ fn valid_virtual_service_with_its_destination_rule_is_clean() {
 }
 
 #[test]
-fn virtual_service_without_hosts_is_an_unsupported_delegate_mr0007() {
+fn virtual_service_without_hosts_is_a_delegate_that_routes_nothing_alone() {
     let d = run(vs(json!({"http": [{"route": [{"destination": {"host": "reviews"}}]}]})));
-    expect(&d, ERROR, Some("MR0007"), "spec.hosts", &["without hosts", "is not supported by meshroute"]);
+    expect(&d, INFO, None, "spec.hosts", &["no VirtualService delegates to this one", "routes nothing"]);
+    expect_no_error(&d);
 }
 
 #[test]
@@ -187,14 +188,14 @@ fn direct_response_conflicts_with_route_fault_and_rewrite() {
 }
 
 #[test]
-fn delegate_is_not_supported_and_the_rule_is_ignored() {
+fn delegate_to_a_missing_virtual_service_is_ignored_with_a_warning() {
     let d = run(vs_rule(json!({"delegate": {"name": "reviews-delegate", "namespace": "default"}})));
     expect(
         &d,
         WARNING,
         None,
         "spec.http[0].delegate",
-        &["delegate is not supported by meshroute; the rule is ignored"],
+        &["delegate virtual service default/reviews-delegate not found; the rule is ignored, as istiod ignores it"],
     );
     expect_no_error(&d);
 }

@@ -1,8 +1,8 @@
 //! TCP and TLS listeners as istiod builds them (docs/semantics.md R190–R199, R230–R239): the
 //! sidecar's outbound listener per TCP/TLS service port with `tcp_proxy` filter chains from the
-//! VirtualServices' `tcp` and `tls` routes (`LB buildSidecarOutboundListener`,
-//! `TLS buildSidecarOutboundTLSFilterChainOpts`, `TLS buildSidecarOutboundTCPFilterChainOpts`,
-//! `NF buildOutboundNetworkFilters`), Sidecar egress listeners with a port, and a Gateway's TCP,
+//! VirtualServices' `tcp` and `tls` routes (`LISTENER buildSidecarOutboundListener`,
+//! `TLSCHAIN buildSidecarOutboundTLSFilterChainOpts`, `TLSCHAIN buildSidecarOutboundTCPFilterChainOpts`,
+//! `NETFILTER buildOutboundNetworkFilters`), Sidecar egress listeners with a port, and a Gateway's TCP,
 //! TLS and passthrough servers (`GW buildGatewayTCPBasedFilterChains`,
 //! `GW createGatewayTCPFilterChainOpts`, `GW builtAutoPassthroughFilterChains`).
 //!
@@ -15,7 +15,7 @@ use crate::config::Resource;
 use crate::crd;
 use crate::host;
 use serde_json::{json, Map, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 const TCP_PROXY: &str = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
@@ -33,6 +33,8 @@ pub struct L4 {
     pub listeners: Vec<Value>,
     /// The clusters their `tcp_proxy` filters name (built by `super` with the rest).
     pub clusters: Vec<ClusterRef>,
+    /// The Sidecar ingress listeners' `inbound|PORT||` clusters, complete (`super::inbound`).
+    pub inbound_clusters: Vec<Value>,
 }
 
 /// istiod's listener protocol class (`ModelProtocolToListenerProtocol`) of a port protocol.
@@ -73,6 +75,9 @@ fn passthrough(s: &crd::Server) -> bool {
     matches!(s.tls.as_ref().and_then(|t| t.mode.as_deref()), Some("PASSTHROUGH" | "AUTO_PASSTHROUGH"))
 }
 
+/// What makes two filter chain matches the same: SNI set, CIDR set, ALPNs.
+type ChainKey = (Vec<String>, Vec<String>, Vec<&'static str>);
+
 /// One filter chain before rendering (istiod `filterChainOpts`).
 #[derive(Debug, Clone)]
 struct Chain {
@@ -89,7 +94,7 @@ struct Chain {
 impl Chain {
     /// istiod `filterChainOpts.conflictsWith`: the same SNI set (without `*`), CIDR set and ALPNs
     /// is the same filter chain match, which Envoy refuses twice.
-    fn key(&self) -> (Vec<String>, Vec<String>, Vec<&'static str>) {
+    fn key(&self) -> ChainKey {
         let mut sni: Vec<String> = self.sni.iter().filter(|s| *s != "*").cloned().collect();
         sni.sort();
         sni.dedup();
@@ -169,20 +174,29 @@ struct Building {
     bind: String,
     port: u32,
     chains: Vec<Chain>,
+    /// Each chain's match, to its index: merging stays linear in the number of chains.
+    keys: BTreeMap<ChainKey, usize>,
     /// Made from an explicit Sidecar egress listener: the catch-all one adds nothing to it.
     locked: bool,
 }
 
 impl Building {
+    fn new(name: String, bind: &str, port: u32) -> Building {
+        Building { name, bind: bind.to_string(), port, chains: Vec::new(), keys: BTreeMap::new(), locked: false }
+    }
+
     fn merge(&mut self, b: &mut Builder<'_>, incoming: Vec<Chain>) {
         for c in incoming {
             let key = c.key();
-            match self.chains.iter().find(|e| e.key() == key) {
+            match self.keys.get(&key).and_then(|&i| self.chains.get(i)) {
                 Some(e) => b.note(format!(
                     "listener {}: {} has the same filter chain match as {} (istiod keeps the first); skipped",
                     self.name, c.origin, e.origin
                 )),
-                None => self.chains.push(c),
+                None => {
+                    self.keys.insert(key, self.chains.len());
+                    self.chains.push(c);
+                }
             }
         }
     }
@@ -199,6 +213,52 @@ impl Building {
         }
         l.insert("filter_chains".into(), Value::Array(self.chains.iter().map(Chain::render).collect()));
         Value::Object(l)
+    }
+}
+
+/// The listeners being built, by (bind, port).
+#[derive(Default)]
+struct Listeners {
+    list: Vec<Building>,
+    by_addr: BTreeMap<(String, u32), usize>,
+}
+
+/// A VirtualService with its hosts as FQDNs.
+type MeshVs<'a> = (&'a Resource, &'a crd::VirtualService, Vec<String>);
+
+/// The sidecar's L4 VirtualServices, indexed by exact host (wildcard hosts are matched one by
+/// one), so finding a service's VirtualServices does not scan them all.
+struct VsIndex<'a> {
+    all: Vec<MeshVs<'a>>,
+    exact: BTreeMap<String, Vec<usize>>,
+    wildcard: Vec<usize>,
+}
+
+impl<'a> VsIndex<'a> {
+    fn new(all: Vec<MeshVs<'a>>) -> Self {
+        let (mut exact, mut wildcard): (BTreeMap<String, Vec<usize>>, Vec<usize>) = (BTreeMap::new(), Vec::new());
+        for (i, (_, _, hosts)) in all.iter().enumerate() {
+            for h in hosts {
+                if h.starts_with('*') {
+                    if wildcard.last() != Some(&i) {
+                        wildcard.push(i);
+                    }
+                } else {
+                    let e = exact.entry(h.to_ascii_lowercase()).or_default();
+                    if e.last() != Some(&i) {
+                        e.push(i);
+                    }
+                }
+            }
+        }
+        VsIndex { all, exact, wildcard }
+    }
+
+    /// The VirtualServices with a host matching `h`, in input order.
+    fn for_host(&self, h: &str) -> Vec<&MeshVs<'a>> {
+        let mut idx: BTreeSet<usize> = self.exact.get(&h.to_ascii_lowercase()).into_iter().flatten().copied().collect();
+        idx.extend(self.wildcard.iter().copied().filter(|&i| self.all[i].2.iter().any(|p| host::matches(p, h))));
+        idx.into_iter().map(|i| &self.all[i]).collect()
     }
 }
 
@@ -221,15 +281,34 @@ struct SvcPort {
 struct Cx<'b, 'a> {
     b: &'b mut Builder<'a>,
     clusters: BTreeMap<String, ClusterRef>,
+    /// Each ServiceEntry host's only port (`None`: several), first declaration wins as in
+    /// `Builder::service_entry`: a destination's port is looked up without scanning every entry.
+    only_ports: BTreeMap<String, Option<u32>>,
 }
 
 /// Builds every L4 listener of this proxy: the sidecar's (settings.gateway `mesh`) or those of the
 /// Gateway it implements, on `ip` (the `--listen` address; `http_port` is taken by the HTTP
 /// listener of a sidecar).
 pub fn listeners(b: &mut Builder<'_>, ip: IpAddr, http_port: u16) -> L4 {
-    let mut cx = Cx { b, clusters: BTreeMap::new() };
-    let listeners = if cx.b.settings.gateway == "mesh" { cx.sidecar(ip, http_port) } else { cx.gateway(ip) };
-    L4 { listeners, clusters: cx.clusters.into_values().collect() }
+    let mut only_ports = BTreeMap::new();
+    for (r, se) in b.visible_service_entries() {
+        for h in &se.hosts {
+            let only = (se.ports.len() == 1).then(|| se.ports[0].number);
+            only_ports.entry(b.fqdn(h, &r.namespace)).or_insert(only);
+        }
+    }
+    let mut cx = Cx { b, clusters: BTreeMap::new(), only_ports };
+    let mut inbound_clusters = Vec::new();
+    let listeners = if cx.b.settings.gateway == "mesh" {
+        let mut listeners = cx.sidecar(ip, http_port);
+        let (l, c) = super::inbound::listeners(cx.b, ip);
+        listeners.extend(l);
+        inbound_clusters = c;
+        listeners
+    } else {
+        cx.gateway(ip)
+    };
+    L4 { listeners, clusters: cx.clusters.into_values().collect(), inbound_clusters }
 }
 
 impl<'a> Cx<'_, 'a> {
@@ -307,10 +386,10 @@ impl<'a> Cx<'_, 'a> {
     fn sidecar(&mut self, ip: IpAddr, http_port: u16) -> Vec<Value> {
         let bind = ip.to_string();
         let services = self.services();
-        let vss = self.mesh_virtual_services();
+        let vss = VsIndex::new(self.mesh_virtual_services());
         let bundle: &'a crate::config::Bundle = self.b.bundle;
         let sidecar = crate::compile::applicable_sidecar(bundle);
-        let mut built: Vec<Building> = Vec::new();
+        let mut built = Listeners::default();
         // Explicit egress listeners first (istiod `buildSidecarOutboundListeners`), each with only
         // the services its hosts import; then the catch-all one (or the default, everything
         // imported) for every other port.
@@ -347,23 +426,21 @@ impl<'a> Cx<'_, 'a> {
             let imported: Vec<&SvcPort> =
                 services.iter().filter(|sp| egress_imports(e, &sres.namespace, &sp.namespace, &sp.host)).collect();
             // One service per host (its ports only decide the cluster port).
-            let mut hosts: Vec<&SvcPort> = Vec::new();
-            for sp in imported {
-                if !hosts.iter().any(|h| h.host == sp.host) {
-                    hosts.push(sp);
-                }
-            }
-            let vss_here: Vec<_> = vss
-                .iter()
-                .filter(|(r, _, hs)| hs.iter().any(|h| egress_imports(e, &sres.namespace, &r.namespace, h)))
-                .cloned()
-                .collect();
+            let mut seen: BTreeSet<&str> = BTreeSet::new();
+            let hosts: Vec<&SvcPort> = imported.into_iter().filter(|sp| seen.insert(sp.host.as_str())).collect();
+            let vss_here = VsIndex::new(
+                vss.all
+                    .iter()
+                    .filter(|(r, _, hs)| hs.iter().any(|h| egress_imports(e, &sres.namespace, &r.namespace, h)))
+                    .cloned()
+                    .collect(),
+            );
             for sp in hosts {
                 let listen = SvcPort { port: port.number, protocol: port.protocol.clone(), ..sp.clone() };
                 self.outbound(&mut built, &bind, &listen, &vss_here, http_port, true);
             }
         }
-        for b in &mut built {
+        for b in &mut built.list {
             b.locked = true;
         }
         let catch_all = egress.iter().find(|e| e.port.is_none());
@@ -380,17 +457,17 @@ impl<'a> Cx<'_, 'a> {
                 self.outbound(&mut built, &bind, sp, &vss, http_port, false);
             }
         }
-        built.into_iter().filter(|l| !l.chains.is_empty()).map(|l| l.render()).collect()
+        built.list.into_iter().filter(|l| !l.chains.is_empty()).map(|l| l.render()).collect()
     }
 
     /// istiod `buildSidecarOutboundListener` for one service port (TCP family only): the listener
     /// `0.0.0.0_PORT` becomes `IP_PORT` on the `--listen` IP; chains merge into it.
     fn outbound(
         &mut self,
-        built: &mut Vec<Building>,
+        built: &mut Listeners,
         bind: &str,
         sp: &SvcPort,
-        vss: &[(&Resource, &crd::VirtualService, Vec<String>)],
+        vss: &VsIndex<'_>,
         http_port: u16,
         explicit: bool,
     ) {
@@ -406,32 +483,26 @@ impl<'a> Cx<'_, 'a> {
             ));
             return;
         }
-        let idx = match built.iter().position(|l| l.bind == bind && l.port == sp.port) {
-            Some(i) if built[i].locked && !explicit => return,
+        let idx = match built.by_addr.get(&(bind.to_string(), sp.port)).copied() {
+            Some(i) if built.list[i].locked && !explicit => return,
             Some(i) => i,
             None => {
-                built.push(Building {
-                    name: format!("{bind}_{}", sp.port),
-                    bind: bind.to_string(),
-                    port: sp.port,
-                    chains: Vec::new(),
-                    locked: false,
-                });
-                built.len() - 1
+                built.list.push(Building::new(format!("{bind}_{}", sp.port), bind, sp.port));
+                built.by_addr.insert((bind.to_string(), sp.port), built.list.len() - 1);
+                built.list.len() - 1
             }
         };
         // CIDR addresses become filter chain matches; a plain VIP is not a bindable address here,
         // so its service is served by the listener on the --listen IP (R191).
         let cidrs: Vec<String> = sp.addresses.iter().filter(|a| a.contains('/')).cloned().collect();
         let has_vip = sp.addresses.iter().any(|a| !a.contains('/'));
-        let for_host: Vec<_> = vss.iter().filter(|(_, _, hs)| hs.iter().any(|h| host::matches(h, &sp.host))).collect();
+        let for_host = vss.for_host(&sp.host);
         let chains = if tls {
             self.tls_chains(sp, &cidrs, has_vip, &for_host)
         } else {
             self.tcp_chains(sp, &cidrs, &for_host, mongo)
         };
-        let listener = &mut built[idx];
-        listener.merge(self.b, chains);
+        built.list[idx].merge(self.b, chains);
     }
 
     /// istiod `buildSidecarOutboundTLSFilterChainOpts`.
@@ -443,7 +514,7 @@ impl<'a> Cx<'_, 'a> {
         vss: &[&(&Resource, &crd::VirtualService, Vec<String>)],
     ) -> Vec<Chain> {
         let mut out = Vec::new();
-        let mut handled: Vec<(Vec<String>, Vec<String>)> = Vec::new();
+        let mut handled: BTreeSet<(Vec<String>, Vec<String>)> = BTreeSet::new();
         for (r, vs, _) in vss {
             for (ri, tls) in vs.tls.iter().enumerate() {
                 if tls.route.is_empty() {
@@ -457,10 +528,9 @@ impl<'a> Cx<'_, 'a> {
                     let subnets =
                         if m.destination_subnets.is_empty() { cidrs.to_vec() } else { m.destination_subnets.clone() };
                     let runtime = (m.sni_hosts.clone(), m.destination_subnets.clone());
-                    if handled.contains(&runtime) {
+                    if !handled.insert(runtime) {
                         continue;
                     }
-                    handled.push(runtime);
                     let origin = format!("VirtualService {}/{} tls[{ri}]", r.namespace, r.name);
                     let filters = self.network_filters(&tls.route, sp.port, r, false);
                     out.push(Chain {
@@ -651,6 +721,10 @@ impl<'a> Cx<'_, 'a> {
     }
 
     fn only_port(&self, h: &str) -> Option<u32> {
+        if let Some(only) = self.only_ports.get(h) {
+            return *only;
+        }
+        // A wildcard ServiceEntry host (rare in routes): the builder's own lookup.
         if let Some((_, se)) = self.b.service_entry(h) {
             return (se.ports.len() == 1).then(|| se.ports[0].number);
         }
@@ -666,6 +740,7 @@ impl<'a> Cx<'_, 'a> {
             subset: subset.map(String::from),
             port,
             mirror_only: false,
+            retry_policies: Default::default(),
         });
         name
     }
@@ -698,14 +773,8 @@ impl<'a> Cx<'_, 'a> {
                 ));
                 continue;
             }
-            let mut l = Building {
-                name: format!("gateway_{port}"),
-                bind: bind.clone(),
-                port,
-                chains: Vec::new(),
-                locked: false,
-            };
-            let mut sni_seen: Vec<String> = Vec::new();
+            let mut l = Building::new(format!("gateway_{port}"), &bind, port);
+            let mut sni_seen: BTreeSet<String> = BTreeSet::new();
             for (i, s) in l4.iter().enumerate() {
                 let chains = self.gateway_server(gres, s, port, i, &mut sni_seen);
                 l.merge(self.b, chains);
@@ -729,7 +798,7 @@ impl<'a> Cx<'_, 'a> {
         s: &crd::Server,
         port: u32,
         i: usize,
-        sni_seen: &mut Vec<String>,
+        sni_seen: &mut BTreeSet<String>,
     ) -> Vec<Chain> {
         let key = gres.key();
         let origin =
@@ -814,7 +883,7 @@ impl<'a> Cx<'_, 'a> {
         gres: &Resource,
         s: &crd::Server,
         port: u32,
-        sni_seen: &mut Vec<String>,
+        sni_seen: &mut BTreeSet<String>,
     ) -> Vec<Chain> {
         let key = gres.key();
         let mut out = Vec::new();
@@ -828,7 +897,7 @@ impl<'a> Cx<'_, 'a> {
                     if !l4_gateway_match(m.port, &m.gateways, port, &key, &r.namespace) {
                         continue;
                     }
-                    let dup: Vec<&String> = m.sni_hosts.iter().filter(|h| sni_seen.contains(h)).collect();
+                    let dup: Vec<&String> = m.sni_hosts.iter().filter(|h| sni_seen.contains(h.as_str())).collect();
                     if !dup.is_empty() {
                         self.b.note(format!(
                             "skipping VirtualService {} rule #{ri} on server port {port} of gateway {key}, duplicate SNI \
@@ -973,4 +1042,181 @@ fn source_ip_hash(dr: &crd::DestinationRule, subset: &str) -> bool {
         }
     }
     use_source_ip
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{generate, Generated, Options};
+    use serde_json::{json, Value};
+    use std::path::Path;
+
+    fn build(resources: Value, settings: Value) -> Generated {
+        let cfg = json!({"resources": resources, "settings": settings});
+        let (bundle, diags) = crate::load_value(cfg.clone());
+        let compiled = crate::compile(&bundle, diags);
+        let table = compiled.table.unwrap_or_else(|| panic!("{}", compiled.diagnostics));
+        let opts = Options {
+            wasm: Path::new("/m.wasm"),
+            listen: "127.0.0.1:15001".parse().unwrap(),
+            admin: "127.0.0.1:15000".parse().unwrap(),
+            credentials_dir: None,
+        };
+        generate(&bundle, &table.clusters, &cfg, &opts).unwrap()
+    }
+
+    fn listener<'a>(g: &'a Generated, name: &str) -> &'a Value {
+        g.config["static_resources"]["listeners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["name"] == name)
+            .unwrap_or_else(|| panic!("no listener {name} in {:#}", g.config["static_resources"]["listeners"]))
+    }
+
+    fn res(kind: &str, name: &str, spec: Value) -> Value {
+        json!({"apiVersion": "networking.istio.io/v1", "kind": kind, "metadata": {"name": name, "namespace": "default"}, "spec": spec})
+    }
+
+    fn se(host: &str, ports: Value) -> Value {
+        res(
+            "ServiceEntry",
+            host,
+            json!({"hosts": [host], "addresses": ["240.0.0.1"], "resolution": "STATIC",
+            "ports": ports, "endpoints": [{"address": "10.0.0.1", "labels": {"v": "1"}}]}),
+        )
+    }
+
+    fn notes(g: &Generated) -> String {
+        g.notes.iter().map(|n| n.message.clone()).collect::<Vec<_>>().join("\n")
+    }
+
+    #[test]
+    fn tcp_proxy_takes_timeouts_and_source_ip_hash_from_the_destination_rule_and_mongo_gets_its_filter() {
+        let g = build(
+            json!([
+                se("db.internal", json!([{"number": 27017, "name": "mongo", "protocol": "MONGO"}])),
+                res(
+                    "DestinationRule",
+                    "db",
+                    json!({"host": "db.internal", "trafficPolicy": {
+                    "connectionPool": {"tcp": {"idleTimeout": "30s", "maxConnectionDuration": "1h"}},
+                    "loadBalancer": {"consistentHash": {"useSourceIp": true}}},
+                    "subsets": [{"name": "v1", "labels": {"v": "1"}}, {"name": "rr", "labels": {"v": "1"},
+                                 "trafficPolicy": {"loadBalancer": {"simple": "ROUND_ROBIN"}}}]})
+                ),
+                res(
+                    "VirtualService",
+                    "db",
+                    json!({"hosts": ["db.internal"], "tcp": [{"route": [
+                    {"destination": {"host": "db.internal", "subset": "v1"}, "weight": 100},
+                    {"destination": {"host": "db.internal", "subset": "rr"}, "weight": 0}]}]})
+                ),
+            ]),
+            json!({}),
+        );
+        let l = listener(&g, "127.0.0.1_27017");
+        assert!(l.get("listener_filters").is_none(), "no SNI, no tls_inspector: {l:#}");
+        let filters = l["filter_chains"][0]["filters"].as_array().unwrap();
+        assert_eq!(filters[0]["name"], "envoy.filters.network.mongo_proxy");
+        let t = &filters[1]["typed_config"];
+        assert_eq!(t["stat_prefix"], "db.default");
+        // Weight 0 is left out; the cluster port is the service's only port.
+        assert_eq!(
+            t["weighted_clusters"]["clusters"],
+            json!([{"name": "outbound|27017|v1|db.internal", "weight": 100}])
+        );
+        assert_eq!(
+            (t["idle_timeout"].as_str(), t["max_downstream_connection_duration"].as_str()),
+            (Some("30s"), Some("3600s"))
+        );
+        assert_eq!(t["hash_policy"], json!([{"source_ip": {}}]));
+        let single = super::tcp_proxy("c", Some("c"), None, None, None);
+        assert!(single["typed_config"].get("hash_policy").is_none());
+    }
+
+    #[test]
+    fn identical_filter_chain_matches_keep_the_first_with_a_note() {
+        let g = build(
+            json!([
+                se("a.internal", json!([{"number": 9000, "name": "tcp", "protocol": "TCP"}])),
+                se("b.internal", json!([{"number": 9000, "name": "tcp", "protocol": "TCP"}])),
+            ]),
+            json!({}),
+        );
+        let chains = listener(&g, "127.0.0.1_9000")["filter_chains"].as_array().unwrap().clone();
+        assert_eq!(chains.len(), 1);
+        assert_eq!(chains[0]["filters"][0]["typed_config"]["cluster"], "outbound|9000||a.internal");
+        assert!(
+            notes(&g).contains(
+                "service b.internal port 9000 has the same filter chain match as service a.internal port 9000"
+            ),
+            "{}",
+            notes(&g)
+        );
+    }
+
+    #[test]
+    fn gateway_ports_mixing_http_and_passthrough_and_istio_mutual_servers_are_noted() {
+        let gw = res(
+            "Gateway",
+            "gw",
+            json!({"servers": [
+            {"port": {"number": 443, "name": "https", "protocol": "HTTPS"}, "hosts": ["a.example.com"],
+             "tls": {"mode": "SIMPLE", "serverCertificate": "/c.pem", "privateKey": "/k.pem"}},
+            {"port": {"number": 443, "name": "pt", "protocol": "HTTPS"}, "hosts": ["b.example.com"], "tls": {"mode": "PASSTHROUGH"}},
+            {"port": {"number": 9443, "name": "tls", "protocol": "TLS"}, "hosts": ["c.example.com"], "tls": {"mode": "ISTIO_MUTUAL"}},
+            {"port": {"number": 8443, "name": "pt2", "protocol": "TLS"}, "hosts": ["*.example.com"], "tls": {"mode": "PASSTHROUGH"}}]}),
+        );
+        let vs = |name: &str, sni: &str| {
+            res(
+                "VirtualService",
+                name,
+                json!({"hosts": [sni], "gateways": ["gw"],
+                "tls": [{"match": [{"sniHosts": [sni]}], "route": [{"destination": {"host": "x.internal", "port": {"number": 443}}}]}]}),
+            )
+        };
+        let g =
+            build(json!([gw, vs("b", "b.example.com"), vs("b2", "b.example.com")]), json!({"gateway": "default/gw"}));
+        let n = notes(&g);
+        assert!(n.contains("Gateway default/gw port 443: TCP/TLS/passthrough servers share the port"), "{n}");
+        assert!(n.contains("tls.mode ISTIO_MUTUAL needs the mesh's certificates"), "{n}");
+        assert!(n.contains("skipping VirtualService b2 rule #0 on server port 8443 of gateway default/gw, duplicate SNI host names"), "{n}");
+        let l = listener(&g, "gateway_8443");
+        assert_eq!(l["filter_chains"].as_array().unwrap().len(), 1);
+        assert_eq!(l["filter_chains"][0]["filter_chain_match"]["server_names"], json!(["b.example.com"]));
+        assert_eq!(l["listener_filters"][0]["name"], "envoy.filters.listener.tls_inspector");
+        // The HTTPS port keeps its TLS-terminating HTTP listener.
+        assert!(listener(&g, "gateway_443")["filter_chains"][0]["transport_socket"].is_object());
+    }
+
+    #[test]
+    fn a_sidecar_without_a_catch_all_egress_listener_has_only_its_explicit_ports() {
+        let sc = res(
+            "Sidecar",
+            "default",
+            json!({"egress": [
+            {"port": {"number": 9100, "name": "tcp", "protocol": "TCP"}, "hosts": ["./a.internal"]},
+            {"port": {"number": 8080, "name": "http", "protocol": "HTTP"}, "hosts": ["./b.internal"]}]}),
+        );
+        let g = build(
+            json!([
+                se("a.internal", json!([{"number": 9000, "name": "tcp", "protocol": "TCP"}])),
+                se("b.internal", json!([{"number": 9001, "name": "tcp", "protocol": "TCP"}])),
+                sc
+            ]),
+            json!({}),
+        );
+        let names: Vec<&str> = g.config["static_resources"]["listeners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|l| l["name"].as_str())
+            .collect();
+        assert_eq!(names, ["meshroute_outbound", "127.0.0.1_9100"]);
+        assert_eq!(
+            listener(&g, "127.0.0.1_9100")["filter_chains"][0]["filters"][0]["typed_config"]["cluster"],
+            "outbound|9000||a.internal"
+        );
+        assert!(notes(&g).contains("HTTP port 8080: not a listener of its own"), "{}", notes(&g));
+    }
 }

@@ -10,6 +10,7 @@
 pub mod bootstrap;
 pub mod cluster;
 pub mod files;
+mod inbound;
 pub mod l4;
 
 use crate::config::Bundle;
@@ -118,8 +119,8 @@ pub fn resources(
     let l4 = l4::listeners(&mut b, opts.listen.ip(), opts.listen.port());
     let routed: Vec<crate::compile::ClusterRef> = routed.iter().chain(&l4.clusters).cloned().collect();
     let wanted = b.wanted(&routed);
-    let clusters: Vec<Value> = wanted.iter().map(|w| b.cluster(w)).collect();
-    let routes = routes(&mut b, &wanted);
+    let mut clusters: Vec<Value> = wanted.iter().map(|w| b.cluster(w)).collect();
+    let routes = routes(&mut b, &wanted, &routed);
     let filter = filter_config(plugin_config, opts.wasm)?;
     let settings = &bundle.settings;
     let listeners = if settings.gateway == "mesh" {
@@ -140,17 +141,20 @@ pub fn resources(
     for n in b.notes {
         notes.push(Diagnostic::warning(None, "", n));
     }
+    clusters.extend(l4.inbound_clusters);
     Ok(Resources { listeners, l4_listeners: l4.listeners, clusters, filter, notes })
 }
 
 /// The Wasm filter running meshroute with this plugin configuration, as a `TypedExtensionConfig`.
-/// The routes of [`resources`] carry Istio's default retry policy, so the configuration tells the
-/// filter (`settings.retryPolicyOnRoute`), which then writes no hints for it.
+/// The routes of [`resources`] carry Istio's default retry policy and one route per rule policy,
+/// so the configuration tells the filter (`settings.retryPolicyOnRoute`, `retryPolicyRoutes`),
+/// which then writes no retry hints.
 pub fn filter_config(plugin_config: &Value, wasm: &Path) -> Result<Value, InvalidEnvoyConfig> {
     let mut plugin_config = plugin_config.clone();
     if let Some(settings) = plugin_config.as_object_mut().map(|o| o.entry("settings").or_insert_with(|| json!({}))) {
         if let Some(settings) = settings.as_object_mut() {
             settings.insert("retryPolicyOnRoute".into(), json!(true));
+            settings.insert("retryPolicyRoutes".into(), json!(true));
         }
     }
     let configuration = serde_json::to_string(&plugin_config).map_err(InvalidEnvoyConfig::PluginConfig)?;
@@ -180,66 +184,163 @@ pub fn filter_config(plugin_config: &Value, wasm: &Path) -> Result<Value, Invali
 
 pub const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
 
-/// The vhost routes: one per consistent-hash cluster (matched on the routing header the filter
-/// writes, so that its `hash_policy` applies only to it, as istiod's per-destination hash
-/// policies do), then the catch-all. All of them take the cluster from the routing header and
-/// have no timeout (the filter hints Istio's timeouts per request). Each comes twice: first
-/// with Istio's default retry policy for requests without `x-envoy-max-retries` (the common
-/// case, so the filter writes no retry hints for it: `retryPolicyOnRoute`), then without one
-/// for requests whose rule has its own retries (the filter hints all of them).
-fn routes(b: &mut Builder<'_>, wanted: &[Want]) -> Vec<Value> {
+/// The vhost routes (R222). Every one takes the cluster from the routing header and has no
+/// timeout (the filter hints Istio's timeouts per request); they differ in retry policy and
+/// hash policy, chosen by the filter-owned headers the filter writes (a client's copies are
+/// removed first, so no client picks either):
+/// 1. per consistent-hash cluster (matched on the routing header, so its `hash_policy` applies
+///    only to it, as istiod's per-destination hash policies do): one route per retry policy of
+///    the rules that send to it, then Istio's default policy without a `previous_hosts`
+///    predicate for requests without the policy header (R57), then one without retries;
+/// 2. one route per retry policy (matched on [`crate::compile::RETRY_POLICY_HEADER`]);
+/// 3. Istio's default policy for requests without the policy header — the common case, which
+///    costs the filter no header at all;
+/// 4. a catch-all without retries.
+///
+/// Linear in the rules: a policy appears once per cluster its rules send to.
+fn routes(b: &mut Builder<'_>, wanted: &[Want], routed: &[crate::compile::ClusterRef]) -> Vec<Value> {
     let header = b.settings.routing_header.clone();
-    let mut out = Vec::new();
-    for w in wanted {
-        if let Some(hash) = b.hash_policy(w) {
-            let route = json!({
-                "name": format!("hash:{}", w.name),
-                "match": {"prefix": "/", "headers": [{"name": header, "string_match": {"exact": w.name}}]},
-                "route": {"cluster_header": header, "timeout": "0s", "hash_policy": hash},
-            });
-            // R57: no previous_hosts predicate for a consistent-hash destination (the hash pins it).
-            out.push(with_default_retries(&route, false));
-            out.push(route);
+    let policy_header = crate::compile::RETRY_POLICY_HEADER;
+    let by_cluster: BTreeMap<&str, &std::collections::BTreeSet<crate::compile::RetryPolicy>> =
+        routed.iter().map(|c| (c.name.as_str(), &c.retry_policies)).collect();
+    let mut all: BTreeMap<String, &crate::compile::RetryPolicy> = BTreeMap::new();
+    for c in routed {
+        for p in &c.retry_policies {
+            all.insert(p.route_id(), p);
         }
     }
-    let route = json!({
-        "name": "meshroute",
-        "match": {"prefix": "/"},
-        "route": {"cluster_header": header, "timeout": "0s"},
-    });
-    out.push(with_default_retries(&route, true));
-    out.push(route);
+    let absent = json!({"name": policy_header, "present_match": true, "invert_match": true});
+    let is = |name: &str, value: &str| json!({"name": name, "string_match": {"exact": value}});
+    let route = |name: String, headers: Vec<Value>, hash: Option<&Vec<Value>>, retry: Option<Value>| {
+        let mut action = Map::new();
+        action.insert("cluster_header".into(), json!(header));
+        action.insert("timeout".into(), json!("0s"));
+        if let Some(h) = hash {
+            action.insert("hash_policy".into(), json!(h));
+        }
+        if let Some(r) = retry {
+            action.insert("retry_policy".into(), r);
+        }
+        let mut m = Map::new();
+        m.insert("prefix".into(), json!("/"));
+        if !headers.is_empty() {
+            m.insert("headers".into(), Value::Array(headers));
+        }
+        // The policy header has done its job once the route is chosen: upstreams never see it.
+        json!({"name": name, "match": m, "route": action, "request_headers_to_remove": [policy_header]})
+    };
+    let mut out = Vec::new();
+    for w in wanted {
+        let Some(hash) = b.hash_policy(w) else { continue };
+        let cluster = is(&header, &w.name);
+        for p in by_cluster.get(w.name.as_str()).into_iter().flat_map(|s| s.iter()) {
+            let id = p.route_id();
+            out.push(route(
+                format!("hash:{}:{id}", w.name),
+                vec![cluster.clone(), is(policy_header, &id)],
+                Some(&hash),
+                retry_policy(p, true),
+            ));
+        }
+        // R57: no previous_hosts predicate for a consistent-hash destination (the hash pins it).
+        out.push(route(
+            format!("hash:{}:default-retries", w.name),
+            vec![cluster.clone(), absent.clone()],
+            Some(&hash),
+            Some(default_retry_policy(false)),
+        ));
+        out.push(route(format!("hash:{}", w.name), vec![cluster], Some(&hash), None));
+    }
+    for (id, p) in &all {
+        out.push(route(format!("meshroute:{id}"), vec![is(policy_header, id)], None, retry_policy(p, false)));
+    }
+    out.push(route("meshroute:default-retries".into(), vec![absent], None, Some(default_retry_policy(true))));
+    out.push(route("meshroute".into(), Vec::new(), None, None));
     out
 }
 
-/// Router hint that a rule's own retry policy is on the request (`apply::retry_hints`).
-const MAX_RETRIES_HINT: &str = "x-envoy-max-retries";
+/// The routing routes of [`resources`] for an Istio sidecar, where istiod owns the listeners
+/// and clusters (`meshroute compile --as envoyfilter`, deploy/istio): each also requires the
+/// routing header, so Istio's own routes still serve requests the filter leaves alone.
+pub fn sidecar_routes(bundle: &Bundle, routed: &[crate::compile::ClusterRef]) -> Vec<Value> {
+    let mut b = Builder::new(bundle, None);
+    let wanted = b.wanted(routed);
+    let present = json!({"name": bundle.settings.routing_header, "present_match": true});
+    routes(&mut b, &wanted, routed)
+        .into_iter()
+        .map(|mut r| {
+            match r["match"]["headers"].as_array_mut() {
+                Some(h) => h.insert(0, present.clone()),
+                None => r["match"]["headers"] = json!([present.clone()]),
+            }
+            r
+        })
+        .collect()
+}
 
-/// `route` for requests without `x-envoy-max-retries`, with Istio's built-in default retry
-/// policy (R57: `RETRY` `defaultNumRetries`, `defaultRetryOn`, `newRetryPolicy`).
-fn with_default_retries(route: &Value, previous_hosts: bool) -> Value {
-    let mut twin = route.clone();
-    if let Some(name) = twin["name"].as_str() {
-        twin["name"] = json!(format!("{name}:default-retries"));
-    }
-    let absent = json!({"name": MAX_RETRIES_HINT, "present_match": true, "invert_match": true});
-    match twin["match"]["headers"].as_array_mut() {
-        Some(headers) => headers.push(absent),
-        None => twin["match"]["headers"] = json!([absent]),
-    }
+/// `envoy.retry_host_predicates.previous_hosts` (istio `xdsfilters.RetryPreviousHosts`).
+fn previous_hosts() -> Value {
+    json!([{
+        "name": "envoy.retry_host_predicates.previous_hosts",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"},
+    }])
+}
+
+/// Istio's built-in default (R57: `RETRY` `defaultNumRetries`, `defaultRetryOn`, `DefaultPolicy`
+/// and `DefaultConsistentHashPolicy`).
+fn default_retry_policy(with_previous_hosts: bool) -> Value {
     let mut policy = json!({
-        "retry_on": "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
+        "retry_on": crate::compile::DEFAULT_RETRY_ON,
         "num_retries": 2,
         "host_selection_retry_max_attempts": 5,
     });
-    if previous_hosts {
-        policy["retry_host_predicate"] = json!([{
-            "name": "envoy.retry_host_predicates.previous_hosts",
-            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"},
-        }]);
+    if with_previous_hosts {
+        policy["retry_host_predicate"] = previous_hosts();
     }
-    twin["route"]["retry_policy"] = policy;
-    twin
+    policy
+}
+
+/// A rule's policy as istiod writes it on the route (`RETRY ConvertPolicy`, R58, R220): none
+/// when `attempts` is 0; the conditions (HTTP and gRPC in one `retry_on`, which Envoy parses with
+/// both parsers), status codes, `per_try_timeout`, `retry_back_off.base_interval` (Envoy's
+/// maximum is ten times it), `previous_priorities` for `retryRemoteLocalities`, and the
+/// `previous_hosts` predicate unless `retryIgnorePreviousHosts: false` — or, unset, for a
+/// single-destination rule whose destination hashes consistently (`hash`).
+fn retry_policy(p: &crate::compile::RetryPolicy, hash: bool) -> Option<Value> {
+    if p.attempts == 0 {
+        return None;
+    }
+    let mut m = Map::new();
+    let on: Vec<&str> = [p.retry_on.as_str(), p.grpc_retry_on.as_str()].into_iter().filter(|s| !s.is_empty()).collect();
+    m.insert("retry_on".into(), json!(on.join(",")));
+    m.insert("num_retries".into(), json!(p.attempts));
+    let codes: Vec<u32> = p.retriable_status_codes.split(',').filter_map(|c| c.trim().parse().ok()).collect();
+    if !codes.is_empty() {
+        m.insert("retriable_status_codes".into(), json!(codes));
+    }
+    if let Some(t) = p.per_try_timeout {
+        m.insert("per_try_timeout".into(), json!(cluster::proto_duration(t)));
+    }
+    if let Some(b) = p.backoff {
+        m.insert("retry_back_off".into(), json!({"base_interval": cluster::proto_duration(b)}));
+    }
+    if p.retry_remote_localities {
+        m.insert(
+            "retry_priority".into(),
+            json!({
+                "name": "envoy.retry_priorities.previous_priorities",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig",
+                    "update_frequency": 2,
+                },
+            }),
+        );
+    }
+    if p.previous_hosts.unwrap_or(!(hash && p.single_destination)) {
+        m.insert("retry_host_predicate".into(), previous_hosts());
+    }
+    m.insert("host_selection_retry_max_attempts".into(), json!(5));
+    Some(Value::Object(m))
 }
 
 /// The HCM's path handling for MeshConfig `pathNormalization` as istiod sets it
@@ -784,13 +885,14 @@ mod tests {
             .as_array()
             .unwrap()
             .clone();
-        // Each twice: first with Istio's default retries for requests without a retry hint.
+        // The hash cluster: Istio's default retries for requests without a policy header, then
+        // none; then the same two for every other cluster (R222).
         assert_eq!(routes.len(), 4);
         for r in &routes[0..2] {
             assert_eq!(r["match"]["headers"][0]["string_match"]["exact"], "outbound|80|v2|a.internal");
             assert_eq!(r["route"]["hash_policy"][0]["cookie"], json!({"name": "u", "ttl": "0s"}));
         }
-        let absent = json!({"name": "x-envoy-max-retries", "present_match": true, "invert_match": true});
+        let absent = json!({"name": "x-meshroute-retry-policy", "present_match": true, "invert_match": true});
         assert_eq!(routes[0]["match"]["headers"][1], absent);
         assert_eq!(routes[0]["route"]["retry_policy"]["num_retries"], 2);
         assert!(routes[0]["route"]["retry_policy"].get("retry_host_predicate").is_none(), "R57: none with a hash");
@@ -809,11 +911,82 @@ mod tests {
             })
         );
         assert_eq!(routes[3]["route"], json!({"cluster_header": "x-meshroute-cluster", "timeout": "0s"}));
+        assert!(routes[3]["match"].get("headers").is_none());
+        assert_eq!(routes[3]["request_headers_to_remove"], json!(["x-meshroute-retry-policy"]));
         // ... and the filter is told, so it writes no hints for the default.
         let wasm = &g.config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
             ["http_filters"][0]["typed_config"]["config"]["configuration"]["value"];
         let plugin: Value = serde_json::from_str(wasm.as_str().unwrap()).unwrap();
         assert_eq!(plugin["settings"]["retryPolicyOnRoute"], true);
+        assert_eq!(plugin["settings"]["retryPolicyRoutes"], true);
+    }
+
+    /// R220–R222: a rule's own retry policy is a route of its own, in full, named by the policy
+    /// header; on a consistent-hash cluster it keeps the hash policy.
+    #[test]
+    fn rule_retry_policies_become_routes_with_backoff_predicates_priorities_and_hash() {
+        let vs = json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": "a", "namespace": "default"},
+            "spec": {"hosts": ["a.internal"], "http": [
+                {"match": [{"uri": {"prefix": "/single"}}],
+                 "route": [{"destination": {"host": "a.internal", "subset": "sticky"}}],
+                 "retries": {"attempts": 3, "retryOn": "5xx,503,unavailable", "perTryTimeout": "2s", "backoff": "100ms",
+                             "retryRemoteLocalities": true}},
+                {"route": [{"destination": {"host": "a.internal", "subset": "sticky"}, "weight": 50},
+                           {"destination": {"host": "a.internal"}, "weight": 50}],
+                 "retries": {"attempts": 1, "retryIgnorePreviousHosts": false}}]}});
+        let subsets = json!({"subsets": [{"name": "sticky", "labels": {"v": "1"},
+            "trafficPolicy": {"loadBalancer": {"consistentHash": {"httpHeaderName": "x-user"}}}}]});
+        let cfg = json!([
+            vs,
+            se("a.internal", json!([{"address": "10.0.0.1", "labels": {"v": "1"}}])),
+            dr("a.internal", subsets)
+        ]);
+        let resources = json!({"resources": cfg, "settings": {}});
+        let (bundle, _) = crate::load_value(resources);
+        let table = crate::compile(&bundle, Default::default()).table.unwrap();
+        let ids: Vec<String> = table.virtual_services[0].rules.iter().map(|r| r.retry.route_id()).collect();
+        let g = build(cfg, json!({}));
+        let routes = g.config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+            ["route_config"]["virtual_hosts"][0]["routes"]
+            .as_array()
+            .unwrap()
+            .clone();
+        let named = |name: &str| {
+            routes.iter().find(|r| r["name"] == name).unwrap_or_else(|| panic!("no route {name}: {routes:#?}")).clone()
+        };
+        let sticky = "outbound|80|sticky|a.internal";
+        // The single-destination rule on the hash cluster: no previous_hosts (istiod
+        // ConvertPolicy(policy, consistentHash)), everything else on the route.
+        let r = named(&format!("hash:{sticky}:{}", ids[0]));
+        assert_eq!(r["route"]["hash_policy"], json!([{"header": {"header_name": "x-user"}}]));
+        assert_eq!(
+            r["match"]["headers"],
+            json!([{"name": "x-meshroute-cluster", "string_match": {"exact": sticky}},
+                   {"name": "x-meshroute-retry-policy", "string_match": {"exact": ids[0]}}])
+        );
+        let p = &r["route"]["retry_policy"];
+        assert_eq!(p["retry_on"], "5xx,retriable-status-codes,unavailable");
+        assert_eq!((p["num_retries"].as_u64(), p["retriable_status_codes"].clone()), (Some(3), json!([503])));
+        assert_eq!(
+            (p["per_try_timeout"].as_str(), p["retry_back_off"].clone()),
+            (Some("2s"), json!({"base_interval": "0.1s"}))
+        );
+        assert_eq!(p["retry_priority"]["typed_config"]["update_frequency"], 2);
+        assert_eq!(p["host_selection_retry_max_attempts"], 5);
+        assert!(p.get("retry_host_predicate").is_none());
+        // The same policy on other clusters keeps the predicate.
+        let r = named(&format!("meshroute:{}", ids[0]));
+        assert!(r["route"].get("hash_policy").is_none());
+        assert!(r["route"]["retry_policy"]["retry_host_predicate"].is_array());
+        // The weighted rule said retryIgnorePreviousHosts: false: no predicate anywhere.
+        for name in [format!("hash:{sticky}:{}", ids[1]), format!("meshroute:{}", ids[1])] {
+            assert!(named(&name)["route"]["retry_policy"].get("retry_host_predicate").is_none(), "{name}");
+        }
+        // Policy routes come before the default and catch-all routes.
+        let pos = |name: &str| routes.iter().position(|r| r["name"] == name).unwrap();
+        assert!(pos(&format!("meshroute:{}", ids[1])) < pos("meshroute:default-retries"));
+        assert_eq!(routes.last().unwrap()["name"], "meshroute");
     }
 
     #[test]

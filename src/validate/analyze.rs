@@ -148,6 +148,30 @@ fn referenced_gateways(cx: &mut Ctx<'_>) {
             }
             let full = host::resolve_gateway(g, &r.namespace);
             let found = bundle.gateways().find(|(gr, _)| gr.key() == full);
+            // A Gateway API Gateway of that name (`AN virtualservice/gateways.go`
+            // `vsHostInKubernetesGateway`): a listener without hostname serves every host (K18).
+            let kube =
+                found.is_none().then(|| bundle.registry.kube_gateways.iter().find(|(key, _)| *key == full)).flatten();
+            if let Some((_, hostnames)) = kube {
+                let served = hostnames.iter().any(|h| match h {
+                    None => true,
+                    Some(gh) => vs.hosts.iter().any(|vh| host::overlaps(gh, vh)),
+                });
+                if top_level && !served {
+                    cx.push(
+                        Severity::Warning,
+                        Some("IST0132"),
+                        &at,
+                        path,
+                        format!(
+                            "one or more host [{}] defined in VirtualService {} not found in Gateway {full}.",
+                            vs.hosts.join(" "),
+                            r.key(),
+                        ),
+                    );
+                }
+                continue;
+            }
             if found.is_none() {
                 let name = full.rsplit('/').next().unwrap_or_default();
                 let elsewhere: Vec<String> =

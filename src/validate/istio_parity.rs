@@ -4,8 +4,8 @@
 //! * IST0128 / IST0129 (`destinationrule.CaCertificateAnalyzer`): TLS `SIMPLE`/`MUTUAL` without
 //!   `caCertificates` (unless `credentialName` with a `workloadSelector`).
 //! * IST0134 (`serviceentry.ProtocolAddressesAnalyzer`): a ServiceEntry without `addresses`, per
-//!   port whose protocol is TCP or unset (meshroute has no MeshConfig, so DNS auto-allocation is
-//!   taken as off, Istio's default).
+//!   port whose protocol is TCP or unset, unless istiod allocated addresses (`status.addresses`)
+//!   or the MeshConfig turns on DNS auto-allocation (`settings.dnsAutoAllocate`).
 //! * IST0177 (`serviceentry.ConflictingServiceEntryProtocolAnalyzer`).
 //! * IST0145 (`gateway.ConflictingGatewayAnalyzer`).
 //! * IST0138 (`gateway.CertificateAnalyzer`).
@@ -25,6 +25,73 @@ pub(super) fn run(cx: &mut Ctx<'_>) {
     conflicting_gateways(cx);
     duplicate_certificates(cx);
     internal_gateway_refs(cx);
+    jwt_claim_routes(cx);
+}
+
+/// `pkg/jwt/routing.go ToRoutingClaim`: `@request.auth.claims.a.b` or `@request.auth.claims[a][b]`.
+fn is_jwt_claim_key(key: &str) -> bool {
+    const PREFIX: &str = "@request.auth.claims";
+    let Some(head) = key.get(..PREFIX.len()).filter(|h| h.eq_ignore_ascii_case(PREFIX)) else { return false };
+    let rest = &key[head.len()..];
+    (rest.starts_with('.') && rest.len() > 1) || (rest.starts_with('[') && rest.ends_with(']') && rest.len() > 2)
+}
+
+/// IST0149 (`AN virtualservice/jwtclaimroute.go JWTClaimRouteAnalyzer`, K17): a VirtualService
+/// routing on a JWT claim, bound to an existing Gateway, for every Pod that Gateway selects that no
+/// RequestAuthentication of `istio-system` or of the Pod's namespace selects (an empty selector
+/// selects all).
+fn jwt_claim_routes(cx: &mut Ctx<'_>) {
+    let bundle = cx.bundle;
+    let reg = &bundle.registry;
+    let pods: Vec<(&str, &str, &BTreeMap<String, String>)> = reg
+        .workloads
+        .iter()
+        .filter_map(|w| {
+            let o = w.origin.as_ref().filter(|o| o.kind == "Pod")?;
+            Some((o.namespace.as_str(), o.name.as_str(), &w.labels))
+        })
+        .collect();
+    if pods.is_empty() {
+        return;
+    }
+    let selects = |sel: &BTreeMap<String, String>, labels: &BTreeMap<String, String>| {
+        sel.iter().all(|(k, v)| labels.get(k) == Some(v))
+    };
+    let gateways: BTreeMap<String, &crd::Gateway> = bundle.gateways().map(|(r, g)| (r.key(), g)).collect();
+    for (r, vs) in bundle.virtual_services() {
+        let key = vs
+            .http
+            .iter()
+            .flat_map(|h| &h.matches)
+            .flat_map(|m| m.headers.keys().chain(m.without_headers.keys()))
+            .find(|k| is_jwt_claim_key(k));
+        let Some(key) = key else { continue };
+        for g in vs.gateways.iter().filter(|g| *g != "mesh") {
+            let full = crate::host::resolve_gateway(g, &r.namespace);
+            let Some(gw) = gateways.get(&full) else { continue };
+            for (pod_ns, pod_name, labels) in &pods {
+                if !selects(&gw.selector, labels) {
+                    continue;
+                }
+                let authenticated = reg
+                    .request_authentications
+                    .iter()
+                    .filter(|(ns, _)| ns == "istio-system" || ns == pod_ns)
+                    .any(|(_, sel)| selects(sel, labels));
+                if !authenticated {
+                    cx.push(
+                        Severity::Error,
+                        Some("IST0149"),
+                        &Place(Some(r)),
+                        "spec.http",
+                        format!(
+                            "The virtual service uses the JWT claim based routing (key: {key}) but found no request authentication for the gateway ({full}) pod ({pod_name}). The request authentication must first be applied for the gateway pods to validate the JWT token and make the claims available for routing."
+                        ),
+                    );
+                }
+            }
+        }
+    }
 }
 
 fn tls_without_ca(tls: Option<&crd::ClientTlsSettings>, has_selector: bool) -> Option<&str> {
@@ -78,8 +145,13 @@ fn ca_certificates(cx: &mut Ctx<'_>) {
 
 fn service_entry_addresses(cx: &mut Ctx<'_>) {
     let bundle = cx.bundle;
+    // `AN serviceentry/protocoladdresses.go`: no finding with addresses, with addresses istiod
+    // allocated (`status.addresses`), or with DNS auto-allocation on in the MeshConfig.
+    if cx.bundle.settings.dns_auto_allocate {
+        return;
+    }
     for (r, se) in bundle.service_entries() {
-        if !se.addresses.is_empty() {
+        if !se.addresses.is_empty() || !r.status_addresses.is_empty() {
             continue;
         }
         for (i, p) in se.ports.iter().enumerate() {

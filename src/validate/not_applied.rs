@@ -46,7 +46,14 @@ fn virtual_service(cx: &mut Ctx<'_>, at: &Place<'_>, vs: &crd::VirtualService) {
             }
         }
         let Some(rt) = &r.retries else { continue };
-        let why = "Envoy takes it from route configuration only, which a per-request hint cannot carry";
+        // With `retryPolicyOnRoute` the policy's own route carries them (R220); a hand-written
+        // single route only gets hints, which cannot.
+        if cx.bundle.settings.retry_policy_on_route && cx.bundle.settings.retry_policy_routes {
+            continue;
+        }
+        let why = "without settings.retryPolicyRoutes: Envoy takes it from route configuration only, which a \
+                   per-request hint cannot carry; `meshroute envoy` and `meshroute compile --as envoyfilter` write \
+                   that route configuration and apply it";
         if rt.backoff.is_some() {
             warn(cx, at, format!("spec.http[{i}].retries.backoff"), "retry backoff", why);
         }
@@ -169,20 +176,33 @@ fn gateway(cx: &mut Ctx<'_>, at: &Place<'_>, gw: &crd::Gateway) {
 }
 
 fn sidecar(cx: &mut Ctx<'_>, at: &Place<'_>, sc: &crd::Sidecar) {
-    if !sc.ingress.is_empty() {
-        let why = "meshroute configures outbound routing; inbound listeners are the workload's own";
-        warn(cx, at, "spec.ingress".into(), "Sidecar ingress", why);
+    // `meshroute envoy` binds every port itself, as istiod does for captureMode NONE (R234).
+    let capture = "the generated listeners bind their ports themselves (captureMode NONE); capture by iptables \
+                   needs the pod's network";
+    for (i, l) in sc.ingress.iter().enumerate() {
+        if l.capture_mode.as_deref().is_some_and(|m| m != "NONE") {
+            warn(cx, at, format!("spec.ingress[{i}].captureMode"), "ingress captureMode", capture);
+        }
+        if l.tls.is_some() {
+            // R238: istiod applies it only with ENABLE_TLS_ON_SIDECAR_INGRESS, off by default.
+            let why = "istiod applies it only with ENABLE_TLS_ON_SIDECAR_INGRESS, which is off by default";
+            warn(cx, at, format!("spec.ingress[{i}].tls"), "ingress tls", why);
+        }
     }
     for (i, e) in sc.egress.iter().enumerate() {
-        let why = "egress listeners are not generated; only egress hosts limit what is imported";
-        if e.port.is_some() {
+        let http = e.port.as_ref().is_some_and(|p| {
+            matches!(p.protocol.to_ascii_lowercase().as_str(), "http" | "http2" | "grpc" | "grpc-web" | "http_proxy")
+        });
+        if http {
+            // R234: one HTTP listener (with the filter) serves every HTTP port.
+            let why = "HTTP egress ports are served by the one outbound HTTP listener, not a listener of their own";
             warn(cx, at, format!("spec.egress[{i}].port"), "egress port", why);
+            if e.bind.is_some() {
+                warn(cx, at, format!("spec.egress[{i}].bind"), "egress bind", why);
+            }
         }
-        if e.bind.is_some() {
-            warn(cx, at, format!("spec.egress[{i}].bind"), "egress bind", why);
-        }
-        if e.capture_mode.is_some() {
-            warn(cx, at, format!("spec.egress[{i}].captureMode"), "egress captureMode", why);
+        if e.capture_mode.as_deref().is_some_and(|m| m != "NONE") {
+            warn(cx, at, format!("spec.egress[{i}].captureMode"), "egress captureMode", capture);
         }
     }
 }

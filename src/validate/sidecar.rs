@@ -10,6 +10,102 @@ use crate::crd;
 
 const OUTBOUND_MODES: &[&str] = &["REGISTRY_ONLY", "ALLOW_ANY"];
 
+/// `ValidateSidecar`'s ingress part: a port each (valid name, protocol, number), unique ports,
+/// an IP `bind`, a `defaultEndpoint` of the form `127.0.0.1:PORT`, `0.0.0.0:PORT`, `[::1]:PORT`,
+/// `[::]:PORT` or `unix://path`, and the TLS settings a sidecar can take.
+fn check_ingress(cx: &mut Ctx<'_>, at: &Place<'_>, sc: &crd::Sidecar) {
+    let mut ports: Vec<u32> = Vec::new();
+    for (i, l) in sc.ingress.iter().enumerate() {
+        let p = format!("spec.ingress[{i}]");
+        let Some(port) = &l.port else {
+            cx.error(at, format!("{p}.port"), "sidecar: port is required for ingress listeners");
+            continue;
+        };
+        if port.target_port.is_some_and(|t| t > 0) {
+            cx.error(at, format!("{p}.port.targetPort"), "targetPort has no impact on Sidecars");
+        }
+        if !port.name.is_empty() && !is_dns1123_label(&port.name) {
+            cx.error(at, format!("{p}.port.name"), format!("invalid port name: {}", port.name));
+        }
+        // `ValidateProtocol`: empty is protocol sniffing.
+        if !port.protocol.is_empty() && parse_protocol(&port.protocol).is_none() {
+            cx.error(at, format!("{p}.port.protocol"), format!("unsupported protocol: {}", port.protocol));
+        }
+        if let Err(err) = validate_port(i64::from(port.number)) {
+            cx.error(at, format!("{p}.port.number"), err);
+        }
+        if let Some(b) = l.bind.as_deref().filter(|b| !b.is_empty()) {
+            if b.parse::<std::net::IpAddr>().is_err() {
+                cx.error(at, format!("{p}.bind"), format!("{b} is not a valid IP"));
+            }
+        }
+        if ports.contains(&port.number) {
+            cx.error(at, format!("{p}.port.number"), "sidecar: ports on IP bound listeners must be unique");
+        }
+        ports.push(port.number);
+        if let Some(ep) = l.default_endpoint.as_deref().filter(|e| !e.is_empty()) {
+            check_default_endpoint(cx, at, &format!("{p}.defaultEndpoint"), ep);
+        }
+        if let Some(tls) = &l.tls {
+            let tp = format!("{p}.tls");
+            for (set, what) in [
+                (!tls.subject_alt_names.is_empty(), "sidecar: subjectAltNames is not supported in ingress tls"),
+                (tls.https_redirect, "sidecar: httpsRedirect is not supported"),
+                (tls.credential_name.is_some(), "sidecar: credentialName is not currently supported"),
+                (!tls.credential_names.is_empty(), "sidecar: credentialNames is not currently supported"),
+                (!tls.tls_certificates.is_empty(), "sidecar: tls_certificates is not currently supported"),
+            ] {
+                if set {
+                    cx.error(at, tp.as_str(), what);
+                }
+            }
+            if let Some(m @ ("ISTIO_MUTUAL" | "AUTO_PASSTHROUGH")) = tls.mode.as_deref() {
+                cx.error(
+                    at,
+                    format!("{tp}.mode"),
+                    format!("configuration is invalid: cannot set mode to {m} in sidecar ingress tls"),
+                );
+            }
+            if !matches!(parse_protocol(&port.protocol), Some("HTTPS" | "TLS")) {
+                cx.error(at, tp.as_str(), "server cannot have TLS settings for non HTTPS/TLS ports");
+            }
+        }
+    }
+}
+
+fn check_default_endpoint(cx: &mut Ctx<'_>, at: &Place<'_>, path: &str, ep: &str) {
+    if let Some(addr) = ep.strip_prefix("unix://") {
+        if let Err(e) = super::common::validate_unix_address(addr) {
+            cx.error(at, path, e);
+        }
+        return;
+    }
+    // Go's net.SplitHostPort: `host:port`, `[v6]:port`.
+    let split = match ep.strip_prefix('[') {
+        Some(rest) => rest.split_once("]:"),
+        None => ep.rsplit_once(':').filter(|(h, _)| !h.contains(':')),
+    };
+    let Some((host, port)) = split else {
+        cx.error(at, path, format!("address {ep}: missing port in address"));
+        return;
+    };
+    if !host.is_empty() && !matches!(host, "127.0.0.1" | "0.0.0.0" | "::1" | "::") {
+        cx.error(
+            at,
+            path,
+            "sidecar: defaultEndpoint must be of form 127.0.0.1:<port>,0.0.0.0:<port>,[::1]:port,[::]:port,unix://filepath or unset",
+        );
+    }
+    match port.parse::<i64>() {
+        Ok(n) => {
+            if let Err(e) = validate_port(n) {
+                cx.error(at, path, e);
+            }
+        }
+        Err(e) => cx.error(at, path, format!("sidecar: defaultEndpoint port ({port}) is not a number: {e}")),
+    }
+}
+
 pub(super) fn check(cx: &mut Ctx<'_>, at: &Place<'_>, sc: &crd::Sidecar) {
     if let Some(ws) = &sc.workload_selector {
         check_selector(cx, at, "spec.workloadSelector.labels", &ws.match_labels, "sidecar");
@@ -18,7 +114,9 @@ pub(super) fn check(cx: &mut Ctx<'_>, at: &Place<'_>, sc: &crd::Sidecar) {
         cx.error(at, "spec", "sidecar: empty configuration provided");
         return;
     }
+    check_ingress(cx, at, sc);
     let mut ports: Vec<u32> = Vec::new();
+    let mut uds: Vec<&str> = Vec::new();
     let mut catch_all_found = false;
     for (i, e) in sc.egress.iter().enumerate() {
         let p = format!("spec.egress[{i}]");
@@ -49,15 +147,39 @@ pub(super) fn check(cx: &mut Ctx<'_>, at: &Place<'_>, sc: &crd::Sidecar) {
                     cx.error(at, format!("{p}.port.protocol"), format!("unsupported protocol: {}", port.protocol));
                 }
                 let bind = e.bind.as_deref().unwrap_or_default();
+                // `validateSidecarEgressPortBindAndCaptureMode`.
                 if port.number == 0 {
-                    if !bind.starts_with("unix://") {
-                        cx.error(
+                    match bind.strip_prefix("unix://") {
+                        None => cx.error(
                             at,
                             format!("{p}.bind"),
                             "sidecar: ports with 0 value must have a unix domain socket bind address",
+                        ),
+                        Some(path) => {
+                            if let Err(err) = super::common::validate_unix_address(path) {
+                                cx.error(at, format!("{p}.bind"), err);
+                            }
+                            if uds.contains(&bind) {
+                                cx.error(
+                                    at,
+                                    format!("{p}.bind"),
+                                    "sidecar: unix domain socket values for listeners must be unique",
+                                );
+                            }
+                            uds.push(bind);
+                        }
+                    }
+                    if !matches!(e.capture_mode.as_deref(), None | Some("DEFAULT" | "NONE")) {
+                        cx.error(
+                            at,
+                            format!("{p}.captureMode"),
+                            "sidecar: captureMode must be DEFAULT/NONE for unix domain socket listeners",
                         );
                     }
                 } else {
+                    if !bind.is_empty() && bind.parse::<std::net::IpAddr>().is_err() {
+                        cx.error(at, format!("{p}.bind"), format!("{bind} is not a valid IP"));
+                    }
                     if let Err(err) = validate_port(i64::from(port.number)) {
                         cx.error(at, format!("{p}.port.number"), err);
                     }

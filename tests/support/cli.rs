@@ -15,6 +15,30 @@ pub fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
+/// `meshroute up ARGS --listen 127.0.0.1:L --admin 127.0.0.1:A` on ports picked afresh for each
+/// attempt, retried while a picked port turns out to be taken by another process (Envoy could not
+/// bind it, or another Envoy answers on the admin port): `up` records its ports in the state
+/// directory before Envoy starts, so they cannot be left to Envoy to choose. Returns the last
+/// output and the listener's port.
+pub fn up_on_fresh_ports(args: &[&str]) -> (Output, u16) {
+    let mut last = None;
+    for _attempt in 0..5 {
+        let (listen, admin) = (super::free_port(), super::free_port());
+        let (l, a) = (format!("127.0.0.1:{listen}"), format!("127.0.0.1:{admin}"));
+        let mut all = vec!["up"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--listen", &l, "--admin", &a]);
+        let out = meshroute(&all);
+        let t = text(&out);
+        let taken = t.contains("ddress already in use") || t.contains("already answers on the admin address");
+        if out.status.success() || !taken {
+            return (out, listen);
+        }
+        last = Some((out, listen));
+    }
+    last.expect("five attempts")
+}
+
 /// An empty directory `meshroute-<tag>-<pid>` in the temp dir (emptied if a run left it).
 pub fn fresh_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("meshroute-{tag}-{}", std::process::id()));

@@ -292,6 +292,23 @@ impl Envoy {
         panic!("{last_error}");
     }
 
+    /// Starts Envoy on a configuration made afresh for each attempt (by `make`, which picks its
+    /// own ports), retrying when a port it picked turned out to be taken: for configurations
+    /// whose ports must be known before Envoy starts (a Gateway server's port is part of the
+    /// routing), where letting Envoy bind port 0 is not possible.
+    pub fn start_fresh(mut make: impl FnMut() -> String) -> Envoy {
+        let bin = envoy_bin();
+        let mut last_error = String::new();
+        for _attempt in 0..5 {
+            match Envoy::try_start(&bin, &make(), &[], &EnvoyOptions::default()) {
+                Ok(envoy) => return envoy,
+                Err((msg, true)) => last_error = msg,
+                Err((msg, false)) => panic!("{msg}"),
+            }
+        }
+        panic!("{last_error}");
+    }
+
     fn try_start(
         bin: &Path,
         template: &str,

@@ -308,6 +308,15 @@ impl<H: Host> Shared<H> {
     }
 }
 
+/// The VM's linear memory, in bytes (0 outside Wasm: natively the filter only builds for
+/// clippy and its unit tests).
+fn memory_bytes() -> u64 {
+    #[cfg(target_arch = "wasm32")]
+    return core::arch::wasm32::memory_size(0) as u64 * 65_536;
+    #[cfg(not(target_arch = "wasm32"))]
+    0
+}
+
 fn mirror_timeout(active: &Active) -> Duration {
     Duration::from_millis(active.table.mirror_timeout_ms)
 }
@@ -360,6 +369,7 @@ impl<H: Host + 'static> RootContext for Root<H> {
         let host = &self.shared.host;
         // Counted under the previous configuration's ids: hand them over first.
         self.shared.flush(host.now_nanos());
+        let (began, memory_before) = (host.now_nanos(), memory_bytes());
         let metrics = Rc::new(Metrics::define(host));
         *self.shared.metrics.borrow_mut() = metrics.clone();
         let bytes = host.plugin_configuration().unwrap_or_default();
@@ -377,11 +387,21 @@ impl<H: Host + 'static> RootContext for Root<H> {
             host.increment(metrics.config_rejected);
             return false;
         };
-        log::info!("meshroute {VERSION} ({BUILD}) root {}: config loaded: {}", self.id, apply::summary(&table));
+        let summary = apply::summary(&table);
         self.shared.counters.borrow_mut().every = Duration::from_millis(table.counter_flush_ms);
         self.shared.budget.borrow_mut().set_limits(table.mirror_body_budget, table.mirror_max_in_flight);
         host.set_gauge(metrics.config_revision, table.revision.as_ref().map_or(0, |r| r.number));
         *self.shared.active.borrow_mut() = Some(Rc::new(Active::new(table, host)));
+        // How long this VM was busy loading and what its memory grew to (Wasm memory never
+        // shrinks, so that is the load's peak): what `make bench-e2e` reads per VM (R240).
+        let memory = memory_bytes();
+        log::info!(
+            "meshroute {VERSION} ({BUILD}) root {}: config loaded: {summary}; in {} ms, VM memory {} KiB (+{} KiB)",
+            self.id,
+            host.now_nanos().saturating_sub(began) / 1_000_000,
+            memory / 1024,
+            memory.saturating_sub(memory_before) / 1024
+        );
         // Configuration counters are never batched: `apply` and operators wait on them.
         host.increment(metrics.config_loaded);
         self.shared.retime();

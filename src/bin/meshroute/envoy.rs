@@ -15,14 +15,17 @@ use std::process::ExitCode;
 /// detection, upstream TLS) and endpoints from ServiceEntry/WorkloadEntry.
 #[derive(Args)]
 #[command(after_help = "Listeners: a sidecar (settings.gateway `mesh`, the default) gets one outbound HTTP listener on
---listen. A proxy acting as a Gateway (--gateway ns/name or settings.gateway) gets one listener per
-server port of that Gateway on the --listen IP: HTTP (httpsRedirect → 301 to https) and HTTPS with
-tls.mode SIMPLE (or MUTUAL). Certificates: serverCertificate/privateKey(/caCertificates) are file
+--listen, and on the --listen IP a listener IP_PORT per TCP/TLS service port (tcp_proxy from the
+VirtualServices' tcp/tls routes), per Sidecar egress listener with a TCP/TLS port, and inbound_PORT
+per Sidecar ingress listener. A proxy acting as a Gateway (--gateway ns/name or settings.gateway)
+gets one listener per server port of that Gateway on the --listen IP: HTTP (httpsRedirect → 301 to
+https), HTTPS with tls.mode SIMPLE (or MUTUAL), TCP, TLS (terminated, PASSTHROUGH by SNI,
+AUTO_PASSTHROUGH). Certificates: serverCertificate/privateKey(/caCertificates) are file
 paths; credentialName NAME means the files DIR/NAME.crt, DIR/NAME.key (and DIR/NAME-cacert.crt for
 MUTUAL) in --credentials-dir DIR. The proxy's locality (for localityLbSetting) is settings.locality,
 `region/zone/subzone`.
 
-Everything that cannot be expressed (ISTIO_MUTUAL, PASSTHROUGH without iptables, hosts without a
+Everything that cannot be expressed (ISTIO_MUTUAL, HTTP egress ports, hosts without a
 ServiceEntry, ...) is printed as a warning and written as a comment at the top of the file.
 
 Examples:

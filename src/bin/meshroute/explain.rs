@@ -46,7 +46,12 @@ pub struct ExplainArgs {
 }
 
 pub fn run(args: &ExplainArgs) -> ExitCode {
-    let input = InputArgs { files: args.files.clone(), settings: args.settings.clone(), gateway: args.gateway.clone() };
+    let input = InputArgs {
+        files: args.files.clone(),
+        settings: args.settings.clone(),
+        gateway: args.gateway.clone(),
+        mesh_config: None,
+    };
     let req = match build_request(&args.method, &args.url, &args.headers) {
         Ok(r) => r,
         Err(e) => {
@@ -258,6 +263,10 @@ pub fn render(e: &Explanation, routing_header: &str) -> String {
         (Some(m), Outcome::Matched) => {
             let name = m.name.as_ref().map(|n| format!(" ({n})")).unwrap_or_default();
             let _ = writeln!(out, "result: rule spec.http[{}]{name}", m.rule);
+            if let Some(d) = &m.delegated {
+                // The index above is the merged list's, as in istiod's merged VirtualService.
+                let _ = writeln!(out, "  delegated: {d}");
+            }
             render_matched(&mut out, m);
         }
         (Some(m), _) => render_matched(&mut out, m),
@@ -328,8 +337,24 @@ fn render_matched(out: &mut String, m: &MatchedRule) {
             on.push(format!("status {}", r.retriable_status_codes));
         }
         let per_try = r.per_try_timeout_ms.map(|p| format!(", {p} ms per try")).unwrap_or_default();
+        let backoff = r.backoff_ms.map(|b| format!(", back-off {b} ms")).unwrap_or_default();
+        let hosts = match r.previous_hosts {
+            Some(false) => ", may retry the same host",
+            Some(true) => ", other hosts first",
+            None => "",
+        };
+        let remote = if r.retry_remote_localities { ", other localities" } else { "" };
         let default = if r.istio_default { " (Istio default)" } else { "" };
-        let _ = writeln!(out, "  retries: {} attempts on {}{per_try}{default}", r.attempts, on.join("; "));
+        let _ = writeln!(
+            out,
+            "  retries: {} attempts on {}{per_try}{backoff}{hosts}{remote}{default}",
+            r.attempts,
+            on.join("; ")
+        );
+    }
+    if !r.istio_default {
+        // What `meshroute envoy` routes this policy by (R221), so the plan's header is readable.
+        let _ = writeln!(out, "  retry route: {} (x-meshroute-retry-policy)", r.route);
     }
     match m.timeout_ms {
         Some(t) => {

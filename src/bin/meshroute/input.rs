@@ -52,7 +52,17 @@ pub struct Inputs {
     pub settings: Option<SettingsSource>,
     /// A compact `registry` found in a plugin-config input (what `meshroute compile` wrote).
     pub registry: Option<Value>,
+    /// Settings from the MeshConfig (`--mesh-config`, else the `istio` ConfigMap of
+    /// `istio-system` in the input); explicit settings override them (K16).
+    pub mesh: Option<MeshSource>,
     pub errors: Vec<InputError>,
+}
+
+/// The MeshConfig read, where from, and what of it meshroute uses.
+#[derive(Debug, Clone)]
+pub struct MeshSource {
+    pub file: String,
+    pub config: meshroute::mesh_config::FromMeshConfig,
 }
 
 impl Inputs {
@@ -240,9 +250,102 @@ impl Inputs {
         }
     }
 
+    /// Reads the MeshConfig of `--mesh-config` (what `istioctl analyze --meshConfigFile` takes):
+    /// a MeshConfig object, or the `istio` ConfigMap holding one under `data.mesh`.
+    pub fn add_mesh_config_file(&mut self, path: &Path) {
+        let name = path.display().to_string();
+        match read_file(path) {
+            Ok(text) => match yaml::parse_documents(&text) {
+                Ok(docs) => {
+                    let mut docs = docs.into_iter().filter(|d| !d.is_null());
+                    match (docs.next(), docs.next()) {
+                        (Some(d), None) if d.get("kind").and_then(Node::as_str) == Some("ConfigMap") => {
+                            match d.get("data").and_then(|data| data.get("mesh")) {
+                                Some(mesh) => self.add_mesh_text(&name, mesh.line, mesh.as_str().unwrap_or_default()),
+                                None => self.errors.push(InputError {
+                                    file: name,
+                                    line: Some(d.line),
+                                    col: None,
+                                    message: "the ConfigMap has no data.mesh (the MeshConfig istiod reads)".into(),
+                                }),
+                            }
+                        }
+                        (Some(d), None) => self.set_mesh(&name, &d),
+                        (None, _) => self.set_mesh_value(&name, 1, &Value::Null),
+                        (Some(_), Some(second)) => self.errors.push(InputError {
+                            file: name,
+                            line: Some(second.line),
+                            col: None,
+                            message: "a MeshConfig file holds one object, found more than one document".into(),
+                        }),
+                    }
+                }
+                Err(e) => self.errors.push(InputError {
+                    file: name,
+                    line: Some(e.line),
+                    col: Some(e.col),
+                    message: e.message,
+                }),
+            },
+            Err(e) => self.errors.push(e.in_file(&name)),
+        }
+    }
+
+    /// Without `--mesh-config`: the `istio` ConfigMap of `istio-system` among the inputs (what
+    /// `helm template istiod` or `kubectl get cm istio -n istio-system -o yaml` gives), if any.
+    pub fn mesh_config_from_inputs(&mut self) {
+        if self.mesh.is_some() {
+            return;
+        }
+        let found = self.resources.iter().find_map(|r| {
+            let v = &r.value;
+            let is_istio_cm = v.get("kind").and_then(Value::as_str) == Some("ConfigMap")
+                && v.pointer("/metadata/name").and_then(Value::as_str) == Some("istio")
+                && v.pointer("/metadata/namespace").and_then(Value::as_str) == Some("istio-system");
+            let mesh = v.pointer("/data/mesh").and_then(Value::as_str).filter(|_| is_istio_cm)?;
+            Some((r.file.clone(), mesh.to_string(), r.lines.line_of("data.mesh").unwrap_or(1)))
+        });
+        if let Some((file, text, line)) = found {
+            self.add_mesh_text(&file, line, &text);
+        }
+    }
+
+    /// A MeshConfig embedded as YAML text (a ConfigMap's `data.mesh`, starting at `line`).
+    fn add_mesh_text(&mut self, file: &str, line: usize, text: &str) {
+        match yaml::parse_documents(text) {
+            Ok(docs) => match docs.into_iter().find(|d| !d.is_null()) {
+                Some(d) => self.set_mesh(file, &d),
+                None => self.set_mesh_value(file, line, &Value::Null),
+            },
+            Err(e) => self.errors.push(InputError {
+                file: file.to_string(),
+                line: Some(line + e.line),
+                col: None,
+                message: format!("data.mesh: {}", e.message),
+            }),
+        }
+    }
+
+    fn set_mesh(&mut self, file: &str, node: &Node) {
+        self.set_mesh_value(file, node.line, &node.to_value());
+    }
+
+    fn set_mesh_value(&mut self, file: &str, line: usize, value: &Value) {
+        match meshroute::mesh_config::settings_from(value) {
+            Ok(config) => self.mesh = Some(MeshSource { file: file.to_string(), config }),
+            Err(e) => self.errors.push(InputError {
+                file: file.to_string(),
+                line: Some(line),
+                col: None,
+                message: e.to_string(),
+            }),
+        }
+    }
+
     /// The settings object with command-line overrides applied.
     pub fn settings_value(&self, gateway: Option<&str>) -> Map<String, Value> {
-        let mut s = self.settings.as_ref().map(|s| s.value.clone()).unwrap_or_default();
+        let mut s = self.mesh.as_ref().map(|m| m.config.settings.clone()).unwrap_or_default();
+        s.extend(self.settings.as_ref().map(|s| s.value.clone()).unwrap_or_default());
         if let Some(g) = gateway {
             s.insert("gateway".into(), Value::String(g.to_string()));
         }

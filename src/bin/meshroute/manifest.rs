@@ -12,6 +12,36 @@ pub enum Kind {
     Wasmplugin,
     /// extensions.istio.io/v1alpha1 TrafficExtension (Istio 1.30+, supersedes WasmPlugin).
     Trafficextension,
+    /// networking.istio.io/v1alpha3 EnvoyFilter: the routing routes (per retry policy, per
+    /// consistent-hash cluster) first in every outbound virtual host (R223).
+    Envoyfilter,
+}
+
+/// The EnvoyFilter that puts `routes` (in order) first in every outbound virtual host of the
+/// workloads the settings select: INSERT_FIRST patches, last route first.
+pub fn envoy_filter(plugin_config: &Value, routes: &[Value], name: &str) -> Value {
+    let settings = &plugin_config["settings"];
+    let namespace = settings["namespace"].as_str().unwrap_or("default");
+    let context = if settings["gateway"].as_str().is_none_or(|g| g == "mesh") { "SIDECAR_OUTBOUND" } else { "GATEWAY" };
+    let patches: Vec<Value> = routes
+        .iter()
+        .rev()
+        .map(|r| {
+            json!({"applyTo": "HTTP_ROUTE", "match": {"context": context},
+                   "patch": {"operation": "INSERT_FIRST", "value": r}})
+        })
+        .collect();
+    let mut spec = Map::new();
+    if let Some(labels) = settings["labels"].as_object().filter(|l| !l.is_empty()) {
+        spec.insert("workloadSelector".into(), json!({"labels": labels}));
+    }
+    spec.insert("configPatches".into(), Value::Array(patches));
+    json!({
+        "apiVersion": "networking.istio.io/v1alpha3",
+        "kind": "EnvoyFilter",
+        "metadata": {"name": format!("{name}-routes"), "namespace": namespace},
+        "spec": spec,
+    })
 }
 
 pub const DEFAULT_IMAGE: &str = "oci://registry.example.com/meshroute:0.1.0";
@@ -50,6 +80,8 @@ pub fn manifest(kind: Kind, plugin_config: &Value, image: &str, name: &str) -> V
             spec.insert("wasm".into(), module);
             ("TrafficExtension", spec)
         }
+        // The routes come from the route table: `envoy_filter`.
+        Kind::Envoyfilter => return envoy_filter(plugin_config, &[], name),
     };
     json!({
         "apiVersion": "extensions.istio.io/v1alpha1",

@@ -183,7 +183,8 @@ fn banner(h: &Harness, bundle: &Bundle, table: &RouteTable) -> String {
     // (host, exact header matches of its rules, whether it splits traffic)
     type Hint = (String, Vec<(String, String)>, bool);
     let mut hosts: Vec<Hint> = Vec::new();
-    for (_, vs) in bundle.virtual_services() {
+    let merged = meshroute::delegate::merge(bundle);
+    for (_, vs) in merged.bundle.as_ref().unwrap_or(bundle).virtual_services() {
         let weighted = vs.http.iter().any(|r| r.route.len() > 1);
         for host in vs.hosts.iter().filter(|h| !h.contains('*')) {
             let mut headers = Vec::new();
@@ -206,7 +207,11 @@ fn banner(h: &Harness, bundle: &Bundle, table: &RouteTable) -> String {
             }
         }
     }
-    let listeners: Vec<_> = h.listeners.iter().filter(|l| !is_https(l.gateway_port, bundle)).collect();
+    let listeners: Vec<_> = h
+        .listeners
+        .iter()
+        .filter(|l| !is_https(l.gateway_port, bundle) && !is_l4(&l.name, l.gateway_port, bundle))
+        .collect();
     for l in &listeners {
         for (host, headers, weighted) in &hosts {
             out.push_str(&format!("  curl -s -H 'host: {host}' http://{}/\n", l.addr));
@@ -229,6 +234,21 @@ fn banner(h: &Harness, bundle: &Bundle, table: &RouteTable) -> String {
     }
     out.push_str("Ctrl-C stops Envoy and the stubs.\n");
     out
+}
+
+/// A TCP/TLS listener (`meshroute::envoy::l4`, `IP_PORT`, `inbound_PORT`, a Gateway's L4 port):
+/// no HTTP curl hints for it.
+fn is_l4(name: &str, gateway_port: Option<u32>, bundle: &Bundle) -> bool {
+    let base = name.rsplit(':').next().unwrap_or(name);
+    if base.starts_with("inbound_") || base.split('_').next().is_some_and(|ip| ip.parse::<std::net::IpAddr>().is_ok()) {
+        return true;
+    }
+    let Some(port) = gateway_port else { return false };
+    bundle.gateways().any(|(_, g)| {
+        g.servers
+            .iter()
+            .any(|s| s.port.as_ref().is_some_and(|p| p.number == port) && meshroute::envoy::l4::is_l4_server(s))
+    })
 }
 
 fn is_https(port: Option<u32>, bundle: &Bundle) -> bool {

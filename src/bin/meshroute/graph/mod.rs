@@ -3,6 +3,7 @@
 //! renderer.
 
 pub mod dot;
+pub mod l4;
 pub mod mermaid;
 pub mod model;
 pub mod svg;
@@ -79,7 +80,8 @@ pub fn run(args: &GraphArgs) -> ExitCode {
             }
         }
     } else {
-        let input = InputArgs { files: args.files.clone(), settings: args.settings.clone(), gateway: None };
+        let input =
+            InputArgs { files: args.files.clone(), settings: args.settings.clone(), gateway: None, mesh_config: None };
         let loaded = match Loaded::read(&input, false) {
             Ok(l) => l,
             Err(code) => return code,

@@ -102,14 +102,14 @@ impl Graph {
         }
     }
 
-    fn node(&mut self, id: String, kind: Kind, label: Vec<String>, broken: Option<String>) -> String {
+    pub(super) fn node(&mut self, id: String, kind: Kind, label: Vec<String>, broken: Option<String>) -> String {
         if !self.nodes.iter().any(|n| n.id == id) {
             self.nodes.push(Node { id: id.clone(), kind, label, broken });
         }
         id
     }
 
-    fn edge(&mut self, e: Edge) {
+    pub(super) fn edge(&mut self, e: Edge) {
         if !self.edges.iter().any(|x| x.from == e.from && x.to == e.to && x.mirror == e.mirror) {
             self.edges.push(e);
         }
@@ -131,6 +131,10 @@ impl Graph {
 
     /// The graph of `bundle`; `only_host` keeps the VirtualServices that serve that host.
     pub fn build(bundle: &Bundle, only_host: Option<&str>) -> Result<Graph, InvalidGraph> {
+        // Rules are drawn from the merged VirtualServices (delegates in their roots), the ones
+        // the tables are compiled from, so that a rule's index names its conditions.
+        let merged = meshroute::delegate::merge(bundle);
+        let bundle = merged.bundle.as_ref().unwrap_or(bundle);
         let mut g = Graph::default();
         for source in sources(bundle) {
             let mut b = bundle.clone();
@@ -144,7 +148,8 @@ impl Graph {
                 Some(h) => l.table.find_vs(h).into_iter().collect(),
                 None => l.table.virtual_services.iter().collect(),
             };
-            if vss.is_empty() {
+            let l4 = super::l4::routes(bundle, &source, only_host);
+            if vss.is_empty() && l4.is_empty() {
                 continue;
             }
             let missing = source != "mesh" && !bundle.gateways().any(|(r, _)| r.key() == source);
@@ -157,6 +162,7 @@ impl Graph {
             for vs in vss {
                 g.add_vs(&src, vs, &l, bundle);
             }
+            super::l4::draw(&mut g, &src, bundle, &l4);
         }
         Ok(g)
     }
@@ -186,7 +192,8 @@ impl Graph {
         });
         for (order, rule) in vs.rules.iter().enumerate() {
             let crd_rule = spec.and_then(|v| v.http.get(rule.index));
-            let unreachable = finding(&l.findings, &vs.name, &format!("spec.http[{}]", rule.index), "IST0130");
+            let (at, written) = rule.written_at(&vs.name);
+            let unreachable = finding(&l.findings, at, &format!("spec.http[{written}]"), "IST0130");
             let mut label =
                 vec![format!("#{}{}", rule.index, rule.name.as_ref().map(|n| format!(" {n}")).unwrap_or_default())];
             label.push(crd_rule.map(conditions).unwrap_or_else(|| "any request".into()));
@@ -300,7 +307,8 @@ impl Graph {
         match &rule.action {
             Action::Forward { destinations, total_weight } => {
                 for d in destinations {
-                    let consequence = l.tolerated.forward_consequence(&vs.name, rule.index, d);
+                    let (at, written) = rule.written_at(&vs.name);
+                    let consequence = l.tolerated.forward_consequence(at, written, d);
                     let label = vec![short_host(&d.host), subset_port(d.subset.as_deref(), d.port)];
                     let id = self.node(
                         ident(&["dst", &d.cluster]),
@@ -361,11 +369,12 @@ impl Graph {
                 self.local_reply(rule_id, id, vec![format!("direct response {status}")]);
             }
         }
+        let (written_vs, written) = rule.written_at(&vs.name);
         for m in &rule.mirrors {
             let label = vec![short_host(&m.host), subset_port(m.subset.as_deref(), m.port)];
             let undefined = l.tolerated.served.iter().find(|d| {
-                d.resource.as_ref().is_some_and(|r| format!("{}/{}", r.namespace, r.name) == vs.name)
-                    && (d.path.starts_with(&format!("spec.http[{}].mirror", rule.index)))
+                d.resource.as_ref().is_some_and(|r| format!("{}/{}", r.namespace, r.name) == written_vs)
+                    && (d.path.starts_with(&format!("spec.http[{written}].mirror")))
                     && d.message.contains(m.subset.as_deref().unwrap_or("\u{0}"))
             });
             let id = self.node(
@@ -418,7 +427,7 @@ fn finding<'a>(d: &'a Diagnostics, vs: &str, path: &str, code: &str) -> Option<&
     })
 }
 
-fn subset_port(subset: Option<&str>, port: u32) -> String {
+pub(super) fn subset_port(subset: Option<&str>, port: u32) -> String {
     match subset {
         Some(s) => format!("subset {s} · port {port}"),
         None => format!("port {port}"),
@@ -426,12 +435,12 @@ fn subset_port(subset: Option<&str>, port: u32) -> String {
 }
 
 /// `reviews.default.svc.cluster.local` → `reviews.default`.
-fn short_host(h: &str) -> String {
+pub(super) fn short_host(h: &str) -> String {
     h.strip_suffix(".svc.cluster.local").unwrap_or(h).to_string()
 }
 
 /// A node id from parts: lower-case letters, digits and `_`.
-fn ident(parts: &[&str]) -> String {
+pub(super) fn ident(parts: &[&str]) -> String {
     let mut s = String::new();
     for (i, p) in parts.iter().enumerate() {
         if i > 0 {

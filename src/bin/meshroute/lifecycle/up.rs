@@ -62,6 +62,7 @@ pub fn run(args: &UpArgs) -> ExitCode {
         files: args.files.clone(),
         settings: args.settings.clone(),
         gateway: args.gateway.clone(),
+        mesh_config: None,
     });
     // Check the input before starting anything.
     let loaded = match &input {
