@@ -12,7 +12,7 @@
 use crate::config::{Bundle, Resource, Settings};
 use crate::crd;
 use crate::host;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// istiod's default config root namespace.
 const ROOT_NAMESPACE: &str = "istio-system";
@@ -29,50 +29,87 @@ pub struct Consolidated<'a> {
 type Candidate<'a> = (&'a Resource, &'a crd::DestinationRule, String, Vec<String>);
 
 /// The merged DestinationRule for `fqdn` as the proxy described by `settings` sees it;
-/// `service_ns` is the namespace of the service the host belongs to, when known.
+/// `service_ns` is the namespace of the service the host belongs to, when known. For many
+/// lookups, build an [`Index`] once.
 pub fn for_host<'a>(bundle: &'a Bundle, fqdn: &str, service_ns: Option<&str>) -> Option<Consolidated<'a>> {
-    let s = &bundle.settings;
-    let mut all: Vec<Candidate<'a>> = bundle
-        .destination_rules()
-        .map(|(r, dr)| {
-            let h = host::resolve(&dr.host, &r.namespace, &s.domain_suffix).to_ascii_lowercase();
-            // A rule with a workload selector is never exported (`setDestinationRules`).
-            let export = if dr.workload_selector.is_some() { vec![".".to_string()] } else { dr.export_to.clone() };
-            (r, dr, h, export)
-        })
-        .collect();
-    // `sortConfigBySelectorAndCreationTime`: rules with a selector first, then input order.
-    all.sort_by_key(|(r, dr, _, _)| (dr.workload_selector.is_none(), r.index));
+    Index::new(bundle).for_host(fqdn, service_ns)
+}
 
-    let local =
-        |ns: &str, export: &[String]| export.is_empty() || export.iter().any(|e| e == "*" || e == "." || e == ns);
-    let private_only = |ns: &str, export: &[String]| {
-        (export.is_empty() && s.default_destination_rule_export_to.iter().any(|e| e == "."))
-            || (export.len() == 1 && export.iter().any(|e| e == "." || e == ns))
-    };
-    let exported_to_proxy =
-        |export: &[String]| export.is_empty() || export.iter().any(|e| e == "*" || *e == s.namespace);
+/// Every DestinationRule resolved and ordered once, by host: a lookup reads the rules of its
+/// host and the wildcard ones, not all of them, so looking up every host stays linear.
+pub struct Index<'a> {
+    settings: &'a Settings,
+    /// `sortConfigBySelectorAndCreationTime`: rules with a selector first, then input order.
+    all: Vec<Candidate<'a>>,
+    exact: HashMap<String, Vec<usize>>,
+    wildcard: Vec<usize>,
+}
 
-    let mut buckets: Vec<Vec<Candidate<'a>>> = Vec::new();
-    let pick = |pred: &dyn Fn(&Resource, &[String]) -> bool| {
-        all.iter().filter(|(r, _, _, e)| pred(r, e)).cloned().collect::<Vec<_>>()
-    };
-    if s.namespace != ROOT_NAMESPACE {
-        buckets.push(pick(&|r, e| r.namespace == s.namespace && local(&r.namespace, e)));
-    } else {
-        buckets.push(pick(&|r, e| r.namespace == ROOT_NAMESPACE && private_only(&r.namespace, e)));
+impl<'a> Index<'a> {
+    pub fn new(bundle: &'a Bundle) -> Self {
+        let s = &bundle.settings;
+        let mut all: Vec<Candidate<'a>> = bundle
+            .destination_rules()
+            .map(|(r, dr)| {
+                let h = host::resolve(&dr.host, &r.namespace, &s.domain_suffix).to_ascii_lowercase();
+                // A rule with a workload selector is never exported (`setDestinationRules`).
+                let export = if dr.workload_selector.is_some() { vec![".".to_string()] } else { dr.export_to.clone() };
+                (r, dr, h, export)
+            })
+            .collect();
+        all.sort_by_key(|(r, dr, _, _)| (dr.workload_selector.is_none(), r.index));
+        let (mut exact, mut wildcard): (HashMap<String, Vec<usize>>, Vec<usize>) = (HashMap::new(), Vec::new());
+        for (i, (_, _, h, _)) in all.iter().enumerate() {
+            if h.starts_with('*') {
+                wildcard.push(i);
+            } else {
+                exact.entry(h.clone()).or_default().push(i);
+            }
+        }
+        Index { settings: s, all, exact, wildcard }
     }
-    if let Some(ns) = service_ns {
-        buckets.push(pick(&|r, e| r.namespace == ns && !private_only(&r.namespace, e) && exported_to_proxy(e)));
-    }
-    buckets.push(pick(&|r, e| r.namespace == ROOT_NAMESPACE && !private_only(&r.namespace, e) && exported_to_proxy(e)));
 
-    for bucket in buckets {
-        let Some(best) = most_specific(fqdn, bucket.iter().map(|(_, _, h, _)| h.as_str())) else { continue };
-        let merged = merge(bucket.into_iter().filter(|(_, _, h, _)| *h == best).map(|(r, dr, _, e)| (r, dr, e)));
-        return select(merged, s);
+    /// See [`for_host`].
+    pub fn for_host(&self, fqdn: &str, service_ns: Option<&str>) -> Option<Consolidated<'a>> {
+        let s = self.settings;
+        // Only these can match `fqdn`; in the index's order, as if all rules were scanned.
+        let mut ids: Vec<usize> = self.exact.get(fqdn).cloned().unwrap_or_default();
+        ids.extend(&self.wildcard);
+        ids.sort_unstable();
+        let all: Vec<&Candidate<'a>> = ids.iter().filter_map(|&i| self.all.get(i)).collect();
+
+        let local =
+            |ns: &str, export: &[String]| export.is_empty() || export.iter().any(|e| e == "*" || e == "." || e == ns);
+        let private_only = |ns: &str, export: &[String]| {
+            (export.is_empty() && s.default_destination_rule_export_to.iter().any(|e| e == "."))
+                || (export.len() == 1 && export.iter().any(|e| e == "." || e == ns))
+        };
+        let exported_to_proxy =
+            |export: &[String]| export.is_empty() || export.iter().any(|e| e == "*" || *e == s.namespace);
+
+        let mut buckets: Vec<Vec<Candidate<'a>>> = Vec::new();
+        let pick = |pred: &dyn Fn(&Resource, &[String]) -> bool| {
+            all.iter().filter(|(r, _, _, e)| pred(r, e)).map(|c| (*c).clone()).collect::<Vec<_>>()
+        };
+        if s.namespace != ROOT_NAMESPACE {
+            buckets.push(pick(&|r, e| r.namespace == s.namespace && local(&r.namespace, e)));
+        } else {
+            buckets.push(pick(&|r, e| r.namespace == ROOT_NAMESPACE && private_only(&r.namespace, e)));
+        }
+        if let Some(ns) = service_ns {
+            buckets.push(pick(&|r, e| r.namespace == ns && !private_only(&r.namespace, e) && exported_to_proxy(e)));
+        }
+        buckets.push(pick(&|r, e| {
+            r.namespace == ROOT_NAMESPACE && !private_only(&r.namespace, e) && exported_to_proxy(e)
+        }));
+
+        for bucket in buckets {
+            let Some(best) = most_specific(fqdn, bucket.iter().map(|(_, _, h, _)| h.as_str())) else { continue };
+            let merged = merge(bucket.into_iter().filter(|(_, _, h, _)| *h == best).map(|(r, dr, _, e)| (r, dr, e)));
+            return select(merged, s);
+        }
+        None
     }
-    None
 }
 
 /// istio `MostSpecificHostMatch`: the exact name, else the longest matching wildcard.

@@ -7,7 +7,7 @@ use crate::config::{Bundle, Resource, Settings};
 use crate::crd;
 use crate::host;
 use serde_json::{json, Map, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -99,11 +99,41 @@ pub struct Builder<'a> {
     pub credentials_dir: Option<&'a Path>,
     /// Warnings about what could not be expressed; printed and written as comments.
     pub notes: Vec<String>,
+    /// Lookups by host, built once: a cluster per host must not scan every rule (linear cost).
+    destination_rules: crate::destination_rules::Index<'a>,
+    service_entries: ServiceEntryIndex<'a>,
+}
+
+/// The visible ServiceEntries by FQDN host: exact hosts (the first declaration wins) and the
+/// wildcard ones, in input order.
+struct ServiceEntryIndex<'a> {
+    exact: HashMap<String, (&'a Resource, &'a crd::ServiceEntry)>,
+    wildcard: Vec<(String, &'a Resource, &'a crd::ServiceEntry)>,
 }
 
 impl<'a> Builder<'a> {
     pub fn new(bundle: &'a Bundle, credentials_dir: Option<&'a Path>) -> Self {
-        Builder { bundle, settings: &bundle.settings, credentials_dir, notes: Vec::new() }
+        let mut b = Builder {
+            bundle,
+            settings: &bundle.settings,
+            credentials_dir,
+            notes: Vec::new(),
+            destination_rules: crate::destination_rules::Index::new(bundle),
+            service_entries: ServiceEntryIndex { exact: HashMap::new(), wildcard: Vec::new() },
+        };
+        let mut index = ServiceEntryIndex { exact: HashMap::new(), wildcard: Vec::new() };
+        for (r, se) in b.visible_service_entries() {
+            for sh in &se.hosts {
+                let sh = b.fqdn(sh, &r.namespace);
+                if sh.starts_with('*') {
+                    index.wildcard.push((sh, r, se));
+                } else {
+                    index.exact.entry(sh).or_insert((r, se));
+                }
+            }
+        }
+        b.service_entries = index;
+        b
     }
 
     /// Records a warning once.
@@ -136,16 +166,13 @@ impl<'a> Builder<'a> {
 
     /// The ServiceEntry declaring `host`: an exact host first, then the longest wildcard.
     pub fn service_entry(&self, h: &str) -> Option<(&'a Resource, &'a crd::ServiceEntry)> {
+        if let Some(&found) = self.service_entries.exact.get(h) {
+            return Some(found);
+        }
         let mut best: Option<(usize, (&Resource, &crd::ServiceEntry))> = None;
-        for (r, se) in self.visible_service_entries() {
-            for sh in &se.hosts {
-                let sh = self.fqdn(sh, &r.namespace);
-                if sh == h {
-                    return Some((r, se));
-                }
-                if sh.starts_with('*') && host::matches(&sh, h) && best.is_none_or(|(len, _)| sh.len() > len) {
-                    best = Some((sh.len(), (r, se)));
-                }
+        for (sh, r, se) in &self.service_entries.wildcard {
+            if host::matches(sh, h) && best.is_none_or(|(len, _)| sh.len() > len) {
+                best = Some((sh.len(), (*r, *se)));
             }
         }
         best.map(|(_, x)| x)
@@ -154,7 +181,7 @@ impl<'a> Builder<'a> {
     /// The DestinationRule for `host` as this proxy sees it: visibility, lookup order and merging
     /// of several rules as istiod (`crate::destination_rules`); the first resource it came from.
     pub fn destination_rule(&self, h: &str) -> Option<(&'a Resource, crd::DestinationRule)> {
-        let c = crate::destination_rules::for_host(self.bundle, h, Some(&self.host_namespace(h)))?;
+        let c = self.destination_rules.for_host(h, Some(&self.host_namespace(h)))?;
         Some((*c.from.first()?, c.rule))
     }
 

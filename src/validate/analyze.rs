@@ -634,28 +634,62 @@ fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String
 /// the workloads (Kubernetes pods) are not visible here.
 fn subsets_without_workloads(cx: &mut Ctx<'_>) {
     let bundle = cx.bundle;
+    // Resolved once, by host (lowercase) and WorkloadEntries by namespace, so each rule reads only
+    // the ServiceEntries of its host: linear in the number of rules, not DestinationRules ×
+    // ServiceEntries. A wildcard rule host still reads them all (it may cover any of them).
+    let ses: Vec<(&Resource, &crd::ServiceEntry, Vec<String>)> = bundle
+        .service_entries()
+        .map(|(r, se)| (r, se, se.hosts.iter().map(|sh| resolve(cx, sh, &r.namespace)).collect()))
+        .collect();
+    let mut by_host: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, (_, _, hosts)) in ses.iter().enumerate() {
+        for sh in hosts {
+            let ids = by_host.entry(sh.to_ascii_lowercase()).or_default();
+            if ids.last() != Some(&i) {
+                ids.push(i);
+            }
+        }
+    }
+    // WorkloadEntries by namespace, and by namespace and each of their labels: a selector reads
+    // the entries carrying its first label only.
+    let mut entries_by_ns: HashMap<&str, Vec<&crd::WorkloadEntry>> = HashMap::new();
+    let mut entries_by_label: HashMap<(&str, &str, &str), Vec<&crd::WorkloadEntry>> = HashMap::new();
+    for (wr, we) in bundle.workload_entries() {
+        entries_by_ns.entry(wr.namespace.as_str()).or_default().push(we);
+        for (k, v) in &we.labels {
+            entries_by_label.entry((wr.namespace.as_str(), k.as_str(), v.as_str())).or_default().push(we);
+        }
+    }
     for (r, dr) in bundle.destination_rules() {
         if dr.host.is_empty() || dr.subsets.is_empty() {
             continue;
         }
         let h = resolve(cx, &dr.host, &r.namespace);
+        let covered: Vec<usize> = if h.contains('*') {
+            (0..ses.len()).filter(|&i| ses[i].2.iter().any(|sh| covers(&h, sh))).collect()
+        } else {
+            by_host.get(&h.to_ascii_lowercase()).cloned().unwrap_or_default()
+        };
         let mut sources: Vec<String> = Vec::new();
         let mut workloads: Vec<&BTreeMap<String, String>> = Vec::new();
-        for (ser, se) in bundle.service_entries() {
-            if !se.hosts.iter().any(|sh| covers(&h, &resolve(cx, sh, &ser.namespace))) {
-                continue;
-            }
+        for (ser, se, _) in covered.iter().filter_map(|&i| ses.get(i)) {
             if !se.endpoints.is_empty() {
                 sources.push(format!("endpoints of ServiceEntry {}", ser.key()));
                 workloads.extend(se.endpoints.iter().map(|e| &e.labels));
             }
             if let Some(sel) = &se.workload_selector {
                 sources.push(format!("WorkloadEntries selected by ServiceEntry {}", ser.key()));
+                let ns = ser.namespace.as_str();
+                let candidates = match sel.match_labels.iter().next() {
+                    Some((k, v)) => entries_by_label.get(&(ns, k.as_str(), v.as_str())),
+                    None => entries_by_ns.get(ns),
+                };
                 workloads.extend(
-                    bundle
-                        .workload_entries()
-                        .filter(|(wr, we)| wr.namespace == ser.namespace && selects(&sel.match_labels, &we.labels))
-                        .map(|(_, we)| &we.labels),
+                    candidates
+                        .into_iter()
+                        .flatten()
+                        .filter(|we| selects(&sel.match_labels, &we.labels))
+                        .map(|we| &we.labels),
                 );
             }
         }
