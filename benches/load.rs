@@ -37,6 +37,9 @@ enum Shape {
     Mixed,
     /// N VirtualServices of one prefix rule each, one host each.
     ManyVs,
+    /// N services: per host a ServiceEntry with a labelled endpoint, a DestinationRule with a
+    /// subset and a VirtualService routing to it (the analyzers' per-host lookups).
+    ManyServices,
     /// Every rule has two destinations with weights -1 and 0 (errors).
     BadWeights,
     /// Every rule's regex is unterminated (errors).
@@ -51,6 +54,7 @@ const SHAPES: &[Shape] = &[
     Shape::Query,
     Shape::Mixed,
     Shape::ManyVs,
+    Shape::ManyServices,
     Shape::BadWeights,
     Shape::BadRegexes,
 ];
@@ -100,7 +104,9 @@ fn rule(shape: Shape, i: usize) -> Value {
     let dest = json!([{"destination": {"host": "backend", "subset": format!("v{}", i % 3)}}]);
     let m = match shape {
         Shape::Exact => json!({"uri": {"exact": format!("/e/{i}")}}),
-        Shape::Prefix | Shape::ManyVs | Shape::BadWeights => json!({"uri": {"prefix": format!("/p/{i}/")}}),
+        Shape::Prefix | Shape::ManyVs | Shape::ManyServices | Shape::BadWeights => {
+            json!({"uri": {"prefix": format!("/p/{i}/")}})
+        }
         Shape::Regex => json!({"uri": {"regex": format!("/g/{i}/[0-9]+")}}),
         Shape::Headers => json!({"headers": {"x-t": {"exact": format!("t{i}")}}}),
         Shape::Query => json!({"queryParams": {"q": {"exact": format!("v{i}")}}}),
@@ -139,6 +145,25 @@ fn config(shape: Shape, rules: usize) -> Vec<u8> {
         Shape::ManyVs => resources.extend(
             (0..rules).map(|i| virtual_service(&format!("vs{i}"), &format!("h{i}.example.com"), vec![rule(shape, i)])),
         ),
+        Shape::ManyServices => {
+            for i in 0..rules {
+                let host = format!("svc{i}.example.com");
+                resources.push(json!({
+                    "apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
+                    "metadata": {"name": format!("se{i}"), "namespace": "default"},
+                    "spec": {"hosts": [host], "location": "MESH_INTERNAL", "resolution": "STATIC",
+                             "ports": [{"number": 80, "name": "http", "protocol": "HTTP"}],
+                             "endpoints": [{"address": "127.0.0.1", "labels": {"version": "v1"}}]}
+                }));
+                resources.push(json!({
+                    "apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+                    "metadata": {"name": format!("dr{i}"), "namespace": "default"},
+                    "spec": {"host": host, "subsets": [{"name": "v1", "labels": {"version": "v1"}}]}
+                }));
+                let route = json!({"route": [{"destination": {"host": host, "subset": "v1"}}]});
+                resources.push(virtual_service(&format!("vs{i}"), &host, vec![route]));
+            }
+        }
         _ => resources.push(virtual_service("vs", "shop.example.com", (0..rules).map(|i| rule(shape, i)).collect())),
     }
     json!({ "resources": resources }).to_string().into_bytes()
