@@ -102,6 +102,38 @@ pub struct Builder<'a> {
     /// Lookups by host, built once: a cluster per host must not scan every rule (linear cost).
     destination_rules: crate::destination_rules::Index<'a>,
     service_entries: ServiceEntryIndex<'a>,
+    kube: KubeIndex<'a>,
+}
+
+/// Kubernetes Services by lowercase FQDN, their endpoint sets by (namespace, Service), and Pods
+/// by (namespace, name) and (namespace, IP); the first of each wins, as a scan would find it.
+#[derive(Default)]
+struct KubeIndex<'a> {
+    services: HashMap<String, &'a crate::k8s::Service>,
+    endpoint_sets: HashMap<(&'a str, &'a str), Vec<&'a crate::k8s::EndpointSet>>,
+    pods_by_name: HashMap<(&'a str, &'a str), &'a crate::k8s::Workload>,
+    pods_by_ip: HashMap<(&'a str, &'a str), &'a crate::k8s::Workload>,
+}
+
+impl<'a> KubeIndex<'a> {
+    fn new(reg: &'a crate::k8s::Registry, domain_suffix: &str) -> Self {
+        let mut k = KubeIndex::default();
+        for svc in &reg.services {
+            k.services.entry(svc.host(domain_suffix).to_ascii_lowercase()).or_insert(svc);
+        }
+        for e in &reg.endpoints {
+            k.endpoint_sets.entry((e.namespace.as_str(), e.service.as_str())).or_default().push(e);
+        }
+        for p in &reg.workloads {
+            if let Some(o) = p.origin.as_ref().filter(|o| o.kind == "Pod") {
+                k.pods_by_name.entry((p.namespace.as_str(), o.name.as_str())).or_insert(p);
+            }
+            if let Some(ip) = &p.ip {
+                k.pods_by_ip.entry((p.namespace.as_str(), ip.as_str())).or_insert(p);
+            }
+        }
+        k
+    }
 }
 
 /// The visible ServiceEntries by FQDN host: exact hosts (the first declaration wins) and the
@@ -120,6 +152,7 @@ impl<'a> Builder<'a> {
             notes: Vec::new(),
             destination_rules: crate::destination_rules::Index::new(bundle),
             service_entries: ServiceEntryIndex { exact: HashMap::new(), wildcard: Vec::new() },
+            kube: KubeIndex::new(&bundle.registry, &bundle.settings.domain_suffix),
         };
         let mut index = ServiceEntryIndex { exact: HashMap::new(), wildcard: Vec::new() };
         for (r, se) in b.visible_service_entries() {
@@ -176,6 +209,11 @@ impl<'a> Builder<'a> {
             }
         }
         best.map(|(_, x)| x)
+    }
+
+    /// The Kubernetes Service whose host is `fqdn` (exact, as istiod's service index).
+    pub fn kube_service(&self, fqdn: &str) -> Option<&'a crate::k8s::Service> {
+        self.kube.services.get(&fqdn.to_ascii_lowercase()).copied()
     }
 
     /// The DestinationRule for `host` as this proxy sees it: visibility, lookup order and merging
@@ -343,8 +381,7 @@ impl<'a> Builder<'a> {
         };
 
         // A Kubernetes Service (when no ServiceEntry declares the host): its endpoints.
-        let bundle = self.bundle;
-        let kube = se.is_none().then(|| bundle.registry.service(&w.host, &self.settings.domain_suffix)).flatten();
+        let kube = se.is_none().then(|| self.kube_service(&w.host)).flatten();
         // Discovery type and endpoints.
         let resolution = match se {
             Some((_, se)) => se.resolution.clone().unwrap_or_else(|| "NONE".into()),
@@ -566,10 +603,9 @@ impl<'a> Builder<'a> {
         svc: &crate::k8s::Service,
         subset: Option<&BTreeMap<String, String>>,
     ) -> (&'static str, Vec<Endpoint>) {
-        let reg = &self.bundle.registry;
         let sp = svc.ports.iter().find(|p| p.port == w.port);
         let sets: Vec<&crate::k8s::EndpointSet> =
-            reg.endpoints.iter().filter(|e| e.service == svc.name && e.namespace == svc.namespace).collect();
+            self.kube.endpoint_sets.get(&(svc.namespace.as_str(), svc.name.as_str())).cloned().unwrap_or_default();
         if svc.external_name.is_some() || sets.is_empty() {
             let address = svc.external_name.clone().unwrap_or_else(|| w.host.clone());
             if subset.is_some() && svc.external_name.is_none() {
@@ -598,10 +634,11 @@ impl<'a> Builder<'a> {
                     continue;
                 }
                 // The Pod named by targetRef, else the Pod with that IP.
-                let pod = reg.workloads.iter().filter(|p| p.namespace == svc.namespace).find(|p| match &a.pod {
-                    Some(name) => p.origin.as_ref().is_some_and(|o| o.kind == "Pod" && o.name == *name),
-                    None => p.ip.as_deref() == Some(a.ip.as_str()),
-                });
+                let ns = svc.namespace.as_str();
+                let pod = match &a.pod {
+                    Some(name) => self.kube.pods_by_name.get(&(ns, name.as_str())),
+                    None => self.kube.pods_by_ip.get(&(ns, a.ip.as_str())),
+                };
                 let labels = pod.map(|p| p.labels.clone()).unwrap_or_default();
                 out.push(Endpoint { address: a.ip.clone(), port, labels, locality: None, weight: 1 });
             }

@@ -728,7 +728,7 @@ impl<'a> Cx<'_, 'a> {
         if let Some((_, se)) = self.b.service_entry(h) {
             return (se.ports.len() == 1).then(|| se.ports[0].number);
         }
-        let svc = self.b.bundle.registry.service(h, &self.b.settings.domain_suffix)?;
+        let svc = self.b.kube_service(h)?;
         (svc.ports.len() == 1).then(|| svc.ports[0].port)
     }
 

@@ -72,17 +72,53 @@ fn selector_string(s: &BTreeMap<String, String>) -> String {
     s.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
 }
 
+/// Workloads by namespace and by (namespace, label): a selector reads the workloads carrying its
+/// first label only, so checking every Service, rule or Sidecar stays linear.
+struct WorkloadIndex<'a> {
+    all: &'a [Workload],
+    by_ns: HashMap<&'a str, Vec<usize>>,
+    by_label: HashMap<(&'a str, &'a str, &'a str), Vec<usize>>,
+}
+
+impl<'a> WorkloadIndex<'a> {
+    fn new(all: &'a [Workload]) -> Self {
+        let (mut by_ns, mut by_label): (HashMap<_, Vec<usize>>, HashMap<_, Vec<usize>>) = Default::default();
+        for (i, w) in all.iter().enumerate() {
+            by_ns.entry(w.namespace.as_str()).or_default().push(i);
+            for (k, v) in &w.labels {
+                by_label.entry((w.namespace.as_str(), k.as_str(), v.as_str())).or_default().push(i);
+            }
+        }
+        WorkloadIndex { all, by_ns, by_label }
+    }
+
+    fn any_in(&self, ns: &str) -> bool {
+        self.by_ns.contains_key(ns)
+    }
+
+    /// The workloads of `ns` that `sel` selects, with their index, in input order.
+    fn selected<'s>(
+        &'s self,
+        ns: &'s str,
+        sel: &'s BTreeMap<String, String>,
+    ) -> impl Iterator<Item = (usize, &'a Workload)> + 's {
+        let ids = match sel.iter().next() {
+            Some((k, v)) => self.by_label.get(&(ns, k.as_str(), v.as_str())),
+            None => self.by_ns.get(ns),
+        };
+        ids.into_iter()
+            .flatten()
+            .filter_map(|&i| Some((i, self.all.get(i)?)))
+            .filter(move |(_, w)| selects(sel, &w.labels))
+    }
+}
+
 fn workload_name(w: &Workload) -> String {
     w.origin.as_ref().map_or_else(|| "<unnamed>".to_string(), |o| o.name.clone())
 }
 
 fn push_on(cx: &mut Ctx<'_>, r: Option<ResourceRef>, sev: Severity, code: &'static str, path: &str, msg: String) {
     cx.out.push(Diagnostic { severity: sev, code: Some(code), resource: r, path: path.to_string(), message: msg });
-}
-
-/// The Kubernetes Service whose host is `fqdn` (exact, as istiod's service index).
-fn service<'a>(cx: &Ctx<'a>, fqdn: &str) -> Option<&'a Service> {
-    cx.bundle.registry.service(fqdn, cx.domain_suffix())
 }
 
 /// Services and ServiceEntry hosts indexed once, so that checking every destination costs one
@@ -223,19 +259,26 @@ fn subsets_select_workloads(cx: &mut Ctx<'_>) {
     if bundle.registry.workloads.is_empty() {
         return;
     }
+    // Indexed once (Services by host, workloads by namespace and label), so each rule costs its
+    // own lookups: linear in the number of rules and workloads, not their product.
+    let mut services: HashMap<String, &Service> = HashMap::new();
+    for svc in &bundle.registry.services {
+        services.entry(svc.host(cx.domain_suffix()).to_ascii_lowercase()).or_insert(svc);
+    }
+    let workloads = WorkloadIndex::new(&bundle.registry.workloads);
     for (r, dr) in bundle.destination_rules() {
         if dr.host.is_empty() {
             continue;
         }
         let fqdn = host::resolve(&dr.host, &r.namespace, cx.domain_suffix());
-        let Some(svc) = service(cx, &fqdn) else { continue };
+        let Some(svc) = services.get(&fqdn.to_ascii_lowercase()).copied() else { continue };
         if svc.selector.is_empty() {
             continue;
         }
         for (i, s) in dr.subsets.iter().enumerate() {
             let mut sel = svc.selector.clone();
             sel.extend(s.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
-            if bundle.registry.workloads_in(&svc.namespace).any(|w| selects(&sel, &w.labels)) {
+            if workloads.selected(&svc.namespace, &sel).next().is_some() {
                 continue;
             }
             cx.push(
@@ -358,14 +401,13 @@ fn sidecar_selectors(cx: &mut Ctx<'_>) {
     }
     // workload index → Sidecars selecting it.
     let mut by_workload: BTreeMap<usize, Vec<&Resource>> = BTreeMap::new();
+    let workloads = WorkloadIndex::new(&reg.workloads);
     for (r, sc) in bundle.sidecars() {
         let Some(sel) = sc.workload_selector.as_ref().filter(|s| !s.match_labels.is_empty()) else { continue };
         let mut found = false;
-        for (i, w) in reg.workloads.iter().enumerate() {
-            if w.namespace == r.namespace && selects(&sel.match_labels, &w.labels) {
-                found = true;
-                by_workload.entry(i).or_default().push(r);
-            }
+        for (i, _) in workloads.selected(&r.namespace, &sel.match_labels) {
+            found = true;
+            by_workload.entry(i).or_default().push(r);
         }
         if !found {
             cx.push(
@@ -427,16 +469,13 @@ fn report_ineffective(cx: &mut Ctx<'_>, list: Vec<(&Resource, &str)>) {
 /// endpoints. Checked only for namespaces with some workload in the input.
 fn service_selectors(cx: &mut Ctx<'_>) {
     let reg = &cx.bundle.registry;
+    let workloads = WorkloadIndex::new(&reg.workloads);
     let mut found = Vec::new();
     for svc in &reg.services {
         if svc.selector.is_empty() || svc.external_name.is_some() {
             continue;
         }
-        let mut in_ns = reg.workloads_in(&svc.namespace).peekable();
-        if in_ns.peek().is_none() {
-            continue;
-        }
-        if in_ns.any(|w| selects(&svc.selector, &w.labels)) {
+        if !workloads.any_in(&svc.namespace) || workloads.selected(&svc.namespace, &svc.selector).next().is_some() {
             continue;
         }
         found.push((
@@ -461,9 +500,11 @@ fn orphan_endpoints(cx: &mut Ctx<'_>) {
     if reg.services.is_empty() {
         return;
     }
+    let services: std::collections::HashSet<(&str, &str)> =
+        reg.services.iter().map(|s| (s.namespace.as_str(), s.name.as_str())).collect();
     let mut found = Vec::new();
     for e in &reg.endpoints {
-        if reg.services.iter().any(|s| s.name == e.service && s.namespace == e.namespace) {
+        if services.contains(&(e.namespace.as_str(), e.service.as_str())) {
             continue;
         }
         let path = if e.origin.as_ref().is_some_and(|o| o.kind == "EndpointSlice") {
