@@ -94,20 +94,9 @@ fn generate(wasm: &Path, tag: &str, files: &[(&str, String)], listen: u16, extra
     }
     let v = Command::new(env!("CARGO_BIN_EXE_meshroute")).arg("validate").args(&args).output().expect("validate");
     assert!(v.status.success(), "validate failed:\n{}", String::from_utf8_lossy(&v.stdout));
-    let out = dir.join("envoy.yaml");
-    let o = Command::new(env!("CARGO_BIN_EXE_meshroute"))
-        .arg("envoy")
-        .args(&args)
-        .arg("--wasm")
-        .arg(wasm)
-        .arg("-o")
-        .arg(&out)
-        .args(["--listen", &format!("127.0.0.1:{listen}"), "--admin", "127.0.0.1:0"])
-        .args(extra)
-        .output()
-        .expect("run meshroute envoy");
-    assert!(o.status.success(), "meshroute envoy failed:\n{}", String::from_utf8_lossy(&o.stderr));
-    std::fs::read_to_string(&out).expect("generated config")
+    let paths: Vec<PathBuf> = files.iter().map(|(name, _)| dir.join(name)).collect();
+    let paths: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+    meshroute_envoy(&dir, &paths, wasm, listen, extra)
 }
 
 /// The sidecar: Envoy binds the listener's port itself (port 0) and the test reads it back.

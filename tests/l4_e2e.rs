@@ -34,21 +34,7 @@ fn start(wasm: &Path, tag: &str, resources: &str, extra: &[&str], moved: &[u16])
     let dir = temp_dir(tag);
     let res = dir.join("resources.yaml");
     std::fs::write(&res, resources).expect("write resources");
-    let out = dir.join("envoy.yaml");
-    let o = Command::new(env!("CARGO_BIN_EXE_meshroute"))
-        .arg("envoy")
-        .arg("-f")
-        .arg(&res)
-        .arg("--wasm")
-        .arg(wasm)
-        .arg("-o")
-        .arg(&out)
-        .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-        .args(extra)
-        .output()
-        .expect("run meshroute");
-    assert!(o.status.success(), "meshroute envoy failed:\n{}", String::from_utf8_lossy(&o.stderr));
-    let mut yaml = std::fs::read_to_string(&out).expect("generated config");
+    let mut yaml = support::cli::meshroute_envoy(&dir, &[&res], wasm, 0, extra);
     for port in moved {
         let needle = format!("port_value: {port}\n");
         assert!(yaml.contains(&needle), "the generated config listens on {port}:\n{yaml}");

@@ -18,7 +18,6 @@ use meshroute::{Request, SplitMix64};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
 use support::*;
 
 fn service(name: &str, ports: &[(&str, u32)]) -> Value {
@@ -233,20 +232,8 @@ fn a_request_on_the_second_port_of_a_service_reaches_that_port_through_envoy() {
     std::fs::create_dir_all(&dir).unwrap();
     let input = dir.join("in.yaml");
     std::fs::write(&input, yaml).unwrap();
-    let out = dir.join("envoy.yaml");
-    let o = Command::new(env!("CARGO_BIN_EXE_meshroute"))
-        .args(["envoy", "-f"])
-        .arg(&input)
-        .arg("--wasm")
-        .arg(&wasm)
-        .arg("-o")
-        .arg(&out)
-        // Envoy binds both ports itself; the listener's is read back from the admin.
-        .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "meshroute envoy failed:\n{}", String::from_utf8_lossy(&o.stderr));
-    let envoy = Envoy::start(&std::fs::read_to_string(&out).unwrap(), &[]);
+    // Envoy binds both ports itself; the listener's is read back from the admin.
+    let envoy = Envoy::start(&support::cli::meshroute_envoy(&dir, &[&input], &wasm, 0, &[]), &[]);
     let port = envoy.listener_port("meshroute_outbound");
     let who = |host: &str, user: Option<&str>| {
         let mut h = vec![("Host", host)];

@@ -22,20 +22,7 @@ fn start(wasm: &Path, tag: &str, resources: &str) -> (Envoy, u16) {
     std::fs::create_dir_all(&dir).unwrap();
     let res = dir.join("resources.yaml");
     std::fs::write(&res, resources).unwrap();
-    let out = dir.join("envoy.yaml");
-    let o = Command::new(env!("CARGO_BIN_EXE_meshroute"))
-        .arg("envoy")
-        .arg("-f")
-        .arg(&res)
-        .arg("--wasm")
-        .arg(wasm)
-        .arg("-o")
-        .arg(&out)
-        .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "meshroute envoy failed:\n{}", String::from_utf8_lossy(&o.stderr));
-    let envoy = Envoy::start(&std::fs::read_to_string(&out).unwrap(), &[]);
+    let envoy = Envoy::start(&support::cli::meshroute_envoy(&dir, &[&res], wasm, 0, &[]), &[]);
     let port = envoy.listener_port("meshroute_outbound");
     (envoy, port)
 }

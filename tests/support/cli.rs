@@ -39,6 +39,28 @@ pub fn up_on_fresh_ports(args: &[&str]) -> (Output, u16) {
     last.expect("five attempts")
 }
 
+/// `meshroute envoy -f FILE... --wasm WASM --listen 127.0.0.1:LISTEN --admin 127.0.0.1:0 EXTRA...`
+/// into `dir/envoy.yaml`; fails the test when it fails, and returns the configuration.
+pub fn meshroute_envoy(dir: &Path, files: &[&Path], wasm: &Path, listen: u16, extra: &[&str]) -> String {
+    let out = dir.join("envoy.yaml");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshroute"));
+    cmd.arg("envoy");
+    for f in files {
+        cmd.arg("-f").arg(f);
+    }
+    let o = cmd
+        .arg("--wasm")
+        .arg(wasm)
+        .arg("-o")
+        .arg(&out)
+        .args(["--listen", &format!("127.0.0.1:{listen}"), "--admin", "127.0.0.1:0"])
+        .args(extra)
+        .output()
+        .expect("run meshroute envoy");
+    assert!(o.status.success(), "meshroute envoy failed:\n{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::read_to_string(&out).expect("generated config")
+}
+
 /// An empty directory `meshroute-<tag>-<pid>` in the temp dir (emptied if a run left it).
 pub fn fresh_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("meshroute-{tag}-{}", std::process::id()));
