@@ -11,7 +11,8 @@ use crate::matcher::StrMatch;
 use crate::request::RequestView;
 
 /// One route's CORS policy, in the form istiod hands to Envoy (`envoy.config.route.v3.CorsPolicy`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Cors {
     /// `allowOrigins`, or the deprecated `allowOrigin` (exact) when `allowOrigins` is empty.
     pub allow_origins: Vec<StrMatch>,

@@ -8,7 +8,8 @@ use std::borrow::Cow;
 
 /// Istio's StringMatch once compiled. `Present` is the `{}` form (header or query parameter must
 /// exist, any value).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(into = "crate::table::StrMatchWire", try_from = "crate::table::StrMatchWire")]
 pub enum StrMatch {
     Exact(String),
     Prefix(String),
@@ -66,7 +67,7 @@ impl StrMatch {
         match self {
             StrMatch::Exact(e) => format!("exact {e:?}"),
             StrMatch::Prefix(p) => format!("prefix {p:?}"),
-            StrMatch::Regex(r) => format!("regex {:?}", strip_anchor(r.as_str())),
+            StrMatch::Regex(r) => format!("regex {:?}", unanchored(r.as_str())),
             StrMatch::Present => "present".into(),
         }
     }
@@ -96,13 +97,15 @@ fn has_escape(pattern: &str, chars: &[char]) -> bool {
     false
 }
 
-fn strip_anchor(s: &str) -> &str {
+/// A compiled pattern without the anchors `compile_regex` added: the pattern as written.
+pub(crate) fn unanchored(s: &str) -> &str {
     s.strip_prefix("^(?:").and_then(|s| s.strip_suffix(")$")).unwrap_or(s)
 }
 
 /// One `HTTPMatchRequest`. Config-time selectors (gateways, sourceLabels, sourceNamespace) are
 /// resolved by the compiler and never reach here; `port` is checked against the request's port.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MatchBlock {
     pub name: Option<String>,
     pub uri: Option<StrMatch>,
