@@ -128,18 +128,29 @@ pub struct Rule {
     pub virtual_service: String,
     /// Position in `spec.http`.
     pub index: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     pub action: Action,
+    /// Istio's default (most rules) is left out of the table text.
+    #[serde(default = "RetryPolicy::istio_default", skip_serializing_if = "RetryPolicy::is_istio_default")]
     pub retry: RetryPolicy,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fault: Option<Fault>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mirrors: Vec<Mirror>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rewrite: Option<Rewrite>,
+    #[serde(default, skip_serializing_if = "HeaderOps::is_empty")]
     pub request_headers: HeaderOps,
+    #[serde(default, skip_serializing_if = "HeaderOps::is_empty")]
     pub response_headers: HeaderOps,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors: Option<Cors>,
     /// For a rule a delegate brought into its root (R186): where it was written. `index` is
     /// then the position in the merged `spec.http`, as in istiod's merged VirtualService.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delegated: Option<crate::delegate::Origin>,
     /// Position in `spec.http` as written (differs from `index` after a delegating rule).
     pub written_index: usize,
@@ -162,13 +173,16 @@ pub struct Dest {
     /// Envoy generator declares) — per request use [`Dest::cluster_on`].
     pub cluster: String,
     pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subset: Option<String>,
     pub port: u32,
     /// Neither the destination nor the registry fixes the port: the request's port decides
     /// (istio `GetDestinationCluster` falls back to the listener port).
     pub port_from_request: bool,
     pub weight: u32,
+    #[serde(default, skip_serializing_if = "HeaderOps::is_empty")]
     pub request_headers: HeaderOps,
+    #[serde(default, skip_serializing_if = "HeaderOps::is_empty")]
     pub response_headers: HeaderOps,
 }
 
@@ -204,6 +218,11 @@ impl RetryPolicy {
         let mut p = RetryPolicy::from_retry_on(2, DEFAULT_RETRY_ON);
         p.is_default = true;
         p
+    }
+
+    /// What a table leaves out of its text (`serde(skip_serializing_if)` on [`Rule::retry`]).
+    pub fn is_istio_default(&self) -> bool {
+        *self == RetryPolicy::istio_default()
     }
 
     pub fn disabled() -> Self {
@@ -335,8 +354,11 @@ pub struct Rewrite {
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderOps {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub set: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub add: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub remove: Vec<String>,
 }
 
