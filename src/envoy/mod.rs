@@ -151,12 +151,7 @@ pub fn resources(
 /// which then writes no retry hints.
 pub fn filter_config(plugin_config: &Value, wasm: &Path) -> Result<Value, InvalidEnvoyConfig> {
     let mut plugin_config = plugin_config.clone();
-    if let Some(settings) = plugin_config.as_object_mut().map(|o| o.entry("settings").or_insert_with(|| json!({}))) {
-        if let Some(settings) = settings.as_object_mut() {
-            settings.insert("retryPolicyOnRoute".into(), json!(true));
-            settings.insert("retryPolicyRoutes".into(), json!(true));
-        }
-    }
+    with_retry_policy_routes(&mut plugin_config);
     let configuration = serde_json::to_string(&plugin_config).map_err(InvalidEnvoyConfig::PluginConfig)?;
     Ok(json!({
         "name": FILTER_NAME,
@@ -180,6 +175,19 @@ pub fn filter_config(plugin_config: &Value, wasm: &Path) -> Result<Value, Invali
             },
         },
     }))
+}
+
+/// Turns on `settings.retryPolicyOnRoute` and `retryPolicyRoutes` in a plugin configuration:
+/// what the filter runs with behind the routes of [`resources`] (R221). Callers that validate
+/// the input for such a filter use it too, so that what they report (MR0007 for retry fields
+/// only route configuration carries) is true of the filter Envoy runs.
+pub fn with_retry_policy_routes(plugin_config: &mut Value) {
+    if let Some(settings) = plugin_config.as_object_mut().map(|o| o.entry("settings").or_insert_with(|| json!({}))) {
+        if let Some(settings) = settings.as_object_mut() {
+            settings.insert("retryPolicyOnRoute".into(), json!(true));
+            settings.insert("retryPolicyRoutes".into(), json!(true));
+        }
+    }
 }
 
 pub const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
