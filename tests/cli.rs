@@ -179,7 +179,7 @@ fn seed_expectations() -> BTreeMap<&'static str, (i32, Vec<&'static str>)> {
         ("loadbalancer-config.yaml", (0, vec!["IST0174"])),
         ("locality-lb.yaml", (0, vec!["IST0174"])),
         ("outlier-detection.yaml", (0, vec!["IST0174"])),
-        ("retry-config.yaml", (0, vec!["MR0004", "MR0005"])),
+        ("retry-config.yaml", (0, vec!["MR0004", "MR0005", "MR0007"])),
         ("timeout-config.yaml", (0, vec![])),
         ("traffic-mirroring.yaml", (1, vec!["IST0101", "IST0101", "IST0101", "IST0133", "MR0003"])),
         ("uri-route.yaml", (1, vec!["IST0101", "IST0101"])),
