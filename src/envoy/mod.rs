@@ -196,13 +196,14 @@ pub const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.w
 /// timeout (the filter hints Istio's timeouts per request); they differ in retry policy and
 /// hash policy, chosen by the filter-owned headers the filter writes (a client's copies are
 /// removed first, so no client picks either):
+/// 0. one route per weighted rule policy whose destinations may hash, with all their hash
+///    policies (R225; matched on the policy header alone, so before the per-cluster routes);
 /// 1. per consistent-hash cluster (matched on the routing header, so its `hash_policy` applies
 ///    only to it, as istiod's per-destination hash policies do): one route per retry policy of
 ///    the single-destination rules that send to it, then Istio's default policy without a
 ///    `previous_hosts` predicate for requests without the policy header (R57), then one without
 ///    retries;
-/// 2. one route per retry policy (matched on [`crate::compile::RETRY_POLICY_HEADER`]); a
-///    weighted rule's carries the hash policies of all its destinations (R225);
+/// 2. one route per other retry policy (matched on [`crate::compile::RETRY_POLICY_HEADER`]);
 /// 3. Istio's default policy for requests without the policy header — the common case, which
 ///    costs the filter no header at all;
 /// 4. a catch-all without retries.
@@ -240,6 +241,14 @@ fn routes(b: &mut Builder<'_>, wanted: &[Want], routed: &[crate::compile::Cluste
         json!({"name": name, "match": m, "route": action, "request_headers_to_remove": [policy_header]})
     };
     let mut out = Vec::new();
+    // R225: a weighted rule's route carries the hash policy of each of its destinations, in order
+    // (istiod appends one per destination, repeats included; Envoy combines them). First: the
+    // per-cluster routes below end in one that takes any policy header for its cluster.
+    for (id, p) in all.iter().filter(|(_, p)| !p.hash_sources.is_empty()) {
+        let hash: Vec<Value> = p.hash_sources.iter().filter_map(|h| b.destination_hash(h)).collect();
+        let hash = (!hash.is_empty()).then_some(&hash);
+        out.push(route(format!("meshroute:{id}"), vec![is(policy_header, id)], hash, retry_policy(p, false)));
+    }
     for w in wanted {
         let Some(hash) = b.hash_policy(w) else { continue };
         let cluster = is(&header, &w.name);
@@ -264,12 +273,8 @@ fn routes(b: &mut Builder<'_>, wanted: &[Want], routed: &[crate::compile::Cluste
         ));
         out.push(route(format!("hash:{}", w.name), vec![cluster], Some(&hash), None));
     }
-    for (id, p) in &all {
-        // R225: a weighted rule's route carries the hash policy of each of its destinations, in
-        // order (istiod appends one per destination, repeats included; Envoy combines them).
-        let hash: Vec<Value> = p.hash_sources.iter().filter_map(|h| b.destination_hash(h)).collect();
-        let hash = (!hash.is_empty()).then_some(&hash);
-        out.push(route(format!("meshroute:{id}"), vec![is(policy_header, id)], hash, retry_policy(p, false)));
+    for (id, p) in all.iter().filter(|(_, p)| p.hash_sources.is_empty()) {
+        out.push(route(format!("meshroute:{id}"), vec![is(policy_header, id)], None, retry_policy(p, false)));
     }
     out.push(route("meshroute:default-retries".into(), vec![absent], None, Some(default_retry_policy(true))));
     out.push(route("meshroute".into(), Vec::new(), None, None));
@@ -1069,6 +1074,8 @@ mod tests {
         // No cluster's own hash route serves it, and the single-destination rule keeps the
         // cluster's route (no policy header: Istio's default without the predicate).
         assert!(!routes.iter().any(|r| r["name"].as_str().is_some_and(|n| n.starts_with("hash:") && n.ends_with(&id))));
+        // ... and it comes first: each cluster's last route takes any policy header.
+        assert_eq!(routes[0]["name"], format!("meshroute:{id}"));
         let single = &table.virtual_services[0].rules[1].retry;
         assert!(single.hash_sources.is_empty() && !single.has_own_route());
         let v2 = routes.iter().find(|r| r["name"] == "hash:outbound|80|v2|w.internal:default-retries").unwrap();
