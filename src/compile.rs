@@ -20,21 +20,36 @@ use std::time::Duration;
 /// connect-failure, refused-stream, unavailable, cancelled and retriable-status-codes.
 pub const DEFAULT_RETRY_ON: &str = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
 
-/// Everything `decide` needs, resolved ahead of time.
-#[derive(Debug, Clone)]
+/// Everything `decide` needs, resolved ahead of time. It is also what the filter loads: the
+/// CLI writes it as JSON (`crate::table`) and each VM only checks it and rebuilds the indexes
+/// (the `serde(skip)` fields), so no VM parses, validates or compiles Istio resources.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RouteTable {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub virtual_services: Vec<CompiledVs>,
+    /// (host as claimed, VirtualService) in claim order; the host indexes below are built from it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) host_claims: Vec<(String, usize)>,
+    /// The proxy's namespace and the cluster domain: the other names of a claimed host.
+    pub(crate) namespace: String,
+    pub(crate) domain_suffix: String,
     /// Each domain's candidate VirtualServices in claim order; the first that has routes on the
     /// request's port serves it (istiod builds one route configuration per port, and a
     /// VirtualService without routes on a port is left out of it).
+    #[serde(skip)]
     exact_hosts: HashMap<String, Vec<usize>>,
     /// (`.suffix`, candidates), longest suffix first: Envoy's domain search order.
+    #[serde(skip)]
     wildcard_hosts: Vec<(String, Vec<usize>)>,
+    #[serde(skip)]
     any_host: Vec<usize>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub registry_only: bool,
     /// Hosts the registry (ServiceEntry) knows, with the default route istiod gives a service
     /// that no VirtualService claims: its `outbound|port||host` cluster.
-    registry_exact: HashMap<String, Vec<DefaultRoute>>,
+    #[serde(serialize_with = "crate::table::sorted_map")]
+    pub(crate) registry_exact: HashMap<String, Vec<DefaultRoute>>,
     registry_wildcards: Vec<String>,
     pub default_port: u32,
     /// `settings.clusterTemplate`, for destinations whose port is the request's.
@@ -45,116 +60,155 @@ pub struct RouteTable {
     pub mirror_max_in_flight: u32,
     pub mirror_timeout_ms: u64,
     /// `settings.retryPolicyOnRoute`: Istio's default retry policy needs no hints.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub retry_policy_on_route: bool,
     /// `settings.retryPolicyRoutes`: every retry policy has its own route (R221).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub retry_policy_routes: bool,
     /// `settings.counterFlushMs`.
     pub counter_flush_ms: u64,
     /// `settings.revision` and whether responses carry it (`settings.revisionHeader`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<crate::config::Revision>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub revision_header: bool,
     /// Every cluster a decision may name, for the CLI's Envoy config and for sanity checks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub clusters: Vec<ClusterRef>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ClusterRef {
     pub name: String,
     pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subset: Option<String>,
     pub port: u32,
     /// Only mirrors send to it: the Envoy generator bounds its circuit breakers and connect
     /// timeout so a dead mirror cannot hold the primary's resources (docs/semantics.md R162).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub mirror_only: bool,
     /// The retry policies (other than Istio's default) of the rules that route to it: the Envoy
     /// generator writes one route per policy, and per policy and consistent-hash cluster (R222).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub retry_policies: BTreeSet<RetryPolicy>,
 }
 
 /// istiod's route for a registry service without a VirtualService (`BuildDefaultHTTPOutboundRoute`):
 /// the service's cluster, Istio's default retries, no timeout.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DefaultRoute {
     pub host: String,
     pub port: u32,
     pub cluster: String,
+    #[serde(default = "RetryPolicy::istio_default", skip_serializing_if = "RetryPolicy::is_istio_default")]
     pub retry: RetryPolicy,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CompiledVs {
     /// `namespace/name`
     pub name: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<Rule>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub entries: Vec<Entry>,
+    #[serde(skip)]
     index: PathIndex,
     /// The ports some entry matches on; `None` when an entry matches every port.
+    #[serde(skip)]
     ports: Option<Vec<u32>>,
 }
 
 /// One match block of one rule; entries are numbered in Istio's evaluation order.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Entry {
     pub rule: usize,
     /// Position in the rule's `match` list; `None` for a rule without `match`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub match_index: Option<usize>,
     pub block: MatchBlock,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Rule {
     /// `namespace/name` of the VirtualService that declares the rule (a gateway host can merge
     /// several).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub virtual_service: String,
     /// Position in `spec.http`.
     pub index: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     pub action: Action,
+    #[serde(default = "RetryPolicy::istio_default", skip_serializing_if = "RetryPolicy::is_istio_default")]
     pub retry: RetryPolicy,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fault: Option<Fault>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mirrors: Vec<Mirror>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rewrite: Option<Rewrite>,
+    #[serde(default, skip_serializing_if = "HeaderOps::is_empty")]
     pub request_headers: HeaderOps,
+    #[serde(default, skip_serializing_if = "HeaderOps::is_empty")]
     pub response_headers: HeaderOps,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors: Option<Cors>,
     /// For a rule a delegate brought into its root (R186): where it was written. `index` is
     /// then the position in the merged `spec.http`, as in istiod's merged VirtualService.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delegated: Option<crate::delegate::Origin>,
     /// Position in `spec.http` as written (differs from `index` after a delegating rule).
     pub written_index: usize,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub enum Action {
     Forward { destinations: Vec<Dest>, total_weight: u64 },
     Redirect(Redirect),
     DirectResponse { status: u32, body: Vec<u8> },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Dest {
     /// Position in the rule's `route` list (weight-0 entries are dropped, so it may skip).
     pub route_index: usize,
     /// The cluster; when `port_from_request`, the one on `settings.defaultPort` (what the
     /// Envoy generator declares) — per request use [`Dest::cluster_on`].
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub cluster: String,
     pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subset: Option<String>,
     pub port: u32,
     /// Neither the destination nor the registry fixes the port: the request's port decides
     /// (istio `GetDestinationCluster` falls back to the listener port).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub port_from_request: bool,
     pub weight: u32,
+    #[serde(default, skip_serializing_if = "HeaderOps::is_empty")]
     pub request_headers: HeaderOps,
+    #[serde(default, skip_serializing_if = "HeaderOps::is_empty")]
     pub response_headers: HeaderOps,
 }
 
 /// A rule's retry policy, as istiod converts it (`RETRY ConvertPolicy`); `attempts == 0`
 /// disables retries. Per request it is either router hints or, with `retryPolicyOnRoute`, the
 /// route that the policy header names (R220).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RetryPolicy {
     pub attempts: u32,
     /// HTTP conditions for `x-envoy-retry-on`.
@@ -163,21 +217,28 @@ pub struct RetryPolicy {
     pub grpc_retry_on: String,
     /// For `x-envoy-retriable-status-codes`.
     pub retriable_status_codes: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_try_timeout: Option<Duration>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub retry_remote_localities: bool,
     /// `backoff` → the route's `retry_back_off.base_interval` (route configuration only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff: Option<Duration>,
     /// `retryIgnorePreviousHosts` as written; unset means the `previous_hosts` predicate unless
     /// the rule has one destination and it hashes consistently (`RETRY newRetryPolicy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_hosts: Option<bool>,
     /// The rule has exactly one destination (istiod's `len(in.Route) == 1`): with a
     /// consistent-hash destination its default predicate is dropped.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub single_destination: bool,
     /// Set when the VirtualService did not say (Istio's default applies).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub is_default: bool,
     /// For a rule with several destinations of which one may hash consistently: every weighted
     /// destination, whose hash policies istiod puts on the rule's one route (R225). Such a rule
     /// gets a route of its own even with Istio's default policy. Empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hash_sources: Vec<HashSource>,
 }
 
@@ -185,10 +246,13 @@ pub struct RetryPolicy {
 /// policy it adds for it to the route (`ROUTE processWeightedDestination`,
 /// `HashForHTTPDestination`): the host as written (resolved, before any ExternalName alias), the
 /// subset, and the port only when the destination names one (port-level settings count only then).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HashSource {
     pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subset: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u32>,
 }
 
@@ -203,6 +267,11 @@ impl RetryPolicy {
         let mut p = RetryPolicy::from_retry_on(2, DEFAULT_RETRY_ON);
         p.is_default = true;
         p
+    }
+
+    /// What the table leaves out of a rule (most rules have Istio's default policy).
+    pub fn is_istio_default(&self) -> bool {
+        *self == RetryPolicy::istio_default()
     }
 
     pub fn disabled() -> Self {
@@ -291,51 +360,74 @@ impl RetryPolicy {
 /// overwrites or removes it on every request, so a client never picks its retry policy.
 pub const RETRY_POLICY_HEADER: &str = "x-meshroute-retry-policy";
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Fault {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay: Option<(Duration, u32)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abort: Option<(Abort, u32)>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub enum Abort {
     Http(u32),
     /// gRPC status code; sent as HTTP 200 with `grpc-status`, as Envoy's fault filter does.
     Grpc(u32),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Mirror {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub cluster: String,
     pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subset: Option<String>,
     pub port: u32,
     /// As [`Dest::port_from_request`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub port_from_request: bool,
     pub ppm: u32,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Redirect {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authority: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u32>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub derive_port_from_request: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheme: Option<String>,
     pub code: u32,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Rewrite {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri: Option<String>,
+    #[serde(with = "crate::table::regex_rewrite")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri_regex: Option<(Regex, String)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authority: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HeaderOps {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub set: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub add: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub remove: Vec<String>,
 }
 
@@ -461,6 +553,9 @@ impl RouteTable {
         };
         let mut table = RouteTable {
             virtual_services: Vec::new(),
+            host_claims: Vec::new(),
+            namespace: settings.namespace.clone(),
+            domain_suffix: settings.domain_suffix.clone(),
             exact_hosts: HashMap::new(),
             wildcard_hosts: Vec::new(),
             any_host: Vec::new(),
@@ -567,17 +662,31 @@ impl RouteTable {
                         }
                     },
                 };
-                table.add_host(&h, id, settings);
+                table.host_claims.push((h, id));
             }
         } else {
-            for (h, id) in claims {
-                table.add_host(&h, id, settings);
-            }
+            table.host_claims = claims;
         }
+        table.index_hosts();
+        table.clusters = ctx.clusters.into_values().collect();
+        table
+    }
+
+    /// The host indexes, from `host_claims` alone: what `build` makes and what a loaded table
+    /// (`crate::table`) rebuilds, by the same code.
+    pub(crate) fn index_hosts(&mut self) {
+        self.exact_hosts = HashMap::new();
+        self.wildcard_hosts = Vec::new();
+        self.any_host = Vec::new();
+        let claims = std::mem::take(&mut self.host_claims);
+        for (h, id) in &claims {
+            self.add_host(h, *id);
+        }
+        self.host_claims = claims;
         // Repeated wildcard suffixes merge their claimants, in claim order (linear: one pass).
         let mut at: HashMap<String, usize> = HashMap::new();
         let mut merged_wild: Vec<(String, Vec<usize>)> = Vec::new();
-        for (suffix, ids) in std::mem::take(&mut table.wildcard_hosts) {
+        for (suffix, ids) in std::mem::take(&mut self.wildcard_hosts) {
             match at.get(&suffix) {
                 Some(&i) => {
                     if let Some((_, existing)) = merged_wild.get_mut(i) {
@@ -594,13 +703,11 @@ impl RouteTable {
                 }
             }
         }
-        table.wildcard_hosts = merged_wild;
-        table.wildcard_hosts.sort_by_key(|(suffix, _)| std::cmp::Reverse(suffix.len()));
-        table.clusters = ctx.clusters.into_values().collect();
-        table
+        self.wildcard_hosts = merged_wild;
+        self.wildcard_hosts.sort_by_key(|(suffix, _)| std::cmp::Reverse(suffix.len()));
     }
 
-    fn add_host(&mut self, h: &str, id: usize, settings: &Settings) {
+    fn add_host(&mut self, h: &str, id: usize) {
         let push = |ids: &mut Vec<usize>| {
             if !ids.contains(&id) {
                 ids.push(id);
@@ -612,7 +719,7 @@ impl RouteTable {
             // Repeats are merged once all are in (`build`), so many wildcard hosts stay linear.
             self.wildcard_hosts.push((suffix.to_string(), vec![id]));
         } else {
-            for name in host::alt_names(h, &settings.namespace, &settings.domain_suffix) {
+            for name in host::alt_names(h, &self.namespace, &self.domain_suffix) {
                 // Sidecars do not merge hosts: the first VirtualService to claim one keeps it.
                 push(self.exact_hosts.entry(name).or_default());
             }
@@ -664,6 +771,26 @@ impl RouteTable {
 }
 
 impl CompiledVs {
+    /// A VirtualService's compiled routes with their index, built from the entries alone (so a
+    /// loaded table indexes exactly as `build` did).
+    pub(crate) fn new(name: String, hosts: Vec<String>, rules: Vec<Rule>, entries: Vec<Entry>) -> CompiledVs {
+        let mut vs = CompiledVs { name, hosts, rules, entries, index: PathIndex::default(), ports: None };
+        vs.reindex();
+        vs
+    }
+
+    pub(crate) fn reindex(&mut self) {
+        let mut index = PathIndex::default();
+        for (i, e) in self.entries.iter().enumerate() {
+            for key in index_keys(&e.block) {
+                index.add(i as u32, key);
+            }
+        }
+        index.shrink_to_fit();
+        self.index = index;
+        self.ports = entry_ports(&self.entries);
+    }
+
     /// The first entry that matches, in Istio order.
     pub fn first_match(&self, req: &dyn crate::request::RequestView, port: u32) -> Option<&Entry> {
         let path = crate::matcher::path_only(req.path());
@@ -734,7 +861,6 @@ fn compile_vs(
     // list unused (and, in a Wasm VM whose memory never shrinks, the peak of each regrowth).
     let mut rules = Vec::with_capacity(vs.http.len());
     let mut entries = Vec::with_capacity(vs.http.iter().map(|r| r.matches.len().max(1)).sum());
-    let mut index = PathIndex::default();
     let mut catch_all_seen = false;
     for (ri, route) in vs.http.iter().enumerate() {
         if catch_all_seen {
@@ -754,7 +880,6 @@ fn compile_vs(
             catch_all_seen = true;
             if gateways.contains(&settings.gateway) {
                 entries.push(Entry { rule: rule_id, match_index: None, block: MatchBlock::default() });
-                index.add((entries.len() - 1) as u32, Key::Rest);
                 added += 1;
             }
         } else {
@@ -766,14 +891,10 @@ fn compile_vs(
                 else {
                     continue;
                 };
-                let keys = index_keys(&block);
                 if block.is_catch_all() {
                     catch_all_seen = true;
                 }
                 entries.push(Entry { rule: rule_id, match_index: mi, block });
-                for key in keys {
-                    index.add((entries.len() - 1) as u32, key);
-                }
                 added += 1;
                 if catch_all_seen {
                     break;
@@ -786,9 +907,7 @@ fn compile_vs(
     }
     rules.shrink_to_fit();
     entries.shrink_to_fit();
-    index.shrink_to_fit();
-    let ports = entry_ports(&entries);
-    CompiledVs { name: res.key(), hosts: hosts.to_vec(), rules, entries, index, ports }
+    CompiledVs::new(res.key(), hosts.to_vec(), rules, entries)
 }
 
 fn entry_ports(entries: &[Entry]) -> Option<Vec<u32>> {
@@ -823,12 +942,6 @@ fn merge_gateway_vs(parts: &[&CompiledVs]) -> CompiledVs {
         }
     }
     let entries: Vec<Entry> = specific.into_iter().chain(catch_all).collect();
-    let mut index = PathIndex::default();
-    for (i, e) in entries.iter().enumerate() {
-        for key in index_keys(&e.block) {
-            index.add(i as u32, key);
-        }
-    }
     let mut hosts: Vec<String> = Vec::new();
     for h in parts.iter().flat_map(|vs| &vs.hosts) {
         if !hosts.contains(h) {
@@ -836,8 +949,7 @@ fn merge_gateway_vs(parts: &[&CompiledVs]) -> CompiledVs {
         }
     }
     let name = parts.iter().map(|vs| vs.name.as_str()).collect::<Vec<_>>().join(" + ");
-    let ports = entry_ports(&entries);
-    CompiledVs { name, hosts, rules, entries, index, ports }
+    CompiledVs::new(name, hosts, rules, entries)
 }
 
 /// Config-time selectors (istiod `sourceMatchHTTP`): a match-level `gateways` list replaces the

@@ -11,18 +11,23 @@ use crate::matcher::StrMatch;
 use crate::request::RequestView;
 
 /// One route's CORS policy, in the form istiod hands to Envoy (`envoy.config.route.v3.CorsPolicy`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Cors {
     /// `allowOrigins`, or the deprecated `allowOrigin` (exact) when `allowOrigins` is empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_origins: Vec<StrMatch>,
     /// Joined with `,` as istiod does; empty: no header.
     pub allow_methods: String,
     pub allow_headers: String,
     pub expose_headers: String,
     /// Whole seconds, as istiod writes `max_age` (`GetSeconds()`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_age: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_credentials: bool,
     /// `forward_not_matching_preflights`: true unless `unmatchedPreflights: IGNORE`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub forward_unmatched_preflights: bool,
 }
 

@@ -41,7 +41,8 @@ pub struct Merged {
 }
 
 /// A rule of a root VirtualService that came from a delegate.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Origin {
     /// The root's delegating rule (`spec.http[root_rule]` as written).
     pub root_rule: usize,

@@ -16,6 +16,7 @@ pub mod k8s;
 pub mod mesh_config;
 pub mod metrics;
 pub mod pem;
+pub mod table;
 
 pub use config::{load_json, load_value, Bundle, Resource, Settings, Spec};
 pub use diag::{Diagnostic, Diagnostics, ResourceRef, Severity};

@@ -8,7 +8,8 @@ use std::borrow::Cow;
 
 /// Istio's StringMatch once compiled. `Present` is the `{}` form (header or query parameter must
 /// exist, any value).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(into = "crate::table::StrMatchWire", try_from = "crate::table::StrMatchWire")]
 pub enum StrMatch {
     Exact(String),
     Prefix(String),
@@ -66,7 +67,7 @@ impl StrMatch {
         match self {
             StrMatch::Exact(e) => format!("exact {e:?}"),
             StrMatch::Prefix(p) => format!("prefix {p:?}"),
-            StrMatch::Regex(r) => format!("regex {:?}", strip_anchor(r.as_str())),
+            StrMatch::Regex(r) => format!("regex {:?}", unanchored(r.as_str())),
             StrMatch::Present => "present".into(),
         }
     }
@@ -96,23 +97,35 @@ fn has_escape(pattern: &str, chars: &[char]) -> bool {
     false
 }
 
-fn strip_anchor(s: &str) -> &str {
+/// A compiled pattern without the anchors `compile_regex` added: the pattern as written.
+pub(crate) fn unanchored(s: &str) -> &str {
     s.strip_prefix("^(?:").and_then(|s| s.strip_suffix(")$")).unwrap_or(s)
 }
 
 /// One `HTTPMatchRequest`. Config-time selectors (gateways, sourceLabels, sourceNamespace) are
 /// resolved by the compiler and never reach here; `port` is checked against the request's port.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MatchBlock {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri: Option<StrMatch>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ignore_uri_case: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheme: Option<StrMatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<StrMatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authority: Option<StrMatch>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<(String, StrMatch)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub without_headers: Vec<(String, StrMatch)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub query_params: Vec<(String, StrMatch)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u32>,
 }
 

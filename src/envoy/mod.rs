@@ -82,6 +82,8 @@ pub enum InvalidEnvoyConfig {
     UnknownGateway(String),
     /// The plugin configuration could not be serialised.
     PluginConfig(serde_json::Error),
+    /// The plugin configuration does not compile into a table (its errors, one per line).
+    Table(String),
 }
 
 impl fmt::Display for InvalidEnvoyConfig {
@@ -89,6 +91,7 @@ impl fmt::Display for InvalidEnvoyConfig {
         match self {
             Self::UnknownGateway(g) => write!(f, "settings.gateway {g:?} names no Gateway in the input"),
             Self::PluginConfig(e) => write!(f, "the plugin configuration cannot be serialised: {e}"),
+            Self::Table(e) => write!(f, "the plugin configuration does not compile:\n{e}"),
         }
     }
 }
@@ -145,14 +148,16 @@ pub fn resources(
     Ok(Resources { listeners, l4_listeners: l4.listeners, clusters, filter, notes })
 }
 
-/// The Wasm filter running meshroute with this plugin configuration, as a `TypedExtensionConfig`.
+/// The Wasm filter running meshroute with this plugin configuration compiled into its table
+/// (`crate::table`), as a `TypedExtensionConfig`.
 /// The routes of [`resources`] carry Istio's default retry policy and one route per rule policy,
 /// so the configuration tells the filter (`settings.retryPolicyOnRoute`, `retryPolicyRoutes`),
 /// which then writes no retry hints.
 pub fn filter_config(plugin_config: &Value, wasm: &Path) -> Result<Value, InvalidEnvoyConfig> {
     let mut plugin_config = plugin_config.clone();
     with_retry_policy_routes(&mut plugin_config);
-    let configuration = serde_json::to_string(&plugin_config).map_err(InvalidEnvoyConfig::PluginConfig)?;
+    let source = serde_json::to_vec(&plugin_config).map_err(InvalidEnvoyConfig::PluginConfig)?;
+    let configuration = crate::table::compile_source(&source).map_err(InvalidEnvoyConfig::Table)?;
     Ok(json!({
         "name": FILTER_NAME,
         "typed_config": {

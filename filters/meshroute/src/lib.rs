@@ -373,19 +373,15 @@ impl<H: Host + 'static> RootContext for Root<H> {
         let metrics = Rc::new(Metrics::define(host));
         *self.shared.metrics.borrow_mut() = metrics.clone();
         let bytes = host.plugin_configuration().unwrap_or_default();
-        let compiled = meshroute::compile_json(&bytes);
-        for d in compiled.diagnostics.warnings() {
-            log::warn!("meshroute: config warning: {d}");
-        }
-        let Some(table) = compiled.table else {
-            for d in compiled.diagnostics.errors() {
-                log::error!("meshroute: config rejected: {d}");
+        // The CLI validated and compiled the resources; this VM only checks and indexes the
+        // table (`meshroute::table`).
+        let table = match meshroute::table::load(&bytes) {
+            Ok(t) => t,
+            Err(e) => {
+                log::error!("meshroute: config rejected: {e}");
+                host.increment(metrics.config_rejected);
+                return false;
             }
-            if let Some(rest) = compiled.diagnostics.omitted_summary() {
-                log::error!("meshroute: config rejected: {rest}");
-            }
-            host.increment(metrics.config_rejected);
-            return false;
         };
         let summary = apply::summary(&table);
         self.shared.counters.borrow_mut().every = Duration::from_millis(table.counter_flush_ms);

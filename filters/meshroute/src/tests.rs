@@ -156,7 +156,13 @@ fn dest(subset: &str) -> Value {
     json!({"destination": {"host": "product-service", "subset": subset}})
 }
 
+/// The filter's configuration (the compiled table) for one VirtualService's `http` rules.
 fn config(http: Value, settings: Value) -> Vec<u8> {
+    let source = source(http, settings);
+    meshroute::table::compile_source(&source).unwrap().into_bytes()
+}
+
+fn source(http: Value, settings: Value) -> Vec<u8> {
     let mut s = json!({"namespace": "default"});
     s.as_object_mut().unwrap().extend(settings.as_object().unwrap().clone());
     json!({"settings": s, "resources": [
@@ -399,12 +405,15 @@ fn counters_reach_envoy_at_the_flush_and_configuration_counters_at_once() {
 #[test]
 fn a_refused_configuration_is_counted_and_the_old_table_keeps_routing() {
     let (fake, mut root) = vm(config(json!([{"route": [dest("v2")]}]), json!({"counterFlushMs": 0})));
-    let bad = config(json!([{"route": [{"destination": {"host": "product-service"}, "weight": -5}]}]), json!({}));
-    fake.set(|s| s.config = bad);
-    assert!(!root.on_configure(0));
-    fake.set(|s| s.config = b"null".to_vec());
-    assert!(!root.on_configure(0));
-    assert_eq!(fake.counter(metrics::CONFIG_REJECTED), 2, "each refused push counts");
+    // The source form (the filter loads only compiled tables), a broken table, `null`.
+    let source = source(json!([{"route": [dest("v1")]}]), json!({}));
+    let mut broken: Value = serde_json::from_slice(&config(json!([{"route": [dest("v1")]}]), json!({}))).unwrap();
+    broken["table"]["virtual_services"][0]["entries"][0]["rule"] = json!(9);
+    for bad in [source, broken.to_string().into_bytes(), b"null".to_vec()] {
+        fake.set(|s| s.config = bad);
+        assert!(!root.on_configure(0));
+    }
+    assert_eq!(fake.counter(metrics::CONFIG_REJECTED), 3, "each refused push counts");
     assert_eq!(fake.counter(metrics::CONFIG_LOADED), 1);
     let _ = request(&fake, &root, 2, "/", &[], true);
     assert_eq!(routing_header(&fake).as_deref(), Some(V2), "still the first configuration");

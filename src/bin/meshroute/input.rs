@@ -155,6 +155,18 @@ impl Inputs {
     }
 
     fn add_document(&mut self, file: &str, doc: Node) {
+        if matches!(doc.kind, NodeKind::Map(_)) && doc.get("format").is_some() && doc.get("table").is_some() {
+            // A compiled table keeps no resources to read back: say so instead of finding none.
+            self.errors.push(InputError {
+                file: file.to_string(),
+                line: Some(doc.line),
+                col: None,
+                message: "this is a compiled table (`meshroute compile` output, what the filter loads); give the \
+                          Istio resources it was compiled from"
+                    .into(),
+            });
+            return;
+        }
         let is_plugin_config =
             matches!(doc.kind, NodeKind::Map(_)) && (doc.get("resources").is_some() || doc.get("settings").is_some());
         if !is_plugin_config {

@@ -46,10 +46,10 @@ pub fn envoy_filter(plugin_config: &Value, routes: &[Value], name: &str) -> Valu
 
 pub const DEFAULT_IMAGE: &str = "oci://registry.example.com/meshroute:0.1.0";
 
-/// The manifest for `plugin_config` (`{"resources", "settings"}`): namespace and selector from
-/// the settings (the proxy's namespace and labels); outbound (CLIENT) traffic only for a sidecar.
-pub fn manifest(kind: Kind, plugin_config: &Value, image: &str, name: &str) -> Value {
-    let settings = &plugin_config["settings"];
+/// The manifest whose `pluginConfig` is `table` (what `meshroute compile` writes): namespace and
+/// selector from `settings` (the proxy's namespace and labels); outbound (CLIENT) traffic only
+/// for a sidecar.
+pub fn manifest(kind: Kind, settings: &Value, table: &Value, image: &str, name: &str) -> Value {
     let namespace = settings["namespace"].as_str().unwrap_or("default");
     let sidecar = settings["gateway"].as_str().is_none_or(|g| g == "mesh");
     let mut spec = Map::new();
@@ -67,7 +67,7 @@ pub fn manifest(kind: Kind, plugin_config: &Value, image: &str, name: &str) -> V
         "imagePullPolicy": "IfNotPresent",
         "failStrategy": "FAIL_CLOSE",
         "type": "HTTP",
-        "pluginConfig": plugin_config,
+        "pluginConfig": table,
     });
     let (kind_name, spec) = match kind {
         Kind::Wasmplugin => {
@@ -81,7 +81,7 @@ pub fn manifest(kind: Kind, plugin_config: &Value, image: &str, name: &str) -> V
             ("TrafficExtension", spec)
         }
         // The routes come from the route table: `envoy_filter`.
-        Kind::Envoyfilter => return envoy_filter(plugin_config, &[], name),
+        Kind::Envoyfilter => return envoy_filter(&json!({"settings": settings}), &[], name),
     };
     json!({
         "apiVersion": "extensions.istio.io/v1alpha1",
@@ -96,22 +96,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_plugin_config_and_the_proxy_identity_fill_the_manifest() {
-        let cfg = json!({"resources": [], "settings": {"namespace": "shop", "labels": {"app": "frontend"}}});
-        let w = manifest(Kind::Wasmplugin, &cfg, "oci://r/m:1", "meshroute");
+    fn the_table_and_the_proxy_identity_fill_the_manifest() {
+        let settings = json!({"namespace": "shop", "labels": {"app": "frontend"}});
+        let table = json!({"format": meshroute::table::FORMAT, "table": {}});
+        let w = manifest(Kind::Wasmplugin, &settings, &table, "oci://r/m:1", "meshroute");
         assert_eq!(w["kind"], "WasmPlugin");
         assert_eq!(w["metadata"]["namespace"], "shop");
         assert_eq!(w["spec"]["selector"]["matchLabels"]["app"], "frontend");
-        assert_eq!(w["spec"]["pluginConfig"], cfg);
+        assert_eq!(w["spec"]["pluginConfig"], table);
         assert_eq!(w["spec"]["failStrategy"], "FAIL_CLOSE");
         assert_eq!(w["spec"]["match"][0]["mode"], "CLIENT");
-        let t = manifest(Kind::Trafficextension, &cfg, "oci://r/m:1", "meshroute");
+        let t = manifest(Kind::Trafficextension, &settings, &table, "oci://r/m:1", "meshroute");
         assert_eq!(t["kind"], "TrafficExtension");
-        assert_eq!(t["spec"]["wasm"]["pluginConfig"], cfg);
+        assert_eq!(t["spec"]["wasm"]["pluginConfig"], table);
         assert_eq!(t["spec"]["wasm"]["url"], "oci://r/m:1");
         assert!(t["spec"].get("url").is_none());
-        let gw = json!({"resources": [], "settings": {"gateway": "istio-system/gw"}});
-        let g = manifest(Kind::Wasmplugin, &gw, "oci://r/m:1", "meshroute");
+        let gw = json!({"gateway": "istio-system/gw"});
+        let g = manifest(Kind::Wasmplugin, &gw, &table, "oci://r/m:1", "meshroute");
         assert!(g["spec"].get("match").is_none() && g["spec"].get("selector").is_none());
         assert_eq!(g["metadata"]["namespace"], "default");
     }
