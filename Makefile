@@ -42,7 +42,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: lifecycle tools tools-rust tools-envoy tools-wasm-bindgen tools-bench \
         wasm wasm-crash-test lint fmt-check clippy clippy-wasm test test-native test-wasm \
-        bench bench-e2e clean-tools run graphs test-graph-browser tools-fuzz fuzz-corpus fuzz fuzz-smoke soak
+        bench bench-e2e clean-tools run graphs envoy/sidecar.yaml test-graph-browser tools-fuzz fuzz-corpus fuzz fuzz-smoke soak
 
 ## tools: everything `make test` needs (idempotent)
 tools: tools-rust tools-envoy tools-wasm-bindgen
@@ -263,6 +263,22 @@ run: tools-envoy wasm
 	echo "+ meshroute run -f envoy/demo"; \
 	ENVOY_BIN="$(ENVOY)" "$$target/release/meshroute" run -f envoy/demo \
 	  --wasm "$$target/wasm32-wasip1/release/meshroute_filter.wasm"
+
+## envoy/sidecar.yaml: rewrites the filter configuration embedded in envoy/sidecar.yaml with the
+## table `meshroute compile` makes of envoy/demo-config.json (the readable source); the lines under
+## its `value: |` are replaced, the rest of the file is kept (tests/e2e_filter.rs checks they agree)
+envoy/sidecar.yaml:
+	$(CARGO) build --quiet --features cli
+	@target="$$($(CARGO) metadata --no-deps --format-version 1 | $(PYTHON) -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"; \
+	table="$$(mktemp)"; trap 'rm -f "$$table" "$@.tmp"' EXIT; \
+	"$$target/debug/meshroute" compile -f envoy/demo-config.json -o "$$table"; \
+	awk -v table="$$table" ' \
+	  skip && (/^ *$$/ || match($$0, /^ */) && RLENGTH >= indent) { next } \
+	  { skip = 0; print } \
+	  /^ *value: \|$$/ { indent = match($$0, /[^ ]/) + 1; pad = sprintf("%*s", indent, ""); \
+	    while ((getline line < table) > 0) print pad line; skip = 1 }' "$@" > "$@.tmp"; \
+	mv "$@.tmp" "$@"; \
+	echo "envoy/sidecar.yaml: table of envoy/demo-config.json embedded"
 
 ## clean-tools: forget installed tools (they are reinstalled on demand)
 clean-tools:
