@@ -921,9 +921,8 @@ mod tests {
         // ... and the filter is told, so it writes no hints for the default.
         let wasm = &g.config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
             ["http_filters"][0]["typed_config"]["config"]["configuration"]["value"];
-        let plugin: Value = serde_json::from_str(wasm.as_str().unwrap()).unwrap();
-        assert_eq!(plugin["settings"]["retryPolicyOnRoute"], true);
-        assert_eq!(plugin["settings"]["retryPolicyRoutes"], true);
+        let table = crate::table::load(wasm.as_str().unwrap().as_bytes()).unwrap();
+        assert!(table.retry_policy_on_route && table.retry_policy_routes);
     }
 
     /// R220–R222: a rule's own retry policy is a route of its own, in full, named by the policy
