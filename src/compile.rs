@@ -26,8 +26,10 @@ pub const DEFAULT_RETRY_ON: &str = "connect-failure,refused-stream,unavailable,c
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteTable {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub virtual_services: Vec<CompiledVs>,
     /// (host as claimed, VirtualService) in claim order; the host indexes below are built from it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) host_claims: Vec<(String, usize)>,
     /// The proxy's namespace and the cluster domain: the other names of a claimed host.
     pub(crate) namespace: String,
@@ -42,6 +44,7 @@ pub struct RouteTable {
     wildcard_hosts: Vec<(String, Vec<usize>)>,
     #[serde(skip)]
     any_host: Vec<usize>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub registry_only: bool,
     /// Hosts the registry (ServiceEntry) knows, with the default route istiod gives a service
     /// that no VirtualService claims: its `outbound|port||host` cluster.
@@ -57,15 +60,20 @@ pub struct RouteTable {
     pub mirror_max_in_flight: u32,
     pub mirror_timeout_ms: u64,
     /// `settings.retryPolicyOnRoute`: Istio's default retry policy needs no hints.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub retry_policy_on_route: bool,
     /// `settings.retryPolicyRoutes`: every retry policy has its own route (R221).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub retry_policy_routes: bool,
     /// `settings.counterFlushMs`.
     pub counter_flush_ms: u64,
     /// `settings.revision` and whether responses carry it (`settings.revisionHeader`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<crate::config::Revision>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub revision_header: bool,
     /// Every cluster a decision may name, for the CLI's Envoy config and for sanity checks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub clusters: Vec<ClusterRef>,
 }
 
@@ -74,13 +82,16 @@ pub struct RouteTable {
 pub struct ClusterRef {
     pub name: String,
     pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subset: Option<String>,
     pub port: u32,
     /// Only mirrors send to it: the Envoy generator bounds its circuit breakers and connect
     /// timeout so a dead mirror cannot hold the primary's resources (docs/semantics.md R162).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub mirror_only: bool,
     /// The retry policies (other than Istio's default) of the rules that route to it: the Envoy
     /// generator writes one route per policy, and per policy and consistent-hash cluster (R222).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub retry_policies: BTreeSet<RetryPolicy>,
 }
 
@@ -92,6 +103,7 @@ pub struct DefaultRoute {
     pub host: String,
     pub port: u32,
     pub cluster: String,
+    #[serde(default = "RetryPolicy::istio_default", skip_serializing_if = "RetryPolicy::is_istio_default")]
     pub retry: RetryPolicy,
 }
 
@@ -100,8 +112,11 @@ pub struct DefaultRoute {
 pub struct CompiledVs {
     /// `namespace/name`
     pub name: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<Rule>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub entries: Vec<Entry>,
     #[serde(skip)]
     index: PathIndex,
@@ -116,6 +131,7 @@ pub struct CompiledVs {
 pub struct Entry {
     pub rule: usize,
     /// Position in the rule's `match` list; `None` for a rule without `match`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub match_index: Option<usize>,
     pub block: MatchBlock,
 }
@@ -125,21 +141,32 @@ pub struct Entry {
 pub struct Rule {
     /// `namespace/name` of the VirtualService that declares the rule (a gateway host can merge
     /// several).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub virtual_service: String,
     /// Position in `spec.http`.
     pub index: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     pub action: Action,
+    #[serde(default = "RetryPolicy::istio_default", skip_serializing_if = "RetryPolicy::is_istio_default")]
     pub retry: RetryPolicy,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fault: Option<Fault>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mirrors: Vec<Mirror>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rewrite: Option<Rewrite>,
+    #[serde(default, skip_serializing_if = "HeaderOps::is_empty")]
     pub request_headers: HeaderOps,
+    #[serde(default, skip_serializing_if = "HeaderOps::is_empty")]
     pub response_headers: HeaderOps,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors: Option<Cors>,
     /// For a rule a delegate brought into its root (R186): where it was written. `index` is
     /// then the position in the merged `spec.http`, as in istiod's merged VirtualService.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delegated: Option<crate::delegate::Origin>,
     /// Position in `spec.http` as written (differs from `index` after a delegating rule).
     pub written_index: usize,
@@ -160,15 +187,20 @@ pub struct Dest {
     pub route_index: usize,
     /// The cluster; when `port_from_request`, the one on `settings.defaultPort` (what the
     /// Envoy generator declares) — per request use [`Dest::cluster_on`].
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub cluster: String,
     pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subset: Option<String>,
     pub port: u32,
     /// Neither the destination nor the registry fixes the port: the request's port decides
     /// (istio `GetDestinationCluster` falls back to the listener port).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub port_from_request: bool,
     pub weight: u32,
+    #[serde(default, skip_serializing_if = "HeaderOps::is_empty")]
     pub request_headers: HeaderOps,
+    #[serde(default, skip_serializing_if = "HeaderOps::is_empty")]
     pub response_headers: HeaderOps,
 }
 
@@ -185,17 +217,23 @@ pub struct RetryPolicy {
     pub grpc_retry_on: String,
     /// For `x-envoy-retriable-status-codes`.
     pub retriable_status_codes: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_try_timeout: Option<Duration>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub retry_remote_localities: bool,
     /// `backoff` → the route's `retry_back_off.base_interval` (route configuration only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff: Option<Duration>,
     /// `retryIgnorePreviousHosts` as written; unset means the `previous_hosts` predicate unless
     /// the rule has one destination and it hashes consistently (`RETRY newRetryPolicy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_hosts: Option<bool>,
     /// The rule has exactly one destination (istiod's `len(in.Route) == 1`): with a
     /// consistent-hash destination its default predicate is dropped.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub single_destination: bool,
     /// Set when the VirtualService did not say (Istio's default applies).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub is_default: bool,
 }
 
@@ -204,6 +242,11 @@ impl RetryPolicy {
         let mut p = RetryPolicy::from_retry_on(2, DEFAULT_RETRY_ON);
         p.is_default = true;
         p
+    }
+
+    /// What the table leaves out of a rule (most rules have Istio's default policy).
+    pub fn is_istio_default(&self) -> bool {
+        *self == RetryPolicy::istio_default()
     }
 
     pub fn disabled() -> Self {
@@ -288,7 +331,9 @@ pub const RETRY_POLICY_HEADER: &str = "x-meshroute-retry-policy";
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Fault {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay: Option<(Duration, u32)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abort: Option<(Abort, u32)>,
 }
 
@@ -303,11 +348,14 @@ pub enum Abort {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Mirror {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub cluster: String,
     pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subset: Option<String>,
     pub port: u32,
     /// As [`Dest::port_from_request`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub port_from_request: bool,
     pub ppm: u32,
 }
@@ -315,10 +363,15 @@ pub struct Mirror {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Redirect {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authority: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u32>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub derive_port_from_request: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheme: Option<String>,
     pub code: u32,
 }
@@ -326,17 +379,23 @@ pub struct Redirect {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rewrite {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri: Option<String>,
     #[serde(with = "crate::table::regex_rewrite")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri_regex: Option<(Regex, String)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authority: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderOps {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub set: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub add: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub remove: Vec<String>,
 }
 

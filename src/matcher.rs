@@ -107,15 +107,25 @@ pub(crate) fn unanchored(s: &str) -> &str {
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MatchBlock {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri: Option<StrMatch>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ignore_uri_case: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheme: Option<StrMatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<StrMatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authority: Option<StrMatch>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<(String, StrMatch)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub without_headers: Vec<(String, StrMatch)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub query_params: Vec<(String, StrMatch)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u32>,
 }
 
