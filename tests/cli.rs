@@ -369,7 +369,7 @@ fn settings_errors_point_into_the_settings_file() {
 // === compile ===
 
 #[test]
-fn compile_output_is_the_plugin_configuration_the_filter_loads() {
+fn compile_output_is_the_table_the_filter_loads() {
     let dir = temp_dir("compile");
     let settings = write(&dir, "proxy.json", "{\"namespace\": \"default\", \"labels\": {\"app\": \"web\"}}");
     let out_file = dir.join("plugin.json");
@@ -386,19 +386,23 @@ fn compile_output_is_the_plugin_configuration_the_filter_loads() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     let text = std::fs::read_to_string(&out_file).expect("output written");
     let v: Value = serde_json::from_str(&text).expect("JSON");
-    assert_eq!(v["settings"]["labels"]["app"], "web");
-    assert_eq!(v["resources"].as_array().map(Vec::len), Some(2));
-    assert_eq!(v["resources"][0]["spec"]["http"][0]["timeout"], "5s");
+    assert_eq!(v["format"], meshroute::table::FORMAT);
 
-    // What the filter does with it: load and compile with the core.
-    let compiled = meshroute::compile_json(text.as_bytes());
-    assert!(!compiled.diagnostics.has_errors(), "{}", compiled.diagnostics);
-    let table = compiled.table.expect("table");
-    let req = meshroute::Request::new("GET", "checkout-service", "/").with_header("x-priority", "high");
-    let e = table.explain(&req);
-    assert_eq!(e.matched.expect("matched").timeout_ms, Some(5000));
+    // What the filter does with it: load the table and decide.
+    let table = meshroute::table::load(text.as_bytes()).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let high = meshroute::Request::new("GET", "checkout-service", "/").with_header("x-priority", "high");
+    assert_eq!(table.explain(&high).matched.expect("matched").timeout_ms, Some(5000));
+    let low = meshroute::Request::new("GET", "checkout-service", "/");
+    assert_eq!(table.explain(&low).matched.expect("matched").timeout_ms, Some(30000));
+    // The ServiceEntry's host is in the table's registry: istiod's default route to its cluster.
+    let weather = meshroute::Request::new("GET", "weather-api.example.com", "/");
+    match table.decide(&weather, &mut meshroute::SplitMix64(1)) {
+        meshroute::Decision::Default(d) => assert_eq!(d.cluster, "outbound|80||weather-api.example.com"),
+        other => panic!("weather-api.example.com: {other:?}"),
+    }
 
-    // Same table as compiling the YAML directly: the JSON round trip loses nothing.
+    // The same table as the library compiles from the same resources, and the same bytes on
+    // standard output as in the file.
     let direct = meshroute(&[
         "compile",
         "-f",
@@ -409,6 +413,10 @@ fn compile_output_is_the_plugin_configuration_the_filter_loads() {
     ]);
     assert_eq!(direct.code, 0);
     assert_eq!(direct.stdout, text);
+    // The table is not an input: it keeps no resources to read back.
+    let again = meshroute(&["validate", "-f", &out_file.display().to_string()]);
+    assert_eq!(again.code, 2, "{}{}", again.stdout, again.stderr);
+    assert!(again.stdout.contains("this is a compiled table"), "{}{}", again.stdout, again.stderr);
 }
 
 #[test]
@@ -430,13 +438,69 @@ fn compile_refuses_errors_and_writes_nothing() {
     assert!(!out_file.exists());
 }
 
+/// `--gateway` compiles what that Gateway's proxy serves: the VirtualServices bound to it, not
+/// the mesh's (and the other way round without the flag).
 #[test]
-fn gateway_flag_becomes_the_settings_gateway() {
-    let out =
-        meshroute(&["compile", "-f", "examples/ingress-gateway.yaml", "--gateway", "istio-system/public-gateway"]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let v: Value = serde_json::from_str(&out.stdout).expect("JSON");
-    assert_eq!(v["settings"]["gateway"], "istio-system/public-gateway");
+fn gateway_flag_compiles_the_gateways_routes() {
+    let dir = temp_dir("gateway");
+    let vs = write(
+        &dir,
+        "bound.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: api, namespace: default}\n\
+         spec:\n  hosts: [api.example.com]\n  gateways: [istio-system/public-gateway]\n  http:\n\
+         \x20 - route: [{destination: {host: api.internal.svc.cluster.local, port: {number: 8080}}}]\n",
+    );
+    let decide = |args: &[&str]| {
+        let mut all = vec!["compile", "-f", "examples/ingress-gateway.yaml", &vs];
+        all.extend_from_slice(args);
+        let out = meshroute(&all);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let table = meshroute::table::load(out.stdout.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        let req = meshroute::Request::new("GET", "api.example.com", "/");
+        match table.decide(&req, &mut meshroute::SplitMix64(1)) {
+            meshroute::Decision::Matched(m) => m.destination.map(|d| d.cluster.clone()),
+            _ => None,
+        }
+    };
+    assert_eq!(
+        decide(&["--gateway", "istio-system/public-gateway"]).as_deref(),
+        Some("outbound|8080||api.internal.svc.cluster.local")
+    );
+    assert_eq!(decide(&[]), None, "a sidecar does not serve a VirtualService bound only to a Gateway");
+}
+
+/// deploy/istio/wasmplugin.yaml and trafficextension.yaml carry a compiled table (the filter loads
+/// nothing else), so they are generated: below their comments, each is exactly what the command
+/// it names writes from deploy/istio/example/ (regenerate after changing meshroute's table).
+#[test]
+fn the_deploy_manifests_are_what_compile_as_writes() {
+    for (kind, file) in
+        [("wasmplugin", "deploy/istio/wasmplugin.yaml"), ("trafficextension", "deploy/istio/trafficextension.yaml")]
+    {
+        let out = meshroute(&[
+            "compile",
+            "-f",
+            "deploy/istio/example/product-service.yaml",
+            "--settings",
+            "deploy/istio/example/proxy.yaml",
+            "--as",
+            kind,
+            "--image",
+            "oci://registry.example.com/meshroute:0.1.0",
+            "--fail-strategy",
+            "reload",
+        ]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert!(out.stdout.contains("failStrategy: FAIL_RELOAD"), "{}", out.stdout);
+        let text = std::fs::read_to_string(repo_root().join(file)).expect(file);
+        let at =
+            text.find("# Generated by `meshroute compile --as`").unwrap_or_else(|| panic!("{file}: no generated part"));
+        assert!(text[..at].lines().all(|l| l.starts_with('#')), "{file}: only comments above the generated part");
+        assert!(
+            text[at..] == out.stdout,
+            "{file} is not what `meshroute compile --as {kind}` writes now: regenerate it with the command at its top"
+        );
+    }
 }
 
 // === explain ===
