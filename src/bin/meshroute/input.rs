@@ -65,6 +65,12 @@ pub struct MeshSource {
     pub config: meshroute::mesh_config::FromMeshConfig,
 }
 
+/// `{"format", "table"}`: what `meshroute compile` writes. It keeps neither resources nor
+/// settings in their source form, so it is refused as input by name, not misread.
+fn is_compiled_table(doc: &Node) -> bool {
+    matches!(doc.kind, NodeKind::Map(_)) && doc.get("format").is_some() && doc.get("table").is_some()
+}
+
 impl Inputs {
     /// Reads every path (`-` is stdin). Unreadable inputs are collected, not fatal, so that all
     /// problems are reported in one run.
@@ -155,7 +161,7 @@ impl Inputs {
     }
 
     fn add_document(&mut self, file: &str, doc: Node) {
-        if matches!(doc.kind, NodeKind::Map(_)) && doc.get("format").is_some() && doc.get("table").is_some() {
+        if is_compiled_table(&doc) {
             // A compiled table keeps no resources to read back: say so instead of finding none.
             self.errors.push(InputError {
                 file: file.to_string(),
@@ -220,6 +226,14 @@ impl Inputs {
             Ok(docs) => {
                 let mut docs = docs.into_iter().filter(|d| !d.is_null());
                 match (docs.next(), docs.next()) {
+                    (Some(d), None) if is_compiled_table(&d) => self.errors.push(InputError {
+                        file: name.to_string(),
+                        line: Some(d.line),
+                        col: None,
+                        message: "this is a compiled table (`meshroute compile` output), not settings; give the \
+                                  settings it was compiled with (namespace, labels, gateway, ...)"
+                            .into(),
+                    }),
                     (Some(d), None) => {
                         // A whole plugin configuration can serve as settings too.
                         let d = match d.get("settings") {
