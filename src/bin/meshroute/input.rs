@@ -378,39 +378,14 @@ impl Inputs {
         s
     }
 
-    /// `{"resources": [...], "settings": {...}}`: what the filter reads.
+    /// `{"resources": [...], "settings": {...}}`: the source form (what the lifecycle state stores
+    /// and `meshroute::envoy` compiles into the filter's table).
     pub fn plugin_config(&self, gateway: Option<&str>) -> Value {
         let mut m = Map::new();
         m.insert("resources".into(), Value::Array(self.resources.iter().map(|r| r.value.clone()).collect()));
         m.insert("settings".into(), Value::Object(self.settings_value(gateway)));
         if let Some(r) = &self.registry {
             m.insert("registry".into(), r.clone());
-        }
-        Value::Object(m)
-    }
-
-    /// What `meshroute compile` writes: the Istio resources as read, and the Kubernetes objects
-    /// folded into the compact registry the filter needs (hosts, ports, protocols, workload
-    /// labels) instead of whole Deployments, Secrets and Pods.
-    pub fn compiled_plugin_config(&self, bundle: &meshroute::Bundle, gateway: Option<&str>) -> Value {
-        let istio: Vec<Value> = self
-            .resources
-            .iter()
-            .filter(|r| {
-                let api = r.value.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
-                let kind = r.value.get("kind").and_then(Value::as_str).unwrap_or_default();
-                meshroute::k8s::classify(api, kind) == meshroute::k8s::KindClass::Istio
-            })
-            .map(|r| r.value.clone())
-            .collect();
-        let mut m = Map::new();
-        m.insert("resources".into(), Value::Array(istio));
-        m.insert("settings".into(), Value::Object(self.settings_value(gateway)));
-        let compact = bundle.registry.compact();
-        if !compact.is_empty() {
-            if let Ok(v) = serde_json::to_value(&compact) {
-                m.insert("registry".into(), v);
-            }
         }
         Value::Object(m)
     }

@@ -18,9 +18,8 @@ pub enum Kind {
 }
 
 /// The EnvoyFilter that puts `routes` (in order) first in every outbound virtual host of the
-/// workloads the settings select: INSERT_FIRST patches, last route first.
-pub fn envoy_filter(plugin_config: &Value, routes: &[Value], name: &str) -> Value {
-    let settings = &plugin_config["settings"];
+/// workloads `settings` select: INSERT_FIRST patches, last route first.
+pub fn envoy_filter(settings: &Value, routes: &[Value], name: &str) -> Value {
     let namespace = settings["namespace"].as_str().unwrap_or("default");
     let context = if settings["gateway"].as_str().is_none_or(|g| g == "mesh") { "SIDECAR_OUTBOUND" } else { "GATEWAY" };
     let patches: Vec<Value> = routes
@@ -101,7 +100,7 @@ pub fn manifest(kind: Kind, settings: &Value, table: &Value, image: &str, name: 
             ("TrafficExtension", spec)
         }
         // The routes come from the route table: `envoy_filter`.
-        Kind::Envoyfilter => return envoy_filter(&json!({"settings": settings}), &[], name),
+        Kind::Envoyfilter => return envoy_filter(settings, &[], name),
     };
     json!({
         "apiVersion": "extensions.istio.io/v1alpha1",
