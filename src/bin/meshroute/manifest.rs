@@ -137,4 +137,40 @@ mod tests {
         assert!(g["spec"].get("match").is_none() && g["spec"].get("selector").is_none());
         assert_eq!(g["metadata"]["namespace"], "default");
     }
+
+    /// deploy/istio's manifests read back as YAML (what `kubectl apply` sends): their
+    /// pluginConfig, as the JSON Istio hands the filter, is a table it loads, routing as the
+    /// example's VirtualService says (deploy/istio/example/product-service.yaml).
+    #[test]
+    fn the_deploy_manifests_carry_a_table_that_routes_the_example() {
+        use meshroute::{Decision, Request, SplitMix64};
+        let files = [
+            ("deploy/istio/wasmplugin.yaml", &["spec", "pluginConfig"][..]),
+            ("deploy/istio/trafficextension.yaml", &["spec", "wasm", "pluginConfig"][..]),
+        ];
+        for (file, path) in files {
+            let text = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file)).unwrap();
+            let docs = crate::yaml::parse_documents(&text).unwrap();
+            assert_eq!(docs.len(), 1, "{file}");
+            let mut v = docs[0].to_value();
+            for key in path {
+                v = v[*key].take();
+            }
+            let table = meshroute::table::load(v.to_string().as_bytes()).unwrap_or_else(|e| panic!("{file}: {e}"));
+            let cluster = |debug: Option<&str>| {
+                let mut req = Request::new("GET", "product-service", "/");
+                if let Some(d) = debug {
+                    req = req.with_header("x-debug", d);
+                }
+                match table.decide(&req, &mut SplitMix64(1)) {
+                    Decision::Matched(m) => m.destination.map(|d| d.cluster.clone()),
+                    _ => None,
+                }
+            };
+            let subset = |s: &str| Some(format!("outbound|80|{s}|product-service.default.svc.cluster.local"));
+            assert_eq!(cluster(Some("true")), subset("v2"), "{file}");
+            assert_eq!(cluster(None), subset("v1"), "{file}");
+            assert_eq!(cluster(Some("false")), subset("v1"), "{file}");
+        }
+    }
 }
