@@ -42,7 +42,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: lifecycle tools tools-rust tools-envoy tools-wasm-bindgen tools-bench \
         wasm wasm-crash-test lint fmt-check clippy clippy-wasm test test-native test-wasm \
-        bench bench-e2e clean-tools run graphs test-graph-browser tools-fuzz fuzz-corpus fuzz fuzz-smoke soak
+        bench bench-e2e clean-tools run graphs envoy/sidecar.yaml test-graph-browser tools-fuzz fuzz-corpus fuzz fuzz-smoke soak
 
 ## tools: everything `make test` needs (idempotent)
 tools: tools-rust tools-envoy tools-wasm-bindgen
@@ -147,15 +147,28 @@ tools-fuzz:
 	  flock "$(CARGO_FUZZ_ROOT)/.lock" $(CARGO) install cargo-fuzz --locked --version $(CARGO_FUZZ_VERSION) --root "$(CARGO_FUZZ_ROOT)"; \
 	fi
 
-# Seeds: every example and Istio sample as CLI input, the JSON plugin configs as filter input,
-# the URI regexes of the examples for the regex code. Copied afresh each run (what the fuzzer
-# finds stays in fuzz/corpus/, git-ignored).
+# Seeds: every example and Istio sample as CLI input; for the filter's loader, the compiled
+# tables (`meshroute compile`) of every example that compiles (alone, or with the seed subsets),
+# of Istio's Bookinfo samples and of the JSON plugin configs, and those source configs too; the
+# URI regexes of the examples for the regex code. Copied afresh each run (what the fuzzer finds
+# stays in fuzz/corpus/, git-ignored).
+FUZZ_TABLE_INPUTS := examples/json/*.json tests/fixtures/every-field.json envoy/demo-config.json \
+  tests/fixtures/bookinfo/virtual-service-*.yaml tests/fixtures/rich-traffic-policy.yaml
 fuzz-corpus:
 	@for t in $(FUZZ_TARGETS); do mkdir -p fuzz/corpus/$$t; done
 	@for f in examples/*.yaml envoy/demo/*.yaml tests/fixtures/*.yaml; do \
 	  [ -f "$$f" ] && cp "$$f" "fuzz/corpus/cli_yaml/seed-$$(echo "$$f" | tr / _)"; done; true
 	@for f in envoy/demo-config.json examples/json/*.json; do \
 	  [ -f "$$f" ] && cp "$$f" "fuzz/corpus/plugin_config/seed-$$(echo "$$f" | tr / _)"; done; true
+	@$(CARGO) build --quiet --features cli
+	@target="$$($(CARGO) metadata --no-deps --format-version 1 | $(PYTHON) -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"; \
+	n=0; for f in $(FUZZ_TABLE_INPUTS) examples/*.yaml; do \
+	  [ -f "$$f" ] || continue; \
+	  case "$$f" in *bookinfo/*) extra="-f tests/fixtures/bookinfo/bookinfo.yaml -f tests/fixtures/bookinfo/destination-rule-all.yaml";; \
+	    examples/*.yaml) extra="-f tests/fixtures/seed-subsets.yaml";; *) extra="";; esac; \
+	  out="fuzz/corpus/plugin_config/table-$$(echo "$$f" | tr / _).json"; \
+	  if "$$target/debug/meshroute" compile $$extra -f "$$f" -o "$$out" 2>/dev/null; then n=$$((n + 1)); else rm -f "$$out"; fi; \
+	done; echo "fuzz-corpus: $$n compiled tables for plugin_config"
 	@{ grep -rhoE 'regex: *"?[^"]+' examples tests/fixtures || true; printf '%s\n' '/api/v[0-9]+/.*' '(?i)/a.*' '.*\\.png'; } | \
 	  sed -E 's/regex: *"?//' | sort -u | while IFS= read -r re; do \
 	  printf '%s\n/api/v1/x\n/\n' "$$re" > "fuzz/corpus/regex_index/seed-$$(printf '%s' "$$re" | cksum | cut -d' ' -f1)"; done
@@ -263,6 +276,22 @@ run: tools-envoy wasm
 	echo "+ meshroute run -f envoy/demo"; \
 	ENVOY_BIN="$(ENVOY)" "$$target/release/meshroute" run -f envoy/demo \
 	  --wasm "$$target/wasm32-wasip1/release/meshroute_filter.wasm"
+
+## envoy/sidecar.yaml: rewrites the filter configuration embedded in envoy/sidecar.yaml with the
+## table `meshroute compile` makes of envoy/demo-config.json (the readable source); the lines under
+## its `value: |` are replaced, the rest of the file is kept (tests/e2e_filter.rs checks they agree)
+envoy/sidecar.yaml:
+	$(CARGO) build --quiet --features cli
+	@target="$$($(CARGO) metadata --no-deps --format-version 1 | $(PYTHON) -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"; \
+	table="$$(mktemp)"; trap 'rm -f "$$table" "$@.tmp"' EXIT; \
+	"$$target/debug/meshroute" compile -f envoy/demo-config.json -o "$$table"; \
+	awk -v table="$$table" ' \
+	  skip && (/^ *$$/ || match($$0, /^ */) && RLENGTH >= indent) { next } \
+	  { skip = 0; print } \
+	  /^ *value: \|$$/ { indent = match($$0, /[^ ]/) + 1; pad = sprintf("%*s", indent, ""); \
+	    while ((getline line < table) > 0) print pad line; skip = 1 }' "$@" > "$@.tmp"; \
+	mv "$@.tmp" "$@"; \
+	echo "envoy/sidecar.yaml: table of envoy/demo-config.json embedded"
 
 ## clean-tools: forget installed tools (they are reinstalled on demand)
 clean-tools:

@@ -1,7 +1,9 @@
-//! Configuration loading (`compile_json`: JSON → load → validate → compile) at 10,000 and
-//! 20,000 rules for every match kind, for many VirtualServices and for the error paths, plus
-//! 100,000 mixed rules. Run with `make bench` (or `cargo bench --bench load`);
-//! `docs/benchmarks.md` explains the numbers.
+//! Configuration loading at 10,000 and 20,000 rules for every match kind, for many
+//! VirtualServices and for the error paths, plus 100,000 mixed rules, both halves of it:
+//! compiling (`compile_json`: JSON → load → validate → compile, what `meshroute compile` does
+//! once) and loading the compiled table (`table::load`: parse, check, rebuild the indexes, compile
+//! the regexes — what every filter VM does on each push). Run with `make bench` (or
+//! `cargo bench --bench load`); `docs/benchmarks.md` explains the numbers.
 //!
 //! Loading must be linear: after divan's table, a summary measures each shape at both sizes in
 //! the same run and prints the ratio 20k / 10k (goal ≤ 2.2), the time of 10,000 mixed rules
@@ -11,7 +13,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 use divan::{black_box, Bencher};
-use meshroute::compile_json;
+use meshroute::{compile_json, table};
 use serde_json::{json, Value};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -92,6 +94,11 @@ fn main() {
     // by stage (best of 3), the split docs/benchmarks.md quotes.
     if let Some(n) = std::env::var("LOAD_STAGES").ok().and_then(|n| n.parse::<usize>().ok()) {
         stages(n);
+        return;
+    }
+    // `LOAD_TABLE=1 cargo bench --bench load`: only the table-load summary.
+    if std::env::var_os("LOAD_TABLE").is_some() {
+        table_summary();
         return;
     }
     divan::main();
@@ -176,7 +183,68 @@ fn load(shape: Shape, json: &[u8]) -> bool {
     compiled.table.is_some()
 }
 
+/// The compiled table of a valid shape, as `meshroute compile` writes it for the filter.
+fn table_text(shape: Shape, rules: usize) -> Vec<u8> {
+    table::compile_source(&config(shape, rules)).expect("a valid shape compiles").into_bytes()
+}
+
+/// What each filter VM does with it.
+fn load_table(text: &[u8]) -> bool {
+    table::load(text).map_err(|e| panic!("{e}")).is_ok()
+}
+
 // === Benchmarks ===
+
+fn bench_table_load(b: Bencher, shape: Shape, rules: usize) {
+    let text = table_text(shape, rules);
+    b.bench_local(|| load_table(black_box(&text)));
+}
+
+/// `table::load` of the compiled table: the filter's part of a push.
+#[divan::bench_group(sample_count = 5, sample_size = 1)]
+mod table_load {
+    use super::*;
+
+    #[divan::bench(args = SIZES)]
+    fn exact(b: Bencher, rules: usize) {
+        bench_table_load(b, Shape::Exact, rules);
+    }
+
+    #[divan::bench(args = SIZES)]
+    fn prefix(b: Bencher, rules: usize) {
+        bench_table_load(b, Shape::Prefix, rules);
+    }
+
+    #[divan::bench(args = SIZES)]
+    fn regex(b: Bencher, rules: usize) {
+        bench_table_load(b, Shape::Regex, rules);
+    }
+
+    #[divan::bench(args = SIZES)]
+    fn headers(b: Bencher, rules: usize) {
+        bench_table_load(b, Shape::Headers, rules);
+    }
+
+    #[divan::bench(args = SIZES)]
+    fn query_params(b: Bencher, rules: usize) {
+        bench_table_load(b, Shape::Query, rules);
+    }
+
+    #[divan::bench(args = SIZES)]
+    fn mixed(b: Bencher, rules: usize) {
+        bench_table_load(b, Shape::Mixed, rules);
+    }
+
+    #[divan::bench(args = SIZES)]
+    fn many_virtual_services(b: Bencher, rules: usize) {
+        bench_table_load(b, Shape::ManyVs, rules);
+    }
+
+    #[divan::bench(args = SIZES)]
+    fn many_services(b: Bencher, rules: usize) {
+        bench_table_load(b, Shape::ManyServices, rules);
+    }
+}
 
 fn bench_load(b: Bencher, shape: Shape, rules: usize) {
     let json = config(shape, rules);
@@ -288,7 +356,81 @@ fn heap_of_load(json: &[u8]) -> (usize, usize) {
     (peak, kept)
 }
 
+/// As [`heap_of_load`], for the filter's `table::load` of a compiled table.
+fn heap_of_table_load(text: &[u8]) -> (usize, usize) {
+    let before = LIVE.load(Ordering::Relaxed);
+    PEAK.store(before, Ordering::Relaxed);
+    let loaded = table::load(text);
+    let kept = LIVE.load(Ordering::Relaxed).saturating_sub(before);
+    let peak = PEAK.load(Ordering::Relaxed).saturating_sub(before);
+    drop(loaded);
+    (peak, kept)
+}
+
 // === Summary ===
+
+/// Median wall time of a few table loads.
+fn median_table_load(text: &[u8], runs: usize) -> Duration {
+    let mut times: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            black_box(load_table(black_box(text)));
+            t.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[times.len() / 2]
+}
+
+/// The filter's half: `table::load` per shape and size, the goals of each VM's load.
+fn table_summary() {
+    println!("\nTable load, what each filter VM does per push (medians of 5 loads, same run)");
+    println!("{:<24} {:>10} {:>10} {:>8}  goal ≤ 2.2   (table text at 10k)", "shape", "10k rules", "20k rules", "ratio");
+    let mut mixed_10k = Duration::ZERO;
+    for &shape in SHAPES.iter().filter(|s| !s.is_error()) {
+        let small_text = table_text(shape, 10_000);
+        let small = median_table_load(&small_text, 5);
+        let large = median_table_load(&table_text(shape, 20_000), 5);
+        let ratio = large.as_secs_f64() / small.as_secs_f64();
+        if matches!(shape, Shape::Mixed) {
+            mixed_10k = small;
+        }
+        println!(
+            "{:<24} {:>8.1}ms {:>8.1}ms {:>8.2}  {:<11} ({:.1} MiB)",
+            format!("{shape:?}"),
+            small.as_secs_f64() * 1e3,
+            large.as_secs_f64() * 1e3,
+            ratio,
+            verdict(ratio <= 2.2),
+            mib(small_text.len())
+        );
+    }
+    let big = table_text(Shape::Mixed, 100_000);
+    let t100k = median_table_load(&big, 3);
+    println!(
+        "table load, 10,000 mixed rules: {:.1} ms (goal ≤ 300 ms: {}); 100,000: {:.0} ms (goal ≤ 2 s per VM: {})",
+        mixed_10k.as_secs_f64() * 1e3,
+        verdict(mixed_10k <= Duration::from_millis(300)),
+        t100k.as_secs_f64() * 1e3,
+        verdict(t100k <= Duration::from_secs(2))
+    );
+    println!("{:<24} {:>10} {:>10} {:>8}  goal ≤ 2", "table load heap", "peak", "table", "ratio");
+    for (name, text) in [
+        ("10 mixed rules", table_text(Shape::Mixed, 10)),
+        ("10,000 mixed rules", table_text(Shape::Mixed, 10_000)),
+        ("100,000 mixed rules", big),
+    ] {
+        let (peak, kept) = heap_of_table_load(&text);
+        let ratio = peak as f64 / kept.max(1) as f64;
+        println!(
+            "{name:<24} {:>7.1}MiB {:>7.1}MiB {ratio:>8.2}  {} (input {:.1} MiB)",
+            mib(peak),
+            mib(kept),
+            verdict(ratio <= 2.0),
+            mib(text.len())
+        );
+    }
+}
 
 /// Median wall time of a few loads.
 fn median_load(shape: Shape, json: &[u8], runs: usize) -> Duration {
@@ -320,7 +462,8 @@ fn summary() {
     if std::env::args().skip(1).any(|a| !a.starts_with('-') || a == "--list") {
         return;
     }
-    println!("\nLoad summary (medians of 5 loads, same run; ratios are what the goals bound)");
+    table_summary();
+    println!("\nCompile (meshroute compile, once per change) summary (medians of 5 loads, same run; ratios are what the goals bound)");
     println!("{:<24} {:>10} {:>10} {:>8}  goal ≤ 2.2", "shape", "10k rules", "20k rules", "ratio");
     let mut mixed_10k = Duration::ZERO;
     for &shape in SHAPES {

@@ -235,9 +235,34 @@ pub struct RetryPolicy {
     /// Set when the VirtualService did not say (Istio's default applies).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub is_default: bool,
+    /// For a rule with several destinations of which one may hash consistently: every weighted
+    /// destination, whose hash policies istiod puts on the rule's one route (R225). Such a rule
+    /// gets a route of its own even with Istio's default policy. Empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hash_sources: Vec<HashSource>,
+}
+
+/// One destination of a rule with several (istiod's weighted route), as istiod looks up the hash
+/// policy it adds for it to the route (`ROUTE processWeightedDestination`,
+/// `HashForHTTPDestination`): the host as written (resolved, before any ExternalName alias), the
+/// subset, and the port only when the destination names one (port-level settings count only then).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HashSource {
+    pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subset: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u32>,
 }
 
 impl RetryPolicy {
+    /// Whether the filter names this policy's route (R221): a policy of the VirtualService's own,
+    /// or a weighted rule's whose route carries its destinations' hash policies (R225).
+    pub fn has_own_route(&self) -> bool {
+        !self.is_default || !self.hash_sources.is_empty()
+    }
+
     pub fn istio_default() -> Self {
         let mut p = RetryPolicy::from_retry_on(2, DEFAULT_RETRY_ON);
         p.is_default = true;
@@ -261,6 +286,7 @@ impl RetryPolicy {
             previous_hosts: None,
             single_destination: false,
             is_default: false,
+            hash_sources: Vec::new(),
         }
     }
 
@@ -270,7 +296,7 @@ impl RetryPolicy {
     /// without sharing a table, and equal policies share one route.
     pub fn route_id(&self) -> String {
         let ms = |d: Option<Duration>| d.map_or(String::new(), |d| d.as_millis().to_string());
-        let canonical = format!(
+        let mut canonical = format!(
             "{}|{}|{}|{}|{}|{}|{}|{:?}|{}|{}",
             self.attempts,
             self.retry_on,
@@ -283,6 +309,11 @@ impl RetryPolicy {
             self.single_destination,
             self.is_default
         );
+        // Only when there are any, so that the ids of all other policies stay what they were.
+        for h in &self.hash_sources {
+            let port = h.port.map_or(String::new(), |p| p.to_string());
+            canonical.push_str(&format!("|{}/{}/{port}", h.host, h.subset.as_deref().unwrap_or_default()));
+        }
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         for b in canonical.bytes() {
             h ^= u64::from(b);
@@ -320,6 +351,7 @@ impl RetryPolicy {
             previous_hosts: None,
             single_destination: false,
             is_default: false,
+            hash_sources: Vec::new(),
         }
     }
 }
@@ -439,6 +471,8 @@ struct Ctx<'a> {
     /// ExternalName Services: alias FQDN → `externalName` (K14).
     aliases: HashMap<String, String>,
     clusters: BTreeMap<String, ClusterRef>,
+    /// Hosts of the DestinationRules that hash consistently somewhere (R225).
+    hashing: HashingHosts,
     diags: &'a mut Diagnostics,
     origins: &'a HashMap<(usize, usize), crate::delegate::Origin>,
     written: &'a HashMap<(usize, usize), usize>,
@@ -512,6 +546,7 @@ impl RouteTable {
             service_ports,
             aliases,
             clusters: BTreeMap::new(),
+            hashing: HashingHosts::new(bundle),
             diags,
             origins: &merged.origins,
             written: &merged.written,
@@ -1022,6 +1057,7 @@ fn compile_rule(ctx: &mut Ctx<'_>, res: &Resource, r: &crd::HttpRoute, index: us
         // Reported by validation; a delegating rule routes nothing here.
         return None;
     }
+    let mut hash_sources = Vec::new();
     let action = if let Some(rd) = &r.redirect {
         Action::Redirect(Redirect {
             uri: rd.uri.clone(),
@@ -1059,6 +1095,13 @@ fn compile_rule(ctx: &mut Ctx<'_>, res: &Resource, r: &crd::HttpRoute, index: us
             if weight == 0 {
                 continue;
             }
+            if !single {
+                hash_sources.push(HashSource {
+                    host: host::resolve(&dest.host, &res.namespace, &ctx.settings.domain_suffix),
+                    subset: dest.subset.clone().filter(|s| !s.is_empty()),
+                    port: dest.port.as_ref().map(|p| p.number).filter(|p| *p != 0),
+                });
+            }
             let (cluster, host, port, port_from_request) = ctx.cluster_for(dest, &res.namespace, false);
             let (rq, rs) = header_ops(d.headers.as_ref());
             destinations.push(Dest {
@@ -1076,7 +1119,7 @@ fn compile_rule(ctx: &mut Ctx<'_>, res: &Resource, r: &crd::HttpRoute, index: us
         let total_weight = destinations.iter().map(|d| u64::from(d.weight)).sum();
         Action::Forward { destinations, total_weight }
     };
-    let retry = match &r.retries {
+    let mut retry = match &r.retries {
         None => RetryPolicy::istio_default(),
         Some(rt) if rt.attempts <= 0 => RetryPolicy::disabled(),
         Some(rt) => {
@@ -1090,9 +1133,12 @@ fn compile_rule(ctx: &mut Ctx<'_>, res: &Resource, r: &crd::HttpRoute, index: us
             p
         }
     };
+    if hash_sources.iter().any(|h| ctx.hashing.may_hash(&h.host)) {
+        retry.hash_sources = hash_sources;
+    }
     // The clusters this rule sends to carry its policy, so `meshroute envoy` writes its route.
     if let Action::Forward { destinations, .. } = &action {
-        if !retry.is_default {
+        if retry.has_own_route() {
             for d in destinations {
                 ctx.attach_policy(d, &retry);
             }
@@ -1226,6 +1272,46 @@ fn add_alias_routes(
         for name in host::alt_names(alias, &settings.namespace, &settings.domain_suffix) {
             registry_exact.entry(name).or_default().extend(routes.iter().cloned());
         }
+    }
+}
+
+/// The hosts whose DestinationRules set `consistentHash` anywhere (top level, a port, a subset):
+/// which weighted rules may need their destinations' hash policies on a route of their own
+/// (R225). A superset of what a proxy applies (no visibility or merging here): the Envoy
+/// generator looks each destination's rule up as istiod does, and a rule none of whose
+/// destinations hashes then gets a route without `hash_policy`, as it would anyway.
+struct HashingHosts {
+    exact: std::collections::HashSet<String>,
+    wildcard: Vec<String>,
+}
+
+impl HashingHosts {
+    fn new(bundle: &Bundle) -> Self {
+        let mut out = HashingHosts { exact: std::collections::HashSet::new(), wildcard: Vec::new() };
+        let hashes = |t: &crd::TrafficPolicy| {
+            t.load_balancer.as_ref().is_some_and(|l| l.consistent_hash.is_some())
+                || t.port_level_settings
+                    .iter()
+                    .any(|p| p.load_balancer.as_ref().is_some_and(|l| l.consistent_hash.is_some()))
+        };
+        for (r, dr) in bundle.destination_rules() {
+            let any = dr.traffic_policy.as_ref().is_some_and(hashes)
+                || dr.subsets.iter().any(|s| s.traffic_policy.as_ref().is_some_and(hashes));
+            if !any {
+                continue;
+            }
+            let h = host::resolve(&dr.host, &r.namespace, &bundle.settings.domain_suffix);
+            if h.starts_with('*') {
+                out.wildcard.push(h);
+            } else {
+                out.exact.insert(h);
+            }
+        }
+        out
+    }
+
+    fn may_hash(&self, h: &str) -> bool {
+        self.exact.contains(h) || self.wildcard.iter().any(|w| host::matches(w, h))
     }
 }
 

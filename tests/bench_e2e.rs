@@ -183,6 +183,14 @@ fn yaml_single_quoted(s: &str) -> String {
     s.replace('\'', "''")
 }
 
+/// The filter's configuration for a source configuration: the compiled table (what
+/// `meshroute compile` writes; the filter loads nothing else), single-quoted for the YAML.
+fn filter_config(source: &Value) -> String {
+    let table = meshroute::table::compile_source(source.to_string().as_bytes())
+        .unwrap_or_else(|e| panic!("the bench's configuration does not compile:\n{e}"));
+    yaml_single_quoted(&table)
+}
+
 /// The upstream Envoy and the Envoy under test, with `n_rules` generated rules.
 struct Bench {
     envoy: Envoy,
@@ -199,12 +207,12 @@ impl Bench {
                 ("ISTIO_RETRY", ISTIO_RETRY),
                 ("SIDECAR_ROUTES", &sidecar_routes(true)),
                 ("SIDECAR_ROUTES_HINTS", &sidecar_routes(false)),
-                ("HINTS_CONFIG", &yaml_single_quoted(&hints_config().to_string())),
-                ("EACH_CONFIG", &yaml_single_quoted(&each_config().to_string())),
+                ("HINTS_CONFIG", &filter_config(&hints_config())),
+                ("EACH_CONFIG", &filter_config(&each_config())),
                 ("NOOP_WASM", &wasm_path("meshroute_noop").display().to_string()),
                 ("MESH_WASM", &wasm_path("meshroute_filter").display().to_string()),
-                ("SEED_CONFIG", &yaml_single_quoted(&seed_config().to_string())),
-                ("RULES_CONFIG", &yaml_single_quoted(&rules_config(n_rules).to_string())),
+                ("SEED_CONFIG", &filter_config(&seed_config())),
+                ("RULES_CONFIG", &filter_config(&rules_config(n_rules))),
                 ("NATIVE_RULES", &native_rules(n_rules)),
                 ("CLUSTERS", &clusters(upstream.port("LISTENER_PORT"))),
             ],
@@ -802,13 +810,16 @@ fn quiet_but_wasm() -> EnvoyOptions {
 }
 
 fn load_sample(module: &str, root_id: &str, config: &Value, vms: u64) -> LoadSample {
+    // The do-nothing module reads no configuration; meshroute's is the compiled table, compiled
+    // before the clock starts (the CLI does that, not the proxy).
+    let config = if vms == 0 { yaml_single_quoted(&config.to_string()) } else { filter_config(config) };
     let started = Instant::now();
     let envoy = Envoy::start_with(
         LOAD_TEMPLATE,
         &[
             ("WASM", &wasm_path(module).display().to_string()),
             ("ROOT_ID", root_id),
-            ("CONFIG", &yaml_single_quoted(&config.to_string())),
+            ("CONFIG", &config),
         ],
         EnvoyOptions { concurrency: 2, ready_timeout: Duration::from_secs(300), ..quiet_but_wasm() },
     );
@@ -912,11 +923,11 @@ const LDS_LISTENER: &str = include_str!("fixtures/e2e-lds-listener.yaml");
 
 /// Writes the listener discovery file whole, then moves it into place (what Envoy's directory
 /// watch reacts to), as a control plane pushing a new filter configuration would.
-fn write_listener(dir: &std::path::Path, config: &Value) {
+fn write_listener(dir: &std::path::Path, plugin_config: &str) {
     let vars: std::collections::HashMap<String, String> = [
         ("LISTENER_PORT", "0".to_string()),
         ("WASM", wasm_path("meshroute_filter").display().to_string()),
-        ("PLUGIN_CONFIG", yaml_single_quoted(&config.to_string())),
+        ("PLUGIN_CONFIG", plugin_config.to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -938,7 +949,7 @@ fn longest_request_wait_during_a_100k_rule_push() {
     let rules: usize = env_number("BENCH_E2E_PUSH_RULES", 100_000) as usize;
     let dir = std::env::temp_dir().join(format!("meshroute-bench-push-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("push dir");
-    write_listener(&dir, &mixed_rules_config(10));
+    write_listener(&dir, &filter_config(&mixed_rules_config(10)));
     let passthrough = Upstream::named("passthrough");
     let (lds_dir, pt_port) = (dir.display().to_string(), passthrough.port().to_string());
     let envoy = Envoy::start_with(
@@ -969,8 +980,10 @@ fn longest_request_wait_during_a_100k_rule_push() {
         .collect();
     std::thread::sleep(Duration::from_millis(500));
     let loaded_before = counter(&envoy, "wasmcustom.meshroute.config.loaded");
+    // Compiled before the push, as the CLI does ahead of any control plane.
+    let big = filter_config(&mixed_rules_config(rules));
     let pushed = Instant::now();
-    write_listener(&dir, &mixed_rules_config(rules));
+    write_listener(&dir, &big);
     let deadline = pushed + Duration::from_secs(300);
     // Envoy's main thread loads too, and its admin does not answer meanwhile: poll leniently.
     let loaded = |envoy: &Envoy| {
@@ -1038,7 +1051,7 @@ fn rss_mb(pid: u32) -> f64 {
 #[ignore = "load test: run with `make bench-e2e`"]
 fn module_size_and_cold_start_at_10_rules() {
     let template = include_str!("fixtures/e2e-filter.yaml");
-    let config = yaml_single_quoted(&rules_config(10).to_string());
+    let config = filter_config(&rules_config(10));
     let passthrough = Upstream::named("passthrough");
     let port = passthrough.port().to_string();
     let start = |module: &str| -> (f64, f64) {
@@ -1168,8 +1181,8 @@ fn a_dead_black_holed_or_refusing_mirror_against_the_primary_alone_at_a_fixed_ra
     let rounds = env_number("BENCH_E2E_MIRROR_ROUNDS", 5).max(1) as usize;
     let upstream = Envoy::start_with(UPSTREAM_TEMPLATE, &[], quiet());
     let up = upstream.port("LISTENER_PORT");
-    let plain = yaml_single_quoted(&seed_config().to_string());
-    let mirrored = yaml_single_quoted(&mirrored_seed_config().to_string());
+    let plain = filter_config(&seed_config());
+    let mirrored = filter_config(&mirrored_seed_config());
     let routes = sidecar_routes(true);
     let wasm = wasm_path("meshroute_filter").display().to_string();
     // The broken peers, alive while their Envoys run.

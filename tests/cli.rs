@@ -179,7 +179,7 @@ fn seed_expectations() -> BTreeMap<&'static str, (i32, Vec<&'static str>)> {
         ("loadbalancer-config.yaml", (0, vec!["IST0174"])),
         ("locality-lb.yaml", (0, vec!["IST0174"])),
         ("outlier-detection.yaml", (0, vec!["IST0174"])),
-        ("retry-config.yaml", (0, vec!["MR0004", "MR0005"])),
+        ("retry-config.yaml", (0, vec!["MR0004", "MR0005", "MR0007"])),
         ("timeout-config.yaml", (0, vec![])),
         ("traffic-mirroring.yaml", (1, vec!["IST0101", "IST0101", "IST0101", "IST0133", "MR0003"])),
         ("uri-route.yaml", (1, vec!["IST0101", "IST0101"])),
@@ -926,6 +926,69 @@ fn envoy_refuses_a_gateway_that_does_not_exist() {
         meshroute(&["envoy", "-f", "examples/ingress-gateway.yaml", "--gateway", "default/nope", "--wasm", "x.wasm"]);
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("default/nope"), "{}", out.stderr);
+}
+
+/// The retry fields only route configuration carries (R220, R221): MR0007 where the filter hints
+/// the policy (plain plugin configuration, `compile`, `validate`), none where the generated
+/// routes carry it (`envoy`; the filter's settings behind `compile --as envoyfilter`), and none
+/// for what a hint does anyway (`retryIgnorePreviousHosts: false`) or where istiod writes no
+/// policy (`attempts: 0`).
+#[test]
+fn retry_fields_only_routes_carry_are_reported_exactly_where_they_are_lost() {
+    let dir = temp_dir("retry-truth");
+    let vs = write(
+        &dir,
+        "vs.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: b, namespace: default}\nspec:\n  \
+         hosts: [b.example.com]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: STATIC\n  \
+         endpoints: [{address: 127.0.0.1}]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n\
+         metadata: {name: b, namespace: default}\nspec:\n  hosts: [b.example.com]\n  http:\n  \
+         - match: [{uri: {prefix: /all}}]\n    route: [{destination: {host: b.example.com}}]\n    \
+         retries: {attempts: 3, retryOn: 5xx, backoff: 100ms, retryIgnorePreviousHosts: true, retryRemoteLocalities: true}\n  \
+         - match: [{uri: {prefix: /other}}]\n    route: [{destination: {host: b.example.com}}]\n    \
+         retries: {attempts: 2, retryIgnorePreviousHosts: false}\n  \
+         - route: [{destination: {host: b.example.com}}]\n    retries: {attempts: 0, backoff: 1s}\n",
+    );
+    let lost = [
+        "spec.http[0].retries.backoff: retry back-off is not applied",
+        "spec.http[0].retries.retryIgnorePreviousHosts: retryIgnorePreviousHosts: true is not applied",
+        "spec.http[0].retries.retryRemoteLocalities: retryRemoteLocalities: true is not applied",
+    ];
+    let mr0007 = |text: &str| text.lines().filter(|l| l.contains("(MR0007)")).map(str::to_string).collect::<Vec<_>>();
+
+    // The filter alone hints: exactly the three fields of the first rule are lost.
+    for (cmd, text) in [
+        ("validate", meshroute(&["validate", "-f", &vs]).stdout),
+        ("compile", meshroute(&["compile", "-f", &vs]).stderr),
+        ("envoyfilter without settings", meshroute(&["compile", "--as", "envoyfilter", "-f", &vs]).stderr),
+    ] {
+        let got = mr0007(&text);
+        assert_eq!(got.len(), lost.len(), "{cmd}:\n{text}");
+        for (line, want) in got.iter().zip(lost) {
+            assert!(line.contains(want), "{cmd}: {line:?} lacks {want:?}");
+        }
+    }
+
+    // The generated routes carry them all: no MR0007, and the route has every part.
+    let out_file = dir.join("envoy.yaml");
+    let out = meshroute(&["envoy", "-f", &vs, "--wasm", "x.wasm", "-o", &out_file.display().to_string()]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(mr0007(&out.stderr), Vec::<String>::new(), "{}", out.stderr);
+    let text = std::fs::read_to_string(&out_file).expect("written");
+    for needle in ["retry_back_off", "base_interval: \"0.1s\"", "previous_priorities", "previous_hosts"] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+
+    // So does a filter given both settings (what `compile --as envoyfilter` asks for).
+    let settings = write(&dir, "proxy.yaml", "retryPolicyOnRoute: true\nretryPolicyRoutes: true\n");
+    for args in [&["validate"][..], &["compile"], &["compile", "--as", "envoyfilter"]] {
+        let out = meshroute(&[args, &["-f", &vs, "--settings", &settings]].concat());
+        assert_eq!(out.code, 0, "{args:?}: {}", out.stderr);
+        assert_eq!(mr0007(&format!("{}{}", out.stdout, out.stderr)), Vec::<String>::new(), "{args:?}");
+    }
+    // retryPolicyOnRoute alone still hints a rule's own policy.
+    let on_route = write(&dir, "on-route.yaml", "retryPolicyOnRoute: true\n");
+    assert_eq!(mr0007(&meshroute(&["validate", "-f", &vs, "--settings", &on_route]).stdout).len(), lost.len());
 }
 
 /// Certificates for TLS tests, made with the `openssl` command.

@@ -151,6 +151,18 @@ pub struct Loaded {
 impl Loaded {
     /// Reads and compiles. Input errors are printed and make the caller exit 2.
     pub fn read(args: &InputArgs, to_stdout: bool) -> Result<Loaded, ExitCode> {
+        Self::read_as(args, to_stdout, false)
+    }
+
+    /// [`Loaded::read`] for commands that run the filter behind routes they generate (`envoy`,
+    /// `run`, `apply`, `up`, `canary`): the filter gets `retryPolicyOnRoute` and
+    /// `retryPolicyRoutes` there (`meshroute::envoy::filter_config`), so the input is checked and
+    /// compiled with them too, and no MR0007 claims a retry field those routes apply is lost.
+    pub fn read_generated(args: &InputArgs) -> Result<Loaded, ExitCode> {
+        Self::read_as(args, false, true)
+    }
+
+    fn read_as(args: &InputArgs, to_stdout: bool, generated_routes: bool) -> Result<Loaded, ExitCode> {
         let mut inputs = Inputs::read(&args.files, args.settings.as_deref());
         match &args.mesh_config {
             Some(m) => inputs.add_mesh_config_file(m),
@@ -168,7 +180,11 @@ impl Loaded {
                 eprintln!("{e}");
             }
         }
-        let (mut bundle, diags) = load_value(inputs.plugin_config(args.gateway.as_deref()));
+        let mut config = inputs.plugin_config(args.gateway.as_deref());
+        if generated_routes {
+            meshroute::envoy::with_retry_policy_routes(&mut config);
+        }
+        let (mut bundle, diags) = load_value(config);
         // Gateway credentials are checked for expiry against this machine's clock.
         bundle.registry.now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
