@@ -506,7 +506,7 @@ fn the_deploy_manifests_are_what_compile_as_writes() {
         assert!(text[..at].lines().all(|l| l.starts_with('#')), "{file}: only comments above the generated part");
         assert!(
             text[at..] == out.stdout,
-            "{file} is not what `meshroute compile --as {kind}` writes now: regenerate it with the command at its top"
+            "{file} is not what `meshroute compile --as {kind}` writes now: regenerate it with `make deploy-istio`"
         );
     }
 }
