@@ -113,11 +113,11 @@ to meshroute; keep the resources (they are what validate, diff and apply read).
 
 With --as, the output is the Istio resource (YAML) that attaches the filter with this table as
 pluginConfig: namespace and selector from settings.namespace and settings.labels, outbound
-(CLIENT) traffic for a sidecar, FAIL_CLOSE (or --fail-strategy reload: FAIL_RELOAD, Istio >= 1.27), the
-module from --image.
+(CLIENT) traffic for a sidecar, FAIL_CLOSE (or --fail-strategy reload: FAIL_RELOAD, Istio >= 1.27),
+the module from --image.
 
 Examples:
-  meshroute compile -f examples/ -o table.json
+  meshroute compile -f k8s/traffic/ --settings proxy.yaml -o table.json
   meshroute compile -f vs.yaml --settings proxy.yaml --gateway istio-system/public-gateway
   meshroute compile -f k8s/traffic/ --settings proxy.yaml --as wasmplugin --image oci://registry/meshroute:0.1.0")]
 struct CompileArgs {
