@@ -208,11 +208,13 @@ fn forward_edits(table: &RouteTable, m: &Matched<'_>, dest: &Dest, req: &dyn Req
 /// hinted: `x-envoy-max-retries` (0 where retries are off, selecting a hand-written route without
 /// a policy) and the conditions.
 fn retry_hints(table: &RouteTable, r: &RetryPolicy, edits: &mut Vec<HeaderOp>) {
-    if table.retry_policy_on_route && r.is_default {
+    // A weighted rule whose destinations hash has a route of its own even with Istio's default
+    // policy (R225); without `retryPolicyRoutes` there is none, and the default stays unhinted.
+    if table.retry_policy_routes && r.has_own_route() {
+        edits.push(set(crate::compile::RETRY_POLICY_HEADER, r.route_id()));
         return;
     }
-    if table.retry_policy_routes {
-        edits.push(set(crate::compile::RETRY_POLICY_HEADER, r.route_id()));
+    if table.retry_policy_on_route && r.is_default {
         return;
     }
     edits.push(set("x-envoy-max-retries", r.attempts.to_string()));
@@ -536,6 +538,51 @@ mod tests {
         // hinted, and `x-envoy-max-retries` selects its route without a policy.
         let p = plan_for(&again, &Request::new("GET", "reviews", "/"));
         assert_eq!(p.request_ops[1], s("x-envoy-max-retries", "3"));
+    }
+
+    /// R225: a weighted rule whose destinations may hash names its own route (which carries
+    /// every destination's hash policy) even with Istio's default policy — only where such
+    /// routes exist (`retryPolicyRoutes`); a single destination or a rule whose DestinationRule
+    /// does not hash keeps the header-less default route.
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    fn a_weighted_rule_whose_destinations_hash_names_its_own_route() {
+        let weighted = json!([{"route": [{"destination": {"host": "reviews", "subset": "v1"}, "weight": 50},
+                                         {"destination": {"host": "reviews", "subset": "v2"}, "weight": 50}]}]);
+        let hashing = |http: &serde_json::Value, settings: serde_json::Value| {
+            let cfg = json!({"settings": settings, "resources": [
+                {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+                 "metadata": {"name": "reviews", "namespace": "default"}, "spec": {"hosts": ["reviews"], "http": http}},
+                {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+                 "metadata": {"name": "reviews", "namespace": "default"},
+                 "spec": {"host": "reviews", "trafficPolicy": {"loadBalancer": {"consistentHash": {"httpHeaderName": "u"}}},
+                          "subsets": [{"name": "v1", "labels": {"version": "v1"}},
+                                      {"name": "v2", "labels": {"version": "v2"}}]}}]});
+            let c = compile_json(cfg.to_string().as_bytes());
+            assert!(!c.diagnostics.has_errors(), "{}", c.diagnostics);
+            c.table.expect("table")
+        };
+        let routes = json!({"retryPolicyOnRoute": true, "retryPolicyRoutes": true});
+        let policy_header = |t: &RouteTable| {
+            let p = plan_for(t, &Request::new("GET", "reviews", "/"));
+            p.request_ops.iter().find_map(|op| match op {
+                HeaderOp::Set(k, v) if k == crate::compile::RETRY_POLICY_HEADER => Some(v.clone()),
+                _ => None,
+            })
+        };
+        let t = hashing(&weighted, routes.clone());
+        let retry = &t.virtual_services[0].rules[0].retry;
+        assert!(retry.is_default);
+        assert_eq!(policy_header(&t), Some(retry.route_id()));
+        // Without its route the default stays unhinted, as before.
+        let t = hashing(&weighted, json!({"retryPolicyOnRoute": true}));
+        let p = plan_for(&t, &Request::new("GET", "reviews", "/"));
+        assert_eq!(p.request_ops.len(), 1, "{:?}", p.request_ops);
+        // One destination: the cluster's own routes carry its hash (R222).
+        let single = json!([{"route": [{"destination": {"host": "reviews", "subset": "v1"}}]}]);
+        assert_eq!(policy_header(&hashing(&single, routes.clone())), None);
+        // No consistent hash anywhere: nothing to carry.
+        assert_eq!(policy_header(&table_with(weighted, routes)), None);
     }
 
     #[cfg_attr(not(target_arch = "wasm32"), test)]

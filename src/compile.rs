@@ -26,8 +26,10 @@ pub const DEFAULT_RETRY_ON: &str = "connect-failure,refused-stream,unavailable,c
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteTable {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub virtual_services: Vec<CompiledVs>,
     /// (host as claimed, VirtualService) in claim order; the host indexes below are built from it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) host_claims: Vec<(String, usize)>,
     /// The proxy's namespace and the cluster domain: the other names of a claimed host.
     pub(crate) namespace: String,
@@ -42,6 +44,7 @@ pub struct RouteTable {
     wildcard_hosts: Vec<(String, Vec<usize>)>,
     #[serde(skip)]
     any_host: Vec<usize>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub registry_only: bool,
     /// Hosts the registry (ServiceEntry) knows, with the default route istiod gives a service
     /// that no VirtualService claims: its `outbound|port||host` cluster.
@@ -57,15 +60,20 @@ pub struct RouteTable {
     pub mirror_max_in_flight: u32,
     pub mirror_timeout_ms: u64,
     /// `settings.retryPolicyOnRoute`: Istio's default retry policy needs no hints.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub retry_policy_on_route: bool,
     /// `settings.retryPolicyRoutes`: every retry policy has its own route (R221).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub retry_policy_routes: bool,
     /// `settings.counterFlushMs`.
     pub counter_flush_ms: u64,
     /// `settings.revision` and whether responses carry it (`settings.revisionHeader`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<crate::config::Revision>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub revision_header: bool,
     /// Every cluster a decision may name, for the CLI's Envoy config and for sanity checks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub clusters: Vec<ClusterRef>,
 }
 
@@ -74,13 +82,16 @@ pub struct RouteTable {
 pub struct ClusterRef {
     pub name: String,
     pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subset: Option<String>,
     pub port: u32,
     /// Only mirrors send to it: the Envoy generator bounds its circuit breakers and connect
     /// timeout so a dead mirror cannot hold the primary's resources (docs/semantics.md R162).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub mirror_only: bool,
     /// The retry policies (other than Istio's default) of the rules that route to it: the Envoy
     /// generator writes one route per policy, and per policy and consistent-hash cluster (R222).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub retry_policies: BTreeSet<RetryPolicy>,
 }
 
@@ -92,6 +103,7 @@ pub struct DefaultRoute {
     pub host: String,
     pub port: u32,
     pub cluster: String,
+    #[serde(default = "RetryPolicy::istio_default", skip_serializing_if = "RetryPolicy::is_istio_default")]
     pub retry: RetryPolicy,
 }
 
@@ -100,8 +112,11 @@ pub struct DefaultRoute {
 pub struct CompiledVs {
     /// `namespace/name`
     pub name: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<Rule>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub entries: Vec<Entry>,
     #[serde(skip)]
     index: PathIndex,
@@ -116,6 +131,7 @@ pub struct CompiledVs {
 pub struct Entry {
     pub rule: usize,
     /// Position in the rule's `match` list; `None` for a rule without `match`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub match_index: Option<usize>,
     pub block: MatchBlock,
 }
@@ -125,6 +141,7 @@ pub struct Entry {
 pub struct Rule {
     /// `namespace/name` of the VirtualService that declares the rule (a gateway host can merge
     /// several).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub virtual_service: String,
     /// Position in `spec.http`.
     pub index: usize,
@@ -172,6 +189,7 @@ pub struct Dest {
     pub route_index: usize,
     /// The cluster; when `port_from_request`, the one on `settings.defaultPort` (what the
     /// Envoy generator declares) — per request use [`Dest::cluster_on`].
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub cluster: String,
     pub host: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -179,6 +197,7 @@ pub struct Dest {
     pub port: u32,
     /// Neither the destination nor the registry fixes the port: the request's port decides
     /// (istio `GetDestinationCluster` falls back to the listener port).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub port_from_request: bool,
     pub weight: u32,
     #[serde(default, skip_serializing_if = "HeaderOps::is_empty")]
@@ -200,21 +219,52 @@ pub struct RetryPolicy {
     pub grpc_retry_on: String,
     /// For `x-envoy-retriable-status-codes`.
     pub retriable_status_codes: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_try_timeout: Option<Duration>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub retry_remote_localities: bool,
     /// `backoff` → the route's `retry_back_off.base_interval` (route configuration only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff: Option<Duration>,
     /// `retryIgnorePreviousHosts` as written; unset means the `previous_hosts` predicate unless
     /// the rule has one destination and it hashes consistently (`RETRY newRetryPolicy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_hosts: Option<bool>,
     /// The rule has exactly one destination (istiod's `len(in.Route) == 1`): with a
     /// consistent-hash destination its default predicate is dropped.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub single_destination: bool,
     /// Set when the VirtualService did not say (Istio's default applies).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub is_default: bool,
+    /// For a rule with several destinations of which one may hash consistently: every weighted
+    /// destination, whose hash policies istiod puts on the rule's one route (R225). Such a rule
+    /// gets a route of its own even with Istio's default policy. Empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hash_sources: Vec<HashSource>,
+}
+
+/// One destination of a rule with several (istiod's weighted route), as istiod looks up the hash
+/// policy it adds for it to the route (`ROUTE processWeightedDestination`,
+/// `HashForHTTPDestination`): the host as written (resolved, before any ExternalName alias), the
+/// subset, and the port only when the destination names one (port-level settings count only then).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HashSource {
+    pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subset: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u32>,
 }
 
 impl RetryPolicy {
+    /// Whether the filter names this policy's route (R221): a policy of the VirtualService's own,
+    /// or a weighted rule's whose route carries its destinations' hash policies (R225).
+    pub fn has_own_route(&self) -> bool {
+        !self.is_default || !self.hash_sources.is_empty()
+    }
+
     pub fn istio_default() -> Self {
         let mut p = RetryPolicy::from_retry_on(2, DEFAULT_RETRY_ON);
         p.is_default = true;
@@ -238,6 +288,7 @@ impl RetryPolicy {
             previous_hosts: None,
             single_destination: false,
             is_default: false,
+            hash_sources: Vec::new(),
         }
     }
 
@@ -247,7 +298,7 @@ impl RetryPolicy {
     /// without sharing a table, and equal policies share one route.
     pub fn route_id(&self) -> String {
         let ms = |d: Option<Duration>| d.map_or(String::new(), |d| d.as_millis().to_string());
-        let canonical = format!(
+        let mut canonical = format!(
             "{}|{}|{}|{}|{}|{}|{}|{:?}|{}|{}",
             self.attempts,
             self.retry_on,
@@ -260,6 +311,11 @@ impl RetryPolicy {
             self.single_destination,
             self.is_default
         );
+        // Only when there are any, so that the ids of all other policies stay what they were.
+        for h in &self.hash_sources {
+            let port = h.port.map_or(String::new(), |p| p.to_string());
+            canonical.push_str(&format!("|{}/{}/{port}", h.host, h.subset.as_deref().unwrap_or_default()));
+        }
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         for b in canonical.bytes() {
             h ^= u64::from(b);
@@ -297,6 +353,7 @@ impl RetryPolicy {
             previous_hosts: None,
             single_destination: false,
             is_default: false,
+            hash_sources: Vec::new(),
         }
     }
 }
@@ -308,7 +365,9 @@ pub const RETRY_POLICY_HEADER: &str = "x-meshroute-retry-policy";
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Fault {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay: Option<(Duration, u32)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abort: Option<(Abort, u32)>,
 }
 
@@ -323,11 +382,14 @@ pub enum Abort {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Mirror {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub cluster: String,
     pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subset: Option<String>,
     pub port: u32,
     /// As [`Dest::port_from_request`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub port_from_request: bool,
     pub ppm: u32,
 }
@@ -335,10 +397,15 @@ pub struct Mirror {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Redirect {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authority: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u32>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub derive_port_from_request: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheme: Option<String>,
     pub code: u32,
 }
@@ -346,9 +413,12 @@ pub struct Redirect {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rewrite {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri: Option<String>,
     #[serde(with = "crate::table::regex_rewrite")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri_regex: Option<(Regex, String)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authority: Option<String>,
 }
 
@@ -403,6 +473,8 @@ struct Ctx<'a> {
     /// ExternalName Services: alias FQDN → `externalName` (K14).
     aliases: HashMap<String, String>,
     clusters: BTreeMap<String, ClusterRef>,
+    /// Hosts of the DestinationRules that hash consistently somewhere (R225).
+    hashing: HashingHosts,
     diags: &'a mut Diagnostics,
     origins: &'a HashMap<(usize, usize), crate::delegate::Origin>,
     written: &'a HashMap<(usize, usize), usize>,
@@ -476,6 +548,7 @@ impl RouteTable {
             service_ports,
             aliases,
             clusters: BTreeMap::new(),
+            hashing: HashingHosts::new(bundle),
             diags,
             origins: &merged.origins,
             written: &merged.written,
@@ -986,6 +1059,7 @@ fn compile_rule(ctx: &mut Ctx<'_>, res: &Resource, r: &crd::HttpRoute, index: us
         // Reported by validation; a delegating rule routes nothing here.
         return None;
     }
+    let mut hash_sources = Vec::new();
     let action = if let Some(rd) = &r.redirect {
         Action::Redirect(Redirect {
             uri: rd.uri.clone(),
@@ -1023,6 +1097,13 @@ fn compile_rule(ctx: &mut Ctx<'_>, res: &Resource, r: &crd::HttpRoute, index: us
             if weight == 0 {
                 continue;
             }
+            if !single {
+                hash_sources.push(HashSource {
+                    host: host::resolve(&dest.host, &res.namespace, &ctx.settings.domain_suffix),
+                    subset: dest.subset.clone().filter(|s| !s.is_empty()),
+                    port: dest.port.as_ref().map(|p| p.number).filter(|p| *p != 0),
+                });
+            }
             let (cluster, host, port, port_from_request) = ctx.cluster_for(dest, &res.namespace, false);
             let (rq, rs) = header_ops(d.headers.as_ref());
             destinations.push(Dest {
@@ -1040,7 +1121,7 @@ fn compile_rule(ctx: &mut Ctx<'_>, res: &Resource, r: &crd::HttpRoute, index: us
         let total_weight = destinations.iter().map(|d| u64::from(d.weight)).sum();
         Action::Forward { destinations, total_weight }
     };
-    let retry = match &r.retries {
+    let mut retry = match &r.retries {
         None => RetryPolicy::istio_default(),
         Some(rt) if rt.attempts <= 0 => RetryPolicy::disabled(),
         Some(rt) => {
@@ -1054,9 +1135,12 @@ fn compile_rule(ctx: &mut Ctx<'_>, res: &Resource, r: &crd::HttpRoute, index: us
             p
         }
     };
+    if hash_sources.iter().any(|h| ctx.hashing.may_hash(&h.host)) {
+        retry.hash_sources = hash_sources;
+    }
     // The clusters this rule sends to carry its policy, so `meshroute envoy` writes its route.
     if let Action::Forward { destinations, .. } = &action {
-        if !retry.is_default {
+        if retry.has_own_route() {
             for d in destinations {
                 ctx.attach_policy(d, &retry);
             }
@@ -1192,6 +1276,46 @@ fn add_alias_routes(
         for name in host::alt_names(alias, &settings.namespace, &settings.domain_suffix) {
             registry_exact.entry(name).or_default().extend(routes.iter().cloned());
         }
+    }
+}
+
+/// The hosts whose DestinationRules set `consistentHash` anywhere (top level, a port, a subset):
+/// which weighted rules may need their destinations' hash policies on a route of their own
+/// (R225). A superset of what a proxy applies (no visibility or merging here): the Envoy
+/// generator looks each destination's rule up as istiod does, and a rule none of whose
+/// destinations hashes then gets a route without `hash_policy`, as it would anyway.
+struct HashingHosts {
+    exact: std::collections::HashSet<String>,
+    wildcard: Vec<String>,
+}
+
+impl HashingHosts {
+    fn new(bundle: &Bundle) -> Self {
+        let mut out = HashingHosts { exact: std::collections::HashSet::new(), wildcard: Vec::new() };
+        let hashes = |t: &crd::TrafficPolicy| {
+            t.load_balancer.as_ref().is_some_and(|l| l.consistent_hash.is_some())
+                || t.port_level_settings
+                    .iter()
+                    .any(|p| p.load_balancer.as_ref().is_some_and(|l| l.consistent_hash.is_some()))
+        };
+        for (r, dr) in bundle.destination_rules() {
+            let any = dr.traffic_policy.as_ref().is_some_and(hashes)
+                || dr.subsets.iter().any(|s| s.traffic_policy.as_ref().is_some_and(hashes));
+            if !any {
+                continue;
+            }
+            let h = host::resolve(&dr.host, &r.namespace, &bundle.settings.domain_suffix);
+            if h.starts_with('*') {
+                out.wildcard.push(h);
+            } else {
+                out.exact.insert(h);
+            }
+        }
+        out
+    }
+
+    fn may_hash(&self, h: &str) -> bool {
+        self.exact.contains(h) || self.wildcard.iter().any(|w| host::matches(w, h))
     }
 }
 

@@ -15,15 +15,19 @@ use crate::request::RequestView;
 #[serde(deny_unknown_fields)]
 pub struct Cors {
     /// `allowOrigins`, or the deprecated `allowOrigin` (exact) when `allowOrigins` is empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_origins: Vec<StrMatch>,
     /// Joined with `,` as istiod does; empty: no header.
     pub allow_methods: String,
     pub allow_headers: String,
     pub expose_headers: String,
     /// Whole seconds, as istiod writes `max_age` (`GetSeconds()`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_age: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_credentials: bool,
     /// `forward_not_matching_preflights`: true unless `unmatchedPreflights: IGNORE`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub forward_unmatched_preflights: bool,
 }
 

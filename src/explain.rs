@@ -192,6 +192,9 @@ pub struct RetryExplained {
     pub route: String,
     /// The VirtualService set no `retries`; Istio's default applies.
     pub istio_default: bool,
+    /// The filter names `route` (a policy of the rule's own, or a weighted rule whose route
+    /// carries its destinations' hash policies, R225); else the header-less default route.
+    pub own_route: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -476,6 +479,7 @@ fn retry(r: &RetryPolicy) -> RetryExplained {
         previous_hosts: r.previous_hosts,
         route: r.route_id(),
         istio_default: r.is_default,
+        own_route: r.has_own_route(),
     }
 }
 

@@ -7,18 +7,13 @@
 //! before the first request) and in every push (each worker redid the whole pipeline on its own
 //! thread). istiod does the same split: Envoy never sees a VirtualService, only its translation.
 //!
-//! Fields at their default (no header operations, no fault, Istio's default retry policy, an
-//! empty match condition…) are left out of the text and filled in on load: the text is what
-//! Envoy parses, copies and hands to every VM, so its size is load time and memory (1 KB per
-//! rule with every field written, ~0.3 KB without).
-//!
 //! The format is versioned ([`FORMAT`]) and strict (unknown fields are refused): a table from
 //! another meshroute version is refused with a message naming both versions, never misread.
 //! A table is refused when a decision could not be carried out from it (a rule index out of
 //! range, no destination to forward to, a status Envoy would not send, settings out of their
 //! bounds); what Istio's semantics forbid was refused by the CLI before the table was written.
 
-use crate::compile::{Abort, Action, Dest, HeaderOps, Rule};
+use crate::compile::{cluster_name, Abort, Action, Dest, HeaderOps, Rule};
 use crate::config::{MAX_MIRROR_BODY_BUDGET, MAX_MIRROR_BODY_LIMIT, MAX_MIRROR_IN_FLIGHT, MAX_MIRROR_TIMEOUT_MS};
 use crate::matcher::{compile_regex, StrMatch};
 use crate::request::PPM;
@@ -74,12 +69,61 @@ struct Probe {
 
 /// The table as the filter's configuration.
 pub fn to_json(table: &RouteTable) -> Result<String, serde_json::Error> {
-    serde_json::to_string(&Out { format: FORMAT, table })
+    serde_json::to_string(&Out { format: FORMAT, table: &shared_names_left_out(table) })
+}
+
+/// What `load` can derive is left out, so the table stays near the size of its source: a rule
+/// names the VirtualService that declared it (almost always the one it sits in), and a
+/// destination's cluster is almost always the cluster template's name for it.
+fn shared_names_left_out(table: &RouteTable) -> RouteTable {
+    let mut t = table.clone();
+    let template = t.cluster_template.clone();
+    for vs in &mut t.virtual_services {
+        for r in &mut vs.rules {
+            if r.virtual_service == vs.name {
+                r.virtual_service.clear();
+            }
+            for_each_cluster(r, |cluster, port, subset, host| {
+                if *cluster == cluster_name(&template, port, subset, host) {
+                    cluster.clear();
+                }
+            });
+        }
+    }
+    t
+}
+
+/// The names `shared_names_left_out` left out, put back.
+fn shared_names_put_back(t: &mut RouteTable) {
+    let template = t.cluster_template.clone();
+    for vs in &mut t.virtual_services {
+        for r in &mut vs.rules {
+            if r.virtual_service.is_empty() {
+                r.virtual_service.clone_from(&vs.name);
+            }
+            for_each_cluster(r, |cluster, port, subset, host| {
+                if cluster.is_empty() {
+                    *cluster = cluster_name(&template, port, subset, host);
+                }
+            });
+        }
+    }
+}
+
+fn for_each_cluster(r: &mut Rule, mut f: impl FnMut(&mut String, u32, Option<&str>, &str)) {
+    if let Action::Forward { destinations, .. } = &mut r.action {
+        for d in destinations {
+            f(&mut d.cluster, d.port, d.subset.as_deref(), &d.host);
+        }
+    }
+    for m in &mut r.mirrors {
+        f(&mut m.cluster, m.port, m.subset.as_deref(), &m.host);
+    }
 }
 
 /// As [`to_json`], indented for people and diffs (the filter reads both).
 pub fn to_json_pretty(table: &RouteTable) -> Result<String, serde_json::Error> {
-    serde_json::to_string_pretty(&Out { format: FORMAT, table })
+    serde_json::to_string_pretty(&Out { format: FORMAT, table: &shared_names_left_out(table) })
 }
 
 /// meshroute's source form (`{"resources", "settings", "registry"}`, as JSON) compiled into the
@@ -104,6 +148,7 @@ pub fn load(bytes: &[u8]) -> Result<RouteTable, TableError> {
         Ok(In { format, .. }) => return Err(wrong_format(&format)),
         Err(e) => return Err(explain_parse_error(bytes, &e)),
     };
+    shared_names_put_back(&mut table);
     check(&table)?;
     for vs in &mut table.virtual_services {
         vs.reindex();
@@ -130,7 +175,14 @@ fn explain_parse_error(bytes: &[u8], e: &serde_json::Error) -> TableError {
             "this is meshroute's source form (Istio resources and settings); the filter loads the table \
              `meshroute compile` writes from it",
         ),
-        _ => refuse("", format!("not a {FORMAT} table: {e} (line {}, column {})", e.line(), e.column())),
+        Ok(_) => refuse("", format!("not a {FORMAT} table: {e}")),
+        // Not even an object (`null`, a number, an array, broken JSON): serde's own words would
+        // name our internal types.
+        Err(p) if p.is_data() => refuse(
+            "",
+            format!("the configuration is not a JSON object (expected the output of `meshroute compile`), at line {} column {}", p.line(), p.column()),
+        ),
+        Err(p) => refuse("", format!("not JSON: {p}")),
     }
 }
 

@@ -179,7 +179,7 @@ fn seed_expectations() -> BTreeMap<&'static str, (i32, Vec<&'static str>)> {
         ("loadbalancer-config.yaml", (0, vec!["IST0174"])),
         ("locality-lb.yaml", (0, vec!["IST0174"])),
         ("outlier-detection.yaml", (0, vec!["IST0174"])),
-        ("retry-config.yaml", (0, vec!["MR0004", "MR0005"])),
+        ("retry-config.yaml", (0, vec!["MR0004", "MR0005", "MR0007"])),
         ("timeout-config.yaml", (0, vec![])),
         ("traffic-mirroring.yaml", (1, vec!["IST0101", "IST0101", "IST0101", "IST0133", "MR0003"])),
         ("uri-route.yaml", (1, vec!["IST0101", "IST0101"])),
@@ -369,7 +369,7 @@ fn settings_errors_point_into_the_settings_file() {
 // === compile ===
 
 #[test]
-fn compile_output_is_the_plugin_configuration_the_filter_loads() {
+fn compile_output_is_the_table_the_filter_loads() {
     let dir = temp_dir("compile");
     let settings = write(&dir, "proxy.json", "{\"namespace\": \"default\", \"labels\": {\"app\": \"web\"}}");
     let out_file = dir.join("plugin.json");
@@ -386,19 +386,23 @@ fn compile_output_is_the_plugin_configuration_the_filter_loads() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     let text = std::fs::read_to_string(&out_file).expect("output written");
     let v: Value = serde_json::from_str(&text).expect("JSON");
-    assert_eq!(v["settings"]["labels"]["app"], "web");
-    assert_eq!(v["resources"].as_array().map(Vec::len), Some(2));
-    assert_eq!(v["resources"][0]["spec"]["http"][0]["timeout"], "5s");
+    assert_eq!(v["format"], meshroute::table::FORMAT);
 
-    // What the filter does with it: load and compile with the core.
-    let compiled = meshroute::compile_json(text.as_bytes());
-    assert!(!compiled.diagnostics.has_errors(), "{}", compiled.diagnostics);
-    let table = compiled.table.expect("table");
-    let req = meshroute::Request::new("GET", "checkout-service", "/").with_header("x-priority", "high");
-    let e = table.explain(&req);
-    assert_eq!(e.matched.expect("matched").timeout_ms, Some(5000));
+    // What the filter does with it: load the table and decide.
+    let table = meshroute::table::load(text.as_bytes()).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let high = meshroute::Request::new("GET", "checkout-service", "/").with_header("x-priority", "high");
+    assert_eq!(table.explain(&high).matched.expect("matched").timeout_ms, Some(5000));
+    let low = meshroute::Request::new("GET", "checkout-service", "/");
+    assert_eq!(table.explain(&low).matched.expect("matched").timeout_ms, Some(30000));
+    // The ServiceEntry's host is in the table's registry: istiod's default route to its cluster.
+    let weather = meshroute::Request::new("GET", "weather-api.example.com", "/");
+    match table.decide(&weather, &mut meshroute::SplitMix64(1)) {
+        meshroute::Decision::Default(d) => assert_eq!(d.cluster, "outbound|80||weather-api.example.com"),
+        other => panic!("weather-api.example.com: {other:?}"),
+    }
 
-    // Same table as compiling the YAML directly: the JSON round trip loses nothing.
+    // The same table as the library compiles from the same resources, and the same bytes on
+    // standard output as in the file.
     let direct = meshroute(&[
         "compile",
         "-f",
@@ -409,6 +413,18 @@ fn compile_output_is_the_plugin_configuration_the_filter_loads() {
     ]);
     assert_eq!(direct.code, 0);
     assert_eq!(direct.stdout, text);
+    // The table is not an input: it keeps no resources to read back.
+    let again = meshroute(&["validate", "-f", &out_file.display().to_string()]);
+    assert_eq!(again.code, 2, "{}{}", again.stdout, again.stderr);
+    assert!(again.stdout.contains("this is a compiled table"), "{}{}", again.stdout, again.stderr);
+    let as_settings =
+        meshroute(&["validate", "-f", "examples/timeout-config.yaml", "--settings", &out_file.display().to_string()]);
+    assert_eq!(as_settings.code, 2, "{}{}", as_settings.stdout, as_settings.stderr);
+    assert!(
+        as_settings.stdout.contains("compiled table (`meshroute compile` output), not settings"),
+        "{}",
+        as_settings.stdout
+    );
 }
 
 #[test]
@@ -430,13 +446,69 @@ fn compile_refuses_errors_and_writes_nothing() {
     assert!(!out_file.exists());
 }
 
+/// `--gateway` compiles what that Gateway's proxy serves: the VirtualServices bound to it, not
+/// the mesh's (and the other way round without the flag).
 #[test]
-fn gateway_flag_becomes_the_settings_gateway() {
-    let out =
-        meshroute(&["compile", "-f", "examples/ingress-gateway.yaml", "--gateway", "istio-system/public-gateway"]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let v: Value = serde_json::from_str(&out.stdout).expect("JSON");
-    assert_eq!(v["settings"]["gateway"], "istio-system/public-gateway");
+fn gateway_flag_compiles_the_gateways_routes() {
+    let dir = temp_dir("gateway");
+    let vs = write(
+        &dir,
+        "bound.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: api, namespace: default}\n\
+         spec:\n  hosts: [api.example.com]\n  gateways: [istio-system/public-gateway]\n  http:\n\
+         \x20 - route: [{destination: {host: api.internal.svc.cluster.local, port: {number: 8080}}}]\n",
+    );
+    let decide = |args: &[&str]| {
+        let mut all = vec!["compile", "-f", "examples/ingress-gateway.yaml", &vs];
+        all.extend_from_slice(args);
+        let out = meshroute(&all);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let table = meshroute::table::load(out.stdout.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        let req = meshroute::Request::new("GET", "api.example.com", "/");
+        match table.decide(&req, &mut meshroute::SplitMix64(1)) {
+            meshroute::Decision::Matched(m) => m.destination.map(|d| d.cluster.clone()),
+            _ => None,
+        }
+    };
+    assert_eq!(
+        decide(&["--gateway", "istio-system/public-gateway"]).as_deref(),
+        Some("outbound|8080||api.internal.svc.cluster.local")
+    );
+    assert_eq!(decide(&[]), None, "a sidecar does not serve a VirtualService bound only to a Gateway");
+}
+
+/// deploy/istio/wasmplugin.yaml and trafficextension.yaml carry a compiled table (the filter loads
+/// nothing else), so they are generated: below their comments, each is exactly what the command
+/// it names writes from deploy/istio/example/ (regenerate after changing meshroute's table).
+#[test]
+fn the_deploy_manifests_are_what_compile_as_writes() {
+    for (kind, file) in
+        [("wasmplugin", "deploy/istio/wasmplugin.yaml"), ("trafficextension", "deploy/istio/trafficextension.yaml")]
+    {
+        let out = meshroute(&[
+            "compile",
+            "-f",
+            "deploy/istio/example/product-service.yaml",
+            "--settings",
+            "deploy/istio/example/proxy.yaml",
+            "--as",
+            kind,
+            "--image",
+            "oci://registry.example.com/meshroute:0.1.0",
+            "--fail-strategy",
+            "reload",
+        ]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert!(out.stdout.contains("failStrategy: FAIL_RELOAD"), "{}", out.stdout);
+        let text = std::fs::read_to_string(repo_root().join(file)).expect(file);
+        let at =
+            text.find("# Generated by `meshroute compile --as`").unwrap_or_else(|| panic!("{file}: no generated part"));
+        assert!(text[..at].lines().all(|l| l.starts_with('#')), "{file}: only comments above the generated part");
+        assert!(
+            text[at..] == out.stdout,
+            "{file} is not what `meshroute compile --as {kind}` writes now: regenerate it with `make deploy-istio`"
+        );
+    }
 }
 
 // === explain ===
@@ -854,6 +926,69 @@ fn envoy_refuses_a_gateway_that_does_not_exist() {
         meshroute(&["envoy", "-f", "examples/ingress-gateway.yaml", "--gateway", "default/nope", "--wasm", "x.wasm"]);
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("default/nope"), "{}", out.stderr);
+}
+
+/// The retry fields only route configuration carries (R220, R221): MR0007 where the filter hints
+/// the policy (plain plugin configuration, `compile`, `validate`), none where the generated
+/// routes carry it (`envoy`; the filter's settings behind `compile --as envoyfilter`), and none
+/// for what a hint does anyway (`retryIgnorePreviousHosts: false`) or where istiod writes no
+/// policy (`attempts: 0`).
+#[test]
+fn retry_fields_only_routes_carry_are_reported_exactly_where_they_are_lost() {
+    let dir = temp_dir("retry-truth");
+    let vs = write(
+        &dir,
+        "vs.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: b, namespace: default}\nspec:\n  \
+         hosts: [b.example.com]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: STATIC\n  \
+         endpoints: [{address: 127.0.0.1}]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n\
+         metadata: {name: b, namespace: default}\nspec:\n  hosts: [b.example.com]\n  http:\n  \
+         - match: [{uri: {prefix: /all}}]\n    route: [{destination: {host: b.example.com}}]\n    \
+         retries: {attempts: 3, retryOn: 5xx, backoff: 100ms, retryIgnorePreviousHosts: true, retryRemoteLocalities: true}\n  \
+         - match: [{uri: {prefix: /other}}]\n    route: [{destination: {host: b.example.com}}]\n    \
+         retries: {attempts: 2, retryIgnorePreviousHosts: false}\n  \
+         - route: [{destination: {host: b.example.com}}]\n    retries: {attempts: 0, backoff: 1s}\n",
+    );
+    let lost = [
+        "spec.http[0].retries.backoff: retry back-off is not applied",
+        "spec.http[0].retries.retryIgnorePreviousHosts: retryIgnorePreviousHosts: true is not applied",
+        "spec.http[0].retries.retryRemoteLocalities: retryRemoteLocalities: true is not applied",
+    ];
+    let mr0007 = |text: &str| text.lines().filter(|l| l.contains("(MR0007)")).map(str::to_string).collect::<Vec<_>>();
+
+    // The filter alone hints: exactly the three fields of the first rule are lost.
+    for (cmd, text) in [
+        ("validate", meshroute(&["validate", "-f", &vs]).stdout),
+        ("compile", meshroute(&["compile", "-f", &vs]).stderr),
+        ("envoyfilter without settings", meshroute(&["compile", "--as", "envoyfilter", "-f", &vs]).stderr),
+    ] {
+        let got = mr0007(&text);
+        assert_eq!(got.len(), lost.len(), "{cmd}:\n{text}");
+        for (line, want) in got.iter().zip(lost) {
+            assert!(line.contains(want), "{cmd}: {line:?} lacks {want:?}");
+        }
+    }
+
+    // The generated routes carry them all: no MR0007, and the route has every part.
+    let out_file = dir.join("envoy.yaml");
+    let out = meshroute(&["envoy", "-f", &vs, "--wasm", "x.wasm", "-o", &out_file.display().to_string()]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(mr0007(&out.stderr), Vec::<String>::new(), "{}", out.stderr);
+    let text = std::fs::read_to_string(&out_file).expect("written");
+    for needle in ["retry_back_off", "base_interval: \"0.1s\"", "previous_priorities", "previous_hosts"] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+
+    // So does a filter given both settings (what `compile --as envoyfilter` asks for).
+    let settings = write(&dir, "proxy.yaml", "retryPolicyOnRoute: true\nretryPolicyRoutes: true\n");
+    for args in [&["validate"][..], &["compile"], &["compile", "--as", "envoyfilter"]] {
+        let out = meshroute(&[args, &["-f", &vs, "--settings", &settings]].concat());
+        assert_eq!(out.code, 0, "{args:?}: {}", out.stderr);
+        assert_eq!(mr0007(&format!("{}{}", out.stdout, out.stderr)), Vec::<String>::new(), "{args:?}");
+    }
+    // retryPolicyOnRoute alone still hints a rule's own policy.
+    let on_route = write(&dir, "on-route.yaml", "retryPolicyOnRoute: true\n");
+    assert_eq!(mr0007(&meshroute(&["validate", "-f", &vs, "--settings", &on_route]).stdout).len(), lost.len());
 }
 
 /// Certificates for TLS tests, made with the `openssl` command.

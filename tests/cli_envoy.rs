@@ -209,6 +209,59 @@ fn consistent_hash_header_keeps_a_user_on_one_endpoint() {
     assert!(seen.len() >= 2, "12 users all hashed to one endpoint: {seen:?}");
 }
 
+/// R225: a weighted rule's route hashes on every weighted destination's key, as istiod builds
+/// it. Subset v1 hashes on a header, v2 on a cookie with a TTL: istiod's one route lists both,
+/// so whichever ring-hash cluster is picked, Envoy evaluates the cookie policy too and sets the
+/// missing cookie — on v1's answers as well (with v1's own hash policy only, it would not).
+/// With the cookie sent, each subset keeps the user on one of its endpoints.
+#[test]
+fn a_weighted_rule_hashes_on_every_destinations_key_as_istiod() {
+    let Some(wasm) = available("a_weighted_rule_hashes_on_every_destinations_key_as_istiod") else { return };
+    let ups: Vec<Upstream> = ["a1", "a2", "b1", "b2"].iter().map(|n| Upstream::named(n)).collect();
+    let host = "weighted-hash.internal";
+    let mut eps = String::new();
+    for u in &ups {
+        let version = if u.name().starts_with('a') { "v1" } else { "v2" };
+        eps.push_str(&format!(
+            "  - address: 127.0.0.1\n    ports: {{http: {}}}\n    labels: {{version: {version}}}\n",
+            u.port()
+        ));
+    }
+    let resources = format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: wh, namespace: default}}\nspec:\n  \
+         hosts: [{host}]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports:\n  - {{number: 80, name: http, protocol: HTTP}}\n  \
+         endpoints:\n{eps}---\n\
+         apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: wh, namespace: default}}\nspec:\n  \
+         host: {host}\n  subsets:\n  - name: v1\n    labels: {{version: v1}}\n    \
+         trafficPolicy: {{loadBalancer: {{consistentHash: {{httpHeaderName: x-user}}}}}}\n  - name: v2\n    \
+         labels: {{version: v2}}\n    \
+         trafficPolicy: {{loadBalancer: {{consistentHash: {{httpCookie: {{name: sticky, ttl: 60s}}}}}}}}\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: wh, namespace: default}}\nspec:\n  \
+         hosts: [{host}]\n  http:\n  - route:\n    - {{destination: {{host: {host}, subset: v1}}, weight: 50}}\n    \
+         - {{destination: {{host: {host}, subset: v2}}, weight: 50}}\n"
+    );
+    let p = start(&wasm, "weighted-hash", &resources, None, &[]);
+    // No cookie yet: every answer sets it, v1's included.
+    let fresh: Vec<Response> = (0..30).map(|_| get(p.port, host, "/", &[("x-user", "u1")])).collect();
+    let from_v1 = fresh.iter().filter(|r| r.header("x-upstream").is_some_and(|u| u.starts_with('a'))).count();
+    // Each request picks v1 with probability 1/2: none of 30 is a 2^-30 event.
+    assert!(from_v1 > 0 && from_v1 < 30, "weights ignored: {:?}", counts(&fresh));
+    for r in &fresh {
+        assert_eq!(r.status, 200, "{r:?}");
+        let cookie = r.header("set-cookie").unwrap_or_default();
+        assert!(cookie.starts_with("sticky="), "{:?} set no cookie: {r:?}", r.header("x-upstream"));
+    }
+    // With the cookie: one endpoint per subset.
+    let sticky: Vec<Response> =
+        (0..30).map(|_| get(p.port, host, "/", &[("x-user", "u1"), ("cookie", "sticky=abc")])).collect();
+    let seen: std::collections::BTreeSet<String> =
+        sticky.iter().map(|r| r.header("x-upstream").unwrap_or("-").to_string()).collect();
+    let v1 = seen.iter().filter(|u| u.starts_with('a')).count();
+    let v2 = seen.iter().filter(|u| u.starts_with('b')).count();
+    assert!(v1 <= 1 && v2 <= 1 && !seen.contains("-"), "the user moved between endpoints of a subset: {seen:?}");
+    assert!(sticky.iter().all(|r| r.header("set-cookie").is_none()), "a cookie was sent: no new one");
+}
+
 #[test]
 fn locality_distribute_sends_about_80_percent_to_the_local_region() {
     let Some(wasm) = available("locality_distribute_sends_about_80_percent_to_the_local_region") else { return };

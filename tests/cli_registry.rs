@@ -66,7 +66,7 @@ fn bookinfo_validates_and_explains_to_port_9080_with_or_without_its_services() {
 }
 
 #[test]
-fn foreign_kinds_are_info_lines_and_compile_ships_a_compact_registry() {
+fn foreign_kinds_are_info_lines_and_the_compiled_table_routes_the_services() {
     let extra = write(
         "extra.yaml",
         "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: a}\n---\n\
@@ -88,18 +88,31 @@ fn foreign_kinds_are_info_lines_and_compile_ships_a_compact_registry() {
     let dr = format!("{BI}destination-rule-all.yaml");
     let c = meshroute(&["compile", "-f", &svc, "-f", &dr, "-f", &extra]);
     assert_eq!(c.code, 0, "{}", c.stderr);
-    let pc: serde_json::Value = serde_json::from_str(&c.stdout).unwrap();
-    let kinds: Vec<&str> = pc["resources"].as_array().unwrap().iter().filter_map(|r| r["kind"].as_str()).collect();
-    assert_eq!(kinds, ["DestinationRule"; 4], "only Istio kinds stay resources");
-    let services = pc["registry"]["services"].as_array().unwrap();
-    assert_eq!(services.len(), 4);
-    assert_eq!(services[0]["ports"][0], serde_json::json!({"name": "http", "port": 9080, "protocol": "HTTP"}));
-    assert_eq!(pc["registry"]["workloads"].as_array().unwrap().len(), 6, "one label set per Deployment");
-    // The compiled configuration is itself a valid input, explaining the same.
+    // The table carries the Services as its registry (their ports, not the objects): a host
+    // without a VirtualService gets istiod's default route on its port; a foreign object is none.
+    let table = meshroute::table::load(c.stdout.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    let default_route = |authority: &str| match table
+        .decide(&meshroute::Request::new("GET", authority, "/"), &mut meshroute::SplitMix64(1))
+    {
+        meshroute::Decision::Default(d) => Some(d.cluster.clone()),
+        _ => None,
+    };
+    for svc in ["productpage", "details", "ratings", "reviews"] {
+        let want = format!("outbound|9080||{svc}.default.svc.cluster.local");
+        assert_eq!(default_route(&format!("{svc}:9080")).as_deref(), Some(want.as_str()), "{svc}");
+    }
+    assert_eq!(default_route("a:80"), None, "an Ingress is no registry host");
+    let table_json: serde_json::Value = serde_json::from_str(&c.stdout).unwrap();
+    let text = table_json.to_string();
+    for foreign in ["Ingress", "AuthorizationPolicy", "Deployment"] {
+        assert!(!text.contains(foreign), "the table keeps no {foreign}");
+    }
+    // The table is what the filter loads, not an input: giving it back is refused, by name.
     let pc_file = write("plugin.json", &c.stdout);
     let vs = format!("{BI}virtual-service-reviews-v3.yaml");
     let e = meshroute(&["explain", "-f", &pc_file, "-f", &vs, "GET", "http://reviews/"]);
-    assert!(e.stdout.contains("outbound|9080|v3|reviews.default.svc.cluster.local"), "{}{}", e.stdout, e.stderr);
+    assert_eq!(e.code, 2, "{}{}", e.stdout, e.stderr);
+    assert!(e.stderr.contains(&format!("{pc_file}:1: this is a compiled table")), "{}{}", e.stdout, e.stderr);
 }
 
 #[test]

@@ -196,7 +196,7 @@ fn browser_requests_get_exactly_what_envoys_cors_filter_gives_istiods_policy() {
             .header("access-control-expose-headers", "x-up"),
     );
     let wasm = wasm_path("meshroute_filter").display().to_string();
-    let config = virtual_service().to_string().replace('\'', "''");
+    let config = filter_configuration(&virtual_service()).replace('\'', "''");
     let routes = native_routes();
     let upstream_port = upstream.port().to_string();
     let dead_port = refused_port().to_string();

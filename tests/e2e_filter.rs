@@ -139,7 +139,7 @@ impl MeshBuilder {
             lines.push(cluster_yaml(name, port));
         }
         let wasm = self.wasm.unwrap_or_else(|| wasm_path("meshroute_filter")).display().to_string();
-        let config = yaml_single_quoted(&self.config.to_string());
+        let config = yaml_single_quoted(&filter_configuration(&self.config));
         let passthrough_port = passthrough.port().to_string();
         let clusters = lines.join("\n");
         let envoy = Envoy::start(
@@ -907,28 +907,28 @@ fn unknown_hosts_pass_through_and_known_hosts_without_a_match_get_404() {
 
 // === Configuration ===
 
-/// A plugin configuration with a type error at `spec.http[0].route[0].weight`.
-fn bad_config() -> Value {
-    plugin_config(vec![vs(
-        "product-service",
-        &["product-service"],
-        json!([{"route": [{"destination": {"host": "product-service", "subset": "v1"}, "weight": "80"}]}]),
-    )])
-}
-
+/// product-service to `subset`: `/r...` by a rule of its own, the rest by a second rule.
 fn routed_to(subset: &str) -> Value {
     plugin_config(vec![vs(
         "product-service",
         &["product-service"],
-        json!([{"route": [dest("product-service", subset)]}]),
+        json!([{"match": [{"uri": {"prefix": "/r"}}], "route": [dest("product-service", subset)]},
+               {"route": [dest("product-service", subset)]}]),
     )])
 }
 
-const BAD_FIELD: &str = "VirtualService default/product-service: spec.http[0].route[0].weight";
+/// The table of `routed_to(subset)` with one rule index out of range.
+fn bad_table(subset: &str) -> RefusedConfiguration {
+    refused_configurations(&routed_to(subset))
+        .into_iter()
+        .find(|r| r.case == "a rule index out of range")
+        .expect("the out-of-range case")
+}
 
-#[test]
-fn a_bad_plugin_config_is_refused_at_startup_with_the_field_named() {
-    let dir = std::env::temp_dir().join(format!("meshroute-bad-config-{}", std::process::id()));
+/// Starts Envoy with `config` as the filter's configuration; returns the filter's rejection line
+/// once Envoy has refused to start (it must).
+fn refused_at_startup(config: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("meshroute-bad-config-{}-{}", std::process::id(), free_port()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let vars: HashMap<String, String> = [
         // Envoy refuses the config before it binds anything; port 0 cannot collide anyway.
@@ -937,7 +937,7 @@ fn a_bad_plugin_config_is_refused_at_startup_with_the_field_named() {
         ("PASSTHROUGH_PORT", refused_port().to_string()),
         ("TMP_DIR", dir.display().to_string()),
         ("WASM", wasm_path("meshroute_filter").display().to_string()),
-        ("PLUGIN_CONFIG", yaml_single_quoted(&bad_config().to_string())),
+        ("PLUGIN_CONFIG", yaml_single_quoted(config)),
         ("CLUSTERS", String::new()),
     ]
     .into_iter()
@@ -963,6 +963,7 @@ fn a_bad_plugin_config_is_refused_at_startup_with_the_field_named() {
         }
         if Instant::now() > deadline {
             let _ = child.kill();
+            let _ = child.wait();
             panic!(
                 "Envoy kept running with a bad plugin config; log:\n{}",
                 std::fs::read_to_string(&log).unwrap_or_default()
@@ -971,13 +972,26 @@ fn a_bad_plugin_config_is_refused_at_startup_with_the_field_named() {
         std::thread::sleep(Duration::from_millis(50));
     };
     let text = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(!status.success(), "Envoy must refuse to start");
-    let line = text
-        .lines()
-        .find(|l| l.contains("meshroute: config rejected:"))
-        .unwrap_or_else(|| panic!("no rejection logged:\n{text}"));
-    assert!(line.contains(BAD_FIELD), "the log line names the resource and field: {line}");
     let _ = std::fs::remove_dir_all(&dir);
+    assert!(!status.success(), "Envoy must refuse to start:\n{text}");
+    text.lines()
+        .find(|l| l.contains("meshroute: config rejected:"))
+        .unwrap_or_else(|| panic!("no rejection logged:\n{text}"))
+        .to_string()
+}
+
+/// The two a user meets first: an old configuration in source form (before `meshroute compile`
+/// existed), and a table that does not hold together, named down to the entry.
+#[test]
+fn a_bad_plugin_config_is_refused_at_startup_with_the_field_named() {
+    let source = refused_configurations(&routed_to("v1"))
+        .into_iter()
+        .find(|r| r.case == "source form")
+        .expect("the source-form case");
+    for bad in [source, bad_table("v1")] {
+        let line = refused_at_startup(&bad.text);
+        assert!(line.contains(&bad.logged), "{}: the log line says {:?}: {line}", bad.case, bad.logged);
+    }
 }
 
 const LDS_BOOTSTRAP: &str = include_str!("fixtures/e2e-lds-bootstrap.yaml");
@@ -993,7 +1007,8 @@ struct Lds {
 }
 
 impl Lds {
-    fn start(config: &Value, clusters: &[&str]) -> Lds {
+    /// `config`: the filter's configuration as Envoy hands it over (a table, or a bad one).
+    fn start(config: &str, clusters: &[&str]) -> Lds {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("meshroute-lds-{}-{n}", std::process::id()));
@@ -1018,7 +1033,7 @@ impl Lds {
         Lds { envoy, dir, vars, _upstreams: upstreams }
     }
 
-    fn push(&self, config: &Value) {
+    fn push(&self, config: &str) {
         write_listener(&self.dir, &self.vars, config);
     }
 
@@ -1034,41 +1049,69 @@ impl Drop for Lds {
 }
 
 /// Writes the listener file whole, then moves it into place (what the directory watch reacts to).
-fn write_listener(dir: &std::path::Path, vars: &HashMap<String, String>, config: &Value) {
+fn write_listener(dir: &std::path::Path, vars: &HashMap<String, String>, config: &str) {
     let mut vars = vars.clone();
-    vars.insert("PLUGIN_CONFIG".into(), yaml_single_quoted(&config.to_string()));
+    vars.insert("PLUGIN_CONFIG".into(), yaml_single_quoted(config));
     let text = render(LDS_LISTENER, &vars).expect("render listener");
     let tmp = dir.join("lds.yaml.tmp");
     std::fs::write(&tmp, text).expect("write listener");
     std::fs::rename(&tmp, dir.join("lds.yaml")).expect("move listener into place");
 }
 
+/// Every kind of bad configuration (support's `refused_configurations`), pushed in turn onto a
+/// running listener: each is refused whole — Envoy keeps the listener it has (one
+/// `lds.update_rejected` per push), the filter's canary VM counts one `config.rejected` and logs
+/// why, no VM loads anything (`config.loaded` stays at the start's 3) — and the running
+/// configuration keeps serving both its rules. Each bad table is built from a configuration that
+/// routes to v2, so a filter that took any part of one would send something to v2.
 #[test]
 fn a_bad_config_update_is_refused_and_the_running_config_keeps_serving() {
     let (v1, v2) = (cluster("product-service", "v1"), cluster("product-service", "v2"));
-    let lds = Lds::start(&routed_to("v1"), &[&v1, &v2]);
-    assert_eq!(lds.get("product-service").header("x-upstream"), Some(v1.as_str()));
+    let lds = Lds::start(&filter_configuration(&routed_to("v1")), &[&v1, &v2]);
+    let e = &lds.envoy;
+    let (loaded, rejected) = ("wasmcustom.meshroute.config.loaded", "wasmcustom.meshroute.config.rejected");
+    assert_eq!(e.wait_stat(loaded, 3, Duration::from_secs(10)), 3, "start: canary, main thread, worker");
+    let serves = |subset: &str, why: &str| {
+        let want = cluster("product-service", subset);
+        for path in ["/", "/r1"] {
+            let r = http("GET", e.listener_port("sidecar"), path, &[("host", "product-service")], b"");
+            assert_eq!((r.status, r.header("x-upstream")), (200, Some(want.as_str())), "{path}: {why}");
+        }
+    };
+    serves("v1", "the first configuration");
 
-    lds.push(&bad_config());
-    lds.envoy.wait_stat("listener_manager.lds.update_rejected", 1, Duration::from_secs(10));
-    let log = lds.envoy.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains("meshroute: config rejected:"))
-        .unwrap_or_else(|| panic!("no rejection logged"));
-    assert!(line.contains(BAD_FIELD), "the log line names the resource and field: {line}");
-    for _ in 0..5 {
-        assert_eq!(lds.get("product-service").header("x-upstream"), Some(v1.as_str()), "old config still serves");
+    let bad = refused_configurations(&routed_to("v2"));
+    assert_eq!(bad.len(), 12, "every kind of refusal");
+    for (n, b) in (1u64..).zip(&bad) {
+        lds.push(&b.text);
+        let case = b.case;
+        assert_eq!(
+            e.wait_stat("listener_manager.lds.update_rejected", n, Duration::from_secs(10)),
+            n,
+            "{case}: one rejected update per push"
+        );
+        assert_eq!(e.wait_stat(rejected, n, Duration::from_secs(10)), n, "{case}: refused by the canary alone");
+        let log = e.log();
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains("meshroute: config rejected:")).collect();
+        assert_eq!(lines.len() as u64, n, "{case}: one rejection line per push");
+        let line = lines.last().copied().unwrap_or_default();
+        assert!(line.contains(&b.logged), "{case}: the log line says {:?}: {line}", b.logged);
+        assert_eq!(e.stat("listener_manager.lds.update_success"), Some(1), "{case}: nothing applied");
+        assert_eq!(e.stat(loaded), Some(3), "{case}: no VM loaded any of it");
+        serves("v1", &format!("{case}: the running configuration keeps serving"));
     }
 
-    // A good update afterwards is applied.
-    lds.push(&routed_to("v2"));
+    // A good update afterwards is applied, by every VM.
+    lds.push(&filter_configuration(&routed_to("v2")));
+    e.wait_stat("listener_manager.lds.update_success", 2, Duration::from_secs(10));
+    assert_eq!(e.wait_stat(loaded, 6, Duration::from_secs(10)), 6);
     let deadline = Instant::now() + Duration::from_secs(10);
     while lds.get("product-service").header("x-upstream") != Some(v2.as_str()) {
         assert!(Instant::now() < deadline, "the good update never took effect");
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(lds.envoy.stat("wasmcustom.meshroute.config.rejected").unwrap_or(0) >= 1);
+    serves("v2", "the good update");
+    assert_eq!(e.stat(rejected), Some(bad.len() as u64));
 }
 
 #[test]
@@ -1109,16 +1152,29 @@ fn embedded_config(yaml: &str) -> String {
         .join("\n")
 }
 
+/// envoy/sidecar.yaml carries the table compiled from envoy/demo-config.json (`make
+/// envoy/sidecar.yaml` writes it): a change to either, or to what the compiler writes, that is not
+/// regenerated fails here.
 #[test]
-fn sidecar_yaml_embeds_the_demo_config_and_passes_envoy_validation() {
+fn sidecar_yaml_embeds_the_demo_configs_table_and_passes_envoy_validation() {
     let root = repo_root();
     let yaml = std::fs::read_to_string(root.join("envoy/sidecar.yaml")).expect("envoy/sidecar.yaml");
     let demo: Value =
         serde_json::from_str(&std::fs::read_to_string(root.join("envoy/demo-config.json")).expect("demo"))
             .expect("demo-config.json is JSON");
-    let embedded: Value = serde_json::from_str(&embedded_config(&yaml)).expect("embedded config is JSON");
-    assert_eq!(embedded, demo, "envoy/sidecar.yaml must embed envoy/demo-config.json verbatim");
-    assert!(meshroute::compile_json(demo.to_string().as_bytes()).table.is_some(), "demo config compiles");
+    // Compared as the filter reads them (loaded, written back): the same table in an older
+    // spelling of this format (say, with defaults written out) passes; any other difference fails.
+    let regenerate = "run `make envoy/sidecar.yaml`";
+    let as_loaded = |text: &str, what: &str| -> Value {
+        let table = meshroute::table::load(text.as_bytes()).unwrap_or_else(|e| panic!("{what}: {e}; {regenerate}"));
+        serde_json::from_str(&meshroute::table::to_json(&table).expect("table to JSON")).expect("table JSON")
+    };
+    let compiled = as_loaded(&filter_configuration(&demo), "the table of envoy/demo-config.json");
+    let embedded = as_loaded(&embedded_config(&yaml), "the table in envoy/sidecar.yaml");
+    assert!(
+        embedded == compiled,
+        "envoy/sidecar.yaml must embed the table compiled from envoy/demo-config.json: {regenerate}"
+    );
 
     let dir = std::env::temp_dir().join(format!("meshroute-validate-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -1184,26 +1240,27 @@ fn counters_are_batched_per_vm_and_flushed_exactly() {
 #[test]
 fn config_counters_count_each_push_the_filter_sees_per_vm() {
     let (v1, v2) = (cluster("product-service", "v1"), cluster("product-service", "v2"));
-    let lds = Lds::start(&routed_to("v1"), &[&v1, &v2]);
+    let lds = Lds::start(&filter_configuration(&routed_to("v1")), &[&v1, &v2]);
     let e = &lds.envoy;
     let wait = |name: &str, n: u64| e.wait_stat(name, n, Duration::from_secs(10));
     let (loaded, rejected) = ("wasmcustom.meshroute.config.loaded", "wasmcustom.meshroute.config.rejected");
     assert_eq!(wait(loaded, 3), 3, "start: canary, main thread, worker");
-    lds.push(&routed_to("v2"));
+    lds.push(&filter_configuration(&routed_to("v2")));
     assert_eq!(wait(loaded, 6), 6, "new bytes: 3 more");
     // Seen before (the first listener still drains): Envoy reuses what it has.
-    lds.push(&routed_to("v1"));
+    lds.push(&filter_configuration(&routed_to("v1")));
     wait("listener_manager.lds.update_success", 3);
-    lds.push(&bad_config());
+    let bad = bad_table("v2").text;
+    lds.push(&bad);
     wait("listener_manager.lds.update_rejected", 1);
     assert_eq!(wait(rejected, 1), 1, "a refused configuration: the canary alone");
     assert_eq!(e.stat(loaded), Some(6), "re-applying a configuration seen before adds 0");
     // A repeated bad one is refused from Envoy's cache.
-    lds.push(&bad_config());
+    lds.push(&bad);
     wait("listener_manager.lds.update_rejected", 2);
     let mut fresh = routed_to("v2");
     fresh["settings"]["mirrorTimeoutMs"] = json!(4000);
-    lds.push(&fresh);
+    lds.push(&filter_configuration(&fresh));
     assert_eq!(wait(loaded, 9), 9, "new bytes again: 3 more");
     assert_eq!(e.stat(rejected), Some(1), "the repeated bad configuration never reached the filter");
     assert_eq!(lds.get("product-service").header("x-upstream"), Some(v2.as_str()));

@@ -290,7 +290,7 @@ fn diff_of_the_canary_stages_prints_the_share_changes() {
 }
 
 #[test]
-fn compile_as_wasmplugin_writes_the_manifest_with_plugin_config() {
+fn compile_as_wasmplugin_writes_the_manifest_with_the_table_as_plugin_config() {
     for (kind, name) in [("wasmplugin", "kind: WasmPlugin"), ("trafficextension", "kind: TrafficExtension")] {
         let o = meshroute(&[
             "compile",
@@ -309,10 +309,13 @@ fn compile_as_wasmplugin_writes_the_manifest_with_plugin_config() {
             "url: \"oci://registry.test/meshroute:1\"",
             "failStrategy: FAIL_CLOSE",
             "pluginConfig:",
+            "format: meshroute.table/v1",
             "weight: 90",
         ] {
             assert!(out.contains(want), "{kind}: no {want:?} in\n{out}");
         }
+        // The table the filter loads, not the resources it was compiled from.
+        assert!(!out.contains("kind: VirtualService") && !out.contains("resources:"), "{kind}:\n{out}");
     }
     // A configuration with errors gives no manifest.
     let o = meshroute(&["compile", "-f", "examples/canary-10.yaml", "--as", "wasmplugin"]);

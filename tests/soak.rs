@@ -28,9 +28,9 @@ fn cluster(subset: &str) -> String {
     format!("outbound|80|{subset}|{HOST}.default.svc.cluster.local")
 }
 
-/// A valid configuration: `v1_weight` % to v1 (the rest to v2), retries on 5xx, every request
-/// mirrored to the black hole.
-fn valid(v1_weight: u32) -> Value {
+/// A valid configuration in source form: `v1_weight` % to v1 (the rest to v2), retries on 5xx,
+/// every request mirrored to the black hole.
+fn source(v1_weight: u32) -> Value {
     let dest = |s: &str, w: u32| json!({"destination": {"host": HOST, "subset": s}, "weight": w});
     json!({"resources": [
         {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
@@ -46,32 +46,28 @@ fn valid(v1_weight: u32) -> Value {
       "settings": {"mirrorTimeoutMs": 1000, "mirrorMaxInFlight": 64}})
 }
 
-/// Invalid configurations, each refused for a different reason.
-fn invalid(i: usize) -> Value {
-    match i % 4 {
-        0 => {
-            let mut c = valid(50);
-            c["resources"][0]["spec"]["http"][0]["route"][0]["weight"] = json!("80");
-            c
-        }
-        1 => Value::Null,
-        2 => json!({"resources": [], "settings": {"mirrorBodyLimit": 1_000_000_000}}),
-        _ => {
-            let mut c = valid(50);
-            c["resources"][0]["spec"]["http"][0]["match"] = json!([{"uri": {"regex": "(unclosed"}}]);
-            c
-        }
-    }
+/// The filter's configuration for `source(v1_weight)`: its compiled table.
+fn valid(v1_weight: u32) -> String {
+    filter_configuration(&source(v1_weight))
+}
+
+/// Invalid configurations, each refused for a different reason: every kind the filter refuses
+/// (support's `refused_configurations`: source form, `null`, broken JSON, another format version,
+/// broken tables, settings out of bounds) in turn.
+fn invalid(i: usize) -> String {
+    let mut all = refused_configurations(&source(50));
+    let n = all.len();
+    all.swap_remove(i % n).text
 }
 
 /// Push `i`: of every five, three valid (a change, another change, a rollback) and two invalid.
-fn push_config(i: usize) -> (Value, bool) {
+fn push_config(i: usize) -> (String, bool) {
     match i % 5 {
         0 => (valid(100), true),
         1 => (valid(50), true),
-        2 => (invalid(i / 5), false),
+        2 => (invalid(2 * (i / 5)), false),
         3 => (valid(100 - (i % 7) as u32), true), // rollback towards the first, never equal to the last
-        _ => (invalid(i / 5 + 2), false),
+        _ => (invalid(2 * (i / 5) + 1), false),
     }
 }
 
@@ -91,9 +87,9 @@ fn cluster_yaml(name: &str, ports: &[u16]) -> String {
     )
 }
 
-fn write_listener(dir: &std::path::Path, vars: &HashMap<String, String>, config: &Value) {
+fn write_listener(dir: &std::path::Path, vars: &HashMap<String, String>, config: &str) {
     let mut vars = vars.clone();
-    vars.insert("PLUGIN_CONFIG".into(), config.to_string().replace('\'', "''"));
+    vars.insert("PLUGIN_CONFIG".into(), config.replace('\'', "''"));
     let text = render(&soak_listener(), &vars).expect("render listener");
     let tmp = dir.join("lds.yaml.tmp");
     std::fs::write(&tmp, text).expect("write listener");

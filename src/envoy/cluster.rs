@@ -321,25 +321,30 @@ impl<'a> Builder<'a> {
     pub fn hash_policy(&self, w: &Want) -> Option<Vec<Value>> {
         let policy = self.policy(w);
         let ch = policy.load_balancer.as_ref()?.consistent_hash.as_ref()?;
-        let mut out = Vec::new();
-        if let Some(h) = &ch.http_header_name {
-            out.push(json!({"header": {"header_name": h}}));
-        } else if let Some(c) = &ch.http_cookie {
-            let mut cookie = Map::new();
-            cookie.insert("name".into(), json!(c.name));
-            if let Some(p) = &c.path {
-                cookie.insert("path".into(), json!(p));
-            }
-            if let Some(ttl) = c.ttl.as_deref().and_then(duration) {
-                cookie.insert("ttl".into(), json!(ttl));
-            }
-            out.push(json!({"cookie": cookie}));
-        } else if ch.use_source_ip == Some(true) {
-            out.push(json!({"connection_properties": {"source_ip": true}}));
-        } else if let Some(q) = &ch.http_query_parameter_name {
-            out.push(json!({"query_parameter": {"name": q}}));
-        }
-        (!out.is_empty()).then_some(out)
+        hash_key(ch).map(|h| vec![h])
+    }
+
+    /// The hash policy istiod adds to a route for one destination (`ROUTE
+    /// HashForHTTPDestination`): the consistent hash of the subset's port-level settings, else
+    /// the subset's, else the top-level port-level settings', else the top level's — port-level
+    /// settings only for a destination that names its port. Unlike the cluster's load balancer
+    /// (`merge_policy`), a subset whose load balancer does not hash falls back to the top level.
+    pub fn destination_hash(&self, h: &crate::compile::HashSource) -> Option<Value> {
+        let (_, dr) = self.destination_rule(&h.host)?;
+        let top = dr.traffic_policy.as_ref();
+        let port_level = |t: Option<&crd::TrafficPolicy>| {
+            let port = h.port?;
+            let pls = t?.port_level_settings.iter().find(|p| p.port.as_ref().is_some_and(|s| s.number == port))?;
+            pls.load_balancer.as_ref()?.consistent_hash.clone()
+        };
+        let own = |t: Option<&crd::TrafficPolicy>| t?.load_balancer.as_ref()?.consistent_hash.clone();
+        let subset = h
+            .subset
+            .as_ref()
+            .and_then(|s| dr.subsets.iter().find(|x| &x.name == s))
+            .and_then(|s| s.traffic_policy.as_ref());
+        let ch = port_level(subset).or_else(|| own(subset)).or_else(|| port_level(top)).or_else(|| own(top))?;
+        hash_key(&ch)
     }
 
     fn policy(&self, w: &Want) -> Policy {
@@ -1071,6 +1076,28 @@ fn parse_duration(s: &str) -> Option<Duration> {
 }
 
 /// A Go duration string as a protobuf-JSON duration (`"1.5s"`).
+/// One `RouteAction.HashPolicy` from a DestinationRule's `consistentHash` (istio
+/// `ConsistentHashToHashPolicy`); none for a hash without a key (ring or maglev settings only).
+fn hash_key(ch: &crd::ConsistentHash) -> Option<Value> {
+    if let Some(h) = &ch.http_header_name {
+        Some(json!({"header": {"header_name": h}}))
+    } else if let Some(c) = &ch.http_cookie {
+        let mut cookie = Map::new();
+        cookie.insert("name".into(), json!(c.name));
+        if let Some(p) = &c.path {
+            cookie.insert("path".into(), json!(p));
+        }
+        if let Some(ttl) = c.ttl.as_deref().and_then(duration) {
+            cookie.insert("ttl".into(), json!(ttl));
+        }
+        Some(json!({"cookie": cookie}))
+    } else if ch.use_source_ip == Some(true) {
+        Some(json!({"connection_properties": {"source_ip": true}}))
+    } else {
+        ch.http_query_parameter_name.as_ref().map(|q| json!({"query_parameter": {"name": q}}))
+    }
+}
+
 pub fn duration(s: &str) -> Option<String> {
     let d = parse_duration(s)?;
     Some(proto_duration(d))

@@ -155,12 +155,7 @@ pub fn resources(
 /// which then writes no retry hints.
 pub fn filter_config(plugin_config: &Value, wasm: &Path) -> Result<Value, InvalidEnvoyConfig> {
     let mut plugin_config = plugin_config.clone();
-    if let Some(settings) = plugin_config.as_object_mut().map(|o| o.entry("settings").or_insert_with(|| json!({}))) {
-        if let Some(settings) = settings.as_object_mut() {
-            settings.insert("retryPolicyOnRoute".into(), json!(true));
-            settings.insert("retryPolicyRoutes".into(), json!(true));
-        }
-    }
+    with_retry_policy_routes(&mut plugin_config);
     let source = serde_json::to_vec(&plugin_config).map_err(InvalidEnvoyConfig::PluginConfig)?;
     let configuration = crate::table::compile_source(&source).map_err(InvalidEnvoyConfig::Table)?;
     Ok(json!({
@@ -187,17 +182,33 @@ pub fn filter_config(plugin_config: &Value, wasm: &Path) -> Result<Value, Invali
     }))
 }
 
+/// Turns on `settings.retryPolicyOnRoute` and `retryPolicyRoutes` in a plugin configuration:
+/// what the filter runs with behind the routes of [`resources`] (R221). Callers that validate
+/// the input for such a filter use it too, so that what they report (MR0007 for retry fields
+/// only route configuration carries) is true of the filter Envoy runs.
+pub fn with_retry_policy_routes(plugin_config: &mut Value) {
+    if let Some(settings) = plugin_config.as_object_mut().map(|o| o.entry("settings").or_insert_with(|| json!({}))) {
+        if let Some(settings) = settings.as_object_mut() {
+            settings.insert("retryPolicyOnRoute".into(), json!(true));
+            settings.insert("retryPolicyRoutes".into(), json!(true));
+        }
+    }
+}
+
 pub const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
 
 /// The vhost routes (R222). Every one takes the cluster from the routing header and has no
 /// timeout (the filter hints Istio's timeouts per request); they differ in retry policy and
 /// hash policy, chosen by the filter-owned headers the filter writes (a client's copies are
 /// removed first, so no client picks either):
+/// 0. one route per weighted rule policy whose destinations may hash, with all their hash
+///    policies (R225; matched on the policy header alone, so before the per-cluster routes);
 /// 1. per consistent-hash cluster (matched on the routing header, so its `hash_policy` applies
 ///    only to it, as istiod's per-destination hash policies do): one route per retry policy of
-///    the rules that send to it, then Istio's default policy without a `previous_hosts`
-///    predicate for requests without the policy header (R57), then one without retries;
-/// 2. one route per retry policy (matched on [`crate::compile::RETRY_POLICY_HEADER`]);
+///    the single-destination rules that send to it, then Istio's default policy without a
+///    `previous_hosts` predicate for requests without the policy header (R57), then one without
+///    retries;
+/// 2. one route per other retry policy (matched on [`crate::compile::RETRY_POLICY_HEADER`]);
 /// 3. Istio's default policy for requests without the policy header — the common case, which
 ///    costs the filter no header at all;
 /// 4. a catch-all without retries.
@@ -235,10 +246,21 @@ fn routes(b: &mut Builder<'_>, wanted: &[Want], routed: &[crate::compile::Cluste
         json!({"name": name, "match": m, "route": action, "request_headers_to_remove": [policy_header]})
     };
     let mut out = Vec::new();
+    // R225: a weighted rule's route carries the hash policy of each of its destinations, in order
+    // (istiod appends one per destination, repeats included; Envoy combines them). First: the
+    // per-cluster routes below end in one that takes any policy header for its cluster.
+    for (id, p) in all.iter().filter(|(_, p)| !p.hash_sources.is_empty()) {
+        let hash: Vec<Value> = p.hash_sources.iter().filter_map(|h| b.destination_hash(h)).collect();
+        let hash = (!hash.is_empty()).then_some(&hash);
+        out.push(route(format!("meshroute:{id}"), vec![is(policy_header, id)], hash, retry_policy(p, false)));
+    }
     for w in wanted {
         let Some(hash) = b.hash_policy(w) else { continue };
         let cluster = is(&header, &w.name);
-        for p in by_cluster.get(w.name.as_str()).into_iter().flat_map(|s| s.iter()) {
+        // A weighted rule's policy names a route of its own with every destination's hash (R225).
+        let own =
+            by_cluster.get(w.name.as_str()).into_iter().flat_map(|s| s.iter()).filter(|p| p.hash_sources.is_empty());
+        for p in own {
             let id = p.route_id();
             out.push(route(
                 format!("hash:{}:{id}", w.name),
@@ -256,7 +278,7 @@ fn routes(b: &mut Builder<'_>, wanted: &[Want], routed: &[crate::compile::Cluste
         ));
         out.push(route(format!("hash:{}", w.name), vec![cluster], Some(&hash), None));
     }
-    for (id, p) in &all {
+    for (id, p) in all.iter().filter(|(_, p)| p.hash_sources.is_empty()) {
         out.push(route(format!("meshroute:{id}"), vec![is(policy_header, id)], None, retry_policy(p, false)));
     }
     out.push(route("meshroute:default-retries".into(), vec![absent], None, Some(default_retry_policy(true))));
@@ -314,6 +336,10 @@ fn default_retry_policy(with_previous_hosts: bool) -> Value {
 fn retry_policy(p: &crate::compile::RetryPolicy, hash: bool) -> Option<Value> {
     if p.attempts == 0 {
         return None;
+    }
+    if p.is_default {
+        // Istio's default on a route of a rule's own (R225): istiod's cached policy, verbatim.
+        return Some(default_retry_policy(!(hash && p.single_destination)));
     }
     let mut m = Map::new();
     let on: Vec<&str> = [p.retry_on.as_str(), p.grpc_retry_on.as_str()].into_iter().filter(|s| !s.is_empty()).collect();
@@ -921,9 +947,8 @@ mod tests {
         // ... and the filter is told, so it writes no hints for the default.
         let wasm = &g.config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
             ["http_filters"][0]["typed_config"]["config"]["configuration"]["value"];
-        let plugin: Value = serde_json::from_str(wasm.as_str().unwrap()).unwrap();
-        assert_eq!(plugin["settings"]["retryPolicyOnRoute"], true);
-        assert_eq!(plugin["settings"]["retryPolicyRoutes"], true);
+        let table = crate::table::load(wasm.as_str().unwrap().as_bytes()).unwrap();
+        assert!(table.retry_policy_on_route && table.retry_policy_routes);
     }
 
     /// R220–R222: a rule's own retry policy is a route of its own, in full, named by the policy
@@ -984,14 +1009,82 @@ mod tests {
         let r = named(&format!("meshroute:{}", ids[0]));
         assert!(r["route"].get("hash_policy").is_none());
         assert!(r["route"]["retry_policy"]["retry_host_predicate"].is_array());
-        // The weighted rule said retryIgnorePreviousHosts: false: no predicate anywhere.
-        for name in [format!("hash:{sticky}:{}", ids[1]), format!("meshroute:{}", ids[1])] {
-            assert!(named(&name)["route"]["retry_policy"].get("retry_host_predicate").is_none(), "{name}");
-        }
+        // The weighted rule said retryIgnorePreviousHosts: false: no predicate. Its one route
+        // carries its destinations' hash policies (R225: only the sticky subset hashes).
+        let r = named(&format!("meshroute:{}", ids[1]));
+        assert!(r["route"]["retry_policy"].get("retry_host_predicate").is_none());
+        assert_eq!(r["route"]["hash_policy"], json!([{"header": {"header_name": "x-user"}}]));
+        assert!(!routes.iter().any(|r| r["name"] == format!("hash:{sticky}:{}", ids[1])));
         // Policy routes come before the default and catch-all routes.
         let pos = |name: &str| routes.iter().position(|r| r["name"] == name).unwrap();
         assert!(pos(&format!("meshroute:{}", ids[1])) < pos("meshroute:default-retries"));
         assert_eq!(routes.last().unwrap()["name"], "meshroute");
+    }
+
+    /// R225 (`ROUTE applyHTTPRouteDestination`, `processWeightedDestination`,
+    /// `HashForHTTPDestination`): a weighted rule's one route carries the hash policy of every
+    /// destination with weight, in order and repeats included — a subset's own, else the top
+    /// level's (also for a subset whose load balancer does not hash), port-level settings only for
+    /// a destination that names its port — and istiod's retry policy for a weighted route keeps
+    /// the previous_hosts predicate (consistentHash is false unless `len(route) == 1`).
+    #[test]
+    fn a_weighted_rule_carries_every_destinations_hash_policy_in_order_as_istiod() {
+        let dest = |subset: &str, port: Option<u32>, weight: u32| {
+            let mut d = json!({"destination": {"host": "w.internal", "subset": subset}, "weight": weight});
+            if let Some(p) = port {
+                d["destination"]["port"] = json!({"number": p});
+            }
+            d
+        };
+        let vs = json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": "w", "namespace": "default"},
+            "spec": {"hosts": ["w.internal"], "http": [
+                {"match": [{"uri": {"prefix": "/weighted"}}],
+                 "route": [dest("v1", None, 40), dest("v2", Some(80), 30), dest("v2", None, 0),
+                           dest("v3", Some(80), 20), dest("v4", None, 10)]},
+                {"route": [{"destination": {"host": "w.internal", "subset": "v2"}}]}]}});
+        let rule = json!({
+            "trafficPolicy": {"loadBalancer": {"consistentHash": {"httpHeaderName": "x-user"}},
+                              "portLevelSettings": [{"port": {"number": 80},
+                                                     "loadBalancer": {"consistentHash": {"httpQueryParameterName": "q"}}}]},
+            "subsets": [
+                {"name": "v1", "labels": {"v": "1"}},
+                {"name": "v2", "labels": {"v": "2"},
+                 "trafficPolicy": {"loadBalancer": {"consistentHash": {"httpCookie": {"name": "c", "ttl": "10s"}}}}},
+                {"name": "v3", "labels": {"v": "3"}, "trafficPolicy": {"loadBalancer": {"simple": "ROUND_ROBIN"}}},
+                {"name": "v4", "labels": {"v": "4"}}]});
+        let eps = json!([{"address": "10.0.0.1", "labels": {"v": "1"}}, {"address": "10.0.0.2", "labels": {"v": "2"}},
+                         {"address": "10.0.0.3", "labels": {"v": "3"}}, {"address": "10.0.0.4", "labels": {"v": "4"}}]);
+        let cfg = json!([vs, se("w.internal", eps), dr("w.internal", rule)]);
+        let (bundle, table) = testing::compiled(&json!({"resources": cfg, "settings": {}}));
+        let retry = &table.virtual_services[0].rules[0].retry;
+        assert!(retry.is_default && retry.has_own_route(), "{retry:?}");
+        assert_eq!(retry.hash_sources.len(), 4, "weight 0 is no destination: {retry:?}");
+        let id = retry.route_id();
+        let g = generate(&bundle, &table.clusters, &json!({"resources": cfg}), &testing::options()).unwrap();
+        let routes = g.config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+            ["route_config"]["virtual_hosts"][0]["routes"]
+            .as_array()
+            .unwrap()
+            .clone();
+        let r = routes.iter().find(|r| r["name"] == format!("meshroute:{id}")).unwrap_or_else(|| panic!("{routes:#?}"));
+        assert_eq!(
+            r["route"]["hash_policy"],
+            json!([{"header": {"header_name": "x-user"}}, {"cookie": {"name": "c", "ttl": "10s"}},
+                   {"query_parameter": {"name": "q"}}, {"header": {"header_name": "x-user"}}])
+        );
+        assert_eq!(r["match"]["headers"], json!([{"name": "x-meshroute-retry-policy", "string_match": {"exact": id}}]));
+        assert_eq!(r["route"]["retry_policy"], default_retry_policy(true), "istiod keeps the predicate here");
+        // No cluster's own hash route serves it, and the single-destination rule keeps the
+        // cluster's route (no policy header: Istio's default without the predicate).
+        assert!(!routes.iter().any(|r| r["name"].as_str().is_some_and(|n| n.starts_with("hash:") && n.ends_with(&id))));
+        // ... and it comes first: each cluster's last route takes any policy header.
+        assert_eq!(routes[0]["name"], format!("meshroute:{id}"));
+        let single = &table.virtual_services[0].rules[1].retry;
+        assert!(single.hash_sources.is_empty() && !single.has_own_route());
+        let v2 = routes.iter().find(|r| r["name"] == "hash:outbound|80|v2|w.internal:default-retries").unwrap();
+        assert_eq!(v2["route"]["hash_policy"], json!([{"cookie": {"name": "c", "ttl": "10s"}}]));
+        assert!(v2["route"]["retry_policy"].get("retry_host_predicate").is_none());
     }
 
     #[test]

@@ -45,20 +45,48 @@ fn virtual_service(cx: &mut Ctx<'_>, at: &Place<'_>, vs: &crd::VirtualService) {
                 warn(cx, at, path, "statPrefix", "meshroute counts requests per VirtualService and rule instead");
             }
         }
-        let Some(rt) = &r.retries else { continue };
-        // With `retryPolicyOnRoute` the policy's own route carries them (R220); a hand-written
-        // single route only gets hints, which cannot.
-        if cx.bundle.settings.retry_policy_on_route && cx.bundle.settings.retry_policy_routes {
-            continue;
+        if let Some(rt) = &r.retries {
+            hinted_retries(cx, at, &format!("spec.http[{i}].retries"), rt);
         }
-        let why = "without settings.retryPolicyRoutes: Envoy takes it from route configuration only, which a \
-                   per-request hint cannot carry; `meshroute envoy` and `meshroute compile --as envoyfilter` write \
-                   that route configuration and apply it";
-        if rt.backoff.is_some() {
-            warn(cx, at, format!("spec.http[{i}].retries.backoff"), "retry backoff", why);
-        }
-        if rt.retry_ignore_previous_hosts.is_some() {
-            warn(cx, at, format!("spec.http[{i}].retries.retryIgnorePreviousHosts"), "retryIgnorePreviousHosts", why);
+    }
+}
+
+/// What a rule's own retry policy loses when the filter hints it per request (R60): the parts
+/// Envoy takes from route configuration only. With `retryPolicyOnRoute` and `retryPolicyRoutes`
+/// (what `meshroute envoy`, `run`, `apply` and `up` give the filter, and what the routes of
+/// `compile --as envoyfilter` expect) the policy's own route carries all of them (R220, R221),
+/// so nothing is said. `attempts <= 0`: istiod writes no policy at all (R56), so nothing is lost
+/// either (the webhook's own warning covers the inert fields). `retryIgnorePreviousHosts: false`
+/// is what a hinted policy does anyway: no host predicate.
+fn hinted_retries(cx: &mut Ctx<'_>, at: &Place<'_>, path: &str, rt: &crd::HttpRetry) {
+    let s = &cx.bundle.settings;
+    if (s.retry_policy_on_route && s.retry_policy_routes) || rt.attempts <= 0 {
+        return;
+    }
+    let lost = [
+        ("backoff", rt.backoff.is_some(), "retry back-off", "retry_back_off"),
+        (
+            "retryIgnorePreviousHosts",
+            rt.retry_ignore_previous_hosts == Some(true),
+            "retryIgnorePreviousHosts: true",
+            "the previous_hosts retry host predicate (with host_selection_retry_max_attempts: 5)",
+        ),
+        (
+            "retryRemoteLocalities",
+            rt.retry_remote_localities == Some(true),
+            "retryRemoteLocalities: true",
+            "the previous_priorities retry priority",
+        ),
+    ];
+    for (field, set, what, envoy) in lost {
+        if set {
+            let message = format!(
+                "{what} is not applied: without settings.retryPolicyOnRoute and settings.retryPolicyRoutes the filter \
+                 sends this rule's retry policy as per-request hints, and Envoy takes {envoy} from route \
+                 configuration only; `meshroute envoy` (run, apply, up) applies it, and so does the filter with both \
+                 settings behind the routes of `meshroute compile --as envoyfilter`"
+            );
+            cx.push(Severity::Warning, Some("MR0007"), at, format!("{path}.{field}"), message);
         }
     }
 }

@@ -162,6 +162,104 @@ fn unique_temp_dir(prefix: &str) -> PathBuf {
 }
 
 // ---------------------------------------------------------------------------
+// The filter's configuration
+// ---------------------------------------------------------------------------
+
+/// The filter's configuration for a test written in meshroute's source form
+/// (`{"resources": [...], "settings": {...}, "registry": {...}}`): the compiled table
+/// (`meshroute.table/v1`), what `meshroute compile` writes and the filter loads. The filter
+/// refuses source form, so tests write their cases readably and hand Envoy this. Panics with the
+/// compiler's errors when the source does not compile (a broken test, not a filter refusal; a
+/// test of refusals writes the bad table itself).
+pub fn filter_configuration(source: &serde_json::Value) -> String {
+    meshroute::table::compile_source(source.to_string().as_bytes())
+        .unwrap_or_else(|errors| panic!("the test's source configuration does not compile:\n{errors}\n{source}"))
+}
+
+/// A configuration the filter must refuse, and what its rejection line must say.
+pub struct RefusedConfiguration {
+    /// What is wrong, for assertion messages.
+    pub case: &'static str,
+    /// The configuration's bytes as Envoy hands them to the filter.
+    pub text: String,
+    /// A part of the filter's `meshroute: config rejected: ...` line.
+    pub logged: String,
+}
+
+/// Every kind of configuration the filter refuses (`meshroute::table::load`), each built from
+/// `source` — which must compile and whose first VirtualService must forward — so that a filter
+/// that took part of one would route as `source` does: source form, `null`, empty, `{}`,
+/// truncated JSON, another format version, a rule index out of range, a bad regex, weights that do
+/// not add up, a routing header that is no header name, mirror limits out of their bounds. Since
+/// the CLI refuses bad Istio resources before any table exists, a bad table is the only bad
+/// configuration a filter can be given.
+pub fn refused_configurations(source: &serde_json::Value) -> Vec<RefusedConfiguration> {
+    use serde_json::{json, Value};
+    let good = filter_configuration(source);
+    let table: Value = serde_json::from_str(&good).expect("the compiled table is JSON");
+    let vs_name = table["table"]["virtual_services"][0]["name"].as_str().expect("a VirtualService").to_string();
+    let at = format!("virtual_services[0] ({vs_name})");
+    let entries = table["table"]["virtual_services"][0]["entries"].as_array().map_or(0, Vec::len);
+    assert!(entries > 0, "the first VirtualService has no entries: {good}");
+    let last = entries - 1;
+    let edit = |f: &dyn Fn(&mut Value)| {
+        let mut t = table.clone();
+        f(&mut t);
+        t.to_string()
+    };
+    let rule = table["table"]["virtual_services"][0]["entries"][last]["rule"].as_u64().expect("rule") as usize;
+    let forward = &table["table"]["virtual_services"][0]["rules"][rule]["action"]["Forward"];
+    let total = forward["total_weight"].as_u64().expect("the last entry's rule forwards");
+    let not_a_table = format!("compiled table: not a {} table", meshroute::table::FORMAT);
+    let other_version = "meshroute.table/v0";
+    let cases: Vec<(&'static str, String, String)> = vec![
+        ("source form", source.to_string(), "this is meshroute's source form".into()),
+        ("null", "null".into(), "compiled table: the configuration is not a JSON object".into()),
+        ("empty", String::new(), "the configuration is empty".into()),
+        ("{}", "{}".into(), format!("{not_a_table}: missing field `format`")),
+        ("truncated", good[..good.len() / 2].to_string(), "compiled table: not JSON: EOF while parsing".into()),
+        (
+            "another format version",
+            good.replacen(meshroute::table::FORMAT, other_version, 1),
+            format!("format: \"{other_version}\" is not \"{}\"", meshroute::table::FORMAT),
+        ),
+        (
+            "a rule index out of range",
+            edit(&|t| t["table"]["virtual_services"][0]["entries"][last]["rule"] = json!(999)),
+            format!("{at}.entries[{last}]: rule 999 does not exist"),
+        ),
+        (
+            "a bad regex",
+            edit(&|t| t["table"]["virtual_services"][0]["entries"][0]["block"]["uri"] = json!({"regex": "/r(["})),
+            "invalid regex \"/r([\"".into(),
+        ),
+        (
+            "weights that do not add up",
+            edit(&|t| {
+                t["table"]["virtual_services"][0]["rules"][rule]["action"]["Forward"]["total_weight"] = json!(total + 1)
+            }),
+            format!("{at}.rules[{rule}].action: weights add up to {total}, not total_weight {}", total + 1),
+        ),
+        (
+            "a routing header that is no header name",
+            edit(&|t| t["table"]["routing_header"] = json!("X Cluster")),
+            "routing_header: \"X Cluster\" is not a lowercase header name".into(),
+        ),
+        (
+            "mirror body limit above its maximum",
+            edit(&|t| t["table"]["mirror_body_limit"] = json!(meshroute::config::MAX_MIRROR_BODY_LIMIT + 1)),
+            "mirror_body_limit: above the maximum".into(),
+        ),
+        (
+            "no mirror call in flight allowed",
+            edit(&|t| t["table"]["mirror_max_in_flight"] = json!(0)),
+            "mirror_max_in_flight: must be between 1 and".into(),
+        ),
+    ];
+    cases.into_iter().map(|(case, text, logged)| RefusedConfiguration { case, text, logged }).collect()
+}
+
+// ---------------------------------------------------------------------------
 // Envoy
 // ---------------------------------------------------------------------------
 

@@ -54,7 +54,7 @@ pub struct EnvoyArgs {
 }
 
 pub fn run(args: &EnvoyArgs) -> ExitCode {
-    let loaded = match Loaded::read(&args.input, false) {
+    let loaded = match Loaded::read_generated(&args.input) {
         Ok(l) => l,
         Err(code) => return code,
     };

@@ -352,8 +352,8 @@ fn render_matched(out: &mut String, m: &MatchedRule) {
             on.join("; ")
         );
     }
-    if !r.istio_default {
-        // What `meshroute envoy` routes this policy by (R221), so the plan's header is readable.
+    if r.own_route {
+        // What `meshroute envoy` routes this policy by (R221, R225), so the plan's header is readable.
         let _ = writeln!(out, "  retry route: {} (x-meshroute-retry-policy)", r.route);
     }
     match m.timeout_ms {

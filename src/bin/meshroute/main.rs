@@ -1,5 +1,5 @@
-//! `meshroute`: validate Istio traffic-management resources, compile them into the filter's
-//! plugin configuration, generate a runnable Envoy configuration, and explain a request.
+//! `meshroute`: validate Istio traffic-management resources, compile them into the table the
+//! filter loads, generate a runnable Envoy configuration, and explain a request.
 //!
 //! Exit codes: 0 success (warnings allowed), 1 configuration errors, 2 unreadable input or bad
 //! usage.
@@ -28,7 +28,7 @@ Exit codes: 0 ok (warnings allowed), 1 configuration errors, 2 unreadable input 
 
 Examples:
   meshroute validate -f examples/
-  meshroute compile -f vs.yaml -f dr.yaml --settings proxy.yaml -o plugin.json
+  meshroute compile -f vs.yaml -f dr.yaml --settings proxy.yaml -o table.json
   meshroute envoy -f examples/ --wasm meshroute.wasm -o envoy.yaml
   meshroute explain -f examples/header-route.yaml GET http://product-service/ -H 'x-debug: true'";
 
@@ -68,7 +68,8 @@ enum Command {
 pub struct InputArgs {
     /// Resource files: YAML (multi-document) or JSON; a directory means every *.yaml, *.yml and
     /// *.json directly inside it, in name order; `-` reads standard input. Kubernetes `List`s and
-    /// plugin configurations ({"resources": [...], "settings": {...}}) are accepted too.
+    /// source plugin configurations ({"resources": [...], "settings": {...}}) are accepted too;
+    /// a compiled table (`meshroute compile` output) is not: it keeps no resources.
     #[arg(short = 'f', long = "filename", value_name = "PATH", required = true, num_args = 1..)]
     pub files: Vec<String>,
     /// Settings of the proxy (JSON or YAML object): namespace, labels, gateway, locality,
@@ -99,30 +100,39 @@ struct ValidateArgs {
     input: InputArgs,
 }
 
-/// Produce the filter's plugin configuration: {"resources": [...], "settings": {...}} — the same
-/// JSON an Istio WasmPlugin `pluginConfig` or an Envoy `configuration` carries.
+/// Compile the resources into the table the filter loads: {"format": "meshroute.table/v1",
+/// "table": {...}} — the JSON an Envoy Wasm `configuration` or an Istio WasmPlugin `pluginConfig`
+/// carries. The filter reads nothing else (no Istio resources).
 #[derive(Args)]
 #[command(after_help = "Nothing is written when the configuration has errors (exit 1); the output file is
 written to a temporary name first and renamed, so it is never half-written.
 
-With --as, the output is the Istio resource (YAML) that attaches the filter with this configuration
-as pluginConfig: namespace and selector from settings.namespace and settings.labels, outbound
-(CLIENT) traffic for a sidecar, FAIL_CLOSE, the module from --image.
+The table is compiled for one proxy (the settings: namespace, labels, gateway, ...) and one version
+of the filter: recompile when the resources, the settings or meshroute change. It is not an input
+to meshroute; keep the resources (they are what validate, diff and apply read).
+
+With --as, the output is the Istio resource (YAML) that attaches the filter with this table as
+pluginConfig: namespace and selector from settings.namespace and settings.labels, outbound
+(CLIENT) traffic for a sidecar, FAIL_CLOSE (or --fail-strategy reload: FAIL_RELOAD, Istio >= 1.27),
+the module from --image.
 
 Examples:
-  meshroute compile -f examples/ -o plugin.json
+  meshroute compile -f k8s/traffic/ --settings proxy.yaml -o table.json
   meshroute compile -f vs.yaml --settings proxy.yaml --gateway istio-system/public-gateway
   meshroute compile -f k8s/traffic/ --settings proxy.yaml --as wasmplugin --image oci://registry/meshroute:0.1.0")]
 struct CompileArgs {
     #[command(flatten)]
     input: InputArgs,
-    /// Write an Istio WasmPlugin or TrafficExtension manifest instead of the bare JSON, or the
+    /// Write an Istio WasmPlugin or TrafficExtension manifest instead of the bare table, or the
     /// EnvoyFilter with the routes the filter's decisions name (retry and hash policies).
     #[arg(long = "as", value_name = "KIND")]
     as_kind: Option<manifest::Kind>,
     /// The filter's module for --as (oci://, https:// or file://).
     #[arg(long, value_name = "URL", requires = "as_kind")]
     image: Option<String>,
+    /// The manifest's failStrategy (--as wasmplugin|trafficextension).
+    #[arg(long = "fail-strategy", value_name = "STRATEGY", default_value = "close", requires = "as_kind")]
+    fail_strategy: manifest::FailStrategy,
     /// metadata.name of the manifest.
     #[arg(long, value_name = "NAME", default_value = "meshroute", requires = "as_kind")]
     name: String,
@@ -141,6 +151,18 @@ pub struct Loaded {
 impl Loaded {
     /// Reads and compiles. Input errors are printed and make the caller exit 2.
     pub fn read(args: &InputArgs, to_stdout: bool) -> Result<Loaded, ExitCode> {
+        Self::read_as(args, to_stdout, false)
+    }
+
+    /// [`Loaded::read`] for commands that run the filter behind routes they generate (`envoy`,
+    /// `run`, `apply`, `up`, `canary`): the filter gets `retryPolicyOnRoute` and
+    /// `retryPolicyRoutes` there (`meshroute::envoy::filter_config`), so the input is checked and
+    /// compiled with them too, and no MR0007 claims a retry field those routes apply is lost.
+    pub fn read_generated(args: &InputArgs) -> Result<Loaded, ExitCode> {
+        Self::read_as(args, false, true)
+    }
+
+    fn read_as(args: &InputArgs, to_stdout: bool, generated_routes: bool) -> Result<Loaded, ExitCode> {
         let mut inputs = Inputs::read(&args.files, args.settings.as_deref());
         match &args.mesh_config {
             Some(m) => inputs.add_mesh_config_file(m),
@@ -158,7 +180,11 @@ impl Loaded {
                 eprintln!("{e}");
             }
         }
-        let (mut bundle, diags) = load_value(inputs.plugin_config(args.gateway.as_deref()));
+        let mut config = inputs.plugin_config(args.gateway.as_deref());
+        if generated_routes {
+            meshroute::envoy::with_retry_policy_routes(&mut config);
+        }
+        let (mut bundle, diags) = load_value(config);
         // Gateway credentials are checked for expiry against this machine's clock.
         bundle.registry.now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -239,7 +265,7 @@ fn compile_cmd(args: &CompileArgs) -> ExitCode {
     }
     let Some(table) = loaded.compiled.table.as_ref() else { return ExitCode::from(1) };
     // The settings name the proxy the manifests select; the table is what its filter loads.
-    let config = loaded.inputs.compiled_plugin_config(&loaded.bundle, args.input.gateway.as_deref());
+    let settings = serde_json::Value::Object(loaded.inputs.settings_value(args.input.gateway.as_deref()));
     let table_text =
         if args.as_kind.is_some() { meshroute::table::to_json(table) } else { meshroute::table::to_json_pretty(table) };
     let table_text = match table_text {
@@ -250,16 +276,16 @@ fn compile_cmd(args: &CompileArgs) -> ExitCode {
         }
     };
     if args.as_kind == Some(manifest::Kind::Envoyfilter) {
-        let on = |k: &str| config["settings"][k] == serde_json::Value::Bool(true);
+        let on = |k: &str| settings[k] == serde_json::Value::Bool(true);
         if !(on("retryPolicyOnRoute") && on("retryPolicyRoutes")) {
             eprintln!(
-                "warning: these routes carry every retry policy; give the filter settings.retryPolicyOnRoute: true \
-                 and retryPolicyRoutes: true (in the WasmPlugin's pluginConfig), or its own policies lose what \
+                "warning: these routes carry every retry policy; compile the filter's table (--as wasmplugin) with \
+                 settings retryPolicyOnRoute: true and retryPolicyRoutes: true, or its own policies lose what \
                  hints cannot carry"
             );
         }
         let routes = meshroute::envoy::sidecar_routes(&loaded.bundle, &table.clusters);
-        let m = manifest::envoy_filter(&config, &routes, &args.name);
+        let m = manifest::envoy_filter(&settings, &routes, &args.name);
         let header = vec!["Generated by `meshroute compile --as envoyfilter`; do not edit, regenerate.".to_string()];
         return output::emit(args.output.as_deref(), &emit::to_yaml(&m, &header));
     }
@@ -275,7 +301,7 @@ fn compile_cmd(args: &CompileArgs) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        let m = manifest::manifest(kind, &config["settings"], &plugin_config, &image, &args.name);
+        let m = manifest::manifest(kind, &settings, &plugin_config, &image, &args.name, args.fail_strategy);
         let header = vec!["Generated by `meshroute compile --as`; do not edit, regenerate.".to_string()];
         return output::emit(args.output.as_deref(), &emit::to_yaml(&m, &header));
     }

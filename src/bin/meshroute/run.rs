@@ -83,7 +83,7 @@ impl HarnessArgs {
 }
 
 pub fn run(args: &RunArgs) -> ExitCode {
-    let loaded = match Loaded::read(&args.input, false) {
+    let loaded = match Loaded::read_generated(&args.input) {
         Ok(l) => l,
         Err(code) => return code,
     };

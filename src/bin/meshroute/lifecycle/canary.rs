@@ -347,7 +347,7 @@ pub fn run(args: &CanaryArgs) -> ExitCode {
     if args.stable == args.canary {
         return fail("--stable and --canary name the same subset");
     }
-    let loaded = match Loaded::read(&args.input, false) {
+    let loaded = match Loaded::read_generated(&args.input) {
         Ok(l) => l,
         Err(code) => return code,
     };

@@ -87,7 +87,7 @@ pub struct ApplyArgs {
 }
 
 pub fn run_apply(args: &ApplyArgs) -> ExitCode {
-    let loaded = match Loaded::read(&args.input, false) {
+    let loaded = match Loaded::read_generated(&args.input) {
         Ok(l) => l,
         Err(code) => return code,
     };

@@ -66,7 +66,7 @@ pub fn run(args: &UpArgs) -> ExitCode {
     });
     // Check the input before starting anything.
     let loaded = match &input {
-        Some(i) => match Loaded::read(i, false) {
+        Some(i) => match Loaded::read_generated(i) {
             Ok(l) => match l.require_table() {
                 Ok(_) => Some(l),
                 Err(code) => return code,

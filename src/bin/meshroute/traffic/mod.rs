@@ -236,6 +236,8 @@ fn prepare(file: TestsFile, args: &TestArgs, next_view: &mut usize, errors: &mut
                 settings.insert("labels".into(), serde_json::json!(case.identity.labels));
             }
         }
+        // The harness's Envoy runs the filter with these (R221): check what it will run.
+        meshroute::envoy::with_retry_policy_routes(&mut config);
         let (bundle, diags) = load_value(config.clone());
         let compiled = compile(&bundle, diags);
         for d in compiled.diagnostics.iter() {
