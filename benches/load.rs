@@ -385,7 +385,10 @@ fn median_table_load(text: &[u8], runs: usize) -> Duration {
 /// The filter's half: `table::load` per shape and size, the goals of each VM's load.
 fn table_summary() {
     println!("\nTable load, what each filter VM does per push (medians of 5 loads, same run)");
-    println!("{:<24} {:>10} {:>10} {:>8}  goal ≤ 2.2   (table text at 10k)", "shape", "10k rules", "20k rules", "ratio");
+    println!(
+        "{:<24} {:>10} {:>10} {:>8}  goal ≤ 2.2   (table text at 10k)",
+        "shape", "10k rules", "20k rules", "ratio"
+    );
     let mut mixed_10k = Duration::ZERO;
     for &shape in SHAPES.iter().filter(|s| !s.is_error()) {
         let small_text = table_text(shape, 10_000);

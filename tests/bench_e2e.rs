@@ -816,11 +816,7 @@ fn load_sample(module: &str, root_id: &str, config: &Value, vms: u64) -> LoadSam
     let started = Instant::now();
     let envoy = Envoy::start_with(
         LOAD_TEMPLATE,
-        &[
-            ("WASM", &wasm_path(module).display().to_string()),
-            ("ROOT_ID", root_id),
-            ("CONFIG", &config),
-        ],
+        &[("WASM", &wasm_path(module).display().to_string()), ("ROOT_ID", root_id), ("CONFIG", &config)],
         EnvoyOptions { concurrency: 2, ready_timeout: Duration::from_secs(300), ..quiet_but_wasm() },
     );
     let ready_s = started.elapsed().as_secs_f64();
