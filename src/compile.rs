@@ -235,16 +235,16 @@ pub struct RetryPolicy {
     /// Set when the VirtualService did not say (Istio's default applies).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub is_default: bool,
-    /// For a rule with several destinations of which one may hash consistently: every weighted
-    /// destination, whose hash policies istiod puts on the rule's one route (R225). Such a rule
-    /// gets a route of its own even with Istio's default policy. Empty otherwise.
+    /// For a rule with a destination that may hash consistently: every destination with weight
+    /// (the one of a single-destination rule whatever its weight), whose hash policies istiod
+    /// puts on the rule's route (R225). Such a rule gets a route of its own even with Istio's
+    /// default policy. Empty otherwise.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hash_sources: Vec<HashSource>,
 }
 
-/// One destination of a rule with several (istiod's weighted route), as istiod looks up the hash
-/// policy it adds for it to the route (`ROUTE processWeightedDestination`,
-/// `HashForHTTPDestination`): the host as written (resolved, before any ExternalName alias), the
+/// One destination of a rule, as istiod looks up the hash policy it adds for it to the rule's
+/// route (`ROUTE processDestination`, `processWeightedDestination`, `HashForHTTPDestination`): the host as written (resolved, before any ExternalName alias), the
 /// subset, and the port only when the destination names one (port-level settings count only then).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -258,7 +258,7 @@ pub struct HashSource {
 
 impl RetryPolicy {
     /// Whether the filter names this policy's route (R221): a policy of the VirtualService's own,
-    /// or a weighted rule's whose route carries its destinations' hash policies (R225).
+    /// or a rule's whose route carries its destinations' hash policies (R225).
     pub fn has_own_route(&self) -> bool {
         !self.is_default || !self.hash_sources.is_empty()
     }
@@ -1095,13 +1095,11 @@ fn compile_rule(ctx: &mut Ctx<'_>, res: &Resource, r: &crd::HttpRoute, index: us
             if weight == 0 {
                 continue;
             }
-            if !single {
-                hash_sources.push(HashSource {
-                    host: host::resolve(&dest.host, &res.namespace, &ctx.settings.domain_suffix),
-                    subset: dest.subset.clone().filter(|s| !s.is_empty()),
-                    port: dest.port.as_ref().map(|p| p.number).filter(|p| *p != 0),
-                });
-            }
+            hash_sources.push(HashSource {
+                host: host::resolve(&dest.host, &res.namespace, &ctx.settings.domain_suffix),
+                subset: dest.subset.clone().filter(|s| !s.is_empty()),
+                port: dest.port.as_ref().map(|p| p.number).filter(|p| *p != 0),
+            });
             let (cluster, host, port, port_from_request) = ctx.cluster_for(dest, &res.namespace, false);
             let (rq, rs) = header_ops(d.headers.as_ref());
             destinations.push(Dest {
@@ -1134,6 +1132,9 @@ fn compile_rule(ctx: &mut Ctx<'_>, res: &Resource, r: &crd::HttpRoute, index: us
         }
     };
     if hash_sources.iter().any(|h| ctx.hashing.may_hash(&h.host)) {
+        // istiod's `consistentHash` for the retry policy needs `len(in.Route) == 1` also for
+        // Istio's default policy, whose route this rule now names.
+        retry.single_destination = r.route.len() == 1;
         retry.hash_sources = hash_sources;
     }
     // The clusters this rule sends to carry its policy, so `meshroute envoy` writes its route.
@@ -1276,8 +1277,7 @@ fn add_alias_routes(
 }
 
 /// The hosts whose DestinationRules set `consistentHash` anywhere (top level, a port, a subset):
-/// which weighted rules may need their destinations' hash policies on a route of their own
-/// (R225). A superset of what a proxy applies (no visibility or merging here): the Envoy
+/// which rules may need their destinations' hash policies on a route of their own (R225). A superset of what a proxy applies (no visibility or merging here): the Envoy
 /// generator looks each destination's rule up as istiod does, and a rule none of whose
 /// destinations hashes then gets a route without `hash_policy`, as it would anyway.
 struct HashingHosts {
