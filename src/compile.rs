@@ -551,6 +551,7 @@ impl RouteTable {
             origins: &merged.origins,
             written: &merged.written,
         };
+        ctx.hash_default_routes(&mut registry_exact);
         let mut table = RouteTable {
             virtual_services: Vec::new(),
             host_claims: Vec::new(),
@@ -1283,11 +1284,20 @@ fn add_alias_routes(
 struct HashingHosts {
     exact: std::collections::HashSet<String>,
     wildcard: Vec<String>,
+    /// The same for a hash at the top level or a port of the rule (what a service's default
+    /// route can take, istiod `hashForService`).
+    service_exact: std::collections::HashSet<String>,
+    service_wildcard: Vec<String>,
 }
 
 impl HashingHosts {
     fn new(bundle: &Bundle) -> Self {
-        let mut out = HashingHosts { exact: std::collections::HashSet::new(), wildcard: Vec::new() };
+        let mut out = HashingHosts {
+            exact: std::collections::HashSet::new(),
+            wildcard: Vec::new(),
+            service_exact: std::collections::HashSet::new(),
+            service_wildcard: Vec::new(),
+        };
         let hashes = |t: &crd::TrafficPolicy| {
             t.load_balancer.as_ref().is_some_and(|l| l.consistent_hash.is_some())
                 || t.port_level_settings
@@ -1295,15 +1305,21 @@ impl HashingHosts {
                     .any(|p| p.load_balancer.as_ref().is_some_and(|l| l.consistent_hash.is_some()))
         };
         for (r, dr) in bundle.destination_rules() {
-            let any = dr.traffic_policy.as_ref().is_some_and(hashes)
-                || dr.subsets.iter().any(|s| s.traffic_policy.as_ref().is_some_and(hashes));
+            let service = dr.traffic_policy.as_ref().is_some_and(hashes);
+            let any = service || dr.subsets.iter().any(|s| s.traffic_policy.as_ref().is_some_and(hashes));
             if !any {
                 continue;
             }
             let h = host::resolve(&dr.host, &r.namespace, &bundle.settings.domain_suffix);
             if h.starts_with('*') {
+                if service {
+                    out.service_wildcard.push(h.clone());
+                }
                 out.wildcard.push(h);
             } else {
+                if service {
+                    out.service_exact.insert(h.clone());
+                }
                 out.exact.insert(h);
             }
         }
@@ -1313,9 +1329,35 @@ impl HashingHosts {
     fn may_hash(&self, h: &str) -> bool {
         self.exact.contains(h) || self.wildcard.iter().any(|w| host::matches(w, h))
     }
+
+    fn service_may_hash(&self, h: &str) -> bool {
+        self.service_exact.contains(h) || self.service_wildcard.iter().any(|w| host::matches(w, h))
+    }
 }
 
 impl Ctx<'_> {
+    /// R225: the default route of a registry host whose DestinationRule may hash is istiod's
+    /// `buildSidecarVirtualHostForService` route — the service's hash for its port
+    /// (`hashForService`: port-level over top level, no subset) and Istio's default retries
+    /// with the predicate (`BuildDefaultHTTPOutboundRoute`, `ConvertPolicy(.., false)`) — so it
+    /// names a route of its own, recorded on its cluster for the Envoy generator.
+    fn hash_default_routes(&mut self, registry_exact: &mut HashMap<String, Vec<DefaultRoute>>) {
+        for routes in registry_exact.values_mut() {
+            for d in routes.iter_mut().filter(|d| self.hashing.service_may_hash(&d.host)) {
+                d.retry.hash_sources = vec![HashSource { host: d.host.clone(), subset: None, port: Some(d.port) }];
+                let c = self.clusters.entry(d.cluster.clone()).or_insert_with(|| ClusterRef {
+                    name: d.cluster.clone(),
+                    host: d.host.clone(),
+                    subset: None,
+                    port: d.port,
+                    mirror_only: false,
+                    retry_policies: BTreeSet::new(),
+                });
+                c.retry_policies.insert(d.retry.clone());
+            }
+        }
+    }
+
     /// Cluster name, FQDN and port of a destination (istio `GetDestinationCluster`): the port is
     /// the destination's, else the service's only port, else the listener's.
     /// The last value says the port is the request's (`port` is then `settings.defaultPort`).

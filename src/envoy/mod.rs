@@ -1097,6 +1097,38 @@ mod tests {
         }
     }
 
+    /// R225 (`ROUTE buildSidecarVirtualHostForService`, `hashForService`,
+    /// `BuildDefaultHTTPOutboundRoute`): a registry host without a VirtualService gets its
+    /// DestinationRule's hash for the port (port-level over top level) and Istio's default
+    /// retries with the previous_hosts predicate, on a route its default route names.
+    #[test]
+    fn a_registry_hosts_default_route_hashes_and_keeps_the_predicate_as_istiod() {
+        let rule = json!({"trafficPolicy": {"loadBalancer": {"consistentHash": {"httpHeaderName": "x-user"}},
+            "portLevelSettings": [{"port": {"number": 81}, "loadBalancer": {"consistentHash": {"httpQueryParameterName": "q"}}}]}});
+        let mut entry = se("h.internal", json!([{"address": "10.0.0.9"}]));
+        entry["spec"]["ports"] = json!([{"number": 80, "name": "http", "protocol": "HTTP"},
+                                        {"number": 81, "name": "http-2", "protocol": "HTTP"}]);
+        let cfg = json!([entry, dr("h.internal", rule)]);
+        let (bundle, table) = testing::compiled(&json!({"resources": cfg, "settings": {}}));
+        let g = generate(&bundle, &table.clusters, &json!({"resources": cfg}), &testing::options()).unwrap();
+        let routes = g.config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+            ["route_config"]["virtual_hosts"][0]["routes"]
+            .as_array()
+            .unwrap()
+            .clone();
+        let defaults = &table.registry_exact["h.internal"];
+        assert_eq!(defaults.len(), 2);
+        for (d, want) in defaults
+            .iter()
+            .zip([json!({"header": {"header_name": "x-user"}}), json!({"query_parameter": {"name": "q"}})])
+        {
+            assert!(d.retry.is_default && d.retry.has_own_route(), "{d:?}");
+            let r = routes.iter().find(|r| r["name"] == format!("meshroute:{}", d.retry.route_id())).unwrap();
+            assert_eq!(r["route"]["hash_policy"], json!([want]), "port {}", d.port);
+            assert_eq!(r["route"]["retry_policy"], default_retry_policy(true), "port {}", d.port);
+        }
+    }
+
     #[test]
     fn default_policy_is_least_request_with_istio_thresholds() {
         let g = build(json!([se("b.internal", json!([{"address": "10.0.0.3"}]))]), json!({}));
