@@ -175,7 +175,14 @@ fn explain_parse_error(bytes: &[u8], e: &serde_json::Error) -> TableError {
             "this is meshroute's source form (Istio resources and settings); the filter loads the table \
              `meshroute compile` writes from it",
         ),
-        _ => refuse("", format!("not a {FORMAT} table: {e} (line {}, column {})", e.line(), e.column())),
+        Ok(_) => refuse("", format!("not a {FORMAT} table: {e}")),
+        // Not even an object (`null`, a number, an array, broken JSON): serde's own words would
+        // name our internal types.
+        Err(p) if p.is_data() => refuse(
+            "",
+            format!("the configuration is not a JSON object (expected the output of `meshroute compile`), at line {} column {}", p.line(), p.column()),
+        ),
+        Err(p) => refuse("", format!("not JSON: {p}")),
     }
 }
 

@@ -417,6 +417,14 @@ fn compile_output_is_the_table_the_filter_loads() {
     let again = meshroute(&["validate", "-f", &out_file.display().to_string()]);
     assert_eq!(again.code, 2, "{}{}", again.stdout, again.stderr);
     assert!(again.stdout.contains("this is a compiled table"), "{}{}", again.stdout, again.stderr);
+    let as_settings =
+        meshroute(&["validate", "-f", "examples/timeout-config.yaml", "--settings", &out_file.display().to_string()]);
+    assert_eq!(as_settings.code, 2, "{}{}", as_settings.stdout, as_settings.stderr);
+    assert!(
+        as_settings.stdout.contains("compiled table (`meshroute compile` output), not settings"),
+        "{}",
+        as_settings.stdout
+    );
 }
 
 #[test]
@@ -498,7 +506,7 @@ fn the_deploy_manifests_are_what_compile_as_writes() {
         assert!(text[..at].lines().all(|l| l.starts_with('#')), "{file}: only comments above the generated part");
         assert!(
             text[at..] == out.stdout,
-            "{file} is not what `meshroute compile --as {kind}` writes now: regenerate it with the command at its top"
+            "{file} is not what `meshroute compile --as {kind}` writes now: regenerate it with `make deploy-istio`"
         );
     }
 }

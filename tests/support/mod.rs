@@ -214,10 +214,10 @@ pub fn refused_configurations(source: &serde_json::Value) -> Vec<RefusedConfigur
     let other_version = "meshroute.table/v0";
     let cases: Vec<(&'static str, String, String)> = vec![
         ("source form", source.to_string(), "this is meshroute's source form".into()),
-        ("null", "null".into(), not_a_table.clone()),
+        ("null", "null".into(), "compiled table: the configuration is not a JSON object".into()),
         ("empty", String::new(), "the configuration is empty".into()),
         ("{}", "{}".into(), format!("{not_a_table}: missing field `format`")),
-        ("truncated", good[..good.len() / 2].to_string(), format!("{not_a_table}: EOF while parsing")),
+        ("truncated", good[..good.len() / 2].to_string(), "compiled table: not JSON: EOF while parsing".into()),
         (
             "another format version",
             good.replacen(meshroute::table::FORMAT, other_version, 1),

@@ -65,6 +65,12 @@ pub struct MeshSource {
     pub config: meshroute::mesh_config::FromMeshConfig,
 }
 
+/// `{"format", "table"}`: what `meshroute compile` writes. It keeps neither resources nor
+/// settings in their source form, so it is refused as input by name, not misread.
+fn is_compiled_table(doc: &Node) -> bool {
+    matches!(doc.kind, NodeKind::Map(_)) && doc.get("format").is_some() && doc.get("table").is_some()
+}
+
 impl Inputs {
     /// Reads every path (`-` is stdin). Unreadable inputs are collected, not fatal, so that all
     /// problems are reported in one run.
@@ -155,7 +161,7 @@ impl Inputs {
     }
 
     fn add_document(&mut self, file: &str, doc: Node) {
-        if matches!(doc.kind, NodeKind::Map(_)) && doc.get("format").is_some() && doc.get("table").is_some() {
+        if is_compiled_table(&doc) {
             // A compiled table keeps no resources to read back: say so instead of finding none.
             self.errors.push(InputError {
                 file: file.to_string(),
@@ -220,6 +226,14 @@ impl Inputs {
             Ok(docs) => {
                 let mut docs = docs.into_iter().filter(|d| !d.is_null());
                 match (docs.next(), docs.next()) {
+                    (Some(d), None) if is_compiled_table(&d) => self.errors.push(InputError {
+                        file: name.to_string(),
+                        line: Some(d.line),
+                        col: None,
+                        message: "this is a compiled table (`meshroute compile` output), not settings; give the \
+                                  settings it was compiled with (namespace, labels, gateway, ...)"
+                            .into(),
+                    }),
                     (Some(d), None) => {
                         // A whole plugin configuration can serve as settings too.
                         let d = match d.get("settings") {
@@ -364,39 +378,14 @@ impl Inputs {
         s
     }
 
-    /// `{"resources": [...], "settings": {...}}`: what the filter reads.
+    /// `{"resources": [...], "settings": {...}}`: the source form (what the lifecycle state stores
+    /// and `meshroute::envoy` compiles into the filter's table).
     pub fn plugin_config(&self, gateway: Option<&str>) -> Value {
         let mut m = Map::new();
         m.insert("resources".into(), Value::Array(self.resources.iter().map(|r| r.value.clone()).collect()));
         m.insert("settings".into(), Value::Object(self.settings_value(gateway)));
         if let Some(r) = &self.registry {
             m.insert("registry".into(), r.clone());
-        }
-        Value::Object(m)
-    }
-
-    /// What `meshroute compile` writes: the Istio resources as read, and the Kubernetes objects
-    /// folded into the compact registry the filter needs (hosts, ports, protocols, workload
-    /// labels) instead of whole Deployments, Secrets and Pods.
-    pub fn compiled_plugin_config(&self, bundle: &meshroute::Bundle, gateway: Option<&str>) -> Value {
-        let istio: Vec<Value> = self
-            .resources
-            .iter()
-            .filter(|r| {
-                let api = r.value.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
-                let kind = r.value.get("kind").and_then(Value::as_str).unwrap_or_default();
-                meshroute::k8s::classify(api, kind) == meshroute::k8s::KindClass::Istio
-            })
-            .map(|r| r.value.clone())
-            .collect();
-        let mut m = Map::new();
-        m.insert("resources".into(), Value::Array(istio));
-        m.insert("settings".into(), Value::Object(self.settings_value(gateway)));
-        let compact = bundle.registry.compact();
-        if !compact.is_empty() {
-            if let Ok(v) = serde_json::to_value(&compact) {
-                m.insert("registry".into(), v);
-            }
         }
         Value::Object(m)
     }

@@ -18,9 +18,8 @@ pub enum Kind {
 }
 
 /// The EnvoyFilter that puts `routes` (in order) first in every outbound virtual host of the
-/// workloads the settings select: INSERT_FIRST patches, last route first.
-pub fn envoy_filter(plugin_config: &Value, routes: &[Value], name: &str) -> Value {
-    let settings = &plugin_config["settings"];
+/// workloads `settings` select: INSERT_FIRST patches, last route first.
+pub fn envoy_filter(settings: &Value, routes: &[Value], name: &str) -> Value {
     let namespace = settings["namespace"].as_str().unwrap_or("default");
     let context = if settings["gateway"].as_str().is_none_or(|g| g == "mesh") { "SIDECAR_OUTBOUND" } else { "GATEWAY" };
     let patches: Vec<Value> = routes
@@ -101,7 +100,7 @@ pub fn manifest(kind: Kind, settings: &Value, table: &Value, image: &str, name: 
             ("TrafficExtension", spec)
         }
         // The routes come from the route table: `envoy_filter`.
-        Kind::Envoyfilter => return envoy_filter(&json!({"settings": settings}), &[], name),
+        Kind::Envoyfilter => return envoy_filter(settings, &[], name),
     };
     json!({
         "apiVersion": "extensions.istio.io/v1alpha1",
@@ -137,5 +136,41 @@ mod tests {
         let g = manifest(Kind::Wasmplugin, &gw, &table, "oci://r/m:1", "meshroute", FailStrategy::Close);
         assert!(g["spec"].get("match").is_none() && g["spec"].get("selector").is_none());
         assert_eq!(g["metadata"]["namespace"], "default");
+    }
+
+    /// deploy/istio's manifests read back as YAML (what `kubectl apply` sends): their
+    /// pluginConfig, as the JSON Istio hands the filter, is a table it loads, routing as the
+    /// example's VirtualService says (deploy/istio/example/product-service.yaml).
+    #[test]
+    fn the_deploy_manifests_carry_a_table_that_routes_the_example() {
+        use meshroute::{Decision, Request, SplitMix64};
+        let files = [
+            ("deploy/istio/wasmplugin.yaml", &["spec", "pluginConfig"][..]),
+            ("deploy/istio/trafficextension.yaml", &["spec", "wasm", "pluginConfig"][..]),
+        ];
+        for (file, path) in files {
+            let text = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file)).unwrap();
+            let docs = crate::yaml::parse_documents(&text).unwrap();
+            assert_eq!(docs.len(), 1, "{file}");
+            let mut v = docs[0].to_value();
+            for key in path {
+                v = v[*key].take();
+            }
+            let table = meshroute::table::load(v.to_string().as_bytes()).unwrap_or_else(|e| panic!("{file}: {e}"));
+            let cluster = |debug: Option<&str>| {
+                let mut req = Request::new("GET", "product-service", "/");
+                if let Some(d) = debug {
+                    req = req.with_header("x-debug", d);
+                }
+                match table.decide(&req, &mut SplitMix64(1)) {
+                    Decision::Matched(m) => m.destination.map(|d| d.cluster.clone()),
+                    _ => None,
+                }
+            };
+            let subset = |s: &str| Some(format!("outbound|80|{s}|product-service.default.svc.cluster.local"));
+            assert_eq!(cluster(Some("true")), subset("v2"), "{file}");
+            assert_eq!(cluster(None), subset("v1"), "{file}");
+            assert_eq!(cluster(Some("false")), subset("v1"), "{file}");
+        }
     }
 }
