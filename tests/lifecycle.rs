@@ -377,3 +377,39 @@ fn applies_and_rollbacks_under_load_lose_no_request() {
 fn fifty_applies_ten_invalid_ten_rollbacks_under_load_lose_no_request() {
     round("lifecycle_full", 50, 10, 10);
 }
+
+/// `up` on a listen address another process holds: Envoy refuses the listener and would serve on
+/// without it, so `up` must fail with Envoy's reason and leave no Envoy running.
+#[test]
+fn up_on_a_taken_listen_address_fails_with_the_reason_and_leaves_no_envoy() {
+    let Some((_, wasm)) = envoy_and_filter("up_on_a_taken_listen_address") else { return };
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = format!("127.0.0.1:{}", held.local_addr().unwrap().port());
+    let dir = fresh_dir("lifecycle-taken");
+    let ups = [Upstream::named("v1")];
+    let resources = dir.join("a.yaml");
+    std::fs::write(&resources, config(&[("v1", ups[0].port())], "v1", "")).unwrap();
+    let refused = format!("cannot bind '{taken}': Address already in use");
+    // `up` needs its admin address before Envoy starts: a picked one that someone else took in
+    // between fails differently (naming that port), and is picked again.
+    for attempt in 0..5 {
+        let state = dir.join(format!("state-{attempt}"));
+        let admin = format!("127.0.0.1:{}", free_port());
+        let (st, w, f) = (state.display().to_string(), wasm.display().to_string(), resources.display().to_string());
+        let o = meshroute(&[
+            "up", "--state", &st, "--wasm", &w, "--detach", "-f", &f, "--listen", &taken, "--admin", &admin,
+        ]);
+        let _stop = StopEnvoy::new(&state);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        if !text(&o).contains(&refused) {
+            assert!(text(&o).contains(&admin), "fails for its listen or admin address: {}", text(&o));
+            continue;
+        }
+        assert!(text(&o).contains("Envoy was stopped"), "{}", text(&o));
+        let pid = std::fs::read_to_string(state.join("envoy.pid")).unwrap();
+        assert!(!std::path::Path::new(&format!("/proc/{}", pid.trim())).exists(), "Envoy {} still runs", pid.trim());
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
+    panic!("the admin address was taken five times over");
+}

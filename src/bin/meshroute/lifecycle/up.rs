@@ -228,5 +228,5 @@ fn live_listeners_taken(state: &State) -> Result<(), String> {
             None => std::thread::sleep(Duration::from_millis(100)),
         }
     };
-    Err(format!("Envoy refused the listeners of {} ({reason}); nothing was started", state.live_dir().display()))
+    Err(format!("Envoy refused the listeners of {} ({reason}); Envoy was stopped", state.live_dir().display()))
 }
