@@ -208,8 +208,8 @@ fn forward_edits(table: &RouteTable, m: &Matched<'_>, dest: &Dest, req: &dyn Req
 /// hinted: `x-envoy-max-retries` (0 where retries are off, selecting a hand-written route without
 /// a policy) and the conditions.
 fn retry_hints(table: &RouteTable, r: &RetryPolicy, edits: &mut Vec<HeaderOp>) {
-    // A weighted rule whose destinations hash has a route of its own even with Istio's default
-    // policy (R225); without `retryPolicyRoutes` there is none, and the default stays unhinted.
+    // A rule whose destinations hash has a route of its own even with Istio's default policy
+    // (R225); without `retryPolicyRoutes` there is none, and the default stays unhinted.
     if table.retry_policy_routes && r.has_own_route() {
         edits.push(set(crate::compile::RETRY_POLICY_HEADER, r.route_id()));
         return;
@@ -540,13 +540,13 @@ mod tests {
         assert_eq!(p.request_ops[1], s("x-envoy-max-retries", "3"));
     }
 
-    /// R225: a weighted rule whose destinations may hash names its own route (which carries
-    /// every destination's hash policy) even with Istio's default policy — only where such
-    /// routes exist (`retryPolicyRoutes`); a single destination or a rule whose DestinationRule
-    /// does not hash keeps the header-less default route.
+    /// R225: a rule whose destinations may hash names its own route (which carries every
+    /// destination's hash policy) even with Istio's default policy — only where such routes
+    /// exist (`retryPolicyRoutes`); a rule whose DestinationRule does not hash keeps the
+    /// header-less default route.
     #[cfg_attr(not(target_arch = "wasm32"), test)]
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
-    fn a_weighted_rule_whose_destinations_hash_names_its_own_route() {
+    fn a_rule_whose_destinations_hash_names_its_own_route() {
         let weighted = json!([{"route": [{"destination": {"host": "reviews", "subset": "v1"}, "weight": 50},
                                          {"destination": {"host": "reviews", "subset": "v2"}, "weight": 50}]}]);
         let hashing = |http: &serde_json::Value, settings: serde_json::Value| {
@@ -578,9 +578,11 @@ mod tests {
         let t = hashing(&weighted, json!({"retryPolicyOnRoute": true}));
         let p = plan_for(&t, &Request::new("GET", "reviews", "/"));
         assert_eq!(p.request_ops.len(), 1, "{:?}", p.request_ops);
-        // One destination: the cluster's own routes carry its hash (R222).
+        // One destination too: its route carries its hash, and Istio's default without the
+        // predicate (R225).
         let single = json!([{"route": [{"destination": {"host": "reviews", "subset": "v1"}}]}]);
-        assert_eq!(policy_header(&hashing(&single, routes.clone())), None);
+        let t = hashing(&single, routes.clone());
+        assert_eq!(policy_header(&t), Some(t.virtual_services[0].rules[0].retry.route_id()));
         // No consistent hash anywhere: nothing to carry.
         assert_eq!(policy_header(&table_with(weighted, routes)), None);
     }

@@ -235,16 +235,16 @@ pub struct RetryPolicy {
     /// Set when the VirtualService did not say (Istio's default applies).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub is_default: bool,
-    /// For a rule with several destinations of which one may hash consistently: every weighted
-    /// destination, whose hash policies istiod puts on the rule's one route (R225). Such a rule
-    /// gets a route of its own even with Istio's default policy. Empty otherwise.
+    /// For a rule with a destination that may hash consistently: every destination with weight
+    /// (the one of a single-destination rule whatever its weight), whose hash policies istiod
+    /// puts on the rule's route (R225). Such a rule gets a route of its own even with Istio's
+    /// default policy. Empty otherwise.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hash_sources: Vec<HashSource>,
 }
 
-/// One destination of a rule with several (istiod's weighted route), as istiod looks up the hash
-/// policy it adds for it to the route (`ROUTE processWeightedDestination`,
-/// `HashForHTTPDestination`): the host as written (resolved, before any ExternalName alias), the
+/// One destination of a rule, as istiod looks up the hash policy it adds for it to the rule's
+/// route (`ROUTE processDestination`, `processWeightedDestination`, `HashForHTTPDestination`): the host as written (resolved, before any ExternalName alias), the
 /// subset, and the port only when the destination names one (port-level settings count only then).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -258,7 +258,7 @@ pub struct HashSource {
 
 impl RetryPolicy {
     /// Whether the filter names this policy's route (R221): a policy of the VirtualService's own,
-    /// or a weighted rule's whose route carries its destinations' hash policies (R225).
+    /// or a rule's whose route carries its destinations' hash policies (R225).
     pub fn has_own_route(&self) -> bool {
         !self.is_default || !self.hash_sources.is_empty()
     }
@@ -551,6 +551,7 @@ impl RouteTable {
             origins: &merged.origins,
             written: &merged.written,
         };
+        ctx.hash_default_routes(&mut registry_exact);
         let mut table = RouteTable {
             virtual_services: Vec::new(),
             host_claims: Vec::new(),
@@ -1095,13 +1096,11 @@ fn compile_rule(ctx: &mut Ctx<'_>, res: &Resource, r: &crd::HttpRoute, index: us
             if weight == 0 {
                 continue;
             }
-            if !single {
-                hash_sources.push(HashSource {
-                    host: host::resolve(&dest.host, &res.namespace, &ctx.settings.domain_suffix),
-                    subset: dest.subset.clone().filter(|s| !s.is_empty()),
-                    port: dest.port.as_ref().map(|p| p.number).filter(|p| *p != 0),
-                });
-            }
+            hash_sources.push(HashSource {
+                host: host::resolve(&dest.host, &res.namespace, &ctx.settings.domain_suffix),
+                subset: dest.subset.clone().filter(|s| !s.is_empty()),
+                port: dest.port.as_ref().map(|p| p.number).filter(|p| *p != 0),
+            });
             let (cluster, host, port, port_from_request) = ctx.cluster_for(dest, &res.namespace, false);
             let (rq, rs) = header_ops(d.headers.as_ref());
             destinations.push(Dest {
@@ -1134,6 +1133,9 @@ fn compile_rule(ctx: &mut Ctx<'_>, res: &Resource, r: &crd::HttpRoute, index: us
         }
     };
     if hash_sources.iter().any(|h| ctx.hashing.may_hash(&h.host)) {
+        // istiod's `consistentHash` for the retry policy needs `len(in.Route) == 1` also for
+        // Istio's default policy, whose route this rule now names.
+        retry.single_destination = r.route.len() == 1;
         retry.hash_sources = hash_sources;
     }
     // The clusters this rule sends to carry its policy, so `meshroute envoy` writes its route.
@@ -1276,18 +1278,26 @@ fn add_alias_routes(
 }
 
 /// The hosts whose DestinationRules set `consistentHash` anywhere (top level, a port, a subset):
-/// which weighted rules may need their destinations' hash policies on a route of their own
-/// (R225). A superset of what a proxy applies (no visibility or merging here): the Envoy
+/// which rules may need their destinations' hash policies on a route of their own (R225). A superset of what a proxy applies (no visibility or merging here): the Envoy
 /// generator looks each destination's rule up as istiod does, and a rule none of whose
 /// destinations hashes then gets a route without `hash_policy`, as it would anyway.
 struct HashingHosts {
     exact: std::collections::HashSet<String>,
     wildcard: Vec<String>,
+    /// The same for a hash at the top level or a port of the rule (what a service's default
+    /// route can take, istiod `hashForService`).
+    service_exact: std::collections::HashSet<String>,
+    service_wildcard: Vec<String>,
 }
 
 impl HashingHosts {
     fn new(bundle: &Bundle) -> Self {
-        let mut out = HashingHosts { exact: std::collections::HashSet::new(), wildcard: Vec::new() };
+        let mut out = HashingHosts {
+            exact: std::collections::HashSet::new(),
+            wildcard: Vec::new(),
+            service_exact: std::collections::HashSet::new(),
+            service_wildcard: Vec::new(),
+        };
         let hashes = |t: &crd::TrafficPolicy| {
             t.load_balancer.as_ref().is_some_and(|l| l.consistent_hash.is_some())
                 || t.port_level_settings
@@ -1295,15 +1305,21 @@ impl HashingHosts {
                     .any(|p| p.load_balancer.as_ref().is_some_and(|l| l.consistent_hash.is_some()))
         };
         for (r, dr) in bundle.destination_rules() {
-            let any = dr.traffic_policy.as_ref().is_some_and(hashes)
-                || dr.subsets.iter().any(|s| s.traffic_policy.as_ref().is_some_and(hashes));
+            let service = dr.traffic_policy.as_ref().is_some_and(hashes);
+            let any = service || dr.subsets.iter().any(|s| s.traffic_policy.as_ref().is_some_and(hashes));
             if !any {
                 continue;
             }
             let h = host::resolve(&dr.host, &r.namespace, &bundle.settings.domain_suffix);
             if h.starts_with('*') {
+                if service {
+                    out.service_wildcard.push(h.clone());
+                }
                 out.wildcard.push(h);
             } else {
+                if service {
+                    out.service_exact.insert(h.clone());
+                }
                 out.exact.insert(h);
             }
         }
@@ -1313,9 +1329,35 @@ impl HashingHosts {
     fn may_hash(&self, h: &str) -> bool {
         self.exact.contains(h) || self.wildcard.iter().any(|w| host::matches(w, h))
     }
+
+    fn service_may_hash(&self, h: &str) -> bool {
+        self.service_exact.contains(h) || self.service_wildcard.iter().any(|w| host::matches(w, h))
+    }
 }
 
 impl Ctx<'_> {
+    /// R225: the default route of a registry host whose DestinationRule may hash is istiod's
+    /// `buildSidecarVirtualHostForService` route — the service's hash for its port
+    /// (`hashForService`: port-level over top level, no subset) and Istio's default retries
+    /// with the predicate (`BuildDefaultHTTPOutboundRoute`, `ConvertPolicy(.., false)`) — so it
+    /// names a route of its own, recorded on its cluster for the Envoy generator.
+    fn hash_default_routes(&mut self, registry_exact: &mut HashMap<String, Vec<DefaultRoute>>) {
+        for routes in registry_exact.values_mut() {
+            for d in routes.iter_mut().filter(|d| self.hashing.service_may_hash(&d.host)) {
+                d.retry.hash_sources = vec![HashSource { host: d.host.clone(), subset: None, port: Some(d.port) }];
+                let c = self.clusters.entry(d.cluster.clone()).or_insert_with(|| ClusterRef {
+                    name: d.cluster.clone(),
+                    host: d.host.clone(),
+                    subset: None,
+                    port: d.port,
+                    mirror_only: false,
+                    retry_policies: BTreeSet::new(),
+                });
+                c.retry_policies.insert(d.retry.clone());
+            }
+        }
+    }
+
     /// Cluster name, FQDN and port of a destination (istio `GetDestinationCluster`): the port is
     /// the destination's, else the service's only port, else the listener's.
     /// The last value says the port is the request's (`port` is then `settings.defaultPort`).

@@ -185,7 +185,10 @@ fn the_generated_envoy_filter_carries_the_policy_and_hash_routes_in_order() {
     let pos = |n: &str| {
         names.iter().position(|x| x.trim_matches('"').starts_with(n)).unwrap_or_else(|| panic!("{n}: {names:?}"))
     };
-    assert!(pos("meshroute:r") < pos("hash:"), "{names:?}");
+    // Route order: the rule's own route with its destination's hash (R225), the cluster's hash
+    // routes, then Istio's default and the catch-all (R222).
+    assert!(pos("meshroute:default-retries") < pos("hash:"), "{names:?}");
+    assert!(pos("hash:") < pos("meshroute:r"), "{names:?}");
     assert!(text.contains("base_interval: \"0.05s\""), "{text}");
     assert!(text.contains("cookie:"), "the hash route keeps the cookie hash policy: {text}");
     assert!(text.matches("present_match: true").count() >= text.matches("operation: INSERT_FIRST").count());

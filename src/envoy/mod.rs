@@ -201,13 +201,14 @@ pub const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.w
 /// timeout (the filter hints Istio's timeouts per request); they differ in retry policy and
 /// hash policy, chosen by the filter-owned headers the filter writes (a client's copies are
 /// removed first, so no client picks either):
-/// 0. one route per weighted rule policy whose destinations may hash, with all their hash
-///    policies (R225; matched on the policy header alone, so before the per-cluster routes);
+/// 0. one route per policy of a rule whose destinations may hash, with their hash policies as
+///    istiod lists them (R225; matched on the policy header alone, so before the per-cluster
+///    routes);
 /// 1. per consistent-hash cluster (matched on the routing header, so its `hash_policy` applies
-///    only to it, as istiod's per-destination hash policies do): one route per retry policy of
-///    the single-destination rules that send to it, then Istio's default policy without a
-///    `previous_hosts` predicate for requests without the policy header (R57), then one without
-///    retries;
+///    only to it): one route per other retry policy of the rules that send to it (a destination
+///    naming an ExternalName alias of a hashing host), then Istio's default policy without a
+///    `previous_hosts` predicate for requests without the policy header (R57; a registry host
+///    without a VirtualService), then one without retries;
 /// 2. one route per other retry policy (matched on [`crate::compile::RETRY_POLICY_HEADER`]);
 /// 3. Istio's default policy for requests without the policy header — the common case, which
 ///    costs the filter no header at all;
@@ -246,13 +247,15 @@ fn routes(b: &mut Builder<'_>, wanted: &[Want], routed: &[crate::compile::Cluste
         json!({"name": name, "match": m, "route": action, "request_headers_to_remove": [policy_header]})
     };
     let mut out = Vec::new();
-    // R225: a weighted rule's route carries the hash policy of each of its destinations, in order
-    // (istiod appends one per destination, repeats included; Envoy combines them). First: the
-    // per-cluster routes below end in one that takes any policy header for its cluster.
+    // R225: a rule's route carries the hash policy of each of its destinations, in order (istiod
+    // appends one per destination, repeats included; Envoy combines them), and a single
+    // destination's hash keeps the default predicate off. First: the per-cluster routes below
+    // end in one that takes any policy header for its cluster.
     for (id, p) in all.iter().filter(|(_, p)| !p.hash_sources.is_empty()) {
         let hash: Vec<Value> = p.hash_sources.iter().filter_map(|h| b.destination_hash(h)).collect();
+        let retry = retry_policy(p, !hash.is_empty());
         let hash = (!hash.is_empty()).then_some(&hash);
-        out.push(route(format!("meshroute:{id}"), vec![is(policy_header, id)], hash, retry_policy(p, false)));
+        out.push(route(format!("meshroute:{id}"), vec![is(policy_header, id)], hash, retry));
     }
     for w in wanted {
         let Some(hash) = b.hash_policy(w) else { continue };
@@ -986,14 +989,14 @@ mod tests {
             routes.iter().find(|r| r["name"] == name).unwrap_or_else(|| panic!("no route {name}: {routes:#?}")).clone()
         };
         let sticky = "outbound|80|sticky|a.internal";
-        // The single-destination rule on the hash cluster: no previous_hosts (istiod
-        // ConvertPolicy(policy, consistentHash)), everything else on the route.
-        let r = named(&format!("hash:{sticky}:{}", ids[0]));
+        // The single-destination rule to the hash subset: its route has the destination's hash
+        // (R225) and no previous_hosts (istiod ConvertPolicy(policy, consistentHash)), everything
+        // else on the route.
+        let r = named(&format!("meshroute:{}", ids[0]));
         assert_eq!(r["route"]["hash_policy"], json!([{"header": {"header_name": "x-user"}}]));
         assert_eq!(
             r["match"]["headers"],
-            json!([{"name": "x-meshroute-cluster", "string_match": {"exact": sticky}},
-                   {"name": "x-meshroute-retry-policy", "string_match": {"exact": ids[0]}}])
+            json!([{"name": "x-meshroute-retry-policy", "string_match": {"exact": ids[0]}}])
         );
         let p = &r["route"]["retry_policy"];
         assert_eq!(p["retry_on"], "5xx,retriable-status-codes,unavailable");
@@ -1005,10 +1008,8 @@ mod tests {
         assert_eq!(p["retry_priority"]["typed_config"]["update_frequency"], 2);
         assert_eq!(p["host_selection_retry_max_attempts"], 5);
         assert!(p.get("retry_host_predicate").is_none());
-        // The same policy on other clusters keeps the predicate.
-        let r = named(&format!("meshroute:{}", ids[0]));
-        assert!(r["route"].get("hash_policy").is_none());
-        assert!(r["route"]["retry_policy"]["retry_host_predicate"].is_array());
+        // It is the policy's only route: no per-cluster copy.
+        assert!(!routes.iter().any(|r| r["name"] == format!("hash:{sticky}:{}", ids[0])));
         // The weighted rule said retryIgnorePreviousHosts: false: no predicate. Its one route
         // carries its destinations' hash policies (R225: only the sticky subset hashes).
         let r = named(&format!("meshroute:{}", ids[1]));
@@ -1042,6 +1043,7 @@ mod tests {
                 {"match": [{"uri": {"prefix": "/weighted"}}],
                  "route": [dest("v1", None, 40), dest("v2", Some(80), 30), dest("v2", None, 0),
                            dest("v3", Some(80), 20), dest("v4", None, 10)]},
+                {"match": [{"uri": {"prefix": "/v3"}}], "route": [dest("v3", Some(80), 0)]},
                 {"route": [{"destination": {"host": "w.internal", "subset": "v2"}}]}]}});
         let rule = json!({
             "trafficPolicy": {"loadBalancer": {"consistentHash": {"httpHeaderName": "x-user"}},
@@ -1075,16 +1077,56 @@ mod tests {
         );
         assert_eq!(r["match"]["headers"], json!([{"name": "x-meshroute-retry-policy", "string_match": {"exact": id}}]));
         assert_eq!(r["route"]["retry_policy"], default_retry_policy(true), "istiod keeps the predicate here");
-        // No cluster's own hash route serves it, and the single-destination rule keeps the
-        // cluster's route (no policy header: Istio's default without the predicate).
+        // No cluster's own hash route serves it, and it comes before them all: each cluster's
+        // last route takes any policy header.
         assert!(!routes.iter().any(|r| r["name"].as_str().is_some_and(|n| n.starts_with("hash:") && n.ends_with(&id))));
-        // ... and it comes first: each cluster's last route takes any policy header.
-        assert_eq!(routes[0]["name"], format!("meshroute:{id}"));
-        let single = &table.virtual_services[0].rules[1].retry;
-        assert!(single.hash_sources.is_empty() && !single.has_own_route());
-        let v2 = routes.iter().find(|r| r["name"] == "hash:outbound|80|v2|w.internal:default-retries").unwrap();
-        assert_eq!(v2["route"]["hash_policy"], json!([{"cookie": {"name": "c", "ttl": "10s"}}]));
-        assert!(v2["route"]["retry_policy"].get("retry_host_predicate").is_none());
+        let first_hash = routes.iter().position(|r| r["name"].as_str().is_some_and(|n| n.starts_with("hash:")));
+        assert!(routes.iter().position(|r| r["name"] == format!("meshroute:{id}")) < first_hash);
+        // A single destination (`processDestination`): its own hash, and with one Istio's
+        // default drops the predicate — also for v3, whose load balancer is ROUND_ROBIN
+        // (weight 0 does not count for a single destination; its named port brings the
+        // top-level port-level hash), and for v2 without a port (no port-level settings).
+        for (rule, want) in
+            [(1, json!([{"query_parameter": {"name": "q"}}])), (2, json!([{"cookie": {"name": "c", "ttl": "10s"}}]))]
+        {
+            let single = &table.virtual_services[0].rules[rule].retry;
+            assert!(single.is_default && single.single_destination && single.has_own_route(), "{single:?}");
+            let r = routes.iter().find(|r| r["name"] == format!("meshroute:{}", single.route_id())).unwrap();
+            assert_eq!(r["route"]["hash_policy"], want, "rule {rule}");
+            assert_eq!(r["route"]["retry_policy"], default_retry_policy(false), "rule {rule}");
+        }
+    }
+
+    /// R225 (`ROUTE buildSidecarVirtualHostForService`, `hashForService`,
+    /// `BuildDefaultHTTPOutboundRoute`): a registry host without a VirtualService gets its
+    /// DestinationRule's hash for the port (port-level over top level) and Istio's default
+    /// retries with the previous_hosts predicate, on a route its default route names.
+    #[test]
+    fn a_registry_hosts_default_route_hashes_and_keeps_the_predicate_as_istiod() {
+        let rule = json!({"trafficPolicy": {"loadBalancer": {"consistentHash": {"httpHeaderName": "x-user"}},
+            "portLevelSettings": [{"port": {"number": 81}, "loadBalancer": {"consistentHash": {"httpQueryParameterName": "q"}}}]}});
+        let mut entry = se("h.internal", json!([{"address": "10.0.0.9"}]));
+        entry["spec"]["ports"] = json!([{"number": 80, "name": "http", "protocol": "HTTP"},
+                                        {"number": 81, "name": "http-2", "protocol": "HTTP"}]);
+        let cfg = json!([entry, dr("h.internal", rule)]);
+        let (bundle, table) = testing::compiled(&json!({"resources": cfg, "settings": {}}));
+        let g = generate(&bundle, &table.clusters, &json!({"resources": cfg}), &testing::options()).unwrap();
+        let routes = g.config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+            ["route_config"]["virtual_hosts"][0]["routes"]
+            .as_array()
+            .unwrap()
+            .clone();
+        let defaults = &table.registry_exact["h.internal"];
+        assert_eq!(defaults.len(), 2);
+        for (d, want) in defaults
+            .iter()
+            .zip([json!({"header": {"header_name": "x-user"}}), json!({"query_parameter": {"name": "q"}})])
+        {
+            assert!(d.retry.is_default && d.retry.has_own_route(), "{d:?}");
+            let r = routes.iter().find(|r| r["name"] == format!("meshroute:{}", d.retry.route_id())).unwrap();
+            assert_eq!(r["route"]["hash_policy"], json!([want]), "port {}", d.port);
+            assert_eq!(r["route"]["retry_policy"], default_retry_policy(true), "port {}", d.port);
+        }
     }
 
     #[test]
