@@ -103,6 +103,8 @@ pub struct Builder<'a> {
     destination_rules: crate::destination_rules::Index<'a>,
     service_entries: ServiceEntryIndex<'a>,
     kube: KubeIndex<'a>,
+    /// WorkloadEntries by label, for the ServiceEntries that select them.
+    workload_entries: crate::labels::LabelIndex<'a, &'a crd::WorkloadEntry>,
 }
 
 /// Kubernetes Services by lowercase FQDN, their endpoint sets by (namespace, Service), and Pods
@@ -153,6 +155,9 @@ impl<'a> Builder<'a> {
             destination_rules: crate::destination_rules::Index::new(bundle),
             service_entries: ServiceEntryIndex { exact: HashMap::new(), wildcard: Vec::new() },
             kube: KubeIndex::new(&bundle.registry, &bundle.settings.domain_suffix),
+            workload_entries: crate::labels::LabelIndex::new(
+                bundle.workload_entries().map(|(r, we)| (r.namespace.as_str(), &we.labels, we)),
+            ),
         };
         let mut index = ServiceEntryIndex { exact: HashMap::new(), wildcard: Vec::new() };
         for (r, se) in b.visible_service_entries() {
@@ -673,12 +678,7 @@ impl<'a> Builder<'a> {
         };
         let mut raw: Vec<crd::WorkloadEntry> = se.endpoints.clone();
         if let Some(sel) = &se.workload_selector {
-            for (r, we) in self.bundle.workload_entries() {
-                if r.namespace == se_res.namespace && sel.match_labels.iter().all(|(k, v)| we.labels.get(k) == Some(v))
-                {
-                    raw.push(we.clone());
-                }
-            }
+            raw.extend(self.workload_entries.selected(&se_res.namespace, &sel.match_labels).cloned());
         }
         if raw.is_empty() && resolution != "STATIC" {
             // DNS without endpoints: the host itself.
