@@ -228,6 +228,28 @@ impl<'a> Builder<'a> {
         Some((*c.from.first()?, c.rule))
     }
 
+    /// A service's clusters into `out`: one per port, and per port and subset of the host's
+    /// DestinationRule. The subset-less one is the service's default route, so never mirror-only.
+    fn service_clusters(&self, out: &mut BTreeMap<String, Want>, h: &str, ports: impl Iterator<Item = u32>) {
+        let subsets: Vec<String> = self
+            .destination_rule(h)
+            .map(|(_, dr)| dr.subsets.iter().map(|s| s.name.clone()).collect())
+            .unwrap_or_default();
+        for port in ports {
+            for subset in std::iter::once(None).chain(subsets.iter().map(Some)) {
+                let name = self.cluster_name(h, subset.map(String::as_str), port);
+                let w = out.entry(name.clone()).or_insert_with(|| Want {
+                    name,
+                    host: h.to_string(),
+                    subset: subset.cloned(),
+                    port,
+                    mirror_only: false,
+                });
+                w.mirror_only &= subset.is_some();
+            }
+        }
+    }
+
     /// Every cluster this proxy has, as istiod would give it: the ones routes name, plus the
     /// default and subset clusters of every ServiceEntry host and port — limited to what the
     /// Sidecar imports.
@@ -248,24 +270,7 @@ impl<'a> Builder<'a> {
                 if h.starts_with('*') {
                     continue;
                 }
-                let subsets: Vec<String> = self
-                    .destination_rule(&h)
-                    .map(|(_, dr)| dr.subsets.iter().map(|s| s.name.clone()).collect())
-                    .unwrap_or_default();
-                for p in &se.ports {
-                    for subset in std::iter::once(None).chain(subsets.iter().map(Some)) {
-                        let name = self.cluster_name(&h, subset.map(String::as_str), p.number);
-                        let w = out.entry(name.clone()).or_insert_with(|| Want {
-                            name,
-                            host: h.clone(),
-                            subset: subset.cloned(),
-                            port: p.number,
-                            mirror_only: false,
-                        });
-                        // A service's subset-less cluster is its default route too.
-                        w.mirror_only &= subset.is_some();
-                    }
-                }
+                self.service_clusters(&mut out, &h, se.ports.iter().map(|p| p.number));
             }
         }
         // Kubernetes Services: a cluster per port, and per port and subset (istiod's
@@ -277,24 +282,7 @@ impl<'a> Builder<'a> {
                 continue;
             }
             let h = svc.host(&self.settings.domain_suffix);
-            let subsets: Vec<String> = self
-                .destination_rule(&h)
-                .map(|(_, dr)| dr.subsets.iter().map(|s| s.name.clone()).collect())
-                .unwrap_or_default();
-            for p in &svc.ports {
-                for subset in std::iter::once(None).chain(subsets.iter().map(Some)) {
-                    let name = self.cluster_name(&h, subset.map(String::as_str), p.port);
-                    let w = out.entry(name.clone()).or_insert_with(|| Want {
-                        name,
-                        host: h.clone(),
-                        subset: subset.cloned(),
-                        port: p.port,
-                        mirror_only: false,
-                    });
-                    // A service's subset-less cluster is its default route too.
-                    w.mirror_only &= subset.is_some();
-                }
-            }
+            self.service_clusters(&mut out, &h, svc.ports.iter().map(|p| p.port));
         }
         let sidecar =
             if self.settings.gateway == "mesh" { crate::compile::applicable_sidecar(self.bundle) } else { None };
