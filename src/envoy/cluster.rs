@@ -406,7 +406,7 @@ impl<'a> Builder<'a> {
             // Without a ServiceEntry nothing is known about endpoints' labels: a subset
             // cluster reaches the host as a whole rather than nothing.
             if let Some(labels) = subset_labels.as_ref().filter(|_| se.is_some()) {
-                endpoints.retain(|e| labels.iter().all(|(k, v)| e.labels.get(k) == Some(v)));
+                endpoints.retain(|e| crate::labels::selects(labels, &e.labels));
             }
             match resolution.as_str() {
                 "STATIC" => "STATIC",
@@ -642,7 +642,7 @@ impl<'a> Builder<'a> {
             }
         }
         if let Some(labels) = subset {
-            out.retain(|e| labels.iter().all(|(k, v)| e.labels.get(k) == Some(v)));
+            out.retain(|e| crate::labels::selects(labels, &e.labels));
         }
         ("STATIC", out)
     }

@@ -627,7 +627,7 @@ impl<'a> Cx<'_, 'a> {
     ) -> bool {
         let s = self.b.settings;
         (gateways.is_empty() || gateways.iter().any(|g| g == "mesh"))
-            && source_labels.iter().all(|(k, v)| s.labels.get(k) == Some(v))
+            && crate::labels::selects(source_labels, &s.labels)
             && port.is_none_or(|p| p == 0 || p == i64::from(listen_port))
             && source_namespace.is_none_or(|n| n.is_empty() || n == s.namespace)
     }
