@@ -119,10 +119,7 @@ struct KubeIndex<'a> {
 
 impl<'a> KubeIndex<'a> {
     fn new(reg: &'a crate::k8s::Registry, domain_suffix: &str) -> Self {
-        let mut k = KubeIndex::default();
-        for svc in &reg.services {
-            k.services.entry(svc.host(domain_suffix).to_ascii_lowercase()).or_insert(svc);
-        }
+        let mut k = KubeIndex { services: reg.services_by_host(domain_suffix), ..KubeIndex::default() };
         for e in &reg.endpoints {
             k.endpoint_sets.entry((e.namespace.as_str(), e.service.as_str())).or_default().push(e);
         }

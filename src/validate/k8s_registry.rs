@@ -223,10 +223,7 @@ fn subsets_select_workloads(cx: &mut Ctx<'_>) {
     }
     // Indexed once (Services by host, workloads by namespace and label), so each rule costs its
     // own lookups: linear in the number of rules and workloads, not their product.
-    let mut services: HashMap<String, &Service> = HashMap::new();
-    for svc in &bundle.registry.services {
-        services.entry(svc.host(cx.domain_suffix()).to_ascii_lowercase()).or_insert(svc);
-    }
+    let services = bundle.registry.services_by_host(cx.domain_suffix());
     let workloads = workload_index(&bundle.registry.workloads);
     for (r, dr) in bundle.destination_rules() {
         if dr.host.is_empty() {
