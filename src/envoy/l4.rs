@@ -783,12 +783,10 @@ impl<'a> Cx<'_, 'a> {
         let protocol = s.port.as_ref().map(|p| p.protocol.clone()).unwrap_or_default();
         let mongo = matches!(class(&protocol), Class::Tcp { mongo: true, .. });
         match &s.tls {
-            None => match self.gateway_tcp_filters(gres, s, port, mongo) {
-                Some(filters) => {
-                    vec![Chain::forward(Vec::new(), Vec::new(), filters, origin)]
-                }
-                None => Vec::new(),
-            },
+            None => self
+                .gateway_tcp_filters(gres, s, port, mongo)
+                .map(|filters| vec![Chain::forward(Vec::new(), Vec::new(), filters, origin)])
+                .unwrap_or_default(),
             Some(t) if !passthrough(s) => {
                 let mode = t.mode.as_deref().unwrap_or("SIMPLE");
                 if !matches!(mode, "SIMPLE" | "MUTUAL") {
