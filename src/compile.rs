@@ -148,6 +148,7 @@ pub struct Rule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     pub action: Action,
+    /// Istio's default (most rules) is left out of the table text.
     #[serde(default = "RetryPolicy::istio_default", skip_serializing_if = "RetryPolicy::is_istio_default")]
     pub retry: RetryPolicy,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -157,13 +158,14 @@ pub struct Rule {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mirrors: Vec<Mirror>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rewrite: Option<Rewrite>,
+    /// Boxed, like `cors`: few rules have one, and every rule would pay its size inline.
+    pub rewrite: Option<Box<Rewrite>>,
     #[serde(default, skip_serializing_if = "HeaderOps::is_empty")]
     pub request_headers: HeaderOps,
     #[serde(default, skip_serializing_if = "HeaderOps::is_empty")]
     pub response_headers: HeaderOps,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cors: Option<Cors>,
+    pub cors: Option<Box<Cors>>,
     /// For a rule a delegate brought into its root (R186): where it was written. `index` is
     /// then the position in the merged `spec.http`, as in istiod's merged VirtualService.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -269,7 +271,7 @@ impl RetryPolicy {
         p
     }
 
-    /// What the table leaves out of a rule (most rules have Istio's default policy).
+    /// What a table leaves out of its text (`serde(skip_serializing_if)` on [`Rule::retry`]).
     pub fn is_istio_default(&self) -> bool {
         *self == RetryPolicy::istio_default()
     }
@@ -1180,21 +1182,23 @@ fn compile_rule(ctx: &mut Ctx<'_>, res: &Resource, r: &crd::HttpRoute, index: us
         }
     }
     let (mut request_headers, response_headers) = header_ops(r.headers.as_ref());
-    let mut rewrite = r.rewrite.as_ref().map(|rw| Rewrite {
-        uri: rw.uri.clone(),
-        uri_regex: rw
-            .uri_regex_rewrite
-            .as_ref()
-            .and_then(|rr| Some((Regex::new(&rr.pattern).ok()?, envoy_to_regex_lite_template(&rr.rewrite)))),
-        authority: rw.authority.clone(),
+    let mut rewrite = r.rewrite.as_ref().map(|rw| {
+        Box::new(Rewrite {
+            uri: rw.uri.clone(),
+            uri_regex: rw
+                .uri_regex_rewrite
+                .as_ref()
+                .and_then(|rr| Some((Regex::new(&rr.pattern).ok()?, envoy_to_regex_lite_template(&rr.rewrite)))),
+            authority: rw.authority.clone(),
+        })
     });
     // istiod turns a `:authority`/`host` header set (or add) into a host rewrite.
     let authority_op = take_authority(&mut request_headers);
     if let Some(a) = authority_op {
-        let rw = rewrite.get_or_insert(Rewrite { uri: None, uri_regex: None, authority: None });
+        let rw = rewrite.get_or_insert_with(|| Box::new(Rewrite { uri: None, uri_regex: None, authority: None }));
         rw.authority.get_or_insert(a);
     }
-    let cors = r.cors_policy.as_ref().map(Cors::from_crd);
+    let cors = r.cors_policy.as_ref().map(|c| Box::new(Cors::from_crd(c)));
     Some(Rule {
         virtual_service: res.key(),
         index,

@@ -13,8 +13,9 @@ use std::borrow::Cow;
 pub enum StrMatch {
     Exact(String),
     Prefix(String),
-    /// Anchored (`^(?:…)$`): RE2 in Envoy matches the whole value.
-    Regex(Regex),
+    /// Anchored (`^(?:…)$`): RE2 in Envoy matches the whole value. Boxed: a `Regex` is
+    /// 56 bytes and every match condition of every entry would pay it inline.
+    Regex(Box<Regex>),
     Present,
 }
 
@@ -37,7 +38,7 @@ impl StrMatch {
             (Some(e), None, None) => Ok(StrMatch::Exact(e.clone())),
             (None, Some(p), None) => Ok(StrMatch::Prefix(p.clone())),
             (None, None, Some(r)) if allow_present && r == "*" => Ok(StrMatch::Present),
-            (None, None, Some(r)) => compile_regex(r).map(StrMatch::Regex),
+            (None, None, Some(r)) => compile_regex(r).map(|r| StrMatch::Regex(Box::new(r))),
             (None, None, None) if allow_present => Ok(StrMatch::Present),
             (None, None, None) => Err("one of exact, prefix or regex must be set".into()),
             _ => Err("only one of exact, prefix or regex may be set".into()),

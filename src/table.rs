@@ -348,7 +348,7 @@ impl TryFrom<StrMatchWire> for StrMatch {
         Ok(match m {
             StrMatchWire::Exact(s) => StrMatch::Exact(s),
             StrMatchWire::Prefix(s) => StrMatch::Prefix(s),
-            StrMatchWire::Regex(p) => StrMatch::Regex(compile_regex(&p)?),
+            StrMatchWire::Regex(p) => StrMatch::Regex(Box::new(compile_regex(&p)?)),
             StrMatchWire::Present => StrMatch::Present,
         })
     }

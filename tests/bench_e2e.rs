@@ -1026,6 +1026,13 @@ fn longest_request_wait_during_a_100k_rule_push() {
         longest(&during),
         verdict(longest(&during), 100.0)
     ));
+    // The per-VM goal holds during a push too, when the VMs load next to traffic and each other.
+    let slowest = max_of(big.iter().map(|v| v.ms)) / 1000.0;
+    goal(&format!(
+        "issue 12 item 3: {rules} rules pushed: slowest VM load {slowest:.2} s (goal ≤ 2 s per VM: {}), VM memory {:.0} MiB",
+        verdict(slowest, 2.0),
+        max_of(big.iter().map(|v| v.memory_mib))
+    ));
     drop(envoy);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -451,9 +451,90 @@ fn mutations(text: &str) -> Vec<(String, Value)> {
             }
             out.push((format!("{p:?} + added_field"), m));
         }
+        // Fields a table leaves out at their default, written back with extreme values: the
+        // text of a valid table never shows them, so the walk above would never reach them.
+        let parent_key = p.iter().rev().nth(1).and_then(Value::as_str);
+        let extras: &[(&str, Value)] = match (current.is_object(), parent_key) {
+            (true, Some("rules")) => &RULE_EXTRAS[..],
+            (true, Some("destinations")) => &DEST_EXTRAS[..],
+            (true, Some("entries")) => &ENTRY_EXTRAS[..],
+            _ => &[],
+        };
+        for (key, bad) in extras {
+            let mut m = v.clone();
+            if let Value::Object(o) = at(&mut m, p) {
+                if key.contains('.') {
+                    // `block.x`: inside the entry's match block.
+                    let (outer, inner) = key.split_once('.').unwrap_or_default();
+                    if let Some(Value::Object(b)) = o.get_mut(outer) {
+                        b.insert(inner.into(), bad.clone());
+                    }
+                } else {
+                    o.insert((*key).into(), bad.clone());
+                }
+            }
+            out.push((format!("{p:?}.{key} = {bad}"), m));
+        }
     }
     out
 }
+
+fn huge_duration() -> Value {
+    json!({"secs": u64::MAX, "nanos": 999_999_999})
+}
+
+static RULE_EXTRAS: std::sync::LazyLock<Vec<(&'static str, Value)>> = std::sync::LazyLock::new(|| {
+    vec![
+        ("timeout", huge_duration()),
+        ("timeout", json!({"secs": 0, "nanos": 0})),
+        ("fault", json!({"delay": [huge_duration(), 1_000_000], "abort": null})),
+        ("fault", json!({"delay": null, "abort": [{"Http": 999}, 1_000_000]})),
+        ("fault", json!({"delay": null, "abort": [{"Grpc": 99}, 1_000_000]})),
+        ("fault", json!({"delay": [{"secs": 1, "nanos": 0}, u32::MAX], "abort": [{"Http": 503}, u32::MAX]})),
+        (
+            "mirrors",
+            json!([{"cluster": "", "host": "", "subset": null, "port": 0, "port_from_request": true, "ppm": 1_000_000}]),
+        ),
+        (
+            "mirrors",
+            json!([{"cluster": "m", "host": "m", "subset": "s", "port": u32::MAX, "port_from_request": false, "ppm": 2_000_000}]),
+        ),
+        ("request_headers", json!({"set": [["", "v"]], "remove": [":path", "Bad Header"]})),
+        ("response_headers", json!({"add": [["x-ok", "\u{0}\n"]]})),
+        ("rewrite", json!({"uri": "", "uri_regex": ["([", "x"], "authority": ""})),
+        ("rewrite", json!({"uri": null, "uri_regex": ["^/(.*)$", "/\\9"], "authority": null})),
+        (
+            "retry",
+            json!({"attempts": u32::MAX, "retry_on": "", "grpc_retry_on": "", "retriable_status_codes": "x",
+            "per_try_timeout": huge_duration(), "retry_remote_localities": true, "backoff": huge_duration(),
+            "previous_hosts": true, "single_destination": true, "is_default": false}),
+        ),
+        ("cors", json!({})),
+        ("delegated", json!({"bogus": 1})),
+    ]
+});
+
+static DEST_EXTRAS: std::sync::LazyLock<Vec<(&'static str, Value)>> = std::sync::LazyLock::new(|| {
+    vec![
+        ("subset", json!("")),
+        ("request_headers", json!({"set": [[":authority", ""]], "add": [["", ""]]})),
+        ("response_headers", json!({"remove": [""]})),
+    ]
+});
+
+static ENTRY_EXTRAS: std::sync::LazyLock<Vec<(&'static str, Value)>> = std::sync::LazyLock::new(|| {
+    vec![
+        ("block.port", json!(0)),
+        ("block.port", json!(u32::MAX)),
+        ("block.headers", json!([["", {"regex": "(["}]])),
+        ("block.headers", json!([[":authority", {"prefix": ""}], ["x", "present"]])),
+        ("block.query_params", json!([["", {"exact": ""}]])),
+        ("block.without_headers", json!([["x-a", {"regex": ".*"}]])),
+        ("block.uri", json!({"regex": "\\"})),
+        ("block.method", json!({"prefix": ""})),
+        ("block.ignore_uri_case", json!(true)),
+    ]
+});
 
 /// Loads each mutation: refused with a message, or a table that decides requests (and plans)
 /// without panicking. Returns (refused, loaded).
