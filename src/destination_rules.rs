@@ -181,7 +181,7 @@ fn merge<'a>(
 /// `SidecarScope.DestinationRule`: a rule of the proxy's namespace whose selector matches the
 /// proxy's labels, else the (last) selector-less one.
 fn select<'a>(merged: Vec<Consolidated<'a>>, s: &Settings) -> Option<Consolidated<'a>> {
-    let selects = |sel: &BTreeMap<String, String>| sel.iter().all(|(k, v)| s.labels.get(k) == Some(v));
+    let selects = |sel: &BTreeMap<String, String>| crate::labels::selects(sel, &s.labels);
     let mut catch_all = None;
     for c in merged {
         match &c.rule.workload_selector {

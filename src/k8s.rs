@@ -176,6 +176,16 @@ impl Namespace {
 }
 
 impl Registry {
+    /// The Services by lowercase FQDN (`NAME.NAMESPACE.svc.SUFFIX`); the first of a host wins,
+    /// as in istiod's service index. Built once, so that looking up every destination is linear.
+    pub fn services_by_host(&self, domain_suffix: &str) -> HashMap<String, &Service> {
+        let mut services = HashMap::new();
+        for svc in &self.services {
+            services.entry(svc.host(domain_suffix).to_ascii_lowercase()).or_insert(svc);
+        }
+        services
+    }
+
     /// Every workload label set in `namespace`.
     pub fn namespace_ambient(&self, ns: &str) -> bool {
         self.namespaces.iter().any(|n| n.name == ns && n.ambient())

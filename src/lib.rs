@@ -30,6 +30,7 @@ pub mod destination_rules;
 pub mod explain;
 pub mod gateway_binding;
 pub mod index;
+pub mod labels;
 pub mod lenient;
 pub mod matcher;
 pub mod mirror_breaker;

@@ -57,9 +57,7 @@ fn round(test: &str, valid: usize, invalid: usize, rollbacks: usize) {
     let Some((_, wasm)) = envoy_and_filter(test) else { return };
     let ups: Vec<Upstream> = ["v1", "v2", "v3"].iter().map(|n| Upstream::named(n)).collect();
     let ports: Vec<(&str, u16)> = vec![("v1", ups[0].port()), ("v2", ups[1].port()), ("v3", ups[2].port())];
-    let dir = std::env::temp_dir().join(format!("meshroute-lifecycle-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fresh_dir(&format!("lifecycle-{test}"));
     let state = dir.join("state");
     let write = |name: &str, body: String| {
         let p = dir.join(name);
@@ -78,6 +76,10 @@ fn round(test: &str, valid: usize, invalid: usize, rollbacks: usize) {
     // Responses say which revision decided them.
     let settings = write("settings.yaml", "revisionHeader: true\n".into());
     let st = state.display().to_string();
+    // `apply -f FILE` on the state directory, with the settings and a message.
+    let apply = |file: &str, message: &str| {
+        meshroute(&["apply", "-f", file, "--settings", &settings, "--state", &st, "-m", message])
+    };
     let t0 = Instant::now();
     let (up, listen) =
         up_on_fresh_ports(&["--state", &st, "--wasm", wasm.to_str().unwrap(), "--detach", "-f", &a, "-m", "first"]);
@@ -124,7 +126,7 @@ fn round(test: &str, valid: usize, invalid: usize, rollbacks: usize) {
         // Always the other one of the pair, so every apply changes something.
         let (file, to) = if live.contains("v1") { (&b, "v2") } else { (&a, "v1") };
         let start = Instant::now();
-        let o = meshroute(&["apply", "-f", file, "--settings", &settings, "--state", &st, "-m", &format!("valid {i}")]);
+        let o = apply(file, &format!("valid {i}"));
         assert!(o.status.success(), "apply {i}: {}", text(&o));
         live = BTreeSet::from([to]);
         ops.push(Op { start, end: Instant::now(), live_after: live.clone() });
@@ -135,31 +137,11 @@ fn round(test: &str, valid: usize, invalid: usize, rollbacks: usize) {
             // (exit 3, a rejected revision, the last good one restored).
             let start = Instant::now();
             if n_invalid % 2 == 1 {
-                let o = meshroute(&[
-                    "apply",
-                    "-f",
-                    &invalid_file,
-                    "--settings",
-                    &settings,
-                    "--state",
-                    &st,
-                    "-m",
-                    "invalid",
-                ]);
+                let o = apply(&invalid_file, "invalid");
                 assert_eq!(o.status.code(), Some(1), "invalid apply: {}", text(&o));
                 assert!(text(&o).contains("IST0101"), "{}", text(&o));
             } else {
-                let o = meshroute(&[
-                    "apply",
-                    "-f",
-                    &rejected_file,
-                    "--settings",
-                    &settings,
-                    "--state",
-                    &st,
-                    "-m",
-                    "rejected",
-                ]);
+                let o = apply(&rejected_file, "rejected");
                 assert_eq!(o.status.code(), Some(3), "Envoy-rejected apply: {}", text(&o));
                 assert!(text(&o).contains("update_rejected"), "{}", text(&o));
                 expect.push(("rejected", "rejected".into()));
@@ -178,8 +160,7 @@ fn round(test: &str, valid: usize, invalid: usize, rollbacks: usize) {
         }
     }
     // Nothing changed → no new revision.
-    let again =
-        meshroute(&["apply", "-f", if live.contains("v1") { &a } else { &b }, "--settings", &settings, "--state", &st]);
+    let again = apply(if live.contains("v1") { &a } else { &b }, "");
     assert!(again.status.success() && text(&again).contains("nothing changed"), "{}", text(&again));
     thread::sleep(Duration::from_millis(200));
     stop.store(true, Ordering::Relaxed);
@@ -325,41 +306,26 @@ fn compile_as_wasmplugin_writes_the_manifest_with_the_table_as_plugin_config() {
 
 #[test]
 fn a_directory_that_is_not_ours_is_refused_and_left_alone() {
-    let dir = std::env::temp_dir().join(format!("meshroute-notours-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fresh_dir("notours");
     std::fs::write(dir.join("precious.txt"), "keep").unwrap();
-    let d = dir.display().to_string();
-    let o = meshroute(&[
-        "apply",
-        "-f",
-        "examples/canary-50.yaml",
-        "tests/fixtures/seed-subsets.yaml",
-        "--state",
-        &d,
-        "--wasm",
-        "/m.wasm",
-    ]);
+    // `apply` of the seed's 50 % stage on `state`, with `extra` arguments.
+    let apply = |state: &std::path::Path, extra: &[&str]| {
+        let st = state.display().to_string();
+        let mut args =
+            vec!["apply", "-f", "examples/canary-50.yaml", "tests/fixtures/seed-subsets.yaml", "--state", &st];
+        args.extend_from_slice(&["--wasm", "/m.wasm"]);
+        args.extend_from_slice(extra);
+        meshroute(&args)
+    };
+    let o = apply(&dir, &[]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("is not a meshroute state directory"), "{}", text(&o));
     let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names, vec![std::ffi::OsString::from("precious.txt")]);
     // Envoy not running: clear error, nothing written.
-    let fresh = dir.join("fresh").display().to_string();
     // A port where connections are refused, not one released for anyone to take.
     let admin = format!("127.0.0.1:{}", refused_port());
-    let o = meshroute(&[
-        "apply",
-        "-f",
-        "examples/canary-50.yaml",
-        "tests/fixtures/seed-subsets.yaml",
-        "--state",
-        &fresh,
-        "--wasm",
-        "/m.wasm",
-        "--admin",
-        &admin,
-    ]);
+    let o = apply(&dir.join("fresh"), &["--admin", &admin]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("does not answer") && text(&o).contains("nothing was applied"), "{}", text(&o));
     let revs = std::fs::read_dir(dir.join("fresh/revisions")).unwrap().count();
@@ -376,4 +342,43 @@ fn applies_and_rollbacks_under_load_lose_no_request() {
 #[ignore = "the issue's full round (50 applies, 10 invalid, 10 rollbacks): make lifecycle"]
 fn fifty_applies_ten_invalid_ten_rollbacks_under_load_lose_no_request() {
     round("lifecycle_full", 50, 10, 10);
+}
+
+/// `up` on a listen address another process holds: Envoy refuses the listener and would serve on
+/// without it, so `up` must fail with Envoy's reason and leave no Envoy running.
+#[test]
+fn up_on_a_taken_listen_address_fails_with_the_reason_and_leaves_no_envoy() {
+    let Some((_, wasm)) = envoy_and_filter("up_on_a_taken_listen_address") else { return };
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = format!("127.0.0.1:{}", held.local_addr().unwrap().port());
+    let dir = fresh_dir("lifecycle-taken");
+    let ups = [Upstream::named("v1")];
+    let resources = dir.join("a.yaml");
+    std::fs::write(&resources, config(&[("v1", ups[0].port())], "v1", "")).unwrap();
+    let refused = format!("cannot bind '{taken}': Address already in use");
+    // `up` needs its admin address before Envoy starts: a picked one that someone else took in
+    // between fails differently (naming that port), and is picked again.
+    for attempt in 0..5 {
+        let state = dir.join(format!("state-{attempt}"));
+        let admin = format!("127.0.0.1:{}", free_port());
+        let (st, w, f) = (state.display().to_string(), wasm.display().to_string(), resources.display().to_string());
+        let o = meshroute(&[
+            "up", "--state", &st, "--wasm", &w, "--detach", "-f", &f, "--listen", &taken, "--admin", &admin,
+        ]);
+        // An Envoy left running is stopped when the test ends (only then: a pid that exited may
+        // be reused by someone else's process).
+        let pid = std::fs::read_to_string(state.join("envoy.pid")).unwrap_or_default();
+        let running = !pid.trim().is_empty() && std::path::Path::new(&format!("/proc/{}", pid.trim())).exists();
+        let _stop = running.then(|| StopEnvoy::new(&state));
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(!running, "Envoy {} still runs: {}", pid.trim(), text(&o));
+        if !text(&o).contains(&refused) {
+            assert!(text(&o).contains(&admin), "fails for its listen or admin address: {}", text(&o));
+            continue;
+        }
+        assert!(text(&o).contains("Envoy was stopped"), "{}", text(&o));
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
+    panic!("the admin address was taken five times over");
 }

@@ -15,7 +15,7 @@ mod support;
 
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::*;
@@ -143,7 +143,8 @@ struct Tally {
 
 fn soak(duration: Duration, rate: u64, pushes: usize) {
     let wasm = wasm_path("meshroute_filter");
-    let dir = std::env::temp_dir().join(format!("meshroute-soak-{}-{}", std::process::id(), free_port()));
+    let dir = std::env::temp_dir().join(format!("meshroute-soak-{}-{}", std::process::id(), duration.as_secs()));
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("soak dir");
     let (v1a, v1b, v2) = (Upstream::named("v1a"), Upstream::named("v1b"), Upstream::named("v2"));
     let hole = HungPeer::start();
@@ -154,12 +155,13 @@ fn soak(duration: Duration, rate: u64, pushes: usize) {
         cluster_yaml(&cluster("hole"), &[hole.port()]),
     ]
     .join("\n");
-    let listener_port = free_port();
-    let vars: HashMap<String, String> =
-        [("LISTENER_PORT", listener_port.to_string()), ("WASM", wasm.display().to_string())]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
+    // Envoy binds the listener's port itself (port 0: nothing can take it in between) and the
+    // port is read back from the admin; every push writes port 0 again, so it is read again after
+    // each one (Envoy keeps the bound socket across these updates, but the load must not rely on it).
+    let vars: HashMap<String, String> = [("LISTENER_PORT", "0".to_string()), ("WASM", wasm.display().to_string())]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
     write_listener(&dir, &vars, &valid(100));
     let (lds_dir, pt) = (dir.display().to_string(), passthrough.port().to_string());
     let envoy = Envoy::start_with(
@@ -175,6 +177,7 @@ fn soak(duration: Duration, rate: u64, pushes: usize) {
         },
     );
     envoy.wait_stat("listener_manager.lds.update_success", 1, Duration::from_secs(20));
+    let listener_port = Arc::new(AtomicU16::new(envoy.listener_port("sidecar")));
     let start = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Tally::default());
@@ -183,7 +186,7 @@ fn soak(duration: Duration, rate: u64, pushes: usize) {
     let clients = 4u64;
     let mut load = Vec::new();
     for c in 0..clients {
-        let (stop, tally) = (stop.clone(), tally.clone());
+        let (stop, tally, listener_port) = (stop.clone(), tally.clone(), listener_port.clone());
         load.push(std::thread::spawn(move || {
             let period = Duration::from_nanos(1_000_000_000 * clients / rate);
             let mut next = start + period.mul_f64(c as f64 / clients as f64);
@@ -196,7 +199,7 @@ fn soak(duration: Duration, rate: u64, pushes: usize) {
                 next += period;
                 let t = start.elapsed().as_secs_f64();
                 if conn.is_none() {
-                    conn = Conn::open(listener_port, HTTP_TIMEOUT).ok();
+                    conn = Conn::open(listener_port.load(Ordering::SeqCst), HTTP_TIMEOUT).ok();
                 }
                 let Some(cn) = conn.as_mut() else {
                     tally.conn_errors.lock().unwrap().push((t, "connect failed".into()));
@@ -281,6 +284,7 @@ fn soak(duration: Duration, rate: u64, pushes: usize) {
                 assert!(Instant::now() < deadline, "push {pushed} was never counted by Envoy");
                 std::thread::sleep(Duration::from_millis(10));
             }
+            listener_port.store(envoy.listener_port("sidecar"), Ordering::SeqCst);
             if ok {
                 accepted += 1;
             } else {

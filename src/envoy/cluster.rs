@@ -103,6 +103,8 @@ pub struct Builder<'a> {
     destination_rules: crate::destination_rules::Index<'a>,
     service_entries: ServiceEntryIndex<'a>,
     kube: KubeIndex<'a>,
+    /// WorkloadEntries by label, for the ServiceEntries that select them.
+    workload_entries: crate::labels::LabelIndex<'a, &'a crd::WorkloadEntry>,
 }
 
 /// Kubernetes Services by lowercase FQDN, their endpoint sets by (namespace, Service), and Pods
@@ -117,10 +119,7 @@ struct KubeIndex<'a> {
 
 impl<'a> KubeIndex<'a> {
     fn new(reg: &'a crate::k8s::Registry, domain_suffix: &str) -> Self {
-        let mut k = KubeIndex::default();
-        for svc in &reg.services {
-            k.services.entry(svc.host(domain_suffix).to_ascii_lowercase()).or_insert(svc);
-        }
+        let mut k = KubeIndex { services: reg.services_by_host(domain_suffix), ..KubeIndex::default() };
         for e in &reg.endpoints {
             k.endpoint_sets.entry((e.namespace.as_str(), e.service.as_str())).or_default().push(e);
         }
@@ -153,6 +152,9 @@ impl<'a> Builder<'a> {
             destination_rules: crate::destination_rules::Index::new(bundle),
             service_entries: ServiceEntryIndex { exact: HashMap::new(), wildcard: Vec::new() },
             kube: KubeIndex::new(&bundle.registry, &bundle.settings.domain_suffix),
+            workload_entries: crate::labels::LabelIndex::new(
+                bundle.workload_entries().map(|(r, we)| (r.namespace.as_str(), &we.labels, we)),
+            ),
         };
         let mut index = ServiceEntryIndex { exact: HashMap::new(), wildcard: Vec::new() };
         for (r, se) in b.visible_service_entries() {
@@ -223,6 +225,28 @@ impl<'a> Builder<'a> {
         Some((*c.from.first()?, c.rule))
     }
 
+    /// A service's clusters into `out`: one per port, and per port and subset of the host's
+    /// DestinationRule. The subset-less one is the service's default route, so never mirror-only.
+    fn service_clusters(&self, out: &mut BTreeMap<String, Want>, h: &str, ports: impl Iterator<Item = u32>) {
+        let subsets: Vec<String> = self
+            .destination_rule(h)
+            .map(|(_, dr)| dr.subsets.iter().map(|s| s.name.clone()).collect())
+            .unwrap_or_default();
+        for port in ports {
+            for subset in std::iter::once(None).chain(subsets.iter().map(Some)) {
+                let name = self.cluster_name(h, subset.map(String::as_str), port);
+                let w = out.entry(name.clone()).or_insert_with(|| Want {
+                    name,
+                    host: h.to_string(),
+                    subset: subset.cloned(),
+                    port,
+                    mirror_only: false,
+                });
+                w.mirror_only &= subset.is_some();
+            }
+        }
+    }
+
     /// Every cluster this proxy has, as istiod would give it: the ones routes name, plus the
     /// default and subset clusters of every ServiceEntry host and port — limited to what the
     /// Sidecar imports.
@@ -243,24 +267,7 @@ impl<'a> Builder<'a> {
                 if h.starts_with('*') {
                     continue;
                 }
-                let subsets: Vec<String> = self
-                    .destination_rule(&h)
-                    .map(|(_, dr)| dr.subsets.iter().map(|s| s.name.clone()).collect())
-                    .unwrap_or_default();
-                for p in &se.ports {
-                    for subset in std::iter::once(None).chain(subsets.iter().map(Some)) {
-                        let name = self.cluster_name(&h, subset.map(String::as_str), p.number);
-                        let w = out.entry(name.clone()).or_insert_with(|| Want {
-                            name,
-                            host: h.clone(),
-                            subset: subset.cloned(),
-                            port: p.number,
-                            mirror_only: false,
-                        });
-                        // A service's subset-less cluster is its default route too.
-                        w.mirror_only &= subset.is_some();
-                    }
-                }
+                self.service_clusters(&mut out, &h, se.ports.iter().map(|p| p.number));
             }
         }
         // Kubernetes Services: a cluster per port, and per port and subset (istiod's
@@ -272,24 +279,7 @@ impl<'a> Builder<'a> {
                 continue;
             }
             let h = svc.host(&self.settings.domain_suffix);
-            let subsets: Vec<String> = self
-                .destination_rule(&h)
-                .map(|(_, dr)| dr.subsets.iter().map(|s| s.name.clone()).collect())
-                .unwrap_or_default();
-            for p in &svc.ports {
-                for subset in std::iter::once(None).chain(subsets.iter().map(Some)) {
-                    let name = self.cluster_name(&h, subset.map(String::as_str), p.port);
-                    let w = out.entry(name.clone()).or_insert_with(|| Want {
-                        name,
-                        host: h.clone(),
-                        subset: subset.cloned(),
-                        port: p.port,
-                        mirror_only: false,
-                    });
-                    // A service's subset-less cluster is its default route too.
-                    w.mirror_only &= subset.is_some();
-                }
-            }
+            self.service_clusters(&mut out, &h, svc.ports.iter().map(|p| p.port));
         }
         let sidecar =
             if self.settings.gateway == "mesh" { crate::compile::applicable_sidecar(self.bundle) } else { None };
@@ -413,7 +403,7 @@ impl<'a> Builder<'a> {
             // Without a ServiceEntry nothing is known about endpoints' labels: a subset
             // cluster reaches the host as a whole rather than nothing.
             if let Some(labels) = subset_labels.as_ref().filter(|_| se.is_some()) {
-                endpoints.retain(|e| labels.iter().all(|(k, v)| e.labels.get(k) == Some(v)));
+                endpoints.retain(|e| crate::labels::selects(labels, &e.labels));
             }
             match resolution.as_str() {
                 "STATIC" => "STATIC",
@@ -649,7 +639,7 @@ impl<'a> Builder<'a> {
             }
         }
         if let Some(labels) = subset {
-            out.retain(|e| labels.iter().all(|(k, v)| e.labels.get(k) == Some(v)));
+            out.retain(|e| crate::labels::selects(labels, &e.labels));
         }
         ("STATIC", out)
     }
@@ -673,12 +663,7 @@ impl<'a> Builder<'a> {
         };
         let mut raw: Vec<crd::WorkloadEntry> = se.endpoints.clone();
         if let Some(sel) = &se.workload_selector {
-            for (r, we) in self.bundle.workload_entries() {
-                if r.namespace == se_res.namespace && sel.match_labels.iter().all(|(k, v)| we.labels.get(k) == Some(v))
-                {
-                    raw.push(we.clone());
-                }
-            }
+            raw.extend(self.workload_entries.selected(&se_res.namespace, &sel.match_labels).cloned());
         }
         if raw.is_empty() && resolution != "STATIC" {
             // DNS without endpoints: the host itself.

@@ -92,6 +92,12 @@ struct Chain {
 }
 
 impl Chain {
+    /// A chain matched on SNI names and destination CIDRs only (no ALPN), handing the bytes on
+    /// as they come (no TLS termination).
+    fn forward(sni: Vec<String>, cidrs: Vec<String>, filters: Vec<Value>, origin: String) -> Chain {
+        Chain { sni, cidrs, alpn: Vec::new(), tls: None, filters, origin }
+    }
+
     /// istiod `filterChainOpts.conflictsWith`: the same SNI set (without `*`), CIDR set and ALPNs
     /// is the same filter chain match, which Envoy refuses twice.
     fn key(&self) -> ChainKey {
@@ -533,14 +539,7 @@ impl<'a> Cx<'_, 'a> {
                     }
                     let origin = format!("VirtualService {}/{} tls[{ri}]", r.namespace, r.name);
                     let filters = self.network_filters(&tls.route, sp.port, r, false);
-                    out.push(Chain {
-                        sni: m.sni_hosts.clone(),
-                        cidrs: subnets,
-                        alpn: Vec::new(),
-                        tls: None,
-                        filters,
-                        origin,
-                    });
+                    out.push(Chain::forward(m.sni_hosts.clone(), subnets, filters, origin));
                 }
             }
         }
@@ -549,14 +548,7 @@ impl<'a> Cx<'_, 'a> {
             // (istiod's wildcard listener distinguishes services by SNI only).
             let sni = if !cidrs.is_empty() || !has_vip { vec![sp.host.clone()] } else { Vec::new() };
             let filters = self.default_filters(sp, false);
-            out.push(Chain {
-                sni,
-                cidrs: cidrs.to_vec(),
-                alpn: Vec::new(),
-                tls: None,
-                filters,
-                origin: format!("service {} port {}", sp.host, sp.port),
-            });
+            out.push(Chain::forward(sni, cidrs.to_vec(), filters, format!("service {} port {}", sp.host, sp.port)));
         }
         out
     }
@@ -578,19 +570,9 @@ impl<'a> Cx<'_, 'a> {
                     continue;
                 }
                 let origin = format!("VirtualService {}/{} tcp[{ri}]", r.namespace, r.name);
-                if tcp.matches.is_empty() {
-                    let filters = self.network_filters(&tcp.route, sp.port, r, mongo);
-                    out.push(Chain {
-                        sni: Vec::new(),
-                        cidrs: cidrs.to_vec(),
-                        alpn: Vec::new(),
-                        tls: None,
-                        filters,
-                        origin,
-                    });
-                    default_added = true;
-                    break 'vs;
-                }
+                // A route without matches, or with a match that applies here and names no
+                // subnets, is the catch-all (the subnets of earlier matches go with it).
+                let mut catch_all = tcp.matches.is_empty();
                 let mut subnets: Vec<String> = Vec::new();
                 for m in &tcp.matches {
                     if !self.static_match(&m.gateways, &m.source_labels, m.port, m.source_namespace.as_deref(), sp.port)
@@ -598,19 +580,16 @@ impl<'a> Cx<'_, 'a> {
                         continue;
                     }
                     if m.destination_subnets.is_empty() {
-                        let filters = self.network_filters(&tcp.route, sp.port, r, mongo);
-                        out.push(Chain {
-                            sni: Vec::new(),
-                            cidrs: cidrs.to_vec(),
-                            alpn: Vec::new(),
-                            tls: None,
-                            filters,
-                            origin,
-                        });
-                        default_added = true;
-                        break 'vs;
+                        catch_all = true;
+                        break;
                     }
                     subnets.extend(m.destination_subnets.iter().cloned());
+                }
+                if catch_all {
+                    let filters = self.network_filters(&tcp.route, sp.port, r, mongo);
+                    out.push(Chain::forward(Vec::new(), cidrs.to_vec(), filters, origin));
+                    default_added = true;
+                    break 'vs;
                 }
                 if !subnets.is_empty() {
                     let filters = self.network_filters(&tcp.route, sp.port, r, mongo);
@@ -621,20 +600,18 @@ impl<'a> Cx<'_, 'a> {
                     if a == b {
                         default_added = true;
                     }
-                    out.push(Chain { sni: Vec::new(), cidrs: subnets, alpn: Vec::new(), tls: None, filters, origin });
+                    out.push(Chain::forward(Vec::new(), subnets, filters, origin));
                 }
             }
         }
         if !default_added {
             let filters = self.default_filters(sp, mongo);
-            out.push(Chain {
-                sni: Vec::new(),
-                cidrs: cidrs.to_vec(),
-                alpn: Vec::new(),
-                tls: None,
+            out.push(Chain::forward(
+                Vec::new(),
+                cidrs.to_vec(),
                 filters,
-                origin: format!("service {} port {}", sp.host, sp.port),
-            });
+                format!("service {} port {}", sp.host, sp.port),
+            ));
         }
         out
     }
@@ -650,7 +627,7 @@ impl<'a> Cx<'_, 'a> {
     ) -> bool {
         let s = self.b.settings;
         (gateways.is_empty() || gateways.iter().any(|g| g == "mesh"))
-            && source_labels.iter().all(|(k, v)| s.labels.get(k) == Some(v))
+            && crate::labels::selects(source_labels, &s.labels)
             && port.is_none_or(|p| p == 0 || p == i64::from(listen_port))
             && source_namespace.is_none_or(|n| n.is_empty() || n == s.namespace)
     }
@@ -806,12 +783,10 @@ impl<'a> Cx<'_, 'a> {
         let protocol = s.port.as_ref().map(|p| p.protocol.clone()).unwrap_or_default();
         let mongo = matches!(class(&protocol), Class::Tcp { mongo: true, .. });
         match &s.tls {
-            None => match self.gateway_tcp_filters(gres, s, port, mongo) {
-                Some(filters) => {
-                    vec![Chain { sni: Vec::new(), cidrs: Vec::new(), alpn: Vec::new(), tls: None, filters, origin }]
-                }
-                None => Vec::new(),
-            },
+            None => self
+                .gateway_tcp_filters(gres, s, port, mongo)
+                .map(|filters| vec![Chain::forward(Vec::new(), Vec::new(), filters, origin)])
+                .unwrap_or_default(),
             Some(t) if !passthrough(s) => {
                 let mode = t.mode.as_deref().unwrap_or("SIMPLE");
                 if !matches!(mode, "SIMPLE" | "MUTUAL") {
@@ -823,7 +798,7 @@ impl<'a> Cx<'_, 'a> {
                 let Some(filters) = self.gateway_tcp_filters(gres, s, port, mongo) else { return Vec::new() };
                 let Some(ctx) = super::downstream_tls(self.b, s, port) else { return Vec::new() };
                 let sni = server_sni_hosts(s);
-                vec![Chain { sni, cidrs: Vec::new(), alpn: Vec::new(), tls: Some(ctx), filters, origin }]
+                vec![Chain { tls: Some(ctx), ..Chain::forward(sni, Vec::new(), filters, origin) }]
             }
             Some(t) if t.mode.as_deref() == Some("AUTO_PASSTHROUGH") => self.auto_passthrough(s, &origin),
             Some(_) => self.gateway_tls_routes(gres, s, port, sni_seen),
@@ -908,14 +883,8 @@ impl<'a> Cx<'_, 'a> {
                     }
                     sni_seen.extend(m.sni_hosts.iter().cloned());
                     let filters = self.network_filters(&tls.route, port, r, false);
-                    out.push(Chain {
-                        sni: m.sni_hosts.clone(),
-                        cidrs: Vec::new(),
-                        alpn: Vec::new(),
-                        tls: None,
-                        filters,
-                        origin: format!("VirtualService {}/{} tls[{ri}]", r.namespace, r.name),
-                    });
+                    let origin = format!("VirtualService {}/{} tls[{ri}]", r.namespace, r.name);
+                    out.push(Chain::forward(m.sni_hosts.clone(), Vec::new(), filters, origin));
                 }
             }
         }
@@ -944,13 +913,10 @@ impl<'a> Cx<'_, 'a> {
                 let sni = format!("outbound_.{}_.{}_.{}", sp.port, subset.as_deref().unwrap_or(""), sp.host);
                 let name = self.cluster(&sp.host, subset.as_deref(), sp.port);
                 let proxy = tcp_proxy(&sni, Some(&name), None, dr.as_ref(), subset.as_deref());
+                let origin = format!("{origin} AUTO_PASSTHROUGH {}", sp.host);
                 out.push(Chain {
-                    sni: vec![sni],
-                    cidrs: Vec::new(),
                     alpn: ISTIO_MTLS_ALPNS.to_vec(),
-                    tls: None,
-                    filters: vec![proxy],
-                    origin: format!("{origin} AUTO_PASSTHROUGH {}", sp.host),
+                    ..Chain::forward(vec![sni], Vec::new(), vec![proxy], origin)
                 });
             }
         }

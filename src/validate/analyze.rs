@@ -9,6 +9,7 @@ use crate::config::Resource;
 use crate::crd;
 use crate::diag::Severity;
 use crate::host;
+use crate::labels::{selects, LabelIndex};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 pub(super) fn run(cx: &mut Ctx<'_>) {
@@ -625,10 +626,6 @@ fn destination_rule_hosts(cx: &mut Ctx<'_>) {
     }
 }
 
-fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
-    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
-}
-
 /// IST0173: a subset whose labels select none of the workloads known for its host. Checked only
 /// when a ServiceEntry for the host lists endpoints or selects WorkloadEntries, since otherwise
 /// the workloads (Kubernetes pods) are not visible here.
@@ -650,16 +647,8 @@ fn subsets_without_workloads(cx: &mut Ctx<'_>) {
             }
         }
     }
-    // WorkloadEntries by namespace, and by namespace and each of their labels: a selector reads
-    // the entries carrying its first label only.
-    let mut entries_by_ns: HashMap<&str, Vec<&crd::WorkloadEntry>> = HashMap::new();
-    let mut entries_by_label: HashMap<(&str, &str, &str), Vec<&crd::WorkloadEntry>> = HashMap::new();
-    for (wr, we) in bundle.workload_entries() {
-        entries_by_ns.entry(wr.namespace.as_str()).or_default().push(we);
-        for (k, v) in &we.labels {
-            entries_by_label.entry((wr.namespace.as_str(), k.as_str(), v.as_str())).or_default().push(we);
-        }
-    }
+    // WorkloadEntries by label: a selector reads the entries carrying its first label only.
+    let entries = LabelIndex::new(bundle.workload_entries().map(|(wr, we)| (wr.namespace.as_str(), &we.labels, we)));
     for (r, dr) in bundle.destination_rules() {
         if dr.host.is_empty() || dr.subsets.is_empty() {
             continue;
@@ -679,18 +668,7 @@ fn subsets_without_workloads(cx: &mut Ctx<'_>) {
             }
             if let Some(sel) = &se.workload_selector {
                 sources.push(format!("WorkloadEntries selected by ServiceEntry {}", ser.key()));
-                let ns = ser.namespace.as_str();
-                let candidates = match sel.match_labels.iter().next() {
-                    Some((k, v)) => entries_by_label.get(&(ns, k.as_str(), v.as_str())),
-                    None => entries_by_ns.get(ns),
-                };
-                workloads.extend(
-                    candidates
-                        .into_iter()
-                        .flatten()
-                        .filter(|we| selects(&sel.match_labels, &we.labels))
-                        .map(|we| &we.labels),
-                );
+                workloads.extend(entries.selected(&ser.namespace, &sel.match_labels).map(|we| &we.labels));
             }
         }
         if workloads.is_empty() {

@@ -16,6 +16,7 @@ use super::{Ctx, Place};
 use crate::config::Resource;
 use crate::crd;
 use crate::diag::Severity;
+use crate::labels::selects;
 use std::collections::{BTreeMap, BTreeSet};
 
 pub(super) fn run(cx: &mut Ctx<'_>) {
@@ -54,9 +55,6 @@ fn jwt_claim_routes(cx: &mut Ctx<'_>) {
     if pods.is_empty() {
         return;
     }
-    let selects = |sel: &BTreeMap<String, String>, labels: &BTreeMap<String, String>| {
-        sel.iter().all(|(k, v)| labels.get(k) == Some(v))
-    };
     let gateways: BTreeMap<String, &crd::Gateway> = bundle.gateways().map(|(r, g)| (r.key(), g)).collect();
     for (r, vs) in bundle.virtual_services() {
         let key = vs
@@ -227,10 +225,6 @@ fn service_entry_protocols(cx: &mut Ctx<'_>) {
 
 fn selector_string(s: &BTreeMap<String, String>) -> String {
     s.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
-}
-
-fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
-    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
 /// Two Gateways conflict on a server when their selectors are the same (or overlap on a known

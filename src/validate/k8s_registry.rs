@@ -17,6 +17,7 @@ use crate::crd;
 use crate::diag::{Diagnostic, ResourceRef, Severity};
 use crate::host;
 use crate::k8s::{Service, Workload};
+use crate::labels::{selects, LabelIndex};
 use std::collections::{BTreeMap, HashMap};
 
 pub(super) fn run(cx: &mut Ctx<'_>) {
@@ -63,54 +64,15 @@ fn secret_certificates(cx: &mut Ctx<'_>) {
     }
 }
 
-fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
-    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
-}
-
 /// istioctl prints a selector as Kubernetes does: `k=v,k2=v2`, keys sorted.
 fn selector_string(s: &BTreeMap<String, String>) -> String {
     s.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
 }
 
-/// Workloads by namespace and by (namespace, label): a selector reads the workloads carrying its
+/// The workloads by label (their positions in `all`): a selector reads the workloads carrying its
 /// first label only, so checking every Service, rule or Sidecar stays linear.
-struct WorkloadIndex<'a> {
-    all: &'a [Workload],
-    by_ns: HashMap<&'a str, Vec<usize>>,
-    by_label: HashMap<(&'a str, &'a str, &'a str), Vec<usize>>,
-}
-
-impl<'a> WorkloadIndex<'a> {
-    fn new(all: &'a [Workload]) -> Self {
-        let (mut by_ns, mut by_label): (HashMap<_, Vec<usize>>, HashMap<_, Vec<usize>>) = Default::default();
-        for (i, w) in all.iter().enumerate() {
-            by_ns.entry(w.namespace.as_str()).or_default().push(i);
-            for (k, v) in &w.labels {
-                by_label.entry((w.namespace.as_str(), k.as_str(), v.as_str())).or_default().push(i);
-            }
-        }
-        WorkloadIndex { all, by_ns, by_label }
-    }
-
-    fn any_in(&self, ns: &str) -> bool {
-        self.by_ns.contains_key(ns)
-    }
-
-    /// The workloads of `ns` that `sel` selects, with their index, in input order.
-    fn selected<'s>(
-        &'s self,
-        ns: &'s str,
-        sel: &'s BTreeMap<String, String>,
-    ) -> impl Iterator<Item = (usize, &'a Workload)> + 's {
-        let ids = match sel.iter().next() {
-            Some((k, v)) => self.by_label.get(&(ns, k.as_str(), v.as_str())),
-            None => self.by_ns.get(ns),
-        };
-        ids.into_iter()
-            .flatten()
-            .filter_map(|&i| Some((i, self.all.get(i)?)))
-            .filter(move |(_, w)| selects(sel, &w.labels))
-    }
+fn workload_index(all: &[Workload]) -> LabelIndex<'_, usize> {
+    LabelIndex::new(all.iter().enumerate().map(|(i, w)| (w.namespace.as_str(), &w.labels, i)))
 }
 
 fn workload_name(w: &Workload) -> String {
@@ -261,11 +223,8 @@ fn subsets_select_workloads(cx: &mut Ctx<'_>) {
     }
     // Indexed once (Services by host, workloads by namespace and label), so each rule costs its
     // own lookups: linear in the number of rules and workloads, not their product.
-    let mut services: HashMap<String, &Service> = HashMap::new();
-    for svc in &bundle.registry.services {
-        services.entry(svc.host(cx.domain_suffix()).to_ascii_lowercase()).or_insert(svc);
-    }
-    let workloads = WorkloadIndex::new(&bundle.registry.workloads);
+    let services = bundle.registry.services_by_host(cx.domain_suffix());
+    let workloads = workload_index(&bundle.registry.workloads);
     for (r, dr) in bundle.destination_rules() {
         if dr.host.is_empty() {
             continue;
@@ -401,11 +360,11 @@ fn sidecar_selectors(cx: &mut Ctx<'_>) {
     }
     // workload index → Sidecars selecting it.
     let mut by_workload: BTreeMap<usize, Vec<&Resource>> = BTreeMap::new();
-    let workloads = WorkloadIndex::new(&reg.workloads);
+    let workloads = workload_index(&reg.workloads);
     for (r, sc) in bundle.sidecars() {
         let Some(sel) = sc.workload_selector.as_ref().filter(|s| !s.match_labels.is_empty()) else { continue };
         let mut found = false;
-        for (i, _) in workloads.selected(&r.namespace, &sel.match_labels) {
+        for i in workloads.selected(&r.namespace, &sel.match_labels) {
             found = true;
             by_workload.entry(i).or_default().push(r);
         }
@@ -469,7 +428,7 @@ fn report_ineffective(cx: &mut Ctx<'_>, list: Vec<(&Resource, &str)>) {
 /// endpoints. Checked only for namespaces with some workload in the input.
 fn service_selectors(cx: &mut Ctx<'_>) {
     let reg = &cx.bundle.registry;
-    let workloads = WorkloadIndex::new(&reg.workloads);
+    let workloads = workload_index(&reg.workloads);
     let mut found = Vec::new();
     for svc in &reg.services {
         if svc.selector.is_empty() || svc.external_name.is_some() {

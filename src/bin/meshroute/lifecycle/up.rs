@@ -97,7 +97,7 @@ pub fn run(args: &UpArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
-    if let Err(e) = wait_ready(&state, &mut child) {
+    if let Err(e) = wait_ready(&state, &mut child).and_then(|()| live_listeners_taken(&state)) {
         let _ = child.kill();
         let _ = child.wait();
         return fail(&e);
@@ -182,8 +182,12 @@ fn wait_ready(state: &State, child: &mut Child) -> Result<(), String> {
                 last.into_iter().rev().collect::<Vec<_>>().join("\n")
             ));
         }
+        // Ready, and ours: another Envoy that took the admin address after the check in `run`
+        // would answer too (this one then exits, failing to bind it).
         if let Ok((200, _)) = admin.get("/ready") {
-            return Ok(());
+            if is_ours(state, &admin) {
+                return Ok(());
+            }
         }
         if Instant::now() > deadline {
             return Err(format!(
@@ -193,4 +197,36 @@ fn wait_ready(state: &State, child: &mut Child) -> Result<(), String> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Whether the Envoy answering on the admin address runs our bootstrap (`/server_info`'s
+/// `command_line_options.config_path`).
+fn is_ours(state: &State, admin: &Admin) -> bool {
+    let Ok((200, body)) = admin.get("/server_info") else { return false };
+    let info: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    info["command_line_options"]["config_path"].as_str() == Some(state.bootstrap_path().to_string_lossy().as_ref())
+}
+
+/// Envoy is ready even when it refused the live listeners (a listener address already in use is
+/// refused like a bad listener, and Envoy serves on without it): `up` must then fail, with
+/// Envoy's reason, rather than report an Envoy that does not listen where the state says.
+fn live_listeners_taken(state: &State) -> Result<(), String> {
+    let admin = Admin::new(state.proxy.admin);
+    let rejected = admin.stats().map_err(|e| e.to_string())?.get("listener_manager.lds.update_rejected");
+    if rejected == 0 {
+        return Ok(());
+    }
+    // The log is flushed every 200 ms (`--file-flush-interval-msec` above).
+    let log = state.dir.join("envoy.log");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let reason = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let found = text.lines().find_map(|l| l.split_once("config rejected: ").map(|(_, why)| why.to_string()));
+        match found {
+            Some(why) => break why,
+            None if Instant::now() > deadline => break format!("see {}", log.display()),
+            None => std::thread::sleep(Duration::from_millis(100)),
+        }
+    };
+    Err(format!("Envoy refused the listeners of {} ({reason}); Envoy was stopped", state.live_dir().display()))
 }
