@@ -16,8 +16,8 @@ use super::{Ctx, Place};
 use crate::config::Resource;
 use crate::crd;
 use crate::diag::Severity;
-use crate::labels::selects;
-use std::collections::{BTreeMap, BTreeSet};
+use crate::labels::{selects, LabelIndex};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 pub(super) fn run(cx: &mut Ctx<'_>) {
     ca_certificates(cx);
@@ -245,28 +245,63 @@ fn conflicting_gateways(cx: &mut Ctx<'_>) {
             hosts_on.insert((gi, port), hb);
         }
     }
-    let workloads = &bundle.registry.workloads;
+    // Conflicts need shared workloads (or the very same selector), so each gateway's
+    // candidates come from the workloads it selects and the gateways selecting each of them,
+    // not from every other gateway (what it selects, not gateways² × workloads).
+    let index = LabelIndex::new(bundle.registry.workloads.iter().enumerate().map(|(i, w)| ("", &w.labels, i)));
+    let selected: Vec<Vec<usize>> =
+        gateways.iter().map(|(_, g, _)| index.selected("", &g.selector).collect()).collect();
+    let mut gateways_of: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (gi, ws) in selected.iter().enumerate() {
+        for w in ws {
+            gateways_of.entry(*w).or_default().push(gi);
+        }
+    }
+    let mut by_selector: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (gi, (_, _, sel)) in gateways.iter().enumerate() {
+        by_selector.entry(sel.as_str()).or_default().push(gi);
+    }
+    let keys: Vec<String> = gateways.iter().map(|(r, _, _)| r.key()).collect();
+    // Both lists are in workload order.
+    let share = |a: &[usize], b: &[usize]| {
+        let (mut i, mut j) = (0, 0);
+        while let (Some(x), Some(y)) = (a.get(i), b.get(j)) {
+            match x.cmp(y) {
+                std::cmp::Ordering::Equal => return true,
+                std::cmp::Ordering::Less => i += 1,
+                std::cmp::Ordering::Greater => j += 1,
+            }
+        }
+        false
+    };
     for (gi, (r, g, sel)) in gateways.iter().enumerate() {
-        let same_workloads = |other: &(&Resource, &crd::Gateway, String)| {
-            *sel == other.2
-                || ((other.2.contains(sel.as_str()) || sel.contains(other.2.as_str()))
-                    && workloads
-                        .iter()
-                        .any(|w| selects(&g.selector, &w.labels) && selects(&other.1.selector, &w.labels)))
+        let mine: &[usize] = selected.get(gi).map_or(&[], Vec::as_slice);
+        let mut candidates: Vec<usize> = by_selector.get(sel.as_str()).cloned().unwrap_or_default();
+        for w in mine {
+            candidates.extend(gateways_of.get(w).into_iter().flatten());
+        }
+        candidates.sort_unstable();
+        candidates.dedup();
+        let key = keys.get(gi).map_or("", String::as_str);
+        let same_workloads = |oi: usize| {
+            let Some((_, _, other)) = gateways.get(oi) else { return false };
+            *sel == *other
+                || ((other.contains(sel.as_str()) || sel.contains(other.as_str()))
+                    && share(mine, selected.get(oi).map_or(&[], Vec::as_slice)))
         };
         for s in &g.servers {
             let port = s.port.as_ref().map_or(0, |p| p.number);
             let bind = s.bind.as_deref().unwrap_or("");
-            let mut with: Vec<String> = gateways
+            let mut with: Vec<String> = candidates
                 .iter()
-                .enumerate()
-                .filter(|(oi, o)| *oi != gi && o.0.key() != r.key() && same_workloads(o))
-                .filter(|(oi, _)| {
+                .copied()
+                .filter(|&oi| oi != gi && keys.get(oi).is_some_and(|k| k != key) && same_workloads(oi))
+                .filter(|oi| {
                     hosts_on
                         .get(&(*oi, port))
                         .is_some_and(|hb| s.hosts.iter().any(|h| hb.get(h.as_str()) == Some(&bind)))
                 })
-                .map(|(_, o)| o.0.key())
+                .filter_map(|oi| keys.get(oi).cloned())
                 .collect();
             if with.is_empty() {
                 continue;

@@ -263,9 +263,18 @@ fn gateway_workloads(cx: &mut Ctx<'_>) {
     if reg.workloads.is_empty() {
         return;
     }
+    // Built once, so each Gateway reads only what it selects: a Gateway's selector picks
+    // workloads in every namespace (one namespace, "", for the index).
+    let workloads = LabelIndex::new(reg.workloads.iter().map(|w| ("", &w.labels, w)));
+    let mut selecting_services: HashMap<&str, Vec<&Service>> = HashMap::new();
+    for svc in reg.services.iter().filter(|s| !s.selector.is_empty()) {
+        selecting_services.entry(svc.namespace.as_str()).or_default().push(svc);
+    }
+    let secrets: HashMap<(&str, &str), &crate::k8s::Secret> =
+        reg.secrets.iter().rev().map(|x| ((x.namespace.as_str(), x.name.as_str()), x)).collect();
     for (r, gw) in bundle.gateways() {
         let at = Place(Some(r));
-        let selected: Vec<&Workload> = reg.workloads.iter().filter(|w| selects(&gw.selector, &w.labels)).collect();
+        let selected: Vec<&Workload> = workloads.selected("", &gw.selector).collect();
         let sel = selector_string(&gw.selector);
         let Some(first) = selected.first() else {
             cx.push(
@@ -277,10 +286,16 @@ fn gateway_workloads(cx: &mut Ctx<'_>) {
             );
             continue;
         };
+        // The replicas of one gateway Deployment share their labels: each label set is matched
+        // against its namespace's Services once.
+        let mut label_sets: Vec<(&str, &BTreeMap<String, String>)> =
+            selected.iter().map(|w| (w.namespace.as_str(), &w.labels)).collect();
+        label_sets.sort_unstable();
+        label_sets.dedup();
         let mut ports: Vec<u32> = Vec::new();
-        for w in &selected {
-            for svc in reg.services.iter().filter(|s| s.namespace == w.namespace && !s.selector.is_empty()) {
-                if selects(&svc.selector, &w.labels) {
+        for (ns, labels) in label_sets {
+            for svc in selecting_services.get(ns).into_iter().flatten() {
+                if selects(&svc.selector, labels) {
                     for p in &svc.ports {
                         ports.push(p.port);
                         ports.extend(p.target_port);
@@ -309,7 +324,7 @@ fn gateway_workloads(cx: &mut Ctx<'_>) {
                 continue;
             };
             let path = format!("spec.servers[{i}].tls.credentialName");
-            let Some(secret) = reg.secrets.iter().find(|x| x.namespace == gw_ns && x.name == cn) else {
+            let Some(secret) = secrets.get(&(gw_ns.as_str(), cn)) else {
                 cx.push(
                     Severity::Error,
                     Some("IST0101"),
