@@ -322,20 +322,6 @@ fn conflicting_gateways(cx: &mut Ctx<'_>) {
     }
 }
 
-fn same_certificate(a: &crd::ServerTlsSettings, b: &crd::ServerTlsSettings) -> bool {
-    let cn = |t: &crd::ServerTlsSettings| t.credential_name.clone().unwrap_or_default();
-    let (ca, cb) = (cn(a), cn(b));
-    if !ca.is_empty() && !cb.is_empty() {
-        return ca == cb;
-    }
-    if ca.is_empty() && cb.is_empty() {
-        let cert = |t: &crd::ServerTlsSettings| t.server_certificate.clone().unwrap_or_default();
-        let key = |t: &crd::ServerTlsSettings| t.private_key.clone().unwrap_or_default();
-        return !cert(a).is_empty() && cert(a) == cert(b) && !key(a).is_empty() && key(a) == key(b);
-    }
-    false
-}
-
 /// Istio's `selectorSubset`: every key of `x` that `y` has too agrees, and `y` has all of `x`'s.
 fn selector_subset(x: &BTreeMap<String, String>, y: &BTreeMap<String, String>) -> bool {
     x.iter().all(|(k, v)| y.get(k) == Some(v))
@@ -344,29 +330,61 @@ fn selector_subset(x: &BTreeMap<String, String>, y: &BTreeMap<String, String>) -
 fn duplicate_certificates(cx: &mut Ctx<'_>) {
     let bundle = cx.bundle;
     let gateways: Vec<(&Resource, &crd::Gateway)> = bundle.gateways().collect();
-    for (r, g) in &gateways {
-        for (or, og) in &gateways {
-            if or.key() == r.key() || !selector_subset(&g.selector, &og.selector) {
-                continue;
+    // Servers by certificate: a server's duplicates are read from here, not from every other
+    // gateway's servers (linear in the servers).
+    let mut by_cert: HashMap<CertKey<'_>, Vec<(usize, usize)>> = HashMap::new();
+    for (gi, (_, g)) in gateways.iter().enumerate() {
+        for (si, s) in g.servers.iter().enumerate() {
+            if let Some(k) = s.tls.as_ref().and_then(cert_key) {
+                by_cert.entry(k).or_default().push((gi, si));
             }
-            for s in &g.servers {
-                for os in &og.servers {
-                    let (Some(a), Some(b)) = (&s.tls, &os.tls) else { continue };
-                    if same_certificate(a, b) {
-                        cx.push(
-                            Severity::Warning,
-                            Some("IST0138"),
-                            &Place(Some(r)),
-                            "metadata.name",
-                            format!(
-                                "Duplicate certificate in multiple gateways [{} {}] may cause 404s if clients re-use HTTP2 connections.",
-                                r.key(),
-                                or.key()
-                            ),
-                        );
-                    }
+        }
+    }
+    let keys: Vec<String> = gateways.iter().map(|(r, _)| r.key()).collect();
+    for (gi, (r, g)) in gateways.iter().enumerate() {
+        let key = keys.get(gi).map_or("", String::as_str);
+        // (other gateway, this server, its server): the order Istio's nested loops report in.
+        let mut found: Vec<(usize, usize, usize)> = Vec::new();
+        for (si, s) in g.servers.iter().enumerate() {
+            let Some(k) = s.tls.as_ref().and_then(cert_key) else { continue };
+            for &(oi, osi) in by_cert.get(&k).into_iter().flatten() {
+                let Some((_, og)) = gateways.get(oi) else { continue };
+                if keys.get(oi).is_some_and(|k| k != key) && selector_subset(&g.selector, &og.selector) {
+                    found.push((oi, si, osi));
                 }
             }
+        }
+        found.sort_unstable();
+        for (oi, _, _) in found {
+            cx.push(
+                Severity::Warning,
+                Some("IST0138"),
+                &Place(Some(r)),
+                "metadata.name",
+                format!(
+                    "Duplicate certificate in multiple gateways [{key} {}] may cause 404s if clients re-use HTTP2 connections.",
+                    keys.get(oi).map_or("", String::as_str)
+                ),
+            );
+        }
+    }
+}
+
+/// What Istio's duplicate-certificate check compares (`sameCertificate`): the credential name
+/// when set, else the certificate and key files when both are set; nothing otherwise.
+#[derive(PartialEq, Eq, Hash)]
+enum CertKey<'a> {
+    Credential(&'a str),
+    Files(&'a str, &'a str),
+}
+
+fn cert_key(t: &crd::ServerTlsSettings) -> Option<CertKey<'_>> {
+    match t.credential_name.as_deref().filter(|c| !c.is_empty()) {
+        Some(c) => Some(CertKey::Credential(c)),
+        None => {
+            let cert = t.server_certificate.as_deref().filter(|c| !c.is_empty())?;
+            let key = t.private_key.as_deref().filter(|k| !k.is_empty())?;
+            Some(CertKey::Files(cert, key))
         }
     }
 }
