@@ -414,27 +414,38 @@ fn table_summary() {
     }
     let big = table_text(Shape::Mixed, 100_000);
     let t100k = fastest_table_load(&big, 3);
+    print_size_goals("table load, ", " per VM", mixed_10k, t100k);
+    print_heap_rows("table load heap", table_text, big, heap_of_table_load);
+}
+
+/// The 10,000 and 100,000 mixed-rule goals of one summary.
+fn print_size_goals(prefix: &str, per: &str, mixed_10k: Duration, t100k: Duration) {
     println!(
-        "table load, 10,000 mixed rules: {:.1} ms (goal ≤ 300 ms: {}); 100,000: {:.0} ms (goal ≤ 2 s per VM: {})",
+        "{prefix}10,000 mixed rules: {:.1} ms (goal ≤ 300 ms: {}); 100,000: {:.0} ms (goal ≤ 2 s{per}: {})",
         mixed_10k.as_secs_f64() * 1e3,
         verdict(mixed_10k <= Duration::from_millis(300)),
         t100k.as_secs_f64() * 1e3,
         verdict(t100k <= Duration::from_secs(2))
     );
-    println!("{:<24} {:>10} {:>10} {:>8}  goal ≤ 2", "table load heap", "peak", "table", "ratio");
-    for (name, text) in [
-        ("10 mixed rules", table_text(Shape::Mixed, 10)),
-        ("10,000 mixed rules", table_text(Shape::Mixed, 10_000)),
+}
+
+/// Heap peak against what is kept, at 10, 10,000 and 100,000 mixed rules (`big` is the
+/// 100,000-rule input, already built for the timing).
+fn print_heap_rows(title: &str, input: fn(Shape, usize) -> Vec<u8>, big: Vec<u8>, heap: fn(&[u8]) -> (usize, usize)) {
+    println!("{title:<24} {:>10} {:>10} {:>8}  goal ≤ 2", "peak", "table", "ratio");
+    for (name, bytes) in [
+        ("10 mixed rules", input(Shape::Mixed, 10)),
+        ("10,000 mixed rules", input(Shape::Mixed, 10_000)),
         ("100,000 mixed rules", big),
     ] {
-        let (peak, kept) = heap_of_table_load(&text);
+        let (peak, kept) = heap(&bytes);
         let ratio = peak as f64 / kept.max(1) as f64;
         println!(
             "{name:<24} {:>7.1}MiB {:>7.1}MiB {ratio:>8.2}  {} (input {:.1} MiB)",
             mib(peak),
             mib(kept),
             verdict(ratio <= 2.0),
-            mib(text.len())
+            mib(bytes.len())
         );
     }
 }
@@ -491,29 +502,8 @@ fn summary() {
     }
     let big = config(Shape::Mixed, 100_000);
     let t100k = median_load(Shape::Mixed, &big, 3);
-    println!(
-        "10,000 mixed rules: {:.1} ms (goal ≤ 300 ms: {}); 100,000: {:.0} ms (goal ≤ 2 s: {})",
-        mixed_10k.as_secs_f64() * 1e3,
-        verdict(mixed_10k <= Duration::from_millis(300)),
-        t100k.as_secs_f64() * 1e3,
-        verdict(t100k <= Duration::from_secs(2))
-    );
-    println!("{:<24} {:>10} {:>10} {:>8}  goal ≤ 2", "heap (input excluded)", "peak", "table", "ratio");
-    for (name, json) in [
-        ("10 mixed rules", config(Shape::Mixed, 10)),
-        ("10,000 mixed rules", config(Shape::Mixed, 10_000)),
-        ("100,000 mixed rules", big),
-    ] {
-        let (peak, kept) = heap_of_load(&json);
-        let ratio = peak as f64 / kept.max(1) as f64;
-        println!(
-            "{name:<24} {:>7.1}MiB {:>7.1}MiB {ratio:>8.2}  {} (input {:.1} MiB)",
-            mib(peak),
-            mib(kept),
-            verdict(ratio <= 2.0),
-            mib(json.len())
-        );
-    }
+    print_size_goals("", "", mixed_10k, t100k);
+    print_heap_rows("heap (input excluded)", config, big, heap_of_load);
 }
 
 // === Stages ===

@@ -720,6 +720,15 @@ mod tests {
             .unwrap_or_else(|| panic!("no cluster {name} in {:#}", g.config["static_resources"]["clusters"]))
     }
 
+    /// The routes of the outbound listener's one virtual host.
+    fn routes_of(g: &Generated) -> Vec<Value> {
+        g.config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]
+            ["virtual_hosts"][0]["routes"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
     fn se(host: &str, endpoints: Value) -> Value {
         json!({"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry", "metadata": {"name": host, "namespace": "default"},
                "spec": {"hosts": [host], "resolution": "STATIC", "ports": [{"number": 80, "name": "http", "protocol": "HTTP"}],
@@ -914,11 +923,7 @@ mod tests {
             .collect();
         assert_eq!(addrs, vec![&json!("10.0.0.2")]);
         // Its hash policy is a route matched on its cluster name.
-        let routes = g.config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-            ["route_config"]["virtual_hosts"][0]["routes"]
-            .as_array()
-            .unwrap()
-            .clone();
+        let routes = routes_of(&g);
         // The hash cluster: Istio's default retries for requests without a policy header, then
         // none; then the same two for every other cluster (R222).
         assert_eq!(routes.len(), 4);
@@ -980,11 +985,7 @@ mod tests {
         let table = crate::compile(&bundle, Default::default()).table.unwrap();
         let ids: Vec<String> = table.virtual_services[0].rules.iter().map(|r| r.retry.route_id()).collect();
         let g = build(cfg, json!({}));
-        let routes = g.config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-            ["route_config"]["virtual_hosts"][0]["routes"]
-            .as_array()
-            .unwrap()
-            .clone();
+        let routes = routes_of(&g);
         let named = |name: &str| {
             routes.iter().find(|r| r["name"] == name).unwrap_or_else(|| panic!("no route {name}: {routes:#?}")).clone()
         };
@@ -1064,11 +1065,7 @@ mod tests {
         assert_eq!(retry.hash_sources.len(), 4, "weight 0 is no destination: {retry:?}");
         let id = retry.route_id();
         let g = generate(&bundle, &table.clusters, &json!({"resources": cfg}), &testing::options()).unwrap();
-        let routes = g.config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-            ["route_config"]["virtual_hosts"][0]["routes"]
-            .as_array()
-            .unwrap()
-            .clone();
+        let routes = routes_of(&g);
         let r = routes.iter().find(|r| r["name"] == format!("meshroute:{id}")).unwrap_or_else(|| panic!("{routes:#?}"));
         assert_eq!(
             r["route"]["hash_policy"],
@@ -1111,11 +1108,7 @@ mod tests {
         let cfg = json!([entry, dr("h.internal", rule)]);
         let (bundle, table) = testing::compiled(&json!({"resources": cfg, "settings": {}}));
         let g = generate(&bundle, &table.clusters, &json!({"resources": cfg}), &testing::options()).unwrap();
-        let routes = g.config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-            ["route_config"]["virtual_hosts"][0]["routes"]
-            .as_array()
-            .unwrap()
-            .clone();
+        let routes = routes_of(&g);
         let defaults = &table.registry_exact["h.internal"];
         assert_eq!(defaults.len(), 2);
         for (d, want) in defaults
