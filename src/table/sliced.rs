@@ -156,6 +156,20 @@ impl<B: AsRef<[u8]>> SlicedLoad<B> {
         self.pieces
     }
 
+    /// What the next piece is part of, for logs: `scan`, `lists`, `virtual services`,
+    /// `host index` or `done`.
+    pub fn phase(&self) -> &'static str {
+        match &self.state {
+            State::Scan(_) => "scan",
+            State::Build(b) => match b.stage {
+                Stage::Claims(_) | Stage::Clusters(_) | Stage::Wildcards(_) | Stage::Registry(_) => "lists",
+                Stage::VirtualServices => "virtual services",
+                Stage::HostIndex(_) => "host index",
+            },
+            State::Done => "done",
+        }
+    }
+
     /// Works piece after piece while `more()` says so (it is asked before each piece but the
     /// first, so a call always makes progress); `Some` once the table is loaded or refused. A
     /// call after that returns `None` again.
