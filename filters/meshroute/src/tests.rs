@@ -485,6 +485,36 @@ fn a_big_push_to_a_serving_vm_loads_in_slices_while_the_previous_table_serves() 
 }
 
 #[test]
+fn pushes_that_overlap_leave_the_latest_serving_whichever_load_ends_first() {
+    let (fake, _first) = vm(config(json!([{"route": [dest("v1")]}]), json!({"counterFlushMs": 0})));
+    let push = |id: u32, last: &str| {
+        fake.set(|s| {
+            s.config = many_rules(2_500, last);
+            s.clock_step = MS;
+        });
+        let mut root = Root::new(id, fake.clone());
+        assert!(root.on_configure(0));
+        root
+    };
+    let load = |root: &mut Root<Fake>, id: u32| {
+        let loaded = fake.counter(metrics::CONFIG_LOADED);
+        while fake.counter(metrics::CONFIG_LOADED) == loaded {
+            fake.set(|s| s.effective = id);
+            root.on_tick();
+        }
+    };
+    // B is pushed, then C while B still loads; C finishes first, then B.
+    let mut b = push(20, "v2");
+    let mut c = push(30, "shadow");
+    load(&mut c, 30);
+    load(&mut b, 20);
+    // The next push serves the latest table meanwhile: C's, not B's that finished last.
+    let d = push(40, "v1");
+    let (_s, _) = request(&fake, &d, 2, "/", &[], true);
+    assert_eq!(routing_header(&fake).as_deref(), Some(SHADOW));
+}
+
+#[test]
 fn a_fresh_vm_loads_a_big_table_whole_so_it_can_refuse_it() {
     // Envoy's canary and a new worker VM serve nothing yet: one `on_configure` decides.
     std::thread::spawn(|| {
