@@ -101,6 +101,26 @@ fn main() {
         table_summary();
         return;
     }
+    // `LOAD_COMPILE=1 cargo bench --bench load`: only the compile summary.
+    if std::env::var_os("LOAD_COMPILE").is_some() {
+        compile_summary();
+        return;
+    }
+    // `LOAD_REPEAT=Exact:20000:table:20` (or `:compile`): that one load 20 times and nothing else,
+    // for `perf record` / `perf stat` on the bench binary.
+    if let Some(spec) = std::env::var("LOAD_REPEAT").ok() {
+        repeat(&spec);
+        return;
+    }
+    // `LOAD_SCALE=1 cargo bench --bench load` (or a shape name): both paths at 5k, 10k, 20k and
+    // 40k rules with the time and allocations per rule, to tell a superlinear term (the ratio
+    // grows with N) from a step when the working set leaves the cache (one ratio high).
+    if let Some(only) = std::env::var_os("LOAD_SCALE") {
+        for &shape in SHAPES.iter().filter(|s| only == "1" || only == format!("{s:?}").as_str()) {
+            scale(shape);
+        }
+        return;
+    }
     divan::main();
     summary();
 }
@@ -312,12 +332,15 @@ struct Counting;
 
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
+/// Calls to `alloc` and `realloc`, for allocations per rule.
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
 
 // SAFETY: every call is forwarded unchanged to `System`; only counters are added.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: same contract as the caller's.
         let p = unsafe { System.alloc(layout) };
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
         if !p.is_null() {
             let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
             PEAK.fetch_max(live, Ordering::Relaxed);
@@ -334,6 +357,7 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: same contract as the caller's.
         let p = unsafe { System.realloc(ptr, layout, new_size) };
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
         if !p.is_null() {
             let live = LIVE.fetch_add(new_size, Ordering::Relaxed) + new_size;
             LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
@@ -481,6 +505,10 @@ fn summary() {
         return;
     }
     table_summary();
+    compile_summary();
+}
+
+fn compile_summary() {
     println!("\nCompile (meshroute compile, once per change) summary (medians of 5 loads, same run; ratios are what the goals bound)");
     println!("{:<24} {:>10} {:>10} {:>8}  goal ≤ 2.2", "shape", "10k rules", "20k rules", "ratio");
     let mut mixed_10k = Duration::ZERO;
@@ -542,4 +570,92 @@ fn stages(n: usize) {
         mib(kept),
         peak as f64 / kept.max(1) as f64
     );
+}
+
+// === Scaling ===
+
+/// Fastest of `runs` calls of `f`, and the allocations of one call.
+fn fastest_with_allocs(runs: usize, f: &dyn Fn()) -> (Duration, usize) {
+    let before = ALLOCS.load(Ordering::Relaxed);
+    f();
+    let allocs = ALLOCS.load(Ordering::Relaxed) - before;
+    let best = (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        })
+        .min()
+        .unwrap_or_default();
+    (best, allocs)
+}
+
+fn scale(shape: Shape) {
+    const SCALE: &[usize] = &[5_000, 10_000, 20_000, 40_000];
+    println!("{shape:?}: rules, then per path: time (ratio to the size before), ns and allocations per rule");
+    let (mut prev_t, mut prev_c) = (Duration::ZERO, Duration::ZERO);
+    for &n in SCALE {
+        let json = config(shape, n);
+        let (c, c_allocs) = fastest_with_allocs(5, &|| {
+            black_box(load(shape, black_box(&json)));
+        });
+        let table = if shape.is_error() { None } else { Some(table_text(shape, n)) };
+        let t = table.as_deref().map(|text| {
+            fastest_with_allocs(7, &|| {
+                let loaded = black_box(load_table(black_box(text)));
+                drop(loaded);
+            })
+        });
+        let ratio = |now: Duration, before: Duration| {
+            if before.is_zero() {
+                "    ".to_string()
+            } else {
+                format!("{:.2}", now.as_secs_f64() / before.as_secs_f64())
+            }
+        };
+        let per = |d: Duration| d.as_secs_f64() * 1e9 / n as f64;
+        let table_part = t.map_or(String::new(), |(t, allocs)| {
+            let r = ratio(t, prev_t);
+            prev_t = t;
+            format!(
+                "table::load {:>7.1} ms ({r}) {:>6.0} ns {:>5.1} allocs",
+                t.as_secs_f64() * 1e3,
+                per(t),
+                allocs as f64 / n as f64
+            )
+        });
+        println!(
+            "  {n:>6}  compile {:>7.1} ms ({}) {:>6.0} ns {:>5.1} allocs   {table_part}",
+            c.as_secs_f64() * 1e3,
+            ratio(c, prev_c),
+            per(c),
+            c_allocs as f64 / n as f64
+        );
+        prev_c = c;
+    }
+}
+
+fn repeat(spec: &str) {
+    let mut parts = spec.split(':');
+    let name = parts.next().unwrap_or_default();
+    let shape = *SHAPES.iter().find(|s| format!("{s:?}") == name).expect("a shape name");
+    let n: usize = parts.next().and_then(|n| n.parse().ok()).unwrap_or(10_000);
+    let compile = parts.next() == Some("compile");
+    let times: usize = parts.next().and_then(|n| n.parse().ok()).unwrap_or(20);
+    let json = config(shape, n);
+    let t = Instant::now();
+    if compile {
+        for _ in 0..times {
+            black_box(load(shape, black_box(&json)));
+        }
+    } else {
+        let text = table_text(shape, n);
+        let t = Instant::now();
+        for _ in 0..times {
+            drop(black_box(load_table(black_box(&text))));
+        }
+        println!("{:.1} ms per table load", t.elapsed().as_secs_f64() * 1e3 / times as f64);
+        return;
+    }
+    println!("{:.1} ms per compile", t.elapsed().as_secs_f64() * 1e3 / times as f64);
 }
