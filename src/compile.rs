@@ -30,7 +30,9 @@ const DEFAULT_GRPC_RETRY_ON: &str = "unavailable,cancelled";
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteTable {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Read one piece at a time by `crate::table::sliced`, never by this derive (which would
+    /// put a second copy of every deserializer below into the Wasm module).
+    #[serde(default, skip_serializing_if = "Vec::is_empty", skip_deserializing)]
     pub virtual_services: Vec<CompiledVs>,
     /// (host as claimed, VirtualService) in claim order; the host indexes below are built from it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -118,9 +120,10 @@ pub struct CompiledVs {
     pub name: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Both read one piece at a time by `crate::table::sliced` (see `RouteTable`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty", skip_deserializing)]
     pub rules: Vec<Rule>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", skip_deserializing)]
     pub entries: Vec<Entry>,
     #[serde(skip)]
     index: PathIndex,
@@ -820,12 +823,22 @@ impl CompiledVs {
     pub(crate) fn reindex(&mut self) {
         let mut index = PathIndex::default();
         for (i, e) in self.entries.iter().enumerate() {
-            for key in index_keys(&e.block) {
-                index.add(i as u32, key);
-            }
+            index_entry(&mut index, i, e);
         }
-        index.shrink_to_fit();
         self.index = index;
+        self.finish_index();
+    }
+
+    /// Appends the next entry (in Istio order) and indexes it: [`reindex`](Self::reindex) one
+    /// entry at a time, so a table can be loaded in slices (`crate::table::sliced`).
+    pub(crate) fn push_entry(&mut self, e: Entry) {
+        index_entry(&mut self.index, self.entries.len(), &e);
+        self.entries.push(e);
+    }
+
+    /// Once every entry is in.
+    pub(crate) fn finish_index(&mut self) {
+        self.index.shrink_to_fit();
         self.ports = entry_ports(&self.entries);
     }
 
@@ -1007,6 +1020,12 @@ fn selects_proxy(m: &crd::HttpMatchRequest, vs_gateways: &[String], ns: &str, s:
 
 /// The keys a block is filed under: any one of them fitting the request is necessary for the
 /// block to match (several for a regex with alternative literals).
+fn index_entry(index: &mut PathIndex, i: usize, e: &Entry) {
+    for key in index_keys(&e.block) {
+        index.add(i as u32, key);
+    }
+}
+
 fn index_keys(b: &MatchBlock) -> Vec<Key> {
     match &b.uri {
         Some(StrMatch::Exact(p)) => return vec![Key::UriExact { path: p.clone(), ignore_case: b.ignore_uri_case }],

@@ -31,6 +31,20 @@ pub enum Key {
     Rest,
 }
 
+/// Inserts into a list that most often stays at one element: the first one gets room for one
+/// only, so giving back spare room once all entries are in (`shrink_to_fit`) has nothing to do
+/// for most lists — that pass over every list was the longest single step of a table load.
+fn push_at<T>(list: &mut Vec<T>, i: usize, item: T) {
+    if list.capacity() == 0 {
+        list.reserve_exact(1);
+    }
+    list.insert(i, item);
+}
+
+fn push_one(list: &mut Vec<u32>, entry: u32) {
+    push_at(list, list.len(), entry);
+}
+
 #[derive(Debug, Clone, Default)]
 struct Trie {
     nodes: Vec<Node>,
@@ -55,12 +69,13 @@ impl Trie {
                 Err(i) => {
                     let id = self.nodes.len();
                     self.nodes.push(Node::default());
-                    self.nodes[node].children.insert(i, (b, id as u32));
+                    push_at(&mut self.nodes[node].children, i, (b, id as u32));
                     id
                 }
             };
         }
-        self.nodes[node].entries.push(entry);
+        let entries = &mut self.nodes[node].entries;
+        push_at(entries, entries.len(), entry);
     }
 
     fn shrink_to_fit(&mut self) {
@@ -105,9 +120,9 @@ impl PathIndex {
     /// Entries must be added in ascending order.
     pub fn add(&mut self, entry: u32, key: Key) {
         match key {
-            Key::UriExact { path, ignore_case: false } => self.exact.entry(path).or_default().push(entry),
+            Key::UriExact { path, ignore_case: false } => push_one(self.exact.entry(path).or_default(), entry),
             Key::UriExact { path, ignore_case: true } => {
-                self.exact_ci.entry(path.to_ascii_lowercase()).or_default().push(entry)
+                push_one(self.exact_ci.entry(path.to_ascii_lowercase()).or_default(), entry)
             }
             Key::UriPrefix { prefix, ignore_case: false } => self.prefix.insert(prefix.as_bytes(), entry),
             Key::UriPrefix { prefix, ignore_case: true } => {
@@ -122,7 +137,7 @@ impl PathIndex {
                         self.headers.len() - 1
                     }
                 };
-                self.headers[pos].1.entry(value).or_default().push(entry);
+                push_one(self.headers[pos].1.entry(value).or_default(), entry);
             }
             Key::Rest => self.rest.push(entry),
         }

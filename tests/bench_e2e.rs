@@ -1021,6 +1021,10 @@ fn longest_request_wait_during_a_100k_rule_push() {
             .collect::<Vec<_>>()
             .join("; ")
     );
+    // How each VM loaded it: whole (Envoy's canary on the main thread) or in slices (workers).
+    for line in envoy.log().lines().filter(|l| l.contains("config loaded: ")).rev().take(3) {
+        println!("  {}", line.split("config loaded: ").nth(1).unwrap_or(line));
+    }
     goal(&format!(
         "issue 12 item 3: longest request wait during a {rules}-rule push {:.0} ms (goal ≤ 100 ms: {}), {failed} failed",
         longest(&during),

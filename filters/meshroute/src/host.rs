@@ -19,6 +19,8 @@ use std::time::{Duration, UNIX_EPOCH};
 /// Everything the adapter asks of Envoy. Methods mirror the functions of this module one to one.
 pub trait Host {
     fn plugin_configuration(&self) -> Option<Vec<u8>>;
+    /// The plugin's name and root id: what stays the same when a control plane pushes it again.
+    fn plugin_key(&self) -> String;
     fn now_nanos(&self) -> u64;
     fn request_headers(&self) -> Option<Vec<(String, String)>>;
     fn edit_request_headers(&self, ops: &[HeaderOp]);
@@ -56,6 +58,9 @@ pub struct WasmHost;
 impl Host for WasmHost {
     fn plugin_configuration(&self) -> Option<Vec<u8>> {
         plugin_configuration()
+    }
+    fn plugin_key(&self) -> String {
+        plugin_key()
     }
     fn now_nanos(&self) -> u64 {
         now_nanos()
@@ -130,6 +135,18 @@ fn plugin_configuration() -> Option<Vec<u8>> {
             None
         }
     }
+}
+
+/// `plugin_name` and `plugin_root_id` (Envoy's Wasm attributes), joined; what is missing is empty.
+fn plugin_key() -> String {
+    let property = |name: &str| match hostcalls::get_property(vec![name]) {
+        Ok(v) => v.and_then(|b| String::from_utf8(b).ok()).unwrap_or_default(),
+        Err(s) => {
+            log::warn!("meshroute: reading {name} failed: {s:?}");
+            String::new()
+        }
+    };
+    format!("{}\n{}", property("plugin_name"), property("plugin_root_id"))
 }
 
 /// Nanoseconds since the epoch (the host's wall clock), 0 if unavailable.

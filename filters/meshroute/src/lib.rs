@@ -15,6 +15,7 @@
 //! The host is reached through `host::Host` only (`WasmHost` in Envoy, a fake in `tests.rs`).
 
 mod host;
+mod loading;
 #[cfg(test)]
 mod tests;
 
@@ -102,23 +103,61 @@ struct Active {
     revision_header: Option<String>,
 }
 
+/// An [`Active`] whose route counters are being defined, a rule at a time (one host call per
+/// counter: a big table defines them in slices, `loading.rs`).
+struct ActiveBuilder {
+    table: RouteTable,
+    route_counters: HashMap<usize, Vec<Option<u32>>>,
+    /// The next rule to define counters for: (VirtualService, rule).
+    next: (usize, usize),
+}
+
+impl ActiveBuilder {
+    fn new(table: RouteTable) -> Self {
+        let rules = table.virtual_services.iter().map(|v| v.rules.len()).sum();
+        ActiveBuilder { table, route_counters: HashMap::with_capacity(rules), next: (0, 0) }
+    }
+
+    /// Defines counters while `more()` says so; `true` once every rule has its counters.
+    // Outlined: called from two or three callbacks, and a load is no hot path (module size).
+    #[inline(never)]
+    fn define(&mut self, host: &impl Host, more: &mut dyn FnMut() -> bool) -> bool {
+        let (mut v, mut r) = self.next;
+        let done = loop {
+            let Some(vs) = self.table.virtual_services.get(v) else { break true };
+            let Some(rule) = vs.rules.get(r) else {
+                (v, r) = (v + 1, 0);
+                continue;
+            };
+            let ids = match &rule.action {
+                Action::Forward { destinations, .. } if !destinations.is_empty() => destinations
+                    .iter()
+                    .map(|d| host.define_counter(&apply::route_metric_name(&vs.name, rule, Some(d))))
+                    .collect(),
+                _ => vec![host.define_counter(&apply::route_metric_name(&vs.name, rule, None))],
+            };
+            // The rules live in the table's heap buffers, which moving the table leaves in place.
+            self.route_counters.insert(rule as *const Rule as usize, ids);
+            r += 1;
+            if !more() {
+                break false;
+            }
+        };
+        self.next = (v, r);
+        done
+    }
+
+    fn finish(mut self, host: &impl Host) -> Active {
+        self.define(host, &mut || true);
+        let table = self.table;
+        let revision_header = table.revision.as_ref().filter(|_| table.revision_header).map(|r| r.to_string());
+        Active { table, route_counters: self.route_counters, revision_header }
+    }
+}
+
 impl Active {
     fn new(table: RouteTable, host: &impl Host) -> Self {
-        let mut route_counters = HashMap::new();
-        for vs in &table.virtual_services {
-            for rule in &vs.rules {
-                let ids = match &rule.action {
-                    Action::Forward { destinations, .. } if !destinations.is_empty() => destinations
-                        .iter()
-                        .map(|d| host.define_counter(&apply::route_metric_name(&vs.name, rule, Some(d))))
-                        .collect(),
-                    _ => vec![host.define_counter(&apply::route_metric_name(&vs.name, rule, None))],
-                };
-                route_counters.insert(rule as *const Rule as usize, ids);
-            }
-        }
-        let revision_header = table.revision.as_ref().filter(|_| table.revision_header).map(|r| r.to_string());
-        Active { table, route_counters, revision_header }
+        ActiveBuilder::new(table).finish(host)
     }
 
     fn route_counter(&self, rule: &Rule, dest: Option<&Dest>) -> Option<u32> {
@@ -176,6 +215,10 @@ struct Shared<H> {
     breakers: RefCell<MirrorBreakers>,
     outbox: RefCell<Vec<Outgoing>>,
     counters: RefCell<Counters>,
+    /// Plugin name and root id (`loading.rs`).
+    plugin_key: RefCell<String>,
+    /// A big table being loaded in slices while the previous one serves.
+    loading: RefCell<Option<loading::Loading>>,
 }
 
 /// Counter increments this VM has not handed to Envoy yet. A host call costs about as much as
@@ -296,11 +339,18 @@ impl<H: Host> Shared<H> {
         }
     }
 
+    /// The table's settings for this root context's timer and mirror budget.
+    fn settle(&self, table: &RouteTable) {
+        self.counters.borrow_mut().every = Duration::from_millis(table.counter_flush_ms);
+        self.budget.borrow_mut().set_limits(table.mirror_body_budget, table.mirror_max_in_flight);
+    }
+
     /// The timer: fast while requests are held (their delays end on it), else the flush period
     /// while counters are batched, else off.
     fn retime(&self) {
         let every = self.counters.borrow().every;
-        let busy = !self.held.borrow().is_empty() || !self.outbox.borrow().is_empty();
+        let busy =
+            !self.held.borrow().is_empty() || !self.outbox.borrow().is_empty() || self.loading.borrow().is_some();
         let want = if busy { TICK } else { every };
         if want != self.tick.get() && self.host.set_tick_period(want) {
             self.tick.set(want);
@@ -346,6 +396,8 @@ impl<H: Host> Root<H> {
                 budget: RefCell::new(MirrorBudget::default()),
                 breakers: RefCell::new(MirrorBreakers::default()),
                 outbox: RefCell::new(Vec::new()),
+                plugin_key: RefCell::new(String::new()),
+                loading: RefCell::new(None),
             }),
         }
     }
@@ -373,6 +425,25 @@ impl<H: Host + 'static> RootContext for Root<H> {
         let metrics = Rc::new(Metrics::define(host));
         *self.shared.metrics.borrow_mut() = metrics.clone();
         let bytes = host.plugin_configuration().unwrap_or_default();
+        let key = host.plugin_key();
+        *self.shared.plugin_key.borrow_mut() = key.clone();
+        // A VM serving this plugin already is a worker, and Envoy's canary has loaded these
+        // bytes whole (and would have refused them): serve the previous table meanwhile.
+        if bytes.len() >= loading::SLICE_ABOVE {
+            if let Some(previous) = loading::serving(&key) {
+                log::info!(
+                    "meshroute {VERSION} ({BUILD}) root {}: loading {} KiB of table in slices of {} ms; the previous table serves meanwhile",
+                    self.id,
+                    bytes.len() / 1024,
+                    loading::SLICE.as_millis()
+                );
+                self.shared.settle(&previous.table);
+                *self.shared.active.borrow_mut() = Some(previous);
+                *self.shared.loading.borrow_mut() = Some(loading::Loading::new(bytes, began));
+                self.shared.retime();
+                return true;
+            }
+        }
         // The CLI validated and compiled the resources; this VM only checks and indexes the
         // table (`meshroute::table`).
         let table = match meshroute::table::load(&bytes) {
@@ -383,29 +454,15 @@ impl<H: Host + 'static> RootContext for Root<H> {
                 return false;
             }
         };
-        let summary = apply::summary(&table);
-        self.shared.counters.borrow_mut().every = Duration::from_millis(table.counter_flush_ms);
-        self.shared.budget.borrow_mut().set_limits(table.mirror_body_budget, table.mirror_max_in_flight);
-        host.set_gauge(metrics.config_revision, table.revision.as_ref().map_or(0, |r| r.number));
-        *self.shared.active.borrow_mut() = Some(Rc::new(Active::new(table, host)));
-        // How long this VM was busy loading and what its memory grew to (Wasm memory never
-        // shrinks, so that is the load's peak): what `make bench-e2e` reads per VM (R240).
-        let memory = memory_bytes();
-        log::info!(
-            "meshroute {VERSION} ({BUILD}) root {}: config loaded: {summary}; in {} ms, VM memory {} KiB (+{} KiB)",
-            self.id,
-            host.now_nanos().saturating_sub(began) / 1_000_000,
-            memory / 1024,
-            memory.saturating_sub(memory_before) / 1024
-        );
-        // Configuration counters are never batched: `apply` and operators wait on them.
-        host.increment(metrics.config_loaded);
-        self.shared.retime();
+        let active = Active::new(table, host);
+        let busy = host.now_nanos().saturating_sub(began) / 1_000_000;
+        self.serve(active, &format!("in {busy} ms"), memory_before);
         true
     }
 
     fn on_tick(&mut self) {
         let host = &self.shared.host;
+        self.load_slice();
         let now = host.now_nanos();
         let due = self.shared.held.borrow_mut().pop_due(now);
         let active = self.shared.active.borrow().clone();
@@ -449,6 +506,65 @@ impl<H: Host + 'static> RootContext for Root<H> {
 }
 
 impl<H: Host> Root<H> {
+    /// The next slice of a table loading in slices, and serving it once it is in.
+    // Outlined: called from two or three callbacks, and a load is no hot path (module size).
+    #[inline(never)]
+    fn load_slice(&self) {
+        let host = &self.shared.host;
+        let outcome = match self.shared.loading.borrow_mut().as_mut() {
+            Some(l) => l.slice(host),
+            None => return,
+        };
+        match outcome {
+            loading::Sliced::Pending => {}
+            loading::Sliced::Loaded(active, r) => {
+                self.shared.loading.borrow_mut().take();
+                let wall = host.now_nanos().saturating_sub(r.began) / 1_000_000;
+                let how = format!(
+                    "in {} slices, {} ms of work, longest slice {} ms, while the previous table served; in {wall} ms",
+                    r.slices, r.busy_ms, r.longest_ms
+                );
+                self.serve(*active, &how, r.memory_before);
+            }
+            loading::Sliced::Refused(e) => {
+                self.shared.loading.borrow_mut().take();
+                // Envoy's canary loaded these bytes: only running out of memory gets here.
+                log::error!(
+                    "meshroute: config rejected while loading in slices (the previous table keeps serving): {e}"
+                );
+                self.shared.host.increment(self.shared.metrics.borrow().config_rejected);
+            }
+        }
+    }
+
+    /// `active` serves this root context's new streams from now on.
+    // Outlined: called from two or three callbacks, and a load is no hot path (module size).
+    #[inline(never)]
+    fn serve(&self, active: Active, how: &str, memory_before: u64) {
+        let host = &self.shared.host;
+        let summary = apply::summary(&active.table);
+        self.shared.settle(&active.table);
+        host.set_gauge(
+            self.shared.metrics.borrow().config_revision,
+            active.table.revision.as_ref().map_or(0, |r| r.number),
+        );
+        let active = Rc::new(active);
+        loading::now_serving(&self.shared.plugin_key.borrow(), self.id, &active);
+        *self.shared.active.borrow_mut() = Some(active);
+        // How long this VM was busy loading and what its memory grew to (Wasm memory never
+        // shrinks, so that is the load's peak): what `make bench-e2e` reads per VM (R240).
+        let memory = memory_bytes();
+        log::info!(
+            "meshroute {VERSION} ({BUILD}) root {}: config loaded: {summary}; {how}, VM memory {} KiB (+{} KiB)",
+            self.id,
+            memory / 1024,
+            memory.saturating_sub(memory_before) / 1024
+        );
+        // Configuration counters are never batched: `apply` and operators wait on them.
+        host.increment(self.shared.metrics.borrow().config_loaded);
+        self.shared.retime();
+    }
+
     /// A stream decided with the configuration active now. (Tests call this directly: a boxed
     /// `dyn HttpContext` would pull in the SDK's default methods and their host imports.)
     fn stream(&self, context_id: u32) -> Stream<H> {

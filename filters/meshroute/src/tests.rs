@@ -18,6 +18,8 @@ const SHADOW: &str = "outbound|80|shadow|product-service.default.svc.cluster.loc
 #[derive(Default)]
 struct State {
     now: u64,
+    /// How far each look at the clock moves it (a busy VM's clock runs while it works).
+    clock_step: u64,
     config: Vec<u8>,
     request_headers: Vec<(String, String)>,
     body: Vec<u8>,
@@ -71,8 +73,13 @@ impl Host for Fake {
     fn plugin_configuration(&self) -> Option<Vec<u8>> {
         Some(self.state().config.clone())
     }
+    fn plugin_key(&self) -> String {
+        "meshroute\nmeshroute".into()
+    }
     fn now_nanos(&self) -> u64 {
-        self.state().now
+        let mut s = self.state();
+        s.now += s.clock_step;
+        s.now
     }
     fn request_headers(&self) -> Option<Vec<(String, String)>> {
         Some(self.state().request_headers.clone())
@@ -417,4 +424,85 @@ fn a_refused_configuration_is_counted_and_the_old_table_keeps_routing() {
     assert_eq!(fake.counter(metrics::CONFIG_LOADED), 1);
     let _ = request(&fake, &root, 2, "/", &[], true);
     assert_eq!(routing_header(&fake).as_deref(), Some(V2), "still the first configuration");
+}
+
+// === A big table pushed to a VM that serves already ===
+
+/// `n` rules, each matching its own path, the last one forwarding to `last`; big enough to
+/// load in slices when `n` is in the thousands.
+fn many_rules(n: usize, last: &str) -> Vec<u8> {
+    let mut http: Vec<Value> =
+        (0..n).map(|i| json!({"match": [{"uri": {"prefix": format!("/rule-{i}/")}}], "route": [dest("v1")]})).collect();
+    http.push(json!({"route": [dest(last)]}));
+    config(Value::Array(http), json!({"counterFlushMs": 0}))
+}
+
+#[test]
+fn a_big_push_to_a_serving_vm_loads_in_slices_while_the_previous_table_serves() {
+    let (fake, _first) = vm(config(json!([{"route": [dest("v1")]}]), json!({"counterFlushMs": 0})));
+    let big = many_rules(2_500, "v2");
+    assert!(big.len() >= loading::SLICE_ABOVE, "{} bytes", big.len());
+    // The push: a new root context of the same plugin, in the same VM.
+    fake.set(|s| {
+        s.config = big.clone();
+        s.clock_step = MS;
+    });
+    let mut pushed = Root::new(ROOT + 10, fake.clone());
+    assert!(pushed.on_configure(0), "accepted at once");
+    assert_eq!(fake.0.borrow().tick, TICK, "slices run on the timer");
+    assert_eq!(fake.counter(metrics::CONFIG_LOADED), 1, "counted when it serves, not before");
+    let (_s, _) = request(&fake, &pushed, 2, "/", &[], true);
+    assert_eq!(routing_header(&fake).as_deref(), Some(V1), "the previous table serves meanwhile");
+    let mut ticks = 0;
+    while fake.counter(metrics::CONFIG_LOADED) == 1 {
+        ticks += 1;
+        assert!(ticks < 100_000, "never loaded");
+        fake.set(|s| s.effective = ROOT + 10);
+        pushed.on_tick();
+    }
+    // 1 ms per look at the clock, a look every 8 pieces, 10 ms a slice: about 80 pieces a tick,
+    // and the table has more than 2,500 rules and entries, each a piece or two.
+    assert!(ticks > 10, "{ticks} slices");
+    let (_s, _) = request(&fake, &pushed, 3, "/", &[], true);
+    assert_eq!(routing_header(&fake).as_deref(), Some(V2), "the pushed table serves once loaded");
+    assert_eq!(fake.0.borrow().tick, Duration::ZERO, "timer off again: counters unbatched, nothing held");
+    assert!(fake.0.borrow().metric_names.iter().any(|n| n.contains(".rule.2500.dest.")), "route counters defined");
+
+    // A later push whose table is broken (Envoy's canary would have refused it): counted, and
+    // the table loaded last keeps serving.
+    let mut broken: Value = serde_json::from_slice(&many_rules(2_500, "v1")).unwrap();
+    broken["table"]["virtual_services"][0]["entries"][2_400]["rule"] = json!(999_999);
+    fake.set(|s| s.config = broken.to_string().into_bytes());
+    let mut bad = Root::new(ROOT + 20, fake.clone());
+    assert!(bad.on_configure(0));
+    while fake.counter(metrics::CONFIG_REJECTED) == 0 {
+        fake.set(|s| s.effective = ROOT + 20);
+        bad.on_tick();
+    }
+    let (_s, _) = request(&fake, &bad, 4, "/", &[], true);
+    assert_eq!(routing_header(&fake).as_deref(), Some(V2));
+    assert_eq!(fake.counter(metrics::CONFIG_LOADED), 2);
+}
+
+#[test]
+fn a_fresh_vm_loads_a_big_table_whole_so_it_can_refuse_it() {
+    // Envoy's canary and a new worker VM serve nothing yet: one `on_configure` decides.
+    std::thread::spawn(|| {
+        let (fake, root) = vm(many_rules(2_500, "v2"));
+        assert_eq!(fake.counter(metrics::CONFIG_LOADED), 1);
+        let (_s, _) = request(&fake, &root, 2, "/", &[], true);
+        assert_eq!(routing_header(&fake).as_deref(), Some(V2));
+    })
+    .join()
+    .unwrap();
+    std::thread::spawn(|| {
+        let mut broken: Value = serde_json::from_slice(&many_rules(2_500, "v1")).unwrap();
+        broken["table"]["virtual_services"][0]["entries"][2_400]["rule"] = json!(999_999);
+        let fresh = Fake::default();
+        fresh.set(|s| s.config = broken.to_string().into_bytes());
+        assert!(!Root::new(ROOT, fresh.clone()).on_configure(0), "refused");
+        assert_eq!(fresh.counter(metrics::CONFIG_REJECTED), 1);
+    })
+    .join()
+    .unwrap();
 }

@@ -13,13 +13,16 @@
 //! range, no destination to forward to, a status Envoy would not send, settings out of their
 //! bounds); what Istio's semantics forbid was refused by the CLI before the table was written.
 
-use crate::compile::{cluster_name, Abort, Action, Dest, HeaderOps, Rule};
+use crate::compile::{cluster_name, Abort, Action, CompiledVs, Dest, Entry, HeaderOps, Rule};
 use crate::config::{MAX_MIRROR_BODY_BUDGET, MAX_MIRROR_BODY_LIMIT, MAX_MIRROR_IN_FLIGHT, MAX_MIRROR_TIMEOUT_MS};
 use crate::matcher::{compile_regex, StrMatch};
 use crate::request::PPM;
 use crate::RouteTable;
 use serde::{Deserialize, Serialize, Serializer};
+pub use sliced::SlicedLoad;
 use std::collections::{BTreeMap, HashMap};
+
+mod sliced;
 
 /// The version of the table format; the filter loads only this one.
 pub const FORMAT: &str = "meshroute.table/v1";
@@ -49,13 +52,6 @@ fn refuse(at: impl Into<String>, message: impl Into<String>) -> TableError {
 struct Out<'a> {
     format: &'a str,
     table: &'a RouteTable,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct In {
-    format: String,
-    table: RouteTable,
 }
 
 /// Only to explain a document that is not a table of this version.
@@ -93,21 +89,16 @@ fn shared_names_left_out(table: &RouteTable) -> RouteTable {
     t
 }
 
-/// The names `shared_names_left_out` left out, put back.
-fn shared_names_put_back(t: &mut RouteTable) {
-    let template = t.cluster_template.clone();
-    for vs in &mut t.virtual_services {
-        for r in &mut vs.rules {
-            if r.virtual_service.is_empty() {
-                r.virtual_service.clone_from(&vs.name);
-            }
-            for_each_cluster(r, |cluster, port, subset, host| {
-                if cluster.is_empty() {
-                    *cluster = cluster_name(&template, port, subset, host);
-                }
-            });
-        }
+/// The names [`shared_names_left_out`] left out of a rule, put back.
+fn put_back_names(template: &str, vs_name: &str, r: &mut Rule) {
+    if r.virtual_service.is_empty() {
+        r.virtual_service = vs_name.to_string();
     }
+    for_each_cluster(r, |cluster, port, subset, host| {
+        if cluster.is_empty() {
+            *cluster = cluster_name(template, port, subset, host);
+        }
+    });
 }
 
 fn for_each_cluster(r: &mut Rule, mut f: impl FnMut(&mut String, u32, Option<&str>, &str)) {
@@ -140,21 +131,10 @@ pub fn compile_source(source: &[u8]) -> Result<String, String> {
     }
 }
 
-/// Parses, checks and indexes a table written by [`to_json`].
+/// Parses, checks and indexes a table written by [`to_json`]: [`SlicedLoad`]'s steps all at
+/// once, so a table loaded whole and one loaded in slices take the same path.
 pub fn load(bytes: &[u8]) -> Result<RouteTable, TableError> {
-    let parsed: Result<In, _> = serde_json::from_slice(bytes);
-    let mut table = match parsed {
-        Ok(In { format, table }) if format == FORMAT => table,
-        Ok(In { format, .. }) => return Err(wrong_format(&format)),
-        Err(e) => return Err(explain_parse_error(bytes, &e)),
-    };
-    shared_names_put_back(&mut table);
-    check(&table)?;
-    for vs in &mut table.virtual_services {
-        vs.reindex();
-    }
-    table.index_hosts();
-    Ok(table)
+    SlicedLoad::new(bytes).finish()
 }
 
 fn wrong_format(format: &str) -> TableError {
@@ -164,7 +144,10 @@ fn wrong_format(format: &str) -> TableError {
     )
 }
 
-fn explain_parse_error(bytes: &[u8], e: &serde_json::Error) -> TableError {
+/// A refused table explained: a document that is no table of this version (empty, not JSON,
+/// not an object, the source form, another format version) says so; a table says where it is
+/// wrong (`own`).
+fn explain(bytes: &[u8], own: TableError) -> TableError {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return refuse("", "the configuration is empty (expected the output of `meshroute compile`)");
     }
@@ -175,7 +158,7 @@ fn explain_parse_error(bytes: &[u8], e: &serde_json::Error) -> TableError {
             "this is meshroute's source form (Istio resources and settings); the filter loads the table \
              `meshroute compile` writes from it",
         ),
-        Ok(_) => refuse("", format!("not a {FORMAT} table: {e}")),
+        Ok(_) => own,
         // Not even an object (`null`, a number, an array, broken JSON): serde's own words would
         // name our internal types.
         Err(p) if p.is_data() => refuse(
@@ -186,26 +169,35 @@ fn explain_parse_error(bytes: &[u8], e: &serde_json::Error) -> TableError {
     }
 }
 
-/// What a decision and its plan rely on. Linear in the table.
-fn check(t: &RouteTable) -> Result<(), TableError> {
+/// What a decision and its plan rely on, checked piece by piece as the table loads (linear).
+/// The settings and the host claims, against `vs_count` VirtualServices.
+fn check_head(t: &RouteTable, vs_count: usize) -> Result<(), TableError> {
     check_settings(t)?;
-    let vs_count = t.virtual_services.len();
     for (i, (h, id)) in t.host_claims.iter().enumerate() {
         if *id >= vs_count || h.is_empty() {
             return Err(refuse(format!("host_claims[{i}]"), format!("claim of {h:?} names no VirtualService")));
         }
     }
-    for (vi, vs) in t.virtual_services.iter().enumerate() {
-        let at = format!("virtual_services[{vi}] ({})", vs.name);
-        for (ei, e) in vs.entries.iter().enumerate() {
-            if e.rule >= vs.rules.len() {
-                return Err(refuse(format!("{at}.entries[{ei}]"), format!("rule {} does not exist", e.rule)));
-            }
-        }
-        for (ri, r) in vs.rules.iter().enumerate() {
-            check_rule(r).map_err(|e| refuse(format!("{at}.rules[{ri}]{}", e.at), e.message))?;
-        }
+    Ok(())
+}
+
+fn vs_at(vi: usize, vs: &CompiledVs) -> String {
+    format!("virtual_services[{vi}] ({})", vs.name)
+}
+
+fn check_rule_at(vi: usize, vs: &CompiledVs, ri: usize, r: &Rule) -> Result<(), TableError> {
+    check_rule(r).map_err(|e| refuse(format!("{}.rules[{ri}]{}", vs_at(vi, vs), e.at), e.message))
+}
+
+/// An entry's rule must exist: checked against the rules `vs` has (all of them, once loaded).
+fn check_entry_at(vi: usize, vs: &CompiledVs, ei: usize, e: &Entry) -> Result<(), TableError> {
+    if e.rule >= vs.rules.len() {
+        return Err(refuse(format!("{}.entries[{ei}]", vs_at(vi, vs)), format!("rule {} does not exist", e.rule)));
     }
+    Ok(())
+}
+
+fn check_registry(t: &RouteTable) -> Result<(), TableError> {
     for (h, routes) in &t.registry_exact {
         if routes.iter().any(|r| r.cluster.is_empty()) {
             return Err(refuse(format!("registry_exact[{h:?}]"), "a default route names no cluster"));

@@ -1,0 +1,146 @@
+//! A big table pushed to a worker loads in slices on its root context's timer, while the table
+//! this VM served for the same plugin keeps serving (docs/semantics.md R242).
+//!
+//! Why: Envoy calls `on_configure` of every worker's VM on the worker's own thread, so a
+//! 100,000-rule table that takes a VM a second to load held every request of the worker that
+//! long. Refusing a bad table does not need the workers: Envoy first configures a fresh clone of
+//! the VM on its main thread (the "canary", proxy-wasm-cpp-host `WasmHandleBase::canary`) and
+//! refuses the push when that fails. A fresh VM has served nothing yet, so it loads whole and can
+//! refuse; a worker that already serves this plugin accepts the push at once and loads it piece
+//! by piece. Small tables load whole everywhere: they take less than one slice.
+//!
+//! The previous table is kept per VM, keyed by plugin name and root id (a push is a new root
+//! context of the same plugin). Until its load ends, a worker serves the previous table, and
+//! Envoy's `update_success` counts the push already; `meshroute.config.loaded` counts it when
+//! the VM serves it. Two meshroute filters in one VM under the same plugin name and root id
+//! would see each other's table during such a load: give each its own name.
+
+use crate::host::Host;
+use crate::{memory_bytes, Active, ActiveBuilder};
+use meshroute::table::{SlicedLoad, TableError};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Tables at least this long load in slices where they can. About 1,500 rules: loaded whole in
+/// a VM they take about as long as a slice.
+pub(crate) const SLICE_ABOVE: usize = 512 * 1024;
+
+/// The work one timer tick does before it lets the worker serve again.
+pub(crate) const SLICE: Duration = Duration::from_millis(10);
+
+/// How many pieces go between two looks at the clock (a host call each).
+const PIECES_PER_LOOK: u32 = 8;
+
+thread_local! {
+    /// The newest table each plugin of this VM serves (plugin key, root context that loaded
+    /// it, table); a VM runs one plugin or a few.
+    static SERVING: RefCell<Vec<(String, u32, Rc<Active>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The table this VM serves for the plugin, if any.
+pub(crate) fn serving(key: &str) -> Option<Rc<Active>> {
+    SERVING.with(|s| s.borrow().iter().find(|(k, _, _)| k == key).map(|(_, _, a)| a.clone()))
+}
+
+/// `root` serves `active` now; a root context created later (a later push) is never replaced
+/// by an earlier one whose slices ended after its own.
+pub(crate) fn now_serving(key: &str, root: u32, active: &Rc<Active>) {
+    SERVING.with(|s| {
+        let mut s = s.borrow_mut();
+        match s.iter_mut().find(|(k, _, _)| k == key) {
+            Some(entry) if entry.1 <= root => *entry = (key.to_string(), root, active.clone()),
+            Some(_) => {}
+            None => s.push((key.to_string(), root, active.clone())),
+        }
+    });
+}
+
+/// What a slice came to.
+pub(crate) enum Sliced {
+    Pending,
+    Loaded(Box<Active>, Report),
+    Refused(TableError),
+}
+
+/// How a sliced load went, for the log line `make bench-e2e` reads.
+pub(crate) struct Report {
+    pub slices: u32,
+    pub busy_ms: u64,
+    pub longest_ms: u64,
+    pub began: u64,
+    pub memory_before: u64,
+}
+
+/// A table being loaded, then its route counters being defined (a host call per route).
+pub(crate) struct Loading {
+    load: SlicedLoad<Vec<u8>>,
+    built: Option<ActiveBuilder>,
+    slices: u32,
+    busy: u64,
+    longest: u64,
+    began: u64,
+    memory_before: u64,
+}
+
+impl Loading {
+    pub(crate) fn new(bytes: Vec<u8>, began: u64) -> Self {
+        Loading {
+            load: SlicedLoad::new(bytes),
+            built: None,
+            slices: 0,
+            busy: 0,
+            longest: 0,
+            began,
+            memory_before: memory_bytes(),
+        }
+    }
+
+    /// One slice: about [`SLICE`] of work, then back to serving.
+    #[inline(never)]
+    pub(crate) fn slice(&mut self, host: &impl Host) -> Sliced {
+        let start = host.now_nanos();
+        let deadline = start.saturating_add(SLICE.as_nanos() as u64);
+        let mut pieces = 0u32;
+        let mut more = || {
+            pieces += 1;
+            pieces % PIECES_PER_LOOK != 0 || host.now_nanos() < deadline
+        };
+        let outcome = self.work(host, &mut more);
+        let spent = host.now_nanos().saturating_sub(start);
+        self.slices += 1;
+        self.busy += spent;
+        self.longest = self.longest.max(spent);
+        match outcome {
+            Some(Ok(active)) => Sliced::Loaded(
+                Box::new(active),
+                Report {
+                    slices: self.slices,
+                    busy_ms: self.busy / 1_000_000,
+                    longest_ms: self.longest / 1_000_000,
+                    began: self.began,
+                    memory_before: self.memory_before,
+                },
+            ),
+            Some(Err(e)) => Sliced::Refused(e),
+            None => Sliced::Pending,
+        }
+    }
+
+    fn work(&mut self, host: &impl Host, more: &mut dyn FnMut() -> bool) -> Option<Result<Active, TableError>> {
+        if self.built.is_none() {
+            match self.load.step(more)? {
+                Ok(table) => self.built = Some(ActiveBuilder::new(table)),
+                Err(e) => return Some(Err(e)),
+            }
+            if !more() {
+                return None;
+            }
+        }
+        let built = self.built.as_mut()?;
+        if !built.define(host, more) {
+            return None;
+        }
+        self.built.take().map(|b| Ok(b.finish(host)))
+    }
+}
