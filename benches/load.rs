@@ -449,10 +449,12 @@ fn print_pair_row(shape: Shape, small: Took, large: Took, extra: &str) {
     );
 }
 
-/// One timed load: wall time, and the time this thread was on a CPU (Linux
-/// `/proc/thread-self/schedstat`; the wall time where that is missing). With two cores shared by
-/// several busy processes a thread here waits a third of its wall time for a CPU (that file's
-/// second field), and that wait, not the load, is what makes single wall-time ratios jump.
+/// One timed load: wall time, and the time this thread was on a CPU
+/// (`CLOCK_THREAD_CPUTIME_ID`; the wall time where that fails). With two cores shared by several
+/// busy processes a thread here waits about a third of its wall time for a CPU
+/// (`/proc/thread-self/schedstat`), and that wait, not the load, is what made single wall-time
+/// ratios jump. (schedstat's own run time is no clock for this: for a running thread it moves
+/// only at scheduler ticks, 4 ms here.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Took {
     cpu: Duration,
@@ -468,8 +470,10 @@ impl Took {
 }
 
 fn on_cpu() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    Some(Duration::from_nanos(stat.split_whitespace().next()?.parse().ok()?))
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    (rc == 0).then(|| Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
 }
 
 /// Times `f` both ways; what `f` returns is dropped after the clocks stop.
