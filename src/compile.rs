@@ -35,7 +35,8 @@ pub struct RouteTable {
     #[serde(default, skip_serializing_if = "Vec::is_empty", skip_deserializing)]
     pub virtual_services: Vec<CompiledVs>,
     /// (host as claimed, VirtualService) in claim order; the host indexes below are built from it.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Like the registry and `clusters`, read an element at a time by `crate::table::sliced`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", skip_deserializing)]
     pub(crate) host_claims: Vec<(String, usize)>,
     /// The proxy's namespace and the cluster domain: the other names of a claimed host.
     pub(crate) namespace: String,
@@ -54,9 +55,10 @@ pub struct RouteTable {
     pub registry_only: bool,
     /// Hosts the registry (ServiceEntry) knows, with the default route istiod gives a service
     /// that no VirtualService claims: its `outbound|port||host` cluster.
-    #[serde(serialize_with = "crate::table::sorted_map")]
+    #[serde(serialize_with = "crate::table::sorted_map", default, skip_deserializing)]
     pub(crate) registry_exact: HashMap<String, Vec<DefaultRoute>>,
-    registry_wildcards: Vec<String>,
+    #[serde(default, skip_deserializing)]
+    pub(crate) registry_wildcards: Vec<String>,
     pub default_port: u32,
     /// `settings.clusterTemplate`, for destinations whose port is the request's.
     pub cluster_template: String,
@@ -79,7 +81,7 @@ pub struct RouteTable {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub revision_header: bool,
     /// Every cluster a decision may name, for the CLI's Envoy config and for sanity checks.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", skip_deserializing)]
     pub clusters: Vec<ClusterRef>,
 }
 
@@ -716,14 +718,30 @@ impl RouteTable {
     /// The host indexes, from `host_claims` alone: what `build` makes and what a loaded table
     /// (`crate::table`) rebuilds, by the same code.
     pub(crate) fn index_hosts(&mut self) {
-        self.exact_hosts = HashMap::new();
+        self.start_host_index();
+        for i in 0..self.host_claims.len() {
+            self.index_host_claim(i);
+        }
+        self.finish_host_index();
+    }
+
+    /// [`index_hosts`](Self::index_hosts) a claim at a time, so a table can be loaded in
+    /// slices (`crate::table::sliced`): empty indexes first, then each claim, then the merge.
+    pub(crate) fn start_host_index(&mut self) {
+        self.exact_hosts = HashMap::with_capacity(self.host_claims.len());
         self.wildcard_hosts = Vec::new();
         self.any_host = Vec::new();
+    }
+
+    pub(crate) fn index_host_claim(&mut self, i: usize) {
         let claims = std::mem::take(&mut self.host_claims);
-        for (h, id) in &claims {
+        if let Some((h, id)) = claims.get(i) {
             self.add_host(h, *id);
         }
         self.host_claims = claims;
+    }
+
+    pub(crate) fn finish_host_index(&mut self) {
         // Repeated wildcard suffixes merge their claimants, in claim order (linear: one pass).
         let mut at: HashMap<String, usize> = HashMap::new();
         let mut merged_wild: Vec<(String, Vec<usize>)> = Vec::new();

@@ -1112,6 +1112,9 @@ const MIRROR_TEMPLATE: &str = include_str!("fixtures/bench-mirror.yaml");
 enum MirrorCase {
     /// No mirror at all: the primary alone, the yardstick.
     Alone,
+    /// The same again in a second Envoy: how far two identical processes differ in the same
+    /// rounds (the noise floor every other ratio is read against).
+    AloneAgain,
     /// The upstream Envoy, answering at once: what mirroring costs when all is well.
     Healthy,
     /// Accepts the connection and never answers (a hung process).
@@ -1123,12 +1126,19 @@ enum MirrorCase {
 }
 
 impl MirrorCase {
-    const ALL: [MirrorCase; 5] =
-        [MirrorCase::Alone, MirrorCase::Healthy, MirrorCase::Dead, MirrorCase::BlackHoled, MirrorCase::Refusing];
+    const ALL: [MirrorCase; 6] = [
+        MirrorCase::Alone,
+        MirrorCase::AloneAgain,
+        MirrorCase::Healthy,
+        MirrorCase::Dead,
+        MirrorCase::BlackHoled,
+        MirrorCase::Refusing,
+    ];
 
     fn label(self) -> &'static str {
         match self {
             MirrorCase::Alone => "primary alone (no mirror)",
+            MirrorCase::AloneAgain => "primary alone, second Envoy (noise)",
             MirrorCase::Healthy => "healthy mirror",
             MirrorCase::Dead => "dead mirror (accepts, never answers)",
             MirrorCase::BlackHoled => "black-holed mirror (connect hangs)",
@@ -1177,14 +1187,21 @@ fn mirror_clusters(upstream_port: u16, mirror_port: u16) -> String {
 /// At a fixed request rate, one Envoy per case (so each has its own RSS), the cases driven in
 /// rotating rounds of the same run: the primary's p99 and Envoy's RSS with a dead, black-holed or
 /// refusing mirror against the primary alone. Goal (issue 12): p99 within 10 %, RSS within 20 MB.
+/// The p99 is paired with the primary alone in the same process (each Envoy's `alone` listener,
+/// driven next to it), because on a shared machine one Envoy process keeps a p99 up to 2–3 × that
+/// of an identical one for its whole life (the second alone Envoy shows it in every run); Envoy's
+/// CPU per request and the mirror cluster's own counters say what the copies cost without that
+/// noise.
 #[test]
 #[ignore = "load test: run with `make bench-e2e`"]
 fn a_dead_black_holed_or_refusing_mirror_against_the_primary_alone_at_a_fixed_rate() {
     println!("machine: {}", machine_note());
     let rps = env_number("BENCH_E2E_MIRROR_RPS", 2000) as u32;
-    let secs = env_number("BENCH_E2E_MIRROR_SECS", 6).max(2);
-    // p99 moves more between runs than the 10 % asked for: many short rounds, and the goal is
-    // judged on the median of the per-round ratios (each case next to the alone run of its round).
+    let secs = env_number("BENCH_E2E_MIRROR_SECS", 4).max(2);
+    // p99 moves more between runs than the 10 % asked for, and two identical Envoys differ by
+    // more than that for their whole life (the A/A case shows how much): the goal is judged on
+    // the median of the per-round ratios of each case to the primary alone in the same process
+    // (its `alone` listener, own VM, same worker thread), driven right before or after it.
     let rounds = env_number("BENCH_E2E_MIRROR_ROUNDS", 5).max(1) as usize;
     let upstream = Envoy::start_with(UPSTREAM_TEMPLATE, &[], quiet());
     let up = upstream.port("LISTENER_PORT");
@@ -1198,50 +1215,71 @@ fn a_dead_black_holed_or_refusing_mirror_against_the_primary_alone_at_a_fixed_ra
     let mut envoys = Vec::new();
     for case in MirrorCase::ALL {
         let port = match case {
-            MirrorCase::Alone | MirrorCase::Healthy => up,
+            MirrorCase::Alone | MirrorCase::AloneAgain | MirrorCase::Healthy => up,
             MirrorCase::Dead => hung.port(),
             MirrorCase::BlackHoled => hole.port(),
             MirrorCase::Refusing => refused_port(),
         };
-        let config = if case == MirrorCase::Alone { &plain } else { &mirrored };
+        let config = if matches!(case, MirrorCase::Alone | MirrorCase::AloneAgain) { &plain } else { &mirrored };
         let envoy = Envoy::start_with(
             MIRROR_TEMPLATE,
             &[
                 ("SIDECAR_ROUTES", &routes),
                 ("MESH_WASM", &wasm),
                 ("CONFIG", config),
+                ("CONFIG_ALONE", &plain),
                 ("CLUSTERS", &mirror_clusters(up, port)),
             ],
             EnvoyOptions { ready_timeout: Duration::from_secs(120), ..quiet() },
         );
+        println!("  {}: Envoy pid {}", case.label(), envoy.pid());
         envoys.push(envoy);
     }
     let v = variant("meshroute", "MESH_PORT", "meshroute");
+    let own_alone = variant("alone in the same Envoy", "ALONE_PORT", "alone");
     let idle_rss: Vec<f64> = envoys.iter().map(|e| rss_mib(e.pid()).0).collect();
     for e in &envoys {
         measure(e, &v, Tool::FixedRate(rps), 1, false);
+        measure(e, &own_alone, Tool::FixedRate(rps), 1, false);
     }
-    // samples[case][round], rss[case][round] (after that round's run).
+    // samples[case][round], own[case][round] (its process's alone listener), rss[case][round]
+    // (after that round's runs).
     let n = MirrorCase::ALL.len();
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); n];
+    let mut own: Vec<Vec<Sample>> = vec![Vec::new(); n];
     let mut rss: Vec<Vec<f64>> = vec![Vec::new(); n];
     let tool = Tool::FixedRate(rps);
     for round in 0..rounds {
         for k in 0..n {
             let i = (k + round) % n;
-            let s = measure(&envoys[i], &v, tool, secs, round == 0 && k == 0);
-            let r = rss_mib(envoys[i].pid()).0;
-            println!(
-                "  {:<20} round {round} {:<38} {:>7} req {:>6.0} req/s p50 {:.3} ms p99 {:.3} ms RSS {r:.1} MiB",
-                tool.label(),
-                MirrorCase::ALL[i].label(),
-                s.requests,
-                s.requests as f64 / s.wall,
-                s.p50,
-                s.p99
-            );
+            // Which of the pair goes first alternates, so neither always follows the other case.
+            let case_first = (round + k) % 2 == 0;
+            let mut pair = [None, None];
+            for j in 0..2 {
+                let of_case = (j == 0) == case_first;
+                let s = measure(
+                    &envoys[i],
+                    if of_case { &v } else { &own_alone },
+                    tool,
+                    secs,
+                    round == 0 && k == 0 && j == 0,
+                );
+                println!(
+                    "  {:<20} round {round} {:<38} {:<9} {:>7} req {:>6.0} req/s p50 {:.3} ms p99 {:.3} ms",
+                    tool.label(),
+                    MirrorCase::ALL[i].label(),
+                    if of_case { "" } else { "own alone" },
+                    s.requests,
+                    s.requests as f64 / s.wall,
+                    s.p50,
+                    s.p99
+                );
+                pair[usize::from(!of_case)] = Some(s);
+            }
+            let [Some(s), Some(a)] = pair else { unreachable!("both halves of the pair ran") };
             samples[i].push(s);
-            rss[i].push(r);
+            own[i].push(a);
+            rss[i].push(rss_mib(envoys[i].pid()).0);
         }
     }
     // The filter hands its counters to Envoy once a second.
@@ -1259,28 +1297,62 @@ fn a_dead_black_holed_or_refusing_mirror_against_the_primary_alone_at_a_fixed_ra
     let mut t = format!(
         "\nThe primary at {rps} req/s (h2load h2c, 4 connections), {secs} s × {rounds} rounds per case, one Envoy \
          (--concurrency 1) per case, rounds rotating:\n\n\
-         | mirror | req/s | p50 ms | p99 ms (median; rounds) | p99 ÷ alone (median of rounds; range) | RSS after | RSS − alone | mirrors sent / skipped / failed |\n\
-         |---|---|---|---|---|---|---|---|\n"
+         | mirror | req/s | p50 ms | p99 ms (median; rounds) | p99 ÷ alone, same Envoy (median of rounds; range) | p99 ÷ alone Envoy (median; range) | Envoy CPU µs/req (÷ alone; rounds) | RSS after | RSS − alone | mirrors sent / skipped / failed |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n"
+    );
+    let mut vm_counts = String::from("\nV8 VMs created / active per Envoy:");
+    // What Envoy itself did for the copies (the mirror cluster's own counters).
+    let mut envoy_side = String::from(
+        "\nThe mirror cluster in Envoy (counters over the whole run): connections opened / connect failures / connect \
+         timeouts / overflows (connections, pending, requests) / requests / request timeouts / resets:\n",
     );
     let mut goals = String::new();
     for (i, case) in MirrorCase::ALL.iter().enumerate() {
         let sum = summarize(&samples[i]);
         let p = p99s(i);
         let (plo, phi) = range(&p);
-        let per_round: Vec<f64> = samples[i].iter().zip(&samples[alone]).map(|(a, b)| a.p99 / b.p99).collect();
-        let (rlo, rhi) = range(&per_round);
-        let ratio = median(&per_round);
+        let ratios = |of: &[Sample], to: &[Sample]| {
+            let per_round: Vec<f64> = of.iter().zip(to).map(|(a, b)| a.p99 / b.p99).collect();
+            let (lo, hi) = range(&per_round);
+            (median(&per_round), lo, hi)
+        };
+        // Paired with its own process's alone listener (the goal), and with the alone Envoy.
+        let (ratio, rlo, rhi) = ratios(&samples[i], &own[i]);
+        let (cross, clo, chi) = ratios(&samples[i], &samples[alone]);
         let final_rss = *rss[i].last().unwrap();
         let added = final_rss - rss[alone].last().unwrap();
         let e = &envoys[i];
         let c = |name: &str| counter(e, &format!("wasmcustom.meshroute.mirrors.{name}"));
+        // A VM that trapped would be replaced (FAIL_RELOAD) with a fresh breaker: created > at start.
+        let vms = |name: &str| counter(e, &format!("wasm.envoy.wasm.runtime.v8.{name}"));
+        let _ = write!(vm_counts, " {} {} / {};", case.label(), vms("created"), vms("active"));
+        if !matches!(case, MirrorCase::Alone | MirrorCase::AloneAgain) {
+            let shadow = cluster("product-service", MIRROR_SUBSET);
+            let k = |name: &str| counter(e, &format!("cluster.{shadow}.{name}"));
+            let _ = writeln!(
+                envoy_side,
+                "- {}: {} / {} / {} / {}, {}, {} / {} / {} / {}",
+                case.label(),
+                k("upstream_cx_total"),
+                k("upstream_cx_connect_fail"),
+                k("upstream_cx_connect_timeout"),
+                k("upstream_cx_overflow"),
+                k("upstream_rq_pending_overflow"),
+                k("upstream_rq_retry_overflow"),
+                k("upstream_rq_total"),
+                k("upstream_rq_timeout"),
+                k("upstream_rq_tx_reset") + k("upstream_rq_rx_reset") + k("upstream_cx_destroy_local_with_active_rq"),
+            );
+        }
         let _ = writeln!(
             t,
-            "| {} | {:.0} | {:.3} | {:.3} ({plo:.3}–{phi:.3}) | {ratio:.2} ({rlo:.2}–{rhi:.2}) | {final_rss:.1} MiB (idle {:.1}) | {added:+.1} MiB | {} / {} / {} |",
+            "| {} | {:.0} | {:.3} | {:.3} ({plo:.3}–{phi:.3}) | {ratio:.2} ({rlo:.2}–{rhi:.2}) | {cross:.2} ({clo:.2}–{chi:.2}) | {:.1} ({}) | {final_rss:.1} MiB (idle {:.1}) | {added:+.1} MiB | {} / {} / {} |",
             case.label(),
             sum.rps,
             sum.p50,
             median(&p),
+            sum.cpu_us,
+            cpu_ratio(&samples[i], &own[i]),
             idle_rss[i],
             c("sent"),
             c("skipped"),
@@ -1288,13 +1360,30 @@ fn a_dead_black_holed_or_refusing_mirror_against_the_primary_alone_at_a_fixed_ra
         );
         if matches!(case, MirrorCase::Dead | MirrorCase::BlackHoled | MirrorCase::Refusing) {
             let line = format!(
-                "issue 12 item 2, {} mirror: primary p99 = {ratio:.2} × alone (goal ≤ 1.10: {}), RSS {added:+.1} MiB (goal ≤ 20: {})",
+                "issue 12 item 2, {} mirror: primary p99 = {ratio:.2} × alone in the same Envoy (goal ≤ 1.10: {}; \
+                 × the alone Envoy {cross:.2}), RSS {added:+.1} MiB (goal ≤ 20: {})",
                 case.label(),
                 verdict(ratio, 1.10),
                 verdict(added, 20.0)
             );
             goal(&line);
             let _ = writeln!(goals, "{line}");
+        }
+        match case {
+            MirrorCase::Alone => {
+                let _ = writeln!(
+                    goals,
+                    "noise floor, same Envoy: its two alone listeners' p99 = {ratio:.2} (rounds {rlo:.2}–{rhi:.2})"
+                );
+            }
+            MirrorCase::AloneAgain => {
+                let _ = writeln!(
+                    goals,
+                    "noise floor, two Envoys: a second primary-alone Envoy's p99 = {cross:.2} × the first (rounds \
+                     {clo:.2}–{chi:.2}), RSS {added:+.1} MiB"
+                );
+            }
+            _ => {}
         }
     }
     let (alo, ahi) = range(&p99s(alone));
@@ -1309,6 +1398,9 @@ fn a_dead_black_holed_or_refusing_mirror_against_the_primary_alone_at_a_fixed_ra
         idle_spread.1 - idle_spread.0,
         hung.accepted()
     );
+    t.push_str(&envoy_side);
+    t.push_str(&vm_counts);
+    t.push('\n');
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "{t}(load average at the end: {})\n\nGoals (issue 12, a broken mirror against the primary alone, same run):\n{goals}",

@@ -1360,6 +1360,69 @@ fn a_hung_mirror_holds_at_most_max_in_flight_calls_and_each_counts_as_failed() {
     assert_eq!(m.envoy.stat("wasm.meshroute.vm_reload").unwrap_or(0), 0);
 }
 
+/// A mirror that refuses connections fails fast, so the in-flight cap never stops it: the breaker
+/// does (docs/semantics.md R165). Five refused copies in a row pause the cluster; while paused its
+/// copies are skipped, never sent, and once the pause is over one probe goes. Every copy is
+/// counted once, as Envoy saw it, and the primary is always answered.
+#[test]
+fn a_refusing_mirror_is_paused_after_five_failures_in_a_row_then_probed() {
+    let host = "pay";
+    let (v1, shut) = (cluster(host, "v1"), cluster(host, "shut"));
+    let m = mesh(vec![mirrored_vs(host, "shut")])
+        .settings(json!({"counterFlushMs": 0}))
+        .cluster(&v1)
+        .dead_cluster(&shut)
+        .start();
+    let refused = || m.envoy.stat(&format!("cluster.{shut}.upstream_cx_connect_fail")).unwrap_or(0);
+    let (sent, skipped, failed) = (
+        || m.counter("meshroute.mirrors.sent"),
+        || m.counter("meshroute.mirrors.skipped"),
+        || m.counter("meshroute.mirrors.failed"),
+    );
+    // Waits until the copies of `requests` requests are all accounted for, then for their answers.
+    let settle = |requests: u64| {
+        for _ in 0..500 {
+            if sent() + skipped() == requests && failed() == sent() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("copies of {requests} requests: sent {} skipped {} failed {}", sent(), skipped(), failed());
+    };
+
+    // One request at a time, each copy refused before the next: the fifth failure opens the breaker.
+    let mut opened = Instant::now();
+    for i in 1..=5u64 {
+        opened = Instant::now();
+        assert_eq!(count(&m.tally(1, host, "/", &[]), &v1), 1);
+        settle(i);
+    }
+    assert_eq!((sent(), skipped(), failed(), refused()), (5, 0, 5, 5));
+
+    // Paused: the next 50 copies are skipped. Only probes can go, one per pause (1 s, then 2, 4, ...):
+    // after t seconds at most log2(t + 1) of them.
+    assert_eq!(count(&m.tally(50, host, "/", &[]), &v1), 50, "the primary never waits for a mirror");
+    settle(55);
+    let probes = sent() - 5;
+    let most = (opened.elapsed().as_secs_f64() + 1.0).log2().floor() as u64;
+    assert!(probes <= most, "{probes} copies went while paused, at most {most} probes could: {}", skipped());
+    assert_eq!(refused(), sent(), "every copy sent is one connection attempt, none retried");
+
+    // Once the pause is over a probe goes (and is refused, and counted).
+    let before = sent();
+    let mut requests = 55;
+    while sent() == before {
+        assert!(requests < 55 + 400, "no probe after 40 s of requests");
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(count(&m.tally(1, host, "/", &[]), &v1), 1);
+        requests += 1;
+        settle(requests);
+    }
+    assert_eq!(sent(), before + 1, "one probe");
+    assert_eq!((failed(), refused()), (sent(), sent()));
+    assert_eq!(m.envoy.stat("wasm.meshroute.vm_reload").unwrap_or(0), 0);
+}
+
 /// Sends the request line, headers and `sent` of `total` body bytes, and leaves the stream open.
 fn partial_post(port: u16, host: &str, path: &str, total: usize, sent: usize) -> std::net::TcpStream {
     use std::io::Write;

@@ -170,13 +170,10 @@ fn explain(bytes: &[u8], own: TableError) -> TableError {
 }
 
 /// What a decision and its plan rely on, checked piece by piece as the table loads (linear).
-/// The settings and the host claims, against `vs_count` VirtualServices.
-fn check_head(t: &RouteTable, vs_count: usize) -> Result<(), TableError> {
-    check_settings(t)?;
-    for (i, (h, id)) in t.host_claims.iter().enumerate() {
-        if *id >= vs_count || h.is_empty() {
-            return Err(refuse(format!("host_claims[{i}]"), format!("claim of {h:?} names no VirtualService")));
-        }
+/// A host claim must name a VirtualService of the table (`vs_count` of them).
+fn check_claim(i: usize, (h, id): &(String, usize), vs_count: usize) -> Result<(), TableError> {
+    if *id >= vs_count || h.is_empty() {
+        return Err(refuse(format!("host_claims[{i}]"), format!("claim of {h:?} names no VirtualService")));
     }
     Ok(())
 }
@@ -197,11 +194,9 @@ fn check_entry_at(vi: usize, vs: &CompiledVs, ei: usize, e: &Entry) -> Result<()
     Ok(())
 }
 
-fn check_registry(t: &RouteTable) -> Result<(), TableError> {
-    for (h, routes) in &t.registry_exact {
-        if routes.iter().any(|r| r.cluster.is_empty()) {
-            return Err(refuse(format!("registry_exact[{h:?}]"), "a default route names no cluster"));
-        }
+fn check_registry_host(h: &str, routes: &[crate::compile::DefaultRoute]) -> Result<(), TableError> {
+    if routes.iter().any(|r| r.cluster.is_empty()) {
+        return Err(refuse(format!("registry_exact[{h:?}]"), "a default route names no cluster"));
     }
     Ok(())
 }

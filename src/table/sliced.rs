@@ -15,9 +15,9 @@
 //! (`virtual_services[0] (ns/name).rules[3]`) and serde's or the check's words; a document that
 //! is not a table at all is explained by [`super::explain`].
 
-use super::{check_entry_at, check_head, check_registry, check_rule_at, explain, put_back_names, refuse, vs_at};
-use super::{TableError, FORMAT};
-use crate::compile::{CompiledVs, Entry, Rule};
+use super::{check_claim, check_entry_at, check_registry_host, check_rule_at, check_settings, explain, put_back_names};
+use super::{refuse, vs_at, TableError, FORMAT};
+use crate::compile::{ClusterRef, CompiledVs, DefaultRoute, Entry, Rule};
 use crate::RouteTable;
 use std::borrow::Cow;
 
@@ -43,6 +43,32 @@ enum Frame {
     Vs,
     Rules,
     Entries,
+    /// The table's lists and map that grow with the configuration, read an element at a time.
+    Claims,
+    Clusters,
+    Wildcards,
+    Registry,
+}
+
+impl Frame {
+    fn is_list(self) -> bool {
+        matches!(
+            self,
+            Frame::VsList | Frame::Rules | Frame::Entries | Frame::Claims | Frame::Clusters | Frame::Wildcards
+        )
+    }
+}
+
+/// The elements of the table's own lists and of its registry map.
+#[derive(Default)]
+struct Lists {
+    claims: Vec<Span>,
+    clusters: Vec<Span>,
+    wildcards: Vec<Span>,
+    /// (host, default routes)
+    registry: Vec<(Span, Span)>,
+    /// `host_claims`, `clusters`, `registry_wildcards`, `registry_exact`: read already.
+    seen: [bool; 4],
 }
 
 /// What may come next inside a frame.
@@ -74,21 +100,35 @@ struct Scan {
     format: Option<Span>,
     table_seen: bool,
     vs_list_seen: bool,
-    /// The table's members other than `virtual_services`.
+    /// The table's members other than `virtual_services` and `lists`'.
     table_fields: Vec<(Span, Span)>,
+    lists: Lists,
     vss: Vec<VsPieces>,
 }
 
 /// Building the table from the pieces; each field is where the next step resumes.
 struct Build {
+    lists: Lists,
     pieces: Vec<VsPieces>,
     /// Taken when done.
     table: Option<RouteTable>,
+    stage: Stage,
     /// The VirtualService being built (its position in `pieces`) and how far it is.
     vs: usize,
     current: Option<CompiledVs>,
     rule: usize,
     entry: usize,
+}
+
+/// What building does next; the number is the next element.
+#[derive(Clone, Copy)]
+enum Stage {
+    Claims(usize),
+    Clusters(usize),
+    Wildcards(usize),
+    Registry(usize),
+    VirtualServices,
+    HostIndex(usize),
 }
 
 enum State {
@@ -114,6 +154,20 @@ impl<B: AsRef<[u8]>> SlicedLoad<B> {
     /// Pieces worked on so far.
     pub fn pieces(&self) -> usize {
         self.pieces
+    }
+
+    /// What the next piece is part of, for logs: `scan`, `lists`, `virtual services`,
+    /// `host index` or `done`.
+    pub fn phase(&self) -> &'static str {
+        match &self.state {
+            State::Scan(_) => "scan",
+            State::Build(b) => match b.stage {
+                Stage::Claims(_) | Stage::Clusters(_) | Stage::Wildcards(_) | Stage::Registry(_) => "lists",
+                Stage::VirtualServices => "virtual services",
+                Stage::HostIndex(_) => "host index",
+            },
+            State::Done => "done",
+        }
     }
 
     /// Works piece after piece while `more()` says so (it is asked before each piece but the
@@ -261,7 +315,7 @@ impl Scan {
             self.stack.push((Frame::Root, Next::First));
             return Ok(false);
         };
-        let close = if matches!(frame, Frame::VsList | Frame::Rules | Frame::Entries) { b']' } else { b'}' };
+        let close = if frame.is_list() { b']' } else { b'}' };
         let c = b.get(self.pos).copied();
         match next {
             Next::First | Next::Separator if c == Some(close) => {
@@ -290,7 +344,17 @@ impl Scan {
                     if frame == Frame::Rules { &mut vs.rules } else { &mut vs.entries }.push(span);
                 }
             }
-            Frame::Root | Frame::Table | Frame::Vs => self.member(b, frame)?,
+            Frame::Claims | Frame::Clusters | Frame::Wildcards => {
+                let span = self.value(b)?;
+                let l = &mut self.lists;
+                match frame {
+                    Frame::Claims => &mut l.claims,
+                    Frame::Clusters => &mut l.clusters,
+                    _ => &mut l.wildcards,
+                }
+                .push(span);
+            }
+            Frame::Root | Frame::Table | Frame::Vs | Frame::Registry => self.member(b, frame)?,
         }
         Ok(false)
     }
@@ -332,6 +396,24 @@ impl Scan {
                 self.expect(b, b'[', "a list of VirtualServices")?;
                 self.stack.push((Frame::VsList, Next::First));
             }
+            (Frame::Table, "host_claims" | "clusters" | "registry_wildcards" | "registry_exact") => {
+                let (i, inner, open) = match name.as_ref() {
+                    "host_claims" => (0, Frame::Claims, b'['),
+                    "clusters" => (1, Frame::Clusters, b'['),
+                    "registry_wildcards" => (2, Frame::Wildcards, b'['),
+                    _ => (3, Frame::Registry, b'{'),
+                };
+                if self.lists.seen[i] {
+                    return Err(duplicate());
+                }
+                self.lists.seen[i] = true;
+                self.expect(b, open, if open == b'[' { "a list" } else { "an object" })?;
+                self.stack.push((inner, Next::First));
+            }
+            (Frame::Registry, _) => {
+                let value = self.value(b)?;
+                self.lists.registry.push((key, value));
+            }
             (Frame::Vs, "rules" | "entries") => {
                 let at = self.at(frame);
                 let vs = self.vss.last_mut().ok_or_else(|| refuse("virtual_services", "no VirtualService"))?;
@@ -363,6 +445,7 @@ impl Scan {
         match frame {
             Frame::Root => String::new(),
             Frame::Vs => format!("virtual_services[{}]", self.vss.len().saturating_sub(1)),
+            Frame::Registry => "registry_exact".into(),
             _ => "table".into(),
         }
     }
@@ -398,9 +481,28 @@ impl Scan {
         if !self.table_seen {
             return Err(missing("table"));
         }
-        let table: RouteTable = parse(&object(b, &self.table_fields), .., || "table".into())?;
-        check_head(&table, self.vss.len())?;
-        Ok(Build { pieces: std::mem::take(&mut self.vss), table: Some(table), vs: 0, current: None, rule: 0, entry: 0 })
+        // Always written, so required, as the derive would require them.
+        if let Some(i) = self.lists.seen[2..].iter().position(|seen| !seen) {
+            return Err(missing(["registry_wildcards", "registry_exact"][i]));
+        }
+        let mut table: RouteTable = parse(&object(b, &self.table_fields), .., || "table".into())?;
+        check_settings(&table)?;
+        // Exactly, as the rules are (see `Build::piece`).
+        let l = &self.lists;
+        table.host_claims.reserve_exact(l.claims.len());
+        table.clusters.reserve_exact(l.clusters.len());
+        table.registry_wildcards.reserve_exact(l.wildcards.len());
+        table.registry_exact.reserve(l.registry.len());
+        Ok(Build {
+            lists: std::mem::take(&mut self.lists),
+            pieces: std::mem::take(&mut self.vss),
+            table: Some(table),
+            stage: Stage::Claims(0),
+            vs: 0,
+            current: None,
+            rule: 0,
+            entry: 0,
+        })
     }
 }
 
@@ -445,15 +547,72 @@ fn object(b: &[u8], fields: &[(Span, Span)]) -> Vec<u8> {
 // === Building the table from the pieces ===
 
 impl Build {
-    /// One VirtualService's own fields, one rule or one entry; `true` when the table is done.
+    /// One element of the table's lists, one VirtualService's own fields, one rule, one entry
+    /// or one host claim indexed; `true` when the table is done.
     fn piece(&mut self, b: &[u8]) -> Piece<bool> {
         let table = self.table.as_mut().ok_or_else(|| refuse("", "loaded twice"))?;
-        let Some(pieces) = self.pieces.get(self.vs) else {
-            check_registry(table)?;
-            table.index_hosts();
-            return Ok(true);
+        let l = &self.lists;
+        self.stage = match self.stage {
+            Stage::Claims(i) => match l.claims.get(i) {
+                Some(span) => {
+                    let claim = parse(b, span.range(), || format!("host_claims[{i}]"))?;
+                    check_claim(i, &claim, self.pieces.len())?;
+                    table.host_claims.push(claim);
+                    Stage::Claims(i + 1)
+                }
+                None => Stage::Clusters(0),
+            },
+            Stage::Clusters(i) => match l.clusters.get(i) {
+                Some(span) => {
+                    table.clusters.push(parse::<ClusterRef>(b, span.range(), || format!("clusters[{i}]"))?);
+                    Stage::Clusters(i + 1)
+                }
+                None => Stage::Wildcards(0),
+            },
+            Stage::Wildcards(i) => match l.wildcards.get(i) {
+                Some(span) => {
+                    table.registry_wildcards.push(parse(b, span.range(), || format!("registry_wildcards[{i}]"))?);
+                    Stage::Wildcards(i + 1)
+                }
+                None => Stage::Registry(0),
+            },
+            Stage::Registry(i) => match l.registry.get(i) {
+                Some((k, v)) => {
+                    let host: String = parse(b, k.range(), || "registry_exact".into())?;
+                    let routes: Vec<DefaultRoute> = parse(b, v.range(), || format!("registry_exact[{host:?}]"))?;
+                    check_registry_host(&host, &routes)?;
+                    // A host written twice: the last one stands, as a JSON map reads.
+                    table.registry_exact.insert(host, routes);
+                    Stage::Registry(i + 1)
+                }
+                None => Stage::VirtualServices,
+            },
+            Stage::VirtualServices => {
+                if self.vs == self.pieces.len() {
+                    table.start_host_index();
+                    Stage::HostIndex(0)
+                } else {
+                    self.vs_piece(b)?;
+                    Stage::VirtualServices
+                }
+            }
+            Stage::HostIndex(i) if i < table.host_claims.len() => {
+                table.index_host_claim(i);
+                Stage::HostIndex(i + 1)
+            }
+            Stage::HostIndex(_) => {
+                table.finish_host_index();
+                return Ok(true);
+            }
         };
+        Ok(false)
+    }
+
+    /// One VirtualService's own fields, one of its rules or entries, or its index finished.
+    fn vs_piece(&mut self, b: &[u8]) -> Piece<()> {
+        let table = self.table.as_mut().ok_or_else(|| refuse("", "loaded twice"))?;
         let vi = self.vs;
+        let pieces = self.pieces.get(vi).ok_or_else(|| refuse("virtual_services", "loaded past the end"))?;
         let Some(vs) = &mut self.current else {
             let mut vs: CompiledVs = parse(&object(b, &pieces.fields), .., || format!("virtual_services[{vi}]"))?;
             // Exactly: growing by doubling would copy every rule loaded so far in one piece,
@@ -461,7 +620,7 @@ impl Build {
             vs.rules.reserve_exact(pieces.rules.len());
             vs.entries.reserve_exact(pieces.entries.len());
             self.current = Some(vs);
-            return Ok(false);
+            return Ok(());
         };
         if let Some(span) = pieces.rules.get(self.rule) {
             let mut r: Rule = parse(b, span.range(), || format!("{}.rules[{}]", vs_at(vi, vs), self.rule))?;
@@ -482,7 +641,7 @@ impl Build {
             self.rule = 0;
             self.entry = 0;
         }
-        Ok(false)
+        Ok(())
     }
 }
 
@@ -575,7 +734,16 @@ mod tests {
         let text = table_text();
         let mut value: Value = serde_json::from_str(&text).unwrap_or_default();
         value["table"]["virtual_services"][0]["entries"][1]["rule"] = json!(9);
+        let mut claims: Value = serde_json::from_str(&text).unwrap_or_default();
+        claims["table"]["host_claims"][1][1] = json!(7);
+        let mut no_registry: Value = serde_json::from_str(&text).unwrap_or_default();
+        no_registry["table"].as_object_mut().map(|t| t.remove("registry_exact"));
+        let mut registry: Value = serde_json::from_str(&text).unwrap_or_default();
+        registry["table"]["registry_exact"]["api.ext.io"][0]["cluster"] = json!("");
         let cases = [
+            (claims.to_string(), "host_claims[1]: claim of"),
+            (no_registry.to_string(), "missing field `registry_exact`"),
+            (registry.to_string(), "registry_exact[\"api.ext.io\"]: a default route names no cluster"),
             (value.to_string(), "virtual_services[0] (default/reviews).entries[1]: rule 9 does not exist"),
             (
                 text.replacen("\"rules\":[", "\"rules\":[],\"rules\":[", 1),

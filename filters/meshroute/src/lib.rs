@@ -22,7 +22,7 @@ mod tests;
 use host::{Host, WasmHost};
 use meshroute::apply::{self, BodyBuffer, DelayQueue, HeaderOp, LocalReply, Plan};
 use meshroute::budget::MirrorBudget;
-use meshroute::compile::{Action, Dest, Rule};
+use meshroute::compile::{Action, CompiledVs, Dest, Rule};
 use meshroute::mirror_breaker::MirrorBreakers;
 use meshroute::{metrics, Decision, Request, RouteTable, SplitMix64};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -97,71 +97,29 @@ impl Metrics {
 struct Active {
     table: RouteTable,
     /// Keyed by the rule's address (stable while the table lives), one id per destination
-    /// (or a single id for rules that do not forward).
-    route_counters: HashMap<usize, Vec<Option<u32>>>,
+    /// (or a single id for rules that do not forward). Defined on a rule's first request: a
+    /// counter is a host call to define, and defining one per route while loading was most of
+    /// a big table's load in a VM (and of Envoy's stats lock, shared by every VM).
+    route_counters: RefCell<HashMap<usize, Vec<Option<u32>>>>,
     /// `x-meshroute-revision`'s value when `settings.revisionHeader` asks for it.
     revision_header: Option<String>,
 }
 
-/// An [`Active`] whose route counters are being defined, a rule at a time (one host call per
-/// counter: a big table defines them in slices, `loading.rs`).
-struct ActiveBuilder {
-    table: RouteTable,
-    route_counters: HashMap<usize, Vec<Option<u32>>>,
-    /// The next rule to define counters for: (VirtualService, rule).
-    next: (usize, usize),
-}
-
-impl ActiveBuilder {
-    fn new(table: RouteTable) -> Self {
-        let rules = table.virtual_services.iter().map(|v| v.rules.len()).sum();
-        ActiveBuilder { table, route_counters: HashMap::with_capacity(rules), next: (0, 0) }
-    }
-
-    /// Defines counters while `more()` says so; `true` once every rule has its counters.
-    // Outlined: called from two or three callbacks, and a load is no hot path (module size).
-    #[inline(never)]
-    fn define(&mut self, host: &impl Host, more: &mut dyn FnMut() -> bool) -> bool {
-        let (mut v, mut r) = self.next;
-        let done = loop {
-            let Some(vs) = self.table.virtual_services.get(v) else { break true };
-            let Some(rule) = vs.rules.get(r) else {
-                (v, r) = (v + 1, 0);
-                continue;
-            };
-            let ids = match &rule.action {
-                Action::Forward { destinations, .. } if !destinations.is_empty() => destinations
-                    .iter()
-                    .map(|d| host.define_counter(&apply::route_metric_name(&vs.name, rule, Some(d))))
-                    .collect(),
-                _ => vec![host.define_counter(&apply::route_metric_name(&vs.name, rule, None))],
-            };
-            // The rules live in the table's heap buffers, which moving the table leaves in place.
-            self.route_counters.insert(rule as *const Rule as usize, ids);
-            r += 1;
-            if !more() {
-                break false;
-            }
-        };
-        self.next = (v, r);
-        done
-    }
-
-    fn finish(mut self, host: &impl Host) -> Active {
-        self.define(host, &mut || true);
-        let table = self.table;
-        let revision_header = table.revision.as_ref().filter(|_| table.revision_header).map(|r| r.to_string());
-        Active { table, route_counters: self.route_counters, revision_header }
-    }
-}
-
 impl Active {
-    fn new(table: RouteTable, host: &impl Host) -> Self {
-        ActiveBuilder::new(table).finish(host)
+    fn new(table: RouteTable) -> Self {
+        let revision_header = table.revision.as_ref().filter(|_| table.revision_header).map(|r| r.to_string());
+        Active { table, route_counters: RefCell::new(HashMap::new()), revision_header }
     }
 
-    fn route_counter(&self, rule: &Rule, dest: Option<&Dest>) -> Option<u32> {
-        let ids = self.route_counters.get(&(rule as *const Rule as usize))?;
+    fn route_counter(&self, host: &impl Host, vs: &CompiledVs, rule: &Rule, dest: Option<&Dest>) -> Option<u32> {
+        let mut counters = self.route_counters.borrow_mut();
+        let ids = counters.entry(rule as *const Rule as usize).or_insert_with(|| match &rule.action {
+            Action::Forward { destinations, .. } if !destinations.is_empty() => destinations
+                .iter()
+                .map(|d| host.define_counter(&apply::route_metric_name(&vs.name, rule, Some(d))))
+                .collect(),
+            _ => vec![host.define_counter(&apply::route_metric_name(&vs.name, rule, None))],
+        });
         let i = match (&rule.action, dest) {
             (Action::Forward { destinations, .. }, Some(d)) => destinations.iter().position(|x| std::ptr::eq(x, d))?,
             _ => 0,
@@ -454,7 +412,7 @@ impl<H: Host + 'static> RootContext for Root<H> {
                 return false;
             }
         };
-        let active = Active::new(table, host);
+        let active = Active::new(table);
         let busy = host.now_nanos().saturating_sub(began) / 1_000_000;
         self.serve(active, &format!("in {busy} ms"), memory_before);
         true
@@ -521,8 +479,8 @@ impl<H: Host> Root<H> {
                 self.shared.loading.borrow_mut().take();
                 let wall = host.now_nanos().saturating_sub(r.began) / 1_000_000;
                 let how = format!(
-                    "in {} slices, {} ms of work, longest slice {} ms, while the previous table served; in {wall} ms",
-                    r.slices, r.busy_ms, r.longest_ms
+                    "in {} slices, {} ms of work, longest slice {} ms ({}), while the previous table served; in {wall} ms",
+                    r.slices, r.busy_ms, r.longest_ms, r.longest_at
                 );
                 self.serve(*active, &how, r.memory_before);
             }
@@ -621,7 +579,7 @@ impl<H: Host> Stream<H> {
             Decision::Default(_) => m.default_route,
             Decision::NoRoute { .. } => m.noroute,
             Decision::Blocked => m.blocked,
-            Decision::Matched(x) => active.route_counter(x.rule, x.destination),
+            Decision::Matched(x) => active.route_counter(&self.shared.host, x.vs, x.rule, x.destination),
         };
         self.shared.count(id);
     }

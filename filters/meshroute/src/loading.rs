@@ -16,7 +16,7 @@
 //! would see each other's table during such a load: give each its own name.
 
 use crate::host::Host;
-use crate::{memory_bytes, Active, ActiveBuilder};
+use crate::{memory_bytes, Active};
 use meshroute::table::{SlicedLoad, TableError};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -68,17 +68,19 @@ pub(crate) struct Report {
     pub slices: u32,
     pub busy_ms: u64,
     pub longest_ms: u64,
+    /// What the longest slice began with (`SlicedLoad::phase`).
+    pub longest_at: &'static str,
     pub began: u64,
     pub memory_before: u64,
 }
 
-/// A table being loaded, then its route counters being defined (a host call per route).
+/// A table being loaded.
 pub(crate) struct Loading {
     load: SlicedLoad<Vec<u8>>,
-    built: Option<ActiveBuilder>,
     slices: u32,
     busy: u64,
     longest: u64,
+    longest_at: &'static str,
     began: u64,
     memory_before: u64,
 }
@@ -87,10 +89,10 @@ impl Loading {
     pub(crate) fn new(bytes: Vec<u8>, began: u64) -> Self {
         Loading {
             load: SlicedLoad::new(bytes),
-            built: None,
             slices: 0,
             busy: 0,
             longest: 0,
+            longest_at: "",
             began,
             memory_before: memory_bytes(),
         }
@@ -100,24 +102,28 @@ impl Loading {
     #[inline(never)]
     pub(crate) fn slice(&mut self, host: &impl Host) -> Sliced {
         let start = host.now_nanos();
+        let at = self.load.phase();
         let deadline = start.saturating_add(SLICE.as_nanos() as u64);
         let mut pieces = 0u32;
         let mut more = || {
             pieces += 1;
             pieces % PIECES_PER_LOOK != 0 || host.now_nanos() < deadline
         };
-        let outcome = self.work(host, &mut more);
+        let outcome = self.load.step(&mut more);
         let spent = host.now_nanos().saturating_sub(start);
         self.slices += 1;
         self.busy += spent;
-        self.longest = self.longest.max(spent);
+        if spent >= self.longest {
+            (self.longest, self.longest_at) = (spent, at);
+        }
         match outcome {
-            Some(Ok(active)) => Sliced::Loaded(
-                Box::new(active),
+            Some(Ok(table)) => Sliced::Loaded(
+                Box::new(Active::new(table)),
                 Report {
                     slices: self.slices,
                     busy_ms: self.busy / 1_000_000,
                     longest_ms: self.longest / 1_000_000,
+                    longest_at: self.longest_at,
                     began: self.began,
                     memory_before: self.memory_before,
                 },
@@ -125,22 +131,5 @@ impl Loading {
             Some(Err(e)) => Sliced::Refused(e),
             None => Sliced::Pending,
         }
-    }
-
-    fn work(&mut self, host: &impl Host, more: &mut dyn FnMut() -> bool) -> Option<Result<Active, TableError>> {
-        if self.built.is_none() {
-            match self.load.step(more)? {
-                Ok(table) => self.built = Some(ActiveBuilder::new(table)),
-                Err(e) => return Some(Err(e)),
-            }
-            if !more() {
-                return None;
-            }
-        }
-        let built = self.built.as_mut()?;
-        if !built.define(host, more) {
-            return None;
-        }
-        self.built.take().map(|b| Ok(b.finish(host)))
     }
 }

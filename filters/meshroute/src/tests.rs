@@ -249,12 +249,20 @@ fn a_matched_request_gets_its_routing_header_in_two_host_calls_and_the_response_
                {"route": [dest("v1")]}]),
         json!({}),
     ));
-    let before = fake.calls();
-    let (mut stream, flow) =
-        request(&fake, &root, 2, "/", &[("x-debug", "true"), ("x-meshroute-cluster", "evil")], true);
-    assert_eq!(flow, Flow::Continue);
-    // The hot path: one read of the headers, one batch of edits; counters stay in the VM.
-    assert_eq!(fake.calls() - before, 2, "host calls for one routed request");
+    let routed = |id: u32| {
+        let before = fake.calls();
+        let (stream, flow) =
+            request(&fake, &root, id, "/", &[("x-debug", "true"), ("x-meshroute-cluster", "evil")], true);
+        assert_eq!(flow, Flow::Continue);
+        (stream, fake.calls() - before)
+    };
+    // A rule's first request defines its route counter (once per VM)...
+    let (_first, calls) = routed(7);
+    assert_eq!(calls, 3, "host calls for a rule's first request");
+    fake.set(|s| s.response_ops.clear());
+    // ... then the hot path: one read of the headers, one batch of edits; counters stay in the VM.
+    let (mut stream, calls) = routed(2);
+    assert_eq!(calls, 2, "host calls for one routed request");
     assert_eq!(routing_header(&fake).as_deref(), Some(V2));
     assert_eq!(fake.counter("meshroute.requests"), 0, "counted in the VM until the flush");
     stream.on_http_response_headers(3, false);
@@ -466,7 +474,9 @@ fn a_big_push_to_a_serving_vm_loads_in_slices_while_the_previous_table_serves() 
     let (_s, _) = request(&fake, &pushed, 3, "/", &[], true);
     assert_eq!(routing_header(&fake).as_deref(), Some(V2), "the pushed table serves once loaded");
     assert_eq!(fake.0.borrow().tick, Duration::ZERO, "timer off again: counters unbatched, nothing held");
-    assert!(fake.0.borrow().metric_names.iter().any(|n| n.contains(".rule.2500.dest.")), "route counters defined");
+    // Route counters are defined as their rules are taken, not while loading.
+    assert!(fake.0.borrow().metric_names.iter().any(|n| n.contains(".rule.2500.dest.")), "the taken rule's counter");
+    assert!(!fake.0.borrow().metric_names.iter().any(|n| n.contains(".rule.17.dest.")), "a rule never taken");
 
     // A later push whose table is broken (Envoy's canary would have refused it): counted, and
     // the table loaded last keeps serving.
@@ -482,6 +492,36 @@ fn a_big_push_to_a_serving_vm_loads_in_slices_while_the_previous_table_serves() 
     let (_s, _) = request(&fake, &bad, 4, "/", &[], true);
     assert_eq!(routing_header(&fake).as_deref(), Some(V2));
     assert_eq!(fake.counter(metrics::CONFIG_LOADED), 2);
+}
+
+#[test]
+fn pushes_that_overlap_leave_the_latest_serving_whichever_load_ends_first() {
+    let (fake, _first) = vm(config(json!([{"route": [dest("v1")]}]), json!({"counterFlushMs": 0})));
+    let push = |id: u32, last: &str| {
+        fake.set(|s| {
+            s.config = many_rules(2_500, last);
+            s.clock_step = MS;
+        });
+        let mut root = Root::new(id, fake.clone());
+        assert!(root.on_configure(0));
+        root
+    };
+    let load = |root: &mut Root<Fake>, id: u32| {
+        let loaded = fake.counter(metrics::CONFIG_LOADED);
+        while fake.counter(metrics::CONFIG_LOADED) == loaded {
+            fake.set(|s| s.effective = id);
+            root.on_tick();
+        }
+    };
+    // B is pushed, then C while B still loads; C finishes first, then B.
+    let mut b = push(20, "v2");
+    let mut c = push(30, "shadow");
+    load(&mut c, 30);
+    load(&mut b, 20);
+    // The next push serves the latest table meanwhile: C's, not B's that finished last.
+    let d = push(40, "v1");
+    let (_s, _) = request(&fake, &d, 2, "/", &[], true);
+    assert_eq!(routing_header(&fake).as_deref(), Some(SHADOW));
 }
 
 #[test]
