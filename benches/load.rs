@@ -411,8 +411,7 @@ fn table_summary() {
     for &shape in SHAPES.iter().filter(|s| !s.is_error()) {
         let small_text = table_text(shape, 10_000);
         let large_text = table_text(shape, 20_000);
-        let (small, large, median) =
-            fastest_pair(&|| time_table_load(&small_text), &|| time_table_load(&large_text));
+        let (small, large, median) = fastest_pair(&|| time_table_load(&small_text), &|| time_table_load(&large_text));
         if matches!(shape, Shape::Mixed) {
             mixed_10k = small.wall;
         }
