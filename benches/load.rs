@@ -108,7 +108,7 @@ fn main() {
     }
     // `LOAD_REPEAT=Exact:20000:table:20` (or `:compile`): that one load 20 times and nothing else,
     // for `perf record` / `perf stat` on the bench binary.
-    if let Some(spec) = std::env::var("LOAD_REPEAT").ok() {
+    if let Ok(spec) = std::env::var("LOAD_REPEAT") {
         repeat(&spec);
         return;
     }
