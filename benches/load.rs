@@ -6,7 +6,8 @@
 //! `cargo bench --bench load`); `docs/benchmarks.md` explains the numbers.
 //!
 //! Loading must be linear: after divan's table, a summary measures each shape at both sizes in
-//! the same run and prints the ratio 20k / 10k (goal ≤ 2.2), the time of 10,000 mixed rules
+//! the same run, alternating, and prints the ratio 20k / 10k (goal ≤ 2.2, read on the median of
+//! neighbouring runs' on-CPU ratios: see `fastest_pair` and `Took`), the time of 10,000 mixed rules
 //! (goal ≤ 300 ms) and of 100,000 (goal ≤ 2 s), and heap use counted by this binary's allocator:
 //! the peak during a load and what the finished table keeps (goal: peak ≤ 2 × the table, since
 //! Wasm memory never shrinks and the peak is what a VM keeps).
