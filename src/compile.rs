@@ -19,6 +19,10 @@ use std::time::Duration;
 /// Istio's retry policy for routes that set none (istio `retry.DefaultPolicy`): 2 retries on
 /// connect-failure, refused-stream, unavailable, cancelled and retriable-status-codes.
 pub const DEFAULT_RETRY_ON: &str = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
+/// [`DEFAULT_RETRY_ON`] as [`RetryPolicy::from_retry_on`] splits it, with Istio's 2 attempts.
+const DEFAULT_ATTEMPTS: u32 = 2;
+const DEFAULT_HTTP_RETRY_ON: &str = "connect-failure,refused-stream,retriable-status-codes";
+const DEFAULT_GRPC_RETRY_ON: &str = "unavailable,cancelled";
 
 /// Everything `decide` needs, resolved ahead of time. It is also what the filter loads: the
 /// CLI writes it as JSON (`crate::table`) and each VM only checks it and rebuilds the indexes
@@ -270,15 +274,46 @@ impl RetryPolicy {
         !self.is_default || !self.hash_sources.is_empty()
     }
 
+    /// `from_retry_on(2, DEFAULT_RETRY_ON)`, spelled out: a table load fills it into every rule
+    /// that leaves it out, so it is built from its parts rather than split and joined each time
+    /// (a test keeps the two equal).
     pub fn istio_default() -> Self {
-        let mut p = RetryPolicy::from_retry_on(2, DEFAULT_RETRY_ON);
-        p.is_default = true;
-        p
+        RetryPolicy {
+            attempts: DEFAULT_ATTEMPTS,
+            retry_on: DEFAULT_HTTP_RETRY_ON.to_string(),
+            grpc_retry_on: DEFAULT_GRPC_RETRY_ON.to_string(),
+            is_default: true,
+            ..RetryPolicy::disabled()
+        }
     }
 
-    /// What a table leaves out of its text (`serde(skip_serializing_if)` on [`Rule::retry`]).
+    /// What a table leaves out of its text (`serde(skip_serializing_if)` on [`Rule::retry`]);
+    /// compared field by field so that writing a table builds no policy per rule.
     pub fn is_istio_default(&self) -> bool {
-        *self == RetryPolicy::istio_default()
+        let RetryPolicy {
+            attempts,
+            retry_on,
+            grpc_retry_on,
+            retriable_status_codes,
+            per_try_timeout,
+            retry_remote_localities,
+            backoff,
+            previous_hosts,
+            single_destination,
+            is_default,
+            hash_sources,
+        } = self;
+        *attempts == DEFAULT_ATTEMPTS
+            && retry_on == DEFAULT_HTTP_RETRY_ON
+            && grpc_retry_on == DEFAULT_GRPC_RETRY_ON
+            && retriable_status_codes.is_empty()
+            && per_try_timeout.is_none()
+            && !retry_remote_localities
+            && backoff.is_none()
+            && previous_hosts.is_none()
+            && !single_destination
+            && *is_default
+            && hash_sources.is_empty()
     }
 
     pub fn disabled() -> Self {
@@ -1506,8 +1541,47 @@ impl Mirror {
 }
 
 /// `outbound|<port>|<subset>|<fqdn>` by default (istio `BuildSubsetKey`).
+///
+/// Defined as three replacements in turn (`{port}`, then `{subset}`, then `{host}`); a table
+/// load names every destination with it, so the usual template is filled in one pass into one
+/// allocation, and only a template or subset with other braces (where a replacement could form
+/// a later placeholder) takes the replacements themselves.
 pub fn cluster_name(template: &str, port: u32, subset: Option<&str>, host: &str) -> String {
-    template.replace("{port}", &port.to_string()).replace("{subset}", subset.unwrap_or("")).replace("{host}", host)
+    let subset = subset.unwrap_or("");
+    if !subset.contains(['{', '}']) {
+        if let Some(name) = cluster_name_one_pass(template, port, subset, host) {
+            return name;
+        }
+    }
+    template.replace("{port}", &port.to_string()).replace("{subset}", subset).replace("{host}", host)
+}
+
+/// The template filled in left to right, or `None` when it has a brace outside its three
+/// placeholders. Without such braces (and none in `subset`; the port is digits) the only
+/// placeholders the replacements can see are the template's own, so both give the same name.
+fn cluster_name_one_pass(template: &str, port: u32, subset: &str, host: &str) -> Option<String> {
+    use std::fmt::Write as _;
+    let mut name = String::with_capacity(template.len() + subset.len() + host.len() + 10);
+    let mut rest = template;
+    while let Some(at) = rest.find(['{', '}']) {
+        name.push_str(&rest[..at]);
+        let tail = &rest[at..];
+        rest = if let Some(after) = tail.strip_prefix("{port}") {
+            // Writing into a String cannot fail.
+            let _ = write!(name, "{port}");
+            after
+        } else if let Some(after) = tail.strip_prefix("{subset}") {
+            name.push_str(subset);
+            after
+        } else if let Some(after) = tail.strip_prefix("{host}") {
+            name.push_str(host);
+            after
+        } else {
+            return None;
+        };
+    }
+    name.push_str(rest);
+    Some(name)
 }
 
 /// Istio's `percentage.value` (a double, 0–100) as parts per million, as istiod writes
@@ -1615,6 +1689,34 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
 
+    /// The one-pass fill must name every cluster as the three replacements in turn do, including
+    /// templates and subsets whose braces let one replacement form the next placeholder.
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    fn cluster_name_is_the_three_replacements_in_turn() {
+        let templates = [
+            crate::config::DEFAULT_CLUSTER_TEMPLATE,
+            "{host}",
+            "",
+            "plain",
+            "{port}{port}-{subset}.{host}",
+            "{h{subset}}",
+            "{ho{port}st}",
+            "{subset",
+            "port}",
+            "{unknown}|{host}",
+            "}{host}{",
+            "{{port}}",
+        ];
+        let subsets = [None, Some(""), Some("v1"), Some("ost"), Some("{host}"), Some("{"), Some("x}")];
+        for t in templates {
+            for s in subsets {
+                let want = t.replace("{port}", "8080").replace("{subset}", s.unwrap_or("")).replace("{host}", "a.b");
+                assert_eq!(cluster_name(t, 8080, s, "a.b"), want, "template {t:?}, subset {s:?}");
+            }
+        }
+    }
+
     #[cfg_attr(not(target_arch = "wasm32"), test)]
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn retry_on_splits_http_grpc_and_codes_like_istiod() {
@@ -1636,6 +1738,14 @@ mod tests {
         assert_eq!(d.attempts, 2);
         assert_eq!(d.retry_on, "connect-failure,refused-stream,retriable-status-codes");
         assert_eq!(d.grpc_retry_on, "unavailable,cancelled");
+        let mut split = RetryPolicy::from_retry_on(2, DEFAULT_RETRY_ON);
+        assert!(!split.is_istio_default(), "only a policy the VirtualService left unset is the default");
+        split.is_default = true;
+        assert_eq!(d, split);
+        assert!(d.is_istio_default());
+        let mut other = d.clone();
+        other.previous_hosts = Some(false);
+        assert!(!other.is_istio_default());
     }
 
     #[cfg_attr(not(target_arch = "wasm32"), test)]
