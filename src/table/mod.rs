@@ -357,7 +357,7 @@ pub(crate) mod regex_rewrite {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::json;
 
@@ -369,7 +369,8 @@ mod tests {
         }
     }
 
-    fn seed() -> serde_json::Value {
+    /// Also the sliced loader's fixture (`sliced::tests`).
+    pub(super) fn seed() -> serde_json::Value {
         json!({"resources": [
             {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
              "metadata": {"name": "reviews", "namespace": "default"},

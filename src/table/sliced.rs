@@ -366,19 +366,18 @@ impl Scan {
         self.pos = skip_ws(b, key_end);
         self.expect(b, b':', "`:`")?;
         self.pos = skip_ws(b, self.pos);
-        let duplicate = || refuse(self.at(frame), format!("duplicate field `{name}`"));
+        let duplicate = |scan: &Scan| refuse(scan.at(frame), format!("duplicate field `{name}`"));
         match (frame, name.as_ref()) {
             (Frame::Root, "format") => {
                 if self.format.is_some() {
-                    return Err(duplicate());
+                    return Err(duplicate(self));
                 }
                 self.format = Some(self.value(b)?);
             }
             (Frame::Root, "table") => {
-                if self.table_seen {
-                    return Err(duplicate());
+                if std::mem::replace(&mut self.table_seen, true) {
+                    return Err(duplicate(self));
                 }
-                self.table_seen = true;
                 self.expect(b, b'{', "the table (an object)")?;
                 self.stack.push((Frame::Table, Next::First));
             }
@@ -389,10 +388,9 @@ impl Scan {
                 ))
             }
             (Frame::Table, "virtual_services") => {
-                if self.vs_list_seen {
-                    return Err(duplicate());
+                if std::mem::replace(&mut self.vs_list_seen, true) {
+                    return Err(duplicate(self));
                 }
-                self.vs_list_seen = true;
                 self.expect(b, b'[', "a list of VirtualServices")?;
                 self.stack.push((Frame::VsList, Next::First));
             }
@@ -403,10 +401,9 @@ impl Scan {
                     "registry_wildcards" => (2, Frame::Wildcards, b'['),
                     _ => (3, Frame::Registry, b'{'),
                 };
-                if self.lists.seen[i] {
-                    return Err(duplicate());
+                if std::mem::replace(&mut self.lists.seen[i], true) {
+                    return Err(duplicate(self));
                 }
-                self.lists.seen[i] = true;
                 self.expect(b, open, if open == b'[' { "a list" } else { "an object" })?;
                 self.stack.push((inner, Next::First));
             }
@@ -650,30 +647,17 @@ mod tests {
     use super::*;
     use serde_json::{json, Value};
 
+    /// The table module's seed (a VirtualService with a wildcard host, its DestinationRule, a
+    /// ServiceEntry) and a second VirtualService.
     fn table_text() -> String {
-        let source = json!({"resources": [
-            {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
-             "metadata": {"name": "reviews", "namespace": "default"},
-             "spec": {"hosts": ["reviews"], "http": [
-                {"match": [{"headers": {"end-user": {"exact": "jason"}}}, {"uri": {"regex": "/r[0-9]+"}}],
-                 "route": [{"destination": {"host": "reviews", "subset": "v2"}}]},
-                {"match": [{"uri": {"prefix": "/api"}}],
-                 "route": [{"destination": {"host": "reviews", "subset": "v1"}, "weight": 80},
-                           {"destination": {"host": "reviews", "subset": "v3"}, "weight": 20}]},
-                {"route": [{"destination": {"host": "reviews", "subset": "v1"}}]}]}},
-            {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
-             "metadata": {"name": "ratings", "namespace": "default"},
-             "spec": {"hosts": ["ratings", "*.example.com"], "http": [
-                {"fault": {"abort": {"httpStatus": 503, "percentage": {"value": 10}}},
-                 "route": [{"destination": {"host": "ratings"}}]}]}},
-            {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
-             "metadata": {"name": "reviews", "namespace": "default"},
-             "spec": {"host": "reviews", "subsets": [{"name": "v1", "labels": {"version": "v1"}},
-                      {"name": "v2", "labels": {"version": "v2"}}, {"name": "v3", "labels": {"version": "v3"}}]}},
-            {"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
-             "metadata": {"name": "ext", "namespace": "default"},
-             "spec": {"hosts": ["api.ext.io"], "ports": [{"number": 443, "name": "https", "protocol": "HTTPS"}],
-                      "resolution": "DNS"}}]});
+        let mut source = super::super::tests::seed();
+        if let Some(resources) = source["resources"].as_array_mut() {
+            resources.push(json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+                "metadata": {"name": "ratings", "namespace": "default"},
+                "spec": {"hosts": ["ratings", "*.ratings.io"], "http": [
+                    {"fault": {"abort": {"httpStatus": 503, "percentage": {"value": 10}}},
+                     "route": [{"destination": {"host": "ratings"}}]}]}}));
+        }
         match super::super::compile_source(source.to_string().as_bytes()) {
             Ok(t) => t,
             Err(e) => panic!("{e}"),
@@ -719,10 +703,9 @@ mod tests {
             assert!(l.pieces() > 2 * parts, "{} pieces for {parts} rules and entries", l.pieces());
         }
         let loaded = piece_by_piece(&text).0.ok();
-        assert_eq!(
-            loaded.as_ref().and_then(|t| t.find_vs("a.example.com")).map(|v| v.name.as_str()),
-            Some("default/ratings")
-        );
+        let serving = |host: &str| loaded.as_ref().and_then(|t| t.find_vs(host)).map(|v| v.name.clone());
+        assert_eq!(serving("a.ratings.io").as_deref(), Some("default/ratings"));
+        assert_eq!(serving("a.example.com").as_deref(), Some("default/reviews"));
         // A key written with escapes is the same key.
         let escaped = text.replacen("\"format\"", "\"\\u0066ormat\"", 1).replacen("\"rules\"", "\"rul\\u0065s\"", 1);
         assert_eq!(written(&piece_by_piece(&escaped).0), text);

@@ -465,8 +465,6 @@ impl<H: Host + 'static> RootContext for Root<H> {
 
 impl<H: Host> Root<H> {
     /// The next slice of a table loading in slices, and serving it once it is in.
-    // Outlined: called from two or three callbacks, and a load is no hot path (module size).
-    #[inline(never)]
     fn load_slice(&self) {
         let host = &self.shared.host;
         let outcome = match self.shared.loading.borrow_mut().as_mut() {
@@ -475,14 +473,9 @@ impl<H: Host> Root<H> {
         };
         match outcome {
             loading::Sliced::Pending => {}
-            loading::Sliced::Loaded(active, r) => {
-                self.shared.loading.borrow_mut().take();
-                let wall = host.now_nanos().saturating_sub(r.began) / 1_000_000;
-                let how = format!(
-                    "in {} slices, {} ms of work, longest slice {} ms ({}), while the previous table served; in {wall} ms",
-                    r.slices, r.busy_ms, r.longest_ms, r.longest_at
-                );
-                self.serve(*active, &how, r.memory_before);
+            loading::Sliced::Loaded(active) => {
+                let Some(l) = self.shared.loading.borrow_mut().take() else { return };
+                self.serve(*active, &l.report(host.now_nanos()), l.memory_before);
             }
             loading::Sliced::Refused(e) => {
                 self.shared.loading.borrow_mut().take();
@@ -496,8 +489,6 @@ impl<H: Host> Root<H> {
     }
 
     /// `active` serves this root context's new streams from now on.
-    // Outlined: called from two or three callbacks, and a load is no hot path (module size).
-    #[inline(never)]
     fn serve(&self, active: Active, how: &str, memory_before: u64) {
         let host = &self.shared.host;
         let summary = apply::summary(&active.table);

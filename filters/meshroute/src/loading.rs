@@ -59,30 +59,20 @@ pub(crate) fn now_serving(key: &str, root: u32, active: &Rc<Active>) {
 /// What a slice came to.
 pub(crate) enum Sliced {
     Pending,
-    Loaded(Box<Active>, Report),
+    Loaded(Box<Active>),
     Refused(TableError),
 }
 
-/// How a sliced load went, for the log line `make bench-e2e` reads.
-pub(crate) struct Report {
-    pub slices: u32,
-    pub busy_ms: u64,
-    pub longest_ms: u64,
-    /// What the longest slice began with (`SlicedLoad::phase`).
-    pub longest_at: &'static str,
-    pub began: u64,
-    pub memory_before: u64,
-}
-
-/// A table being loaded.
+/// A table being loaded, and how its load goes (for the log line `make bench-e2e` reads).
 pub(crate) struct Loading {
     load: SlicedLoad<Vec<u8>>,
     slices: u32,
+    /// Nanoseconds in slices, and the longest slice with what it began with
+    /// (`SlicedLoad::phase`).
     busy: u64,
-    longest: u64,
-    longest_at: &'static str,
+    longest: (u64, &'static str),
     began: u64,
-    memory_before: u64,
+    pub(crate) memory_before: u64,
 }
 
 impl Loading {
@@ -91,15 +81,13 @@ impl Loading {
             load: SlicedLoad::new(bytes),
             slices: 0,
             busy: 0,
-            longest: 0,
-            longest_at: "",
+            longest: (0, ""),
             began,
             memory_before: memory_bytes(),
         }
     }
 
     /// One slice: about [`SLICE`] of work, then back to serving.
-    #[inline(never)]
     pub(crate) fn slice(&mut self, host: &impl Host) -> Sliced {
         let start = host.now_nanos();
         let at = self.load.phase();
@@ -113,23 +101,26 @@ impl Loading {
         let spent = host.now_nanos().saturating_sub(start);
         self.slices += 1;
         self.busy += spent;
-        if spent >= self.longest {
-            (self.longest, self.longest_at) = (spent, at);
+        if spent >= self.longest.0 {
+            self.longest = (spent, at);
         }
         match outcome {
-            Some(Ok(table)) => Sliced::Loaded(
-                Box::new(Active::new(table)),
-                Report {
-                    slices: self.slices,
-                    busy_ms: self.busy / 1_000_000,
-                    longest_ms: self.longest / 1_000_000,
-                    longest_at: self.longest_at,
-                    began: self.began,
-                    memory_before: self.memory_before,
-                },
-            ),
+            Some(Ok(table)) => Sliced::Loaded(Box::new(Active::new(table))),
             Some(Err(e)) => Sliced::Refused(e),
             None => Sliced::Pending,
         }
+    }
+
+    /// How the load went, as of `now`.
+    pub(crate) fn report(&self, now: u64) -> String {
+        let ms = |nanos: u64| nanos / 1_000_000;
+        format!(
+            "in {} slices, {} ms of work, longest slice {} ms ({}), while the previous table served; in {} ms",
+            self.slices,
+            ms(self.busy),
+            ms(self.longest.0),
+            self.longest.1,
+            ms(now.saturating_sub(self.began))
+        )
     }
 }
