@@ -44,5 +44,5 @@ mod testutil;
 pub use compile::{compile, compile_json, Compiled, RouteTable};
 pub use decide::{Decision, Matched, Selection};
 pub use explain::Explanation;
-pub use request::{Random, Request, RequestView, SplitMix64};
+pub use request::{Random, Request, RequestRef, RequestView, SplitMix64};
 pub use validate::validate;

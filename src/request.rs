@@ -73,20 +73,86 @@ impl RequestView for Request {
         &self.path
     }
     fn header(&self, name: &str) -> Option<Cow<'_, str>> {
-        if name == "host" {
-            return Some(Cow::Borrowed(&self.authority));
-        }
-        let mut found: Option<Cow<'_, str>> = None;
-        for (k, v) in &self.headers {
-            if k.eq_ignore_ascii_case(name) {
-                found = Some(match found {
-                    None => Cow::Borrowed(v.as_str()),
-                    Some(prev) => Cow::Owned(format!("{prev},{v}")),
-                });
+        joined(&self.authority, self.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())), name)
+    }
+}
+
+/// A request whose names and values borrow from the buffer the proxy filled: no copy and no
+/// allocation per header on the path every request takes. [`RequestRef::to_owned`] makes a
+/// [`Request`] where one must outlive the buffer (a mirror's copy).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestRef<'a> {
+    pub method: Cow<'a, str>,
+    pub scheme: Cow<'a, str>,
+    pub authority: Cow<'a, str>,
+    pub path: Cow<'a, str>,
+    pub headers: Vec<(&'a str, Cow<'a, str>)>,
+}
+
+impl<'a> RequestRef<'a> {
+    /// Builds a request from a header list as a proxy hands it over (pseudo-headers included).
+    pub fn from_pairs(pairs: impl IntoIterator<Item = (&'a str, Cow<'a, str>)>) -> Self {
+        let mut r = RequestRef::default();
+        for (k, v) in pairs {
+            match k {
+                ":method" => r.method = v,
+                ":scheme" => r.scheme = v,
+                ":authority" => r.authority = v,
+                ":path" => r.path = v,
+                _ => r.headers.push((k, v)),
             }
         }
-        found
+        r
     }
+
+    pub fn to_owned(&self) -> Request {
+        Request {
+            method: self.method.to_string(),
+            scheme: self.scheme.to_string(),
+            authority: self.authority.to_string(),
+            path: self.path.to_string(),
+            headers: self.headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        }
+    }
+}
+
+impl RequestView for RequestRef<'_> {
+    fn method(&self) -> &str {
+        &self.method
+    }
+    fn scheme(&self) -> &str {
+        &self.scheme
+    }
+    fn authority(&self) -> &str {
+        &self.authority
+    }
+    fn path(&self) -> &str {
+        &self.path
+    }
+    fn header(&self, name: &str) -> Option<Cow<'_, str>> {
+        joined(&self.authority, self.headers.iter().map(|(k, v)| (*k, v.as_ref())), name)
+    }
+}
+
+/// Every value of header `name` joined with `,`; `host` is the authority.
+fn joined<'a>(
+    authority: &'a str,
+    headers: impl Iterator<Item = (&'a str, &'a str)>,
+    name: &str,
+) -> Option<Cow<'a, str>> {
+    if name == "host" {
+        return Some(Cow::Borrowed(authority));
+    }
+    let mut found: Option<Cow<'a, str>> = None;
+    for (k, v) in headers {
+        if k.eq_ignore_ascii_case(name) {
+            found = Some(match found {
+                None => Cow::Borrowed(v),
+                Some(prev) => Cow::Owned(format!("{prev},{v}")),
+            });
+        }
+    }
+    found
 }
 
 /// A source of uniform random numbers.
@@ -138,6 +204,30 @@ impl Random for SplitMix64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_borrowed_request_reads_like_the_owned_one() {
+        let pairs = [
+            (":method", "GET"),
+            (":scheme", "http"),
+            (":authority", "reviews:9080"),
+            (":path", "/r?x=1"),
+            ("end-user", "jason"),
+            ("x-b", "1"),
+            ("X-B", "2"),
+        ];
+        let owned = Request::from_pairs(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        let borrowed = RequestRef::from_pairs(pairs.iter().map(|(k, v)| (*k, Cow::Borrowed(*v))));
+        assert_eq!(borrowed.to_owned(), owned);
+        for name in ["end-user", "x-b", "host", "absent", "END-USER"] {
+            assert_eq!(borrowed.header(name), owned.header(name), "{name}");
+        }
+        assert_eq!(borrowed.header("x-b").as_deref(), Some("1,2"));
+        assert_eq!(
+            (borrowed.method(), borrowed.scheme(), borrowed.authority(), borrowed.path()),
+            ("GET", "http", "reviews:9080", "/r?x=1")
+        );
+    }
 
     #[cfg_attr(not(target_arch = "wasm32"), test)]
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]

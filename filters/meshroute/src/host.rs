@@ -14,6 +14,7 @@
 use meshroute::apply::{HeaderOp, LocalReply};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, GrpcStatusCode, LogLevel, MapType, MetricType, Status};
+use std::borrow::Cow;
 use std::time::{Duration, UNIX_EPOCH};
 
 /// Everything the adapter asks of Envoy. Methods mirror the functions of this module one to one.
@@ -22,7 +23,8 @@ pub trait Host {
     /// The plugin's name and root id: what stays the same when a control plane pushes it again.
     fn plugin_key(&self) -> String;
     fn now_nanos(&self) -> u64;
-    fn request_headers(&self) -> Option<Vec<(String, String)>>;
+    /// The request headers in the host's encoding (read them with [`decode_pairs`]).
+    fn request_header_block(&self) -> Option<Vec<u8>>;
     fn edit_request_headers(&self, ops: &[HeaderOp]);
     fn edit_response_headers(&self, ops: &[HeaderOp]);
     fn set_response_header(&self, name: &str, value: &str);
@@ -65,8 +67,8 @@ impl Host for WasmHost {
     fn now_nanos(&self) -> u64 {
         now_nanos()
     }
-    fn request_headers(&self) -> Option<Vec<(String, String)>> {
-        request_headers()
+    fn request_header_block(&self) -> Option<Vec<u8>> {
+        request_header_block()
     }
     fn edit_request_headers(&self, ops: &[HeaderOp]) {
         edit_request_headers(ops)
@@ -160,26 +162,71 @@ fn now_nanos() -> u64 {
     }
 }
 
-/// All request headers, pseudo-headers included, in one host call.
-///
-/// Values are read as bytes: HTTP allows obs-text (bytes 0x80–0xFF) in header values, and the
-/// SDK's `get_map` unwraps `String::from_utf8` — one such header from any client panicked the VM,
-/// after which `FAIL_CLOSED` answered every request with 503. A value that is not UTF-8 is decoded
-/// lossily (U+FFFD), so it equals no configured string (Envoy compares bytes, and config strings
-/// are UTF-8) yet still matches a regex such as `.*`. Names need no such care: Envoy's codecs only
-/// accept token characters in header names.
-fn request_headers() -> Option<Vec<(String, String)>> {
-    match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
-        Ok(h) => Some(h.into_iter().map(|(name, value)| (name, utf8_lossy(value))).collect()),
-        Err(s) => {
+// All request headers, pseudo-headers included, in one host call, as the block the host
+// encoded. The SDK's `get_map` would copy every name and value into its own `String`/`Vec` (two
+// allocations a header, on every request) and unwraps `String::from_utf8` on values: HTTP allows
+// obs-text (bytes 0x80–0xFF), and one such header from any client panicked the VM, after which
+// `FAIL_CLOSED` answered every request with 503. The request borrows from the block instead
+// (`decode_pairs`); a value that is not UTF-8 is decoded lossily (U+FFFD), so it equals no
+// configured string (Envoy compares bytes, and config strings are UTF-8) yet still matches a regex
+// such as `.*`.
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_get_header_map_pairs(
+        map_type: MapType,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> Status;
+}
+
+fn request_header_block() -> Option<Vec<u8>> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: on `Ok` the host has written a pointer to `size` bytes it allocated through this
+    // module's `proxy_on_memory_allocate` (the SDK's: a `Vec<u8>` of capacity `size`, forgotten),
+    // which the caller owns from then on; the SDK's own `get_map` takes it back the same way.
+    match unsafe { proxy_get_header_map_pairs(MapType::HttpRequestHeaders, &mut data, &mut size) } {
+        Status::Ok if data.is_null() => Some(Vec::new()),
+        Status::Ok => Some(unsafe { Vec::from_raw_parts(data, size, size) }),
+        s => {
             log::error!("meshroute: reading request headers failed: {s:?}");
             None
         }
     }
 }
 
-fn utf8_lossy(bytes: Vec<u8>) -> String {
-    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+/// Reads proxy-wasm's header map encoding — a little-endian u32 count N, N pairs of u32 (name
+/// length, value length), then each name and each value followed by a NUL — borrowing every
+/// name and value. A value that is not UTF-8 is read lossily (as the SDK's `get_map` did); a
+/// name that is not UTF-8 (Envoy's codecs refuse those) is skipped. `None` when the block is
+/// malformed: host data never panics the VM.
+pub fn decode_pairs(block: &[u8]) -> Option<Vec<(&str, Cow<'_, str>)>> {
+    if block.is_empty() {
+        return Some(Vec::new());
+    }
+    let word = |at: usize| -> Option<usize> {
+        let b = block.get(at..at.checked_add(4)?)?;
+        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
+    let n = word(0)?;
+    let mut at = n.checked_mul(8)?.checked_add(4)?;
+    let mut take = |len: usize| -> Option<&[u8]> {
+        let end = at.checked_add(len)?;
+        let bytes = block.get(at..end)?;
+        // Each string is followed by a NUL the lengths do not count.
+        at = end + 1;
+        Some(bytes)
+    };
+    let mut pairs = Vec::with_capacity(n.min(block.len() / 10));
+    for i in 0..n {
+        let (name_len, value_len) = (word(4 + 8 * i)?, word(8 + 8 * i)?);
+        let name = take(name_len)?;
+        let value = take(value_len)?;
+        if let Ok(name) = std::str::from_utf8(name) {
+            pairs.push((name, String::from_utf8_lossy(value)));
+        }
+    }
+    Some(pairs)
 }
 
 fn edit_request_headers(ops: &[HeaderOp]) {

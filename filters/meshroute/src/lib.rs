@@ -24,7 +24,7 @@ use meshroute::apply::{self, BodyBuffer, DelayQueue, HeaderOp, LocalReply, Plan}
 use meshroute::budget::MirrorBudget;
 use meshroute::compile::{Action, CompiledVs, Dest, Rule};
 use meshroute::mirror_breaker::MirrorBreakers;
-use meshroute::{metrics, Decision, Request, RouteTable, SplitMix64};
+use meshroute::{metrics, Decision, RequestRef, RouteTable, SplitMix64};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action as Flow, ContextType, LogLevel};
 use std::cell::{Cell, RefCell};
@@ -576,14 +576,14 @@ impl<H: Host> Stream<H> {
     }
 
     /// Carries out the plan; returns whether the request goes on now.
-    fn execute(&mut self, plan: Plan, req: &Request, end_of_stream: bool, active: &Active) -> Flow {
+    fn execute(&mut self, plan: Plan, req: &RequestRef<'_>, end_of_stream: bool, active: &Active) -> Flow {
         let m = self.metrics.clone();
         let host = &self.shared.host;
         host.edit_request_headers(&plan.request_ops);
         let mirrors: Vec<MirrorCall> = if plan.mirrors.is_empty() {
             Vec::new()
         } else {
-            let headers = apply::mirror_headers(req, &plan, &active.table.routing_header);
+            let headers = apply::mirror_headers(&req.to_owned(), &plan, &active.table.routing_header);
             plan.mirrors.iter().map(|t| MirrorCall { cluster: t.cluster.clone(), headers: headers.clone() }).collect()
         };
         let after_delay = plan.abort.clone().or_else(|| plan.local_reply.clone());
@@ -690,13 +690,19 @@ impl<H: Host> HttpContext for Stream<H> {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Flow {
         self.shared.count(self.metrics.requests);
         let Some(active) = self.active.clone() else { return Flow::Continue };
-        let Some(pairs) = self.shared.host.request_headers() else { return Flow::Continue };
+        // Unread headers would leave a client's own routing header in place: fail closed.
+        let block = self.shared.host.request_header_block();
+        let Some(pairs) = block.as_deref().and_then(host::decode_pairs) else {
+            log::error!("meshroute: the request headers could not be read; answering 500");
+            self.shared.host.send_reply(&LocalReply::Http { status: 500, headers: Vec::new(), body: Vec::new() });
+            return Flow::Pause;
+        };
         #[cfg(feature = "crash-test")]
-        if pairs.iter().any(|(k, _)| k == "x-meshroute-crash-test") {
+        if pairs.iter().any(|(k, _)| *k == "x-meshroute-crash-test") {
             // What running out of memory does: the VM traps (`unreachable`).
             std::process::abort();
         }
-        let req = Request::from_pairs(pairs);
+        let req = RequestRef::from_pairs(pairs);
         let decision = {
             let mut rng = self.shared.rng.borrow_mut();
             active.table.decide(&req, &mut *rng)

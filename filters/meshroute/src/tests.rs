@@ -9,6 +9,49 @@ use proxy_wasm::types::Status;
 use serde_json::{json, Value};
 
 const ROOT: u32 = 1;
+
+/// proxy-wasm's header map encoding, as Envoy writes it (proxy-wasm-cpp-host `marshalPairs`).
+fn encode_pairs(pairs: &[(String, String)]) -> Vec<u8> {
+    let mut b = (pairs.len() as u32).to_le_bytes().to_vec();
+    for (k, v) in pairs {
+        b.extend_from_slice(&(k.len() as u32).to_le_bytes());
+        b.extend_from_slice(&(v.len() as u32).to_le_bytes());
+    }
+    for (k, v) in pairs {
+        for s in [k, v] {
+            b.extend_from_slice(s.as_bytes());
+            b.push(0);
+        }
+    }
+    b
+}
+
+#[test]
+fn the_header_block_decodes_to_the_pairs_envoy_encoded() {
+    let pairs: Vec<(String, String)> = [(":authority", "reviews"), (":path", "/"), ("empty", ""), ("x-u", "caf\u{e9}")]
+        .map(|(k, v)| (k.into(), v.into()))
+        .to_vec();
+    let block = encode_pairs(&pairs);
+    let decoded = host::decode_pairs(&block).unwrap();
+    let back: Vec<(String, String)> = decoded.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    assert_eq!(back, pairs);
+    assert_eq!(host::decode_pairs(&[]).unwrap(), vec![]);
+    // Every truncation is refused, never a panic; so is a count past the block.
+    for cut in 1..block.len() - 1 {
+        assert!(host::decode_pairs(&block[..cut]).is_none(), "cut at {cut}");
+    }
+    assert!(host::decode_pairs(&u32::MAX.to_le_bytes()).is_none());
+    let mut huge = block.clone();
+    huge[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert!(host::decode_pairs(&huge).is_none());
+    // A value that is not UTF-8 is read lossily; a name that is not is skipped.
+    let mut odd = encode_pairs(&[("ab".into(), "xy".into()), ("k".into(), "v".into())]);
+    let (name_at, value_at) = (4 + 16, 4 + 16 + 3);
+    odd[value_at] = 0xff;
+    assert_eq!(host::decode_pairs(&odd).unwrap()[0].1, "\u{fffd}y");
+    odd[name_at] = 0xff;
+    assert_eq!(host::decode_pairs(&odd).unwrap(), vec![("k", std::borrow::Cow::Borrowed("v"))]);
+}
 const MS: u64 = 1_000_000;
 const V1: &str = "outbound|80|v1|product-service.default.svc.cluster.local";
 const V2: &str = "outbound|80|v2|product-service.default.svc.cluster.local";
@@ -17,6 +60,8 @@ const SHADOW: &str = "outbound|80|shadow|product-service.default.svc.cluster.loc
 /// What the fake host was asked, and what it answers.
 #[derive(Default)]
 struct State {
+    /// Handed over instead of the encoded `request_headers` (a malformed block).
+    raw_header_block: Option<Vec<u8>>,
     now: u64,
     /// How far each look at the clock moves it (a busy VM's clock runs while it works).
     clock_step: u64,
@@ -81,8 +126,12 @@ impl Host for Fake {
         s.now += s.clock_step;
         s.now
     }
-    fn request_headers(&self) -> Option<Vec<(String, String)>> {
-        Some(self.state().request_headers.clone())
+    fn request_header_block(&self) -> Option<Vec<u8>> {
+        let s = self.state();
+        match &s.raw_header_block {
+            Some(raw) => Some(raw.clone()),
+            None => Some(encode_pairs(&s.request_headers)),
+        }
     }
     fn edit_request_headers(&self, ops: &[HeaderOp]) {
         self.state().request_ops.extend_from_slice(ops);
@@ -296,6 +345,18 @@ fn direct_responses_and_unmatched_paths_are_answered_by_the_filter_itself() {
         })
         .collect();
     assert_eq!(statuses, [418, 404]);
+}
+
+#[test]
+fn headers_that_cannot_be_read_fail_closed_not_with_the_clients_routing_header() {
+    let (fake, root) = vm(config(json!([{"route": [dest("v1")]}]), json!({})));
+    // A block whose count promises a pair it does not hold.
+    fake.set(|s| s.raw_header_block = Some(1u32.to_le_bytes().to_vec()));
+    let (_s, flow) = request(&fake, &root, 2, "/", &[("x-meshroute-cluster", V2)], true);
+    assert_eq!(flow, Flow::Pause);
+    let st = fake.0.borrow();
+    assert!(matches!(st.replies[..], [LocalReply::Http { status: 500, .. }]), "{:?}", st.replies);
+    assert!(st.request_ops.is_empty(), "{:?}", st.request_ops);
 }
 
 #[test]
