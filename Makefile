@@ -50,7 +50,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: lifecycle tools tools-rust tools-envoy tools-wasm-bindgen tools-bench \
         wasm wasm-crash-test lint fmt-check clippy clippy-wasm test test-native test-wasm \
-        bench bench-e2e clean-tools run graphs envoy/sidecar.yaml test-graph-browser tools-fuzz fuzz-corpus fuzz fuzz-smoke soak
+        bench bench-e2e bench-e2e-smoke clean-tools run graphs envoy/sidecar.yaml test-graph-browser tools-fuzz fuzz-corpus fuzz fuzz-smoke soak
 
 ## tools: everything `make test` needs (idempotent)
 tools: tools-rust tools-envoy tools-wasm-bindgen
@@ -145,7 +145,7 @@ clippy-wasm: tools-rust
 
 ## test: lint, native tests (incl. end-to-end tests against a real Envoy and the 60 s soak), Wasm
 ## tests, a short smoke of every fuzz target
-test: tools wasm lint test-native test-wasm fuzz-smoke
+test: tools wasm lint test-native test-wasm fuzz-smoke bench-e2e-smoke
 
 # --- Fuzzing (fuzz/, cargo-fuzz on a nightly toolchain; docs/fuzzing.md) ---
 FUZZ_TARGETS := plugin_config cli_yaml decide regex_index
@@ -261,6 +261,17 @@ bench-e2e: tools-envoy tools-bench wasm
 	rm -f "$$target/bench-e2e-goals.txt"; \
 	$(CARGO) test --release --test bench_e2e -- --ignored --nocapture --test-threads 1; status=$$?; \
 	echo; echo "Goals (issue 11, issue 12 item 3), this run:"; cat "$$target/bench-e2e-goals.txt" 2>/dev/null; exit $$status
+
+## bench-e2e-smoke: `make test`'s short run of the seed benchmark (1 s runs, 2 rounds): every
+## listener answers under load, both routings split 80/20, the goals' lines print (not judged)
+bench-e2e-smoke: tools-envoy tools-bench wasm
+	@log="$$(mktemp)"; trap 'rm -f "$$log"' EXIT; \
+	if BENCH_E2E_SECS=1 BENCH_E2E_ROUNDS=2 $(CARGO) test --workspace --all-features --test bench_e2e -- --ignored \
+	    --nocapture --test-threads 1 seed_routing_cost_per_request_against_native_routes_and_the_wasm_floor > "$$log" 2>&1; then \
+	  grep -E '^(issue 11|test result)' "$$log" | sed 's/^/bench-e2e-smoke: /'; \
+	else \
+	  tail -60 "$$log" >&2; echo "bench-e2e-smoke failed" >&2; exit 1; \
+	fi
 
 ## graphs: docs/graphs/*.svg — `meshroute graph` of each seed example that has a VirtualService,
 ## alone (its mistakes dashed red), and the canary stages with the seed subsets (README)

@@ -1,17 +1,22 @@
 //! What meshroute costs inside a real Envoy (`make bench-e2e`; docs/benchmarks-e2e.md has the
 //! results and how to read them).
 //!
-//! One Envoy (`--concurrency 1`) carries listeners side by side (tests/fixtures/bench-e2e.yaml):
+//! Envoy (`--concurrency 1`) carries listeners side by side (tests/fixtures/bench-e2e.yaml):
 //! router only, the seed routing as native Envoy routes, the do-nothing Wasm filter (the floor),
-//! meshroute with the seed VirtualService, and N generated rules both ways. A second Envoy
-//! answering by `direct_response` is the upstream of all of them. wrk (HTTP/1.1) and h2load
-//! (h2c) drive one listener at a time, in rounds whose order rotates, and each run records the
-//! requests Envoy answered (its own 2xx counter) and the CPU time the Envoy process spent
-//! (`/proc/<pid>/stat` utime+stime). Ratios are taken between listeners of the same process and
-//! run, so a busy machine slows every variant alike.
+//! meshroute with the seed VirtualService (and variants that each undo one lever), and N
+//! generated rules both ways. A second Envoy answering by `direct_response` is the upstream.
+//! wrk (HTTP/1.1) and h2load (h2c) drive the listeners; each run records the requests Envoy
+//! answered (its own 2xx counter) and the CPU time the Envoy process spent (the scheduler's
+//! nanoseconds per thread, `/proc/<pid>/task/*/schedstat`).
+//!
+//! The seed comparisons run two identical Envoys and load one listener on each *at the same
+//! moment*, swapping sides every round: this machine's speed moves by ±30 % from one second to
+//! the next, and a comparison of runs a few seconds apart inherits that. An A/A pair (meshroute
+//! against itself) prints the method's resolution. The many-rules comparison (far apart, a
+//! factor of 8 at 10,000 rules) runs one listener at a time in rotating rounds.
 //!
 //! Ignored by default (`cargo test` skips them); loopback only. Knobs: `BENCH_E2E_SECS` (per
-//! run, default 2), `BENCH_E2E_ROUNDS` (default 3), `BENCH_E2E_RULES` (default `1000,10000`).
+//! run, default 2), `BENCH_E2E_ROUNDS` (default 4), `BENCH_E2E_RULES` (default `1000,10000`).
 // Needs processes and sockets: native only (`make test-wasm` builds every test target of a crate
 // for wasm32-unknown-unknown).
 #![cfg(not(target_arch = "wasm32"))]
