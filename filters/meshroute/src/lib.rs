@@ -331,9 +331,17 @@ fn mirror_timeout(active: &Active) -> Duration {
 
 // === impl Root ===
 
-struct Root<H> {
+struct Root<H: Host> {
     id: u32,
     shared: Rc<Shared<H>>,
+}
+
+/// The VM or this plugin goes away (Envoy deletes a root context right after its `on_done`, which
+/// the module does not export: R243): nothing counted may be lost.
+impl<H: Host> Drop for Root<H> {
+    fn drop(&mut self) {
+        self.shared.flush(self.shared.host.now_nanos());
+    }
 }
 
 impl<H: Host> Root<H> {
@@ -365,12 +373,6 @@ impl<H: Host + 'static> Context for Root<H> {
     fn on_http_call_response(&mut self, token: u32, num_headers: usize, _body: usize, _trailers: usize) {
         // Every mirror is dispatched by the root context, so every answer arrives here.
         count_mirror_answer(&self.shared, token, num_headers, &self.shared.metrics.borrow());
-    }
-
-    fn on_done(&mut self) -> bool {
-        // The VM or this plugin goes away: nothing counted may be lost.
-        self.shared.flush(self.shared.host.now_nanos());
-        true
     }
 }
 
@@ -658,12 +660,9 @@ impl<H: Host> Stream<H> {
     }
 }
 
-impl<H: Host> Context for Stream<H> {
-    fn on_done(&mut self) -> bool {
-        self.forget();
-        true
-    }
-}
+// No `on_done`: Envoy deletes a stream's context right after it (R243), and `Drop` forgets a held
+// stream.
+impl<H: Host> Context for Stream<H> {}
 
 impl<H> Stream<H> {
     fn release_body(&mut self) {

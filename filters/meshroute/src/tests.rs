@@ -389,9 +389,9 @@ fn mirrored(settings: Value) -> (Fake, Root<Fake>) {
 fn mirrors_go_out_at_the_next_tick_from_the_root_within_the_in_flight_cap() {
     let (fake, mut root) = mirrored(json!({"mirrorMaxInFlight": 2, "counterFlushMs": 0}));
     for id in 2..5 {
-        let (mut s, flow) = request(&fake, &root, id, "/", &[], true);
+        let (s, flow) = request(&fake, &root, id, "/", &[], true);
         assert_eq!(flow, Flow::Continue, "the primary never waits for its copy");
-        s.on_done();
+        drop(s);
     }
     assert!(fake.dispatched().is_empty(), "nothing is dispatched from a stream");
     tick(&fake, &mut root, 1);
