@@ -4,7 +4,8 @@
 //! `host.rs`.
 //!
 //! Request flow (`on_http_request_headers`):
-//! 1. one `get_map` of the request headers; `decide` with the VM's random source; `plan`;
+//! 1. one read of the request headers (a block the request borrows from; unreadable: 500);
+//!    `decide` with the VM's random source; `plan`;
 //! 2. the plan's header edits (client-sent routing and router-hint headers removed first, then the
 //!    routing header, hints, rewrites, header operations) — each write also makes Envoy re-match
 //!    the route, which is how the route's `cluster_header` sees the chosen cluster;
