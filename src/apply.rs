@@ -310,15 +310,16 @@ pub fn apply_ops(headers: &mut Vec<(String, String)>, ops: &[HeaderOp]) {
 /// applied, `:authority` kept as Istio ≥ 1.28 does), without the routing header, router hints
 /// (the mirror call is routed by cluster name) and framing headers (the host sets
 /// `content-length` from the body it is given).
-pub fn mirror_headers(req: &Request, plan: &Plan, routing_header: &str) -> Vec<(String, String)> {
+pub fn mirror_headers<S: AsRef<str>>(req: &Request<S>, plan: &Plan, routing_header: &str) -> Vec<(String, String)> {
+    let own = |s: &S| s.as_ref().to_string();
     let mut h = Vec::with_capacity(req.headers.len() + 4);
-    h.push((":method".to_string(), req.method.clone()));
-    h.push((":path".to_string(), req.path.clone()));
-    h.push((":authority".to_string(), req.authority.clone()));
-    if !req.scheme.is_empty() {
-        h.push((":scheme".to_string(), req.scheme.clone()));
+    h.push((":method".to_string(), own(&req.method)));
+    h.push((":path".to_string(), own(&req.path)));
+    h.push((":authority".to_string(), own(&req.authority)));
+    if !req.scheme.as_ref().is_empty() {
+        h.push((":scheme".to_string(), own(&req.scheme)));
     }
-    h.extend(req.headers.iter().cloned());
+    h.extend(req.headers.iter().map(|(k, v)| (own(k), own(v))));
     apply_ops(&mut h, &plan.request_ops);
     h.retain(|(k, _)| {
         let k = k.as_str();

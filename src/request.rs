@@ -17,15 +17,20 @@ pub trait RequestView {
     fn header(&self, name: &str) -> Option<Cow<'_, str>>;
 }
 
-/// An owned request: pseudo-headers apart, the rest as a list of (name, value) pairs.
+/// A request: pseudo-headers apart, the rest as a list of (name, value) pairs. `Request` owns its
+/// strings; [`RequestRef`] borrows them from the block the proxy filled (no copy and no
+/// allocation per header on the path every request takes; a mirror copies what it sends).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Request {
-    pub method: String,
-    pub scheme: String,
-    pub authority: String,
-    pub path: String,
-    pub headers: Vec<(String, String)>,
+pub struct Request<S = String> {
+    pub method: S,
+    pub scheme: S,
+    pub authority: S,
+    pub path: S,
+    pub headers: Vec<(S, S)>,
 }
+
+/// A request borrowing from the proxy's header block; a value that was not UTF-8 is owned.
+pub type RequestRef<'a> = Request<Cow<'a, str>>;
 
 impl Request {
     pub fn new(method: &str, authority: &str, path: &str) -> Self {
@@ -42,12 +47,14 @@ impl Request {
         self.headers.push((name.to_ascii_lowercase(), value.into()));
         self
     }
+}
 
+impl<S: AsRef<str> + Default> Request<S> {
     /// Builds a request from a header list as a proxy hands it over (pseudo-headers included).
-    pub fn from_pairs(pairs: Vec<(String, String)>) -> Self {
+    pub fn from_pairs(pairs: impl IntoIterator<Item = (S, S)>) -> Self {
         let mut r = Request::default();
         for (k, v) in pairs {
-            match k.as_str() {
+            match k.as_ref() {
                 ":method" => r.method = v,
                 ":scheme" => r.scheme = v,
                 ":authority" => r.authority = v,
@@ -59,100 +66,35 @@ impl Request {
     }
 }
 
-impl RequestView for Request {
+impl<S: AsRef<str>> RequestView for Request<S> {
     fn method(&self) -> &str {
-        &self.method
+        self.method.as_ref()
     }
     fn scheme(&self) -> &str {
-        &self.scheme
+        self.scheme.as_ref()
     }
     fn authority(&self) -> &str {
-        &self.authority
+        self.authority.as_ref()
     }
     fn path(&self) -> &str {
-        &self.path
+        self.path.as_ref()
     }
+    /// Every value of the header joined with `,`; `host` is the authority.
     fn header(&self, name: &str) -> Option<Cow<'_, str>> {
-        joined(&self.authority, self.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())), name)
-    }
-}
-
-/// A request whose names and values borrow from the buffer the proxy filled: no copy and no
-/// allocation per header on the path every request takes. [`RequestRef::to_owned`] makes a
-/// [`Request`] where one must outlive the buffer (a mirror's copy).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RequestRef<'a> {
-    pub method: Cow<'a, str>,
-    pub scheme: Cow<'a, str>,
-    pub authority: Cow<'a, str>,
-    pub path: Cow<'a, str>,
-    pub headers: Vec<(&'a str, Cow<'a, str>)>,
-}
-
-impl<'a> RequestRef<'a> {
-    /// Builds a request from a header list as a proxy hands it over (pseudo-headers included).
-    pub fn from_pairs(pairs: impl IntoIterator<Item = (&'a str, Cow<'a, str>)>) -> Self {
-        let mut r = RequestRef::default();
-        for (k, v) in pairs {
-            match k {
-                ":method" => r.method = v,
-                ":scheme" => r.scheme = v,
-                ":authority" => r.authority = v,
-                ":path" => r.path = v,
-                _ => r.headers.push((k, v)),
+        if name == "host" {
+            return Some(Cow::Borrowed(self.authority.as_ref()));
+        }
+        let mut found: Option<Cow<'_, str>> = None;
+        for (k, v) in &self.headers {
+            if k.as_ref().eq_ignore_ascii_case(name) {
+                found = Some(match found {
+                    None => Cow::Borrowed(v.as_ref()),
+                    Some(prev) => Cow::Owned(format!("{prev},{}", v.as_ref())),
+                });
             }
         }
-        r
+        found
     }
-
-    pub fn to_owned(&self) -> Request {
-        Request {
-            method: self.method.to_string(),
-            scheme: self.scheme.to_string(),
-            authority: self.authority.to_string(),
-            path: self.path.to_string(),
-            headers: self.headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-        }
-    }
-}
-
-impl RequestView for RequestRef<'_> {
-    fn method(&self) -> &str {
-        &self.method
-    }
-    fn scheme(&self) -> &str {
-        &self.scheme
-    }
-    fn authority(&self) -> &str {
-        &self.authority
-    }
-    fn path(&self) -> &str {
-        &self.path
-    }
-    fn header(&self, name: &str) -> Option<Cow<'_, str>> {
-        joined(&self.authority, self.headers.iter().map(|(k, v)| (*k, v.as_ref())), name)
-    }
-}
-
-/// Every value of header `name` joined with `,`; `host` is the authority.
-fn joined<'a>(
-    authority: &'a str,
-    headers: impl Iterator<Item = (&'a str, &'a str)>,
-    name: &str,
-) -> Option<Cow<'a, str>> {
-    if name == "host" {
-        return Some(Cow::Borrowed(authority));
-    }
-    let mut found: Option<Cow<'a, str>> = None;
-    for (k, v) in headers {
-        if k.eq_ignore_ascii_case(name) {
-            found = Some(match found {
-                None => Cow::Borrowed(v),
-                Some(prev) => Cow::Owned(format!("{prev},{v}")),
-            });
-        }
-    }
-    found
 }
 
 /// A source of uniform random numbers.
@@ -216,9 +158,11 @@ mod tests {
             ("x-b", "1"),
             ("X-B", "2"),
         ];
-        let owned = Request::from_pairs(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
-        let borrowed = RequestRef::from_pairs(pairs.iter().map(|(k, v)| (*k, Cow::Borrowed(*v))));
-        assert_eq!(borrowed.to_owned(), owned);
+        let owned = Request::from_pairs(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let borrowed = RequestRef::from_pairs(pairs.iter().map(|(k, v)| (Cow::Borrowed(*k), Cow::Borrowed(*v))));
+        let borrowed_headers: Vec<(String, String)> =
+            borrowed.headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        assert_eq!(borrowed_headers, owned.headers);
         for name in ["end-user", "x-b", "host", "absent", "END-USER"] {
             assert_eq!(borrowed.header(name), owned.header(name), "{name}");
         }

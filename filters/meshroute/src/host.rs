@@ -200,7 +200,7 @@ fn request_header_block() -> Option<Vec<u8>> {
 /// name and value. A value that is not UTF-8 is read lossily (as the SDK's `get_map` did); a
 /// name that is not UTF-8 (Envoy's codecs refuse those) is skipped. `None` when the block is
 /// malformed: host data never panics the VM.
-pub fn decode_pairs(block: &[u8]) -> Option<Vec<(&str, Cow<'_, str>)>> {
+pub fn decode_pairs(block: &[u8]) -> Option<Vec<(Cow<'_, str>, Cow<'_, str>)>> {
     if block.is_empty() {
         return Some(Vec::new());
     }
@@ -223,7 +223,7 @@ pub fn decode_pairs(block: &[u8]) -> Option<Vec<(&str, Cow<'_, str>)>> {
         let name = take(name_len)?;
         let value = take(value_len)?;
         if let Ok(name) = std::str::from_utf8(name) {
-            pairs.push((name, String::from_utf8_lossy(value)));
+            pairs.push((Cow::Borrowed(name), String::from_utf8_lossy(value)));
         }
     }
     Some(pairs)

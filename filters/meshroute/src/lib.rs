@@ -586,7 +586,7 @@ impl<H: Host> Stream<H> {
         let mirrors: Vec<MirrorCall> = if plan.mirrors.is_empty() {
             Vec::new()
         } else {
-            let headers = apply::mirror_headers(&req.to_owned(), &plan, &active.table.routing_header);
+            let headers = apply::mirror_headers(req, &plan, &active.table.routing_header);
             plan.mirrors.iter().map(|t| MirrorCall { cluster: t.cluster.clone(), headers: headers.clone() }).collect()
         };
         let after_delay = plan.abort.clone().or_else(|| plan.local_reply.clone());

@@ -50,7 +50,7 @@ fn the_header_block_decodes_to_the_pairs_envoy_encoded() {
     odd[value_at] = 0xff;
     assert_eq!(host::decode_pairs(&odd).unwrap()[0].1, "\u{fffd}y");
     odd[name_at] = 0xff;
-    assert_eq!(host::decode_pairs(&odd).unwrap(), vec![("k", std::borrow::Cow::Borrowed("v"))]);
+    assert_eq!(host::decode_pairs(&odd).unwrap(), vec![("k".into(), "v".into())]);
 }
 const MS: u64 = 1_000_000;
 const V1: &str = "outbound|80|v1|product-service.default.svc.cluster.local";
