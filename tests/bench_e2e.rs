@@ -487,6 +487,18 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[i]
 }
 
+/// The middle value (the upper one of an even count).
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The lowest and the highest value.
+fn range(v: &[f64]) -> (f64, f64) {
+    (v.iter().copied().fold(f64::INFINITY, f64::min), v.iter().copied().fold(f64::NEG_INFINITY, f64::max))
+}
+
 /// Every variant with every tool, `rounds` times; the variant order rotates each round.
 /// Returns the samples per (tool, variant index), in round order.
 fn campaign(envoy: &Envoy, variants: &[Variant], tools: &[Tool], secs: u64) -> BTreeMap<(String, usize), Vec<Sample>> {
@@ -534,16 +546,12 @@ fn summarize(samples: &[Sample]) -> Summary {
     let requests: u64 = samples.iter().map(|s| s.requests).sum();
     let wall: f64 = samples.iter().map(|s| s.wall).sum();
     let cpu: f64 = samples.iter().map(|s| s.cpu).sum();
-    let median = |f: fn(&Sample) -> f64| {
-        let mut v: Vec<f64> = samples.iter().map(f).collect();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
+    let median_of = |f: fn(&Sample) -> f64| median(&samples.iter().map(f).collect::<Vec<f64>>());
     Summary {
         rps: requests as f64 / wall,
         cpu_us: cpu * 1e6 / requests.max(1) as f64,
-        p50: median(|s| s.p50),
-        p99: median(|s| s.p99),
+        p50: median_of(|s| s.p50),
+        p99: median_of(|s| s.p99),
     }
 }
 
@@ -551,8 +559,7 @@ fn summarize(samples: &[Sample]) -> Summary {
 fn cpu_ratio(a: &[Sample], b: &[Sample]) -> String {
     let total = summarize(a).cpu_us / summarize(b).cpu_us;
     let per_round: Vec<f64> = a.iter().zip(b).map(|(x, y)| x.cpu_us_per_request() / y.cpu_us_per_request()).collect();
-    let lo = per_round.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = per_round.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let (lo, hi) = range(&per_round);
     format!("{total:.2} ({lo:.2}–{hi:.2})")
 }
 
@@ -681,8 +688,7 @@ fn paired_campaign(a: &Envoy, b: &Envoy, variants: &[Variant], pairs: &[SeedPair
 fn pair_ratio(rounds: &[(Sample, Sample)]) -> (f64, f64, f64) {
     let (xs, ys): (Vec<Sample>, Vec<Sample>) = rounds.iter().copied().unzip();
     let per_round: Vec<f64> = rounds.iter().map(|(x, y)| x.cpu_us_per_request() / y.cpu_us_per_request()).collect();
-    let lo = per_round.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = per_round.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let (lo, hi) = range(&per_round);
     (overall_ratio(&xs, &ys), lo, hi)
 }
 
@@ -804,17 +810,10 @@ fn seed_routing_cost_per_request_against_native_routes_and_the_wasm_floor() {
         let added = |k: usize| -> Vec<f64> {
             samples[&(tool.label(), k)].iter().map(|(x, y)| (x.p99 - y.p99) * 1000.0).collect()
         };
-        let median = |mut v: Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
-        let range = |v: &[f64]| {
-            (v.iter().copied().fold(f64::INFINITY, f64::min), v.iter().copied().fold(f64::NEG_INFINITY, f64::max))
-        };
         let k = pairs.iter().position(|p| p.x == MESH && p.y == FLOOR).expect("floor pair");
         let (mesh_added, noise) = (added(k), added(aa));
         let ((lo, hi), (nlo, nhi)) = (range(&mesh_added), range(&noise));
-        let median_added = median(mesh_added);
+        let median_added = median(&mesh_added);
         goal(&format!(
             "issue 11 goal 4, {}: p99 added over the floor = {median_added:.0} µs (median of rounds; per round \
              {lo:.0}…{hi:.0} µs; A/A per round {nlo:.0}…{nhi:.0} µs) (goal ≤ 50 µs: {})",
@@ -1223,14 +1222,10 @@ fn module_size_and_cold_start_at_10_rules() {
         mesh.push(start("meshroute_filter"));
         noop.push(start("meshroute_noop"));
     }
-    let median = |v: &mut Vec<(f64, f64)>, f: fn(&(f64, f64)) -> f64| {
-        let mut x: Vec<f64> = v.iter().map(f).collect();
-        x.sort_by(f64::total_cmp);
-        x[x.len() / 2]
-    };
+    let median_of = |v: &[(f64, f64)], f: fn(&(f64, f64)) -> f64| median(&v.iter().map(f).collect::<Vec<f64>>());
     let size = |m: &str| std::fs::metadata(wasm_path(m)).map(|m| m.len() as f64 / 1000.0).unwrap_or(f64::NAN);
-    let (ready, rss) = (median(&mut mesh, |s| s.0), median(&mut mesh, |s| s.1));
-    let (noop_ready, noop_rss) = (median(&mut noop, |s| s.0), median(&mut noop, |s| s.1));
+    let (ready, rss) = (median_of(&mesh, |s| s.0), median_of(&mesh, |s| s.1));
+    let (noop_ready, noop_rss) = (median_of(&noop, |s| s.0), median_of(&noop, |s| s.1));
     println!(
         "\nmodule: meshroute_filter.wasm {:.0} KB, meshroute_noop.wasm {:.0} KB",
         size("meshroute_filter"),
@@ -1428,14 +1423,6 @@ fn a_dead_black_holed_or_refusing_mirror_against_the_primary_alone_at_a_fixed_ra
     }
     // The filter hands its counters to Envoy once a second.
     std::thread::sleep(Duration::from_millis(1500));
-    let median = |v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let range = |v: &[f64]| {
-        (v.iter().copied().fold(f64::INFINITY, f64::min), v.iter().copied().fold(f64::NEG_INFINITY, f64::max))
-    };
     let alone = 0;
     let p99s = |i: usize| samples[i].iter().map(|s| s.p99).collect::<Vec<f64>>();
     let mut t = format!(
