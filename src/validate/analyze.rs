@@ -46,12 +46,26 @@ impl<'a> HostPatterns<'a> {
         HostPatterns { exact, wildcards }
     }
 
-    /// Positions of the patterns that `covers` the name, in list order.
-    fn covering(&self, name: &str) -> impl Iterator<Item = usize> {
-        let mut hits: Vec<usize> = self.exact.get(&name.to_ascii_lowercase()).cloned().unwrap_or_default();
-        hits.extend(self.wildcards.iter().filter(|(_, p)| covers(p, name)).map(|(i, _)| *i));
-        hits.sort_unstable();
-        hits.into_iter()
+    /// Positions of the patterns that `covers` the name, in list order. Copies nothing in the
+    /// common case (a lowercase name no wildcard covers): it runs for every destination.
+    fn covering(&self, name: &str) -> impl Iterator<Item = usize> + '_ {
+        let exact = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.exact.get(&name.to_ascii_lowercase())
+        } else {
+            self.exact.get(name)
+        };
+        let exact = exact.map_or(&[][..], Vec::as_slice);
+        let mut wild: Vec<usize> = self.wildcards.iter().filter(|(_, p)| covers(p, name)).map(|(i, _)| *i).collect();
+        let merged = (!wild.is_empty()).then(|| {
+            wild.extend_from_slice(exact);
+            wild.sort_unstable();
+            wild
+        });
+        let (only_exact, merged) = match merged {
+            Some(m) => (None, Some(m.into_iter())),
+            None => (Some(exact.iter().copied()), None),
+        };
+        only_exact.into_iter().flatten().chain(merged.into_iter().flatten())
     }
 }
 
@@ -78,21 +92,21 @@ fn referenced_subsets(cx: &mut Ctx<'_>) {
     for (r, vs) in bundle.virtual_services() {
         let at = Place(Some(r));
         for (i, route) in vs.http.iter().enumerate() {
-            let mut refs: Vec<(&crd::Destination, String, &str)> = Vec::new();
-            for (k, d) in route.route.iter().enumerate() {
-                if let Some(dest) = &d.destination {
-                    refs.push((dest, format!("spec.http[{i}].route[{k}].destination.subset"), "host+subset"));
-                }
+            // The field path is written only for a reference that is reported.
+            enum Field {
+                Route(usize),
+                Mirror,
+                Mirrors(usize),
             }
-            if let Some(m) = &route.mirror {
-                refs.push((m, format!("spec.http[{i}].mirror.subset"), "mirror+subset"));
-            }
-            for (k, m) in route.mirrors.iter().enumerate() {
-                if let Some(dest) = &m.destination {
-                    refs.push((dest, format!("spec.http[{i}].mirrors[{k}].destination.subset"), "mirror+subset"));
-                }
-            }
-            for (dest, path, what) in refs {
+            let routes =
+                route.route.iter().enumerate().filter_map(|(k, d)| Some((d.destination.as_ref()?, Field::Route(k))));
+            let mirror = route.mirror.iter().map(|m| (m, Field::Mirror));
+            let mirrors = route
+                .mirrors
+                .iter()
+                .enumerate()
+                .filter_map(|(k, m)| Some((m.destination.as_ref()?, Field::Mirrors(k))));
+            for (dest, field) in routes.chain(mirror).chain(mirrors) {
                 let Some(subset) = dest.subset.as_deref().filter(|s| !s.is_empty()) else { continue };
                 if dest.host.is_empty() {
                     continue;
@@ -114,6 +128,11 @@ fn referenced_subsets(cx: &mut Ctx<'_>) {
                             format!(" (DestinationRule {} defines subsets: [{}])", dr_res.key(), names.join(" "))
                         }
                     }
+                };
+                let (path, what) = match field {
+                    Field::Route(k) => (format!("spec.http[{i}].route[{k}].destination.subset"), "host+subset"),
+                    Field::Mirror => (format!("spec.http[{i}].mirror.subset"), "mirror+subset"),
+                    Field::Mirrors(k) => (format!("spec.http[{i}].mirrors[{k}].destination.subset"), "mirror+subset"),
                 };
                 cx.push(
                     Severity::Error,
@@ -239,6 +258,7 @@ fn destination_ports(cx: &mut Ctx<'_>) {
         .service_entries()
         .flat_map(|(r, se)| se.hosts.iter().map(move |h| (host::resolve(h, &r.namespace, suffix), r, se)))
         .collect();
+    let by_name = HostPatterns::new(declared.iter().map(|(h, _, _)| h.as_str()));
     for (r, vs) in bundle.virtual_services() {
         let at = Place(Some(r));
         let visible = |ser: &Resource, se: &crd::ServiceEntry| {
@@ -253,10 +273,15 @@ fn destination_ports(cx: &mut Ctx<'_>) {
                 continue;
             }
             let target = host::resolve(&dest.host, &r.namespace, suffix);
-            let se = declared
-                .iter()
-                .find(|(h, ser, se)| *h == target && visible(ser, se))
-                .or_else(|| declared.iter().find(|(h, ser, se)| host::matches(h, &target) && visible(ser, se)))
+            // The first visible ServiceEntry naming the host exactly, else the first whose
+            // wildcard covers it: looked up by name, not by a scan per destination (quadratic in
+            // a mesh of many services).
+            let exact = by_name.exact.get(target.as_str()).into_iter().flatten();
+            let wildcard = by_name.wildcards.iter().filter(|(_, p)| host::matches(p, &target)).map(|(i, _)| i);
+            let se = exact
+                .filter_map(|&i| declared.get(i))
+                .find(|(_, ser, se)| visible(ser, se))
+                .or_else(|| wildcard.filter_map(|&i| declared.get(i)).find(|(_, ser, se)| visible(ser, se)))
                 .map(|(_, _, se)| *se);
             let Some(se) = se else { continue };
             let ports: Vec<u32> = se.ports.iter().map(|p| p.number).collect();
