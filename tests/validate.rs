@@ -1084,6 +1084,39 @@ fn destination_to_a_multi_port_service_entry_needs_a_port_ist0112() {
     );
 }
 
+/// The ServiceEntry whose ports a destination is checked against: the first visible one naming
+/// the host exactly, else the first visible wildcard covering it (looked up by name since the
+/// scan per destination made many services quadratic).
+#[test]
+fn destination_ports_come_from_the_visible_exact_service_entry_before_a_wildcard() {
+    let port = |n: u32, name: &str| json!({"number": n, "name": name, "protocol": "HTTP"});
+    let wildcard = res(
+        "ServiceEntry",
+        "wild",
+        json!({"hosts": ["*.example.com"], "resolution": "NONE", "ports": [port(9090, "http")]}),
+    );
+    let exact_here = res(
+        "ServiceEntry",
+        "exact",
+        json!({"hosts": ["api.example.com"], "resolution": "DNS", "ports": [port(80, "http"), port(8080, "http-alt")]}),
+    );
+    let exact_elsewhere = res_in(
+        "ServiceEntry",
+        "other",
+        "exact",
+        json!({"hosts": ["api.example.com"], "resolution": "DNS", "exportTo": ["."], "ports": [port(80, "http"), port(8080, "http-alt")]}),
+    );
+    let route = || {
+        vs(json!({"hosts": ["api.example.com"], "http": [{"route": [{"destination": {"host": "api.example.com"}}]}]}))
+    };
+    // Exact and visible, listed after the wildcard: its two ports make a port-less destination IST0112.
+    let d = run(json!([wildcard.clone(), exact_here, route()]));
+    expect(&d, ERROR, Some("IST0112"), "spec.http[0].route[0].destination", &["exposes multiple ports [80 8080]"]);
+    // The exact one is exported only to its own namespace: the wildcard's single port serves.
+    let d = run(json!([exact_elsewhere, wildcard, route()]));
+    expect_nothing_at(&d, "spec.http[0].route[0].destination");
+}
+
 #[test]
 fn gateway_route_without_subset_to_a_host_routed_by_subset_elsewhere_is_ist0140() {
     let d = run(json!([
