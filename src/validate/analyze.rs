@@ -10,6 +10,7 @@ use crate::crd;
 use crate::diag::Severity;
 use crate::host;
 use crate::labels::{selects, LabelIndex};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 pub(super) fn run(cx: &mut Ctx<'_>) {
@@ -46,26 +47,22 @@ impl<'a> HostPatterns<'a> {
         HostPatterns { exact, wildcards }
     }
 
-    /// Positions of the patterns that `covers` the name, in list order. Copies nothing in the
-    /// common case (a lowercase name no wildcard covers): it runs for every destination.
-    fn covering(&self, name: &str) -> impl Iterator<Item = usize> + '_ {
+    /// Positions of the patterns that `covers` the name, in list order. Borrowed in the common
+    /// case (a lowercase name no wildcard covers): it runs for every destination.
+    fn covering(&self, name: &str) -> Cow<'_, [usize]> {
         let exact = if name.bytes().any(|b| b.is_ascii_uppercase()) {
             self.exact.get(&name.to_ascii_lowercase())
         } else {
             self.exact.get(name)
         };
         let exact = exact.map_or(&[][..], Vec::as_slice);
-        let mut wild: Vec<usize> = self.wildcards.iter().filter(|(_, p)| covers(p, name)).map(|(i, _)| *i).collect();
-        let merged = (!wild.is_empty()).then(|| {
-            wild.extend_from_slice(exact);
-            wild.sort_unstable();
-            wild
-        });
-        let (only_exact, merged) = match merged {
-            Some(m) => (None, Some(m.into_iter())),
-            None => (Some(exact.iter().copied()), None),
-        };
-        only_exact.into_iter().flatten().chain(merged.into_iter().flatten())
+        let mut hits: Vec<usize> = self.wildcards.iter().filter(|(_, p)| covers(p, name)).map(|(i, _)| *i).collect();
+        if hits.is_empty() {
+            return Cow::Borrowed(exact);
+        }
+        hits.extend_from_slice(exact);
+        hits.sort_unstable();
+        Cow::Owned(hits)
     }
 }
 
@@ -113,7 +110,7 @@ fn referenced_subsets(cx: &mut Ctx<'_>) {
                 }
                 let target = resolve(cx, &dest.host, &r.namespace);
                 let for_host: Vec<&(String, &Resource, &crd::DestinationRule)> =
-                    by_host.covering(&target).filter_map(|i| drs.get(i)).collect();
+                    by_host.covering(&target).iter().filter_map(|&i| drs.get(i)).collect();
                 if for_host.iter().any(|(_, _, dr)| dr.subsets.iter().any(|s| s.name == subset)) {
                     continue;
                 }
@@ -633,7 +630,7 @@ fn destination_rule_hosts(cx: &mut Ctx<'_>) {
             known.iter().any(|k| host::overlaps(&h, k))
         } else {
             // An exact name overlaps a known host only if equal to it or matched by its wildcard.
-            by_name.covering(&h).next().is_some()
+            !by_name.covering(&h).is_empty()
         };
         if overlapping {
             continue;
@@ -794,7 +791,7 @@ mod tests {
             let index = HostPatterns::new(patterns.iter().map(String::as_str));
             for name in names.iter().chain(&patterns) {
                 let scan: Vec<usize> = (0..patterns.len()).filter(|&i| covers(&patterns[i], name)).collect();
-                assert_eq!(index.covering(name).collect::<Vec<_>>(), scan, "{patterns:?} {name}");
+                assert_eq!(index.covering(name).to_vec(), scan, "{patterns:?} {name}");
             }
         }
     }
