@@ -1494,16 +1494,19 @@ impl Ctx<'_> {
     }
 }
 
-/// The cluster of a destination for a request on `request_port`.
+/// The cluster of a destination for a request on `request_port`. A destination whose port comes
+/// from the request holds the name on `port` (the default port; compile names it so and
+/// `table::load` puts it back so), which is most requests' port: the name is built only for
+/// another one.
 fn cluster_on<'a>(
     template: &str,
     cluster: &'a str,
-    from_request: bool,
+    (port, from_request): (u32, bool),
     host: &str,
     subset: Option<&str>,
     request_port: u32,
 ) -> std::borrow::Cow<'a, str> {
-    if from_request {
+    if from_request && request_port != port {
         std::borrow::Cow::Owned(cluster_name(template, request_port, subset, host))
     } else {
         std::borrow::Cow::Borrowed(cluster)
@@ -1513,7 +1516,14 @@ fn cluster_on<'a>(
 impl Dest {
     /// The cluster for a request on `request_port` (`template` is the table's).
     pub fn cluster_on(&self, template: &str, request_port: u32) -> std::borrow::Cow<'_, str> {
-        cluster_on(template, &self.cluster, self.port_from_request, &self.host, self.subset.as_deref(), request_port)
+        cluster_on(
+            template,
+            &self.cluster,
+            (self.port, self.port_from_request),
+            &self.host,
+            self.subset.as_deref(),
+            request_port,
+        )
     }
 
     pub fn port_on(&self, request_port: u32) -> u32 {
@@ -1528,7 +1538,14 @@ impl Dest {
 impl Mirror {
     /// As [`Dest::cluster_on`].
     pub fn cluster_on(&self, template: &str, request_port: u32) -> std::borrow::Cow<'_, str> {
-        cluster_on(template, &self.cluster, self.port_from_request, &self.host, self.subset.as_deref(), request_port)
+        cluster_on(
+            template,
+            &self.cluster,
+            (self.port, self.port_from_request),
+            &self.host,
+            self.subset.as_deref(),
+            request_port,
+        )
     }
 
     pub fn port_on(&self, request_port: u32) -> u32 {

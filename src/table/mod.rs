@@ -79,7 +79,7 @@ fn shared_names_left_out(table: &RouteTable) -> RouteTable {
             if r.virtual_service == vs.name {
                 r.virtual_service.clear();
             }
-            for_each_cluster(r, |cluster, port, subset, host| {
+            for_each_cluster(r, |cluster, port, _, subset, host| {
                 if *cluster == cluster_name(&template, port, subset, host) {
                     cluster.clear();
                 }
@@ -89,26 +89,29 @@ fn shared_names_left_out(table: &RouteTable) -> RouteTable {
     t
 }
 
-/// The names [`shared_names_left_out`] left out of a rule, put back.
+/// The names [`shared_names_left_out`] left out of a rule, put back. A destination whose port
+/// comes from the request always gets the template's name on its `port`: the filter uses that
+/// name as is for a request on that port (`Dest::cluster_on`), and builds the name for any
+/// other port.
 fn put_back_names(template: &str, vs_name: &str, r: &mut Rule) {
     if r.virtual_service.is_empty() {
         r.virtual_service = vs_name.to_string();
     }
-    for_each_cluster(r, |cluster, port, subset, host| {
-        if cluster.is_empty() {
+    for_each_cluster(r, |cluster, port, from_request, subset, host| {
+        if cluster.is_empty() || from_request {
             *cluster = cluster_name(template, port, subset, host);
         }
     });
 }
 
-fn for_each_cluster(r: &mut Rule, mut f: impl FnMut(&mut String, u32, Option<&str>, &str)) {
+fn for_each_cluster(r: &mut Rule, mut f: impl FnMut(&mut String, u32, bool, Option<&str>, &str)) {
     if let Action::Forward { destinations, .. } = &mut r.action {
         for d in destinations {
-            f(&mut d.cluster, d.port, d.subset.as_deref(), &d.host);
+            f(&mut d.cluster, d.port, d.port_from_request, d.subset.as_deref(), &d.host);
         }
     }
     for m in &mut r.mirrors {
-        f(&mut m.cluster, m.port, m.subset.as_deref(), &m.host);
+        f(&mut m.cluster, m.port, m.port_from_request, m.subset.as_deref(), &m.host);
     }
 }
 
@@ -407,6 +410,28 @@ pub(crate) mod tests {
         assert_eq!(loaded.find_vs("reviews").map(|v| v.name.as_str()), Some("default/reviews"));
         assert_eq!(loaded.find_vs("a.example.com:80").map(|v| v.name.as_str()), Some("default/reviews"));
         assert!(loaded.in_registry("api.ext.io"));
+    }
+
+    /// A destination whose port comes from the request keeps the template's name on the default
+    /// port whatever the table says (the filter uses it as is for requests on that port), and
+    /// any other port gets its own name.
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    fn a_request_port_destination_is_named_by_the_template_on_every_port() {
+        let text = to_json(&compiled(seed())).unwrap_or_default();
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        let dest = &mut v["table"]["virtual_services"][0]["rules"][2]["action"]["Forward"]["destinations"][0];
+        assert_eq!(dest["port_from_request"], json!(true), "{dest}");
+        dest["cluster"] = json!("somewhere-else");
+        let loaded = match load(v.to_string().as_bytes()) {
+            Ok(t) => t,
+            Err(e) => panic!("{e}"),
+        };
+        let rule = &loaded.virtual_services[0].rules[2];
+        let Action::Forward { destinations, .. } = &rule.action else { panic!("{rule:?}") };
+        let template = &loaded.cluster_template;
+        assert_eq!(destinations[0].cluster_on(template, 80), "outbound|80|v1|reviews.default.svc.cluster.local");
+        assert_eq!(destinations[0].cluster_on(template, 9080), "outbound|9080|v1|reviews.default.svc.cluster.local");
     }
 
     #[cfg_attr(not(target_arch = "wasm32"), test)]
