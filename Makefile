@@ -40,8 +40,9 @@ FILTER_CRATES ?= $(shell $(CARGO) metadata --no-deps --format-version 1 2>/dev/n
 # `make wasm` removes these from the module's exports (filters/trim-exports): three calls into
 # the VM fewer per request. (`proxy_on_done`: Envoy deletes a context right after it, and the
 # filter's `Drop`s do its work; docs/semantics.md R243.) A callback implemented in filters/meshroute must not be listed here.
-# The benchmarks also get the module as built (meshroute_filter.all_callbacks.wasm) and the
-# do-nothing module without the same callbacks (meshroute_noop.lean.wasm).
+# The benchmarks also get the module as built (meshroute_filter.all_callbacks.wasm), the
+# do-nothing module without the same callbacks (meshroute_noop.lean.wasm) and the routing floor
+# (filters/router-floor: one header read, one routing-header write) without them.
 MESHROUTE_DECLINED_CALLBACKS := proxy_on_done proxy_on_log proxy_on_response_body proxy_on_response_trailers
 
 # Crates with wasm-bindgen-test dev-dependencies run their unit tests (--lib;
@@ -54,7 +55,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: lifecycle tools tools-rust tools-envoy tools-wasm-bindgen tools-bench \
         wasm wasm-crash-test lint fmt-check clippy clippy-wasm test test-native test-wasm \
-        bench bench-e2e bench-e2e-smoke clean-tools run graphs envoy/sidecar.yaml test-graph-browser tools-fuzz fuzz-corpus fuzz fuzz-smoke soak
+        bench bench-e2e bench-e2e-smoke bench-vm clean-tools run graphs envoy/sidecar.yaml test-graph-browser tools-fuzz fuzz-corpus fuzz fuzz-smoke soak
 
 ## tools: everything `make test` needs (idempotent)
 tools: tools-rust tools-envoy tools-wasm-bindgen
@@ -121,6 +122,10 @@ wasm: tools-rust
 	fi; \
 	if [ -f "$$out/meshroute_noop.wasm" ]; then \
 	  $(CARGO) run -q --release -p meshroute-trim-exports -- "$$out/meshroute_noop.wasm" "$$out/meshroute_noop.lean.wasm" \
+	    $(MESHROUTE_DECLINED_CALLBACKS); \
+	fi; \
+	if [ -f "$$out/meshroute_router_floor.wasm" ]; then \
+	  $(CARGO) run -q --release -p meshroute-trim-exports -- "$$out/meshroute_router_floor.wasm" "$$out/meshroute_router_floor.wasm" \
 	    $(MESHROUTE_DECLINED_CALLBACKS); \
 	fi
 
@@ -265,6 +270,12 @@ bench-e2e: tools-envoy tools-bench wasm
 	rm -f "$$target/bench-e2e-goals.txt"; \
 	$(CARGO) test --release --test bench_e2e -- --ignored --nocapture --test-threads 1; status=$$?; \
 	echo; echo "Goals (issue 11, issue 12 item 3), this run:"; cat "$$target/bench-e2e-goals.txt" 2>/dev/null; exit $$status
+
+## bench-vm: the filter's own work per request inside the VM, timed under a minimal Proxy-Wasm host
+## in node (V8, benches/vm_host.js): meshroute, the routing floor, the do-nothing module
+## (docs/benchmarks-e2e.md); BENCH_VM_REQUESTS, BENCH_VM_ROUNDS tune it
+bench-vm: wasm
+	$(CARGO) test --release --test bench_vm -- --ignored --nocapture vm_cost_per_request
 
 ## bench-e2e-smoke: `make test`'s short run of the seed benchmark (1 s runs, 2 rounds): every
 ## listener answers under load, both routings split 80/20, the goals' lines print (not judged)

@@ -3,7 +3,8 @@
 //!
 //! Envoy (`--concurrency 1`) carries listeners side by side (tests/fixtures/bench-e2e.yaml):
 //! router only, the seed routing as native Envoy routes, the do-nothing Wasm filter (the floor),
-//! meshroute with the seed VirtualService (and variants that each undo one lever), and N
+//! the routing floor (filters/router-floor: one header read, one routing-header write, no
+//! decision), meshroute with the seed VirtualService (and variants that each undo one lever), and N
 //! generated rules both ways. A second Envoy answering by `direct_response` is the upstream.
 //! wrk (HTTP/1.1) and h2load (h2c) drive the listeners; each run records the requests Envoy
 //! answered (its own 2xx counter) and the CPU time the Envoy process spent (the scheduler's
@@ -85,15 +86,6 @@ fn sidecar_routes(default_retries: bool) -> String {
     json!({"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]}).to_string()
 }
 
-fn destination_rule(host: &str, subsets: &[&str]) -> Value {
-    let subsets: Vec<Value> = subsets.iter().map(|s| json!({"name": s, "labels": {"version": s}})).collect();
-    json!({"apiVersion": "networking.istio.io/v1beta1", "kind": "DestinationRule",
-           "metadata": {"name": host, "namespace": "default"},
-           "spec": {"host": host, "subsets": subsets}})
-}
-
-/// The seed routing (examples/header-route.yaml's header match, then examples/weight-route.yaml's
-/// 80/20 split) as one VirtualService — envoy/demo-config.json without its mirror.
 /// The seed config as before `retryPolicyOnRoute`: every policy (the default too) as hints.
 fn hints_config() -> Value {
     let mut c = seed_config();
@@ -107,19 +99,6 @@ fn each_config() -> Value {
     let mut c = seed_config();
     c["settings"]["counterFlushMs"] = json!(0);
     c
-}
-
-fn seed_config() -> Value {
-    let d = |subset: &str| json!({"host": "product-service", "subset": subset});
-    json!({"settings": {"namespace": "default", "retryPolicyOnRoute": true}, "resources": [
-        {"apiVersion": "networking.istio.io/v1beta1", "kind": "VirtualService",
-         "metadata": {"name": "product-service", "namespace": "default"},
-         "spec": {"hosts": ["product-service"], "http": [
-             {"name": "debug-to-v2", "match": [{"headers": {"x-debug": {"exact": "true"}}}],
-              "route": [{"destination": d("v2")}]},
-             {"name": "canary-80-20",
-              "route": [{"destination": d("v1"), "weight": 80}, {"destination": d("v2"), "weight": 20}]}]}},
-        destination_rule("product-service", &["v1", "v2"])]})
 }
 
 /// Rule `i` of the generated set: URI prefix `/r<i>/`, to subset v1 or v2 alternately.
@@ -216,6 +195,7 @@ impl Bench {
                 ("EACH_CONFIG", &filter_config(&each_config())),
                 ("NOOP_WASM", &wasm_path("meshroute_noop").display().to_string()),
                 ("NOOP_LEAN_WASM", &wasm_path("meshroute_noop.lean").display().to_string()),
+                ("ROUTER_FLOOR_WASM", &wasm_path("meshroute_router_floor").display().to_string()),
                 ("MESH_WASM", &wasm_path("meshroute_filter").display().to_string()),
                 ("MESH_FULL_WASM", &wasm_path("meshroute_filter.all_callbacks").display().to_string()),
                 ("SEED_CONFIG", &filter_config(&seed_config())),
@@ -287,12 +267,15 @@ fn seed_variants() -> Vec<Variant> {
         variant("meshroute, count each", "MESH_EACH_PORT", "meshroute_each"),
         variant("meshroute, every callback", "MESH_FULL_PORT", "meshroute_full"),
         lean,
+        variant("routing floor (one header read, one routing-header write)", "ROUTER_FLOOR_PORT", "router_floor"),
     ]
 }
 
 const NATIVE: usize = 1;
 const FLOOR: usize = 2;
 const MESH: usize = 3;
+const LEAN: usize = 7;
+const ROUTER_FLOOR: usize = 8;
 
 /// One comparison of the seed bench: listener `x` over listener `y`, CPU per request.
 struct SeedPair {
@@ -312,7 +295,12 @@ fn seed_pairs() -> Vec<SeedPair> {
         pair("lever, declined callbacks: meshroute ÷ meshroute with every callback", MESH, 6, None),
         pair("lever, retry policy on the route: meshroute ÷ meshroute with all hints", MESH, 4, None),
         pair("lever, batched counters: meshroute ÷ meshroute counting each event", MESH, 5, None),
-        pair("meshroute ÷ noop declining the same callbacks", MESH, 7, None),
+        pair("meshroute ÷ noop declining the same callbacks", MESH, LEAN, None),
+        pair("meshroute ÷ routing floor (meshroute's own work)", MESH, ROUTER_FLOOR, None),
+        pair("routing floor ÷ noop declining the same callbacks (a read and a write)", ROUTER_FLOOR, LEAN, None),
+        // Goal 1's two bounds read for a filter that routes and decides nothing.
+        pair("routing floor ÷ Wasm floor", ROUTER_FLOOR, FLOOR, None),
+        pair("routing floor ÷ native routes", ROUTER_FLOOR, NATIVE, None),
         pair("Wasm floor ÷ native routes (what any Wasm filter costs)", FLOOR, NATIVE, None),
     ]
 }
@@ -485,18 +473,6 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     }
     let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[i]
-}
-
-/// The middle value (the upper one of an even count).
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-/// The lowest and the highest value.
-fn range(v: &[f64]) -> (f64, f64) {
-    (v.iter().copied().fold(f64::INFINITY, f64::min), v.iter().copied().fold(f64::NEG_INFINITY, f64::max))
 }
 
 /// Every variant with every tool, `rounds` times; the variant order rotates each round.
@@ -802,6 +778,20 @@ fn seed_routing_cost_per_request_against_native_routes_and_the_wasm_floor() {
             native.0 .2,
             native.1,
             verdict(native.0 .0, native.1),
+        ));
+    }
+    for tool in &tools {
+        let ratio = |x: usize, y: usize| {
+            let k = pairs.iter().position(|p| p.x == x && p.y == y).expect("routing floor pair");
+            pair_ratio(&samples[&(tool.label(), k)]).0
+        };
+        goal(&format!(
+            "issue 11 goal 1's reach, {}: a filter that only reads the headers and writes the routing header (the routing \
+             floor) = {:.3} × the Wasm floor, {:.3} × native routes; meshroute = {:.3} × the routing floor",
+            tool.label(),
+            ratio(ROUTER_FLOOR, FLOOR),
+            ratio(ROUTER_FLOOR, NATIVE),
+            ratio(MESH, ROUTER_FLOOR),
         ));
     }
     for tool in tools.iter().filter(|t| matches!(t, Tool::FixedRate(_))) {

@@ -1487,3 +1487,41 @@ fn erfc(x: f64) -> f64 {
         2.0 - r
     }
 }
+
+// ---------------------------------------------------------------------------
+// The seed benchmark's configuration (tests/bench_e2e.rs, tests/bench_vm.rs)
+
+/// The seed routing (examples/header-route.yaml's header match, then examples/weight-route.yaml's
+/// 80/20 split) as one VirtualService — envoy/demo-config.json without its mirror.
+pub fn seed_config() -> serde_json::Value {
+    let d = |subset: &str| serde_json::json!({"host": "product-service", "subset": subset});
+    serde_json::json!({"settings": {"namespace": "default", "retryPolicyOnRoute": true}, "resources": [
+        {"apiVersion": "networking.istio.io/v1beta1", "kind": "VirtualService",
+         "metadata": {"name": "product-service", "namespace": "default"},
+         "spec": {"hosts": ["product-service"], "http": [
+             {"name": "debug-to-v2", "match": [{"headers": {"x-debug": {"exact": "true"}}}],
+              "route": [{"destination": d("v2")}]},
+             {"name": "canary-80-20",
+              "route": [{"destination": d("v1"), "weight": 80}, {"destination": d("v2"), "weight": 20}]}]}},
+        destination_rule("product-service", &["v1", "v2"])]})
+}
+
+pub fn destination_rule(host: &str, subsets: &[&str]) -> serde_json::Value {
+    let subsets: Vec<serde_json::Value> =
+        subsets.iter().map(|s| serde_json::json!({"name": s, "labels": {"version": s}})).collect();
+    serde_json::json!({"apiVersion": "networking.istio.io/v1beta1", "kind": "DestinationRule",
+           "metadata": {"name": host, "namespace": "default"},
+           "spec": {"host": host, "subsets": subsets}})
+}
+
+/// The middle value (the upper one of an even count).
+pub fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The lowest and the highest value.
+pub fn range(v: &[f64]) -> (f64, f64) {
+    (v.iter().copied().fold(f64::INFINITY, f64::min), v.iter().copied().fold(f64::NEG_INFINITY, f64::max))
+}
