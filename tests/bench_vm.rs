@@ -38,8 +38,7 @@ struct VmRun {
 const MODULES: [&str; 3] = ["meshroute_filter", "meshroute_router_floor", "meshroute_noop.lean"];
 
 fn run(requests: u64, rounds: u64) -> Vec<VmRun> {
-    let dir = std::env::temp_dir().join(format!("meshroute-bench-vm-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = unique_temp_dir("meshroute-bench-vm");
     let table = dir.join("table.json");
     std::fs::write(&table, filter_configuration(&seed_config())).unwrap();
     let host = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/vm_host.js");

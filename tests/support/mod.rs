@@ -149,7 +149,7 @@ pub fn refused_port() -> u16 {
 static UNIQUE: AtomicU32 = AtomicU32::new(0);
 
 /// A fresh, empty temporary directory (std-only; removed by its owner).
-fn unique_temp_dir(prefix: &str) -> PathBuf {
+pub fn unique_temp_dir(prefix: &str) -> PathBuf {
     let nanos =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     let dir = std::env::temp_dir().join(format!(
