@@ -39,11 +39,6 @@ const UPSTREAM_TEMPLATE: &str = include_str!("fixtures/bench-upstream.yaml");
 
 // === Set-up ===
 
-/// Istio's cluster name for `host` (namespace `default`) and `subset`, port 80.
-fn cluster(host: &str, subset: &str) -> String {
-    format!("outbound|80|{subset}|{host}.default.svc.cluster.local")
-}
-
 /// The cluster of the router-only listener, also named in `x-meshroute-cluster` by the requests
 /// to the do-nothing filter (so the noop listener takes the same cluster_header route as
 /// meshroute's requests).
@@ -757,12 +752,14 @@ fn seed_routing_cost_per_request_against_native_routes_and_the_wasm_floor() {
 
     // One screen: each goal of issue 11 (goals 1 and 4), its result, met or not.
     println!("Goals (ratios of CPU per request, the two listeners loaded at the same moment; in brackets the per-round range):");
-    let aa = pairs.iter().position(|p| p.x == p.y).expect("an A/A pair");
+    let pair_of = |x: usize, y: usize| pairs.iter().position(|p| p.x == x && p.y == y).expect("a seed pair");
+    let aa = pair_of(MESH, MESH);
     for tool in &tools {
-        let (n, nlo, nhi) = pair_ratio(&samples[&(tool.label(), aa)]);
+        let ratio = |k: usize| pair_ratio(&samples[&(tool.label(), k)]);
+        let (n, nlo, nhi) = ratio(aa);
         let [floor, native] = [FLOOR, NATIVE].map(|y| {
-            let k = pairs.iter().position(|p| p.x == MESH && p.y == y).expect("goal pair");
-            (pair_ratio(&samples[&(tool.label(), k)]), pairs[k].goal.expect("goal"))
+            let k = pair_of(MESH, y);
+            (ratio(k), pairs[k].goal.expect("goal"))
         });
         goal(&format!(
             "issue 11 goal 1, {}: meshroute = {:.3} ({:.2}–{:.2}) × the Wasm floor (goal ≤ {:.2}: {}), {:.3} ({:.2}–{:.2}) × \
@@ -779,19 +776,13 @@ fn seed_routing_cost_per_request_against_native_routes_and_the_wasm_floor() {
             native.1,
             verdict(native.0 .0, native.1),
         ));
-    }
-    for tool in &tools {
-        let ratio = |x: usize, y: usize| {
-            let k = pairs.iter().position(|p| p.x == x && p.y == y).expect("routing floor pair");
-            pair_ratio(&samples[&(tool.label(), k)]).0
-        };
         goal(&format!(
             "issue 11 goal 1's reach, {}: a filter that only reads the headers and writes the routing header (the routing \
              floor) = {:.3} × the Wasm floor, {:.3} × native routes; meshroute = {:.3} × the routing floor",
             tool.label(),
-            ratio(ROUTER_FLOOR, FLOOR),
-            ratio(ROUTER_FLOOR, NATIVE),
-            ratio(MESH, ROUTER_FLOOR),
+            ratio(pair_of(ROUTER_FLOOR, FLOOR)).0,
+            ratio(pair_of(ROUTER_FLOOR, NATIVE)).0,
+            ratio(pair_of(MESH, ROUTER_FLOOR)).0,
         ));
     }
     for tool in tools.iter().filter(|t| matches!(t, Tool::FixedRate(_))) {
@@ -800,8 +791,7 @@ fn seed_routing_cost_per_request_against_native_routes_and_the_wasm_floor() {
         let added = |k: usize| -> Vec<f64> {
             samples[&(tool.label(), k)].iter().map(|(x, y)| (x.p99 - y.p99) * 1000.0).collect()
         };
-        let k = pairs.iter().position(|p| p.x == MESH && p.y == FLOOR).expect("floor pair");
-        let (mesh_added, noise) = (added(k), added(aa));
+        let (mesh_added, noise) = (added(pair_of(MESH, FLOOR)), added(aa));
         let ((lo, hi), (nlo, nhi)) = (range(&mesh_added), range(&noise));
         let median_added = median(&mesh_added);
         goal(&format!(

@@ -73,15 +73,16 @@ fn run(requests: u64, rounds: u64) -> Vec<VmRun> {
     runs
 }
 
-fn cluster(subset: &str) -> String {
-    format!("x-meshroute-cluster=outbound|80|{subset}|product-service.default.svc.cluster.local")
+/// The host's record of meshroute's routing-header write for `subset`.
+fn routed_to(subset: &str) -> String {
+    format!("x-meshroute-cluster={}", cluster("product-service", subset))
 }
 
 /// What each module must have done, whatever the timing: a bench of a module that routes wrong
 /// (or not at all) would time the wrong work.
 fn check(runs: &[VmRun]) {
     let [mesh, floor, noop] = runs else { unreachable!() };
-    let (v1, v2) = (mesh.written.get(&cluster("v1")).copied(), mesh.written.get(&cluster("v2")).copied());
+    let (v1, v2) = (mesh.written.get(&routed_to("v1")).copied(), mesh.written.get(&routed_to("v2")).copied());
     let (v1, v2) = (v1.unwrap_or(0), v2.unwrap_or(0));
     // One write per request, the routing header only (Istio's default retries are on the route).
     assert_eq!(v1 + v2, mesh.requests, "meshroute wrote {:?}", mesh.written);

@@ -1491,6 +1491,11 @@ fn erfc(x: f64) -> f64 {
 // ---------------------------------------------------------------------------
 // The seed benchmark's configuration (tests/bench_e2e.rs, tests/bench_vm.rs)
 
+/// Istio's cluster name for `host` (namespace `default`) and `subset`, port 80.
+pub fn cluster(host: &str, subset: &str) -> String {
+    format!("outbound|80|{subset}|{host}.default.svc.cluster.local")
+}
+
 /// The seed routing (examples/header-route.yaml's header match, then examples/weight-route.yaml's
 /// 80/20 split) as one VirtualService — envoy/demo-config.json without its mirror.
 pub fn seed_config() -> serde_json::Value {
